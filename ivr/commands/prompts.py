@@ -1,0 +1,153 @@
+"""``ivr prompts build|check|install|test-audio``: the prompt sets Asterisk plays."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ivr import prompts
+
+DEFAULT_SOURCE = "prompts"
+DEFAULT_BUILD = "prompts/build"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "prompts",
+        help="build, check and install the prompt sets",
+        description=__doc__,
+    )
+    sub = parser.add_subparsers(dest="prompts_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--source", help=f"source catalogs (default: config or {DEFAULT_SOURCE})")
+        p.add_argument("--out", help=f"build directory (default: config or {DEFAULT_BUILD})")
+        p.add_argument(
+            "--lang",
+            action="append",
+            metavar="LANG",
+            help="a language to handle, repeatable (default: config or every source catalog)",
+        )
+        p.add_argument("--config", metavar="F", help="the controller's configuration file")
+
+    build = sub.add_parser(
+        "build",
+        help="speak or convert every prompt to 8 kHz wav and u-law (incremental)",
+        description="Build <out>/<lang>/<id>.wav and .ulaw from the source texts (espeak-ng) "
+        "or from recordings in <source>/recordings/<lang>/; unchanged prompts are skipped.",
+    )
+    common(build)
+    build.add_argument("--company", help="company name for {company} (default: config or Example)")
+    build.add_argument("--jobs", type=int, help="parallel jobs (default: CPU cores)")
+    build.add_argument("--force", action="store_true", help="rebuild unchanged prompts too")
+    build.set_defaults(func=cmd_build)
+
+    check = sub.add_parser(
+        "check",
+        help="fail naming every missing, empty or wrong-format prompt",
+        description="Exit 1 naming every prompt missing, empty or not 8 kHz mono 16-bit, "
+        "and every id present in one language's source but not another's.",
+    )
+    common(check)
+    check.set_defaults(func=cmd_check)
+
+    install = sub.add_parser(
+        "install",
+        help="copy the built sets to DEST/<lang>/ (an Asterisk sound directory)",
+        description="Copy <out>/<lang>/ to DEST/<lang>/. With DEST "
+        "/usr/share/asterisk/sounds/ivr, Asterisk plays ivr/<lang>/<id>.",
+    )
+    common(install)
+    install.add_argument("--dest", required=True, metavar="DIR")
+    install.set_defaults(func=cmd_install)
+
+    test_audio = sub.add_parser(
+        "test-audio",
+        help="write caller_speech, line_noise and silence for the integration tests",
+    )
+    test_audio.add_argument("--out", required=True, metavar="DIR")
+    test_audio.set_defaults(func=cmd_test_audio)
+
+
+def _config(path: str | None) -> Any | None:
+    """The loaded configuration, or None without --config or without ivr.config."""
+    if path is None:
+        return None
+    try:
+        from ivr.config import load_config  # noqa: PLC0415 (optional: may not exist yet)
+    except ImportError:
+        print(f"ivr prompts: ivr.config is not available, ignoring --config {path}",
+              file=sys.stderr)
+        return None
+    return load_config(path)
+
+
+def _setting(config: Any | None, *names: str) -> Any | None:
+    value = config
+    for name in names:
+        value = getattr(value, name, None)
+        if value is None:
+            return None
+    return value
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Path, Path, list[str], Any | None]:
+    config = _config(args.config)
+    source = Path(args.source or _setting(config, "prompts", "source") or DEFAULT_SOURCE)
+    out = Path(args.out or _setting(config, "prompts", "build") or DEFAULT_BUILD)
+    langs = args.lang or list(_setting(config, "switch", "languages") or [])
+    if not langs:
+        langs = prompts.source_languages(source) or prompts.built_languages(out)
+    return source, out, langs, config
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    source, out, langs, config = _resolve(args)
+    if not langs:
+        print(f"ivr prompts: no languages: no *.toml in {source}", file=sys.stderr)
+        return 1
+    company = args.company or _setting(config, "switch", "company") or prompts.DEFAULT_COMPANY
+    started = time.monotonic()
+    results = prompts.build_prompts(
+        source, out, langs, company=company, jobs=args.jobs, force=args.force,
+        progress=lambda line: print(line, flush=True),
+    )
+    size = sum(p.stat().st_size for lang in langs for p in (out / lang).iterdir() if p.is_file())
+    total = sum(r.total for r in results)
+    print(
+        f"{total} prompts in {len(results)} language(s) in {out}/ "
+        f"({size / 1e6:.1f} MB) in {time.monotonic() - started:.1f} s"
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    source, out, langs, _config_ = _resolve(args)
+    if not langs:
+        print(f"ivr prompts: no languages to check in {source} or {out}", file=sys.stderr)
+        return 1
+    problems = prompts.check_prompts(out, langs, source)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s); run `ivr prompts build`", file=sys.stderr)
+        return 1
+    print(f"ok: {', '.join(langs)} complete in {out}/")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    _source, out, _langs, _config_ = _resolve(args)
+    count = prompts.install_prompts(out, args.dest, args.lang)
+    print(f"installed {count} prompts from {out}/ to {args.dest}/")
+    return 0
+
+
+def cmd_test_audio(args: argparse.Namespace) -> int:
+    durations = prompts.make_test_audio(args.out)
+    for name, seconds in durations.items():
+        print(f"{args.out}/{name}.wav, .ulaw: {seconds:.2f} s")
+    return 0
