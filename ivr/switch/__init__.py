@@ -1,0 +1,1 @@
+"""Where the controller's Asterisk comes from: embedded (chroot) or external."""

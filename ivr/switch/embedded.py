@@ -1,0 +1,470 @@
+"""The embedded Asterisk: a Debian sid root filesystem with the `asterisk` package,
+started chrooted with the project's own configuration directory.
+
+Layout (all under the user's cache dir, ``~/.cache/ivr`` by default)::
+
+    rootfs/                         built once by mmdebstrap, shared by all instances
+    rootfs/srv/ivr/<instance>/      one switch: etc/ (rendered config), lib/, spool/,
+                                    log/, run/, secrets.json (mode 0600)
+
+Bookworm has no asterisk package, sid has Asterisk 22; its index is a frozen snapshot
+whose Release file has expired, hence ``Check-Valid-Until "false"``. The mirror is read
+from this machine's own apt sources, never written into the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ivr.errors import SwitchError
+from ivr.switch.amiwait import wait_fully_booted
+
+PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm")
+ADMIN_USER = "ivr-admin"
+CONTROLLER_USER = "ivr"
+AGENT_ENDPOINTS = ("1001", "1002", "1003")
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("IVR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ivr"
+    )
+    return Path(base)
+
+
+def read_debian_mirror(paths: list[Path] | None = None) -> str:
+    """The Debian archive URI of this machine's apt sources (deb822 or one-line)."""
+    if paths is None:
+        paths = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+        paths += sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+        paths.append(Path("/etc/apt/sources.list"))
+    uris: list[str] = []
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        uris += re.findall(r"^\s*URIs:\s*(\S+)", text, flags=re.MULTILINE)
+        uris += re.findall(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, flags=re.MULTILINE)
+    for uri in uris:
+        if "security" not in uri and uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    raise SwitchError(
+        "no Debian archive found in this machine's apt sources "
+        "(/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); "
+        "the embedded Asterisk needs one to build its root filesystem"
+    )
+
+
+@dataclass(frozen=True)
+class Ports:
+    ami: int = 5038
+    agi: int = 4573
+    sip: int = 5060
+    rtp_start: int = 10000
+    rtp_end: int = 10999
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports nobody listens on now (for tests: no fixed host ports)."""
+        tcp = [_free_port(socket.SOCK_STREAM) for _ in range(2)]
+        sip = _free_port(socket.SOCK_DGRAM)
+        base = 20000 + (os.getpid() % 200) * 100
+        return cls(ami=tcp[0], agi=tcp[1], sip=sip, rtp_start=base, rtp_end=base + 99)
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Secrets:
+    admin: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    controller: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    agents: dict[str, str] = field(
+        default_factory=lambda: {a: secrets.token_urlsafe(12) for a in AGENT_ENDPOINTS}
+    )
+
+
+class EmbeddedSwitch:
+    """One embedded Asterisk instance: build, up, down, status, cli."""
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        cache_dir: Path | None = None,
+        ports: Ports | None = None,
+        config_dir: Path | None = None,
+        agi_host: str = "127.0.0.1",
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise SwitchError(f"instance name {name!r}: use letters, digits, '.', '_' or '-'")
+        self.name = name
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.rootfs = self.cache_dir / "rootfs"
+        self.inner = Path("/srv/ivr") / name  # path as seen inside the chroot
+        self.home = self.rootfs / self.inner.relative_to("/")
+        self.config_dir = config_dir or Path(
+            os.environ.get("IVR_ASTERISK_CONFIG") or project_root() / "asterisk"
+        )
+        self._ports = ports
+        self.agi_host = agi_host
+        self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    # ------------------------------------------------------------------ state files
+    @property
+    def state_file(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def ports(self) -> Ports:
+        if self._ports is None:
+            saved = self._read_state().get("ports")
+            self._ports = Ports(**saved) if saved else Ports()
+        return self._ports
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def secrets(self) -> Secrets:
+        path = self.home / "secrets.json"
+        try:
+            return Secrets(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            created = Secrets()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(asdict(created), f)
+            return created
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "log" / "asterisk.console.log"
+
+    @property
+    def conf_inside(self) -> str:
+        return str(self.inner / "etc" / "asterisk.conf")
+
+    # ------------------------------------------------------------------ build
+    def is_built(self) -> bool:
+        return (self.rootfs / "usr/sbin/asterisk").exists() and (self.rootfs / ".ivr-built").exists()
+
+    def build(self, *, force: bool = False) -> None:
+        """Build the root filesystem once (about 20 s, 340 MB); reuse it afterwards."""
+        if self.is_built() and not force:
+            return
+        _require_root()
+        if shutil.which("mmdebstrap") is None:
+            self.progress("embedded asterisk: installing mmdebstrap with apt-get ...")
+            self._run_progress(["apt-get", "install", "-y", "-q", "mmdebstrap"], "apt")
+        mirror = read_debian_mirror()
+        tmp = self.cache_dir / "rootfs.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.progress(f"embedded asterisk: building a Debian sid root filesystem in {self.rootfs} ...")
+        cmd = [
+            "mmdebstrap",
+            "--variant=apt",
+            "--aptopt=Acquire::Check-Valid-Until \"false\"",
+            "--include=" + ",".join(PACKAGES),
+            "sid",
+            str(tmp),
+            f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} sid main",
+        ]
+        self._run_progress(cmd, "mmdebstrap")
+        hostname = socket.gethostname()
+        (tmp / "etc/hosts").write_text(
+            f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost {hostname}\n"
+        )
+        (tmp / ".ivr-built").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        if self.rootfs.exists():
+            shutil.rmtree(self.rootfs)
+        tmp.rename(self.rootfs)
+        self.progress("embedded asterisk: root filesystem ready")
+
+    def _run_progress(self, cmd: list[str], label: str) -> None:
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            )
+        except FileNotFoundError as exc:
+            raise SwitchError(f"{cmd[0]} is not installed and could not be run: {exc}") from exc
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-15:]
+            if line.startswith(("I: ", "E: ", "W: ")) or label == "apt" and line.startswith("Setting up"):
+                self.progress(f"  {label}: {line}")
+        if proc.wait() != 0:
+            hint = ""
+            joined = "\n".join(tail)
+            if "Unable to locate package" in joined or "has no installation candidate" in joined:
+                hint = " (a package is missing from the mirror)"
+            elif "Could not resolve" in joined or "Failed to fetch" in joined or "Temporary failure" in joined:
+                hint = " (no network to the package mirror?)"
+            raise SwitchError(
+                f"{label} failed with exit code {proc.returncode}{hint}; last output:\n{joined}"
+            )
+
+    # ------------------------------------------------------------------ config
+    def render_config(self) -> None:
+        """Copy asterisk/ into the instance and point it at the instance's dirs and ports."""
+        etc = self.home / "etc"
+        if etc.exists():
+            shutil.rmtree(etc)
+        shutil.copytree(self.config_dir, etc, ignore=shutil.ignore_patterns("*~", "*.md"))
+        for sub in ("lib", "spool", "log", "run", "messages"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        ports = self.ports
+        inner = self.inner
+        arch_moddir = _find_moddir(self.rootfs)
+        _rewrite(
+            etc / "asterisk.conf",
+            {
+                r"^astetcdir\s*=>.*$": f"astetcdir => {inner}/etc",
+                r"^astmoddir\s*=>.*$": f"astmoddir => {arch_moddir}",
+                r"^astdbdir\s*=>.*$": f"astdbdir => {inner}/lib",
+                r"^astvarlibdir\s*=>.*$": "astvarlibdir => /var/lib/asterisk",
+                r"^astspooldir\s*=>.*$": f"astspooldir => {inner}/spool",
+                r"^astrundir\s*=>.*$": f"astrundir => {inner}/run",
+                r"^astlogdir\s*=>.*$": f"astlogdir => {inner}/log",
+            },
+        )
+        _rewrite(etc / "manager.conf", {r"^port\s*=.*$": f"port = {ports.ami}"})
+        _rewrite(etc / "pjsip.conf", {r"^bind\s*=.*$": f"bind = 127.0.0.1:{ports.sip}"})
+        _rewrite(
+            etc / "rtp.conf",
+            {r"^rtpstart\s*=.*$": f"rtpstart = {ports.rtp_start}", r"^rtpend\s*=.*$": f"rtpend = {ports.rtp_end}"},
+        )
+        _rewrite(
+            etc / "ivr-globals.conf",
+            {r"^IVR_AGI\s*=.*$": f"IVR_AGI = agi://{self.agi_host}:{ports.agi}"},
+        )
+        sec = self.secrets()
+        _write_private(
+            etc / "manager_secrets.conf",
+            f"[{CONTROLLER_USER}](+)\nsecret = {sec.controller}\n\n[{ADMIN_USER}](+)\nsecret = {sec.admin}\n",
+        )
+        _write_private(
+            etc / "pjsip_secrets.conf",
+            "".join(f"[{a}-auth](+)\npassword = {p}\n\n" for a, p in sec.agents.items()),
+        )
+        self._install_prompts()
+
+    def _install_prompts(self) -> None:
+        """Copy built prompts (prompts/build/<lang>/) to the sound path as ivr/<lang>/."""
+        built = Path(os.environ.get("IVR_PROMPTS_BUILD") or project_root() / "prompts" / "build")
+        if not built.is_dir():
+            return
+        dest = self.rootfs / "usr/share/asterisk/sounds/ivr"
+        for lang_dir in built.iterdir():
+            if lang_dir.is_dir():
+                target = dest / lang_dir.name
+                target.mkdir(parents=True, exist_ok=True)
+                for f in lang_dir.iterdir():
+                    if f.suffix in (".wav", ".ulaw", ".sln", ".gsm"):
+                        shutil.copy2(f, target / f.name)
+
+    # ------------------------------------------------------------------ run
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.home / "asterisk.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        # A zombie or a reused pid is not our Asterisk.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"asterisk" in cmdline and self.conf_inside.encode() in cmdline else None
+
+    def up(self, *, timeout: float = 30.0) -> float:
+        """Build if needed, start, and wait for FullyBooted on AMI. Returns seconds taken."""
+        _require_root()
+        self.build()
+        if self.pid() is not None:
+            self.progress(f"embedded asterisk '{self.name}' already running (pid {self.pid()})")
+            return 0.0
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"ports": asdict(self.ports)}))
+        self.render_config()
+        for stale in (self.home / "run").glob("*"):
+            stale.unlink(missing_ok=True)
+        log = open(self.log_file, "ab")
+        proc = subprocess.Popen(
+            ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-C", self.conf_inside],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        (self.home / "asterisk.pid").write_text(str(proc.pid))
+        try:
+            asyncio.run(
+                wait_fully_booted(
+                    "127.0.0.1", self.ports.ami, ADMIN_USER, self.secrets().admin,
+                    timeout=timeout, alive=lambda: proc.poll() is None,
+                )
+            )
+        except SwitchError as exc:
+            self.down()
+            raise SwitchError(f"{exc}\n--- last lines of {self.log_file}:\n{self.log_tail()}") from exc
+        took = time.monotonic() - started
+        self.progress(
+            f"embedded asterisk '{self.name}' fully booted in {took:.1f} s: "
+            f"AMI 127.0.0.1:{self.ports.ami}, SIP udp 127.0.0.1:{self.ports.sip}, "
+            f"FastAGI expected at {self.agi_host}:{self.ports.agi}"
+        )
+        return took
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def down(self, *, timeout: float = 10.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            self.cli("core stop now", timeout=5)
+        except SwitchError:
+            pass
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    break
+            if _wait_gone(pid, timeout if sig is None else 3.0):
+                break
+        (self.home / "asterisk.pid").unlink(missing_ok=True)
+
+    def status(self) -> dict:
+        pid = self.pid()
+        info: dict = {"name": self.name, "built": self.is_built(), "running": pid is not None}
+        if pid is not None:
+            info["pid"] = pid
+            info["ports"] = asdict(self.ports)
+            try:
+                info["uptime"] = self.cli("core show uptime seconds", timeout=5).strip()
+            except SwitchError as exc:
+                info["error"] = str(exc)
+        return info
+
+    def cli(self, command: str, *, timeout: float = 15.0) -> str:
+        if self.pid() is None:
+            raise SwitchError(f"embedded asterisk '{self.name}' is not running (ivr asterisk up)")
+        try:
+            out = subprocess.run(
+                ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-C", self.conf_inside, "-rx", command],
+                capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SwitchError(f"asterisk CLI {command!r} did not answer within {timeout} s") from exc
+        if out.returncode != 0:
+            raise SwitchError(f"asterisk CLI {command!r} failed: {out.stderr.strip() or out.stdout.strip()}")
+        return out.stdout
+
+    def env(self) -> dict[str, str]:
+        return {
+            "IVR_AMI_HOST": "127.0.0.1",
+            "IVR_AMI_PORT": str(self.ports.ami),
+            "IVR_AMI_USERNAME": ADMIN_USER,
+            "IVR_AMI_SECRET": self.secrets().admin,
+            "IVR_AGI_PORT": str(self.ports.agi),
+            "IVR_SIP_PORT": str(self.ports.sip),
+        }
+
+    def path_inside(self, host_path: Path) -> str:
+        """A path under the root filesystem, as Asterisk sees it."""
+        return "/" + str(Path(host_path).resolve().relative_to(self.rootfs.resolve()))
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise SwitchError(
+            "the embedded Asterisk needs root (mmdebstrap and chroot); run as root, "
+            "or point the controller at an external Asterisk (IVR_EXTERNAL=1)"
+        )
+
+
+def _find_moddir(rootfs: Path) -> str:
+    for cand in sorted(rootfs.glob("usr/lib/*/asterisk/modules")) + [rootfs / "usr/lib/asterisk/modules"]:
+        if cand.is_dir():
+            return "/" + str(cand.relative_to(rootfs))
+    raise SwitchError(f"no Asterisk module directory in {rootfs}: rebuild with `ivr asterisk build --force`")
+
+
+def _rewrite(path: Path, subs: dict[str, str]) -> None:
+    text = path.read_text()
+    for pattern, repl in subs.items():
+        text, n = re.subn(pattern, repl, text, count=1, flags=re.MULTILINE)
+        if n == 0:
+            raise SwitchError(f"{path.name}: expected a line matching {pattern!r} to rewrite")
+    path.write_text(text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return True
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def iter_instances(cache_dir: Path | None = None) -> Iterator[str]:
+    root = (cache_dir or default_cache_dir()) / "rootfs/srv/ivr"
+    if root.is_dir():
+        yield from sorted(p.name for p in root.iterdir() if p.is_dir())
