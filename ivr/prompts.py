@@ -201,7 +201,12 @@ def _to_telephony(path: Path) -> Any:
     """Decode any audio file to an 8 kHz mono 16-bit AudioSegment (ffmpeg resampler)."""
     segment_cls = _audio_segment()
     try:
-        seg = segment_cls.from_file(str(path))
+        if path.suffix.lower() == ".wav":
+            # pydub leaves a wav file it reads directly open: hand it an open file.
+            with path.open("rb") as f:
+                seg = segment_cls.from_file(f, format="wav")
+        else:
+            seg = segment_cls.from_file(str(path))  # ffmpeg reads the path itself
         buf = seg.export(
             io.BytesIO(),
             format="wav",
