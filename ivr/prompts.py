@@ -223,7 +223,8 @@ def _trim(seg: Any) -> Any:
 
     threshold = seg.max_dBFS - TRIM_BELOW_PEAK_DB
     start = detect_leading_silence(seg, silence_threshold=threshold, chunk_size=5)
-    end = len(seg) - detect_leading_silence(seg.reverse(), silence_threshold=threshold, chunk_size=5)
+    tail = detect_leading_silence(seg.reverse(), silence_threshold=threshold, chunk_size=5)
+    end = len(seg) - tail
     return seg[max(0, start - TRIM_KEEP_MS) : min(len(seg), end + TRIM_KEEP_MS)]
 
 

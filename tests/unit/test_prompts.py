@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import wave
@@ -65,7 +66,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("lang", ["en-US", "zh-CN"])
-def test_built_prompts_are_8khz_mono_16bit_wav_and_ulaw(built: tuple[Path, Path], lang: str) -> None:
+def test_built_prompts_are_8khz_mono_16bit_wav_and_ulaw(
+    built: tuple[Path, Path], lang: str
+) -> None:
     _source, out = built
     manifest = json.loads((out / lang / "manifest.json").read_text(encoding="utf-8"))
     assert list(manifest["prompts"]) == ["hello", "welcome", "digit_1"]
@@ -152,7 +155,9 @@ def test_incremental_rebuild_skips_unchanged(tmp_path: Path) -> None:
     assert renamed.built == ["welcome"]
 
     # A changed text, a removed id, a deleted output file.
-    write_catalog(source, "en-US", "en-us", {"hello": "Hi there!", "welcome": "{company} welcomes your call."})
+    write_catalog(
+        source, "en-US", "en-us", {"hello": "Hi there!", "welcome": "{company} welcomes your call."}
+    )
     (out / "en-US" / "welcome.ulaw").unlink()
     (changed,) = prompts.build_prompts(source, out, ["en-US"], company="Globex")
     assert sorted(changed.built) == ["hello", "welcome"]
@@ -165,7 +170,9 @@ def test_incremental_rebuild_skips_unchanged(tmp_path: Path) -> None:
 # --- check and install ---------------------------------------------------------------------
 
 
-def test_check_names_missing_empty_and_wrong_format(built: tuple[Path, Path], tmp_path: Path) -> None:
+def test_check_names_missing_empty_and_wrong_format(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
     source, built_out = built
     out = tmp_path / "out"
     shutil.copytree(built_out, out)
@@ -188,7 +195,9 @@ def test_check_names_missing_empty_and_wrong_format(built: tuple[Path, Path], tm
     assert main(["prompts", "check", "--source", str(source), "--out", str(built_out)]) == 0
 
 
-def test_check_flags_ids_missing_from_another_language(built: tuple[Path, Path], tmp_path: Path) -> None:
+def test_check_flags_ids_missing_from_another_language(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
     _source, out = built
     source = tmp_path / "src"
     write_catalog(source, "en-US", "en-us", {**TINY["en-US"][1], "hold_thanks": "Thanks."})
@@ -198,7 +207,9 @@ def test_check_flags_ids_missing_from_another_language(built: tuple[Path, Path],
     assert problems[1] == "zh-CN/hold_thanks: missing from the zh-CN source (in en-US)"
 
 
-def test_install_copies_for_asterisk(built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_copies_for_asterisk(
+    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _source, out = built
     dest = tmp_path / "sounds" / "ivr"
     assert main(["prompts", "install", "--out", str(out), "--dest", str(dest)]) == 0
@@ -296,7 +307,8 @@ def test_digits_prompts_ignore_non_digits() -> None:
 def test_prompt_duration(built: tuple[Path, Path]) -> None:
     _source, out = built
     frames = wav_info(out / "en-US" / "welcome.wav")[3]
-    assert prompts.prompt_duration(out, "en-US", "welcome") == pytest.approx(frames / 8000, abs=0.002)
+    duration = prompts.prompt_duration(out, "en-US", "welcome")
+    assert duration == pytest.approx(frames / 8000, abs=0.002)
     with pytest.raises(prompts.PromptError, match="'nope' is not built for en-US"):
         prompts.prompt_duration(out, "en-US", "nope")
     with pytest.raises(prompts.PromptError, match="no prompt set built for fr-FR"):
@@ -306,9 +318,7 @@ def test_prompt_duration(built: tuple[Path, Path]) -> None:
 # --- test audio ----------------------------------------------------------------------------
 
 
-def rms_dbfs(samples: array) -> float:
-    import math
-
+def rms_dbfs(samples: array[int]) -> float:
     rms = math.sqrt(sum(s * s for s in samples) / len(samples))
     return 20 * math.log10(rms / 32768) if rms else -math.inf
 
@@ -340,12 +350,15 @@ def test_make_test_audio(tmp_path: Path) -> None:
     assert set((tmp_path / "silence.ulaw").read_bytes()) == {0xFF}
 
 
-def test_full_en_us_set_builds_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_en_us_set_builds_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "src"
     source.mkdir()
     shutil.copy(SOURCE / "en-US.toml", source)
     out = tmp_path / "out"
-    assert main(["prompts", "build", "--source", str(source), "--out", str(out), "--company", "Acme"]) == 0
+    args = ["--source", str(source), "--out", str(out), "--company", "Acme"]
+    assert main(["prompts", "build", *args]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("en-US: 37 prompts, 37 built, 0 unchanged")
     assert prompts.check_prompts(out, ["en-US"], source) == []
