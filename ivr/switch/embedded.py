@@ -316,6 +316,7 @@ class EmbeddedSwitch:
         _require_root()
         self.build()
         if self.pid() is not None:
+            self._install_prompts()
             self.progress(f"embedded asterisk '{self.name}' already running (pid {self.pid()})")
             return 0.0
         started = time.monotonic()

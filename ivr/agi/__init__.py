@@ -1,0 +1,1 @@
+"""FastAGI: the controller's side of each call that Asterisk hands it."""

@@ -1,0 +1,121 @@
+"""One real Asterisk per test session, shared by the integration tests.
+
+By default the embedded switch (Debian sid chroot, `ivr asterisk`) is started on free
+loopback ports under its own instance name, and stopped at the end. With IVR_EXTERNAL=1
+the tests drive an Asterisk that is already running (a container, say), reached with
+IVR_AMI_HOST / IVR_AMI_PORT / IVR_AMI_USERNAME / IVR_AMI_SECRET; that switch's
+IVR_AGI global must point at IVR_AGI_HOST:IVR_AGI_PORT, where the tests' controller
+listens.
+
+If the switch cannot start, every integration test fails with the reason: they are
+never skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root
+from tests.integration.amitools import AmiRecorder
+
+ARTIFACTS = project_root() / "test-artifacts"
+
+
+@dataclass
+class Switch:
+    ami_host: str
+    ami_port: int
+    username: str
+    secret: str
+    agi_host: str
+    agi_port: int
+    sip_port: int
+    embedded: EmbeddedSwitch | None
+
+    def cli(self, command: str) -> str:
+        if self.embedded is None:
+            raise RuntimeError("CLI access needs the embedded switch")
+        return self.embedded.cli(command)
+
+
+def _build_prompts() -> Path:
+    out = project_root() / "prompts" / "build"
+    subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def switch() -> Iterator[Switch]:
+    if os.environ.get("IVR_EXTERNAL") == "1":
+        env = os.environ
+        yield Switch(
+            ami_host=env.get("IVR_AMI_HOST", "127.0.0.1"), ami_port=int(env.get("IVR_AMI_PORT", "5038")),
+            username=env["IVR_AMI_USERNAME"], secret=env["IVR_AMI_SECRET"],
+            agi_host=env.get("IVR_AGI_HOST", "127.0.0.1"), agi_port=int(env.get("IVR_AGI_PORT", "4573")),
+            sip_port=int(env.get("IVR_SIP_PORT", "5060")), embedded=None,
+        )
+        return
+    _build_prompts()
+    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None)
+    try:
+        embedded.up()
+    except Exception as exc:  # noqa: BLE001 - reported, then the tests fail
+        pytest.fail(f"the embedded Asterisk did not start: {exc}", pytrace=False)
+    # Test audio the callers play from their side of a Local channel.
+    from ivr.prompts import make_test_audio
+
+    make_test_audio(embedded.rootfs / "usr/share/asterisk/sounds/ivr-test")
+    try:
+        yield Switch(
+            ami_host="127.0.0.1", ami_port=embedded.ports.ami, username=ADMIN_USER,
+            secret=embedded.secrets().admin, agi_host="127.0.0.1", agi_port=embedded.ports.agi,
+            sip_port=embedded.ports.sip, embedded=embedded,
+        )
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        if embedded.log_file.exists():
+            shutil.copy(embedded.log_file, ARTIFACTS / "asterisk.console.log")
+        embedded.down()
+        shutil.rmtree(embedded.home, ignore_errors=True)
+
+
+@pytest.fixture
+async def ami(switch: Switch) -> AsyncIterator[AmiRecorder]:
+    """An admin AMI connection recording every event of the test."""
+    rec = await AmiRecorder(switch.ami_host, switch.ami_port, switch.username, switch.secret).connect()
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_channels(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After each integration test no channel is left on the switch (testsuite style)."""
+    yield
+    if "switch" not in request.fixturenames:
+        return
+    sw: Switch = request.getfixturevalue("switch")
+    rec = await AmiRecorder(sw.ami_host, sw.ami_port, sw.username, sw.secret).connect()
+    try:
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + 8.0
+        left = await rec.channels()
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)  # polling Asterisk's own state, bounded
+            left = await rec.channels()
+        for ch in left:
+            await rec.action({"Action": "Hangup", "Channel": ch["Channel"]})
+        assert not left, f"channels left on the switch: {[c['Channel'] for c in left]}"
+    finally:
+        rec.close()
