@@ -119,3 +119,54 @@ async def no_leaked_channels(request: pytest.FixtureRequest) -> AsyncIterator[No
         assert not left, f"channels left on the switch: {[c['Channel'] for c in left]}"
     finally:
         rec.close()
+
+
+@pytest.fixture
+def controller_config(switch: Switch, tmp_path: Path):
+    """Build a controller Config for this switch from extra TOML text.
+
+    ``controller_config("[rings]\\nreroute = true\\n")`` returns a loaded Config whose
+    [ami] and [agi] point at the test switch (AMI user ``ivr`` with its generated secret
+    on the embedded switch; the admin user on an external one).
+    """
+    from ivr.config import load_config
+
+    def make(extra_toml: str = "") -> object:
+        if switch.embedded is not None:
+            user, secret = "ivr", switch.embedded.secrets().controller
+        else:
+            user, secret = switch.username, switch.secret
+        text = (
+            f"[ami]\nhost = \"{switch.ami_host}\"\nport = {switch.ami_port}\nusername = \"{user}\"\n\n"
+            f"[agi]\nhost = \"127.0.0.1\"\nport = {switch.agi_port}\n\n"
+            f"[database]\nurl = \"sqlite:///{tmp_path / 'ivr.db'}\"\n\n"
+            + extra_toml
+        )
+        path = tmp_path / "ivr.toml"
+        path.write_text(text)
+        return load_config(path, env={"IVR_AMI_SECRET": secret})
+
+    return make
+
+
+@pytest.fixture
+async def make_controller(controller_config):
+    """Start controllers on the test switch's FastAGI port; all are stopped afterwards.
+
+    ``ctl = await make_controller("extra toml", now=lambda: datetime(...))``
+    """
+    from ivr.controller import Controller
+
+    started: list[Controller] = []
+
+    async def make(extra_toml: str = "", **kwargs: object) -> Controller:
+        ctl = Controller(controller_config(extra_toml), **kwargs)
+        await ctl.start()
+        started.append(ctl)
+        return ctl
+
+    yield make
+    for ctl in started:
+        await ctl.stop()
+        leaked = [t for t in ctl.agi.calls if not t.done()]
+        assert not leaked, f"call tasks still running after stop: {leaked}"
