@@ -1,0 +1,19 @@
+"""The controller's side of the Asterisk Manager Interface (AMI)."""
+
+from ivr.ami.connection import (
+    AmiActionError,
+    AmiConnection,
+    AmiConnectionLost,
+    AmiError,
+    AmiNotConnected,
+    AmiTimeout,
+)
+
+__all__ = [
+    "AmiActionError",
+    "AmiConnection",
+    "AmiConnectionLost",
+    "AmiError",
+    "AmiNotConnected",
+    "AmiTimeout",
+]

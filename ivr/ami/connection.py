@@ -1,0 +1,383 @@
+"""The controller's AMI connection, on top of panoramisk.
+
+panoramisk's ``Manager`` parses the AMI stream and matches replies to actions; what it
+does on a broken connection is wrong for a call controller, so this module takes that
+part over (see ASTERISK.md, "panoramisk traps"):
+
+* **Reconnect** with capped exponential backoff, and log in again, here; the Manager's
+  own fixed-delay reconnect is switched off.
+* **Half-open sockets**: the Manager pings but never looks at the reply. Here a ``Ping``
+  is sent every ``ping_interval`` s and a reply missing after ``ping_timeout`` s means the
+  socket is dead: it is closed and the connection is made again.
+* **No action runs twice**: the Manager re-sends actions that had no reply once it is
+  connected again, so an ``Originate`` or ``Redirect`` in flight could run twice. Here
+  nothing is ever re-sent (every action is "forgetable" to panoramisk); an action in
+  flight when the connection drops fails with :class:`AmiConnectionLost`, which says
+  that the switch may or may not have run it.
+* **One error type**: transport and protocol failures become :class:`AmiError`
+  subclasses in this one place; callers never see ``OSError`` or panoramisk internals.
+
+Events are delivered in order, synchronously, to callbacks subscribed by event name
+(or ``"*"``); a callback that returns an awaitable has it run as a tracked task. After
+every (re)login the ``on_connected`` callbacks run (awaited in order) so that state
+built from events can be resynced (events during an outage are lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from ivr.errors import IvrError
+
+log = structlog.get_logger("ivr.ami")
+
+EventCallback = Callable[[Message], Any]
+ConnectedCallback = Callable[[], Awaitable[None] | None]
+
+
+class AmiError(IvrError):
+    """An AMI action could not be carried out."""
+
+    error_id = "ami-error"
+
+
+class AmiNotConnected(AmiError):
+    error_id = "ami-not-connected"
+
+
+class AmiConnectionLost(AmiError):
+    """The connection dropped while the action was in flight; it was not sent again."""
+
+    error_id = "ami-connection-lost"
+
+
+class AmiTimeout(AmiError):
+    error_id = "ami-timeout"
+
+
+class AmiActionError(AmiError):
+    """Asterisk answered the action with an error (``Response: Error``)."""
+
+    error_id = "ami-action-failed"
+
+
+class AmiLoginError(AmiError):
+    error_id = "ami-login-refused"
+
+
+class _NothingIsResent:
+    """panoramisk's ``forgetable_actions``: contains every action name."""
+
+    def __contains__(self, _name: object) -> bool:
+        return True
+
+
+class _Manager(Manager):
+    """panoramisk's Manager without its own connect/login/ping/reconnect logic."""
+
+    def __init__(self, on_lost: Callable[[object], None], **config: Any) -> None:
+        super().__init__(forgetable_actions=_NothingIsResent(), ping_delay=0, ping_interval=0, **config)
+        self._on_lost = on_lost
+        self.callbacks.pop("FullyBooted", None)  # its send_awaiting_actions: never re-send
+        self.patterns = [p for p in self.patterns if p[0] != "FullyBooted"]
+
+    def attach(self, protocol: AMIProtocol) -> None:
+        """What ``Manager.connection_made`` does, minus login, pinger and reconnect."""
+        self.protocol = protocol
+        protocol.queue.clear()
+        protocol.factory = self
+        protocol.log = self.log
+        protocol.config = self.config
+        protocol.encoding = self.encoding = self.config["encoding"]
+        self.responses = protocol.responses = {}
+        self._connected = True
+
+    def connection_lost(self, exc: object) -> None:  # called by AMIProtocol
+        self._connected = False
+        self.awaiting_actions.clear()
+        self._on_lost(exc)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 30.0
+    jitter: float = 0.1  # fraction of the delay, randomised, so many controllers spread out
+
+    def delays(self) -> Any:
+        delay = self.initial
+        while True:
+            yield delay * (1 + random.uniform(-self.jitter, self.jitter))
+            delay = min(delay * self.factor, self.maximum)
+
+
+class AmiConnection:
+    """One logged-in AMI connection that keeps itself alive.
+
+    ``await conn.start()`` begins connecting (it does not wait: use ``wait_connected``);
+    ``await conn.close()`` stops for good.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        *,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 3.0,
+        connect_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        events: str = "on",
+    ) -> None:
+        self.host, self.port = host, port
+        self.username, self._secret = username, secret
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff()
+        self.events = events
+        self._subs: dict[str, list[EventCallback]] = defaultdict(list)
+        self._on_connected: list[ConnectedCallback] = []
+        self._manager: _Manager | None = None
+        self._lost = asyncio.Event()
+        self._up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._closing = False
+        self.connects = 0  # successful logins so far (1 = first, 2+ = reconnects)
+        self.last_error = ""
+
+    @classmethod
+    def from_config(cls, ami: Any, **overrides: Any) -> AmiConnection:
+        """Build from a config's ``[ami]`` section (host, port, username, secret, and the
+        optional ping_interval, ping_timeout, backoff_initial, backoff_max)."""
+        kwargs: dict[str, Any] = {}
+        for name in ("ping_interval", "ping_timeout", "connect_timeout"):
+            if getattr(ami, name, None) is not None:
+                kwargs[name] = float(getattr(ami, name))
+        initial, maximum = getattr(ami, "backoff_initial", None), getattr(ami, "backoff_max", None)
+        if initial is not None or maximum is not None:
+            kwargs["backoff"] = Backoff(initial=float(initial or 0.5), maximum=float(maximum or 30.0))
+        kwargs.update(overrides)
+        return cls(ami.host, int(ami.port), ami.username, ami.secret, **kwargs)
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+        except TimeoutError:
+            raise AmiNotConnected(
+                f"AMI {self.host}:{self.port} not connected within {timeout} s: {self.last_error or 'no reply'}",
+                host=self.host, port=self.port,
+            ) from None
+
+    # -- subscriptions ----------------------------------------------------------------
+    def subscribe(self, event: str, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(message)`` for every event named ``event`` (any case) or, with
+        ``"*"``, for every event. Returns a function that unsubscribes."""
+        key = event.lower()
+        self._subs[key].append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subs.get(key, []):
+                self._subs[key].remove(callback)
+
+        return unsubscribe
+
+    def on_connected(self, callback: ConnectedCallback) -> None:
+        """Run ``callback()`` after every successful login (first connect and reconnects)."""
+        self._on_connected.append(callback)
+
+    def _dispatch(self, _manager: Manager, event: Message) -> None:
+        name = str(event.get("Event", "")).lower()
+        for cb in (*self._subs.get(name, ()), *self._subs.get("*", ())):
+            try:
+                result = cb(event)
+            except Exception:
+                log.exception("ami.subscriber_failed", ami_event=event.get("Event"))
+                continue
+            if inspect.isawaitable(result):
+                self._track(result)
+
+    def _track(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ami.callback_failed", exc_info=task.exception())
+
+    # -- actions ----------------------------------------------------------------------
+    async def action(self, action: dict[str, Any], timeout: float = 10.0, *,
+                     as_list: bool | None = None) -> Any:
+        """Send one action and return its reply (a ``Message``, or a list for event lists).
+
+        Never re-sent: if the connection drops before the reply, :class:`AmiConnectionLost`
+        is raised and the action may or may not have run. Raises :class:`AmiNotConnected`
+        if there is no connection within ``timeout``, :class:`AmiTimeout` if no reply
+        comes, :class:`AmiActionError` on ``Response: Error``.
+        """
+        name = str(action.get("Action", "?"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.wait_connected(timeout)
+        manager = self._manager
+        if manager is None or manager.protocol is None or manager.protocol.closed:
+            raise AmiNotConnected(f"AMI {name}: not connected", action=name)
+        try:
+            future = manager.send_action(dict(action), as_list=as_list)
+        except Exception as exc:  # transport already gone
+            raise AmiConnectionLost(f"AMI {name}: connection lost before sending ({exc})", action=name) from exc
+        self._inflight.add(future)
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0.001))
+        except TimeoutError:
+            raise AmiTimeout(f"AMI {name}: no reply within {timeout} s", action=name) from None
+        finally:
+            self._inflight.discard(future)
+        first = reply[0] if isinstance(reply, list) else reply
+        if first is not None and first.get("Response") in ("Error", "Fail", "Failure"):
+            raise AmiActionError(f"AMI {name} failed: {first.get('Message', 'error')}",
+                                 action=name, reply=dict(first))
+        return reply
+
+    async def ping(self, timeout: float | None = None) -> None:
+        await self.action({"Action": "Ping"}, timeout or self.ping_timeout)
+
+    def _fail_inflight(self, reason: str) -> None:
+        for future in list(self._inflight):
+            if not future.done():
+                future.set_exception(AmiConnectionLost(
+                    f"AMI connection lost ({reason}) before the reply; the action was not sent again "
+                    "and may or may not have run", reason=reason))
+        self._inflight.clear()
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ivr-ami")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._teardown("closed")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_lost(self, exc: object) -> None:
+        self.last_error = f"connection lost ({exc})" if exc else "connection lost"
+        self._lost.set()
+
+    def _teardown(self, reason: str) -> None:
+        was_up = self._up.is_set()
+        self._up.clear()
+        manager, self._manager = self._manager, None
+        if manager is not None and manager.protocol is not None and not manager.protocol.closed:
+            manager.protocol.closed = True  # a later connection_lost must not call back
+            manager.protocol.transport.close()
+        self._fail_inflight(reason)
+        if was_up:
+            log.warning("ami.disconnected", host=self.host, port=self.port, reason=reason)
+
+    async def _connect_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._lost.clear()
+        manager = _Manager(self._on_lost, host=self.host, port=self.port, loop=loop)
+        manager.register_event("*", self._dispatch)
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(AMIProtocol, self.host, self.port), self.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise AmiNotConnected(f"AMI {self.host}:{self.port}: {exc or 'connect timed out'}") from exc
+        manager.attach(protocol)
+        self._manager = manager
+        future = manager.send_action({"Action": "Login", "Username": self.username,
+                                      "Secret": self._secret, "Events": self.events})
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait({future, lost}, timeout=self.connect_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if future not in done:
+            raise AmiNotConnected(f"AMI {self.host}:{self.port}: no reply to Login")
+        reply = future.result()
+        if not reply.success:
+            raise AmiLoginError(f"AMI login as {self.username!r} refused: {reply.get('Message', '')}",
+                                username=self.username)
+
+    async def _watch(self) -> str:
+        """Ping until the connection is lost or a pong is missing; return why it ended."""
+        while True:
+            lost = asyncio.ensure_future(self._lost.wait())
+            try:
+                done, _ = await asyncio.wait({lost}, timeout=self.ping_interval)
+            finally:
+                lost.cancel()
+            if done:
+                return self.last_error or "connection lost"
+            try:
+                await self.ping()
+            except AmiTimeout:
+                return f"no reply to Ping within {self.ping_timeout} s (half-open socket)"
+            except AmiError as exc:
+                return str(exc)
+
+    async def _run(self) -> None:
+        delays = self.backoff.delays()
+        while not self._closing:
+            try:
+                await self._connect_once()
+            except AmiError as exc:
+                self.last_error = str(exc)
+                self._teardown(str(exc))
+                level = log.error if isinstance(exc, AmiLoginError) else log.info
+                delay = next(delays)
+                level("ami.connect_failed", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
+            self.connects += 1
+            self.last_error = ""
+            self._up.set()
+            log.info("ami.connected", host=self.host, port=self.port, connects=self.connects)
+            for callback in list(self._on_connected):
+                try:
+                    result = callback()
+                    if inspect.isawaitable(result):
+                        await result
+                except AmiError as exc:
+                    log.warning("ami.on_connected_failed", error=str(exc))
+                except Exception:
+                    log.exception("ami.on_connected_failed")
+            reason = await self._watch()
+            self._teardown(reason)
+            delays = self.backoff.delays()
+            delay = next(delays)
+            log.info("ami.reconnecting", reason=reason, retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
