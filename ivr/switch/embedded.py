@@ -270,7 +270,10 @@ class EmbeddedSwitch:
         sec = self.secrets()
         _write_private(
             etc / "manager_secrets.conf",
-            f"[{CONTROLLER_USER}](+)\nsecret = {sec.controller}\n\n[{ADMIN_USER}](+)\nsecret = {sec.admin}\n",
+            f"[{CONTROLLER_USER}](+)\nsecret = {sec.controller}\n\n"
+            # The all-classes user exists on the embedded (test) switch only.
+            f"[{ADMIN_USER}]\nsecret = {sec.admin}\ndeny = 0.0.0.0/0.0.0.0\n"
+            "permit = 127.0.0.1/255.255.255.255\nread = all\nwrite = all\n",
         )
         _write_private(
             etc / "pjsip_secrets.conf",
