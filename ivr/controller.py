@@ -26,7 +26,11 @@ class Controller:
         tz = ZoneInfo(config.switch.timezone)
         self.now = now or (lambda: datetime.now(tz))
         self.inbound = InboundFlow(config, self.now)
-        self.agi = FastAgiServer({"inbound": self.inbound}, config.agi.host, config.agi.port)
+        from ivr.doctor import doctor_route
+
+        self.agi = FastAgiServer(
+            {"inbound": self.inbound, "doctor": doctor_route(config)}, config.agi.host, config.agi.port
+        )
 
     async def start(self) -> None:
         await self.agi.start()

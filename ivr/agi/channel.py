@@ -137,10 +137,11 @@ class AgiChannel:
     async def answer(self) -> None:
         await self.command("ANSWER")
 
-    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
-        """Play one file; returns the digit that interrupted it, if any."""
+    async def stream_file(self, prompt: str, escape_digits: str = "", offset: int | None = None) -> str | None:
+        """Play one file (from sample ``offset``); returns the digit that interrupted it, if any."""
+        tail = f" {offset}" if offset is not None else ""
         try:
-            reply = await self.command(f'STREAM FILE {prompt} "{escape_digits}"')
+            reply = await self.command(f'STREAM FILE {prompt} "{escape_digits}"{tail}')
         except AgiHangup:
             # result=-1 means "hung up" or "could not open the file": ask which.
             self.hung_up = False

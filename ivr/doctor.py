@@ -1,0 +1,207 @@
+"""``ivr doctor``: verify a live switch against the deployment checklist.
+
+Each check says what it found and, when it fails, what to do. The checks run against the
+real switch with the controller's own AMI user, so they prove what the controller will
+actually be allowed to do:
+
+1. AMI reachable, and the login accepted.
+2. The AMI user may run every action the controller needs, and nothing dangerous
+   (``Command``, config writes, dialplan edits, module loads...): least privilege.
+3. The ``ivr-inbound`` context is loaded.
+4. Asterisk reaches the controller's FastAGI (a Local call into ``ivr-doctor`` runs
+   ``AGI(${IVR_AGI}/doctor)``; if no controller is running, the doctor listens itself).
+5. Every prompt of every configured language is in Asterisk's sound path (checked by
+   Asterisk itself: ``STREAM FILE`` from the end of each file, which plays nothing).
+6. The tone zone the controller counts rings with is the one the dialplan sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ivr.agi.channel import AgiChannel, AgiError
+from ivr.agi.server import FastAgiServer
+from ivr.ami.connection import AmiConnection, AmiError, Backoff
+
+if TYPE_CHECKING:
+    from ivr.config import Config
+
+# What the controller sends over AMI, and what it must not be able to.
+NEEDED_ACTIONS = frozenset({
+    "Originate", "Redirect", "Hangup", "UserEvent", "CoreShowChannels", "Getvar",
+    "Setvar", "BridgeAdd", "Status", "Ping",
+})
+DANGEROUS_ACTIONS = frozenset({
+    "Command", "UpdateConfig", "GetConfig", "GetConfigJSON", "CreateConfig",
+    "DialplanExtensionAdd", "DialplanExtensionRemove", "ModuleLoad", "Reload",
+})
+FAR_OFFSET = 100_000_000  # samples: STREAM FILE from here plays nothing but opens the file
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"[{'ok' if self.ok else 'FAIL'}] {self.name}: {self.detail}"
+
+
+def prompt_ids(config: Config) -> dict[str, list[str]]:
+    from ivr.prompts import load_catalog
+
+    return {
+        lang: sorted(load_catalog(Path(config.prompts.source), lang).ids)
+        for lang in config.switch.languages
+    }
+
+
+def doctor_route(config: Config):
+    """The FastAGI route ``doctor``: Asterisk checks each prompt file exists."""
+
+    async def handle(call: AgiChannel) -> None:
+        missing: list[str] = []
+        for lang, ids in prompt_ids(config).items():
+            for pid in ids:
+                sound = f"{config.prompts.sound_prefix}/{lang}/{pid}"
+                try:
+                    await call.stream_file(sound, offset=FAR_OFFSET)
+                except AgiError:
+                    missing.append(sound)
+        result = "ok" if not missing else f"missing {len(missing)}: " + " ".join(missing[:20])
+        await call.set_variable("IVR_DOCTOR", result)
+
+    return handle
+
+
+class _Doctor:
+    def __init__(self, config: Config, timeout: float) -> None:
+        self.config = config
+        self.timeout = timeout
+        self.checks: list[Check] = []
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+    async def run(self) -> list[Check]:
+        ami = AmiConnection.from_config(self.config.ami, backoff=Backoff(initial=0.2, maximum=0.5))
+        await ami.start()
+        try:
+            try:
+                await ami.wait_connected(self.timeout)
+            except AmiError as exc:
+                self.add("AMI login", False, f"{exc}. Check [ami] host/port/username and the secret "
+                         "(IVR_AMI_SECRET or [ami] secret_file), and manager.conf permit=")
+                return self.checks
+            self.add("AMI login", True, f"{self.config.ami.username}@{self.config.ami.host}:{self.config.ami.port}")
+            await self._privileges(ami)
+            await self._inbound_context(ami)
+            await self._agi_and_prompts(ami)
+            await self._tone_zone(ami)
+        finally:
+            await ami.close()
+        return self.checks
+
+    async def _privileges(self, ami: AmiConnection) -> None:
+        reply = await ami.action({"Action": "ListCommands"}, self.timeout)
+        allowed = {key for key in dict(reply) if key not in ("Response", "ActionID", "content")}
+        missing = sorted(NEEDED_ACTIONS - allowed)
+        excess = sorted(DANGEROUS_ACTIONS & allowed)
+        if missing:
+            self.add("AMI privileges", False, "cannot run " + ", ".join(missing)
+                     + ": manager.conf [ivr] needs write = call,originate,user,reporting")
+        elif excess:
+            self.add("AMI privileges", False, "more privilege than needed: may run " + ", ".join(excess)
+                     + "; give the controller's user only read = call,user,agent,dialplan,reporting "
+                     "and write = call,originate,user,reporting")
+        else:
+            self.add("AMI privileges", True, f"all {len(NEEDED_ACTIONS)} needed actions, nothing dangerous")
+
+    async def _getvar(self, ami: AmiConnection, name: str) -> str:
+        try:
+            reply = await ami.action({"Action": "Getvar", "Variable": name}, self.timeout)
+        except AmiError:
+            return ""
+        return str(reply.get("Value") or "")
+
+    async def _inbound_context(self, ami: AmiConnection) -> None:
+        try:
+            replies = await ami.action({"Action": "ShowDialPlan", "Context": "ivr-inbound"},
+                                       self.timeout, as_list=True)
+        except AmiError as exc:
+            self.add("ivr-inbound context", False, f"not loaded ({exc}): add `#include ivr-inbound.conf` "
+                     "to extensions.conf and run `dialplan reload`")
+            return
+        extens = {m.get("Extension") for m in replies if m.get("Event") == "ListDialplan"
+                  and m.get("Context") == "ivr-inbound"}
+        self.add("ivr-inbound context", "s" in extens,
+                 "loaded" if "s" in extens else "loaded but has no 's' extension: use the shipped ivr-inbound.conf")
+
+    async def _agi_and_prompts(self, ami: AmiConnection) -> None:
+        own = await _start_own_agi(self.config)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def on_user_event(event: Any) -> None:
+            if event.get("UserEvent") == "IvrDoctor" and not done.done():
+                done.set_result(event)
+
+        unsubscribe = ami.subscribe("UserEvent", on_user_event)
+        budget = self.timeout + 0.2 * sum(len(v) for v in prompt_ids(self.config).values())
+        try:
+            await ami.action({"Action": "Originate", "Channel": "Local/wait@ivr-doctor",
+                              "Context": "ivr-doctor", "Exten": "s", "Priority": "1",
+                              "Async": "true", "Timeout": "5000"}, self.timeout)
+            event = await asyncio.wait_for(done, budget)
+        except (AmiError, asyncio.TimeoutError) as exc:
+            self.add("FastAGI reachable", False, f"no answer from context ivr-doctor ({exc or 'timeout'}): "
+                     "add `#tryinclude ivr-doctor.conf` to extensions.conf")
+            return
+        finally:
+            unsubscribe()
+            if own is not None:
+                await own.close()
+        agi = event.get("Agi", "?")
+        who = "the doctor (no controller running)" if own else "the running controller"
+        if event.get("AgiStatus") != "SUCCESS":
+            self.add("FastAGI reachable", False, f"Asterisk could not reach {agi} (AGISTATUS="
+                     f"{event.get('AgiStatus')}): start the controller, or fix IVR_AGI in ivr-globals.conf "
+                     "to match [agi] host/port")
+            return
+        self.add("FastAGI reachable", True, f"Asterisk reached {agi}, answered by {who}")
+        result = event.get("Result", "")
+        self.add("prompts in the sound path", result == "ok",
+                 "every prompt of " + ", ".join(self.config.switch.languages) + " found" if result == "ok"
+                 else (result or "the controller has no doctor route") +
+                 ": run `ivr prompts build && ivr prompts install --dest <sounds>/"
+                 f"{self.config.prompts.sound_prefix}`")
+
+    async def _tone_zone(self, ami: AmiConnection) -> None:
+        zone = await self._getvar(ami, "IVR_TONEZONE")
+        want = self.config.switch.tone_zone
+        self.add("tone zone", zone == want,
+                 f"dialplan IVR_TONEZONE={zone or '(unset)'}, controller counts rings with {want!r}"
+                 + ("" if zone == want else ": set the same zone in ivr-globals.conf and the config"))
+
+
+async def run_doctor(config: Config, timeout: float = 10.0) -> list[Check]:
+    return await _Doctor(config, timeout).run()
+
+
+async def _start_own_agi(config: Config) -> FastAgiServer | None:
+    """Listen on the controller's FastAGI port if no controller does (else None)."""
+    server = FastAgiServer({"doctor": doctor_route(config)}, config.agi.host, config.agi.port)
+    try:
+        await server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise
+    return server
+
