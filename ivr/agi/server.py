@@ -71,6 +71,12 @@ class FastAgiServer:
         except Exception:
             bound.exception("fastagi.handler_failed")
 
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call task is running; True if idle within ``timeout`` s."""
+        if self.calls:
+            await asyncio.wait(set(self.calls), timeout=timeout)
+        return not self.calls
+
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let calls in progress finish for ``grace`` s, then cancel them."""
         self.accepting = False
