@@ -1,0 +1,172 @@
+"""The FastAGI reader and command channel: replies, hang-ups, and malformed input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, parse_reply, read_headers
+from ivr.agi.server import FastAgiServer
+
+HEADERS = (
+    b"agi_network: yes\nagi_network_script: inbound\nagi_channel: Local/x@y-00000001;1\n"
+    b"agi_uniqueid: 1700000000.1\nagi_callerid: 13800138000\n\n"
+)
+
+
+def reader_of(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, _name: str) -> None:
+        return None
+
+
+async def test_headers_parsed():
+    headers = await read_headers(reader_of(HEADERS))
+    assert headers["agi_network_script"] == "inbound"
+    assert headers["agi_uniqueid"] == "1700000000.1"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "closed before the AGI headers ended"),
+    (b"agi_network: yes\n", "closed before the AGI headers ended"),
+    (b"\n", "empty AGI request"),
+    (b"GET / HTTP/1.1\n\n", "malformed AGI header line"),
+    (b"agi_x: " + b"a" * 20000 + b"\n\n", "longer than"),
+])
+async def test_bad_headers_are_named(data, message):
+    with pytest.raises(AgiError, match=message):
+        await read_headers(reader_of(data))
+
+
+@pytest.mark.parametrize("line, digit", [
+    ("200 result=0 endpos=7352", None),
+    ("200 result=49 endpos=100", "1"),
+    ("200 result=35", "#"),
+])
+def test_replies(line, digit):
+    assert parse_reply(line).digit == digit
+
+
+@pytest.mark.parametrize("line", ["HANGUP", "511 Command Not Permitted on a dead channel",
+                                  "200 result=-1", "200 result=0 (hangup)"])
+def test_hangup_replies(line):
+    with pytest.raises(AgiHangup):
+        parse_reply(line)
+
+
+@pytest.mark.parametrize("line", ["510 Invalid or unknown command", "", "garbage", "2"])
+def test_error_replies(line):
+    with pytest.raises(AgiError):
+        parse_reply(line)
+
+
+@given(st.text(max_size=200))
+def test_parse_reply_fuzz(line):
+    """Any line from the switch gives a reply, AgiHangup or AgiError: never anything else."""
+    try:
+        parse_reply(line)
+    except (AgiHangup, AgiError):
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_read_headers_fuzz(data):
+    """Any bytes: headers, or AgiError; never a hang (EOF ends it) nor another exception."""
+    async def run():
+        try:
+            await asyncio.wait_for(read_headers(reader_of(data)), 2)
+        except AgiError:
+            pass
+    asyncio.run(run())
+
+
+async def test_command_on_closed_stream_is_a_hangup():
+    writer = FakeWriter()
+    call = AgiChannel({}, reader_of(b""), writer)  # type: ignore[arg-type]
+    with pytest.raises(AgiHangup):
+        await call.answer()
+    assert call.hung_up
+    with pytest.raises(AgiHangup):
+        await call.answer()  # no more writes once hung up
+    assert writer.sent == [b"ANSWER\n"]
+
+
+async def test_multiline_usage_error_is_consumed():
+    data = (b"520-Invalid command syntax.  Proper usage follows:\nUsage: STREAM FILE\n"
+            b"520 End of proper usage.\n200 result=0\n")
+    call = AgiChannel({}, reader_of(data), FakeWriter())  # type: ignore[arg-type]
+    with pytest.raises(AgiError, match="usage error"):
+        await call.command("STREAM FILE")
+    assert (await call.command("NOOP")).result == "0"
+
+
+async def test_missing_prompt_is_an_error_not_a_hangup():
+    data = b"200 result=-1 endpos=0\n200 result=6\n"
+    call = AgiChannel({}, reader_of(data), FakeWriter())  # type: ignore[arg-type]
+    with pytest.raises(AgiError, match="could not play"):
+        await call.stream_file("ivr/zh-CN/nope")
+    assert not call.hung_up
+
+
+async def test_command_refuses_newlines():
+    call = AgiChannel({}, reader_of(b""), FakeWriter())  # type: ignore[arg-type]
+    with pytest.raises(AgiError, match="newline"):
+        await call.command("EXEC Playback x\nHANGUP")
+
+
+async def test_server_routes_and_tracks_calls():
+    seen: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(call: AgiChannel) -> None:
+        seen.append(call.uniqueid)
+        started.set()
+        await release.wait()
+
+    server = FastAgiServer({"inbound": handler}, "127.0.0.1", 0)
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(HEADERS)
+    await writer.drain()
+    await asyncio.wait_for(started.wait(), 2)
+    assert seen == ["1700000000.1"] and len(server.calls) == 1
+    release.set()
+    assert await server.wait_idle(2)
+    assert await reader.read() == b""  # the server closed the socket
+    writer.close()
+    await server.close()
+
+
+async def test_unknown_route_and_shutdown_leave_the_call_to_the_dialplan():
+    server = FastAgiServer({}, "127.0.0.1", 0)
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(HEADERS)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # closed, no command sent
+    writer.close()
+    await server.close()
+    assert not server.listening
