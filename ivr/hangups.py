@@ -1,0 +1,153 @@
+"""R6 "let the caller hang up first": which side of a call hung up first, from AMI events.
+
+Seen on the switch (Asterisk 22, see tests/unit/test_hangups.py for the recorded
+sequences): when a party hangs up, its channel in the bridge gets ``HangupRequest``
+(a hang-up asked for from outside the channel: a SIP BYE, or the far half of a Local
+channel going away) while it is still bridged; the other party only gets
+``BridgeLeave`` and then, when its dialplan ends, ``SoftHangupRequest`` / ``Hangup``.
+A ``SoftHangupRequest`` on a bridged channel means the switch itself (an AMI ``Hangup``,
+a timeout, the controller) ended the call.
+
+So: the first channel that is in a bridge and receives ``HangupRequest`` (or
+``SoftHangupRequest``, or ``Hangup``) names the side: the caller's channel (Uniqueid =
+Linkedid) is ``caller``, any other bridged channel is ``agent``, a soft request is
+``system``. A call that never reached a bridge was ended by the ``caller`` if the
+caller's channel got ``HangupRequest`` first, else by the ``system`` (the IVR released it).
+
+:func:`hung_up_first` is pure; :class:`HangupTracker` feeds it from the live AMI stream
+and publishes ``call.ended`` on the EventBus when the last channel of a call is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from ivr.events import CallEvent, EventBus
+
+log = structlog.get_logger("ivr.hangups")
+
+AmiEvent = Mapping[str, Any]
+
+CALLER, AGENT, SYSTEM = "caller", "agent", "system"
+
+
+@dataclass(frozen=True)
+class HangupVerdict:
+    side: str  # caller | agent | system
+    channel: str
+    cause: str = ""
+    cause_txt: str = ""
+    bridged: bool = False
+
+
+def _event(e: AmiEvent) -> str:
+    return str(e.get("Event", ""))
+
+
+def hung_up_first(events: Iterable[AmiEvent], caller_uniqueid: str | None = None) -> HangupVerdict | None:
+    """Which side hung up first, from the AMI events of one call (one Linkedid), in order.
+
+    ``caller_uniqueid`` defaults to the Linkedid (the first channel of the call).
+    Returns None when the events show no hang-up.
+    """
+    events = list(events)
+    if caller_uniqueid is None:
+        caller_uniqueid = next((str(e["Linkedid"]) for e in events if e.get("Linkedid")), None)
+    in_bridge: set[str] = set()
+    ever_bridged = False
+    first_request: tuple[str, AmiEvent] | None = None  # before any bridge, per channel
+    for e in events:
+        uid = str(e.get("Uniqueid", ""))
+        kind = _event(e)
+        if kind == "BridgeEnter":
+            in_bridge.add(uid)
+            ever_bridged = True
+        elif kind == "BridgeLeave":
+            in_bridge.discard(uid)
+        elif kind in ("HangupRequest", "SoftHangupRequest", "Hangup"):
+            if uid in in_bridge:
+                if kind == "SoftHangupRequest":
+                    side = SYSTEM
+                else:
+                    side = CALLER if uid == caller_uniqueid else AGENT
+                return HangupVerdict(side, str(e.get("Channel", "")), str(e.get("Cause", "")),
+                                     str(e.get("Cause-txt", "")), bridged=True)
+            if first_request is None and not ever_bridged and kind == "HangupRequest" and uid == caller_uniqueid:
+                first_request = (uid, e)
+    if first_request is not None:
+        _, e = first_request
+        return HangupVerdict(CALLER, str(e.get("Channel", "")), str(e.get("Cause", "")), str(e.get("Cause-txt", "")))
+    hangups = [e for e in events if _event(e) == "Hangup"]
+    if not hangups:
+        return None
+    e = next((h for h in hangups if str(h.get("Uniqueid")) == caller_uniqueid), hangups[0])
+    return HangupVerdict(SYSTEM, str(e.get("Channel", "")), str(e.get("Cause", "")), str(e.get("Cause-txt", "")))
+
+
+TRACKED = ("Newchannel", "BridgeEnter", "BridgeLeave", "HangupRequest", "SoftHangupRequest", "Hangup")
+
+
+@dataclass
+class _Call:
+    events: list[AmiEvent] = field(default_factory=list)
+    live: set[str] = field(default_factory=set)
+    is_call: bool = False
+    started: float | None = None
+
+
+class HangupTracker:
+    """Collects the hang-up-relevant AMI events per Linkedid; when the last channel of a
+    call hangs up, publishes ``call.ended`` with ``hung_up_first``, ``cause``, ``channel``.
+
+    Only Linkedids with a channel in one of ``call_contexts`` are calls (the controller's
+    own Local channels for reminders or tests are not).
+    """
+
+    def __init__(self, bus: EventBus, call_contexts: Iterable[str] = ("ivr-inbound",),
+                 clock: Callable[[], float] | None = None) -> None:
+        self.bus = bus
+        self.call_contexts = frozenset(call_contexts)
+        self.calls: dict[str, _Call] = {}
+        self._clock = clock or time.time
+
+    def attach(self, ami: Any) -> list[Callable[[], None]]:
+        """Subscribe to an :class:`~ivr.ami.AmiConnection`; returns the unsubscribe functions."""
+        return [ami.subscribe(name, self.on_event) for name in TRACKED]
+
+    def on_event(self, e: AmiEvent) -> None:
+        linkedid = str(e.get("Linkedid") or "")
+        uid = str(e.get("Uniqueid") or "")
+        if not linkedid or not uid:
+            return
+        call = self.calls.setdefault(linkedid, _Call())
+        if str(e.get("Context", "")) in self.call_contexts:
+            call.is_call = True
+        kind = _event(e)
+        call.events.append({k: e.get(k) for k in
+                            ("Event", "Channel", "Uniqueid", "Linkedid", "Cause", "Cause-txt", "Timestamp")})
+        if kind == "Newchannel":
+            call.live.add(uid)
+            if call.started is None and e.get("Timestamp"):
+                call.started = float(e["Timestamp"])
+        elif kind == "Hangup":
+            call.live.discard(uid)
+            if not call.live:
+                del self.calls[linkedid]
+                if call.is_call:
+                    self._ended(linkedid, call, e)
+
+    def _ended(self, linkedid: str, call: _Call, last: AmiEvent) -> None:
+        verdict = hung_up_first(call.events, linkedid)
+        at = float(last["Timestamp"]) if last.get("Timestamp") else self._clock()
+        data: dict[str, Any] = {"hung_up_first": verdict.side if verdict else None}
+        if verdict:
+            data.update(cause=verdict.cause, cause_txt=verdict.cause_txt, channel=verdict.channel)
+        if call.started is not None:
+            data["started_at"] = call.started
+        log.info("call.ended", call_id=linkedid, **data)
+        self.bus.publish(CallEvent("call.ended", linkedid, data, at=at))
