@@ -1,43 +1,187 @@
-"""The inbound flow (context ``ivr-inbound``): answer, greet, and let go of the call.
+"""The inbound flow (context ``ivr-inbound``, FastAGI route ``inbound``): R2 and R3.
 
-This is the first vertical slice: the greeting is chosen by the calendar and played;
-the silent-call script and agent hand-off build on it.
+Answer; choose the greeting by the controller's clock (holiday, daypart, language) and
+play it; then listen, driven by the pure :class:`~ivr.rules.silent.SilentCall` script:
+
+* speech (``TALK_DETECT``, see :mod:`ivr.flows.speech`) or a DTMF digit at any moment
+  leaves the script: ``IVR_RESULT=agents`` and the dialplan continues at ``ivr-agents``;
+* silence: ``silent_prompt2`` 5 s after the greeting ends, ``silent_prompt3`` (the
+  apology) 5 s after that ends, and release (``IVR_RESULT=done``, the dialplan hangs up
+  with cause 16) 5 s after the apology ends, never sooner.
+
+Prompts are never cut by speech: the caller hears each prompt in full, and speech heard
+while a prompt plays hands the caller on the moment that prompt ends (a caller who says
+"hello?" over the greeting still hears the company's whole opening, and an echo of our
+own prompt cannot cut it). A DTMF digit does interrupt the prompt: a key press is a
+deliberate act. Pauses are waited out in short ``WAIT FOR DIGIT`` slices, so a digit is
+seen at once and speech within :data:`POLL_MS`; speech is heard within 40 ms of its start
+(AMI ``ChannelTalkingStart``, measured, see :mod:`ivr.flows.speech`).
+
+If the controller cannot hear the caller (no AMI connection, or it dropped during the
+call) the call is never released as silent: after the greeting it goes to the agents.
+
+Each step is logged (with the call's uniqueid bound), announced to the switch with
+``UserEvent IvrSilentCall`` (``Stage``: prompt2, prompt3, release, or responded with
+``Reason`` speech/dtmf/deaf) and published on the controller's event bus
+(``call.arrived``, ``greeting.played``, ``silent.stage``, ``call.released``).
+A caller hang-up at any point ends the flow (``AgiHangup``, handled by the server).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ivr.agi.channel import AgiChannel
+from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
+from ivr.rules.silent import Play, Release, RouteToAgent, SilentAction, SilentCall
 
 if TYPE_CHECKING:
     from ivr.config import Config
+    from ivr.events import EventBus
 
 log = structlog.get_logger("ivr.inbound")
 
+DTMF_DIGITS = "0123456789*#"
+POLL_MS = 200  # longest WAIT FOR DIGIT slice: bounds how late speech in a pause is acted on
+PAUSE_S = 5.0  # R3 default; [silence] pause overrides it
+
 
 class InboundFlow:
-    def __init__(self, config: Config, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        now: Callable[[], datetime],
+        *,
+        speech: SpeechDetector | None = None,
+        bus: EventBus | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        choose_greeting: Callable[[datetime, Config], Any] | None = None,
+    ) -> None:
         self.config = config
         self.now = now
+        self._choose_greeting = choose_greeting  # default: ivr.greeting.choose_greeting
+        self.speech: SpeechDetector = speech or DeafDetector()
+        self.bus = bus
+        self.clock = clock
+        silence = getattr(config, "silence", None)
+        self.pause = float(getattr(silence, "pause", PAUSE_S))
+        SilentCall(self.pause)  # bad configuration fails at start-up, not on a call
 
     def sound(self, prompt_id: str, language: str | None = None) -> str:
         lang = language or self.config.switch.language
         return f"{self.config.prompts.sound_prefix}/{lang}/{prompt_id}"
 
     async def __call__(self, call: AgiChannel) -> None:
-        from ivr.greeting import choose_greeting
-
         with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, caller=call.caller):
             await call.answer()
-            greeting = choose_greeting(self.now(), self.config)
+            session = _Session(self, call, await self._call_id(call))
+            session.publish("call.arrived", caller=call.caller, channel=call.channel)
+            greeting = self.choose_greeting(self.now(), self.config)
             log.info("inbound.greeting", holiday=greeting.holiday, daypart=greeting.daypart,
-                     prompts=greeting.prompts)
+                     language=greeting.language, prompts=greeting.prompts)
             await call.set_variable("IVR_GREETING", ",".join(greeting.prompts))
-            for prompt in greeting.prompts:
-                await call.stream_file(self.sound(prompt, greeting.language))
-            await call.set_variable("IVR_RESULT", "done")
+            async with self.speech.listen(call) as watch:
+                result = await session.run(greeting.prompts, greeting.language, watch)
+            await call.set_variable("IVR_RESULT", result)
+
+    def choose_greeting(self, at: datetime, config: Config) -> Any:
+        if self._choose_greeting is None:
+            from ivr.greeting import choose_greeting
+
+            self._choose_greeting = choose_greeting
+        return self._choose_greeting(at, config)
+
+    async def _call_id(self, call: AgiChannel) -> str:
+        """The call's Linkedid (what the event bus keys calls by), if anyone listens."""
+        if self.bus is None:
+            return call.uniqueid
+        return await call.get_variable("CHANNEL(linkedid)") or call.uniqueid
+
+
+class _Session:
+    """One call's run through the silent-call script."""
+
+    def __init__(self, flow: InboundFlow, call: AgiChannel, call_id: str) -> None:
+        self.flow, self.call, self.call_id = flow, call, call_id
+
+    def publish(self, kind: str, **data: Any) -> None:
+        if self.flow.bus is not None:
+            self.flow.bus.emit(kind, self.call_id, uniqueid=self.call.uniqueid, **data)
+
+    async def announce(self, stage: str, **extra: str) -> None:
+        fields = "".join(f",{k}: {v}" for k, v in extra.items())
+        log.info("inbound.silent_stage", stage=stage, **extra)
+        await self.call.exec("UserEvent", f"IvrSilentCall,Stage: {stage}{fields}")
+        self.publish("silent.stage", stage=stage, **extra)
+
+    async def play(self, prompts: Sequence[str], language: str) -> str | None:
+        """Play prompts in full; a DTMF digit stops them and is returned."""
+        for prompt in prompts:
+            digit = await self.call.stream_file(self.flow.sound(prompt, language), DTMF_DIGITS)
+            if digit:
+                return digit
+        return None
+
+    async def wait(self, script: SilentCall, watch: SpeechWatch) -> str | None:
+        """Wait out the current pause; return a digit if one is pressed, else None."""
+        deadline = script.next_deadline
+        assert deadline is not None
+        while not watch.heard.is_set():
+            remaining = deadline - self.flow.clock()
+            if remaining <= 0:
+                return None
+            digit = await self.call.wait_for_digit(min(POLL_MS, math.ceil(remaining * 1000)))
+            if digit:
+                return digit
+        return None
+
+    def after_prompt(self, script: SilentCall, stage: str, digit: str | None,
+                     watch: SpeechWatch) -> list[SilentAction]:
+        now = self.flow.clock()
+        if digit:
+            return script.dtmf(now, digit)
+        if watch.heard.is_set():  # heard while the prompt played
+            return script.speech(now)
+        if not watch.reliable:
+            return [RouteToAgent("deaf", stage)]  # cannot tell silence from speech
+        return script.prompt_finished(now, stage)
+
+    async def run(self, greeting: Sequence[str], language: str, watch: SpeechWatch) -> str:
+        """The script from the greeting on; returns the IVR_RESULT ("agents" or "done")."""
+        script = SilentCall(self.flow.pause)
+        digit = await self.play(greeting, language)
+        log.info("inbound.greeting_played", interrupted_by=digit)
+        self.publish("greeting.played", prompts=list(greeting), language=language)
+        actions = self.after_prompt(script, "greeting", digit, watch)
+        while True:
+            if not actions:  # in a pause: wait for its end, a digit or speech
+                digit = await self.wait(script, watch)
+                now = self.flow.clock()
+                if digit:
+                    actions = script.dtmf(now, digit)
+                elif watch.heard.is_set():
+                    actions = script.speech(now)
+                else:
+                    actions = script.on_timer(now)
+                continue
+            action = actions[0]  # SilentCall returns one action at a time
+            if isinstance(action, Release) and not watch.reliable:
+                # The AMI connection dropped during the script: speech may have been missed.
+                action = RouteToAgent("deaf", "pause3")
+            if isinstance(action, RouteToAgent):
+                await self.announce("responded", Reason=action.reason, From=action.stage)
+                return "agents"
+            if isinstance(action, Release):
+                await self.announce("release")
+                self.publish("call.released", reason="silent")
+                return "done"
+            assert isinstance(action, Play)
+            await self.announce(action.stage)
+            digit = await self.play([action.prompt], language)
+            actions = self.after_prompt(script, action.stage, digit, watch)

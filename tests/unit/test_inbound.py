@@ -1,0 +1,373 @@
+"""The inbound flow (R2, R3) against a scripted fake AGI channel on a fake clock.
+
+The fake plays each prompt for a known time, answers WAIT FOR DIGIT slices, and makes the
+caller speak, press a key or hang up at chosen instants, so every timing of the silent-call
+script is checked exactly and without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ivr.agi.channel import AgiHangup
+from ivr.events import CallEvent, EventBus
+from ivr.flows.inbound import POLL_MS, InboundFlow
+from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
+
+PAUSE = 5.0
+GREETING = ["hello", "welcome"]
+DURATIONS = {"hello": 1.0, "welcome": 3.0, "silent_prompt2": 2.0, "silent_prompt3": 4.0}
+GREETING_END = 4.0  # the call is answered at t=0
+
+
+@dataclass(frozen=True)
+class Greeting:
+    prompts: list[str]
+    language: str = "zh-CN"
+    holiday: str | None = None
+    daypart: str = "afternoon"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeCall:
+    """Duck-typed AgiChannel: a caller who speaks, presses or hangs up at given times."""
+
+    uniqueid = "1700000000.1"
+    caller = "13800000000"
+    channel = "Local/caller@test;1"
+
+    def __init__(self, clock: Clock, *, speech_at: float | None = None, digit_at: float | None = None,
+                 hangup_at: float | None = None) -> None:
+        self.clock = clock
+        self.speech_at, self.digit_at, self.hangup_at = speech_at, digit_at, hangup_at
+        self.watch: SpeechWatch | None = None
+        self.hung_up = False
+        self.vars: dict[str, str] = {}
+        self.plays: list[tuple[str, float, float]] = []  # (prompt id, start, end)
+        self.events: list[tuple[float, str]] = []  # UserEvent args, at
+        self.commands: list[str] = []
+
+    def _advance(self, until: float) -> None:
+        if self.hung_up or (self.hangup_at is not None and until >= self.hangup_at):
+            self.clock.t = max(self.clock.t, self.hangup_at or 0.0)
+            self.hung_up = True
+            raise AgiHangup("HANGUP")
+        if self.speech_at is not None and until >= self.speech_at and self.watch is not None:
+            self.watch.mark(self.speech_at)
+        self.clock.t = until
+
+    def _digit_before(self, end: float) -> bool:
+        return self.digit_at is not None and self.clock.t <= self.digit_at < end
+
+    async def answer(self) -> None:
+        self.commands.append("ANSWER")
+        self._advance(self.clock.t)
+
+    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
+        self.commands.append(f"STREAM FILE {prompt}")
+        assert "5" in escape_digits and "#" in escape_digits
+        start, end = self.clock.t, self.clock.t + DURATIONS[prompt.rsplit("/", 1)[1]]
+        if self._digit_before(end):
+            assert self.digit_at is not None
+            self._advance(self.digit_at)
+            self.digit_at = None
+            self.plays.append((prompt.rsplit("/", 1)[1], start, self.clock.t))
+            return "5"
+        self._advance(end)
+        self.plays.append((prompt.rsplit("/", 1)[1], start, end))
+        return None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        assert 0 < timeout_ms <= POLL_MS
+        end = self.clock.t + timeout_ms / 1000
+        if self._digit_before(end):
+            assert self.digit_at is not None
+            self._advance(self.digit_at)
+            self.digit_at = None
+            return "5"
+        self._advance(end)
+        return None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self._advance(self.clock.t)
+        self.commands.append(f"SET VARIABLE {name} {value}")
+        self.vars[name] = value
+
+    async def get_variable(self, name: str) -> str | None:
+        self._advance(self.clock.t)
+        return {"CHANNEL(linkedid)": "1700000000.0"}.get(name)
+
+    async def exec(self, app: str, args: str = "") -> Any:
+        self._advance(self.clock.t)
+        assert app == "UserEvent"
+        self.events.append((self.clock.t, args))
+
+
+class FakeDetector:
+    def __init__(self, reliable: bool = True) -> None:
+        self.reliable = reliable
+        self.open = 0
+
+    @asynccontextmanager
+    async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
+        call.watch = SpeechWatch(call.uniqueid, reliable=self.reliable)
+        self.open += 1
+        try:
+            yield call.watch
+        finally:
+            self.open -= 1
+
+
+def make_flow(clock: Clock, detector: Any = None, bus: EventBus | None = None,
+              pause: float = PAUSE) -> InboundFlow:
+    config = SimpleNamespace(
+        switch=SimpleNamespace(language="zh-CN"),
+        prompts=SimpleNamespace(sound_prefix="ivr"),
+        silence=SimpleNamespace(pause=pause),
+    )
+    return InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0),  # type: ignore[arg-type]
+                       speech=detector or FakeDetector(), bus=bus, clock=clock,
+                       choose_greeting=lambda _at, _cfg: Greeting(GREETING))
+
+
+def stages(call: FakeCall) -> list[str]:
+    return [args.split(",")[1].removeprefix("Stage: ") for _, args in call.events]
+
+
+async def run(call: FakeCall, **kwargs: Any) -> InboundFlow:
+    flow = make_flow(call.clock, **kwargs)
+    await flow(call)  # type: ignore[arg-type]
+    return flow
+
+
+async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> None:
+    call = FakeCall(Clock())
+    await run(call)
+    assert [p for p, _, _ in call.plays] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
+    _, _, greeting_end = call.plays[1]
+    _, p2_start, p2_end = call.plays[2]
+    _, p3_start, p3_end = call.plays[3]
+    assert greeting_end == GREETING_END
+    # Each pause lasts its full length, never less, and at most a millisecond more.
+    assert 0 <= p2_start - (greeting_end + PAUSE) <= 0.002
+    assert 0 <= p3_start - (p2_end + PAUSE) <= 0.002
+    release_at = [t for t, args in call.events if "Stage: release" in args][0]
+    assert 0 <= release_at - (p3_end + PAUSE) <= 0.002
+    assert release_at - greeting_end >= 3 * PAUSE + 2.0 + 4.0 - 1e-9  # pauses + prompts 2, 3
+    assert stages(call) == ["prompt2", "prompt3", "release"]
+    assert call.vars["IVR_RESULT"] == "done"
+    assert call.vars["IVR_GREETING"] == "hello,welcome"
+    assert call.commands[0] == "ANSWER"
+
+
+async def test_configured_pause_is_used() -> None:
+    call = FakeCall(Clock())
+    await run(call, pause=2.5)
+    assert call.plays[2][1] == pytest.approx(GREETING_END + 2.5, abs=0.002)
+
+
+async def test_speech_in_the_first_pause_hands_on_within_a_poll() -> None:
+    call = FakeCall(Clock(), speech_at=GREETING_END + 1.23)
+    await run(call)
+    assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
+    assert call.vars["IVR_RESULT"] == "agents"
+    (t, args), = call.events
+    assert args == "IvrSilentCall,Stage: responded,Reason: speech,From: pause1"
+    assert 0 <= t - (GREETING_END + 1.23) <= POLL_MS / 1000
+
+
+async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
+    speech_at = GREETING_END + PAUSE + 2.0 + 3.0  # 3 s into pause2
+    call = FakeCall(Clock(), speech_at=speech_at)
+    await run(call)
+    assert [p for p, _, _ in call.plays][-1] == "silent_prompt2"
+    assert stages(call) == ["prompt2", "responded"]
+    assert call.events[-1][1].endswith("Reason: speech,From: pause2")
+    assert call.vars["IVR_RESULT"] == "agents"
+
+
+async def test_speech_during_a_prompt_lets_it_finish_then_hands_on_at_once() -> None:
+    call = FakeCall(Clock(), speech_at=GREETING_END + PAUSE + 0.5)  # during prompt2
+    await run(call)
+    name, _, end = call.plays[-1]
+    assert name == "silent_prompt2" and end == pytest.approx(GREETING_END + PAUSE + 2.0, abs=0.002)
+    t, args = call.events[-1]
+    assert args.endswith("Reason: speech,From: prompt2") and t == pytest.approx(end)
+
+
+async def test_speech_during_the_greeting_hands_on_after_it() -> None:
+    call = FakeCall(Clock(), speech_at=0.5)
+    await run(call)
+    assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
+    assert call.events[-1][1].endswith("From: greeting")
+
+
+async def test_a_digit_interrupts_a_prompt_and_hands_on() -> None:
+    call = FakeCall(Clock(), digit_at=2.0)  # during "welcome"
+    await run(call)
+    assert call.plays[-1] == ("welcome", 1.0, 2.0)
+    assert call.events[-1][1] == "IvrSilentCall,Stage: responded,Reason: dtmf,From: greeting"
+    assert call.vars["IVR_RESULT"] == "agents"
+
+
+async def test_a_digit_in_a_pause_hands_on_at_once() -> None:
+    call = FakeCall(Clock(), digit_at=GREETING_END + 0.05)
+    await run(call)
+    t, args = call.events[-1]
+    assert t == pytest.approx(GREETING_END + 0.05) and "Reason: dtmf,From: pause1" in args
+
+
+@pytest.mark.parametrize("hangup_at", [0.5, GREETING_END + 2.0, GREETING_END + PAUSE + 1.0, 24.9])
+async def test_caller_hang_up_ends_the_flow(hangup_at: float) -> None:
+    call = FakeCall(Clock(), hangup_at=hangup_at)
+    detector = FakeDetector()
+    with pytest.raises(AgiHangup):
+        await run(call, detector=detector)
+    assert "IVR_RESULT" not in call.vars
+    assert detector.open == 0
+    assert call.clock.t == hangup_at  # nothing ran after it
+
+
+async def test_without_a_speech_detector_the_caller_is_never_released() -> None:
+    call = FakeCall(Clock())
+    await run(call, detector=DeafDetector())
+    assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
+    assert stages(call) == ["responded"] and "Reason: deaf" in call.events[0][1]
+    assert call.vars["IVR_RESULT"] == "agents"
+
+
+async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
+    class Dropping(FakeDetector):
+        @asynccontextmanager
+        async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
+            watch = _Flaky(call.uniqueid, call.clock, drop_at=20.0)
+            call.watch = watch
+            yield watch
+
+    call = FakeCall(Clock())
+    await run(call, detector=Dropping())
+    assert stages(call) == ["prompt2", "prompt3", "responded"]
+    assert call.vars["IVR_RESULT"] == "agents"
+
+
+class _Flaky(SpeechWatch):
+    def __init__(self, uniqueid: str, clock: Clock, drop_at: float) -> None:
+        super().__init__(uniqueid)
+        self.clock, self.drop_at = clock, drop_at
+
+    @property
+    def reliable(self) -> bool:
+        return self.clock.t < self.drop_at
+
+
+async def test_events_on_the_bus() -> None:
+    bus = EventBus()
+    seen: list[CallEvent] = []
+
+    async def collect() -> None:
+        async for event in bus.subscribe():
+            seen.append(event)
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(0)  # let the subscriber register
+    call = FakeCall(Clock())
+    await run(call, bus=bus)
+    while len(seen) < 6:
+        await asyncio.sleep(0)
+    task.cancel()
+    assert [e.kind for e in seen] == ["call.arrived", "greeting.played", "silent.stage",
+                                      "silent.stage", "silent.stage", "call.released"]
+    assert {e.call_id for e in seen} == {"1700000000.0"}
+    assert [e.data["stage"] for e in seen if e.kind == "silent.stage"] == ["prompt2", "prompt3", "release"]
+    assert seen[1].data["prompts"] == GREETING
+
+
+def test_bad_pause_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match="pause"):
+        make_flow(Clock(), pause=0)
+
+
+# --- TalkDetector: the AMI side -------------------------------------------------------
+
+class FakeAmi:
+    def __init__(self) -> None:
+        self.subs: dict[str, list[Any]] = {}
+        self.connected = True
+        self.connects = 1
+
+    def subscribe(self, event: str, callback: Any) -> Any:
+        self.subs.setdefault(event, []).append(callback)
+        return lambda: None
+
+    def fire(self, event: str, **fields: str) -> None:
+        for cb in self.subs.get(event, []):
+            cb({"Event": event, **fields})
+
+
+async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
+    ami = FakeAmi()
+    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]
+    call = FakeCall(Clock())
+    async with detector.listen(call) as watch:  # type: ignore[arg-type]
+        assert call.commands == ["SET VARIABLE TALK_DETECT(set) 800,600"]
+        assert watch.reliable and detector.watching == 1
+        ami.fire("ChannelTalkingStart", Uniqueid="someone.else", Timestamp="1.0")
+        assert not watch.heard.is_set()
+        ami.fire("ChannelTalkingStart", Uniqueid=call.uniqueid, Timestamp="1700000012.345")
+        assert watch.heard.is_set() and watch.at == 1700000012.345
+    assert call.commands[-1] == "SET VARIABLE TALK_DETECT(remove) "
+    assert detector.watching == 0
+
+
+async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> None:
+    ami = FakeAmi()
+    detector = TalkDetector(ami)  # type: ignore[arg-type]
+    call = FakeCall(Clock())
+    with pytest.raises(AgiHangup):
+        async with detector.listen(call):  # type: ignore[arg-type]
+            call.hung_up = True
+            raise AgiHangup("HANGUP")
+    assert detector.watching == 0
+    assert not any("remove" in c for c in call.commands)
+
+
+async def test_talk_watch_unreliable_when_ami_is_down_or_reconnected() -> None:
+    ami = FakeAmi()
+    detector = TalkDetector(ami)  # type: ignore[arg-type]
+    async with detector.listen(FakeCall(Clock())) as watch:  # type: ignore[arg-type]
+        assert watch.reliable
+        ami.connects += 1  # dropped and came back: events in between were lost
+        assert not watch.reliable
+    ami.connected = False
+    async with detector.listen(FakeCall(Clock())) as watch:  # type: ignore[arg-type]
+        assert not watch.reliable
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"talk_threshold": 0}, "talk_threshold"),
+    ({"talk_threshold": 40000}, "talk_threshold"),
+    ({"talk_silence_ms": 0}, "talk_silence_ms"),
+])
+def test_speech_settings_refuse_bad_values(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SpeechSettings(**kwargs)
+
+
+def test_speech_settings_from_config() -> None:
+    assert SpeechSettings.from_config(SimpleNamespace(talk_threshold=700)) == SpeechSettings(700, 1000)
+    assert SpeechSettings.from_config(None) == SpeechSettings()
