@@ -1,0 +1,457 @@
+"""R5 warm transfer over AMI and FastAGI: the I/O around :class:`ivr.rules.transfer.WarmTransfer`.
+
+One :class:`TransferService` per controller. A transfer starts from the HTTP API
+(``transfer(call_id, target)``) or the agent's feature code (``UserEvent:
+IvrTransferRequest``, see ``asterisk/ivr-transfer.conf``). Then:
+
+* the caller and the transferring agent leave their bridge (one ``Redirect`` with
+  ``ExtraChannel``): the caller to ``[ivr-transfer-wait]`` (reason, music, reminders), the
+  agent to ``[ivr-transfer-agent]`` (ringback);
+* the target is originated (``ChannelId`` chosen here, so every event of that leg is
+  recognised by its Uniqueid) into ``[ivr-transfer-target]``; its ringing is an ordinary
+  dial leg (``DialBegin`` / ``Newstate Ringing`` / ``DialEnd``) that the ring monitor sees;
+* on answer ``target_agi`` (FastAGI route ``transfer-target``) plays the announcement and
+  waits for the digit; the machine's deadlines (ring limit, confirmation timeout) are
+  driven by the :class:`~ivr.rules.timers.TimerService`;
+* confirmed: the caller is redirected to ``[ivr-transfer-connect]`` (thanks, ``Bridge``
+  with the target) and the agent is hung up once the caller is in the target's bridge;
+  otherwise to ``[ivr-transfer-return]`` (apology, ``Bridge`` with the waiting agent, or
+  the fallback queue if the agent has gone).
+
+The dialplan is the safety net: if the controller dies mid-transfer, the caller leaves the
+wait after ``IVR_XFER_MAXWAIT`` s through ``[ivr-transfer-return]``. No step of the
+transfer ever hangs the caller up.
+
+Every state change goes out as ``UserEvent: IvrTransfer`` (``State``, ``Target``,
+``Uniqueid`` of the caller, ``TransferId``, ``Reason``), as a ``transfer.state``
+:class:`~ivr.events.CallEvent`, and into the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ivr.agi.channel import AgiChannel, AgiHangup
+from ivr.ami.connection import AmiError
+from ivr.errors import IvrError
+from ivr.events import EventBus
+from ivr.rules.timers import TimerService
+from ivr.rules.transfer import (
+    Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
+    TransferAction, WarmTransfer,
+)
+from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
+
+log = structlog.get_logger("ivr.transfer")
+
+OUTCOMES = frozenset({"completed", "abandoned", "refused", "timeout", "noanswer", "busy", "hangup"})
+FAILED_DIAL = {"BUSY": "busy", "CONGESTION": "congestion", "CHANUNAVAIL": "unavailable",
+               "NOANSWER": "noanswer"}
+
+
+class NoSuchCall(IvrError):
+    error_id = "no-such-call"
+    http_status = 404
+
+
+class CallNotTransferable(IvrError):
+    """The call exists but cannot be transferred now (no agent on it, already transferring)."""
+
+    error_id = "call-not-transferable"
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    sounds: str = "ivr/zh-CN"  # sound path prefix of the caller's language
+    ring_limit: float = 30.0  # s the target may ring
+    confirm_timeout: float = 10.0  # s after the announcement to press 1
+    announce_max: float = 30.0  # s the announcement may take
+    remind_every: int = 30  # s between reminders to the waiting caller (R4)
+    agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
+    allow_dial: bool = False  # accept raw dial strings as targets (tests; see targets.py)
+
+    @property
+    def max_wait(self) -> int:
+        """The dialplan's safety net: the caller's longest wait if the controller is gone."""
+        return int(self.ring_limit + self.announce_max + self.confirm_timeout + 15)
+
+    @classmethod
+    def from_config(cls, config: Any) -> TransferSettings:
+        xfer, hold = getattr(config, "transfer", None), getattr(config, "hold", None)
+
+        def pick(section: Any, name: str, default: float) -> float:
+            value = getattr(section, name, None) if section is not None else None
+            return float(default if value is None else value)
+
+        return cls(
+            sounds=f"{config.prompts.sound_prefix}/{config.switch.language}",
+            ring_limit=pick(xfer, "ring_limit", 30.0),
+            confirm_timeout=pick(xfer, "confirm_timeout", 10.0),
+            announce_max=pick(xfer, "announce_max", 30.0),
+            remind_every=int(pick(hold, "reminder_interval", 30)),
+            agents={str(a.number): str(a.dial) for a in getattr(config, "agents", [])},
+        )
+
+
+class TransferMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.outcomes = Counter(
+            "ivr_transfers", "Warm transfers (R5) by outcome: completed, refused, timeout, "
+            "noanswer, busy, hangup, abandoned", ["outcome"], registry=self.registry)
+        self.confirm_seconds = Histogram(
+            "ivr_transfer_confirm_seconds", "Time from the target's answer to its confirmation",
+            buckets=(2, 4, 6, 8, 10, 15, 20, 30, 45), registry=self.registry)
+
+
+@dataclass
+class Transfer:
+    id: str
+    call_id: str  # Linkedid of the call
+    caller: str  # Uniqueid of the caller's channel
+    caller_channel: str
+    caller_number: str
+    agent: str  # Uniqueid of the transferring agent's channel ("" once gone)
+    agent_channel: str
+    agent_number: str
+    target: Target
+    target_uid: str  # our ChannelId for the target leg
+    machine: WarmTransfer
+    target_channel: str = ""
+    answered_at: float | None = None
+    outcome: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"transfer_id": self.id, "call_id": self.call_id, "caller": self.caller,
+                "agent": self.agent_number, "target": self.target.label,
+                "state": self.machine.state, "history": list(self.machine.history)}
+
+
+class TransferService:
+    AGI_ROUTE = "transfer-target"
+
+    def __init__(self, ami: Any, settings: TransferSettings, *, timers: TimerService,
+                 bus: EventBus | None = None, metrics: TransferMetrics | None = None) -> None:
+        self.ami = ami
+        self.settings = settings
+        self.timers = timers
+        self.bus = bus or EventBus()
+        self.metrics = metrics or TransferMetrics()
+        self.transfers: dict[str, Transfer] = {}  # by transfer id, while not done
+        self._connecting: dict[str, Transfer] = {}  # caller Uniqueid -> confirmed transfer
+        self._ids = itertools.count(1)
+        self._prefix = f"ivrx{os.getpid():x}{id(self) & 0xffff:x}"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def attach(self) -> None:
+        for name in ("Hangup", "Newstate", "DialBegin", "DialEnd", "BridgeEnter", "UserEvent"):
+            self.ami.subscribe(name, self.handle_event)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- lookups --------------------------------------------------------------------
+    def by_caller(self, uid: str) -> Transfer | None:
+        return next((t for t in self.transfers.values() if t.caller == uid), None)
+
+    def _find(self, uid: str) -> tuple[Transfer, str] | None:
+        for t in self.transfers.values():
+            if uid == t.caller:
+                return t, "caller"
+            if uid == t.target_uid:
+                return t, "target"
+            if t.agent and uid == t.agent:
+                return t, "agent"
+        return None
+
+    async def _channels(self) -> list[Any]:
+        replies = await self.ami.action({"Action": "CoreShowChannels"}, 10.0, as_list=True)
+        return [m for m in replies if m.get("Event") == "CoreShowChannel"]
+
+    # -- starting a transfer --------------------------------------------------------
+    async def transfer(self, call_id: str, target: str) -> Transfer:
+        """Transfer the caller of call ``call_id`` (its Linkedid, or the caller's Uniqueid)
+        away from the agent it is bridged with, to ``target``."""
+        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial)
+        rows = await self._channels()
+        caller = next((r for r in rows if r.get("Uniqueid") == call_id), None) or next(
+            (r for r in rows if r.get("Linkedid") == call_id and r.get("Uniqueid") == call_id), None)
+        if caller is None:
+            raise NoSuchCall(f"no call {call_id!r} on the switch", call_id=call_id)
+        return await self._start(caller, rows, tgt)
+
+    async def transfer_from_agent(self, agent_uid: str, target: str) -> Transfer:
+        """The agent on channel ``agent_uid`` keyed a transfer (feature code)."""
+        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial)
+        rows = await self._channels()
+        agent = next((r for r in rows if r.get("Uniqueid") == agent_uid), None)
+        bridge = agent.get("BridgeId", "") if agent is not None else ""
+        caller = next((r for r in rows if bridge and r.get("BridgeId") == bridge
+                       and r.get("Uniqueid") != agent_uid), None)
+        if caller is None:
+            raise NoSuchCall(f"channel {agent_uid!r} is not on a call", agent=agent_uid)
+        return await self._start(caller, rows, tgt, agent_uid)
+
+    async def _start(self, caller: Any, rows: list[Any], tgt: Target, agent_uid: str = "") -> Transfer:
+        caller_uid = caller["Uniqueid"]
+        if self.by_caller(caller_uid) is not None or caller_uid in self._connecting:
+            raise CallNotTransferable("this caller is already being transferred", caller=caller_uid)
+        bridge = caller.get("BridgeId", "")
+        agent = next((r for r in rows if bridge and r.get("BridgeId") == bridge
+                      and r.get("Uniqueid") != caller_uid
+                      and (not agent_uid or r.get("Uniqueid") == agent_uid)), None)
+        if agent is None:
+            raise CallNotTransferable("the caller is not connected to an agent", caller=caller_uid)
+        xid = f"{self._prefix}-{next(self._ids)}"
+        s = self.settings
+        xfer = Transfer(
+            id=xid, call_id=caller.get("Linkedid") or caller_uid, caller=caller_uid,
+            caller_channel=caller["Channel"], caller_number=caller.get("CallerIDNum", ""),
+            agent=agent["Uniqueid"], agent_channel=agent["Channel"],
+            agent_number=agent_number(agent["Channel"], s.agents, agent.get("CallerIDNum", "")),
+            target=tgt, target_uid=f"{xid}-t",
+            machine=WarmTransfer(tgt.dial, s.ring_limit, s.confirm_timeout, s.announce_max),
+        )
+        # Variables the dialplan needs, set before anything moves.
+        await self._setvars(xfer.caller, IVR_XFER_ID=xid, IVR_XFER_SOUNDS=s.sounds,
+                            IVR_XFER_REMIND=str(s.remind_every), IVR_XFER_MAXWAIT=str(s.max_wait),
+                            IVR_XFER_AGENT=xfer.agent, IVR_XFER_TARGET="")
+        await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
+        self.transfers[xid] = xfer
+        self.timers.add(xid, xfer.machine, lambda actions, x=xfer: self._apply(x, actions))
+        log.info("transfer.start", transfer=xid, call_id=xfer.call_id, caller=caller_uid,
+                 agent=xfer.agent_number, target=tgt.label)
+        try:
+            await self._apply(xfer, xfer.machine.offer(self.timers.now()))
+        except AmiError:
+            # Nothing moved (the Redirect failed): the call goes on as it was.
+            self._forget(xfer)
+            raise
+        return xfer
+
+    # -- carrying out the machine's actions -----------------------------------------
+    async def _apply(self, xfer: Transfer, actions: list[TransferAction]) -> None:
+        lock = self._locks.setdefault(xfer.id, asyncio.Lock())
+        async with lock:
+            for action in actions:
+                try:
+                    await self._do(xfer, action)
+                except AmiError as exc:
+                    if isinstance(action, PlayToCaller):
+                        raise  # the caller never left the agent: the transfer did not start
+                    log.warning("transfer.action_failed", transfer=xfer.id,
+                                action=type(action).__name__, error=str(exc))
+                    if isinstance(action, Dial):
+                        await self._apply_unlocked(
+                            xfer, xfer.machine.target_busy(self.timers.now(), "dial-failed"))
+            self.timers.poke(xfer.id)
+            if xfer.machine.done:
+                self._forget(xfer)
+
+    async def _apply_unlocked(self, xfer: Transfer, actions: list[TransferAction]) -> None:
+        for action in actions:
+            try:
+                await self._do(xfer, action)
+            except AmiError as exc:
+                log.warning("transfer.action_failed", transfer=xfer.id,
+                            action=type(action).__name__, error=str(exc))
+
+    async def _do(self, xfer: Transfer, action: TransferAction) -> None:
+        if isinstance(action, StateChanged):
+            await self._state(xfer, action)
+        elif isinstance(action, PlayToCaller):
+            await self.ami.action({
+                "Action": "Redirect", "Channel": xfer.caller_channel,
+                "Context": "ivr-transfer-wait", "Exten": "s", "Priority": "1",
+                "ExtraChannel": xfer.agent_channel, "ExtraContext": "ivr-transfer-agent",
+                "ExtraExten": "s", "ExtraPriority": "1"})
+        elif isinstance(action, Dial):
+            originate = {
+                "Action": "Originate", "Channel": action.target, "Context": "ivr-transfer-target",
+                "Exten": "s", "Priority": "1", "Async": "true",
+                # a little longer than the ring limit: the machine's own deadline cancels first
+                "Timeout": str(int((action.timeout + 2) * 1000)),
+                "ChannelId": xfer.target_uid,
+                "CallerID": f'"{xfer.caller_number}" <{xfer.caller_number}>',
+                "Variable": f"IVR_XFER_ID={xfer.id}",
+            }
+            if action.target.startswith("Local/"):
+                originate["OtherChannelId"] = f"{xfer.target_uid}-2"
+            # as_list=False: the reply is "queued"; the outcome comes as Dial*/Hangup events
+            await self.ami.action(originate, as_list=False)
+        elif isinstance(action, Announce):
+            pass  # played by target_agi, which owns the target's FastAGI session
+        elif isinstance(action, Connect):
+            self._connecting[xfer.caller] = xfer
+            await self._setvars(xfer.caller, IVR_XFER_TARGET=xfer.target_channel or xfer.target_uid)
+            await self._redirect(xfer.caller_channel, "ivr-transfer-connect")
+        elif isinstance(action, HangupTarget):
+            await self._hangup(xfer.target_uid)
+        elif isinstance(action, ReturnCaller):
+            agent = xfer.agent if action.to == "agent" else ""
+            await self._setvars(xfer.caller, IVR_XFER_AGENT=agent)
+            await self._redirect(xfer.caller_channel, "ivr-transfer-return")
+
+    async def _state(self, xfer: Transfer, change: StateChanged) -> None:
+        state, now = change.state, self.timers.now()
+        if state == "answered":
+            xfer.answered_at = now
+        elif state == "confirmed" and xfer.answered_at is not None:
+            self.metrics.confirm_seconds.observe(now - xfer.answered_at)
+        if state in OUTCOMES:
+            xfer.outcome = state
+            self.metrics.outcomes.labels(outcome=state).inc()
+        log.info("transfer.state", transfer=xfer.id, state=state, reason=change.reason,
+                 target=xfer.target.label, call_id=xfer.call_id)
+        self.bus.emit("transfer.state", xfer.call_id, transfer_id=xfer.id, state=state,
+                      reason=change.reason, target=xfer.target.label, caller=xfer.caller,
+                      agent=xfer.agent_number)
+        try:
+            await self.ami.action({"Action": "UserEvent", "UserEvent": "IvrTransfer",
+                                   "State": state, "Target": xfer.target.label,
+                                   "Uniqueid": xfer.caller, "TransferId": xfer.id,
+                                   "Reason": change.reason or "-"}, 5.0)
+        except AmiError as exc:
+            log.warning("transfer.userevent_failed", transfer=xfer.id, error=str(exc))
+
+    async def _setvars(self, channel: str, **variables: str) -> None:
+        for name, value in variables.items():
+            await self.ami.action({"Action": "Setvar", "Channel": channel,
+                                   "Variable": name, "Value": value})
+
+    async def _redirect(self, channel: str, context: str) -> None:
+        await self.ami.action({"Action": "Redirect", "Channel": channel, "Context": context,
+                               "Exten": "s", "Priority": "1"})
+
+    async def _hangup(self, channel: str) -> None:
+        try:
+            await self.ami.action({"Action": "Hangup", "Channel": channel})
+        except AmiError as exc:  # already gone
+            log.debug("transfer.hangup_failed", channel=channel, error=str(exc))
+
+    def _forget(self, xfer: Transfer) -> None:
+        self.transfers.pop(xfer.id, None)
+        self.timers.remove(xfer.id)
+        self._locks.pop(xfer.id, None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("transfer.task_failed", exc_info=task.exception())
+
+    # -- AMI events -----------------------------------------------------------------
+    def handle_event(self, event: Any) -> None:
+        kind = event.get("Event", "")
+        if kind == "UserEvent":
+            if event.get("UserEvent") == "IvrTransferRequest":
+                self._spawn(self._requested(event.get("Uniqueid", ""), event.get("Target", "")))
+            return
+        if kind == "BridgeEnter":
+            connecting = self._connecting.pop(event.get("Uniqueid", ""), None)
+            if connecting is not None and connecting.agent:
+                # The caller is with the target: now the transferring agent is released.
+                self._spawn(self._hangup(connecting.agent))
+            return
+        if kind in ("DialBegin", "DialEnd"):
+            found = self._find(event.get("DestUniqueid", ""))
+        else:
+            found = self._find(event.get("Uniqueid", ""))
+        if found is None:
+            gone = self._connecting.pop(event.get("Uniqueid", ""), None) if kind == "Hangup" else None
+            if gone is not None:  # the caller left during the thanks: release the others
+                for uid in (gone.agent, gone.target_uid):
+                    if uid:
+                        self._spawn(self._hangup(uid))
+            return
+        xfer, role = found
+        m, now = xfer.machine, self.timers.now()
+        actions: list[TransferAction] = []
+        if kind == "Hangup":
+            if role == "caller":
+                actions = m.caller_hangup(now)
+                if xfer.agent:
+                    self._spawn(self._hangup(xfer.agent))  # the call is over for the agent too
+            elif role == "agent":
+                xfer.agent = ""
+                actions = m.agent_hangup(now)
+            else:
+                actions = m.target_hangup(now)
+        elif kind == "Newstate" and role == "target" and event.get("ChannelState") == "5":
+            actions = m.target_ringing(now)
+        elif kind == "DialBegin":
+            xfer.target_channel = event.get("DestChannel", "") or xfer.target_channel
+        elif kind == "DialEnd":
+            status = event.get("DialStatus", "")
+            if status == "ANSWER":
+                actions = m.target_answered(now)
+            elif status in FAILED_DIAL:
+                actions = m.target_busy(now, FAILED_DIAL[status])
+        if actions:
+            self._spawn(self._apply(xfer, actions))
+
+    async def _requested(self, agent_uid: str, target: str) -> None:
+        try:
+            await self.transfer_from_agent(agent_uid, target)
+        except IvrError as exc:
+            log.warning("transfer.request_refused", agent=agent_uid, target=target, error=str(exc))
+
+    # -- the target's FastAGI session -------------------------------------------------
+    async def target_agi(self, call: AgiChannel) -> None:
+        """FastAGI route ``transfer-target``: announce the caller, take 1 or 2."""
+        xid = call.headers.get("agi_arg_1", "")
+        xfer = self.transfers.get(xid)
+        if xfer is None or call.uniqueid != xfer.target_uid:
+            log.warning("transfer.unknown_target_leg", transfer=xid, uniqueid=call.uniqueid)
+            return  # the dialplan hangs this leg up
+        xfer.target_channel = call.channel
+        m = xfer.machine
+        await self._apply(xfer, m.target_answered(self.timers.now()))
+        try:
+            await self._confirm(call, xfer)
+        except AgiHangup:
+            await self._apply(xfer, m.target_hangup(self.timers.now()))
+            raise
+
+    async def _confirm(self, call: AgiChannel, xfer: Transfer) -> None:
+        m = xfer.machine
+        digit: str | None = None
+        for prompt in announcement(xfer.caller_number, xfer.agent_number):
+            if m.state != "answered":
+                return
+            digit = await call.stream_file(f"{self.settings.sounds}/{prompt}", "12")
+            if digit:
+                break
+        if not digit:
+            m.announcement_finished(self.timers.now())
+            self.timers.poke(xfer.id)
+        while m.state == "answered":
+            if not digit:
+                deadline = m.deadline if m.deadline is not None else self.timers.now()
+                wait_ms = max(int((deadline - self.timers.now()) * 1000) + 250, 250)
+                digit = await call.wait_for_digit(wait_ms)
+                if not digit:
+                    continue  # the timer decides the timeout (it hangs this leg up)
+            actions = m.target_dtmf(self.timers.now(), digit)
+            digit = None
+            if m.state in ("confirmed", "completed"):
+                await call.set_variable("IVR_XFER_RESULT", "confirmed")
+            await self._apply(xfer, actions)
+
+
