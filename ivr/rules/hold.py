@@ -1,0 +1,188 @@
+"""R4 Hold: a reminder every 30 s, choices and an agent alert at 60 s, thanks on resume.
+
+Per held party, from the moment hold starts (``t0``): a reminder at t0+30, +60, +90, ...
+At ``choices_after`` (60 s) the caller is offered the choices (1 keep waiting, 2 leave a
+message, 3 call-back) and the agent is alerted.
+
+Decision: when the choices fall on a reminder instant (the default: 60 s), the choices
+prompt is played *in place of* that reminder, not after it: the caller still hears
+something every 30 s, and never two prompts back to back. That tick still counts, so
+``OfferChoices.count`` is 2 and the next reminder (90 s) has count 3.
+
+If ``on_timer`` is called late, missed ticks are not replayed one after the other: the
+latest due tick is played once (its count says how many ticks have passed), and the
+choices are still offered exactly once.
+
+Every action has a ``state`` (start, reminder, choices, resume, abandon, message,
+callback, keep) for ``UserEvent: IvrHold`` with ``Count`` and ``HeldSeconds``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class HoldStarted:
+    state: ClassVar[str] = "start"
+    count: int = 0
+    held_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Remind:
+    """Play hold_reminder (music continues between reminders)."""
+
+    state: ClassVar[str] = "reminder"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class OfferChoices:
+    """Play hold_choices and listen for 1/2/3."""
+
+    state: ClassVar[str] = "choices"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class AlertAgent:
+    """Tell the agent that the caller has been held ``held_seconds``."""
+
+    state: ClassVar[str] = "alert"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class KeepWaiting:
+    state: ClassVar[str] = "keep"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class TakeMessage:
+    """The caller pressed 2: leave hold, record a message (message_instructions)."""
+
+    state: ClassVar[str] = "message"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class RequestCallback:
+    """The caller pressed 3: leave hold, register a call-back, play callback_confirm."""
+
+    state: ClassVar[str] = "callback"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class ThankCaller:
+    """The agent resumed: play hold_thanks. No reminder ever after."""
+
+    state: ClassVar[str] = "resume"
+    count: int
+    held_seconds: float
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """The held party hung up."""
+
+    state: ClassVar[str] = "abandon"
+    count: int
+    held_seconds: float
+
+
+HoldAction = (
+    HoldStarted | Remind | OfferChoices | AlertAgent | KeepWaiting | TakeMessage
+    | RequestCallback | ThankCaller | Abandoned
+)
+_DIGITS = {"1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
+
+
+class HoldTimer:
+    """One held party. ``state``: idle, held, resumed, abandoned, message, callback."""
+
+    def __init__(self, reminder_interval: float = 30.0, choices_after: float = 60.0) -> None:
+        if reminder_interval <= 0 or choices_after <= 0:
+            raise ValueError("hold intervals must be positive")
+        self.reminder_interval = reminder_interval
+        self.choices_after = choices_after
+        self.state = "idle"
+        self.started: float | None = None
+        self.count = 0  # reminder ticks passed (the choices tick included)
+        self.choices_offered = False
+
+    def _held(self, now: float) -> float:
+        return now - (self.started if self.started is not None else now)
+
+    def _tick_at(self, n: int) -> float:
+        assert self.started is not None
+        return self.started + n * self.reminder_interval
+
+    def _ticks(self, now: float) -> int:
+        """Reminder instants passed by ``now``, compared exactly as ``next_deadline``."""
+        ticks = max(math.floor(self._held(now) / self.reminder_interval), 0)
+        while now >= self._tick_at(ticks + 1):
+            ticks += 1
+        while ticks > 0 and now < self._tick_at(ticks):
+            ticks -= 1
+        return ticks
+
+    @property
+    def next_deadline(self) -> float | None:
+        if self.state != "held" or self.started is None:
+            return None
+        deadline = self._tick_at(self.count + 1)
+        if not self.choices_offered:
+            deadline = min(deadline, self.started + self.choices_after)
+        return deadline
+
+    def start(self, now: float) -> list[HoldAction]:
+        if self.state != "idle":
+            return []
+        self.state, self.started = "held", now
+        return [HoldStarted()]
+
+    def on_timer(self, now: float) -> list[HoldAction]:
+        if self.state != "held" or self.started is None:
+            return []
+        held = self._held(now)
+        ticks = self._ticks(now)
+        new_tick = ticks > self.count
+        if new_tick:
+            self.count = ticks
+        if not self.choices_offered and now >= self.started + self.choices_after:
+            self.choices_offered = True
+            # the choices replace a reminder falling at the same instant
+            return [OfferChoices(self.count, held), AlertAgent(self.count, held)]
+        return [Remind(self.count, held)] if new_tick else []
+
+    def digit(self, now: float, digit: str) -> list[HoldAction]:
+        """A DTMF digit from the held party; only 1/2/3 after the choices count."""
+        if self.state != "held" or not self.choices_offered or digit not in _DIGITS:
+            return []
+        action = _DIGITS[digit](self.count, self._held(now))
+        if digit != "1":
+            self.state = action.state
+        return [action]
+
+    def resume(self, now: float) -> list[HoldAction]:
+        if self.state != "held":
+            return []
+        self.state = "resumed"
+        return [ThankCaller(self.count, self._held(now))]
+
+    def hangup(self, now: float) -> list[HoldAction]:
+        if self.state != "held":
+            return []
+        self.state = "abandoned"
+        return [Abandoned(self.count, self._held(now))]

@@ -1,0 +1,122 @@
+"""R3 Silent call: three prompts, each followed by a pause, then release.
+
+The script, from the moment the call is answered with the greeting already playing::
+
+    greeting ─finished→ pause1 (5 s) → prompt2 ─finished→ pause2 (5 s)
+             → prompt3 (apology) ─finished→ pause3 (5 s) → released
+
+A pause starts only when the prompt has *finished* playing, so prompt lengths count and a
+late timer can only delay, never shorten, the script: release is impossible before three
+prompts finished and three full pauses elapsed. Speech or a DTMF digit at any moment leaves
+the script (:class:`RouteToAgent`); a caller hang-up ends it with no further action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Play:
+    """Play prompt ``prompt`` to the caller (``stage``: prompt2 | prompt3)."""
+
+    prompt: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """Hang up: the caller stayed silent through the whole script."""
+
+
+@dataclass(frozen=True)
+class RouteToAgent:
+    """The caller responded (``reason``: "speech" | "dtmf"): stop the script, carry on."""
+
+    reason: str
+    stage: str
+
+
+SilentAction = Play | Release | RouteToAgent
+
+# (stage playing, pause after it, next prompt id or None for release)
+SCRIPT: tuple[tuple[str, str, str | None], ...] = (
+    ("greeting", "pause1", "silent_prompt2"),
+    ("prompt2", "pause2", "silent_prompt3"),
+    ("prompt3", "pause3", None),
+)
+_STAGE_OF_PROMPT = {"silent_prompt2": "prompt2", "silent_prompt3": "prompt3"}
+TERMINAL = frozenset({"released", "routed", "hungup"})
+
+
+class SilentCall:
+    """The silent-call script of one answered call.
+
+    ``state`` is one of: greeting, pause1, prompt2, pause2, prompt3, pause3 (while the
+    script runs) and released, routed, hungup (terminal). The greeting is assumed to be
+    playing when the machine is created (the I/O layer plays it on answer).
+    """
+
+    def __init__(self, pause: float = 5.0) -> None:
+        if pause <= 0:
+            raise ValueError("pause must be positive")
+        self.pause = pause
+        self.state = "greeting"
+        self.pause_started: float | None = None
+        self.prompts_finished = 0
+        self.pauses_elapsed = 0
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def next_deadline(self) -> float | None:
+        if self.state.startswith("pause") and self.pause_started is not None:
+            return self.pause_started + self.pause
+        return None
+
+    def prompt_finished(self, now: float, stage: str | None = None) -> list[SilentAction]:
+        """The prompt of ``stage`` (default: the current one) has played to its end."""
+        for playing, pause, _ in SCRIPT:
+            if self.state == playing and stage in (None, playing):
+                self.state, self.pause_started = pause, now
+                self.prompts_finished += 1
+                return []
+        return []  # stale or duplicate event
+
+    def on_timer(self, now: float) -> list[SilentAction]:
+        deadline = self.next_deadline
+        if deadline is None or now < deadline:
+            return []
+        for _, pause, next_prompt in SCRIPT:
+            if self.state != pause:
+                continue
+            self.pauses_elapsed += 1
+            self.pause_started = None
+            if next_prompt is None:
+                self.state = "released"
+                return [Release()]
+            self.state = _STAGE_OF_PROMPT[next_prompt]
+            return [Play(next_prompt, self.state)]
+        return []
+
+    def _respond(self, reason: str) -> list[SilentAction]:
+        if self.done:
+            return []
+        stage, self.state = self.state, "routed"
+        return [RouteToAgent(reason, stage)]
+
+    def speech(self, now: float) -> list[SilentAction]:
+        """Speech energy from the caller: leave the script."""
+        return self._respond("speech")
+
+    def dtmf(self, now: float, digit: str = "") -> list[SilentAction]:
+        """A DTMF digit from the caller: leave the script."""
+        return self._respond("dtmf")
+
+    def hangup(self, now: float) -> list[SilentAction]:
+        """The caller hung up: the script ends, nothing more to do."""
+        if not self.done:
+            self.state = "hungup"
+        return []
