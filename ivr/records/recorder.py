@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 
 import structlog
 
@@ -26,6 +27,7 @@ class CallRecorder:
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
+        self._recent: deque[CallEvent] = deque(maxlen=1000)  # handled lately, newest last
 
     async def start(self) -> None:
         before = self.bus.subscribers
@@ -46,6 +48,7 @@ class CallRecorder:
         except Exception:
             self.failed += 1
             log.exception("records.write_failed", kind=event.kind, call_id=event.call_id)
+        self._recent.append(event)
         async with self._progress:
             self._progress.notify_all()
 
@@ -55,6 +58,21 @@ class CallRecorder:
             await asyncio.wait_for(
                 self._progress.wait_for(lambda: self.applied + self.failed >= count), timeout
             )
+
+    async def handled(self, event: CallEvent, timeout: float = 1.0) -> bool:
+        """Wait (at most ``timeout`` s) until this very event has been written; False if not.
+
+        The dashboard's live stream sends an event once it is on record, so a page that
+        reloads its tables on the event sees it there."""
+        def seen() -> bool:
+            return any(e is event for e in reversed(self._recent))
+
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(seen), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -9,7 +9,7 @@ Event data read here (every key is optional; other keys are kept in the event lo
 
 =====================  ==================================================================
 ``call.arrived``       ``caller``, ``channel``
-``greeting.played``    ``greeting`` (prompt ids, str or list), ``holiday``
+``greeting.played``    ``greeting`` or ``prompts`` (prompt ids, str or list), ``holiday``
 ``silent.stage``       ``stage`` (``"1"``/``"2"``/``"3"``/``"released"``/``"speech"``/``"dtmf"``)
 ``ring.started``       ``agent``
 ``ring.alarm``         ``agent``, ``level`` (warning/critical), ``rings``
@@ -20,8 +20,9 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``hold.choices``       ``choice`` (when the caller has chosen: keep/message/callback)
 ``hold.resume``        ``held_seconds``
 ``hold.abandon``       ``held_seconds``
-``message.recorded``   ``name``, ``company``, ``phone``, ``best_time``, ``for_agent``, ``recording``, ``note``
-``callback.requested`` ``phone``, ``best_time``, ``for_agent``
+``message.recorded``   ``item`` (its id), ``name``, ``company``, ``phone`` or ``caller_number``,
+                       ``best_time``, ``for_agent`` or ``agent``, ``recording`` or ``file``, ``note``
+``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``
 ``transfer.state``     ``state``, ``target``, ``reason``
 ``call.hangup``        ``channel``, ``side``, ``cause``
 ``call.ended``         ``hung_up_first`` (caller/agent/system), ``cause``, ``started_at``
@@ -119,8 +120,10 @@ class CallStore:
     async def close(self) -> None:
         await self.db.close()
 
-    async def ping(self) -> None:
-        await self.db.fetchone("SELECT 1 AS ok")
+    async def ping(self) -> bool:
+        """True when the database answers (raises otherwise)."""
+        row = await self.db.fetchone("SELECT 1 AS ok")
+        return row is not None and row["ok"] == 1
 
     # -- writing ------------------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class CallStore:
     async def _greeting(self, tx: Tx, ev: CallEvent) -> None:
         await tx.execute(
             "UPDATE calls SET greeting = ?, holiday = ? WHERE call_id = ?",
-            (_text(ev.data.get("greeting")), _text(ev.data.get("holiday")), ev.call_id),
+            (_text(ev.data.get("greeting", ev.data.get("prompts"))), _text(ev.data.get("holiday")), ev.call_id),
         )
         await self._set_state(tx, ev, "greeting")
 
@@ -289,9 +292,11 @@ class CallStore:
         d = ev.data
         await tx.execute(
             "INSERT INTO messages (message_id, call_id, at, name, company, phone, best_time, for_agent,"
-            " recording, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (_new_id(), ev.call_id, ev.at, *(_text(d.get(k)) for k in
-             ("name", "company", "phone", "best_time", "for_agent", "recording", "note"))),
+            " recording, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+            (_text(d.get("item")) or _new_id(), ev.call_id, ev.at, _text(d.get("name")), _text(d.get("company")),
+             _text(d.get("phone", d.get("caller_number"))), _text(d.get("best_time")),
+             _text(d.get("for_agent", d.get("agent"))), _text(d.get("recording", d.get("file"))),
+             _text(d.get("note"))),
         )
         await self._close_hold(tx, ev, "message")
 
@@ -299,9 +304,9 @@ class CallStore:
         d = ev.data
         await tx.execute(
             "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (_new_id(), ev.call_id, ev.at, _text(d.get("phone")), _text(d.get("best_time")),
-             _text(d.get("for_agent"))),
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
+            (_text(d.get("item")) or _new_id(), ev.call_id, ev.at, _text(d.get("phone", d.get("caller_number"))),
+             _text(d.get("best_time")), _text(d.get("for_agent", d.get("agent")))),
         )
         await self._close_hold(tx, ev, "callback")
 
@@ -361,6 +366,20 @@ class CallStore:
             " hung_up_first = ?, hangup_cause = ? WHERE call_id = ?",
             (ev.at, ev.at, ev.at, first, _text(d.get("cause")), ev.call_id),
         )
+
+    async def set_callback_status(self, callback_id: str, status: str, at: float | None = None) -> Row | None:
+        """Mark a call-back request (open/done/failed); None if there is no such request."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
+            if not rows:
+                return None
+            await tx.execute("UPDATE callbacks SET status = ? WHERE callback_id = ?", (status, callback_id))
+            await tx.execute(
+                "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+                (_new_id(), rows[0]["call_id"], "callback.status", time.time() if at is None else at,
+                 json.dumps({"callback_id": callback_id, "status": status})),
+            )
+        return {**rows[0], "status": status}
 
     # -- reading ------------------------------------------------------------------------
 

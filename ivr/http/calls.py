@@ -1,0 +1,111 @@
+"""Read the call records over HTTP: calls, alarms, agents' figures, messages, call-backs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ivr.http.errors import BadRequest, NotFound
+from ivr.http.keys import SERVICES
+from ivr.http.params import json_body, path_id, query_choice, query_int, query_text, query_window
+from ivr.records import CallFilter
+from ivr.records.figures import agent_figures
+from ivr.records.store import LIVE_STATES
+
+if TYPE_CHECKING:
+    from ivr.http.app import Services
+
+CALL_STATES = (*LIVE_STATES, "ended", "live")
+CALLBACK_STATUSES = ("open", "done", "failed")
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    s = _services(request)
+    since, until, window = query_window(request, s.tz, default_today=False)
+    f = CallFilter(agent=query_text(request, "agent"), state=query_choice(request, "state", CALL_STATES),
+                   since=since, until=until, limit=query_int(request, "limit", 100, 1, 1000))
+    return web.json_response({"calls": await s.store.calls(f), **window})
+
+
+async def get_call(request: web.Request) -> web.Response:
+    call_id = path_id(request, "call_id", "call")
+    call = await _services(request).store.call(call_id)
+    if call is None:
+        raise NotFound(f"no call {call_id}", error_id="no-such-call", call_id=call_id)
+    return web.json_response(call)
+
+
+async def list_alarms(request: web.Request) -> web.Response:
+    s = _services(request)
+    since, until, window = query_window(request, s.tz, default_today=False)
+    rows = await s.store.alarms(since, until, agent=query_text(request, "agent"),
+                                level=query_choice(request, "level", ("warning", "critical")),
+                                limit=query_int(request, "limit", 100, 1, 1000))
+    return web.json_response({"alarms": rows, **window})
+
+
+async def figures_for(s: Services, since: float | None, until: float | None) -> list[dict[str, Any]]:
+    return agent_figures(
+        legs=await s.store.ring_legs(since, until), calls=await s.store.ended_calls(since, until)
+        + await s.store.calls(CallFilter(state="live", since=since, until=until, limit=10_000)),
+        alarms=await s.store.alarms(since, until, limit=1_000_000),
+        transfers=await s.store.transfers(since, until), names=s.agents,
+        long_call_seconds=s.long_call_seconds,
+    )
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    s = _services(request)
+    since, until, window = query_window(request, s.tz, default_today=True)
+    return web.json_response({"agents": await figures_for(s, since, until), **window,
+                              "long_call_seconds": s.long_call_seconds})
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    s = _services(request)
+    since, until, window = query_window(request, s.tz, default_today=False)
+    rows = await s.store.messages(since, until, agent=query_text(request, "agent"),
+                                  limit=query_int(request, "limit", 100, 1, 1000))
+    return web.json_response({"messages": rows, **window})
+
+
+async def list_callbacks(request: web.Request) -> web.Response:
+    s = _services(request)
+    since, until, window = query_window(request, s.tz, default_today=False)
+    rows = await s.store.callbacks(since, until, status=query_choice(request, "status", CALLBACK_STATUSES),
+                                   limit=query_int(request, "limit", 100, 1, 1000))
+    return web.json_response({"callbacks": rows, **window})
+
+
+async def update_callback(request: web.Request) -> web.Response:
+    callback_id = path_id(request, "callback_id", "callback")
+    body = await json_body(request)
+    unknown = sorted(set(body) - {"status"})
+    if unknown:
+        raise BadRequest("unknown fields", fields=unknown)
+    status = body.get("status")
+    if status not in CALLBACK_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(CALLBACK_STATUSES)}", field="status",
+                         value=str(status)[:100])
+    row = await _services(request).store.set_callback_status(callback_id, status)
+    if row is None:
+        raise NotFound(f"no call-back request {callback_id}", error_id="no-such-callback",
+                       callback_id=callback_id)
+    return web.json_response(row)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/calls", list_calls),
+        web.get("/api/calls/{call_id}", get_call),
+        web.get("/api/alarms", list_alarms),
+        web.get("/api/agents", list_agents),
+        web.get("/api/messages", list_messages),
+        web.get("/api/callbacks", list_callbacks),
+        web.patch("/api/callbacks/{callback_id}", update_callback),
+    ]

@@ -1,0 +1,110 @@
+"""The live dashboard: one HTML page (no build step), its snapshot API and a
+server-sent-events stream of the controller's call events.
+
+The page loads ``/api/dashboard`` once, then listens to ``/api/events``: every event
+updates the page (an alarm is shown from the event itself; the tables are reloaded from
+the snapshot, which is event-driven, not a polling loop). A one-second timer only
+re-renders the running counters (rings, seconds on hold) from the times it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import datetime
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ivr.http.calls import figures_for
+from ivr.http.keys import SERVICES, STREAMS
+from ivr.http.params import day_window
+from ivr.records import CallFilter
+from ivr.records.figures import today_summary
+
+if TYPE_CHECKING:
+    from ivr.http.app import Services
+
+STATIC = resources.files("ivr.http").joinpath("static")
+HEARTBEAT = 15.0  # seconds between SSE comments, so a dead client is noticed
+
+
+async def page(_request: web.Request) -> web.Response:
+    return web.Response(text=STATIC.joinpath("dashboard.html").read_text(encoding="utf-8"),
+                        content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def root(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/dashboard")
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    s: Services = request.app[SERVICES]
+    now = datetime.now(s.tz)
+    since, until = day_window(now.date(), now.date(), s.tz)
+    live = await s.store.calls(CallFilter(state="live", limit=500))
+    alarms = await s.store.alarms(since, until, limit=50)
+    today = today_summary(holds=await s.store.holds(since, until), transfers=await s.store.transfers(since, until),
+                          calls=await s.store.calls(CallFilter(since=since, until=until, limit=100_000)))
+    return web.json_response({
+        "now": time.time(), "day": now.date().isoformat(), "ring_period": s.ring_period,
+        "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
+        "agents": await figures_for(s, since, until),
+    })
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``text/event-stream`` of call events (``event: <kind>``, ``data: <json>``)."""
+    s: Services = request.app[SERVICES]
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    task = asyncio.current_task()
+    streams = request.app[STREAMS]
+    streams.add(task)
+    subscription = s.bus.subscribe()
+    pending: asyncio.Task[object] | None = None
+    try:
+        await response.write(b"retry: 2000\n: connected\n\n")
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(subscription))
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT)
+            if not done:
+                await response.write(b": heartbeat\n\n")
+                continue
+            event = pending.result()
+            pending = None
+            if s.recorder is not None:
+                await s.recorder.handled(event)  # type: ignore[arg-type]
+            data = json.dumps(event.as_dict(), default=str)  # type: ignore[attr-defined]
+            await response.write(f"event: {event.kind}\ndata: {data}\n\n".encode())  # type: ignore[attr-defined]
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await subscription.aclose()
+        streams.discard(task)
+    return response
+
+
+async def close_streams(app: web.Application) -> None:
+    """On shutdown: end the open event streams (browsers reconnect to the next server)."""
+    for task in list(app[STREAMS]):
+        task.cancel()
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/", root),
+        web.get("/dashboard", page),
+        web.get("/api/dashboard", snapshot),
+        web.get("/api/events", events),
+        web.static("/static", str(STATIC)),
+    ]

@@ -1,0 +1,16 @@
+"""Typed keys of the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ivr.http.app import HttpSettings, Services
+
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+SETTINGS: web.AppKey[HttpSettings] = web.AppKey("settings")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)

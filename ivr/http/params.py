@@ -1,0 +1,98 @@
+"""Request parsing with clear 400s: query parameters, dates, JSON bodies, path ids."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from ivr.http.errors import BadRequest
+
+CALL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def path_id(request: web.Request, name: str, what: str) -> str:
+    value = request.match_info[name]
+    if not CALL_ID.match(value):
+        raise BadRequest(f"{what} ids are 1-64 letters, digits, '.', '_' or '-'",
+                         error_id=f"invalid-{what.replace(' ', '-')}-id", **{name: value[:100]})
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number", parameter=name, value=raw[:100]) from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}", parameter=name, value=value)
+    return value
+
+
+def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is not None and raw not in choices:
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}", parameter=name, value=raw[:100])
+    return raw
+
+
+def query_text(request: web.Request, name: str, pattern: str = r"^[A-Za-z0-9._@+-]{1,64}$") -> str | None:
+    raw = request.query.get(name)
+    if raw is not None and not re.match(pattern, raw):
+        raise BadRequest(f"{name} has characters or a length that is not allowed", parameter=name,
+                         value=raw[:100])
+    return raw
+
+
+def parse_day(raw: str, name: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a date, YYYY-MM-DD", parameter=name, value=raw[:100]) from None
+
+
+def day_window(first: date, last: date, tz: ZoneInfo) -> tuple[float, float]:
+    """Local days ``first`` to ``last`` inclusive, as [since, until) epoch seconds."""
+    since = datetime.combine(first, time(0), tz).timestamp()
+    until = datetime.combine(last + timedelta(days=1), time(0), tz).timestamp()
+    return since, until
+
+
+def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
+    """``from`` / ``to`` (local dates, inclusive): the epoch window and the dates used."""
+    raw_from, raw_to = request.query.get("from"), request.query.get("to")
+    if raw_from is None and raw_to is None and not default_today:
+        return None, None, {}
+    today = datetime.now(tz).date()
+    first = parse_day(raw_from, "from") if raw_from else None
+    last = parse_day(raw_to, "to") if raw_to else None
+    first = first or last or today
+    last = last or first
+    if last < first:
+        raise BadRequest("to is before from", **{"from": first.isoformat(), "to": last.isoformat()})
+    if (last - first).days > 366:
+        raise BadRequest("at most 367 days at a time", **{"from": first.isoformat(), "to": last.isoformat()})
+    since, until = day_window(first, last, tz)
+    return since, until, {"from": first.isoformat(), "to": last.isoformat()}
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object in the body; 400 for anything else (413 comes from client_max_size)."""
+    if request.content_type != "application/json":
+        raise BadRequest("the body must be JSON (Content-Type: application/json)", error_id="invalid-json",
+                         content_type=request.content_type)
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", error_id="invalid-json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", error_id="invalid-json")
+    return body

@@ -1,0 +1,182 @@
+// The live dashboard: one snapshot from /api/dashboard, then server-sent events from
+// /api/events. No polling: the snapshot is reloaded only when an event arrives; a
+// one-second timer re-renders the running counters from the times already known.
+"use strict";
+
+const state = { snap: null, offset: 0, reload: null, fresh: new Map() };
+
+const $ = (id) => document.getElementById(id);
+const now = () => Date.now() / 1000 + state.offset; // the server's clock
+const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 100)} %`);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function duration(s) {
+  s = Math.max(0, Math.floor(s));
+  const m = Math.floor(s / 60);
+  return m ? `${m} min ${String(s % 60).padStart(2, "0")} s` : `${s} s`;
+}
+
+function clock(at) {
+  return new Date(at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function ringsNow(call) {
+  return Math.floor(Math.max(0, now() - call.state_since) / state.snap.ring_period) + 1;
+}
+
+function stateBadge(call) {
+  const since = now() - call.state_since;
+  switch (call.state) {
+    case "ringing": {
+      const n = ringsNow(call);
+      const cls = n > 6 ? "critical" : n > state.snap.warn_rings ? "late" : "ringing";
+      return el("span", { class: `badge ${cls}` }, `ringing ${call.agent || ""} · ring ${n}`);
+    }
+    case "hold": return el("span", { class: "badge hold" }, `on hold ${duration(since)}`);
+    case "silent": return el("span", { class: "badge silent" }, `silent · stage ${call.silent_stage || "1"}`);
+    case "transferring": return el("span", { class: "badge transferring" }, `transferring · ${call.transfer_state || ""}`);
+    case "talking": return el("span", { class: "badge talking" }, "talking");
+    case "waiting": return el("span", { class: "badge late" }, "waiting for an agent");
+    default: return el("span", { class: "badge" }, call.state);
+  }
+}
+
+function renderLive() {
+  const body = $("live").tBodies[0];
+  const rows = state.snap.live.map((c) => el("tr", { "data-call": c.call_id },
+    el("td", {}, c.caller || c.call_id), el("td", {}, c.agent || "–"), el("td", {}, stateBadge(c)),
+    el("td", {}, duration(now() - c.arrived_at))));
+  body.replaceChildren(...rows);
+  $("live-empty").hidden = rows.length > 0;
+  $("live").hidden = rows.length === 0;
+  $("n-live").textContent = rows.length;
+}
+
+function alarmItem(a, fresh) {
+  const level = a.level === "critical" ? "critical" : "warning";
+  return el("li", { class: fresh ? `${level} fresh` : level, "data-call": a.call_id },
+    el("span", { class: "when" }, clock(a.at)),
+    el("span", { class: "what" }, "Agent ", el("strong", {}, a.agent || "?"), ` has rung ${a.rings} times unanswered`),
+    el("span", { class: "lvl" }, level));
+}
+
+function renderAlarms() {
+  const list = $("alarms");
+  const key = (a) => `${a.call_id}:${a.level}:${a.rings}`;
+  list.replaceChildren(...state.snap.alarms.map((a) => alarmItem(a, (state.fresh.get(key(a)) || 0) > now())));
+  $("alarms-empty").hidden = state.snap.alarms.length > 0;
+  $("n-alarms").textContent = state.snap.alarms.length;
+}
+
+function renderChart(agents) {
+  const rows = agents.filter((a) => a.answered > 0 || a.name);
+  const W = 900, bar = 24, gap = 12, left = 150, right = 70, top = 8;
+  const H = top + rows.length * (bar + gap) + 22;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "share of calls answered within three rings, per agent");
+  const add = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    svg.append(n);
+    return n;
+  };
+  const x = (f) => left + f * (W - left - right);
+  for (const f of [0, 0.5, 0.8, 1]) {
+    add("line", { x1: x(f), x2: x(f), y1: top - 4, y2: H - 18, stroke: f === 0.8 ? "#e08a00" : "#e1e6eb",
+      "stroke-dasharray": f === 0.8 ? "4 3" : "" });
+    add("text", { x: x(f), y: H - 4, "text-anchor": "middle", class: "axis" }, `${f * 100} %`);
+  }
+  rows.forEach((a, i) => {
+    const y = top + i * (bar + gap);
+    const sl = a.service_level;
+    add("text", { x: left - 10, y: y + bar * 0.7, "text-anchor": "end" }, a.name ? `${a.agent} ${a.name}` : a.agent);
+    add("rect", { x: x(0), y, width: x(1) - x(0), height: bar, rx: 4, fill: "#eef1f4" });
+    if (sl !== null) {
+      const colour = sl >= 0.8 ? "#2f9e6e" : sl >= 0.5 ? "#e08a00" : "#d64545";
+      add("rect", { x: x(0), y, width: Math.max(2, x(sl) - x(0)), height: bar, rx: 4, fill: colour });
+    }
+    add("text", { x: x(1) + 8, y: y + bar * 0.7 }, sl === null ? "no calls" : pct(sl));
+  });
+  $("chart").replaceChildren(svg);
+}
+
+function renderAgents() {
+  const agents = state.snap.agents;
+  renderChart(agents);
+  $("agents").tBodies[0].replaceChildren(...agents.map((a) => el("tr", {},
+    el("td", {}, a.name ? `${a.agent} ${a.name}` : a.agent), el("td", {}, a.answered),
+    el("td", {}, `${a.within_three} (${pct(a.service_level)})`), el("td", {}, a.max_rings ?? "–"),
+    el("td", {}, a.alarms_warning + a.alarms_critical), el("td", {}, a.agent_first_hangups),
+    el("td", {}, a.long_calls), el("td", {}, a.holds), el("td", {}, a.transfers))));
+  const answered = agents.reduce((n, a) => n + a.answered, 0);
+  const within = agents.reduce((n, a) => n + a.within_three, 0);
+  $("sl").textContent = answered ? pct(within / answered) : "–";
+  $("sl-sub").textContent = answered ? `${within} of ${answered} answered calls` : "no answered calls yet";
+}
+
+function renderToday() {
+  const t = state.snap.today;
+  $("n-holds").textContent = t.holds;
+  $("holds-sub").textContent = t.holds ? `longest ${duration(t.hold_longest)}, ${t.holds_over_minute} over a minute` : "";
+  $("n-transfers").textContent = t.transfers;
+  $("transfers-sub").textContent = Object.entries(t.transfer_outcomes).map(([k, v]) => `${v} ${k}`).join(", ");
+}
+
+function render() {
+  if (!state.snap) return;
+  $("day").textContent = state.snap.day;
+  $("clock").textContent = clock(now());
+  renderLive();
+  renderAlarms();
+  renderAgents();
+  renderToday();
+}
+
+async function load() {
+  const reply = await fetch("/api/dashboard", { credentials: "same-origin", cache: "no-store" });
+  if (reply.status === 401) { window.location = "/login"; return; }
+  const snap = await reply.json();
+  state.offset = snap.now - Date.now() / 1000;
+  state.snap = snap;
+  render();
+}
+
+function reloadSoon() {
+  clearTimeout(state.reload);
+  state.reload = setTimeout(load, 150); // one reload for a burst of events
+}
+
+function listen() {
+  const source = new EventSource("/api/events");
+  source.onopen = () => { $("link").textContent = "live"; $("link").className = "link up"; load(); };
+  source.onerror = () => { $("link").textContent = "reconnecting…"; $("link").className = "link down"; };
+  source.addEventListener("ring.alarm", (msg) => {
+    const a = JSON.parse(msg.data);
+    state.fresh.set(`${a.call_id}:${a.level}:${a.rings}`, now() + 3);
+    if (state.snap) {
+      state.snap.alarms.unshift({ ...a, alarm_id: `live-${a.at}` });
+      renderAlarms();
+    }
+  });
+  source.onmessage = reloadSoon;
+  for (const kind of ["call.arrived", "greeting.played", "silent.stage", "ring.started", "ring.alarm",
+    "ring.answered", "ring.noanswer", "hold.start", "hold.resume", "hold.abandon", "hold.choices",
+    "message.recorded", "callback.requested", "transfer.state", "call.ended"]) {
+    source.addEventListener(kind, reloadSoon);
+  }
+}
+
+load().then(listen);
+setInterval(() => { if (state.snap) { $("clock").textContent = clock(now()); renderLive(); } }, 1000);
