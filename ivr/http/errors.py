@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ivr.http.keys import SETTINGS
 
+from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
 
 log = structlog.get_logger("ivr.http")
@@ -69,7 +70,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         headers = {"WWW-Authenticate": 'Bearer realm="ivr"'} if exc.status == 401 else None
         return error_response(exc.status, exc.error_id, exc.message, exc.details, headers)
     except IvrError as exc:  # a service refused (switch unreachable, bad state, ...)
-        status = int(getattr(exc, "http_status", 409))
+        status = getattr(exc, "http_status", None) or getattr(exc, "status", None)
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            status = 502 if isinstance(exc, AmiError) else 409  # the switch failed / the call's state
         return error_response(status, exc.error_id, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:

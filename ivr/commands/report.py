@@ -1,0 +1,75 @@
+"""``ivr report --from D --to D [--format html|csv|json]``: the compliance report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ivr.errors import IvrError
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="compliance report of the call records (per agent, per day, charts)")
+    p.add_argument("--from", dest="first", type=_day, required=True, help="first day, YYYY-MM-DD (local time)")
+    p.add_argument("--to", dest="last", type=_day, required=True, help="last day, YYYY-MM-DD, inclusive")
+    p.add_argument("--format", choices=("html", "csv", "json"), default="html")
+    p.add_argument("--config", "-c", default=None, help="TOML config file (database, time zone, agents)")
+    p.add_argument("--out", "-o", default=None, help="write to this file (default: standard output)")
+    p.add_argument("--database", default=None, help="database URL (overrides [database] url)")
+    p.add_argument("--timezone", default=None, help="time zone of the days (overrides [switch] timezone)")
+    p.add_argument("--long-call", type=float, default=180.0, metavar="SECONDS",
+                   help="calls longer than this count as long (default 180)")
+    p.set_defaults(func=_run)
+
+
+def _settings(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
+    url, tz, agents = args.database, args.timezone, {}
+    if url is None or tz is None or args.config is not None:
+        from ivr.config import load_config
+
+        config = load_config(args.config)
+        url = url or config.database.url
+        tz = tz or config.switch.timezone
+        agents = {a.number: a.name for a in config.agents}
+    return url, tz, agents
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ivr.records import CallStore
+    from ivr.report import RENDERERS, build_report
+
+    if args.last < args.first:
+        raise IvrError(f"--to {args.last} is before --from {args.first}")
+    if args.long_call <= 0:
+        raise IvrError("--long-call must be a positive number of seconds")
+    url, tz_name, agents = _settings(args)
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise IvrError(f"unknown time zone {tz_name!r}") from None
+
+    async def build() -> dict:
+        store = await CallStore.open(url)
+        try:
+            return await build_report(store, args.first, args.last, tz, agents=agents,
+                                      long_call_seconds=args.long_call)
+        finally:
+            await store.close()
+
+    text = RENDERERS[args.format](asyncio.run(build()))
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0

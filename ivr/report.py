@@ -1,0 +1,176 @@
+"""The compliance report (``ivr report``): per-agent and per-day figures of the rules,
+with charts, from the call records, as JSON, CSV or one self-contained HTML page.
+
+Figures: service level (share answered within three rings, R1), rings-to-answer
+histogram, ring alarms, hold-duration distribution (R4), agent-first hang-ups and calls
+over the long-call limit (R6), transfers (R5).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from datetime import date, datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ivr.records import CallFilter, CallStore
+from ivr.records.figures import agent_figures, day_figures, hold_distribution, rings_histogram
+
+FORMATS = ("html", "csv", "json")
+
+
+async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, *,
+                       agents: dict[str, str] | None = None, long_call_seconds: float = 180.0) -> dict[str, Any]:
+    from ivr.http.params import day_window
+
+    since, until = day_window(first, last, tz)
+    legs = await store.ring_legs(since, until)
+    calls = await store.calls(CallFilter(since=since, until=until, limit=10_000_000))
+    holds = await store.holds(since, until)
+    alarms = await store.alarms(since, until, limit=10_000_000)
+    transfers = await store.transfers(since, until)
+    answered = [leg for leg in legs if leg.get("outcome") == "answered"]
+    within = sum(1 for leg in answered if leg.get("within_three"))
+    return {
+        "from": first.isoformat(), "to": last.isoformat(), "timezone": str(tz),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "long_call_seconds": long_call_seconds,
+        "totals": {
+            "calls": len(calls), "answered": len(answered), "within_three": within,
+            "service_level": round(within / len(answered), 4) if answered else None,
+            "alarms": len(alarms), "holds": sum(1 for h in holds if h.get("duration") is not None),
+            "transfers": len(transfers),
+            "agent_first_hangups": sum(1 for c in calls if c.get("hung_up_first") == "agent"),
+            "long_calls": sum(1 for c in calls if c.get("answered_at") is not None and c.get("ended_at") is not None
+                              and c["ended_at"] - c["answered_at"] > long_call_seconds),
+        },
+        "agents": agent_figures(legs=legs, calls=calls, alarms=alarms, transfers=transfers, names=agents,
+                                long_call_seconds=long_call_seconds),
+        "days": day_figures(legs=legs, calls=calls, holds=holds, tz=tz, long_call_seconds=long_call_seconds),
+        "rings_to_answer": rings_histogram(legs),
+        "hold_durations": hold_distribution(holds),
+    }
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+AGENT_COLUMNS = ("agent", "name", "answered", "within_three", "service_level", "max_rings", "unanswered",
+                 "alarms_warning", "alarms_critical", "agent_first_hangups", "long_calls", "calls",
+                 "talk_seconds", "holds", "hold_seconds", "transfers")
+DAY_COLUMNS = ("day", "calls", "answered", "within_three", "service_level", "agent_first_hangups", "long_calls",
+               "holds", "hold_seconds")
+
+
+def render_csv(report: dict[str, Any]) -> str:
+    """One CSV with a ``section`` column: agent rows, day rows, then the two distributions."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["section", *AGENT_COLUMNS])
+    for a in report["agents"]:
+        w.writerow(["agent", *("" if a[c] is None else a[c] for c in AGENT_COLUMNS)])
+    w.writerow([])
+    w.writerow(["section", *DAY_COLUMNS])
+    for d in report["days"]:
+        w.writerow(["day", *("" if d[c] is None else d[c] for c in DAY_COLUMNS)])
+    w.writerow([])
+    w.writerow(["section", "bucket", "count"])
+    for k, v in report["rings_to_answer"].items():
+        w.writerow(["rings_to_answer", k, v])
+    for k, v in report["hold_durations"].items():
+        w.writerow(["hold_seconds", k, v])
+    return out.getvalue()
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.0f} %"
+
+
+def bar_chart(values: dict[str, float], *, title: str, unit: str = "", highlight: set[str] | None = None,
+              width: int = 640) -> str:
+    """A vertical bar chart as inline SVG (no script, no external file)."""
+    keys = list(values)
+    top = max([*values.values(), 1])
+    left, bottom, height = 36, 28, 180
+    step = (width - left - 10) / max(len(keys), 1)
+    parts = [f'<svg viewBox="0 0 {width} {height + bottom + 24}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{left}" y="14" class="t">{html.escape(title)}</text>']
+    for frac in (0, 0.5, 1):
+        y = 24 + height * (1 - frac)
+        parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" class="a" text-anchor="end">{top * frac:.0f}</text>')
+    for i, k in enumerate(keys):
+        v = values[k]
+        h = height * v / top
+        x = left + i * step + step * 0.15
+        cls = "b hot" if highlight and k in highlight else "b"
+        parts.append(f'<rect x="{x:.1f}" y="{24 + height - h:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}" '
+                     f'class="{cls}"><title>{html.escape(k)}{unit}: {v:g}</title></rect>'
+                     f'<text x="{x + step * 0.35:.1f}" y="{24 + height + 16}" class="a" '
+                     f'text-anchor="middle">{html.escape(k)}</text>')
+        if v:
+            parts.append(f'<text x="{x + step * 0.35:.1f}" y="{24 + height - h - 4:.1f}" class="a" '
+                         f'text-anchor="middle">{v:g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], headers: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            text = _pct(v) if c == "service_level" else ("–" if v is None else str(v))
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;color:#1f2933;margin:32px auto;max-width:1000px;padding:0 20px}
+h1{font-size:22px;margin-bottom:2px}h2{font-size:16px;margin-top:28px}.sub{color:#66788a}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}th,td{padding:6px 8px;
+border-bottom:1px solid #e1e6eb;text-align:right}th:first-child,td:first-child{text-align:left}
+th{color:#66788a;font-weight:600}.cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #e1e6eb;
+border-radius:8px;padding:10px 14px;min-width:130px}.card b{display:block;font-size:22px}
+.charts{display:grid;grid-template-columns:1fr 1fr;gap:18px}svg{width:100%;height:auto}
+svg .t{font-size:13px;font-weight:600}svg .a{font-size:11px;fill:#66788a}svg .g{stroke:#e1e6eb}
+svg .b{fill:#2f6fde}svg .b.hot{fill:#d64545}"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    t = report["totals"]
+    cards = [("Calls", t["calls"]), ("Answered within 3 rings", _pct(t["service_level"])),
+             ("Ring alarms", t["alarms"]), ("Holds", t["holds"]), ("Transfers", t["transfers"]),
+             ("Agent hung up first", t["agent_first_hangups"]),
+             (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
+    late = {k for k in report["rings_to_answer"] if not k.rstrip("+").isdigit() or int(k.rstrip("+")) > 3}
+    over = {k for k in report["hold_durations"] if int(k.split("-")[0].rstrip("+")) >= 60}
+    per_agent_sl = {a["agent"]: round((a["service_level"] or 0) * 100) for a in report["agents"] if a["answered"]}
+    per_agent_bad = {a["agent"]: a["agent_first_hangups"] for a in report["agents"]}
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Compliance report {report['from']} to {report['to']}</title><style>{STYLE}</style></head><body>
+<h1>Call-handling compliance report</h1>
+<p class="sub">{report['from']} to {report['to']} ({html.escape(report['timezone'])}), generated {report['generated_at']}</p>
+<div class="cards">{''.join(f'<div class="card">{html.escape(k)}<b>{html.escape(str(v))}</b></div>' for k, v in cards)}</div>
+<h2>Charts</h2><div class="charts">
+{bar_chart(report['rings_to_answer'], title='Rings to answer (answered calls)', unit=' rings', highlight=late)}
+{bar_chart(report['hold_durations'], title='Hold durations (seconds)', unit=' s', highlight=over)}
+{bar_chart(per_agent_sl, title='Answered within three rings, % per agent', unit=' %')}
+{bar_chart(per_agent_bad, title='Agent-first hang-ups per agent', highlight=set(per_agent_bad))}
+</div>
+<h2>Per agent</h2>
+{_table(report['agents'], ('agent', 'name', 'answered', 'service_level', 'max_rings', 'unanswered', 'alarms_warning', 'alarms_critical', 'agent_first_hangups', 'long_calls', 'holds', 'hold_seconds', 'transfers'),
+        ('Agent', 'Name', 'Answered', '≤ 3 rings', 'Most rings', 'Unanswered', 'Alarms (3)', 'Alarms (6)', 'Hung up first', 'Long calls', 'Holds', 'Hold s', 'Transfers'))}
+<h2>Per day</h2>
+{_table(report['days'], DAY_COLUMNS, ('Day', 'Calls', 'Answered', 'Within 3', '≤ 3 rings', 'Agent hung up first', 'Long calls', 'Holds', 'Hold s'))}
+</body></html>
+"""
+
+
+RENDERERS = {"json": render_json, "csv": render_csv, "html": render_html}
