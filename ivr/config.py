@@ -1,0 +1,465 @@
+"""The controller's configuration: one TOML file, typed dataclasses, every default here.
+
+``load_config(path)`` reads the file (``None``: all defaults), checks it and returns a
+:class:`Config`; every problem found (unknown key, wrong type, bad time zone, unknown tone
+zone, reversed holiday dates, missing prompt file, TOML syntax) is reported at once in one
+:class:`~ivr.errors.ConfigError`, each line naming the key path (``agents[1].dial``) and,
+where it can be found, the line in the file. ``deploy/ivr.toml`` shows every key.
+
+Secrets: ``[ami] secret`` comes from the environment variable ``IVR_AMI_SECRET``, else from
+``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``
+or ``token_file``. :attr:`Config.warnings` lists secret-holding files that anyone can read.
+
+Relative paths (prompts, messages, secret files) are relative to the controller's working
+directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import stat
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ivr.errors import ConfigError
+from ivr.rules.rings import TONE_ZONE_CADENCES, Cadence
+
+DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
+LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class SwitchConfig:
+    timezone: str = "Asia/Shanghai"  # local time of greetings and reports (zoneinfo name)
+    tone_zone: str = "cn"  # Asterisk indications.conf zone: ring cadence (cn 1 s on / 4 s off)
+    company: str = "Example"  # the XX of the greetings ({company} in prompt texts)
+    language: str = "zh-CN"  # default prompt language
+    languages: list[str] = field(default_factory=list)  # all prompt sets used (default [language])
+    indications: str = ""  # indications.conf to read the cadence from ("" = built-in table)
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "ivr"
+    secret: str = ""  # env IVR_AMI_SECRET > secret_file > this
+    secret_file: str = ""
+    ping_interval: float | None = None  # None: the connection's own default
+    ping_timeout: float | None = None
+    connect_timeout: float | None = None
+    backoff_initial: float | None = None
+    backoff_max: float | None = None
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    host: str = "127.0.0.1"  # FastAGI server of the controller
+    port: int = 4573
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8780  # not 8088: that is Asterisk's own HTTP server
+    token: str = ""  # env IVR_HTTP_TOKEN > token_file > this; "" = API closed
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    number: str  # the agent (employee) number spoken in the greeting
+    name: str = ""
+    dial: str = ""  # Asterisk dial string: PJSIP/1001, Local/1001@agents ("" = PJSIP/<number>)
+
+
+@dataclass(frozen=True)
+class RingsConfig:
+    on_ms: int | None = None  # cadence override (both or neither); None = tone zone's
+    off_ms: int | None = None
+    warn_rings: int = 3  # R1 alarm "warning" after this many rings without answer
+    critical_rings: int = 6  # "critical" alarm; answered after more rings: apology
+    reroute: bool = False  # move the call on at warn_rings
+    reroute_target: str = ""  # dial string / queue to move to ("" = next agent)
+    ring_timeout: float = 60.0  # s an agent leg may ring at most
+
+    @property
+    def cadence(self) -> Cadence | None:
+        if self.on_ms is None or self.off_ms is None:
+            return None
+        return Cadence(self.on_ms, self.off_ms)
+
+
+@dataclass(frozen=True)
+class SilenceConfig:
+    pause: float = 5.0  # R3 s of silence after each prompt
+    talk_threshold: int = 512  # TALK_DETECT energy above which the caller is talking
+    talk_silence_ms: int = 1000  # silence that ends a talk burst
+
+
+@dataclass(frozen=True)
+class HoldConfig:
+    reminder_interval: float = 30.0  # R4 s between reminders
+    choices_after: float = 60.0  # s on hold before choices and agent alert
+    messages_dir: str = "/var/lib/ivr/messages"  # recorded messages (choice 2)
+    message_max_seconds: int = 120
+    moh_class: str = "default"
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    confirm_timeout: float = 10.0  # R5 s for the target to press 1 after the announcement
+    ring_limit: float = 30.0  # s the target may ring
+    announce_max: float = 30.0  # s the announcement to the target may take
+
+
+@dataclass(frozen=True)
+class HolidayOverride:
+    """The year's notice: ``id`` is greeted from ``start`` to ``end`` (inclusive) that year."""
+
+    id: str
+    start: dt.date
+    end: dt.date
+    year: int | None = None  # default: start's year
+
+
+@dataclass(frozen=True)
+class HolidayAddition:
+    """An own holiday, with its greeting text per language (prompt id holiday_<id>)."""
+
+    id: str
+    start: dt.date
+    end: dt.date
+    name: str = ""
+    yearly: bool = False  # repeat the same month/day range every year
+    text: dict[str, str] = field(default_factory=dict)  # language -> greeting
+
+
+@dataclass(frozen=True)
+class HolidaysConfig:
+    country: str = "CN"  # holidays library country code
+    disabled: list[str] = field(default_factory=list)  # ids greeted like ordinary days
+    # id -> holiday names as the library gives them (in English where it can); empty:
+    # the built-in CN mapping (new_year, spring_festival, labour_day, mid_autumn, national_day)
+    names: dict[str, list[str]] = field(default_factory=dict)
+    overrides: list[HolidayOverride] = field(default_factory=list)
+    additions: list[HolidayAddition] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AlarmsConfig:
+    log: bool = True  # structured log line per alarm
+    userevent: bool = True  # AMI UserEvent IvrRingAlarm
+    webhook_url: str = ""  # POST JSON per alarm ("" = off)
+    webhook_timeout: float = 5.0
+    webhook_retries: int = 3
+    webhook_queue: int = 1000  # alarms kept while the webhook is down
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    source: str = "prompts"  # <language>.toml source texts
+    build: str = "prompts/build"  # built sound files
+    sound_prefix: str = "ivr"  # Asterisk sound path: <prefix>/<language>/<id>
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:////var/lib/ivr/ivr.db"  # or postgresql://user@host/db
+
+
+@dataclass(frozen=True)
+class Config:
+    switch: SwitchConfig = field(default_factory=SwitchConfig)
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    agi: AgiConfig = field(default_factory=AgiConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    agents: list[AgentConfig] = field(default_factory=list)  # rung in this order
+    rings: RingsConfig = field(default_factory=RingsConfig)
+    silence: SilenceConfig = field(default_factory=SilenceConfig)
+    hold: HoldConfig = field(default_factory=HoldConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    holidays: HolidaysConfig = field(default_factory=HolidaysConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    path: str = ""  # the file it was read from ("" = defaults)
+    warnings: list[str] = field(default_factory=list)  # not errors: world-readable secrets
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Line number of each table and key of a TOML text, by key path (``agents[1].dial``).
+
+    A line scanner, not a parser: good for error messages of ordinary files.
+    """
+    lines: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    prefix = ""
+    key = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'
+    dotted = rf"{key}(?:\s*\.\s*{key})*"
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if m := re.match(rf"^\[\[\s*({dotted})\s*\]\]", line):
+            name = _join(m.group(1))
+            index = counts[name] = counts.get(name, -1) + 1
+            prefix = f"{name}[{index}]"
+            lines.setdefault(prefix, number)
+        elif m := re.match(rf"^\[\s*({dotted})\s*\]", line):
+            prefix = _join(m.group(1))
+            lines.setdefault(prefix, number)
+        elif m := re.match(rf"^({dotted})\s*=", line):
+            path = f"{prefix}.{_join(m.group(1))}" if prefix else _join(m.group(1))
+            lines.setdefault(path, number)
+    return lines
+
+
+def _join(dotted: str) -> str:
+    parts = re.findall(r'"[^"]*"|\'[^\']*\'|[A-Za-z0-9_-]+', dotted)
+    return ".".join(p.strip("\"'") for p in parts)
+
+
+class _Problems:
+    def __init__(self, lines: dict[str, int], source: str) -> None:
+        self.items: list[str] = []
+        self.lines = lines
+        self.source = source
+
+    def add(self, path: str, message: str) -> None:
+        probe = path
+        while probe and probe not in self.lines:  # nearest enclosing key with a line
+            probe = re.sub(r"(\[\d+\]|\.[^.\[]+|^[^.\[]+)$", "", probe)
+        where = f" (line {self.lines[probe]})" if probe else ""
+        self.items.append(f"{path}{where}: {message}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str, problems: _Problems) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, path, problems)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, problems)
+    if origin is list:
+        if not isinstance(value, list):
+            problems.add(path, f"expected a list, got {type(value).__name__}")
+            return []
+        return [_convert(v, args[0], f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.add(path, f"expected a table, got {type(value).__name__}")
+            return {}
+        return {str(k): _convert(v, args[1], f"{path}.{k}", problems) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is dt.date and isinstance(value, dt.datetime):
+        problems.add(path, "expected a date (YYYY-MM-DD), got a date-time")
+        return value.date()
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        problems.add(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return None
+    return value
+
+
+def _build(cls: Any, data: Any, path: str, problems: _Problems) -> Any:
+    if not isinstance(data, dict):
+        problems.add(path, f"expected a table, got {type(data).__name__}")
+        data = {}
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("path", "warnings")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else key
+        if key not in known:
+            problems.add(sub, "unknown key")
+            continue
+        converted = _convert(value, hints[key], sub, problems)
+        if converted is not None or value is None:
+            kwargs[key] = converted
+    for name, f in known.items():
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if name not in kwargs:
+                problems.add(f"{path}.{name}" if path else name, "missing required key")
+                kwargs[name] = dt.date.min if hints[name] is dt.date else ""
+    return cls(**kwargs)
+
+
+def _read_secret(inline: str, file: str, env_name: str, env: Mapping[str, str],
+                 key: str, problems: _Problems) -> str:
+    if env.get(env_name):
+        return env[env_name]
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.add(key, f"cannot read {file}: {exc.strerror or exc}")
+    return inline
+
+
+def world_readable(path: str | os.PathLike[str]) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, check and return the configuration (``None``: defaults, secrets from ``env``)."""
+    env = os.environ if env is None else env
+    text, source = "", str(path) if path is not None else ""
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}", path=source) from exc
+    problems = _Problems(key_lines(text), source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}", path=source, problems=[str(exc)]) from exc
+
+    config = _build(Config, data, "", problems)
+    config = _complete(config, data, env, problems)
+    _validate(config, data, problems)
+    if problems.items:
+        head = f"{source or 'configuration'}: {len(problems.items)} problem(s)"
+        raise ConfigError("\n  ".join([head, *problems.items]), path=source, problems=problems.items)
+    warnings = list(config.warnings)
+    if path is not None and world_readable(path) and (
+        config.ami.secret and "secret" in data.get("ami", {})
+        or config.http.token and "token" in data.get("http", {})
+    ):
+        warnings.append(f"{path} holds a secret inline and is world-readable: chmod o-r {path}")
+    for key, file in (("ami.secret_file", config.ami.secret_file),
+                      ("http.token_file", config.http.token_file)):
+        if file and world_readable(file):
+            warnings.append(f"{key} {file} is world-readable: chmod o-r {file}")
+    return dataclasses.replace(config, path=source, warnings=warnings)
+
+
+def _complete(config: Config, data: dict[str, Any], env: Mapping[str, str],
+              problems: _Problems) -> Config:
+    """Defaults that depend on other keys, and secrets."""
+    switch = config.switch
+    if not switch.languages:
+        switch = dataclasses.replace(switch, languages=[switch.language])
+    agents = [a if a.dial else dataclasses.replace(a, dial=f"PJSIP/{a.number}") for a in config.agents]
+    ami = dataclasses.replace(config.ami, secret=_read_secret(
+        config.ami.secret, config.ami.secret_file, "IVR_AMI_SECRET", env, "ami.secret_file", problems))
+    http = dataclasses.replace(config.http, token=_read_secret(
+        config.http.token, config.http.token_file, "IVR_HTTP_TOKEN", env, "http.token_file", problems))
+    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, http=http)
+
+
+def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None:
+    add = problems.add
+    sw = config.switch
+    try:
+        ZoneInfo(sw.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        add("switch.timezone", f"unknown time zone {sw.timezone!r} (e.g. Asia/Shanghai)")
+    if sw.indications:
+        try:
+            Cadence.from_indications(Path(sw.indications).read_text(encoding="utf-8"), sw.tone_zone)
+        except OSError as exc:
+            add("switch.indications", f"cannot read {sw.indications}: {exc.strerror or exc}")
+        except KeyError:
+            add("switch.tone_zone", f"tone zone {sw.tone_zone!r} has no ringcadence in {sw.indications}")
+    elif sw.tone_zone.lower() not in TONE_ZONE_CADENCES:
+        add("switch.tone_zone", f"unknown tone zone {sw.tone_zone!r} "
+            f"(known: {', '.join(sorted(TONE_ZONE_CADENCES))}; or set switch.indications)")
+    for i, lang in enumerate([sw.language, *sw.languages]):
+        if not LANG_RE.match(lang):
+            add("switch.language" if i == 0 else f"switch.languages[{i - 1}]", f"bad language tag {lang!r}")
+    if sw.language not in sw.languages:
+        add("switch.languages", f"must include switch.language {sw.language!r}")
+    given_prompts = "prompts" in data or "languages" in data.get("switch", {})
+    if given_prompts:
+        for lang in sw.languages:
+            file = Path(config.prompts.source) / f"{lang}.toml"
+            if not file.is_file():
+                add("prompts.source", f"prompt file {file} does not exist (language {lang})")
+    for key, port in (("ami.port", config.ami.port), ("agi.port", config.agi.port),
+                      ("http.port", config.http.port)):
+        if port is not None and not 0 < port < 65536:
+            add(key, f"port {port} out of range")
+    seen: set[str] = set()
+    for i, agent in enumerate(config.agents):
+        if not agent.number or not str(agent.number).isdigit():
+            add(f"agents[{i}].number", f"agent number must be digits, got {agent.number!r}")
+        if agent.number in seen:
+            add(f"agents[{i}].number", f"duplicate agent number {agent.number!r}")
+        seen.add(agent.number)
+        if not DIAL_RE.match(agent.dial):
+            add(f"agents[{i}].dial", f"not an Asterisk dial string: {agent.dial!r} (e.g. PJSIP/1001)")
+    r = config.rings
+    if (r.on_ms is None) != (r.off_ms is None):
+        add("rings.on_ms" if r.on_ms is None else "rings.off_ms", "set both on_ms and off_ms, or neither")
+    elif r.on_ms is not None and (r.on_ms < 0 or (r.off_ms or 0) < 0 or r.on_ms + (r.off_ms or 0) <= 0):
+        add("rings.on_ms", "cadence must be non-negative with a positive period")
+    if not 0 < r.warn_rings <= r.critical_rings:
+        add("rings.critical_rings", "need 0 < warn_rings <= critical_rings")
+    if r.reroute_target and not DIAL_RE.match(r.reroute_target):
+        add("rings.reroute_target", f"not an Asterisk dial string: {r.reroute_target!r}")
+    for key, value in (("rings.ring_timeout", r.ring_timeout), ("silence.pause", config.silence.pause),
+                       ("hold.reminder_interval", config.hold.reminder_interval),
+                       ("hold.choices_after", config.hold.choices_after),
+                       ("transfer.confirm_timeout", config.transfer.confirm_timeout),
+                       ("transfer.ring_limit", config.transfer.ring_limit),
+                       ("alarms.webhook_timeout", config.alarms.webhook_timeout)):
+        if value is not None and value <= 0:
+            add(key, f"must be positive, got {value}")
+    if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
+        add("alarms.webhook_url", "must be an http:// or https:// URL")
+    if not re.match(r"^(sqlite|postgres(ql)?)://", config.database.url):
+        add("database.url", f"unsupported database URL (sqlite:///... or postgresql://...)")
+    _validate_holidays(config, problems)
+
+
+def _validate_holidays(config: Config, problems: _Problems) -> None:
+    h = config.holidays
+    try:
+        import holidays as holidays_lib
+
+        if h.country.upper() not in holidays_lib.list_supported_countries():
+            problems.add("holidays.country", f"country {h.country!r} unknown to the holidays library")
+    except ImportError:  # pragma: no cover
+        problems.add("holidays.country", "the holidays library is not installed")
+    for kind, entries in (("overrides", h.overrides), ("additions", h.additions)):
+        for i, entry in enumerate(entries):
+            if not re.match(r"^[a-z][a-z0-9_]*$", entry.id):
+                problems.add(f"holidays.{kind}[{i}].id", f"id must be lower_snake_case, got {entry.id!r}")
+            if entry.start > entry.end:
+                problems.add(f"holidays.{kind}[{i}].end",
+                             f"end {entry.end} is before start {entry.start}")
+    for i, entry in enumerate(h.additions):
+        for lang in config.switch.languages:
+            if lang in entry.text or _prompt_has(config, lang, f"holiday_{entry.id}"):
+                continue
+            problems.add(f"holidays.additions[{i}].text",
+                         f"no greeting text for {lang} (add text.{lang} or holiday_{entry.id} to the prompts)")
+
+
+def _prompt_has(config: Config, lang: str, prompt_id: str) -> bool:
+    try:
+        with open(Path(config.prompts.source) / f"{lang}.toml", "rb") as f:
+            return prompt_id in tomllib.load(f).get("prompts", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
