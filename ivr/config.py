@@ -151,6 +151,8 @@ class HolidaysConfig:
     # id -> holiday names as the library gives them (in English where it can); empty:
     # the built-in CN mapping (new_year, spring_festival, labour_day, mid_autumn, national_day)
     names: dict[str, list[str]] = field(default_factory=dict)
+    # id -> language -> greeting text, for mapped holidays without a holiday_<id> prompt
+    texts: dict[str, dict[str, str]] = field(default_factory=dict)
     overrides: list[HolidayOverride] = field(default_factory=list)
     additions: list[HolidayAddition] = field(default_factory=list)
 
@@ -429,7 +431,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     if not re.match(r"^(sqlite|postgres(ql)?)://", config.database.url):
-        add("database.url", f"unsupported database URL (sqlite:///... or postgresql://...)")
+        add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
     _validate_holidays(config, problems)
 
 
@@ -449,6 +451,19 @@ def _validate_holidays(config: Config, problems: _Problems) -> None:
             if entry.start > entry.end:
                 problems.add(f"holidays.{kind}[{i}].end",
                              f"end {entry.end} is before start {entry.start}")
+    from ivr.greeting import holiday_ids, holiday_names
+
+    known = holiday_ids(config)
+    for kind, ids in (("disabled", h.disabled), ("overrides", [o.id for o in h.overrides])):
+        for i, hid in enumerate(ids):
+            if hid not in known:
+                key = f"holidays.{kind}[{i}]" + (".id" if kind == "overrides" else "")
+                problems.add(key, f"unknown holiday id {hid!r} (known: {', '.join(known)})")
+    for hid in holiday_names(config):
+        for lang in config.switch.languages:
+            if lang not in h.texts.get(hid, {}) and not _prompt_has(config, lang, f"holiday_{hid}"):
+                problems.add(f"holidays.names.{hid}", f"no greeting text for {lang} "
+                             f"(add holidays.texts.{hid}.{lang} or holiday_{hid} to the prompts)")
     for i, entry in enumerate(h.additions):
         for lang in config.switch.languages:
             if lang in entry.text or _prompt_has(config, lang, f"holiday_{entry.id}"):
@@ -458,8 +473,10 @@ def _validate_holidays(config: Config, problems: _Problems) -> None:
 
 
 def _prompt_has(config: Config, lang: str, prompt_id: str) -> bool:
+    from ivr.greeting import prompt_file
+
     try:
-        with open(Path(config.prompts.source) / f"{lang}.toml", "rb") as f:
+        with open(prompt_file(config, lang), "rb") as f:
             return prompt_id in tomllib.load(f).get("prompts", {})
     except (OSError, tomllib.TOMLDecodeError):
         return False
