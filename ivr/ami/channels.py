@@ -1,0 +1,179 @@
+"""Live channels on the switch, followed from AMI events and resynced after reconnects.
+
+Keyed by ``Uniqueid``, grouped by ``Linkedid`` (one call). Events during an AMI outage
+are lost, so after every (re)login :meth:`ChannelTracker.resync` asks ``CoreShowChannels``:
+channels that vanished meanwhile are dropped (listeners hear ``on_gone(channel,
+"vanished")``), channels that appeared are added, and states are corrected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from ivr.ami.connection import AmiConnection
+
+log = structlog.get_logger("ivr.ami.channels")
+
+# AST_STATE_* as AMI reports them in ChannelState.
+STATE_RING, STATE_RINGING, STATE_UP = 4, 5, 6
+
+GoneCallback = Callable[["Channel", str], None]
+
+
+def event_time(event: Any) -> float:
+    """The event's own Asterisk timestamp (manager.conf ``timestampevents``), or now."""
+    try:
+        return float(event["Timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return time.time()
+
+
+def device_of(channel_name: str) -> str:
+    """``PJSIP/1001-0000002a`` -> ``PJSIP/1001``; ``Local/a1@ctx-00000001;1`` -> ``Local/a1@ctx``."""
+    name = channel_name.split(";", 1)[0]
+    head, sep, tail = name.rpartition("-")
+    if sep and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail.lower()):
+        return head
+    return name
+
+
+@dataclass
+class Channel:
+    uniqueid: str
+    linkedid: str
+    name: str
+    state: int = 0
+    state_desc: str = ""
+    context: str = ""
+    bridge: str = ""
+    created: float = field(default_factory=time.time)
+    state_changed: float = field(default_factory=time.time)
+    seen: float = field(default_factory=time.monotonic)  # local clock of the last event
+
+    @property
+    def device(self) -> str:
+        return device_of(self.name)
+
+
+class ChannelTracker:
+    def __init__(self) -> None:
+        self.channels: dict[str, Channel] = {}
+        self._gone: list[GoneCallback] = []
+        self._conn: AmiConnection | None = None
+        self.resyncs = 0
+        self.synced = asyncio.Event()  # set after the first resync
+
+    # -- wiring ---------------------------------------------------------------------
+    def attach(self, conn: AmiConnection) -> None:
+        self._conn = conn
+        for name in ("Newchannel", "Newstate", "NewConnectedLine", "Rename", "BridgeEnter",
+                     "BridgeLeave", "Hangup", "Newexten"):
+            conn.subscribe(name, self.handle)
+        conn.on_connected(self.resync)
+
+    def on_gone(self, callback: GoneCallback) -> None:
+        """``callback(channel, reason)`` when a channel hangs up ("hangup") or is found
+        missing at a resync ("vanished")."""
+        self._gone.append(callback)
+
+    # -- queries --------------------------------------------------------------------
+    def get(self, uniqueid: str) -> Channel | None:
+        return self.channels.get(uniqueid)
+
+    def by_name(self, name: str) -> Channel | None:
+        return next((c for c in self.channels.values() if c.name == name), None)
+
+    def call(self, linkedid: str) -> list[Channel]:
+        return [c for c in self.channels.values() if c.linkedid == linkedid]
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    # -- events ---------------------------------------------------------------------
+    def _upsert(self, event: Any) -> Channel | None:
+        uid = event.get("Uniqueid")
+        if not uid:
+            return None
+        ch = self.channels.get(uid)
+        at = event_time(event)
+        if ch is None:
+            ch = Channel(uid, event.get("Linkedid") or uid, event.get("Channel", ""), created=at, state_changed=at)
+            self.channels[uid] = ch
+        ch.seen = time.monotonic()
+        if event.get("Channel"):
+            ch.name = event["Channel"]
+        if event.get("Linkedid"):
+            ch.linkedid = event["Linkedid"]
+        if event.get("Context"):
+            ch.context = event["Context"]
+        state = event.get("ChannelState")
+        if state not in (None, ""):
+            new = int(state)
+            if new != ch.state:
+                ch.state, ch.state_changed = new, at
+            ch.state_desc = event.get("ChannelStateDesc", ch.state_desc)
+        return ch
+
+    def handle(self, event: Any) -> None:
+        kind = event.get("Event", "")
+        if kind == "Hangup":
+            ch = self.channels.pop(event.get("Uniqueid", ""), None)
+            if ch is not None:
+                self._notify(ch, "hangup")
+            return
+        if kind == "Rename":
+            ch = self.channels.get(event.get("Uniqueid", ""))
+            if ch is not None:
+                ch.name = event.get("Newname", ch.name)
+            return
+        ch = self._upsert(event)
+        if ch is None:
+            return
+        if kind == "BridgeEnter":
+            ch.bridge = event.get("BridgeUniqueid", "")
+        elif kind == "BridgeLeave":
+            ch.bridge = ""
+
+    def _notify(self, ch: Channel, reason: str) -> None:
+        for cb in list(self._gone):
+            try:
+                cb(ch, reason)
+            except Exception:
+                log.exception("channels.gone_callback_failed", uniqueid=ch.uniqueid)
+
+    async def resync(self) -> None:
+        """Rebuild from ``CoreShowChannels`` (after a reconnect: events were lost)."""
+        if self._conn is None:
+            return
+        asked = time.monotonic()
+        replies = await self._conn.action({"Action": "CoreShowChannels"}, 10.0, as_list=True)
+        self.apply_snapshot([m for m in replies if m.get("Event") == "CoreShowChannel"], asked)
+
+    def apply_snapshot(self, rows: list[Any], asked: float | None = None) -> None:
+        """Apply a ``CoreShowChannels`` listing requested at local time ``asked``.
+
+        AMI does not order events against action replies: events of a channel created
+        after the listing was taken can arrive before the reply. A channel heard of since
+        ``asked`` is therefore never taken for vanished."""
+        asked = time.monotonic() if asked is None else asked
+        live: set[str] = set()
+        for row in rows:
+            ch = self._upsert(row)
+            if ch is None:
+                continue
+            ch.bridge = row.get("BridgeId", "") or ""
+            live.add(ch.uniqueid)
+        vanished = [c for uid, c in self.channels.items() if uid not in live and c.seen < asked]
+        for ch in vanished:
+            del self.channels[ch.uniqueid]
+            self._notify(ch, "vanished")
+        self.resyncs += 1
+        self.synced.set()
+        log.info("channels.resynced", live=len(live), vanished=len(vanished))

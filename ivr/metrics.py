@@ -1,0 +1,29 @@
+"""Prometheus metrics of the controller (prometheus-client), in one registry per
+controller so that several controllers (tests) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+RING_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 15)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.ring_alarms = Counter(
+            "ivr_ring_alarms", "Ring alarms raised (R1), by agent and level",
+            ["agent", "level"], registry=self.registry)
+        self.rings_to_answer = Histogram(
+            "ivr_rings_to_answer", "Rings (tone-zone cadence periods) until an agent answered",
+            ["agent"], buckets=RING_BUCKETS, registry=self.registry)
+        self.ring_legs = Counter(
+            "ivr_ring_legs", "Agent legs that rang, by agent and outcome "
+            "(within_three, late, not_answered)", ["agent", "outcome"], registry=self.registry)
+
+    def exposition(self) -> bytes:
+        """The text format for a /metrics endpoint."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: dict[str, str]) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0

@@ -1,0 +1,52 @@
+"""FastAGI route ``agent-answered``: what the caller hears once an agent has answered.
+
+Why this way (tried on the embedded Asterisk 22): Dial's ``A(x:y)`` plays ``y`` to the
+caller at answer, but its file list is fixed when Dial() starts, so it cannot depend on
+how long the agent then took; ``U()`` runs on the *agent's* channel, and no AMI action
+plays a file to a caller who is still inside Dial(). Dial's ``G(ivr-agents^answered^1)``
+does work: on answer the caller continues at ``answered,1`` and the agent at
+``answered,2`` (waiting), the caller runs this route, then ``Bridge(${DIALEDPEERNAME})``
+joins the two (the agent channel keeps its name and Uniqueid). The decision is the
+controller's, made from the same ring count as the alarms (including rings of agents
+tried before a re-route), and the apology and agent number are played in full before the
+conversation. Without the controller the dialplan still plays the agent number.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ivr.prompts import agent_number_prompts
+
+if TYPE_CHECKING:
+    from ivr.agi.channel import AgiChannel
+    from ivr.rings.monitor import RingMonitor
+
+log = structlog.get_logger("ivr.rings.answer")
+
+
+class AgentAnsweredFlow:
+    def __init__(self, monitor: RingMonitor, config: Any) -> None:
+        self.monitor = monitor
+        self.config = config
+
+    def sound(self, prompt_id: str, language: str) -> str:
+        prefix = getattr(getattr(self.config, "prompts", None), "sound_prefix", None) or "ivr"
+        return f"{prefix}/{language}/{prompt_id}"
+
+    async def __call__(self, call: AgiChannel) -> None:
+        linkedid = await call.get_variable("CHANNEL(linkedid)") or call.uniqueid
+        peer = await call.get_variable("DIALEDPEERNAME") or ""
+        number = await call.get_variable("IVR_AGENT_NUMBER") or ""
+        language = (await call.get_variable("IVR_LANGUAGE")) or getattr(
+            getattr(self.config, "switch", None), "language", None) or "zh-CN"
+        decision = self.monitor.answer_decision(linkedid, peer)
+        prompts = (["ring_apology"] if decision.late else []) + (
+            agent_number_prompts(number) if number.isdigit() else [])
+        log.info("ring.answer_prompts", uniqueid=call.uniqueid, linkedid=linkedid, agent=number or decision.agent,
+                 rings=decision.rings, late=decision.late, prompts=prompts)
+        for prompt in prompts:
+            await call.stream_file(self.sound(prompt, language))
+        await call.set_variable("IVR_RESULT", "played")

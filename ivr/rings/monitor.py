@@ -1,0 +1,374 @@
+"""The ring monitor: one :class:`~ivr.rules.rings.RingWatch` per ringing agent leg.
+
+An *agent leg* is a dialled channel that rings an agent: ``DialBegin`` from the
+``ivr-agents`` context (announced just before by ``UserEvent IvrAgentDial`` with the
+agent's number), from ``Queue()`` (``AgentCalled``), or from anything else (Originate)
+whose device is a configured agent. Its watch starts when the leg rings (``Newstate``
+Ringing) and is driven by the :class:`~ivr.rules.timers.TimerService`; the leg ends on
+answer (``Newstate`` Up / ``DialEnd`` ANSWER), ``DialEnd`` without answer, or hang-up.
+
+Times come from Asterisk's own event timestamps, mapped onto the timer clock, so a late
+event (or a resync after an outage) does not shift the count. A leg's state survives an
+AMI reconnect: after the channel resync a leg whose channel vanished is closed as not
+answered, one that went Up meanwhile is closed as answered, and a watch that already
+raised an alarm never raises it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ivr.alarms.sinks import RingAlarmNotice
+from ivr.ami.channels import STATE_RINGING, STATE_UP, Channel, ChannelTracker, device_of, event_time
+from ivr.ami.connection import AmiError
+from ivr.rules.rings import Answered, Cadence, NotAnswered, Reroute, RingAlarm, RingWatch
+
+if TYPE_CHECKING:
+    from ivr.alarms.sinks import AlarmSink
+    from ivr.ami.connection import AmiConnection
+    from ivr.events import EventBus
+    from ivr.metrics import Metrics
+    from ivr.rules.timers import TimerService
+
+log = structlog.get_logger("ivr.rings")
+
+AGENTS_CONTEXT = "ivr-agents"
+NO_ANSWER_CAUSE = "19"  # AST_CAUSE_NO_ANSWER: Dial() reports NOANSWER and hunts on
+
+
+@dataclass(frozen=True)
+class RingSettings:
+    cadence: Cadence
+    warn_rings: int = 3
+    critical_rings: int = 6
+    reroute: bool = False
+    agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> number
+    hunt: str = ""  # IVR_AGENTS for ivr-agents.conf: "1001=PJSIP/1001|1002=PJSIP/1002"
+
+    @classmethod
+    def from_config(cls, config: Any, indications: str | Path | None = None) -> RingSettings:
+        """From the controller config: cadence of ``[switch] tone_zone`` (read from
+        ``indications`` when given, else the built-in table), ``[rings]`` thresholds and
+        ``reroute``, and ``[[agents]]`` number/dial."""
+        rings = getattr(config, "rings", None)
+        zone = getattr(getattr(config, "switch", None), "tone_zone", None) or "cn"
+        cadence = getattr(rings, "cadence", None)
+        if isinstance(cadence, Cadence):
+            pass
+        elif cadence:
+            cadence = Cadence.from_pattern(list(cadence))
+        elif indications is not None:
+            cadence = Cadence.from_indications(Path(indications).read_text(), zone)
+        else:
+            cadence = Cadence.for_zone(zone)
+        agents, hunt = {}, []
+        for agent in getattr(config, "agents", None) or []:
+            dial = str(getattr(agent, "dial", "") or f"PJSIP/{agent.number}")
+            agents[device_of(dial)] = str(agent.number)
+            hunt.append(f"{agent.number}={dial}")
+        return cls(
+            cadence=cadence,
+            warn_rings=int(getattr(rings, "warn_rings", None) or getattr(rings, "warning", None) or 3),
+            critical_rings=int(getattr(rings, "critical_rings", None) or getattr(rings, "critical", None) or 6),
+            reroute=bool(getattr(rings, "reroute", False)),
+            agents=agents,
+            hunt="|".join(hunt),
+        )
+
+
+@dataclass
+class AgentFigures:
+    offered: int = 0
+    within_three: int = 0  # answered before the warning threshold
+    late: int = 0  # answered, but after it
+    not_answered: int = 0
+    apologised: int = 0  # answered after more than the critical threshold
+
+    @property
+    def answered(self) -> int:
+        return self.within_three + self.late
+
+    def as_dict(self) -> dict[str, int]:
+        return {"offered": self.offered, "within_three": self.within_three, "late": self.late,
+                "not_answered": self.not_answered, "apologised": self.apologised}
+
+
+@dataclass(frozen=True)
+class AnswerDecision:
+    """What the caller hears when ``agent`` answered: the apology when ``late``."""
+
+    agent: str
+    rings: int  # rings the caller heard on this call (across re-routes)
+    late: bool
+
+
+@dataclass
+class Leg:
+    uniqueid: str
+    channel: str
+    linkedid: str
+    agent: str
+    watch: RingWatch
+    rerouted: bool = False
+    answered_at: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("ring", self.uniqueid)
+
+
+class RingMonitor:
+    def __init__(
+        self,
+        conn: AmiConnection,
+        tracker: ChannelTracker,
+        timers: TimerService,
+        settings: RingSettings,
+        *,
+        bus: EventBus | None = None,
+        sinks: Iterable[AlarmSink] = (),
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
+        self.bus, self.sinks, self.metrics = bus, list(sinks), metrics
+        self.wall = wall
+        self.legs: dict[str, Leg] = {}
+        self.call_first_ring: dict[str, float] = {}  # linkedid -> timer-clock time
+        self._announced: dict[str, str] = {}  # caller uniqueid -> agent number (IvrAgentDial)
+        self.figures_by_agent: dict[str, AgentFigures] = {}
+        self.alarms: list[RingAlarmNotice] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- wiring ---------------------------------------------------------------------
+    def attach(self) -> None:
+        """Subscribe to the connection (after ``tracker.attach``: resync runs first)."""
+        for name, handler in (("DialBegin", self._dial_begin), ("AgentCalled", self._agent_called),
+                              ("Newstate", self._newstate), ("DialEnd", self._dial_end),
+                              ("UserEvent", self._user_event)):
+            self.conn.subscribe(name, handler)
+        self.tracker.on_gone(self._gone)
+        self.conn.on_connected(self._reconcile)
+        if self.settings.hunt:
+            self.conn.on_connected(self._publish_hunt)
+
+    async def _publish_hunt(self) -> None:
+        """Tell ivr-agents.conf whom to ring (global IVR_AGENTS), at every (re)connect."""
+        await self.conn.action({"Action": "Setvar", "Variable": "IVR_AGENTS", "Value": self.settings.hunt}, 5.0)
+
+    def _at(self, event: Any) -> float:
+        """The event's Asterisk timestamp on the timer clock."""
+        return self.timers.now() - max(0.0, self.wall() - event_time(event))
+
+    # -- figures for the dashboard ---------------------------------------------------
+    def figures(self) -> dict[str, dict[str, int]]:
+        """Per agent: offered, within_three, late, not_answered, apologised."""
+        return {agent: f.as_dict() for agent, f in sorted(self.figures_by_agent.items())}
+
+    def _fig(self, agent: str) -> AgentFigures:
+        return self.figures_by_agent.setdefault(agent, AgentFigures())
+
+    # -- events ---------------------------------------------------------------------
+    def _user_event(self, event: Any) -> None:
+        # Sent by ivr-agents.conf on the caller's channel: its Uniqueid is the caller's.
+        uid = event.get("Uniqueid")
+        if event.get("UserEvent") == "IvrAgentDial" and isinstance(uid, str) and uid:
+            self._announced[uid] = str(event.get("Agent", ""))
+
+    def _agent_for(self, device: str, caller_uid: str, context: str) -> str | None:
+        announced = self._announced.pop(caller_uid, None) if caller_uid else None
+        if announced:
+            return announced
+        if device in self.settings.agents:
+            return self.settings.agents[device]
+        if context == AGENTS_CONTEXT:
+            return device
+        return None
+
+    def _dial_begin(self, event: Any) -> None:
+        uid = event.get("DestUniqueid", "")
+        if not uid or uid in self.legs:
+            return
+        name = event.get("DestChannel", "")
+        agent = self._agent_for(device_of(name), event.get("Uniqueid", ""), event.get("Context", ""))
+        if agent is None:
+            return
+        self._open(uid, name, event.get("DestLinkedid") or event.get("Linkedid") or uid, agent)
+        if event.get("DestChannelState") == str(STATE_RINGING):
+            self._ringing(self.legs[uid], self._at(event))
+        else:
+            ch = self.tracker.get(uid)  # Newstate Ringing may have come first
+            if ch is not None and ch.state == STATE_RINGING:
+                self._ringing(self.legs[uid], self._at(event))
+
+    def _agent_called(self, event: Any) -> None:
+        uid = event.get("DestUniqueid", "")
+        if not uid:
+            return
+        iface = event.get("Interface", "")
+        agent = self.settings.agents.get(device_of(iface)) or event.get("MemberName") or iface
+        leg = self.legs.get(uid)
+        if leg is None:
+            self._open(uid, event.get("DestChannel", ""), event.get("DestLinkedid") or uid, agent)
+        else:
+            leg.agent = agent
+
+    def _open(self, uid: str, channel: str, linkedid: str, agent: str) -> None:
+        watch = RingWatch(self.settings.cadence, self.settings.warn_rings, self.settings.critical_rings,
+                          reroute=self.settings.reroute)
+        self.legs[uid] = Leg(uid, channel, linkedid, agent, watch)
+
+    def _ringing(self, leg: Leg, at: float) -> None:
+        if leg.watch.state != "idle":
+            return
+        leg.watch.start(at)
+        self.call_first_ring.setdefault(leg.linkedid, at)
+        self._fig(leg.agent).offered += 1
+        log.info("ring.started", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, linkedid=leg.linkedid)
+        self._emit("ring.started", leg)
+        self.timers.add(leg.key, leg.watch, lambda actions, leg=leg: self._apply(leg, actions))
+
+    def _newstate(self, event: Any) -> None:
+        leg = self.legs.get(event.get("Uniqueid", ""))
+        if leg is None:
+            return
+        state = int(event.get("ChannelState") or 0)
+        if state == STATE_RINGING:
+            self._ringing(leg, self._at(event))
+        elif state == STATE_UP:
+            self._answer(leg, self._at(event))
+
+    def _dial_end(self, event: Any) -> None:
+        leg = self.legs.get(event.get("DestUniqueid", ""))
+        if leg is None:
+            return
+        status = event.get("DialStatus", "")
+        if status == "ANSWER":
+            self._answer(leg, self._at(event))
+        else:
+            self._stop(leg, self._at(event), "reroute" if leg.rerouted else status.lower() or "noanswer")
+
+    def _gone(self, ch: Channel, reason: str) -> None:
+        leg = self.legs.pop(ch.uniqueid, None)
+        if leg is not None:
+            self._stop(leg, self.timers.now(), reason)
+        self._announced.pop(ch.uniqueid, None)
+        if not self.tracker.call(ch.linkedid) and not any(
+                lg.linkedid == ch.linkedid for lg in self.legs.values()):
+            self.call_first_ring.pop(ch.linkedid, None)
+
+    async def _reconcile(self) -> None:
+        """After a reconnect (the tracker has resynced): legs that were answered while
+        events were lost are closed as answered at the time the switch reports."""
+        for leg in list(self.legs.values()):
+            ch = self.tracker.get(leg.uniqueid)
+            if ch is not None and ch.state == STATE_UP and leg.watch.state in ("idle", "ringing"):
+                at = self.timers.now() - max(0.0, self.wall() - ch.state_changed)
+                if leg.watch.state == "idle":
+                    self._ringing(leg, at)
+                self._answer(leg, at)
+
+    # -- state changes ----------------------------------------------------------------
+    def _answer(self, leg: Leg, at: float) -> None:
+        if leg.watch.state == "idle":  # answered without ringing (auto-answer)
+            self._ringing(leg, at)
+        leg.answered_at = at
+        self._apply(leg, leg.watch.answer(at))
+        self.timers.remove(leg.key)
+
+    def _stop(self, leg: Leg, at: float, reason: str) -> None:
+        self._apply(leg, leg.watch.stop(at, reason))
+        self.timers.remove(leg.key)
+
+    def _apply(self, leg: Leg, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, RingAlarm):
+                self._alarm(leg, action)
+            elif isinstance(action, Reroute):
+                self._reroute(leg)
+            elif isinstance(action, Answered):
+                fig = self._fig(leg.agent)
+                if action.within_three:
+                    fig.within_three += 1
+                else:
+                    fig.late += 1
+                fig.apologised += int(action.late)
+                if self.metrics is not None:
+                    self.metrics.rings_to_answer.labels(leg.agent).observe(action.rings)
+                    self.metrics.ring_legs.labels(leg.agent, "within_three" if action.within_three else "late").inc()
+                log.info("ring.answered", agent=leg.agent, rings=action.rings, within_three=action.within_three,
+                         late=action.late, elapsed=round(action.elapsed, 3), uniqueid=leg.uniqueid)
+                self._emit("ring.answered", leg, rings=action.rings, within_three=action.within_three,
+                           late=action.late, elapsed=action.elapsed)
+            elif isinstance(action, NotAnswered):
+                self._fig(leg.agent).not_answered += 1
+                if self.metrics is not None:
+                    self.metrics.ring_legs.labels(leg.agent, "not_answered").inc()
+                log.info("ring.noanswer", agent=leg.agent, rings=action.rings, reason=action.reason,
+                         uniqueid=leg.uniqueid)
+                self._emit("ring.noanswer", leg, rings=action.rings, reason=action.reason, elapsed=action.elapsed)
+
+    def _alarm(self, leg: Leg, alarm: RingAlarm) -> None:
+        notice = RingAlarmNotice(leg.agent, leg.channel, leg.uniqueid, leg.linkedid, alarm.rings, alarm.level,
+                                 at=self.wall())
+        self.alarms.append(notice)
+        if self.metrics is not None:
+            self.metrics.ring_alarms.labels(leg.agent, alarm.level).inc()
+        self._emit("ring.alarm", leg, rings=alarm.rings, level=alarm.level)
+        for sink in self.sinks:
+            try:
+                sink.emit(notice)
+            except Exception:
+                log.exception("ring.alarm_sink_failed", sink=type(sink).__name__)
+
+    def _reroute(self, leg: Leg) -> None:
+        """Stop ringing this agent: Dial() sees NO ANSWER and the dialplan hunts on."""
+        leg.rerouted = True
+        log.info("ring.reroute", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid)
+        self._emit("ring.reroute", leg)
+
+        async def hang_up() -> None:
+            try:
+                await self.conn.action({"Action": "Hangup", "Channel": leg.channel, "Cause": NO_ANSWER_CAUSE}, 5.0)
+            except AmiError as exc:
+                log.warning("ring.reroute_failed", channel=leg.channel, error=str(exc))
+
+        task = asyncio.ensure_future(hang_up())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sink in self.sinks:
+            await sink.close()
+
+    def _emit(self, kind: str, leg: Leg, **data: Any) -> None:
+        if self.bus is not None:
+            self.bus.emit(kind, leg.linkedid, agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, **data)
+
+    # -- answer-time decision (the agent-answered FastAGI route) ------------------------
+    def answer_decision(self, linkedid: str, peer_channel: str) -> AnswerDecision:
+        """Rings the caller heard until ``peer_channel`` answered, and whether the caller
+        must hear the apology. Call-level: rings before a re-route count too."""
+        leg = next((lg for lg in self.legs.values() if lg.channel == peer_channel), None)
+        now = self.timers.now()
+        if leg is not None and leg.answered_at is None:
+            self._answer(leg, now)  # the AGI request overtook the Newstate Up event
+        answered_at = leg.answered_at if leg is not None and leg.answered_at is not None else now
+        first = self.call_first_ring.get(linkedid, answered_at)
+        elapsed = max(answered_at - first, 0.0)
+        period = self.settings.cadence.period
+        return AnswerDecision(
+            agent=leg.agent if leg is not None else device_of(peer_channel),
+            rings=self.settings.cadence.ring_number(elapsed),
+            late=elapsed > self.settings.critical_rings * period,
+        )
