@@ -473,10 +473,11 @@ def _validate_holidays(config: Config, problems: _Problems) -> None:
 
 
 def _prompt_has(config: Config, lang: str, prompt_id: str) -> bool:
+    """Whether the language's prompt file has ``prompt_id`` (True when unreadable)."""
     from ivr.greeting import prompt_file
 
     try:
         with open(prompt_file(config, lang), "rb") as f:
             return prompt_id in tomllib.load(f).get("prompts", {})
     except (OSError, tomllib.TOMLDecodeError):
-        return False
+        return True  # cannot tell: a missing prompt file is reported on its own
