@@ -394,8 +394,10 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("switch.languages", f"must include switch.language {sw.language!r}")
     given_prompts = "prompts" in data or "languages" in data.get("switch", {})
     if given_prompts:
+        from ivr.greeting import prompt_file
+
         for lang in sw.languages:
-            file = Path(config.prompts.source) / f"{lang}.toml"
+            file = prompt_file(config, lang)
             if not file.is_file():
                 add("prompts.source", f"prompt file {file} does not exist (language {lang})")
     for key, port in (("ami.port", config.ami.port), ("agi.port", config.agi.port),
