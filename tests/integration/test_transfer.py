@@ -83,13 +83,14 @@ class Call:
     target: str  # dial string of the target
 
 
-async def make_call(ami: AmiRecorder, target_steps: list[str]) -> Call:
+async def make_call(ami: AmiRecorder, target_steps: list[str],
+                    agent_steps: tuple[str, ...] = ("Answer()", "Wait(120)")) -> Call:
     """A caller bridged with agent 1001; the target's behaviour is ``target_steps``."""
     n = next(_n)
     ctx = f"test-xfer-{os.getpid()}-{n}"
     await ami.add_dialplan(f"{ctx}-caller", "c", ["Answer()", "Wait(120)", "Hangup()"])
     await ami.add_dialplan(f"{ctx}-dial", "s", [f"Dial(Local/1001@{ctx}-agent,,)", "Hangup()"])
-    await ami.add_dialplan(f"{ctx}-agent", "1001", ["Answer()", "Wait(120)", "Hangup()"])
+    await ami.add_dialplan(f"{ctx}-agent", "1001", [*agent_steps, "Hangup()"])
     await ami.add_dialplan(f"{ctx}-target", "t", [*target_steps, "Hangup()"])
     caller = f"{ctx}-caller"
     since = len(ami.events)
@@ -280,3 +281,26 @@ async def test_transfer_refused_for_unknown_call_and_bad_target(ami: AmiRecorder
         await ctl.service.transfer("no-such-call-id", "1002")
     with pytest.raises(InvalidTarget):
         await ctl.service.transfer("no-such-call-id", "PJSIP/x,evil")
+
+
+async def test_agent_feature_code_starts_the_transfer(ami: AmiRecorder, ctl: Ctl) -> None:
+    """The agent presses *2, keys 1002 and #: agent 1002 (configured) takes the call."""
+    await ami.add_dialplan("test-xfer-agents", "1002", ["Answer()", "Wait(1)", "SendDTMF(1)", "Wait(60)"])
+    call = await make_call(ami, [], agent_steps=("Answer()", "Wait(1)", "SendDTMF(*2)", "Wait(1)",
+                                                 "SendDTMF(1002#)", "Wait(120)"))
+    try:
+        (request,) = await ami.wait_for(lambda e: e.event == "UserEvent"
+                                        and e.get("UserEvent") == "IvrTransferRequest"
+                                        and e.get("Uniqueid") == call.agent, timeout=10)
+        assert request["Target"] == "1002"
+        completed = await wait_state(ami, call, "completed", 25)
+        assert completed["Target"] == "1002"
+        await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == call.agent, timeout=10)
+        (peer,) = await bridged_with(ami, call.caller)
+        rows = {r["Uniqueid"]: r for r in await ami.channels()}
+        assert "test-xfer-agents" in rows[peer]["Channel"]
+    finally:
+        await cleanup(ami, call)
+        for ch in await ami.channels():
+            if "test-xfer-agents" in ch["Channel"]:
+                await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
