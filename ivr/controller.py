@@ -59,6 +59,10 @@ class Controller:
              "agent-answered": AgentAnsweredFlow(self.rings, config)},
             config.agi.host, config.agi.port,
         )
+        # R5: confirmed warm transfer (issue #7): agent key *2 and POST /api/calls/{id}/transfer.
+        from ivr.transfer import build_transfer
+
+        self.transfer = build_transfer(self)
 
     async def start(self) -> None:
         await self.operations.start()  # records first: the first call's events are kept
@@ -69,6 +73,7 @@ class Controller:
     async def stop(self, grace: float = 5.0) -> None:
         await self.agi.close(grace)
         await self.rings.close()
+        await self.transfer.close()
         await self.timers.close()
         await self.ami.close()
         await self.operations.stop()

@@ -86,19 +86,14 @@ class TransferSettings:
 
     @classmethod
     def from_config(cls, config: Any) -> TransferSettings:
-        xfer, hold = getattr(config, "transfer", None), getattr(config, "hold", None)
-
-        def pick(section: Any, name: str, default: float) -> float:
-            value = getattr(section, name, None) if section is not None else None
-            return float(default if value is None else value)
-
+        """From the controller's :class:`ivr.config.Config` ([transfer], [hold], [[agents]])."""
         return cls(
             sounds=f"{config.prompts.sound_prefix}/{config.switch.language}",
-            ring_limit=pick(xfer, "ring_limit", 30.0),
-            confirm_timeout=pick(xfer, "confirm_timeout", 10.0),
-            announce_max=pick(xfer, "announce_max", 30.0),
-            remind_every=int(pick(hold, "reminder_interval", 30)),
-            agents={str(a.number): str(a.dial) for a in getattr(config, "agents", [])},
+            ring_limit=config.transfer.ring_limit,
+            confirm_timeout=config.transfer.confirm_timeout,
+            announce_max=config.transfer.announce_max,
+            remind_every=int(config.hold.reminder_interval),
+            agents={str(a.number): str(a.dial or f"PJSIP/{a.number}") for a in config.agents},
         )
 
 

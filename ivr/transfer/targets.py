@@ -16,7 +16,7 @@ dial string for the controller's Originate:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ivr.ami.channels import device_of
@@ -99,8 +99,3 @@ def announcement(caller_number: str, agent: str) -> list[str]:
 
     return ["transfer_announce_caller", *digits_prompts(caller_number),
             "transfer_announce_agent", *digits_prompts(agent), "transfer_announce_menu"]
-
-
-def agents_map(agents: Iterable[object]) -> dict[str, str]:
-    """``config.agents`` (objects with ``number`` and ``dial``) as a mapping."""
-    return {str(a.number): str(a.dial) for a in agents}  # type: ignore[attr-defined]

@@ -304,3 +304,45 @@ async def test_agent_feature_code_starts_the_transfer(ami: AmiRecorder, ctl: Ctl
         for ch in await ami.channels():
             if "test-xfer-agents" in ch["Channel"]:
                 await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
+
+
+async def test_controller_transfers_over_http(make_controller, ami: AmiRecorder) -> None:
+    """The whole controller: POST /api/calls/{id}/transfer, metrics on /metrics."""
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "transfer-test-token"
+    controller = await make_controller(
+        f'[http]\nport = {port}\ntoken = "{token}"\n\n[transfer]\nconfirm_timeout = 3.0\n\n'
+        '[[agents]]\nnumber = "1002"\nname = "Two"\ndial = "Local/1002@test-xfer-agents"\n')
+    await controller.ami.wait_connected(10)
+    await ami.add_dialplan("test-xfer-agents", "1002", ["Answer()", "Wait(1)", "SendDTMF(1)", "Wait(60)"])
+    call = await make_call(ami, [])
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    try:
+        async with aiohttp.ClientSession(headers=auth) as http:
+            async with http.post(f"{base}/api/calls/{call.caller}/transfer", json={"target": "1002"}) as r:
+                assert r.status == 202, await r.text()
+                body = await r.json()
+            assert body["target"] == "1002" and body["agent"] == "1001"
+            async with http.post(f"{base}/api/calls/{call.caller}/transfer", json={"target": "1002"}) as r:
+                assert r.status == 409 and (await r.json())["error_id"] == "call-not-transferable"
+            async with http.post(f"{base}/api/calls/nosuchcall/transfer", json={"target": "1002"}) as r:
+                assert r.status == 404 and (await r.json())["error_id"] == "no-such-call"
+            async with http.post(f"{base}/api/calls/{call.caller}/transfer",
+                                 json={"target": "Local/x@ivr-inbound"}) as r:
+                assert r.status == 400 and (await r.json())["error_id"] == "invalid-transfer-target"
+            await wait_state(ami, call, "completed", 25)
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            assert 'ivr_transfers_total{outcome="completed"} 1.0' in text
+            assert "ivr_transfer_confirm_seconds_count 1.0" in text
+    finally:
+        await cleanup(ami, call)
+        for ch in await ami.channels():
+            if "test-xfer-agents" in ch["Channel"]:
+                await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
