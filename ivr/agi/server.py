@@ -43,6 +43,11 @@ class FastAgiServer:
         self.calls.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # Shutdown cancelled this call: closing the socket hands the call back to the
+            # dialplan (IVR_RESULT unset -> fallback). This task is the connection's top
+            # level, so it ends here rather than re-raising into asyncio's stream callback.
+            log.warning("fastagi.call_cancelled", peer=writer.get_extra_info("peername"))
         finally:
             self.calls.discard(task)
             writer.close()

@@ -337,6 +337,7 @@ class EmbeddedSwitch:
             start_new_session=True,
         )
         log.close()
+        self._proc = proc  # kept, so that down() reaps it (no zombie, no ResourceWarning)
         (self.home / "asterisk.pid").write_text(str(proc.pid))
         try:
             asyncio.run(
@@ -378,6 +379,9 @@ class EmbeddedSwitch:
                     break
             if _wait_gone(pid, timeout if sig is None else 3.0):
                 break
+        proc, self._proc = getattr(self, "_proc", None), None
+        if proc is not None:
+            proc.wait(timeout=5)
         (self.home / "asterisk.pid").unlink(missing_ok=True)
 
     def status(self) -> dict:

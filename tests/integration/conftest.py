@@ -121,6 +121,14 @@ async def no_leaked_channels(request: pytest.FixtureRequest) -> AsyncIterator[No
         rec.close()
 
 
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def controller_config(switch: Switch, tmp_path: Path):
     """Build a controller Config for this switch from extra TOML text.
@@ -140,6 +148,7 @@ def controller_config(switch: Switch, tmp_path: Path):
             f"[ami]\nhost = \"{switch.ami_host}\"\nport = {switch.ami_port}\nusername = \"{user}\"\n\n"
             f"[agi]\nhost = \"127.0.0.1\"\nport = {switch.agi_port}\n\n"
             f"[database]\nurl = \"sqlite:///{tmp_path / 'ivr.db'}\"\n\n"
+            + ("" if "[http]" in extra_toml else f"[http]\nport = {_free_tcp_port()}\n\n")
             + extra_toml
         )
         path = tmp_path / "ivr.toml"

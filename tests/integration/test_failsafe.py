@@ -11,7 +11,7 @@ def _fallback(reason: str):
                       and e.get("Reason") == reason)
 
 
-async def _hang_up_caller(ami, since: int) -> None:
+async def _hang_up_caller(ami) -> None:
     for ch in await ami.channels():
         await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
 
@@ -26,7 +26,7 @@ async def test_controller_unreachable_call_goes_to_fallback_queue(ami):
     new = ami.find(lambda e: e.event == "Newchannel" and e.get("Channel", "").endswith(";1"), since)[0]
     assert joined["Queue"] == "support"
     assert ts(fallback) - ts(new) < 2.0, "fallback took too long"
-    await _hang_up_caller(ami, since)
+    await _hang_up_caller(ami)
 
 
 async def test_controller_stopped_mid_call_hands_call_to_fallback(ami, make_controller):
@@ -43,7 +43,7 @@ async def test_controller_stopped_mid_call_hands_call_to_fallback(ami, make_cont
     assert joined["Queue"] == "support"
     assert fallback["Uniqueid"] == joined["Uniqueid"]
     assert not ami.find(lambda e: e.event == "Hangup" and e.get("Channel", "").endswith(";1"), since)
-    await _hang_up_caller(ami, since)
+    await _hang_up_caller(ami)
 
 
 async def test_graceful_stop_lets_a_short_flow_finish(ami, make_controller):
