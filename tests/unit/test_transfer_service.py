@@ -1,0 +1,273 @@
+"""TransferService with a fake AMI, a fake FastAGI channel and a fake clock (no switch)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from ivr.agi.channel import AgiHangup
+from ivr.ami.connection import AmiActionError
+from ivr.events import EventBus
+from ivr.rules.timers import TimerService
+from ivr.transfer.service import (
+    CallNotTransferable, NoSuchCall, TransferService, TransferSettings,
+)
+from ivr.transfer.targets import InvalidTarget, agent_number, announcement, resolve_target
+
+CALLER = {"Event": "CoreShowChannel", "Uniqueid": "c1", "Linkedid": "c1", "Channel": "PJSIP/trunk-00000001",
+          "CallerIDNum": "6001", "BridgeId": "b1"}
+AGENT = {"Event": "CoreShowChannel", "Uniqueid": "a1", "Linkedid": "c1", "Channel": "PJSIP/1001-00000002",
+         "CallerIDNum": "6001", "BridgeId": "b1"}
+AGENTS = {"1001": "PJSIP/1001", "1002": "PJSIP/1002"}
+
+
+class FakeAmi:
+    def __init__(self) -> None:
+        self.actions: list[dict[str, Any]] = []
+        self.subs: dict[str, list[Any]] = {}
+        self.rows = [CALLER, AGENT]
+        self.fail: set[str] = set()
+
+    def subscribe(self, event: str, callback: Any) -> None:
+        self.subs.setdefault(event.lower(), []).append(callback)
+
+    async def action(self, action: dict[str, Any], timeout: float = 10.0, *, as_list: bool | None = None) -> Any:
+        self.actions.append(action)
+        if action["Action"] in self.fail:
+            raise AmiActionError(f"AMI {action['Action']} failed: No such channel")
+        if action["Action"] == "CoreShowChannels":
+            return [{"Response": "Success"}, *self.rows, {"Event": "CoreShowChannelsComplete"}]
+        return {"Response": "Success"}
+
+    def event(self, **fields: str) -> None:
+        for cb in self.subs.get(fields["Event"].lower(), []):
+            cb(fields)
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [a for a in self.actions if a["Action"] == name]
+
+    def states(self) -> list[str]:
+        return [a["State"] for a in self.named("UserEvent")]
+
+
+class FakeTarget:
+    """The target's FastAGI session: ``digits`` answer the prompts / waits in turn."""
+
+    def __init__(self, clock: list[float], timers: TimerService, uniqueid: str, xid: str,
+                 digits: list[str | None]) -> None:
+        self.headers = {"agi_arg_1": xid}
+        self.uniqueid, self.channel = uniqueid, "PJSIP/1002-00000003"
+        self.clock, self.timers, self.digits = clock, timers, digits
+        self.played: list[str] = []
+        self.variables: dict[str, str] = {}
+
+    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
+        self.played.append(prompt.rsplit("/", 1)[-1])
+        self.clock[0] += 1.0
+        return self.digits.pop(0) if self.digits else None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        self.clock[0] += timeout_ms / 1000
+        await self.timers.settle()  # the machine's deadline fires here
+        if self.digits:
+            return self.digits.pop(0)
+        return None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, list[float]]]:
+    clock = [100.0]
+    timers = TimerService(clock=lambda: clock[0])
+    ami = FakeAmi()
+    service = TransferService(ami, TransferSettings(sounds="ivr/en-US", ring_limit=20, confirm_timeout=10,
+                                                    agents=AGENTS), timers=timers, bus=EventBus())
+    service.attach()
+    yield service, ami, clock
+    await service.close()
+    await timers.close()
+
+
+async def settle(service: TransferService) -> None:
+    import asyncio
+
+    while service._tasks:  # noqa: SLF001 - wait for the event handlers' tasks
+        await asyncio.gather(*list(service._tasks))  # noqa: SLF001
+
+
+def outcome(service: TransferService, name: str) -> float:
+    return service.metrics.registry.get_sample_value("ivr_transfers_total", {"outcome": name}) or 0.0
+
+
+async def test_confirmed_transfer(rig) -> None:
+    service, ami, clock = rig
+    xfer = await service.transfer("c1", "1002")
+    (redirect,) = ami.named("Redirect")
+    assert redirect["Channel"] == CALLER["Channel"] and redirect["Context"] == "ivr-transfer-wait"
+    assert redirect["ExtraChannel"] == AGENT["Channel"] and redirect["ExtraContext"] == "ivr-transfer-agent"
+    (originate,) = ami.named("Originate")
+    assert originate["Channel"] == "PJSIP/1002" and originate["ChannelId"] == xfer.target_uid
+    assert "OtherChannelId" not in originate and originate["CallerID"] == '"6001" <6001>'
+    variables = {a["Variable"]: a["Value"] for a in ami.named("Setvar") if a["Channel"] == "c1"}
+    assert variables["IVR_XFER_SOUNDS"] == "ivr/en-US" and variables["IVR_XFER_AGENT"] == "a1"
+
+    ami.event(Event="Newstate", Uniqueid=xfer.target_uid, ChannelState="5")
+    ami.event(Event="DialEnd", DestUniqueid=xfer.target_uid, DialStatus="ANSWER")
+    await settle(service)
+    target = FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, [None, "1"])  # 1 in prompt 2
+    await service.target_agi(target)  # type: ignore[arg-type]
+    assert target.played == announcement("6001", "1001")[:2]
+    assert target.variables == {"IVR_XFER_RESULT": "confirmed"}
+    assert ami.states() == ["offered", "ringing", "answered", "confirmed", "completed"]
+    connect = ami.named("Redirect")[-1]
+    assert connect["Context"] == "ivr-transfer-connect"
+    assert {"Action": "Setvar", "Channel": "c1", "Variable": "IVR_XFER_TARGET",
+            "Value": target.channel} in ami.actions
+    assert not ami.named("Hangup")  # the agent stays until the caller is with the target
+    ami.event(Event="BridgeEnter", Uniqueid="c1", BridgeUniqueid="b2")
+    await settle(service)
+    assert [a["Channel"] for a in ami.named("Hangup")] == ["a1"]
+    assert service.transfers == {}
+    assert outcome(service, "completed") == 1
+    assert service.metrics.registry.get_sample_value("ivr_transfer_confirm_seconds_sum") == 2.0
+
+
+async def test_silence_after_the_announcement_times_out(rig) -> None:
+    service, ami, clock = rig
+    xfer = await service.transfer("c1", "1002")
+    target = FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, [])
+    await service.target_agi(target)  # type: ignore[arg-type]
+    assert target.played == announcement("6001", "1001")
+    assert ami.states() == ["offered", "answered", "timeout", "returned"]
+    assert {"Action": "Hangup", "Channel": xfer.target_uid} in ami.actions
+    back = ami.named("Redirect")[-1]
+    assert back["Context"] == "ivr-transfer-return"
+    assert ami.named("Setvar")[-1] == {"Action": "Setvar", "Channel": "c1", "Variable": "IVR_XFER_AGENT",
+                                       "Value": "a1"}
+    assert outcome(service, "timeout") == 1
+
+
+async def test_refusal_and_target_hangup(rig) -> None:
+    service, ami, clock = rig
+    xfer = await service.transfer("c1", "1002")
+    await service.target_agi(FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, ["2"]))  # type: ignore[arg-type]
+    assert ami.states()[-2:] == ["refused", "returned"]
+
+    ami.actions.clear()
+    xfer = await service.transfer("c1", "1002")
+    hangs_up = FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, [])
+
+    async def gone(prompt: str, escape_digits: str = "") -> str | None:
+        raise AgiHangup(prompt)
+
+    hangs_up.stream_file = gone  # type: ignore[method-assign]
+    with pytest.raises(AgiHangup):
+        await service.target_agi(hangs_up)  # type: ignore[arg-type]
+    assert ami.states() == ["offered", "answered", "hangup", "returned"]
+
+
+@pytest.mark.parametrize(("status", "state"), [("BUSY", "busy"), ("CONGESTION", "busy"),
+                                                ("CHANUNAVAIL", "busy")])
+async def test_failed_dial_returns_the_caller(rig, status: str, state: str) -> None:
+    service, ami, _ = rig
+    xfer = await service.transfer("c1", "1002")
+    ami.event(Event="DialEnd", DestUniqueid=xfer.target_uid, DialStatus=status)
+    await settle(service)
+    assert ami.states() == ["offered", state, "returned"]
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-return"
+
+
+async def test_no_answer_after_the_agent_left_goes_to_the_queue(rig) -> None:
+    service, ami, clock = rig
+    xfer = await service.transfer("c1", "1002")
+    ami.event(Event="Hangup", Uniqueid="a1")
+    await settle(service)
+    assert ami.states() == ["offered"]  # an agent hang-up completes nothing
+    clock[0] += 20.0
+    await service.timers.settle()
+    await settle(service)
+    await service.timers.settle()
+    assert ami.states() == ["offered", "noanswer", "returned"]
+    assert {"Action": "Setvar", "Channel": "c1", "Variable": "IVR_XFER_AGENT", "Value": ""} in ami.actions
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-return"
+    assert {"Action": "Hangup", "Channel": xfer.target_uid} in ami.actions
+
+
+async def test_caller_hangup_releases_target_and_agent(rig) -> None:
+    service, ami, _ = rig
+    xfer = await service.transfer("c1", "1002")
+    ami.event(Event="Hangup", Uniqueid="c1")
+    await settle(service)
+    assert ami.states() == ["offered", "abandoned"]
+    assert {a["Channel"] for a in ami.named("Hangup")} == {"a1", xfer.target_uid}
+    assert outcome(service, "abandoned") == 1 and service.transfers == {}
+
+
+async def test_feature_code_request(rig) -> None:
+    service, ami, _ = rig
+    ami.event(Event="UserEvent", UserEvent="IvrTransferRequest", Uniqueid="a1", Target="1002")
+    await settle(service)
+    assert ami.states() == ["offered"]
+    (xfer,) = service.transfers.values()
+    assert xfer.caller == "c1" and xfer.agent_number == "1001"
+    # a bad target keyed on the phone is logged and refused, nothing moves
+    ami.event(Event="UserEvent", UserEvent="IvrTransferRequest", Uniqueid="a1", Target="99x")
+    await settle(service)
+    assert len(ami.named("Redirect")) == 1
+
+
+async def test_refusals(rig) -> None:
+    service, ami, _ = rig
+    with pytest.raises(NoSuchCall):
+        await service.transfer("nope", "1002")
+    with pytest.raises(InvalidTarget):
+        await service.transfer("c1", "Local/s@ivr-inbound")  # dial strings only when allowed
+    ami.rows = [{**CALLER, "BridgeId": ""}, AGENT]
+    with pytest.raises(CallNotTransferable, match="not connected to an agent"):
+        await service.transfer("c1", "1002")
+    ami.rows = [CALLER, AGENT]
+    await service.transfer("c1", "1002")
+    with pytest.raises(CallNotTransferable, match="already"):
+        await service.transfer("c1", "1002")
+
+
+async def test_redirect_failure_leaves_the_call_alone(rig) -> None:
+    service, ami, _ = rig
+    ami.fail.add("Redirect")
+    with pytest.raises(AmiActionError):
+        await service.transfer("c1", "1002")
+    assert service.transfers == {} and not ami.named("Originate")
+
+
+async def test_originate_failure_is_a_failed_dial(rig) -> None:
+    service, ami, _ = rig
+    ami.fail.add("Originate")
+    await service.transfer("c1", "1002")
+    assert ami.states() == ["offered", "busy", "returned"]
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-return"
+
+
+def test_resolve_target() -> None:
+    assert resolve_target("1002", AGENTS).dial == "PJSIP/1002"
+    assert resolve_target("agent:1001", AGENTS).label == "1001"
+    q = resolve_target("queue:support", AGENTS)
+    assert (q.kind, q.dial) == ("queue", "Local/support@ivr-transfer-queue")
+    n = resolve_target("13800138000", AGENTS)
+    assert (n.label, n.dial) == ("number:13800138000", "Local/13800138000@ivr-transfer-number")
+    assert resolve_target("PJSIP/2001", AGENTS, allow_dial=True).dial == "PJSIP/2001"
+    for bad in ("", "agent:9999", "queue:a b", "fax:1", "12ab", "PJSIP/2001", "x" * 40):
+        with pytest.raises(InvalidTarget):
+            resolve_target(bad, AGENTS)
+    for bad in ("PJSIP/a,b", "Local/x@c)(", "PJSIP/a&PJSIP/b"):
+        with pytest.raises(InvalidTarget):
+            resolve_target(bad, AGENTS, allow_dial=True)
+
+
+def test_agent_number() -> None:
+    assert agent_number("PJSIP/1002-0000000a", AGENTS) == "1002"
+    assert agent_number("Local/1001@test-agent-00000001;1", {}) == "1001"
+    assert agent_number("PJSIP/desk-0000000a", {}, caller_id="Agent 1003") == "1003"
