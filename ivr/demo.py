@@ -62,7 +62,8 @@ def describe(event: Any) -> str:
     return f"{event.get('UserEvent')}: " + ", ".join(f"{k}={v}" for k, v in fields.items())
 
 
-async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = None) -> None:
+async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = None,
+                   instance: str = "default") -> None:
     from ivr import logs
     from ivr.ami.connection import AmiConnection
     from ivr.config import load_config
@@ -70,7 +71,7 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
     from ivr.prompts import make_test_audio
 
     logs.configure(json=False, level="WARNING")
-    switch = EmbeddedSwitch("default")
+    switch = EmbeddedSwitch(instance)
     await asyncio.to_thread(switch.up)
     make_test_audio(switch.rootfs / "usr/share/asterisk/sounds/ivr-test")
     state = Path(tempfile.mkdtemp(prefix="ivr-demo-"))
@@ -106,9 +107,9 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
         await controller.stop()
 
 
-def main(company: str, cycle: float, rounds: int | None) -> int:
+def main(company: str, cycle: float, rounds: int | None, instance: str = "default") -> int:
     loop = asyncio.new_event_loop()
-    task = loop.create_task(run_demo(company=company, cycle=cycle, rounds=rounds))
+    task = loop.create_task(run_demo(company=company, cycle=cycle, rounds=rounds, instance=instance))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):

@@ -319,8 +319,11 @@ class EmbeddedSwitch:
         _require_root()
         self.build()
         if self.pid() is not None:
-            self._install_prompts()
-            self.progress(f"embedded asterisk '{self.name}' already running (pid {self.pid()})")
+            # Already running: bring its configuration and prompts up to date.
+            self.render_config()
+            self.cli("core reload")
+            self.progress(f"embedded asterisk '{self.name}' already running (pid {self.pid()}); "
+                          "configuration reloaded")
             return 0.0
         started = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
