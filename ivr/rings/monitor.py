@@ -58,12 +58,12 @@ class RingSettings:
         ``indications`` when given, else the built-in table), ``[rings]`` thresholds and
         ``reroute``, and ``[[agents]]`` number/dial."""
         rings = getattr(config, "rings", None)
-        zone = getattr(getattr(config, "switch", None), "tone_zone", None) or "cn"
-        cadence = getattr(rings, "cadence", None)
-        if isinstance(cadence, Cadence):
-            pass
-        elif cadence:
-            cadence = Cadence.from_pattern(list(cadence))
+        switch = getattr(config, "switch", None)
+        zone = getattr(switch, "tone_zone", None) or "cn"
+        indications = indications or getattr(switch, "indications", None) or None
+        on_ms, off_ms = getattr(rings, "on_ms", None), getattr(rings, "off_ms", None)
+        if on_ms is not None and off_ms is not None:
+            cadence = Cadence(int(on_ms), int(off_ms))
         elif indications is not None:
             cadence = Cadence.from_indications(Path(indications).read_text(), zone)
         else:
@@ -75,8 +75,8 @@ class RingSettings:
             hunt.append(f"{agent.number}={dial}")
         return cls(
             cadence=cadence,
-            warn_rings=int(getattr(rings, "warn_rings", None) or getattr(rings, "warning", None) or 3),
-            critical_rings=int(getattr(rings, "critical_rings", None) or getattr(rings, "critical", None) or 6),
+            warn_rings=int(getattr(rings, "warn_rings", None) or 3),
+            critical_rings=int(getattr(rings, "critical_rings", None) or 6),
             reroute=bool(getattr(rings, "reroute", False)),
             agents=agents,
             hunt="|".join(hunt),

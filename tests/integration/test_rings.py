@@ -229,3 +229,49 @@ async def test_real_sip_agent_phone_rings_16_s(switch, ami, unused_udp_port):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def until(predicate, timeout: float) -> None:
+    """Poll the controller's own state (bounded): reconnects have no event of their own."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"condition not met within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_asterisk_restart_while_ringing_reconnects_without_double_counting(switch):
+    """Asterisk goes down while agent 7301 rings (ring 1) and comes back: the monitor
+    reconnects and resyncs, closes the vanished leg once (no alarm: it never reached the
+    4th ring), and a call after the restart gets exactly one warning."""
+    if switch.embedded is None:
+        pytest.skip("restarting Asterisk needs the embedded switch")
+    ami = await AmiRecorder(switch.ami_host, switch.ami_port, switch.username, switch.secret).connect()
+    async with harness(switch, "cn") as h:
+        try:
+            await add_actors(ami, {"late7": 32.5})
+            since = len(ami.events)
+            await call(ami, "7301=Local/late7@test-agent")
+            await ami.wait_for(lambda e: e.event == "DialBegin" and "late7@" in e.get("DestChannel", ""),
+                               since=since, timeout=10)
+            await until(lambda: h.monitor.figures().get("7301", {}).get("offered") == 1, 5)
+        finally:
+            ami.close()
+        await asyncio.to_thread(switch.embedded.down)
+        await asyncio.to_thread(switch.embedded.up)
+        await until(lambda: h.conn.connects == 2 and h.tracker.resyncs == 2, 20)
+        assert h.monitor.figures()["7301"] == {"offered": 1, "within_three": 0, "late": 0, "not_answered": 1,
+                                               "apologised": 0}
+        assert not h.monitor.legs and len(h.timers) == 0 and h.monitor.alarms == []
+        ami = await AmiRecorder(switch.ami_host, switch.ami_port, switch.username, switch.secret).connect()
+        try:
+            await add_actors(ami, {"r4": 17.5})
+            since = len(ami.events)
+            await call(ami, "7302=Local/r4@test-agent")
+            await wait_hangups(ami, since, 1, timeout=40)
+            got = [(e["Agent"], e["Level"]) for e in alarms(ami, since)]
+            assert got == [("7302", "warning")]
+            assert [(n.agent, n.level) for n in h.monitor.alarms] == [("7302", "warning")]
+            assert h.monitor.figures()["7302"]["late"] == 1
+        finally:
+            ami.close()

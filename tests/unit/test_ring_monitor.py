@@ -1,0 +1,198 @@
+"""RingMonitor over a real AmiConnection to the in-memory AMI server, on a fake clock:
+alarms exactly once, answer decisions, reroute, and reconnects with resync."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiConnection, Backoff
+from ivr.ami.testing import FakeAmi
+from ivr.events import EventBus
+from ivr.metrics import Metrics
+from ivr.rings import RingMonitor, RingSettings
+from ivr.rules.rings import Cadence
+from ivr.rules.timers import TimerService
+
+CALLER = {"Uniqueid": "100.1", "Linkedid": "100.1", "Channel": "Local/x@c-00000001;1", "Context": "ivr-agents"}
+LEG = {"DestUniqueid": "100.2", "DestLinkedid": "100.1", "DestChannel": "PJSIP/1001-00000002"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Rig:
+    def __init__(self, fake: FakeAmi, reroute: bool = False) -> None:
+        self.fake = fake
+        self.clock = Clock()
+        self.conn = AmiConnection("127.0.0.1", fake.port, "ivr", "secret", ping_interval=60,
+                                  backoff=Backoff(initial=0.01, maximum=0.02, jitter=0))
+        self.tracker = ChannelTracker()
+        self.tracker.attach(self.conn)
+        self.timers = TimerService(clock=self.clock)
+        self.bus = EventBus()
+        self.metrics = Metrics()
+        settings = RingSettings(Cadence.for_zone("cn"), reroute=reroute, agents={"PJSIP/1001": "1001"})
+        self.monitor = RingMonitor(self.conn, self.tracker, self.timers, settings, bus=self.bus,
+                                   metrics=self.metrics, wall=self.clock)
+        self.monitor.attach()
+
+    async def start(self) -> Rig:
+        await self.conn.start()
+        await self.conn.wait_connected(2)
+        await self.sync()
+        return self
+
+    async def sync(self) -> None:
+        """A round trip: every event sent before it has been handled."""
+        await self.conn.action({"Action": "Ping"}, 2)
+
+    async def event(self, **fields: str) -> None:
+        self.fake.event({"Timestamp": f"{self.clock.t:.6f}", **fields})
+        await self.sync()
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.t += seconds
+        await self.timers.settle()
+
+    async def ring(self) -> None:
+        await self.event(Event="DialBegin", **CALLER, **LEG, DestChannelState="0")
+        await self.event(Event="Newstate", Uniqueid=LEG["DestUniqueid"], Linkedid="100.1",
+                         Channel=LEG["DestChannel"], ChannelState="5", ChannelStateDesc="Ringing")
+
+    async def answer(self) -> None:
+        await self.event(Event="Newstate", Uniqueid=LEG["DestUniqueid"], Linkedid="100.1",
+                         Channel=LEG["DestChannel"], ChannelState="6", ChannelStateDesc="Up")
+
+    async def reconnect(self) -> None:
+        """Drop the AMI connection; return once logged in again and resynced."""
+        logins, resyncs = self.fake.logins, self.tracker.resyncs
+        self.fake.drop()
+        await self.fake.wait_for(lambda: self.fake.logins == logins + 1, 2)
+        await self.conn.wait_connected(2)
+        for _ in range(100):  # round trips until the resync has been applied (bounded)
+            await self.sync()
+            if self.tracker.resyncs > resyncs:
+                return
+        raise AssertionError("no resync after the reconnect")
+
+    def levels(self) -> list[tuple[str, int]]:
+        return [(n.level, n.rings) for n in self.monitor.alarms]
+
+    async def close(self) -> None:
+        await self.monitor.close()
+        await self.timers.close()
+        await self.conn.close()
+
+
+@pytest.fixture
+async def rig():
+    async with FakeAmi() as fake:
+        r = await Rig(fake).start()
+        yield r
+        await r.close()
+
+
+async def test_warning_at_three_rings_critical_at_six_each_once_then_apology(rig):
+    await rig.ring()
+    await rig.advance(14.9)
+    assert rig.levels() == []
+    await rig.advance(0.1)  # 15 s: the 4th ring starts
+    assert rig.levels() == [("warning", 3)]
+    await rig.advance(15.0)
+    await rig.advance(5.0)
+    assert rig.levels() == [("warning", 3), ("critical", 6)]
+    await rig.advance(2.0)  # 37 s: ring 8
+    await rig.answer()
+    decision = rig.monitor.answer_decision("100.1", LEG["DestChannel"])
+    assert (decision.agent, decision.rings, decision.late) == ("1001", 8, True)
+    assert rig.monitor.figures()["1001"] == {"offered": 1, "within_three": 0, "late": 1, "not_answered": 0,
+                                             "apologised": 1}
+    assert rig.metrics.value("ivr_ring_alarms_total", {"agent": "1001", "level": "warning"}) == 1
+    assert rig.metrics.value("ivr_rings_to_answer_sum", {"agent": "1001"}) == 8
+
+
+async def test_answer_within_three_rings_raises_nothing(rig):
+    await rig.ring()
+    await rig.advance(12.0)
+    await rig.answer()
+    await rig.advance(60.0)
+    assert rig.levels() == []
+    assert rig.monitor.figures()["1001"]["within_three"] == 1
+    assert not rig.monitor.answer_decision("100.1", LEG["DestChannel"]).late
+
+
+async def test_dials_to_non_agents_are_not_watched(rig):
+    await rig.event(Event="DialBegin", Uniqueid="200.1", Linkedid="200.1", Context="somewhere",
+                    DestUniqueid="200.2", DestChannel="PJSIP/9999-00000009")
+    assert rig.monitor.legs == {}
+
+
+async def test_reconnect_mid_ring_never_repeats_an_alarm(rig):
+    await rig.ring()
+    await rig.advance(16.0)
+    assert rig.levels() == [("warning", 3)]
+    rig.fake.channels = [{"Uniqueid": LEG["DestUniqueid"], "Linkedid": "100.1", "Channel": LEG["DestChannel"],
+                          "ChannelState": "5", "ChannelStateDesc": "Ringing"},
+                         {**CALLER, "ChannelState": "6", "ChannelStateDesc": "Up"}]
+    await rig.reconnect()
+    assert rig.tracker.resyncs == 2
+    await rig.event(Event="DialBegin", **CALLER, **LEG, DestChannelState="5")  # a repeat changes nothing
+    await rig.advance(15.0)
+    assert rig.levels() == [("warning", 3), ("critical", 6)]
+    assert rig.monitor.figures()["1001"]["offered"] == 1
+
+
+async def test_leg_answered_during_outage_is_closed_as_answered_at_resync(rig):
+    await rig.ring()
+    await rig.advance(5.0)
+    rig.fake.channels = [{"Uniqueid": LEG["DestUniqueid"], "Linkedid": "100.1", "Channel": LEG["DestChannel"],
+                          "ChannelState": "6", "ChannelStateDesc": "Up", "Timestamp": f"{rig.clock.t:.6f}"}]
+    await rig.reconnect()
+    await rig.advance(60.0)
+    assert rig.levels() == []
+    assert rig.monitor.figures()["1001"]["within_three"] == 1
+
+
+async def test_leg_vanished_during_outage_is_not_answered_once(rig):
+    await rig.ring()
+    await rig.advance(5.0)
+    rig.fake.channels = []
+    await rig.reconnect()
+    await rig.advance(60.0)
+    assert rig.levels() == []
+    assert rig.monitor.figures()["1001"]["not_answered"] == 1
+    assert not rig.monitor.legs and len(rig.timers) == 0
+
+
+async def test_reroute_hangs_up_the_ringing_leg_with_cause_no_answer():
+    async with FakeAmi() as fake:
+        rig = await Rig(fake, reroute=True).start()
+        try:
+            await rig.ring()
+            await rig.advance(15.0)
+            await fake.wait_for(lambda: fake.count("Hangup") == 1, 2)
+            hangup = next(a for a in fake.actions if a["Action"] == "Hangup")
+            assert (hangup["Channel"], hangup["Cause"]) == (LEG["DestChannel"], "19")
+            await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
+            assert rig.monitor.figures()["1001"]["not_answered"] == 1
+        finally:
+            await rig.close()
+
+
+async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
+    await rig.ring()
+    await rig.advance(20.0)
+    await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
+    second = {"DestUniqueid": "100.3", "DestLinkedid": "100.1", "DestChannel": "PJSIP/1001-00000003"}
+    await rig.event(Event="DialBegin", **CALLER, **second, DestChannelState="5")
+    await rig.advance(12.0)  # 3 rings for this agent, 32 s (ring 7) for the caller
+    await rig.event(Event="Newstate", Uniqueid="100.3", Linkedid="100.1", Channel=second["DestChannel"],
+                    ChannelState="6")
+    decision = rig.monitor.answer_decision("100.1", second["DestChannel"])
+    assert (decision.rings, decision.late) == (7, True)
