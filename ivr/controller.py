@@ -46,7 +46,7 @@ class Controller:
         # R3: the inbound flow hears callers by TALK_DETECT on this AMI connection (issue #5).
         from ivr.flows.speech import SpeechSettings, TalkDetector
 
-        self.inbound.speech = TalkDetector(self.ami, SpeechSettings.from_config(getattr(config, "silence", None)))
+        self.inbound.speech = TalkDetector(self.ami, SpeechSettings.from_config(config.silence))
         self.inbound.bus = self.bus
         self.rings = build_ring_monitor(self.ami, self.channels, self.timers, config, bus=self.bus,
                                         metrics=self.metrics)

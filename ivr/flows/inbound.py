@@ -49,7 +49,6 @@ log = structlog.get_logger("ivr.inbound")
 
 DTMF_DIGITS = "0123456789*#"
 POLL_MS = 200  # longest WAIT FOR DIGIT slice: bounds how late speech in a pause is acted on
-PAUSE_S = 5.0  # R3 default; [silence] pause overrides it
 
 
 class InboundFlow:
@@ -69,8 +68,7 @@ class InboundFlow:
         self.speech: SpeechDetector = speech or DeafDetector()
         self.bus = bus
         self.clock = clock
-        silence = getattr(config, "silence", None)
-        self.pause = float(getattr(silence, "pause", PAUSE_S))
+        self.pause = float(config.silence.pause)
         SilentCall(self.pause)  # bad configuration fails at start-up, not on a call
 
     def sound(self, prompt_id: str, language: str | None = None) -> str:

@@ -44,21 +44,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.config import SilenceConfig
 
 if TYPE_CHECKING:
     from ivr.ami.connection import AmiConnection
 
 log = structlog.get_logger("ivr.speech")
 
-# Defaults, overridden by [silence] talk_threshold / talk_silence_ms in the config.
-TALK_THRESHOLD = 512  # mean |sample| of a 20 ms frame (16-bit), about -35 dBFS
-TALK_SILENCE_MS = 1000  # silence that ends a talk burst (only ChannelTalkingStop uses it)
+_DEFAULTS = SilenceConfig()  # every default lives in ivr.config
 
 
 @dataclass(frozen=True)
 class SpeechSettings:
-    talk_threshold: int = TALK_THRESHOLD
-    talk_silence_ms: int = TALK_SILENCE_MS
+    """``[silence]`` talk_threshold: mean |sample| of a 20 ms frame (16-bit) that counts as
+    talking (512 is about -35 dBFS); talk_silence_ms: the silence that ends a talk burst
+    (only ChannelTalkingStop depends on it)."""
+
+    talk_threshold: int = _DEFAULTS.talk_threshold
+    talk_silence_ms: int = _DEFAULTS.talk_silence_ms
 
     def __post_init__(self) -> None:
         if not 1 <= self.talk_threshold <= 32767:
@@ -67,12 +70,9 @@ class SpeechSettings:
             raise ValueError(f"silence.talk_silence_ms must be >= 1, got {self.talk_silence_ms}")
 
     @classmethod
-    def from_config(cls, silence: Any) -> SpeechSettings:
-        """From the config's ``[silence]`` section (missing keys keep the defaults)."""
-        return cls(
-            talk_threshold=int(getattr(silence, "talk_threshold", TALK_THRESHOLD)),
-            talk_silence_ms=int(getattr(silence, "talk_silence_ms", TALK_SILENCE_MS)),
-        )
+    def from_config(cls, silence: SilenceConfig) -> SpeechSettings:
+        """From the config's ``[silence]`` section; a bad value fails at start-up."""
+        return cls(talk_threshold=silence.talk_threshold, talk_silence_ms=silence.talk_silence_ms)
 
 
 class SpeechWatch:

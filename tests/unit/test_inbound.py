@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ivr.agi.channel import AgiHangup
+from ivr.config import SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import POLL_MS, InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
@@ -369,5 +370,5 @@ def test_speech_settings_refuse_bad_values(kwargs: dict[str, int], message: str)
 
 
 def test_speech_settings_from_config() -> None:
-    assert SpeechSettings.from_config(SimpleNamespace(talk_threshold=700)) == SpeechSettings(700, 1000)
-    assert SpeechSettings.from_config(None) == SpeechSettings()
+    assert SpeechSettings.from_config(SilenceConfig(talk_threshold=700)) == SpeechSettings(700, 1000)
+    assert SpeechSettings.from_config(SilenceConfig()) == SpeechSettings()
