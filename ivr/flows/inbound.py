@@ -14,8 +14,11 @@ while a prompt plays hands the caller on the moment that prompt ends (a caller w
 "hello?" over the greeting still hears the company's whole opening, and an echo of our
 own prompt cannot cut it). A DTMF digit does interrupt the prompt: a key press is a
 deliberate act. Pauses are waited out in short ``WAIT FOR DIGIT`` slices, so a digit is
-seen at once and speech within :data:`POLL_MS`; speech is heard within 40 ms of its start
-(AMI ``ChannelTalkingStart``, measured, see :mod:`ivr.flows.speech`).
+seen at once and speech within :data:`POLL_MS`. Measured on the embedded switch (AMI
+timestamps, tests/integration/test_inbound.py): ``ChannelTalkingStart`` 40 ms after the
+caller's speech began, the hand-on (``IvrSilentCall`` ``responded``) 106-108 ms after it,
+in pause 1 and pause 2 alike; pauses 5.001-5.002 s; a silent caller released 24.38 s after
+the greeting ended (3 x 5 s + the two prompts, 2.95 s and 6.42 s).
 
 If the controller cannot hear the caller (no AMI connection, or it dropped during the
 call) the call is never released as silent: after the greeting it goes to the agents.

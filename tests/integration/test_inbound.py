@@ -192,6 +192,27 @@ async def test_a_caller_who_speaks_goes_to_the_agents_and_is_not_released(
     no_agi_errors(logs)
 
 
+async def test_speech_during_a_prompt_does_not_cut_it(ami, make_controller):
+    """Documented choice: the caller hears the prompt in full and is handed on the moment
+    it ends."""
+    ctl = await start_controller(make_controller, ami)
+    greeting = list(ctl.inbound.choose_greeting(AFTERNOON, ctl.config).prompts)
+    # Speech starts about 1 s into silent_prompt2.
+    speak_after = sum(dur(p) for p in greeting) + PAUSE
+    since, detect, _ = await speaking_caller(ami, ctl, "overlaps", speak_after)
+    p2_start, = [e for e in streams(ami, "overlaps", since, "AGIExecStart") if "silent_prompt2" in e["Command"]]
+    p2_end = streams(ami, "overlaps", since)[-1]
+    talking = ami.find(lambda e: e.event == "ChannelTalkingStart" and on("overlaps")(e), since)[0]
+    responded = stage_events(ami, "overlaps", since)[-1]
+    assert ts(p2_start) < ts(talking) < ts(p2_end), "the speech did not overlap the prompt"
+    assert played([p2_end]) == ["silent_prompt2"] and p2_end["Result"] == "Success"
+    assert ts(p2_end) - ts(p2_start) >= dur("silent_prompt2") - 0.1  # played in full
+    assert responded["From"] == "prompt2" and 0 <= ts(responded) - ts(p2_end) < 0.1
+    await ami.wait_for(to_agents("overlaps"), timeout=10, since=since)
+    await hang_up(ami, "overlaps", since)
+    await no_call_left(ctl)
+
+
 async def test_a_key_press_hands_the_caller_on(ami, make_controller):
     ctl = await start_controller(make_controller, ami)
     greeting = list(ctl.inbound.choose_greeting(AFTERNOON, ctl.config).prompts)
