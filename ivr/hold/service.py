@@ -1,0 +1,572 @@
+"""R4 hold at the switch: detection, music, reminders, choices, thanks (AMI + FastAGI).
+
+How the held caller hears the reminders (measured on the embedded Asterisk 22):
+
+* **Chosen: the caller leaves the agent's bridge for a hold context the controller
+  drives.** On hold the controller originates a *keeper* Local channel whose ;1 half
+  joins the agent's bridge (``Originate ... Application: BridgeAdd``), so the bridge and
+  the agent's call stay up; then it sets ``IVR_HOLD_AGENT`` on the caller and
+  ``Redirect``\\ s the caller to ``ivr-hold,held`` (asterisk/ivr-hold.conf), which runs
+  FastAGI route ``hold``. There the controller plays music (``SET MUSIC ON``), each
+  reminder and the choices (``STREAM FILE``), reads the caller's digit directly, records
+  a message (``Record``) and plays the thank-you; then the AGI ends and the dialplan puts
+  the caller back into the agent's bridge (``BridgeAdd``); only after the caller's
+  ``BridgeEnter`` is the keeper hung up. Measured: redirect to music in 3 ms, the
+  caller rejoins the *same* bridge and the agent's call is never dropped.
+* **The controller's clock decides when** (the :class:`~ivr.rules.hold.HoldTimer` under
+  the :class:`~ivr.rules.timers.TimerService`), not a dialplan loop: the AGI session
+  waits in ``WAIT FOR DIGIT`` with music on, and the controller wakes it with AMI
+  ``PlayDTMF`` ``Receive: true`` of the digit ``D`` (a digit phones do not send), which
+  ends the wait, or interrupts a prompt in progress (``D`` is an escape digit of every
+  prompt). Measured: PlayDTMF to the next AGI command under 1 ms; so reminders land
+  within a few ms of hold start + 30 s, and the agent can resume at any moment, even
+  mid-reminder (the reminder stops, the thank-you follows at once).
+* Why not the alternatives: a Local channel looping ``MusicOnHold(default,30)`` /
+  ``Playback`` joined to the held caller's bridge works (ASTERISK.md), but its timing is
+  the dialplan's, the agent hears the reminders too, the caller's digits at the choices
+  reach the agent, and the agent is back in the bridge before the thank-you has been
+  played; and it needs the agent's phone to hold (an HTTP or feature-code hold has no
+  ``Hold`` of its own). ``ChanSpy`` whisper/barge stops the caller's music for good
+  (ASTERISK.md), and ``PERIODIC_HOOK`` needs ``live_dangerously``.
+
+Hold is detected three ways, all ending in :meth:`HoldService.hold_agent`:
+AMI ``Hold`` on the agent's channel (a phone's hold button, a ``sendonly`` re-INVITE;
+``Unhold`` resumes), ``UserEvent IvrHoldKey`` from the agent's channel (the feature code
+``ivrhold`` of asterisk/features.conf, which toggles), and :meth:`HoldService.hold` /
+:meth:`HoldService.resume` (the HTTP API, by call id = the caller's Linkedid).
+
+After the choices (decided here): **1** keeps waiting (music, reminders go on); **2**
+records a message (``message_instructions``, ``Record`` until ``#`` or 3 s of silence,
+``message_saved``) and **3** registers a call-back (``callback_confirm``): in both the
+caller's call then ends, the keeper is hung up (so the agent's call ends too) and the
+agent is told (``UserEvent IvrHold`` State ``message``/``callback``, the EventBus, the
+log). If the agent hangs up while the caller is held, the caller goes to the fallback
+queue (ivr-hold.conf), never to silence. If the controller fails mid-hold, the dialplan
+returns the caller to the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.ami.channels import Channel, ChannelTracker, device_of
+from ivr.ami.connection import AmiError
+from ivr.errors import IvrError
+from ivr.hold.store import HoldStore, item_id
+from ivr.rules.hold import (
+    Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
+    RequestCallback, TakeMessage, ThankCaller,
+)
+
+if TYPE_CHECKING:
+    from ivr.ami.connection import AmiConnection
+    from ivr.events import EventBus
+    from ivr.hold.metrics import HoldMetrics
+    from ivr.rules.timers import TimerService
+
+log = structlog.get_logger("ivr.hold")
+
+HOLD_CONTEXT = "ivr-hold"
+WAKE = "D"  # the digit the controller "receives" on the held channel to wake its AGI
+CHOICE_DIGITS = "123"
+WAIT_SLICE_MS = 2000  # a lost wake-up costs at most this much
+KEEPER_TIMEOUT = 5.0
+
+
+class HoldError(IvrError):
+    error_id = "hold-failed"
+    status = 409
+
+
+class NoSuchCall(HoldError):
+    error_id = "no-such-call"
+    status = 404
+
+
+class NotHeld(HoldError):
+    error_id = "not-on-hold"
+    status = 409
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    reminder_interval: float = 30.0
+    choices_after: float = 60.0
+    language: str = "zh-CN"
+    sound_prefix: str = "ivr"
+    moh_class: str = "default"
+    messages_dir: Path = Path("messages")
+    switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
+    message_max_seconds: int = 120
+    message_silence_seconds: int = 3
+    agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> agent name
+
+    @classmethod
+    def from_config(cls, config: Any, *, switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
+        """From ``[hold]`` (reminder_interval, choices_after, moh_class, messages_dir,
+        message_max_seconds), ``[switch] language``, ``[prompts] sound_prefix`` and
+        ``[[agents]]``. ``switch_path`` maps the messages directory to Asterisk's view
+        (the embedded switch runs in a chroot: ``EmbeddedSwitch.path_inside``)."""
+        hold = getattr(config, "hold", None)
+        messages_dir = Path(getattr(hold, "messages_dir", None) or "messages")
+        agents = {}
+        for agent in getattr(config, "agents", None) or []:
+            dial = str(getattr(agent, "dial", "") or f"PJSIP/{agent.number}")
+            agents[device_of(dial)] = str(getattr(agent, "name", "") or agent.number)
+
+        def num(name: str, default: float) -> float:
+            value = getattr(hold, name, None)
+            return default if value is None else float(value)
+
+        return cls(
+            reminder_interval=num("reminder_interval", 30.0),
+            choices_after=num("choices_after", 60.0),
+            language=str(getattr(getattr(config, "switch", None), "language", None) or "zh-CN"),
+            sound_prefix=str(getattr(getattr(config, "prompts", None), "sound_prefix", None) or "ivr"),
+            moh_class=str(getattr(hold, "moh_class", None) or "default"),
+            messages_dir=messages_dir,
+            switch_messages_dir=switch_path(messages_dir) if switch_path else "",
+            message_max_seconds=int(num("message_max_seconds", 120)),
+            agents=agents,
+        )
+
+    def sound(self, prompt: str) -> str:
+        return f"{self.sound_prefix}/{self.language}/{prompt}"
+
+
+@dataclass
+class HoldSession:
+    """One held caller."""
+
+    caller: Channel
+    agent: Channel
+    via: str  # phone, feature, api
+    timer: HoldTimer
+    agent_name: str
+    keeper: str = ""  # the keeper's ;1 Uniqueid
+    keeper_name: str = ""
+    pending: list[Any] = field(default_factory=list)
+    agi: AgiChannel | None = None
+    agent_left: bool = False
+    ended: str = ""  # resume, abandon, message, callback, agent_left
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("hold", self.caller.uniqueid)
+
+    @property
+    def call_id(self) -> str:
+        return self.caller.linkedid or self.caller.uniqueid
+
+
+class HoldService:
+    def __init__(
+        self,
+        conn: AmiConnection,
+        tracker: ChannelTracker,
+        timers: TimerService,
+        settings: HoldSettings,
+        *,
+        bus: EventBus | None = None,
+        metrics: HoldMetrics | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
+        self.bus, self.metrics, self.wall = bus, metrics, wall
+        self.store = HoldStore(settings.messages_dir)
+        self.sessions: dict[str, HoldSession] = {}  # caller Uniqueid -> session
+        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- wiring ---------------------------------------------------------------------
+    def attach(self) -> None:
+        """Subscribe to the connection (after ``tracker.attach``)."""
+        self.store.prepare()
+        for name, handler in (("Hold", self._on_hold), ("Unhold", self._on_unhold),
+                              ("UserEvent", self._on_user_event), ("BridgeEnter", self._on_event),
+                              ("OriginateResponse", self._on_event)):
+            self.conn.subscribe(name, handler)
+        self.tracker.on_gone(self._gone)
+
+    @property
+    def agi_routes(self) -> dict[str, Callable[[AgiChannel], Any]]:
+        return {"hold": self.agi_hold}
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            self.timers.remove(session.key)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the API --------------------------------------------------------------------
+    async def hold(self, call_id: str) -> dict[str, Any]:
+        """Put call ``call_id`` (the caller's Linkedid or Uniqueid) on hold."""
+        caller = self._caller_of(call_id)
+        if caller.uniqueid in self.sessions:
+            raise HoldError(f"call {call_id} is already on hold", call_id=call_id)
+        agent = self._peer(caller)
+        session = await self.hold_agent(agent, "api", caller=caller)
+        return self.describe(session)
+
+    async def resume(self, call_id: str) -> dict[str, Any]:
+        session = self._session_of(call_id)
+        self._resume(session)
+        return self.describe(session)
+
+    def held(self) -> list[dict[str, Any]]:
+        return [self.describe(s) for s in self.sessions.values()]
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [m.as_dict() for m in self.store.messages()]
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        return [c.as_dict() for c in self.store.callbacks()]
+
+    def describe(self, s: HoldSession) -> dict[str, Any]:
+        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0  # noqa: SLF001
+        return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,
+                "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3)}
+
+    # -- lookups --------------------------------------------------------------------
+    def _caller_of(self, call_id: str) -> Channel:
+        chans = [c for c in self.tracker.channels.values() if call_id in (c.linkedid, c.uniqueid)]
+        first = next((c for c in chans if c.uniqueid == c.linkedid), None) or next(
+            (c for c in chans if c.uniqueid == call_id), None)
+        if first is None:
+            raise NoSuchCall(f"no call {call_id} on the switch", call_id=call_id)
+        return first
+
+    def _session_of(self, call_id: str) -> HoldSession:
+        for s in self.sessions.values():
+            if call_id in (s.call_id, s.caller.uniqueid):
+                return s
+        self._caller_of(call_id)  # NoSuchCall if the call does not exist at all
+        raise NotHeld(f"call {call_id} is not on hold", call_id=call_id)
+
+    def _members(self, bridge: str) -> list[Channel]:
+        return [c for c in self.tracker.channels.values()
+                if bridge and c.bridge == bridge and not c.uniqueid.startswith("ivrkeep-")]
+
+    def _peer(self, ch: Channel) -> Channel:
+        others = [c for c in self._members(ch.bridge) if c.uniqueid != ch.uniqueid]
+        if len(others) != 1:
+            raise HoldError(f"{ch.name} is not in a two-party call (bridge has {len(others) + 1})",
+                            channel=ch.name)
+        return others[0]
+
+    # -- hold -----------------------------------------------------------------------
+    async def hold_agent(self, agent: Channel, via: str, *, caller: Channel | None = None) -> HoldSession:
+        """The agent on ``agent`` holds the party bridged to them."""
+        caller = caller or self._peer(agent)
+        if caller.uniqueid in self.sessions:
+            return self.sessions[caller.uniqueid]
+        timer = HoldTimer(self.settings.reminder_interval, self.settings.choices_after)
+        name = self.settings.agents.get(agent.device) or agent.device
+        session = HoldSession(caller, agent, via, timer, name)
+        self.sessions[caller.uniqueid] = session
+        self._apply(session, timer.start(self.timers.now()))
+        self.timers.add(session.key, timer, lambda actions: self._apply(session, actions))
+        try:
+            await self._move_caller_out(session)
+        except (AmiError, TimeoutError) as exc:
+            # The caller is still with the agent (or back with them through the dialplan).
+            log.error("hold.failed", error=str(exc), caller=caller.name, agent=agent.name)
+            self._end(session, "failed")
+            await self._hang_up_keeper(session)
+            raise HoldError(f"could not put {caller.name} on hold: {exc}", call_id=session.call_id) from exc
+        return session
+
+    async def _move_caller_out(self, s: HoldSession) -> None:
+        s.keeper = f"ivrkeep-{s.caller.uniqueid}-{int(self.wall() * 1000)}"
+        entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.keeper)
+        await self.conn.action({
+            "Action": "Originate", "Channel": f"Local/keep@{HOLD_CONTEXT}/n", "Application": "BridgeAdd",
+            "Data": s.agent.uniqueid, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
+            "Async": "true", "CallerID": f'"hold" <{s.caller.name}>'}, KEEPER_TIMEOUT)
+        s.keeper_name = (await asyncio.wait_for(entered, KEEPER_TIMEOUT)).get("Channel", "")
+        await self.conn.action({"Action": "Setvar", "Channel": s.caller.name,
+                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.uniqueid}, KEEPER_TIMEOUT)
+        await self.conn.action({"Action": "Redirect", "Channel": s.caller.name, "Context": HOLD_CONTEXT,
+                                "Exten": "held", "Priority": "1"}, KEEPER_TIMEOUT)
+
+    def _resume(self, s: HoldSession) -> None:
+        if s.timer.state != "held":
+            raise NotHeld(f"call {s.call_id} is not on hold ({s.timer.state})", call_id=s.call_id)
+        self._apply(s, s.timer.resume(self.timers.now()))
+
+    # -- AMI events -----------------------------------------------------------------
+    def _on_event(self, event: Any) -> None:
+        for entry in list(self._waiters):
+            predicate, future = entry
+            if not future.done() and predicate(event):
+                future.set_result(event)
+                self._waiters.remove(entry)
+
+    def _expect(self, predicate: Callable[[Any], bool]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, future))
+        return future
+
+    def _on_hold(self, event: Any) -> None:
+        agent = self.tracker.get(event.get("Uniqueid", ""))
+        if agent is None or agent.context == HOLD_CONTEXT or agent.uniqueid == agent.linkedid:
+            return  # not an agent leg (the caller's own phone holding is not rule R4)
+        if any(s.agent.uniqueid == agent.uniqueid for s in self.sessions.values()):
+            return
+        self._spawn(self._hold_quietly(agent, "phone"))
+
+    def _on_unhold(self, event: Any) -> None:
+        self._resume_agent(event.get("Uniqueid", ""))
+
+    def _on_user_event(self, event: Any) -> None:
+        if event.get("UserEvent") != "IvrHoldKey":
+            return
+        uid = event.get("Uniqueid", "")
+        if uid == event.get("Linkedid"):
+            return  # the caller pressed the agent's code: only an agent holds
+        if any(s.agent.uniqueid == uid and s.timer.state == "held" for s in self.sessions.values()):
+            self._resume_agent(uid)
+            return
+        agent = self.tracker.get(uid)
+        if agent is not None:
+            self._spawn(self._hold_quietly(agent, "feature"))
+
+    def _resume_agent(self, agent_uid: str) -> None:
+        for s in list(self.sessions.values()):
+            if s.agent.uniqueid == agent_uid and s.timer.state == "held":
+                self._resume(s)
+
+    async def _hold_quietly(self, agent: Channel, via: str) -> None:
+        try:
+            await self.hold_agent(agent, via)
+        except HoldError as exc:
+            log.warning("hold.not_started", via=via, agent=agent.name, error=str(exc))
+
+    def _gone(self, ch: Channel, reason: str) -> None:
+        for s in list(self.sessions.values()):
+            if ch.uniqueid == s.caller.uniqueid and s.timer.state == "held":
+                self._apply(s, s.timer.hangup(self.timers.now()))
+            elif ch.uniqueid == s.agent.uniqueid and s.timer.state == "held" and not s.agent_left:
+                s.agent_left = True
+                log.warning("hold.agent_left", agent=s.agent_name, caller=s.caller.name)
+                self._emit(s, "hold.agent_left")
+                self._wake(s)
+
+    # -- actions of the HoldTimer ---------------------------------------------------
+    def _apply(self, s: HoldSession, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, HoldStarted):
+                log.info("hold.start", via=s.via, caller=s.caller.name, agent=s.agent_name)
+                self._user_event(s, action)
+                self._emit(s, "hold.start", via=s.via)
+            elif isinstance(action, AlertAgent):
+                log.warning("hold.alert", agent=s.agent_name, held_seconds=round(action.held_seconds, 3),
+                            caller=s.caller.name)
+                self._emit(s, "hold.choices", count=action.count, held_seconds=action.held_seconds)
+            elif isinstance(action, (Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
+                                     RequestCallback)):
+                s.pending.append(action)
+                self._wake(s)
+            elif isinstance(action, Abandoned):
+                log.info("hold.abandon", caller=s.caller.name, held_seconds=round(action.held_seconds, 3))
+                self._user_event(s, action)
+                self._emit(s, "hold.abandon", count=action.count, held_seconds=action.held_seconds)
+                if self.metrics is not None:
+                    self.metrics.abandons.inc()
+                self._end(s, "abandon", action.held_seconds)
+                self._spawn(self._hang_up_keeper(s))
+            self.timers.poke(s.key)
+
+    def _end(self, s: HoldSession, outcome: str, held_seconds: float | None = None) -> None:
+        if s.ended:
+            return
+        s.ended = outcome
+        self.timers.remove(s.key)
+        self.sessions.pop(s.caller.uniqueid, None)
+        if self.metrics is not None and held_seconds is not None:
+            self.metrics.durations.labels(outcome).observe(held_seconds)
+
+    def _wake(self, s: HoldSession) -> None:
+        s.wake.set()
+        if s.agi is not None:
+            self._spawn(self._send_wake(s))
+
+    async def _send_wake(self, s: HoldSession) -> None:
+        # "Async: false": panoramisk takes any reply ending in "successfully queued" for
+        # an Originate's and fails on an action without an Async header.
+        with contextlib.suppress(AmiError):
+            await self.conn.action({"Action": "PlayDTMF", "Channel": s.caller.name, "Digit": WAKE,
+                                    "Duration": "40", "Receive": "true", "Async": "false"}, 5.0)
+
+    def _user_event(self, s: HoldSession, action: Any) -> None:
+        self._spawn(self._send_user_event(s, action.state, action.count, action.held_seconds))
+
+    async def _send_user_event(self, s: HoldSession, state: str, count: int, held: float) -> None:
+        try:
+            await self.conn.action({
+                "Action": "UserEvent", "UserEvent": "IvrHold", "State": state, "Count": str(count),
+                "HeldSeconds": f"{held:.3f}", "Uniqueid": s.caller.uniqueid, "Linkedid": s.call_id,
+                "Agent": s.agent_name, "AgentChannel": s.agent.name}, 5.0)
+        except AmiError as exc:
+            log.warning("hold.user_event_failed", state=state, error=str(exc))
+
+    def _emit(self, s: HoldSession, kind: str, **data: Any) -> None:
+        if self.bus is not None:
+            self.bus.emit(kind, s.call_id, caller=s.caller.name, uniqueid=s.caller.uniqueid,
+                          agent=s.agent_name, agent_channel=s.agent.name, **data)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hang_up_keeper(self, s: HoldSession) -> None:
+        if not s.keeper_name:
+            return
+        try:
+            await self.conn.action({"Action": "Hangup", "Channel": s.keeper_name, "Cause": "16"}, 5.0)
+        except AmiError as exc:  # already gone (the agent hung up): nothing to do
+            log.info("hold.keeper_hangup", error=str(exc))
+
+    # -- the FastAGI route: the held caller -----------------------------------------
+    async def agi_hold(self, call: AgiChannel) -> None:
+        s = self.sessions.get(call.uniqueid)
+        if s is None:
+            # Not ours (the controller restarted mid-hold): IVR_RESULT stays unset and
+            # the dialplan returns the caller to the agent.
+            log.warning("hold.agi_unknown", uniqueid=call.uniqueid)
+            return
+        s.agi = call
+        caller_number = call.caller
+        try:
+            with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
+                result = await self._held_loop(s, call, caller_number)
+        except AgiHangup:
+            if s.timer.state == "held":
+                self._apply(s, s.timer.hangup(self.timers.now()))
+            return
+        finally:
+            s.agi = None
+        if result == "resume":
+            self._spawn(self._rejoin(s))  # the dialplan's BridgeAdd runs once this AGI ends
+        elif result in ("message", "callback"):
+            await self._hang_up_keeper(s)
+
+    async def _music(self, call: AgiChannel) -> None:
+        await call.command(f"SET MUSIC ON {self.settings.moh_class}")
+
+    async def _play(self, call: AgiChannel, prompt: str, escape: str = "") -> str | None:
+        try:
+            return await call.stream_file(self.settings.sound(prompt), escape + WAKE)
+        except AgiError as exc:  # a missing prompt must not end the hold
+            log.error("hold.prompt_failed", prompt=prompt, error=str(exc))
+            return None
+
+    async def _held_loop(self, s: HoldSession, call: AgiChannel, caller_number: str) -> str:
+        await self._music(call)
+        while True:
+            if s.agent_left:
+                # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
+                self._end(s, "agent_left", s.timer._held(self.timers.now()))  # noqa: SLF001
+                return "agent_left"
+            if not s.pending:
+                s.wake.clear()
+                digit = await call.wait_for_digit(WAIT_SLICE_MS)
+                if digit and digit != WAKE:
+                    self._apply(s, s.timer.digit(self.timers.now(), digit))
+                continue
+            if any(isinstance(a, ThankCaller) for a in s.pending):
+                s.pending = [a for a in s.pending if isinstance(a, ThankCaller)]
+            action = s.pending.pop(0)
+            if isinstance(action, ThankCaller):
+                self._user_event(s, action)
+                self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
+                log.info("hold.resume", held_seconds=round(action.held_seconds, 3), count=action.count)
+                await self._play(call, "hold_thanks")
+                self._end(s, "resume", action.held_seconds)
+                await call.set_variable("IVR_RESULT", "resume")
+                return "resume"
+            if isinstance(action, (Remind, OfferChoices)):
+                choices = isinstance(action, OfferChoices)
+                await self._send_user_event(s, action.state, action.count, action.held_seconds)
+                if choices:
+                    log.info("hold.choices", count=action.count, held_seconds=round(action.held_seconds, 3))
+                else:
+                    self._emit(s, "hold.reminder", count=action.count, held_seconds=action.held_seconds)
+                    if self.metrics is not None:
+                        self.metrics.reminders.inc()
+                escape = CHOICE_DIGITS if s.timer.choices_offered else ""
+                digit = await self._play(call, "hold_choices" if choices else "hold_reminder", escape)
+                if digit and digit != WAKE:
+                    self._apply(s, s.timer.digit(self.timers.now(), digit))
+                if not s.pending or not isinstance(s.pending[0], (TakeMessage, RequestCallback, ThankCaller)):
+                    await self._music(call)
+                continue
+            if isinstance(action, KeepWaiting):
+                self._choice(s, "keep", action)
+                continue
+            if isinstance(action, TakeMessage):
+                self._choice(s, "message", action)
+                await self._take_message(s, call, caller_number, action.held_seconds)
+                return "message"
+            if isinstance(action, RequestCallback):
+                self._choice(s, "callback", action)
+                await self._take_callback(s, call, caller_number, action.held_seconds)
+                return "callback"
+
+    def _choice(self, s: HoldSession, choice: str, action: Any) -> None:
+        log.info("hold.choice", choice=choice, held_seconds=round(action.held_seconds, 3))
+        if self.metrics is not None:
+            self.metrics.choices.labels(choice).inc()
+
+    async def _take_message(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
+        at = self.wall()
+        item = item_id(s.caller.uniqueid, at)
+        self._end(s, "message", held)
+        self._spawn(self._send_user_event(s, "message", s.timer.count, held))
+        base = self.settings.switch_messages_dir or str(self.settings.messages_dir)
+        try:
+            await self._play(call, "message_instructions")
+            await call.exec("Record", f"{base}/{item}.wav,{self.settings.message_silence_seconds},"
+                                      f"{self.settings.message_max_seconds},k")
+            await self._play(call, "message_saved")
+            await call.set_variable("IVR_RESULT", "done")
+        finally:  # a caller who hangs up mid-message still leaves one (Record's k option)
+            msg = self.store.add_message(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
+                                         held_seconds=held, at=at)
+            log.info("hold.message", item=item, caller=caller, agent=s.agent_name, recorded=msg.recorded)
+            self._emit(s, "message.recorded", item=item, caller_number=caller, file=msg.file,
+                       recorded=msg.recorded)
+
+    async def _take_callback(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
+        at = self.wall()
+        item = item_id(s.caller.uniqueid, at)
+        self._end(s, "callback", held)
+        self.store.add_callback(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
+                                held_seconds=held, at=at)
+        log.info("hold.callback", item=item, caller=caller, agent=s.agent_name)
+        self._emit(s, "callback.requested", item=item, caller_number=caller)
+        self._spawn(self._send_user_event(s, "callback", s.timer.count, held))
+        await self._play(call, "callback_confirm")
+        await call.set_variable("IVR_RESULT", "done")
+
+    async def _rejoin(self, s: HoldSession) -> None:
+        """After the AGI: the dialplan's BridgeAdd puts the caller back; then the keeper
+        goes (before that it would leave the agent alone and the bridge would dissolve)."""
+        entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.caller.uniqueid)
+        try:
+            await asyncio.wait_for(entered, KEEPER_TIMEOUT)
+        except TimeoutError:
+            log.error("hold.rejoin_not_seen", caller=s.caller.name)
+        await self._hang_up_keeper(s)

@@ -1,0 +1,294 @@
+"""HoldService logic with a fake AMI connection, a fake FastAGI channel and a fake clock:
+the wake-up digit, reminders, choices, messages, call-backs, resume and abandon, in ms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.agi.channel import AgiHangup
+from ivr.ami.channels import ChannelTracker
+from ivr.events import EventBus
+from ivr.hold import HoldService, HoldSettings, NoSuchCall
+from ivr.hold.metrics import HoldMetrics
+from ivr.hold.service import HoldError, NotHeld
+from ivr.rules.timers import TimerService
+
+CALLER, AGENT = "100.1", "100.3"
+
+
+class FakeAmi:
+    """Records actions; Originate of the keeper answers with its BridgeEnter, PlayDTMF
+    with Receive delivers the digit to the held caller's fake AGI."""
+
+    def __init__(self) -> None:
+        self.actions: list[dict[str, str]] = []
+        self.subs: dict[str, list[Any]] = {}
+        self.agi: FakeAgi | None = None
+
+    def subscribe(self, event: str, cb: Any) -> Any:
+        self.subs.setdefault(event.lower(), []).append(cb)
+        return lambda: None
+
+    def on_connected(self, cb: Any) -> None:
+        pass
+
+    def event(self, fields: dict[str, str]) -> None:
+        for cb in self.subs.get(fields["Event"].lower(), []):
+            cb(fields)
+
+    async def action(self, action: dict[str, str], timeout: float = 10.0, **_: Any) -> dict[str, str]:
+        self.actions.append(action)
+        name = action["Action"]
+        if name == "Originate":
+            asyncio.get_running_loop().call_soon(self.event, {
+                "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
+                "Channel": "Local/keep@ivr-hold-00000009;1", "Linkedid": action["ChannelId"]})
+        elif name == "PlayDTMF" and self.agi is not None:
+            assert action["Receive"] == "true" and action["Async"] == "false"
+            self.agi.digits.put_nowait(action["Digit"])
+        return {"Response": "Success"}
+
+    def sent(self, name: str) -> list[dict[str, str]]:
+        return [a for a in self.actions if a["Action"] == name]
+
+    def states(self) -> list[str]:
+        return [a["State"] for a in self.sent("UserEvent")]
+
+
+class FakeAgi:
+    def __init__(self, uniqueid: str, caller: str = "13800000001") -> None:
+        self.uniqueid, self.caller, self.channel = uniqueid, caller, "Local/c@x-00000001;1"
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self.commands: list[str] = []
+        self.variables: dict[str, str] = {}
+        self.hung_up = False
+        self.on_play: dict[str, Any] = {}  # prompt -> callback run when it starts
+
+    async def _wait(self, timeout: float | None) -> str | None:
+        if self.hung_up:
+            raise AgiHangup("gone")
+        try:
+            digit = await asyncio.wait_for(self.digits.get(), timeout)
+        except TimeoutError:
+            return None
+        if digit == "hangup":
+            self.hung_up = True
+            raise AgiHangup("gone")
+        return digit
+
+    async def command(self, text: str) -> None:
+        self.commands.append(text)
+
+    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
+        self.commands.append(f"STREAM FILE {prompt} {escape}")
+        name = prompt.rsplit("/", 1)[1]
+        if name in self.on_play:
+            self.on_play.pop(name)()
+        digit = await self._wait(0.01)  # a prompt "plays" for 10 ms unless interrupted
+        return digit if digit and digit in escape else None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        self.commands.append("WAIT FOR DIGIT")
+        return await self._wait(None)  # the fake clock never ends a wait: only digits do
+
+    async def exec(self, app: str, args: str = "") -> None:
+        self.commands.append(f"EXEC {app} {args}")
+        if app == "Record":
+            Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+    def played(self) -> list[str]:
+        return [c.split()[2].rsplit("/", 1)[1] for c in self.commands if c.startswith("STREAM FILE")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> Any:
+    ami, tracker, clock = FakeAmi(), ChannelTracker(), Clock()
+    timers, bus, metrics = TimerService(clock), EventBus(), HoldMetrics()
+    settings = HoldSettings(language="en-US", messages_dir=tmp_path / "messages",
+                            agents={"PJSIP/1001": "Alice"})
+    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)  # type: ignore[arg-type]
+    tracker.attach(ami)  # type: ignore[arg-type]
+    service.attach()
+    for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
+        tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
+                        "BridgeUniqueid": "b1", "Context": "ivr-agents"})
+    events: list[Any] = []
+
+    async def collect() -> None:
+        async for e in bus.subscribe():
+            events.append(e)
+
+    task = asyncio.ensure_future(collect())
+    await asyncio.sleep(0)
+    yield ami, service, clock, timers, events, metrics
+    task.cancel()
+    await service.close()
+    await timers.close()
+
+
+async def start_held(ami: FakeAmi, service: HoldService) -> tuple[FakeAgi, asyncio.Task[None]]:
+    await service.hold(CALLER)
+    agi = FakeAgi(CALLER)
+    ami.agi = agi
+    task = asyncio.ensure_future(service.agi_hold(agi))  # type: ignore[arg-type]
+    await until(lambda: "WAIT FOR DIGIT" in agi.commands)
+    return agi, task
+
+
+async def until(predicate: Any, timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
+async def advance(clock: Clock, timers: TimerService, to: float) -> None:
+    clock.t = 1000.0 + to
+    await timers.settle()
+
+
+async def test_hold_moves_the_caller_out_keeping_the_agent(world: Any) -> None:
+    ami, service, *_ = world
+    described = await service.hold(CALLER)
+    assert described["agent"] == "Alice" and described["via"] == "api" and described["state"] == "held"
+    [orig] = ami.sent("Originate")
+    assert orig["Application"] == "BridgeAdd" and orig["Data"] == AGENT  # keeper joins the agent
+    [setvar] = ami.sent("Setvar")
+    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == AGENT
+    [redirect] = ami.sent("Redirect")
+    assert (redirect["Channel"], redirect["Context"], redirect["Exten"]) == (
+        "Local/c@x-00000001;1", "ivr-hold", "held")
+    # order matters: the keeper is in the bridge before the caller leaves it
+    names = [a["Action"] for a in ami.actions if a["Action"] != "UserEvent"]
+    assert names == ["Originate", "Setvar", "Redirect"]
+    with pytest.raises(HoldError):
+        await service.hold(CALLER)
+
+
+async def test_errors(world: Any) -> None:
+    _, service, *_ = world
+    with pytest.raises(NoSuchCall) as exc:
+        await service.hold("nope")
+    assert exc.value.error_id == "no-such-call" and exc.value.details == {"call_id": "nope"}
+    with pytest.raises(NotHeld):
+        await service.resume(CALLER)
+
+
+async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) -> None:
+    ami, service, clock, timers, events, metrics = world
+    agi, task = await start_held(ami, service)
+    assert agi.commands[0] == "SET MUSIC ON default"
+    await advance(clock, timers, 29.9)
+    assert agi.played() == []
+    await advance(clock, timers, 30.0)
+    await until(lambda: agi.played() == ["hold_reminder"])
+    assert ami.sent("PlayDTMF")[0]["Digit"] == "D"
+    await advance(clock, timers, 60.0)
+    await until(lambda: agi.played() == ["hold_reminder", "hold_choices"])
+    assert "STREAM FILE ivr/en-US/hold_choices 123D" in agi.commands
+    await until(lambda: ami.states() == ["start", "reminder", "choices"])
+    assert [a["Count"] for a in ami.sent("UserEvent")] == ["0", "1", "2"]
+    agi.digits.put_nowait("1")  # keep waiting
+    await until(lambda: metrics.value("ivr_hold_choices_total", {"choice": "keep"}) == 1)
+    await advance(clock, timers, 75.0)
+    await service.resume(CALLER)
+    await asyncio.wait_for(task, 2)
+    assert agi.played()[-1] == "hold_thanks" and agi.variables == {"IVR_RESULT": "resume"}
+    assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.choices", "hold.resume"]
+    assert metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 1
+    assert len(timers) == 0 and not service.sessions
+    # after the caller's BridgeEnter into the agent's bridge, the keeper is hung up
+    ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "BridgeUniqueid": "b1", "Channel": "x"})
+    await until(lambda: ami.sent("Hangup") != [])
+    assert ami.sent("Hangup")[0]["Channel"].startswith("Local/keep@ivr-hold")
+
+
+async def test_resume_mid_reminder_interrupts_it(world: Any) -> None:
+    ami, service, clock, timers, *_ = world
+    agi, task = await start_held(ami, service)
+    agi.on_play["hold_reminder"] = lambda: asyncio.ensure_future(service.resume(CALLER))
+    await advance(clock, timers, 30.0)
+    await asyncio.wait_for(task, 2)
+    assert agi.played() == ["hold_reminder", "hold_thanks"]
+
+
+async def test_message(world: Any, tmp_path: Path) -> None:
+    ami, service, clock, timers, events, metrics = world
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 60.0)
+    await until(lambda: "hold_choices" in agi.played())
+    agi.digits.put_nowait("2")
+    await asyncio.wait_for(task, 2)
+    assert agi.played()[-2:] == ["message_instructions", "message_saved"]
+    assert agi.variables == {"IVR_RESULT": "done"}
+    [msg] = service.messages()
+    assert msg["caller"] == "13800000001" and msg["agent"] == "Alice" and msg["call_id"] == CALLER
+    assert msg["recorded"] and Path(msg["file"]).parent == tmp_path / "messages"
+    assert json.loads(Path(msg["file"]).with_suffix(".json").read_text())["id"] == msg["id"]
+    assert "message.recorded" in [e.kind for e in events]
+    await until(lambda: "message" in ami.states())
+    assert ami.sent("Hangup"), "the keeper goes: the agent's call ends, the agent was told"
+
+
+async def test_callback(world: Any) -> None:
+    ami, service, clock, timers, events, _ = world
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 60.0)
+    await until(lambda: "hold_choices" in agi.played())
+    agi.digits.put_nowait("3")
+    await asyncio.wait_for(task, 2)
+    assert agi.played()[-1] == "callback_confirm"
+    [cb] = service.callbacks()
+    assert cb["caller"] == "13800000001" and cb["at"].startswith("2023-11-14T")
+    assert "callback.requested" in [e.kind for e in events]
+
+
+async def test_caller_hangs_up(world: Any) -> None:
+    ami, service, clock, timers, events, metrics = world
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 12.0)
+    agi.digits.put_nowait("hangup")
+    await asyncio.wait_for(task, 2)
+    ami.event({"Event": "Hangup", "Uniqueid": CALLER})  # the same, seen over AMI: once only
+    assert len(timers) == 0 and not service.sessions
+    assert [e.kind for e in events] == ["hold.start", "hold.abandon"]
+    assert metrics.value("ivr_hold_abandons_total") == 1
+    await until(lambda: ami.states() == ["start", "abandon"])
+    await advance(clock, timers, 31.0)
+    assert agi.played() == []
+
+
+async def test_phone_hold_and_feature_code(world: Any) -> None:
+    ami, service, *_ = world
+    ami.event({"Event": "Hold", "Uniqueid": CALLER})  # the caller's own phone: not R4
+    await asyncio.sleep(0)
+    assert not service.sessions
+    ami.event({"Event": "Hold", "Uniqueid": AGENT})
+    await until(lambda: CALLER in service.sessions)
+    assert service.sessions[CALLER].via == "phone"
+    ami.event({"Event": "Unhold", "Uniqueid": AGENT})
+    assert service.sessions[CALLER].timer.state == "resumed"
+
+
+async def test_agent_hangs_up_while_caller_held(world: Any) -> None:
+    ami, service, clock, timers, events, _ = world
+    agi, task = await start_held(ami, service)
+    ami.event({"Event": "Hangup", "Uniqueid": AGENT})
+    await asyncio.wait_for(task, 2)
+    assert "IVR_RESULT" not in agi.variables  # the dialplan sends the caller to the fallback queue
+    assert "hold.agent_left" in [e.kind for e in events] and len(timers) == 0
