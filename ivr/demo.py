@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports
 
 SCENARIOS: list[tuple[str, str, dict[str, str]]] = [
     ("speaking caller, agent answers at once", "speaker", {"__DEMO_RING": "2"}),
@@ -56,10 +56,14 @@ dial = "Local/1002@ivr-demo-agents"
 """
 
 
+SHOWN_FIELDS = ("Stage", "Reason", "From", "Agent", "Rings", "Level", "State", "Count",
+                "HeldSeconds", "Target")
+
+
 def describe(event: Any) -> str:
-    fields = {k: v for k, v in dict(event).items()
-              if k not in ("Event", "Privilege", "UserEvent", "content", "Timestamp", "ActionID")}
-    return f"{event.get('UserEvent')}: " + ", ".join(f"{k}={v}" for k, v in fields.items())
+    """One line for people: the rule event and the fields that matter, with the caller."""
+    fields = [f"{k}={event[k]}" for k in SHOWN_FIELDS if event.get(k) not in (None, "")]
+    return f"{event.get('UserEvent')} ({event.get('CallerIDNum', '?')}): " + ", ".join(fields)
 
 
 async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = None,
@@ -72,6 +76,8 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
 
     logs.configure(json=False, level="WARNING")
     switch = EmbeddedSwitch(instance)
+    if instance != "default" and not switch.state_file.exists():
+        switch = EmbeddedSwitch(instance, ports=Ports.free())  # beside the default one
     await asyncio.to_thread(switch.up)
     make_test_audio(switch.rootfs / "usr/share/asterisk/sounds/ivr-test")
     state = Path(tempfile.mkdtemp(prefix="ivr-demo-"))
