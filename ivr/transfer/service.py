@@ -222,7 +222,7 @@ class TransferService:
         # Variables the dialplan needs, set before anything moves.
         await self._setvars(xfer.caller, IVR_XFER_ID=xid, IVR_XFER_SOUNDS=s.sounds,
                             IVR_XFER_REMIND=str(s.remind_every), IVR_XFER_MAXWAIT=str(s.max_wait),
-                            IVR_XFER_AGENT=xfer.agent, IVR_XFER_TARGET="")
+                            IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="")
         await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
         self.transfers[xid] = xfer
         self.timers.add(xid, xfer.machine, lambda actions, x=xfer: self._apply(x, actions))
@@ -290,12 +290,14 @@ class TransferService:
             pass  # played by target_agi, which owns the target's FastAGI session
         elif isinstance(action, Connect):
             self._connecting[xfer.caller] = xfer
-            await self._setvars(xfer.caller, IVR_XFER_TARGET=xfer.target_channel or xfer.target_uid)
+            # Channel names, never Uniqueids: Bridge() matches by prefix, and "1795.2" is a
+            # prefix of another channel's "1795.22" (seen on the switch).
+            await self._setvars(xfer.caller, IVR_XFER_TARGET=xfer.target_channel)
             await self._redirect(xfer.caller_channel, "ivr-transfer-connect")
         elif isinstance(action, HangupTarget):
             await self._hangup(xfer.target_uid)
         elif isinstance(action, ReturnCaller):
-            agent = xfer.agent if action.to == "agent" else ""
+            agent = xfer.agent_channel if action.to == "agent" and xfer.agent else ""
             await self._setvars(xfer.caller, IVR_XFER_AGENT=agent)
             await self._redirect(xfer.caller_channel, "ivr-transfer-return")
 

@@ -60,7 +60,7 @@ async def ctl(switch) -> AsyncIterator[Ctl]:
     timers = TimerService()
     bus = EventBus()
     settings = TransferSettings(sounds=SOUNDS, ring_limit=4.0, confirm_timeout=3.0,
-                                announce_max=30.0, remind_every=30,
+                                announce_max=30.0, remind_every=8,
                                 agents={"1002": "Local/1002@test-xfer-agents"}, allow_dial=True)
     service = TransferService(conn, settings, timers=timers, bus=bus)
     service.attach()
@@ -227,6 +227,13 @@ async def test_unconfirmed_transfers_return_the_caller_to_the_agent(ami: AmiReco
             if after is not None:
                 took = ts(state_event(ami, call, failed)) - ts(state_event(ami, call, "offered"))
                 assert took == pytest.approx(after, abs=0.5), name
+        # the waiting caller hears the reason, music, and a reminder at the remind_every (8 s
+        # here) mark from the start of the wait (the dialplan's EPOCH has whole seconds: +-1 s)
+        call = calls["no-press"]
+        (reason,) = playbacks(ami, call.caller, "transfer_reason")
+        reminders = [ts(e) - ts(reason) for e in playbacks(ami, call.caller, "hold_reminder")]
+        assert reminders and reminders[0] == pytest.approx(8.0, abs=1.1), reminders
+        assert ami.find(lambda e: e.event == "MusicOnHoldStart" and e.get("Uniqueid") == call.caller)
         # no confirmation: the confirmation window is confirm_timeout after the announcement
         for name in ("no-press", "voicemail"):
             call = calls[name]

@@ -113,7 +113,7 @@ async def test_confirmed_transfer(rig) -> None:
     assert originate["Channel"] == "PJSIP/1002" and originate["ChannelId"] == xfer.target_uid
     assert "OtherChannelId" not in originate and originate["CallerID"] == '"6001" <6001>'
     variables = {a["Variable"]: a["Value"] for a in ami.named("Setvar") if a["Channel"] == "c1"}
-    assert variables["IVR_XFER_SOUNDS"] == "ivr/en-US" and variables["IVR_XFER_AGENT"] == "a1"
+    assert variables["IVR_XFER_SOUNDS"] == "ivr/en-US" and variables["IVR_XFER_AGENT"] == AGENT["Channel"]
 
     ami.event(Event="Newstate", Uniqueid=xfer.target_uid, ChannelState="5")
     ami.event(Event="DialEnd", DestUniqueid=xfer.target_uid, DialStatus="ANSWER")
@@ -147,7 +147,7 @@ async def test_silence_after_the_announcement_times_out(rig) -> None:
     back = ami.named("Redirect")[-1]
     assert back["Context"] == "ivr-transfer-return"
     assert ami.named("Setvar")[-1] == {"Action": "Setvar", "Channel": "c1", "Variable": "IVR_XFER_AGENT",
-                                       "Value": "a1"}
+                                       "Value": AGENT["Channel"]}
     assert outcome(service, "timeout") == 1
 
 
