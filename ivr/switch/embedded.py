@@ -117,6 +117,7 @@ class EmbeddedSwitch:
         config_dir: Path | None = None,
         agi_host: str = "127.0.0.1",
         progress: Callable[[str], None] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise SwitchError(f"instance name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -131,6 +132,8 @@ class EmbeddedSwitch:
         self._ports = ports
         self.agi_host = agi_host
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+        # Test switches die with the process that started them, even if it is killed.
+        self.die_with_parent = die_with_parent
 
     # ------------------------------------------------------------------ state files
     @property
@@ -338,6 +341,7 @@ class EmbeddedSwitch:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         log.close()
         self._proc = proc  # kept, so that down() reaps it (no zombie, no ResourceWarning)
@@ -426,6 +430,14 @@ class EmbeddedSwitch:
     def path_inside(self, host_path: Path) -> str:
         """A path under the root filesystem, as Asterisk sees it."""
         return "/" + str(Path(host_path).resolve().relative_to(self.rootfs.resolve()))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _require_root() -> None:

@@ -64,7 +64,8 @@ def switch() -> Iterator[Switch]:
         )
         return
     _build_prompts()
-    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None)
+    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None,
+                              die_with_parent=True)
     try:
         embedded.up()
     except Exception as exc:  # noqa: BLE001 - reported, then the tests fail
