@@ -31,9 +31,10 @@ if TYPE_CHECKING:
     from ivr.config import Config
 
 # What the controller sends over AMI, and what it must not be able to.
+# (tests/unit/test_doctor.py checks this covers every action the package sends.)
 NEEDED_ACTIONS = frozenset({
     "Originate", "Redirect", "Hangup", "UserEvent", "CoreShowChannels", "Getvar",
-    "Setvar", "BridgeAdd", "Status", "Ping",
+    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping",
 })
 DANGEROUS_ACTIONS = frozenset({
     "Command", "UpdateConfig", "GetConfig", "GetConfigJSON", "CreateConfig",
