@@ -1,9 +1,10 @@
-"""HTTP routes of rule R4 (aiohttp): the route handlers parse and call the service.
+"""HTTP routes of rule R4 (aiohttp): parse the request, call :class:`HoldService`;
+errors (``IvrError``) are rendered by the server's error middleware.
 
-    app.add_routes(hold_routes(service))
+    server.add_feature("hold", hold_routes(service), HOLD_OPENAPI)
 
     POST /api/calls/{call_id}/hold     put the call on hold (call id = the caller's Linkedid)
-    POST /api/calls/{call_id}/resume   take it off hold (the caller hears the thank-you)
+    POST /api/calls/{call_id}/resume   take it off hold (the caller hears the thank-you first)
     GET  /api/hold                     calls on hold now
     GET  /api/hold/messages            messages left by held callers
     GET  /api/hold/callbacks           call-back requests
@@ -15,39 +16,27 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ivr.errors import IvrError
+from ivr.http.params import path_id
 
 if TYPE_CHECKING:
     from ivr.hold.service import HoldService
 
 
-def _error(exc: IvrError) -> web.Response:
-    status = int(getattr(exc, "status", 502))  # AMI failures have no status: bad gateway
-    return web.json_response({"error_id": exc.error_id, "message": exc.message, "details": exc.details},
-                             status=status)
-
-
 def hold_routes(service: HoldService) -> list[web.RouteDef]:
-    async def act(request: web.Request, action: Any) -> web.Response:
-        try:
-            return web.json_response(await action(request.match_info["call_id"]))
-        except IvrError as exc:
-            return _error(exc)
-
     async def hold(request: web.Request) -> web.Response:
-        return await act(request, service.hold)
+        return web.json_response(await service.hold(path_id(request, "call_id", "call")))
 
     async def resume(request: web.Request) -> web.Response:
-        return await act(request, service.resume)
+        return web.json_response(await service.resume(path_id(request, "call_id", "call")))
 
     async def held(_request: web.Request) -> web.Response:
-        return web.json_response(service.held())
+        return web.json_response({"held": service.held()})
 
     async def messages(_request: web.Request) -> web.Response:
-        return web.json_response(service.messages())
+        return web.json_response({"messages": service.messages()})
 
     async def callbacks(_request: web.Request) -> web.Response:
-        return web.json_response(service.callbacks())
+        return web.json_response({"callbacks": service.callbacks()})
 
     return [
         web.post("/api/calls/{call_id}/hold", hold),
@@ -56,3 +45,41 @@ def hold_routes(service: HoldService) -> list[web.RouteDef]:
         web.get("/api/hold/messages", messages),
         web.get("/api/hold/callbacks", callbacks),
     ]
+
+
+_ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_CALL_ID = [{"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "the call's Linkedid (the caller channel's Uniqueid)"}]
+_HELD: dict[str, Any] = {"type": "object", "properties": {
+    "call_id": {"type": "string"}, "caller": {"type": "string"}, "agent": {"type": "string"},
+    "via": {"type": "string", "enum": ["phone", "feature", "api"]},
+    "state": {"type": "string"}, "count": {"type": "integer"}, "held_seconds": {"type": "number"}}}
+_ITEM_PROPS: dict[str, Any] = {
+    "id": {"type": "string"}, "caller": {"type": "string", "description": "the caller's number"},
+    "agent": {"type": "string"}, "call_id": {"type": "string"},
+    "at": {"type": "string", "format": "date-time"}, "held_seconds": {"type": "number"}}
+_MESSAGE: dict[str, Any] = {"type": "object", "properties": {
+    **_ITEM_PROPS, "file": {"type": "string"}, "recorded": {"type": "boolean"}}}
+_CALLBACK: dict[str, Any] = {"type": "object", "properties": _ITEM_PROPS}
+
+
+def _list(key: str, item: dict[str, Any], summary: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "responses": {"200": {"description": key, "content": {
+        "application/json": {"schema": {"type": "object", "properties": {
+            key: {"type": "array", "items": item}}}}}}}}}
+
+
+def _action(summary: str) -> dict[str, Any]:
+    return {"post": {"summary": summary, "parameters": _CALL_ID, "responses": {
+        "200": {"description": "the held call", "content": {"application/json": {"schema": _HELD}}},
+        "400": _ERR, "404": _ERR, "409": _ERR, "502": _ERR}}}
+
+
+HOLD_OPENAPI: dict[str, Any] = {
+    "/api/calls/{call_id}/hold": _action(
+        "Hold (R4): the caller hears music, a reminder every 30 s and the choices at one minute"),
+    "/api/calls/{call_id}/resume": _action("Resume: the caller hears the thank-you, then the agent"),
+    "/api/hold": _list("held", _HELD, "Calls on hold now"),
+    "/api/hold/messages": _list("messages", _MESSAGE, "Messages left by held callers (choice 2)"),
+    "/api/hold/callbacks": _list("callbacks", _CALLBACK, "Call-back requests of held callers (choice 3)"),
+}

@@ -191,7 +191,10 @@ class HoldService:
     # -- wiring ---------------------------------------------------------------------
     def attach(self) -> None:
         """Subscribe to the connection (after ``tracker.attach``)."""
-        self.store.prepare()
+        try:
+            self.store.prepare()
+        except OSError as exc:  # reported; holding still works, only messages would fail
+            log.error("hold.messages_dir_unusable", dir=str(self.settings.messages_dir), error=str(exc))
         for name, handler in (("Hold", self._on_hold), ("Unhold", self._on_unhold),
                               ("UserEvent", self._on_user_event), ("BridgeEnter", self._on_event),
                               ("OriginateResponse", self._on_event)):
@@ -490,7 +493,7 @@ class HoldService:
                 s.pending = [a for a in s.pending if isinstance(a, ThankCaller)]
             action = s.pending.pop(0)
             if isinstance(action, ThankCaller):
-                self._user_event(s, action)
+                await self._send_user_event(s, action.state, action.count, action.held_seconds)
                 self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
                 log.info("hold.resume", held_seconds=round(action.held_seconds, 3), count=action.count)
                 await self._play(call, "hold_thanks")

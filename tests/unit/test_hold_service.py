@@ -292,3 +292,27 @@ async def test_agent_hangs_up_while_caller_held(world: Any) -> None:
     await asyncio.wait_for(task, 2)
     assert "IVR_RESULT" not in agi.variables  # the dialplan sends the caller to the fallback queue
     assert "hold.agent_left" in [e.kind for e in events] and len(timers) == 0
+
+
+async def test_http_routes(world: Any, aiohttp_client: Any) -> None:
+    from aiohttp import web
+
+    from ivr.hold.http import HOLD_OPENAPI, hold_routes
+    from ivr.http.app import undocumented
+    from ivr.http.errors import error_middleware
+
+    ami, service, *_ = world
+    app = web.Application(middlewares=[error_middleware])
+    app.add_routes(hold_routes(service))
+    assert undocumented(app, {"paths": HOLD_OPENAPI}) == (set(), set())
+    client = await aiohttp_client(app)
+    reply = await client.post("/api/calls/nope/hold")
+    assert reply.status == 404
+    assert await reply.json() == {"error_id": "no-such-call", "message": "no call nope on the switch",
+                                  "details": {"call_id": "nope"}}
+    assert (await client.post(f"/api/calls/{CALLER}/resume")).status == 409  # not on hold
+    reply = await client.post(f"/api/calls/{CALLER}/hold")
+    assert reply.status == 200 and (await reply.json())["state"] == "held"
+    assert [h["call_id"] for h in (await (await client.get("/api/hold")).json())["held"]] == [CALLER]
+    assert (await (await client.get("/api/hold/messages")).json()) == {"messages": []}
+    assert (await (await client.get("/api/hold/callbacks")).json()) == {"callbacks": []}
