@@ -63,6 +63,10 @@ class Controller:
         from ivr.transfer import build_transfer
 
         self.transfer = build_transfer(self)
+        # R4: hold reminders, choices and thanks (issue #6): phone hold, agent key *8, HTTP API.
+        from ivr.hold import build_hold
+
+        self.hold = build_hold(self)
 
     async def start(self) -> None:
         await self.operations.start()  # records first: the first call's events are kept
@@ -74,6 +78,7 @@ class Controller:
         await self.agi.close(grace)
         await self.rings.close()
         await self.transfer.close()
+        await self.hold.close()
         await self.timers.close()
         await self.ami.close()
         await self.operations.stop()
