@@ -8,11 +8,14 @@ channel going away) while it is still bridged; the other party only gets
 A ``SoftHangupRequest`` on a bridged channel means the switch itself (an AMI ``Hangup``,
 a timeout, the controller) ended the call.
 
-So: the first channel that is in a bridge and receives ``HangupRequest`` (or
+So: the first channel in conversation (in a bridge, or an agent leg that answered,
+``DialEnd ANSWER``, and has not left a bridge yet) that receives ``HangupRequest`` (or
 ``SoftHangupRequest``, or ``Hangup``) names the side: the caller's channel (Uniqueid =
-Linkedid) is ``caller``, any other bridged channel is ``agent``, a soft request is
-``system``. A call that never reached a bridge was ended by the ``caller`` if the
-caller's channel got ``HangupRequest`` first, else by the ``system`` (the IVR released it).
+Linkedid) is ``caller``, any other is ``agent``, a soft request is ``system``. A
+``HangupRequest`` on the caller's channel before that is the ``caller`` (hung up in the
+IVR or while an agent rang). Otherwise the ``system`` ended the call (the IVR released
+it, or an AMI ``Hangup``). An agent leg that rang and was refused or cancelled does not
+count: it never answered.
 
 :func:`hung_up_first` is pure; :class:`HangupTracker` feeds it from the live AMI stream
 and publishes ``call.ended`` on the EventBus when the last channel of a call is gone.
@@ -59,37 +62,39 @@ def hung_up_first(events: Iterable[AmiEvent], caller_uniqueid: str | None = None
     if caller_uniqueid is None:
         caller_uniqueid = next((str(e["Linkedid"]) for e in events if e.get("Linkedid")), None)
     in_bridge: set[str] = set()
-    ever_bridged = False
-    first_request: tuple[str, AmiEvent] | None = None  # before any bridge, per channel
+    answered: set[str] = set()  # agent legs that answered (DialEnd ANSWER)
+    left: set[str] = set()  # channels that have left a bridge: their talk is over
+
+    def verdict(side: str, e: AmiEvent, bridged: bool) -> HangupVerdict:
+        return HangupVerdict(side, str(e.get("Channel", "")), str(e.get("Cause", "")),
+                             str(e.get("Cause-txt", "")), bridged=bridged)
+
     for e in events:
         uid = str(e.get("Uniqueid", ""))
         kind = _event(e)
-        if kind == "BridgeEnter":
+        if kind == "DialEnd" and e.get("DialStatus") == "ANSWER":
+            answered.add(str(e.get("DestUniqueid", "")))
+        elif kind == "BridgeEnter":
             in_bridge.add(uid)
-            ever_bridged = True
         elif kind == "BridgeLeave":
             in_bridge.discard(uid)
+            left.add(uid)
         elif kind in ("HangupRequest", "SoftHangupRequest", "Hangup"):
-            if uid in in_bridge:
-                if kind == "SoftHangupRequest":
-                    side = SYSTEM
-                else:
-                    side = CALLER if uid == caller_uniqueid else AGENT
-                return HangupVerdict(side, str(e.get("Channel", "")), str(e.get("Cause", "")),
-                                     str(e.get("Cause-txt", "")), bridged=True)
-            if first_request is None and not ever_bridged and kind == "HangupRequest" and uid == caller_uniqueid:
-                first_request = (uid, e)
-    if first_request is not None:
-        _, e = first_request
-        return HangupVerdict(CALLER, str(e.get("Channel", "")), str(e.get("Cause", "")), str(e.get("Cause-txt", "")))
+            bridged = uid in in_bridge
+            talking = bridged or (uid in answered and uid not in left)
+            if uid == caller_uniqueid and kind == "HangupRequest" and uid not in left:
+                return verdict(CALLER, e, bridged)
+            if talking:
+                return verdict(SYSTEM if kind == "SoftHangupRequest" else
+                               CALLER if uid == caller_uniqueid else AGENT, e, bridged)
     hangups = [e for e in events if _event(e) == "Hangup"]
     if not hangups:
         return None
     e = next((h for h in hangups if str(h.get("Uniqueid")) == caller_uniqueid), hangups[0])
-    return HangupVerdict(SYSTEM, str(e.get("Channel", "")), str(e.get("Cause", "")), str(e.get("Cause-txt", "")))
+    return verdict(SYSTEM, e, False)
 
 
-TRACKED = ("Newchannel", "BridgeEnter", "BridgeLeave", "HangupRequest", "SoftHangupRequest", "Hangup")
+TRACKED = ("Newchannel", "DialEnd", "BridgeEnter", "BridgeLeave", "HangupRequest", "SoftHangupRequest", "Hangup")
 
 
 @dataclass
@@ -108,7 +113,7 @@ class HangupTracker:
     own Local channels for reminders or tests are not).
     """
 
-    def __init__(self, bus: EventBus, call_contexts: Iterable[str] = ("ivr-inbound",),
+    def __init__(self, bus: EventBus, call_contexts: Iterable[str] = ("ivr-inbound", "ivr-agents"),
                  clock: Callable[[], float] | None = None) -> None:
         self.bus = bus
         self.call_contexts = frozenset(call_contexts)
@@ -129,7 +134,8 @@ class HangupTracker:
             call.is_call = True
         kind = _event(e)
         call.events.append({k: e.get(k) for k in
-                            ("Event", "Channel", "Uniqueid", "Linkedid", "Cause", "Cause-txt", "Timestamp")})
+                            ("Event", "Channel", "Uniqueid", "Linkedid", "Cause", "Cause-txt", "Timestamp",
+                             "DestUniqueid", "DialStatus")})
         if kind == "Newchannel":
             call.live.add(uid)
             if call.started is None and e.get("Timestamp"):

@@ -29,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr.events import EventBus
 from ivr.http import auth, calls, dashboard
-from ivr.http.errors import error_middleware
+from ivr.http.errors import Unavailable, error_middleware
 from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS
 from ivr.records import CallRecorder, CallStore
 
@@ -52,7 +52,7 @@ class HttpSettings:
 class Services:
     """What the HTTP handlers may use. Features put their own services in ``extra``."""
 
-    store: CallStore
+    store: CallStore | None  # None: the records database is unavailable (the API says 503)
     bus: EventBus
     tz: ZoneInfo
     recorder: CallRecorder | None = None
@@ -63,6 +63,13 @@ class Services:
     warn_rings: int = 3
     long_call_seconds: float = 180.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records(self) -> CallStore:
+        if self.store is None:
+            raise Unavailable("the call records are unavailable: the database could not be opened",
+                              error_id="records-unavailable")
+        return self.store
 
 
 def base_openapi() -> dict[str, Any]:

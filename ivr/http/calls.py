@@ -29,12 +29,12 @@ async def list_calls(request: web.Request) -> web.Response:
     since, until, window = query_window(request, s.tz, default_today=False)
     f = CallFilter(agent=query_text(request, "agent"), state=query_choice(request, "state", CALL_STATES),
                    since=since, until=until, limit=query_int(request, "limit", 100, 1, 1000))
-    return web.json_response({"calls": await s.store.calls(f), **window})
+    return web.json_response({"calls": await s.records.calls(f), **window})
 
 
 async def get_call(request: web.Request) -> web.Response:
     call_id = path_id(request, "call_id", "call")
-    call = await _services(request).store.call(call_id)
+    call = await _services(request).records.call(call_id)
     if call is None:
         raise NotFound(f"no call {call_id}", error_id="no-such-call", call_id=call_id)
     return web.json_response(call)
@@ -43,7 +43,7 @@ async def get_call(request: web.Request) -> web.Response:
 async def list_alarms(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=False)
-    rows = await s.store.alarms(since, until, agent=query_text(request, "agent"),
+    rows = await s.records.alarms(since, until, agent=query_text(request, "agent"),
                                 level=query_choice(request, "level", ("warning", "critical")),
                                 limit=query_int(request, "limit", 100, 1, 1000))
     return web.json_response({"alarms": rows, **window})
@@ -51,10 +51,10 @@ async def list_alarms(request: web.Request) -> web.Response:
 
 async def figures_for(s: Services, since: float | None, until: float | None) -> list[dict[str, Any]]:
     return agent_figures(
-        legs=await s.store.ring_legs(since, until), calls=await s.store.ended_calls(since, until)
-        + await s.store.calls(CallFilter(state="live", since=since, until=until, limit=10_000)),
-        alarms=await s.store.alarms(since, until, limit=1_000_000),
-        transfers=await s.store.transfers(since, until), names=s.agents,
+        legs=await s.records.ring_legs(since, until), calls=await s.records.ended_calls(since, until)
+        + await s.records.calls(CallFilter(state="live", since=since, until=until, limit=10_000)),
+        alarms=await s.records.alarms(since, until, limit=1_000_000),
+        transfers=await s.records.transfers(since, until), names=s.agents,
         long_call_seconds=s.long_call_seconds,
     )
 
@@ -69,7 +69,7 @@ async def list_agents(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=False)
-    rows = await s.store.messages(since, until, agent=query_text(request, "agent"),
+    rows = await s.records.messages(since, until, agent=query_text(request, "agent"),
                                   limit=query_int(request, "limit", 100, 1, 1000))
     return web.json_response({"messages": rows, **window})
 
@@ -77,7 +77,7 @@ async def list_messages(request: web.Request) -> web.Response:
 async def list_callbacks(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=False)
-    rows = await s.store.callbacks(since, until, status=query_choice(request, "status", CALLBACK_STATUSES),
+    rows = await s.records.callbacks(since, until, status=query_choice(request, "status", CALLBACK_STATUSES),
                                    limit=query_int(request, "limit", 100, 1, 1000))
     return web.json_response({"callbacks": rows, **window})
 
@@ -92,7 +92,7 @@ async def update_callback(request: web.Request) -> web.Response:
     if status not in CALLBACK_STATUSES:
         raise BadRequest(f"status must be one of {', '.join(CALLBACK_STATUSES)}", field="status",
                          value=str(status)[:100])
-    row = await _services(request).store.set_callback_status(callback_id, status)
+    row = await _services(request).records.set_callback_status(callback_id, status)
     if row is None:
         raise NotFound(f"no call-back request {callback_id}", error_id="no-such-callback",
                        callback_id=callback_id)

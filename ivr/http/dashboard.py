@@ -45,12 +45,12 @@ async def snapshot(request: web.Request) -> web.Response:
     s: Services = request.app[SERVICES]
     now = datetime.now(s.tz)
     since, until = day_window(now.date(), now.date(), s.tz)
-    live = await s.store.calls(CallFilter(state="live", limit=500))
-    alarms = await s.store.alarms(since, until, limit=50)
-    today = today_summary(holds=await s.store.holds(since, until), transfers=await s.store.transfers(since, until),
-                          calls=await s.store.calls(CallFilter(since=since, until=until, limit=100_000)))
+    live = await s.records.calls(CallFilter(state="live", limit=500))
+    alarms = await s.records.alarms(since, until, limit=50)
+    today = today_summary(holds=await s.records.holds(since, until), transfers=await s.records.transfers(since, until),
+                          calls=await s.records.calls(CallFilter(since=since, until=until, limit=100_000)))
     return web.json_response({
-        "now": time.time(), "day": now.date().isoformat(), "ring_period": s.ring_period,
+        "now": time.time(), "day": now.date().isoformat(), "timezone": str(s.tz), "ring_period": s.ring_period,
         "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
         "agents": await figures_for(s, since, until),
     })

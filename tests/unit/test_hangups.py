@@ -2,7 +2,9 @@
 (Local-channel caller and agent; the caller's channel is the one whose Uniqueid is the
 Linkedid). Recorded with: caller hangs up first while bridged, agent hangs up first,
 an AMI ``Hangup`` of the bridged caller (the switch ends the call), the caller hanging
-up while the agent still rings, and the IVR releasing the call (dialplan ``Hangup()``)."""
+up while the agent still rings, the IVR releasing the call (dialplan ``Hangup()``), and
+(from tests/integration/test_dashboard.py) an agent who answered through ivr-agents and
+hung up before the caller was bridged to it."""
 
 from __future__ import annotations
 
@@ -93,15 +95,34 @@ RECORDED = {
         ('Hangup', 'Local/released@test-hcaller-00000004;1', '1795459013.8', '16', '1795459014.643502'),
         ('SoftHangupRequest', 'Local/released@test-hcaller-00000004;2', '1795459013.9', '16', '1795459014.643750'),
         ('Hangup', 'Local/released@test-hcaller-00000004;2', '1795459013.9', '16', '1795459014.643761'),
-    ]),}
+    ]),
+    # ivr-agents with G(): the agent answered and hung up before the caller's Bridge().
+    'answered_not_bridged': ('1795459917.0', [
+        ('Newchannel', 'Local/x@test-caller-00000000;1', '1795459917.0', '', '1795459917.511094'),
+        ('Newchannel', 'Local/x@test-caller-00000000;2', '1795459917.1', '', '1795459917.511226'),
+        ('Newchannel', 'Local/1001@test-agent-00000001;1', '1795459917.2', '', '1795459917.514495'),
+        ('Newchannel', 'Local/1001@test-agent-00000001;2', '1795459917.3', '', '1795459917.514581'),
+        ('DialEnd', 'Local/x@test-caller-00000000;1', '1795459917.0', '', '1795459934.513689', {'DestUniqueid': '1795459917.2', 'DialStatus': 'ANSWER'}),
+        ('SoftHangupRequest', 'Local/1001@test-agent-00000001;2', '1795459917.3', '16', '1795459935.534308'),
+        ('HangupRequest', 'Local/1001@test-agent-00000001;1', '1795459917.2', '16', '1795459935.534315'),
+        ('Hangup', 'Local/1001@test-agent-00000001;2', '1795459917.3', '16', '1795459935.534320'),
+        ('SoftHangupRequest', 'Local/1001@test-agent-00000001;1', '1795459917.2', '16', '1795459935.534326'),
+        ('Hangup', 'Local/1001@test-agent-00000001;1', '1795459917.2', '16', '1795459935.534337'),
+        ('SoftHangupRequest', 'Local/x@test-caller-00000000;1', '1795459917.0', '16', '1795459937.471330'),
+        ('HangupRequest', 'Local/x@test-caller-00000000;2', '1795459917.1', '16', '1795459937.471356'),
+        ('SoftHangupRequest', 'Local/x@test-caller-00000000;2', '1795459917.1', '16', '1795459937.472950'),
+        ('Hangup', 'Local/x@test-caller-00000000;2', '1795459917.1', '16', '1795459937.473033'),
+        ('Hangup', 'Local/x@test-caller-00000000;1', '1795459917.0', '16', '1795459937.473105'),
+    ]),
+}
 
 
 def events(name: str, context: str = "ivr-inbound") -> list[dict[str, str]]:
     linkedid, rows = RECORDED[name]
     out = []
-    for kind, channel, uid, cause, stamp in rows:
+    for kind, channel, uid, cause, stamp, *extra in rows:
         e = {"Event": kind, "Channel": channel, "Uniqueid": uid, "Linkedid": linkedid,
-             "Timestamp": stamp, "Context": context if uid == linkedid else "test-hagent"}
+             "Timestamp": stamp, "Context": context if uid == linkedid else "test-hagent", **(extra[0] if extra else {})}
         if cause:
             e["Cause"] = cause
         out.append(e)
@@ -114,6 +135,7 @@ def events(name: str, context: str = "ivr-inbound") -> list[dict[str, str]]:
     ("system", "system", "Local/system@test-hcaller-00000000;1"),
     ("ringing", "caller", "Local/ringing@test-hcaller-00000002;1"),
     ("released", "system", "Local/released@test-hcaller-00000004;1"),
+    ("answered_not_bridged", "agent", "Local/1001@test-agent-00000001;1"),
 ])
 def test_recorded_sequences(name: str, side: str, channel: str) -> None:
     verdict = hung_up_first(events(name))
@@ -133,6 +155,11 @@ def test_soft_hangup_of_a_bridged_channel_is_the_switch() -> None:
         {"Event": "SoftHangupRequest", "Uniqueid": "1.1", "Linkedid": "1.0", "Channel": "PJSIP/1001-2", "Cause": "16"},
         {"Event": "HangupRequest", "Uniqueid": "1.0", "Linkedid": "1.0", "Channel": "PJSIP/trunk-1", "Cause": "16"},
     ]
+    assert hung_up_first(seq).side == "system"  # type: ignore[union-attr]
+
+
+def test_an_agent_leg_that_never_answered_does_not_count() -> None:
+    seq = [e for e in events("answered_not_bridged") if e["Event"] != "DialEnd"]
     assert hung_up_first(seq).side == "system"  # type: ignore[union-attr]
 
 

@@ -25,7 +25,9 @@ function duration(s) {
 }
 
 function clock(at) {
-  return new Date(at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  // The switch's time zone, 24-hour clock, whatever the browser's own settings.
+  const zone = state.snap ? state.snap.timezone : undefined;
+  return new Date(at * 1000).toLocaleTimeString("en-GB", { timeZone: zone, hourCycle: "h23" });
 }
 
 function ringsNow(call) {
