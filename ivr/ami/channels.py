@@ -113,8 +113,8 @@ class ChannelTracker:
             ch.linkedid = event["Linkedid"]
         if event.get("Context"):
             ch.context = event["Context"]
-        state = event.get("ChannelState")
-        if state not in (None, ""):
+        state = str(event.get("ChannelState") or "")
+        if state.isdigit():  # a malformed state is ignored, not fatal to the tracker
             new = int(state)
             if new != ch.state:
                 ch.state, ch.state_changed = new, at
