@@ -12,20 +12,24 @@ import csv
 import html
 import io
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr.records import CallFilter, CallStore
-from ivr.records.figures import agent_figures, day_figures, hold_distribution, rings_histogram
+from ivr.records.figures import (
+    agent_figures,
+    day_figures,
+    day_window,
+    hold_distribution,
+    rings_histogram,
+)
 
 FORMATS = ("html", "csv", "json")
 
 
 async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, *,
                        agents: dict[str, str] | None = None, long_call_seconds: float = 180.0) -> dict[str, Any]:
-    from ivr.http.params import day_window
-
     since, until = day_window(first, last, tz)
     legs = await store.ring_legs(since, until)
     calls = await store.calls(CallFilter(since=since, until=until, limit=10_000_000))
@@ -36,7 +40,7 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
     within = sum(1 for leg in answered if leg.get("within_three"))
     return {
         "from": first.isoformat(), "to": last.isoformat(), "timezone": str(tz),
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "long_call_seconds": long_call_seconds,
         "totals": {
             "calls": len(calls), "answered": len(answered), "within_three": within,

@@ -174,7 +174,7 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
-        server = site._server  # noqa: SLF001 - the only way to learn the port given for port 0
+        server = site._server
         if server is not None and self.settings.port == 0:
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("http.listening", host=self.settings.host, port=self.port,

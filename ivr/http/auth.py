@@ -15,9 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ivr.http.keys import SETTINGS
-
 from ivr.http.errors import Unauthorized
+from ivr.http.keys import SETTINGS
 
 COOKIE = "ivr_token"
 OPEN_PATHS = ("/login", "/static/")

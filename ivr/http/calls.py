@@ -8,7 +8,14 @@ from aiohttp import web
 
 from ivr.http.errors import BadRequest, NotFound
 from ivr.http.keys import SERVICES
-from ivr.http.params import json_body, path_id, query_choice, query_int, query_text, query_window
+from ivr.http.params import (
+    json_body,
+    path_id,
+    query_choice,
+    query_int,
+    query_text,
+    query_window,
+)
 from ivr.records import CallFilter
 from ivr.records.figures import agent_figures
 from ivr.records.store import LIVE_STATES

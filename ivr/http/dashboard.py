@@ -21,9 +21,8 @@ from aiohttp import web
 
 from ivr.http.calls import figures_for
 from ivr.http.keys import SERVICES, STREAMS
-from ivr.http.params import day_window
 from ivr.records import CallFilter
-from ivr.records.figures import today_summary
+from ivr.records.figures import day_window, today_summary
 
 if TYPE_CHECKING:
     from ivr.http.app import Services

@@ -8,10 +8,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ivr.http.keys import SETTINGS
-
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
+from ivr.http.keys import SETTINGS
 
 log = structlog.get_logger("ivr.http")
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from ivr.http.errors import BadRequest
+from ivr.records.figures import day_window
 
 CALL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -56,13 +57,6 @@ def parse_day(raw: str, name: str) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise BadRequest(f"{name} must be a date, YYYY-MM-DD", parameter=name, value=raw[:100]) from None
-
-
-def day_window(first: date, last: date, tz: ZoneInfo) -> tuple[float, float]:
-    """Local days ``first`` to ``last`` inclusive, as [since, until) epoch seconds."""
-    since = datetime.combine(first, time(0), tz).timestamp()
-    until = datetime.combine(last + timedelta(days=1), time(0), tz).timestamp()
-    return since, until
 
 
 def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:

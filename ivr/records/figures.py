@@ -7,13 +7,20 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr.records.db import Row
 
 HOLD_BUCKETS = (30, 60, 90, 120)  # seconds: 0-30, 30-60, 60-90, 90-120, 120+
+
+
+def day_window(first: date, last: date, tz: ZoneInfo) -> tuple[float, float]:
+    """Local days ``first`` to ``last`` inclusive, as [since, until) epoch seconds."""
+    since = datetime.combine(first, time(0), tz).timestamp()
+    until = datetime.combine(last + timedelta(days=1), time(0), tz).timestamp()
+    return since, until
 
 
 def day_of(at: float, tz: ZoneInfo) -> date:

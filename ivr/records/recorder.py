@@ -70,7 +70,7 @@ class CallRecorder:
         async with self._progress:
             try:
                 await asyncio.wait_for(self._progress.wait_for(seen), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 

@@ -44,7 +44,7 @@ def postgres() -> Iterator[str]:
         shutil.chown(home, "postgres")
         shutil.chown(sock, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "ivr", "--no-sync")
     run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "log"), "-o",
         f"-c listen_addresses='' -k {sock} -c fsync=off", "start")
@@ -221,7 +221,7 @@ async def test_call_filters(store: CallStore) -> None:
     await store.apply(ev("ring.started", 100, "b", agent="1002"))
     await store.apply(ev("ring.answered", 200, "c", agent="1001", rings=2))
     await store.apply(ev("call.ended", 300, "c"))
-    ids = lambda rows: [r["call_id"] for r in rows]  # noqa: E731
+    ids = lambda rows: [r["call_id"] for r in rows]
     assert ids(await store.calls()) == ["c", "b", "a"]
     assert ids(await store.calls(CallFilter(agent="1001"))) == ["c", "a"]
     assert ids(await store.calls(CallFilter(state="live"))) == ["b", "a"]
