@@ -12,7 +12,10 @@ How the held caller hears the reminders (measured on the embedded Asterisk 22):
   a message (``Record``) and plays the thank-you; then the AGI ends and the dialplan puts
   the caller back into the agent's bridge (``BridgeAdd``); only after the caller's
   ``BridgeEnter`` is the keeper hung up. Measured: redirect to music in 3 ms, the
-  caller rejoins the *same* bridge and the agent's call is never dropped.
+  caller rejoins the *same* bridge and the agent's call is never dropped. In the 95-s
+  real-switch test the reminder, choices and reminder started 29.977, 59.972 and 89.971 s
+  after the start event (the start event then went out after the timer's t0; it now
+  goes out first) and the thank-you at 95.009 s for a resume asked at 95 s.
 * **The controller's clock decides when** (the :class:`~ivr.rules.hold.HoldTimer` under
   the :class:`~ivr.rules.timers.TimerService`), not a dialplan loop: the AGI session
   waits in ``WAIT FOR DIGIT`` with music on, and the controller wakes it with AMI
@@ -280,6 +283,9 @@ class HoldService:
         self.sessions[caller.uniqueid] = session
         self._apply(session, timer.start(self.timers.now()))
         self.timers.add(session.key, timer, lambda actions: self._apply(session, actions))
+        # The start event goes out before the keeper's Originate, so its Asterisk timestamp
+        # is the hold's t0 within a few ms (the reminders are measured from it).
+        await self._send_user_event(session, "start", 0, 0.0)
         try:
             await self._move_caller_out(session)
         except (AmiError, TimeoutError) as exc:
@@ -369,9 +375,8 @@ class HoldService:
     # -- actions of the HoldTimer ---------------------------------------------------
     def _apply(self, s: HoldSession, actions: list[Any]) -> None:
         for action in actions:
-            if isinstance(action, HoldStarted):
+            if isinstance(action, HoldStarted):  # its UserEvent is sent first by hold_agent
                 log.info("hold.start", via=s.via, caller=s.caller.name, agent=s.agent_name)
-                self._user_event(s, action)
                 self._emit(s, "hold.start", via=s.via)
             elif isinstance(action, AlertAgent):
                 log.warning("hold.alert", agent=s.agent_name, held_seconds=round(action.held_seconds, 3),

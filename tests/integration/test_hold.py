@@ -1,0 +1,355 @@
+"""R4 hold against the real switch: reminders every 30 s, choices at 60 s, thanks on resume.
+
+The controller side is the real :class:`~ivr.hold.HoldService` on the controller's AMI
+user (least privilege) and FastAGI port. Calls are deterministic Local channels: the
+caller ``Local/cN@test-hold-caller`` (its ;1 half is the inbound call, which Dials the
+agent), agents are Local channels or a SIPp phone that holds by re-INVITE. Every timing
+is taken from Asterisk's own AMI event timestamps. The scenarios run concurrently in one
+test (the long one lasts 95 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+
+from ivr.agi.server import FastAgiServer
+from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiConnection
+from ivr.events import CallEvent, EventBus
+from ivr.hold import HoldService, HoldSettings
+from ivr.hold.http import hold_routes
+from ivr.http.errors import error_middleware
+from ivr.hold.metrics import HoldMetrics
+from ivr.prompts import prompt_duration
+from ivr.rules.timers import TimerService
+from ivr.switch.embedded import project_root
+from tests.integration.amitools import AmiRecorder, ts
+
+INTERVAL, CHOICES = 30.0, 60.0
+TOLERANCE = 0.5
+LANG = "en-US"
+SIPP_SCENARIO = Path(__file__).parent / "sipp" / "hold_agent.xml"
+BUILD = project_root() / "prompts" / "build"
+
+
+@dataclass
+class Rig:
+    service: HoldService
+    conn: AmiConnection
+    timers: TimerService
+    metrics: HoldMetrics
+    messages_dir: Path
+    events: list[CallEvent] = field(default_factory=list)
+
+    def kinds(self, call_id: str) -> list[str]:
+        return [e.kind for e in self.events if e.call_id == call_id]
+
+
+@pytest.fixture
+async def rig(switch, tmp_path: Path) -> AsyncIterator[Rig]:
+    assert switch.embedded is not None, "these tests read recordings from the embedded switch"
+    messages = switch.embedded.home / "messages" / tmp_path.name
+    settings = HoldSettings(reminder_interval=INTERVAL, choices_after=CHOICES, language=LANG,
+                            messages_dir=messages, switch_messages_dir=switch.embedded.path_inside(messages),
+                            message_max_seconds=20)
+    conn = AmiConnection(switch.ami_host, switch.ami_port, "ivr", switch.embedded.secrets().controller)
+    tracker, timers, bus, metrics = ChannelTracker(), TimerService(), EventBus(), HoldMetrics()
+    tracker.attach(conn)
+    service = HoldService(conn, tracker, timers, settings, bus=bus, metrics=metrics)
+    service.attach()
+    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port)
+    await agi.start()
+    await conn.start()
+    await conn.wait_connected(10)
+    rig = Rig(service, conn, timers, metrics, messages)
+
+    async def collect() -> None:
+        async for event in bus.subscribe():
+            rig.events.append(event)
+
+    collector = asyncio.ensure_future(collect())
+    await asyncio.sleep(0)  # let the collector subscribe before any call starts
+    try:
+        yield rig
+    finally:
+        collector.cancel()
+        await service.close()
+        await agi.close(2.0)
+        await timers.close()
+        await conn.close()
+        assert len(timers) == 0, "hold timers left behind"
+
+
+async def add_test_dialplan(ami: AmiRecorder) -> None:
+    await ami.add_dialplan("test-hold-caller", "_c.", ["Answer()", "Wait(300)"])
+    await ami.add_dialplan("test-hold-dial", "_d.", [
+        "Set(__DYNAMIC_FEATURES=ivrhold)", "Dial(Local/a${EXTEN:1}@test-hold-agent/n)", "Hangup()"])
+    await ami.add_dialplan("test-hold-dial", "_p.", [
+        "Dial(PJSIP/1001/sip:1001@127.0.0.1:${EXTEN:1})", "Hangup()"])
+    await ami.add_dialplan("test-hold-agent", "_a.", ["Answer()", "Wait(300)"])
+    await ami.add_dialplan("test-hold-key", "s", ["SendDTMF(*8,,120)", "Wait(300)"])
+    await ami.add_dialplan("test-hold-press", "_X", ["SendDTMF(${EXTEN},,120)", "Wait(300)"])
+    await ami.add_dialplan("test-hold-speak", "s", [
+        "SendDTMF(2,,120)", "Playback(ivr-test/caller_speech)", "Wait(300)"])
+    await ami.add_dialplan("test-hold-talk", "s", ["Playback(ivr-test/caller_speech)", "Wait(300)"])
+    await ami.add_dialplan("test-hold-listen", "s", [
+        "WaitForNoise(300,1,3)", "UserEvent(HoldListen,Phase: quiet,Status: ${WAITSTATUS})",
+        "WaitForNoise(300,1,15)", "UserEvent(HoldListen,Phase: talk,Status: ${WAITSTATUS})", "Wait(300)"])
+
+
+@dataclass
+class Call:
+    caller: str  # the caller's ;1 half: the inbound call
+    uid: str
+    agent: str
+    agent_uid: str
+    bridge: str
+
+    def half2(self, name: str) -> str:
+        return name[:-1] + "2"
+
+
+async def place_call(ami: AmiRecorder, tag: str, dial_exten: str, number: str) -> Call:
+    since = len(ami.events)
+    await ami.originate(f"Local/c{tag}@test-hold-caller/n", "test-hold-dial", dial_exten, caller_id=number)
+    [caller] = await ami.wait_for(
+        lambda e: e.event == "BridgeEnter" and e["Channel"].startswith(f"Local/c{tag}@")
+        and e["Channel"].endswith(";1"), timeout=10, since=since)
+    bridge = caller["BridgeUniqueid"]
+    [agent] = await ami.wait_for(
+        lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == bridge and e["Uniqueid"] != caller["Uniqueid"],
+        timeout=10, since=since)
+    return Call(caller["Channel"], caller["Uniqueid"], agent["Channel"], agent["Uniqueid"], bridge)
+
+
+def hold_events(ami: AmiRecorder, uid: str, state: str | None = None) -> list[Any]:
+    return ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
+                    and e.get("Uniqueid") == uid and (state is None or e.get("State") == state))
+
+
+async def wait_hold(ami: AmiRecorder, uid: str, state: str, timeout: float, count: int = 1) -> list[Any]:
+    return await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
+                              and e.get("Uniqueid") == uid and e.get("State") == state,
+                              timeout=timeout, count=count)
+
+
+def streams(ami: AmiRecorder, channel: str, prompt: str) -> list[Any]:
+    return ami.find(lambda e: e.event == "AGIExecStart" and e.get("Channel") == channel
+                    and e.get("Command", "").startswith(f"STREAM FILE ivr/{LANG}/{prompt} "))
+
+
+def played_fully(ami: AmiRecorder, start: Any, prompt: str) -> bool:
+    """That STREAM FILE ran as long as the prompt lasts (AGIExecStart to AGIExecEnd):
+    the caller heard all of it (STREAM FILE ends early only on a digit or a hang-up)."""
+    end = ami.find(lambda e: e.event == "AGIExecEnd" and e.get("CommandId") == start.get("CommandId")
+                   and e.get("Channel") == start.get("Channel"))
+    return bool(end) and abs(ts(end[0]) - ts(start) - prompt_duration(BUILD, LANG, prompt)) < 0.3
+
+
+async def redirect(ami: AmiRecorder, channel: str, context: str, exten: str = "s") -> None:
+    reply = await ami.action({"Action": "Redirect", "Channel": channel, "Context": context,
+                              "Exten": exten, "Priority": "1"})
+    assert reply.success, reply
+
+
+async def hang_up(ami: AmiRecorder, channel: str) -> None:
+    await ami.action({"Action": "Hangup", "Channel": channel})
+
+
+# ---------------------------------------------------------------------------- scenarios
+async def held_95s_then_resumed(ami: AmiRecorder, rig: Rig) -> None:
+    """Reminders at 30, 60 (the choices) and 90 s, resume at 95 s, thanks before the
+    agent is back, the same bridge, and conversation audio flows again."""
+    call = await place_call(ami, "long", "dlong", "13800000001")
+    await rig.service.hold(call.uid)
+    [start] = await wait_hold(ami, call.uid, "start", 5)
+    t0 = ts(start)
+    await wait_hold(ami, call.uid, "reminder", 100, count=2)  # 30 and 90 s
+    await asyncio.sleep(t0 + 95.0 - time.time())  # the agent resumes at 95 s
+    await rig.service.resume(call.uid)
+    [resume] = await wait_hold(ami, call.uid, "resume", 5)
+    [back] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                                and ts(e) > ts(resume), timeout=15)
+    reminders = hold_events(ami, call.uid, "reminder")
+    [choices] = hold_events(ami, call.uid, "choices")
+    got = [round(ts(e) - t0, 3) for e in (reminders[0], choices, reminders[1])]
+    assert all(abs(g - w) <= TOLERANCE for g, w in zip(got, (30, 60, 90))), got
+    print(f"hold offsets (s): reminder/choices/reminder {got}, resume {ts(resume) - t0:.3f}")
+    assert [e["Count"] for e in (reminders[0], choices, reminders[1])] == ["1", "2", "3"]
+    # the caller heard them: each STREAM FILE on the caller's channel, played to its end
+    r_streams = streams(ami, call.caller, "hold_reminder")
+    c_streams = streams(ami, call.caller, "hold_choices")
+    assert len(r_streams) == 2 and len(c_streams) == 1
+    for s, w in zip((r_streams[0], c_streams[0], r_streams[1]), (30, 60, 90)):
+        assert abs(ts(s) - t0 - w) <= TOLERANCE, (s["Command"], ts(s) - t0)
+    assert played_fully(ami, r_streams[0], "hold_reminder")
+    assert played_fully(ami, c_streams[0], "hold_choices")
+    assert abs(ts(resume) - t0 - 95) <= TOLERANCE
+    [thanks] = streams(ami, call.caller, "hold_thanks")
+    assert ts(resume) <= ts(thanks) < ts(back), "the thank-you comes before the agent is back"
+    assert played_fully(ami, thanks, "hold_thanks")
+    assert back["BridgeUniqueid"] == call.bridge, "the caller is back in the agent's own bridge"
+    # the keeper leaves; caller and agent are alone again, and they hear each other
+    await ami.wait_for(lambda e: e.event == "Hangup" and e["Channel"].startswith("Local/keep@ivr-hold-")
+                       and e.get("Linkedid", "") != "" and ts(e) >= ts(back), timeout=5)
+    since = len(ami.events)
+    await redirect(ami, call.half2(call.caller), "test-hold-listen")
+    [quiet] = await ami.wait_for(lambda e: e.get("UserEvent") == "HoldListen" and e.get("Phase") == "quiet",
+                                 timeout=10, since=since)
+    assert quiet["Status"] == "TIMEOUT", "no music or prompt is left on the caller's line"
+    await redirect(ami, call.half2(call.agent), "test-hold-talk")
+    [talk] = await ami.wait_for(lambda e: e.get("UserEvent") == "HoldListen" and e.get("Phase") == "talk",
+                                timeout=20, since=since)
+    assert talk["Status"] == "NOISE", "the agent's voice reaches the caller again"
+    assert rig.kinds(call.uid) == ["hold.start", "hold.reminder", "hold.choices", "hold.reminder", "hold.resume"]
+    await hang_up(ami, call.caller)
+
+
+async def held_with_music(ami: AmiRecorder, rig: Rig, tag: str, number: str) -> tuple[Call, Any]:
+    """A call put on hold through the API, once the caller hears the music."""
+    call = await place_call(ami, tag, f"d{tag}", number)
+    await rig.service.hold(call.uid)
+    [start] = await wait_hold(ami, call.uid, "start", 5)
+    await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e["Channel"] == call.caller, timeout=5)
+    return call, start
+
+
+async def resumed_at_10s(ami: AmiRecorder, rig: Rig) -> None:
+    call, start = await held_with_music(ami, rig, "ten", "13800000002")
+    await asyncio.sleep(ts(start) + 10.0 - time.time())  # the agent resumes at 10 s
+    await rig.service.resume(call.uid)
+    [resume] = await wait_hold(ami, call.uid, "resume", 5)
+    assert abs(ts(resume) - ts(start) - 10) <= TOLERANCE
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                       and ts(e) > ts(resume), timeout=15)
+    # stay connected past the 30-s mark: still no reminder
+    await asyncio.sleep(35)
+    assert not hold_events(ami, call.uid, "reminder") and not streams(ami, call.caller, "hold_reminder")
+    await hang_up(ami, call.caller)
+
+
+async def caller_hangs_up_while_held(ami: AmiRecorder, rig: Rig) -> None:
+    call, start = await held_with_music(ami, rig, "gone", "13800000003")
+    await hang_up(ami, call.half2(call.caller))  # the caller's phone hangs up
+    [abandon] = await wait_hold(ami, call.uid, "abandon", 5)
+    assert ts(abandon) - ts(start) < 10
+    assert ("hold", call.uid) not in rig.timers and call.uid not in rig.service.sessions
+    # the agent's leg goes too (the keeper is hung up)
+    await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.agent_uid, timeout=5)
+    await asyncio.sleep(INTERVAL + 5)  # past the first reminder instant
+    assert not hold_events(ami, call.uid, "reminder")
+    assert rig.kinds(call.uid) == ["hold.start", "hold.abandon"]
+
+
+async def leaves_a_message(ami: AmiRecorder, rig: Rig, client: TestClient) -> None:
+    call = await place_call(ami, "msg", "dmsg", "13800000004")
+    reply = await client.post(f"/api/calls/{call.uid}/hold")
+    assert reply.status == 200, await reply.text()
+    await wait_hold(ami, call.uid, "choices", CHOICES + 5)
+    await redirect(ami, call.half2(call.caller), "test-hold-speak")  # presses 2, then speaks
+    [saved] = await ami.wait_for(lambda e: e.event == "AGIExecStart" and e.get("Channel") == call.caller
+                                 and "message_saved" in e.get("Command", ""), timeout=40)
+    await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.uid, timeout=15)
+    await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.agent_uid, timeout=5)
+    listed = (await (await client.get("/api/hold/messages")).json())["messages"]
+    mine = [m for m in listed if m["call_id"] == call.uid]
+    assert len(mine) == 1, listed
+    msg = mine[0]
+    assert msg["caller"] == "13800000004" and msg["agent"] and msg["recorded"]
+    wav = Path(msg["file"])
+    assert wav.exists() and wav.stat().st_size > 8000, "at least half a second of the caller's words"
+    assert wav.parent == rig.messages_dir
+    assert "message.recorded" in rig.kinds(call.uid)
+    assert rig.metrics.value("ivr_hold_choices_total", {"choice": "message"}) == 1
+
+
+async def phone_holds_by_reinvite(ami: AmiRecorder, rig: Rig, hold_for: float) -> None:
+    """A SIPp agent phone answers, holds (re-INVITE a=sendonly) and resumes (sendrecv)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sipp = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SIPP_SCENARIO), "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(port),
+        "-m", "1", "-nostdin", "-timeout", "200s", "-timeout_error",
+        "-set", "hold_ms", "1000", "-set", "unhold_ms", str(int(hold_for * 1000)),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        call = await place_call(ami, "sip", f"p{port}", "13800000005")
+        assert call.agent.startswith("PJSIP/1001-")
+        [hold] = await ami.wait_for(lambda e: e.event == "Hold" and e["Uniqueid"] == call.agent_uid, timeout=10)
+        [start] = await wait_hold(ami, call.uid, "start", 5)
+        assert abs(ts(start) - ts(hold)) < 0.1
+        [unhold] = await ami.wait_for(lambda e: e.event == "Unhold" and e["Uniqueid"] == call.agent_uid,
+                                      timeout=hold_for + 10)
+        [resume] = await wait_hold(ami, call.uid, "resume", 5)
+        [back] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                                    and ts(e) > ts(resume), timeout=15)
+        [thanks] = streams(ami, call.caller, "hold_thanks")
+        assert ts(unhold) <= ts(resume) <= ts(thanks) < ts(back)
+        reminders = hold_events(ami, call.uid, "reminder")
+        assert [round(ts(e) - ts(hold)) for e in reminders] == [int(INTERVAL)]
+        assert abs(ts(reminders[0]) - ts(hold) - INTERVAL) <= TOLERANCE
+        assert back["BridgeUniqueid"] == call.bridge
+        assert rig.events and [e.data["via"] for e in rig.events
+                               if e.call_id == call.uid and e.kind == "hold.start"] == ["phone"]
+        await hang_up(ami, call.caller)
+        await asyncio.wait_for(sipp.wait(), 10)
+        assert sipp.returncode == 0, (await sipp.stderr.read()).decode()[-2000:]
+    finally:
+        if sipp.returncode is None:
+            sipp.kill()
+            await sipp.wait()
+
+
+async def agent_feature_code(ami: AmiRecorder, rig: Rig) -> None:
+    """The agent dials *8 (features.conf ivrhold) to hold, and *8 again to resume."""
+    call = await place_call(ami, "key", "dkey", "13800000006")
+    await redirect(ami, call.half2(call.agent), "test-hold-key")
+    [start] = await wait_hold(ami, call.uid, "start", 10)
+    await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e["Channel"] == call.caller, timeout=5)
+    await redirect(ami, call.half2(call.agent), "test-hold-key")
+    [resume] = await wait_hold(ami, call.uid, "resume", 10)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                       and ts(e) > ts(resume), timeout=15)
+    assert [e.data["via"] for e in rig.events if e.call_id == call.uid and e.kind == "hold.start"] == ["feature"]
+    await hang_up(ami, call.caller)
+
+
+# ---------------------------------------------------------------------------- the tests
+async def test_hold_scenarios(ami: AmiRecorder, rig: Rig) -> None:
+    await add_test_dialplan(ami)
+    app = web.Application(middlewares=[error_middleware])
+    app.add_routes(hold_routes(rig.service))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        results = await asyncio.gather(
+            held_95s_then_resumed(ami, rig),
+            resumed_at_10s(ami, rig),
+            caller_hangs_up_while_held(ami, rig),
+            leaves_a_message(ami, rig, client),
+            phone_holds_by_reinvite(ami, rig, hold_for=INTERVAL + 3),
+            agent_feature_code(ami, rig),
+            return_exceptions=True,
+        )
+        for channel in await ami.channels():
+            with contextlib.suppress(Exception):
+                await hang_up(ami, channel["Channel"])
+    failures = [f"{name}: {r!r}" for name, r in zip(
+        ("95s", "10s", "abandon", "message", "phone", "feature"), results) if isinstance(r, BaseException)]
+    assert not failures, "\n".join(failures)
+    # 30 and 90 s (the long hold), 30 s (the message caller), 30 s (the phone hold)
+    assert rig.metrics.value("ivr_hold_reminders_total") == 2 + 1 + 1
+    assert rig.metrics.value("ivr_hold_abandons_total") == 1
+    assert rig.metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 4
+    assert not rig.service.sessions
+
