@@ -73,6 +73,8 @@ class HttpConfig:
     port: int = 8780  # not 8088: that is Asterisk's own HTTP server
     token: str = ""  # env IVR_HTTP_TOKEN > token_file > this; "" = API closed
     token_file: str = ""
+    public: list[str] = field(default_factory=lambda: ["/healthz", "/metrics"])  # no token needed
+    long_call_seconds: float = 180.0  # R6: calls longer than this are reported as long
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ def ring_period(config: Any) -> tuple[float, int]:
 
 
 class Operations:
-    def __init__(self, controller: Controller, *, long_call_seconds: float = 180.0) -> None:
+    def __init__(self, controller: Controller) -> None:
         config = controller.config
+        long_call_seconds = config.http.long_call_seconds
         self.controller = controller
         self.hangups = HangupTracker(controller.bus)
         self.hangups.attach(controller.ami)
@@ -52,7 +53,8 @@ class Operations:
                     "database": self._database_ok},
         )
         self.http = HttpServer(self.services, HttpSettings(
-            host=config.http.host, port=config.http.port, token=config.http.token or None))
+            host=config.http.host, port=config.http.port, token=config.http.token or None,
+            public=tuple(config.http.public)))
         self.recorder: CallRecorder | None = None
 
     def add_feature(self, name: str, routes: list[web.RouteDef], openapi_paths: dict[str, Any]) -> None:
