@@ -44,6 +44,10 @@ port = {agi_port}
 [database]
 url = "sqlite:///{db}"
 
+[hold]
+# Asterisk records messages inside its root filesystem: point there.
+messages_dir = "{messages}"
+
 [[agents]]
 number = "1001"
 name = "Demo agent 1001"
@@ -83,7 +87,8 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
     state = Path(tempfile.mkdtemp(prefix="ivr-demo-"))
     conf = state / "ivr.toml"
     conf.write_text(DEMO_TOML.format(company=company, ami_port=switch.ports.ami,
-                                     agi_port=switch.ports.agi, db=state / "ivr.db"))
+                                     agi_port=switch.ports.agi, db=state / "ivr.db",
+                                     messages=switch.home / "messages"))
     config = load_config(conf, env={"IVR_AMI_SECRET": switch.secrets().controller})
     controller = Controller(config)
     await controller.start()
