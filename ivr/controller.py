@@ -12,7 +12,19 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.server import FastAgiServer
+from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiConnection
+from ivr.doctor import doctor_route
+from ivr.events import EventBus
 from ivr.flows.inbound import InboundFlow
+from ivr.flows.speech import SpeechSettings, TalkDetector
+from ivr.hold import build_hold
+from ivr.http.operations import Operations
+from ivr.metrics import Metrics
+from ivr.rings import build_ring_monitor
+from ivr.rings.answer import AgentAnsweredFlow
+from ivr.rules.timers import TimerService
+from ivr.transfer import build_transfer
 
 if TYPE_CHECKING:
     from ivr.config import Config
@@ -21,51 +33,42 @@ log = structlog.get_logger("ivr.controller")
 
 
 class Controller:
+    """Everything that runs beside Asterisk, wired once.
+
+    One AMI connection (with the channel tracker every feature reads), one FastAGI server
+    (routes: ``inbound``, ``agent-answered``, ``doctor``, and those hold and transfer add),
+    one timer service driving every rule machine, one event bus feeding the call records,
+    the dashboard and the metrics. ``now`` is the wall clock the greeting is chosen by
+    (injectable, so a test can make it a Mid-Autumn morning).
+    """
+
     def __init__(self, config: Config, *, now: Callable[[], datetime] | None = None) -> None:
         self.config = config
         tz = ZoneInfo(config.switch.timezone)
         self.now = now or (lambda: datetime.now(tz))
-        self.inbound = InboundFlow(config, self.now)
-        from ivr.doctor import doctor_route
-
-        # R1: the AMI connection, the channel tracker and the ring monitor (issue #4).
-        from ivr.ami.channels import ChannelTracker
-        from ivr.ami.connection import AmiConnection
-        from ivr.events import EventBus
-        from ivr.metrics import Metrics
-        from ivr.rings import build_ring_monitor
-        from ivr.rings.answer import AgentAnsweredFlow
-        from ivr.rules.timers import TimerService
-
         self.bus = EventBus()
         self.metrics = Metrics()
         self.timers = TimerService()
         self.ami = AmiConnection.from_config(config.ami)
         self.channels = ChannelTracker()
         self.channels.attach(self.ami)
-        # R3: the inbound flow hears callers by TALK_DETECT on this AMI connection (issue #5).
-        from ivr.flows.speech import SpeechSettings, TalkDetector
-
+        # R2/R3: greeting, then the silent-call script; callers heard by TALK_DETECT on AMI.
+        self.inbound = InboundFlow(config, self.now)
         self.inbound.speech = TalkDetector(self.ami, SpeechSettings.from_config(config.silence))
         self.inbound.bus = self.bus
+        # R1: ring alarms on every agent leg; the caller hears apology and agent number.
         self.rings = build_ring_monitor(self.ami, self.channels, self.timers, config, bus=self.bus,
                                         metrics=self.metrics)
-        # Issue #8: call records on the bus, hang-up order (R6), HTTP API and dashboard.
-        from ivr.http.operations import Operations
-
+        # Records on the bus, hang-up order (R6), HTTP API and dashboard.
         self.operations = Operations(self)
         self.agi = FastAgiServer(
             {"inbound": self.inbound, "doctor": doctor_route(config),
              "agent-answered": AgentAnsweredFlow(self.rings, config)},
             config.agi.host, config.agi.port,
         )
-        # R5: confirmed warm transfer (issue #7): agent key *2 and POST /api/calls/{id}/transfer.
-        from ivr.transfer import build_transfer
-
+        # R5: confirmed warm transfer (agent key *2, POST /api/calls/{id}/transfer).
         self.transfer = build_transfer(self)
-        # R4: hold reminders, choices and thanks (issue #6): phone hold, agent key *8, HTTP API.
-        from ivr.hold import build_hold
-
+        # R4: hold reminders, choices and thanks (phone hold, agent key *8, HTTP API).
         self.hold = build_hold(self)
 
     async def start(self) -> None:
