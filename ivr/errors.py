@@ -27,3 +27,10 @@ class SwitchError(IvrError):
     """The embedded or external Asterisk could not be built, started or reached."""
 
     error_id = "switch-error"
+
+
+class NoSuchCall(IvrError):
+    """No call with that id is on the switch (hold, transfer, and the API: 404)."""
+
+    error_id = "no-such-call"
+    http_status = 404

@@ -62,6 +62,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.ami.channels import Channel, ChannelTracker, device_of
+from ivr import errors
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
 from ivr.hold.store import HoldStore, item_id
@@ -90,8 +91,11 @@ class HoldError(IvrError):
     status = 409
 
 
-class NoSuchCall(HoldError):
-    error_id = "no-such-call"
+class NoSuchCall(HoldError, errors.NoSuchCall):
+    """A hold error (callers of the hold service catch HoldError) that is also the one
+    API-wide ``no-such-call``."""
+
+    error_id = errors.NoSuchCall.error_id
     status = 404
 
 

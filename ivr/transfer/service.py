@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ivr.agi.channel import AgiChannel, AgiHangup
 from ivr.ami.connection import AmiError
-from ivr.errors import IvrError
+from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
 from ivr.rules.timers import TimerService
 from ivr.rules.transfer import (
@@ -55,11 +55,6 @@ log = structlog.get_logger("ivr.transfer")
 OUTCOMES = frozenset({"completed", "abandoned", "refused", "timeout", "noanswer", "busy", "hangup"})
 FAILED_DIAL = {"BUSY": "busy", "CONGESTION": "congestion", "CHANUNAVAIL": "unavailable",
                "NOANSWER": "noanswer"}
-
-
-class NoSuchCall(IvrError):
-    error_id = "no-such-call"
-    http_status = 404
 
 
 class CallNotTransferable(IvrError):
