@@ -117,7 +117,6 @@ class EmbeddedSwitch:
         config_dir: Path | None = None,
         agi_host: str = "127.0.0.1",
         progress: Callable[[str], None] | None = None,
-        die_with_parent: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise SwitchError(f"instance name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -132,8 +131,6 @@ class EmbeddedSwitch:
         self._ports = ports
         self.agi_host = agi_host
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
-        # Test switches die with the process that started them, even if it is killed.
-        self.die_with_parent = die_with_parent
 
     # ------------------------------------------------------------------ state files
     @property
@@ -341,7 +338,6 @@ class EmbeddedSwitch:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         log.close()
         self._proc = proc  # kept, so that down() reaps it (no zombie, no ResourceWarning)
@@ -432,14 +428,6 @@ class EmbeddedSwitch:
         return "/" + str(Path(host_path).resolve().relative_to(self.rootfs.resolve()))
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux prctl)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise SwitchError(
@@ -485,6 +473,21 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def reap_stale_test_instances(cache_dir: Path | None = None) -> list[str]:
+    """Stop and remove ``pytest-<pid>[-…]`` instances whose test process is gone (a run that
+    was killed before its teardown). Returns the names reaped."""
+    reaped = []
+    for name in iter_instances(cache_dir):
+        parts = name.split("-")
+        if parts[0] != "pytest" or len(parts) < 2 or not parts[1].isdigit() or Path(f"/proc/{parts[1]}").exists():
+            continue
+        stale = EmbeddedSwitch(name, cache_dir=cache_dir, progress=lambda _l: None)
+        stale.down()
+        shutil.rmtree(stale.home, ignore_errors=True)
+        reaped.append(name)
+    return reaped
 
 
 def iter_instances(cache_dir: Path | None = None) -> Iterator[str]:

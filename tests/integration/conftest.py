@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root, reap_stale_test_instances
 from tests.integration.amitools import AmiRecorder
 
 ARTIFACTS = project_root() / "test-artifacts"
@@ -64,8 +64,8 @@ def switch() -> Iterator[Switch]:
         )
         return
     _build_prompts()
-    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None,
-                              die_with_parent=True)
+    reap_stale_test_instances()  # switches left by a killed run
+    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None)
     try:
         embedded.up()
     except Exception as exc:  # noqa: BLE001 - reported, then the tests fail

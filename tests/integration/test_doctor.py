@@ -3,6 +3,7 @@ problem on a deliberately broken one."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -59,8 +60,8 @@ def broken_switch(tmp_path: Path):
     (conf / "ivr-inbound.conf").write_text("; removed on purpose\n")
     globals_conf = conf / "ivr-globals.conf"
     globals_conf.write_text(globals_conf.read_text().replace("IVR_TONEZONE = cn", "IVR_TONEZONE = us"))
-    sw = EmbeddedSwitch(f"broken-{tmp_path.name}"[:40], ports=Ports.free(), config_dir=conf,
-                        progress=lambda _l: None, die_with_parent=True)
+    sw = EmbeddedSwitch(f"pytest-{os.getpid()}-broken", ports=Ports.free(), config_dir=conf,
+                        progress=lambda _l: None)
     sw.up()
     yield sw
     sw.down()
