@@ -70,6 +70,28 @@ def describe(event: Any) -> str:
     return f"{event.get('UserEvent')} ({event.get('CallerIDNum', '?')}): " + ", ".join(fields)
 
 
+def ensure_prompt_tools() -> None:
+    """The prompts are spoken by espeak-ng and converted with ffmpeg: install them with
+    apt on a fresh machine (as the embedded switch installs mmdebstrap)."""
+    import shutil
+    import subprocess
+
+    missing = [pkg for pkg, exe in (("espeak-ng", "espeak-ng"), ("ffmpeg", "ffmpeg")) if not shutil.which(exe)]
+    if missing:
+        print(f"ivr demo: installing {' '.join(missing)} with apt-get ...", flush=True)
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True)
+
+
+def build_demo_prompts(company: str) -> None:
+    from ivr.prompts import build_prompts, source_languages
+    from ivr.switch.embedded import project_root
+
+    source = project_root() / "prompts"
+    build_prompts(source, source / "build", source_languages(source), company=company,
+                  progress=lambda line: print(f"  prompts: {line}", flush=True))
+
+
 async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = None,
                    instance: str = "default") -> None:
     from ivr import logs
@@ -79,6 +101,8 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
     from ivr.prompts import make_test_audio
 
     logs.configure(json=False, level="WARNING")
+    await asyncio.to_thread(ensure_prompt_tools)
+    await asyncio.to_thread(build_demo_prompts, company)  # incremental: fast once built
     switch = EmbeddedSwitch(instance)
     if instance != "default" and not switch.state_file.exists():
         switch = EmbeddedSwitch(instance, ports=Ports.free())  # beside the default one
