@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 Reply = dict[str, str] | list[dict[str, str]] | None
 Handler = Callable[[dict[str, str]], Reply]

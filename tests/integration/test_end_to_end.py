@@ -19,11 +19,11 @@ def _user_event(name: str, **fields: str):
     return match
 
 
-async def test_call_through_greeting_agent_hold_and_resume(ami, make_controller, controller_config):
+async def test_call_through_greeting_agent_hold_and_resume(ami, make_controller):
     from tests.integration.conftest import _free_tcp_port
 
     http_port = _free_tcp_port()
-    ctl = await make_controller(
+    await make_controller(
         f'[http]\nport = {http_port}\ntoken = "{TOKEN}"\n\n'
         '[[agents]]\nnumber = "1001"\nname = "E2E agent"\ndial = "Local/1001@test-e2e-agents"\n'
     )
