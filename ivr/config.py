@@ -91,7 +91,7 @@ class RingsConfig:
     warn_rings: int = 3  # R1 alarm "warning" after this many rings without answer
     critical_rings: int = 6  # "critical" alarm; answered after more rings: apology
     reroute: bool = False  # move the call on at warn_rings
-    reroute_target: str = ""  # dial string / queue to move to ("" = next agent)
+    reroute_target: str = ""  # "queue:NAME", an agent number, or a dial string ("" = next agent)
     ring_timeout: float = 60.0  # s an agent leg may ring at most
 
     @property
@@ -422,8 +422,13 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("rings.on_ms", "cadence must be non-negative with a positive period")
     if not 0 < r.warn_rings <= r.critical_rings:
         add("rings.critical_rings", "need 0 < warn_rings <= critical_rings")
-    if r.reroute_target and not DIAL_RE.match(r.reroute_target):
-        add("rings.reroute_target", f"not an Asterisk dial string: {r.reroute_target!r}")
+    if r.reroute_target:
+        from ivr.rings.monitor import reroute_entry
+
+        try:
+            reroute_entry(r.reroute_target, config.agents)
+        except ValueError as exc:
+            add("rings.reroute_target", str(exc))
     for key, value in (("rings.ring_timeout", r.ring_timeout), ("silence.pause", config.silence.pause),
                        ("hold.reminder_interval", config.hold.reminder_interval),
                        ("hold.choices_after", config.hold.choices_after),

@@ -10,6 +10,13 @@ joins the two (the agent channel keeps its name and Uniqueid). The decision is t
 controller's, made from the same ring count as the alarms (including rings of agents
 tried before a re-route), and the apology and agent number are played in full before the
 conversation. Without the controller the dialplan still plays the agent number.
+
+Queue() has no ``G()``; its member-side hooks (``announce``, the gosub argument) play to
+the agent. Its AGI argument, though, runs on the *caller's* channel after a member
+answered and before the bridge (the member waits): ivr-agents.conf passes this route
+there. Queue sets no DIALEDPEERNAME; with ``setinterfacevar = yes`` it sets
+MEMBERINTERFACE, and the monitor's leg on that device names the agent (IVR_AGENT_NUMBER
+is then just "queue").
 """
 
 from __future__ import annotations
@@ -39,10 +46,13 @@ class AgentAnsweredFlow:
     async def __call__(self, call: AgiChannel) -> None:
         linkedid = await call.get_variable("CHANNEL(linkedid)") or call.uniqueid
         peer = await call.get_variable("DIALEDPEERNAME") or ""
+        member = "" if peer else await call.get_variable("MEMBERINTERFACE") or ""
         number = await call.get_variable("IVR_AGENT_NUMBER") or ""
         language = (await call.get_variable("IVR_LANGUAGE")) or getattr(
             getattr(self.config, "switch", None), "language", None) or "zh-CN"
-        decision = self.monitor.answer_decision(linkedid, peer)
+        decision = self.monitor.answer_decision(linkedid, peer, member)
+        if not number.isdigit() and decision.agent.isdigit():
+            number = decision.agent  # a queue member: its number from [[agents]]
         prompts = (["ring_apology"] if decision.late else []) + (
             agent_number_prompts(number) if number.isdigit() else [])
         log.info("ring.answer_prompts", uniqueid=call.uniqueid, linkedid=linkedid, agent=number or decision.agent,

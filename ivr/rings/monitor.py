@@ -17,6 +17,7 @@ raised an alarm never raises it again.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import structlog
 from ivr.alarms.sinks import RingAlarmNotice
 from ivr.ami.channels import STATE_RINGING, STATE_UP, Channel, ChannelTracker, device_of, event_time
 from ivr.ami.connection import AmiError
+from ivr.config import DIAL_RE
 from ivr.rules.rings import Answered, Cadence, NotAnswered, Reroute, RingAlarm, RingWatch
 
 if TYPE_CHECKING:
@@ -38,9 +40,40 @@ if TYPE_CHECKING:
     from ivr.rules.timers import TimerService
 
 log = structlog.get_logger("ivr.rings")
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 AGENTS_CONTEXT = "ivr-agents"
+REROUTE_EXTEN = "reroute"  # ivr-agents.conf: hunts IVR_REROUTE_TARGET, then the fallback queue
 NO_ANSWER_CAUSE = "19"  # AST_CAUSE_NO_ANSWER: Dial() reports NOANSWER and hunts on
+
+
+def device_key(name: str) -> str:
+    """One key for a dial string, a queue member interface and a channel name of the same
+    device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
+    ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
+    return "/".join(device_of(name).split("/")[:2])
+
+
+def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
+    """``[rings] reroute_target`` as an ivr-agents.conf hunt entry: ``queue:NAME`` ->
+    ``queue=NAME``; an agent number of ``[[agents]]`` -> ``NUMBER=DIAL``; a dial string
+    -> ``=DIAL`` (no agent number to announce). ``ValueError`` for anything else."""
+    target = target.strip()
+    if not target:
+        return ""
+    if target.startswith("queue:"):
+        name = target[len("queue:"):]
+        if not QUEUE_RE.match(name):
+            raise ValueError(f"bad queue name in {target!r} (letters, digits, _ and -)")
+        return f"queue={name}"
+    if target.isdigit():
+        for agent in agents:
+            if str(agent.number) == target:
+                return f"{target}={getattr(agent, 'dial', '') or f'PJSIP/{target}'}"
+        raise ValueError(f"{target!r} is not the number of an agent in [[agents]]")
+    if DIAL_RE.match(target) and "=" not in target and "|" not in target:
+        return f"={target}"
+    raise ValueError(f"{target!r} is neither queue:NAME, an agent number, nor a dial string (PJSIP/2001)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +84,24 @@ class RingSettings:
     reroute: bool = False
     agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> number
     hunt: str = ""  # IVR_AGENTS for ivr-agents.conf: "1001=PJSIP/1001|1002=PJSIP/1002"
+    reroute_target: str = ""  # IVR_REROUTE_TARGET, a hunt entry ("queue=agents"); "" = next entry
+    ring_timeout: float | None = None  # IVR_AGENT_TIMEOUT (s); None = the dialplan's default
+
+    def __post_init__(self) -> None:
+        # Devices as keys that channel names and member interfaces map onto.
+        object.__setattr__(self, "agents", {device_key(d): n for d, n in self.agents.items()})
+
+    @property
+    def globals(self) -> dict[str, str]:
+        """Dialplan globals the controller sets at every (re)connect."""
+        out = {}
+        if self.hunt:
+            out["IVR_AGENTS"] = self.hunt
+        if self.ring_timeout is not None:
+            out["IVR_AGENT_TIMEOUT"] = f"{self.ring_timeout:g}"
+        if self.reroute_target:
+            out["IVR_REROUTE_TARGET"] = self.reroute_target
+        return out
 
     @classmethod
     def from_config(cls, config: Any, indications: str | Path | None = None) -> RingSettings:
@@ -69,7 +120,8 @@ class RingSettings:
         else:
             cadence = Cadence.for_zone(zone)
         agents, hunt = {}, []
-        for agent in getattr(config, "agents", None) or []:
+        configured = getattr(config, "agents", None) or []
+        for agent in configured:
             dial = str(getattr(agent, "dial", "") or f"PJSIP/{agent.number}")
             agents[device_of(dial)] = str(agent.number)
             hunt.append(f"{agent.number}={dial}")
@@ -80,6 +132,8 @@ class RingSettings:
             reroute=bool(getattr(rings, "reroute", False)),
             agents=agents,
             hunt="|".join(hunt),
+            reroute_target=reroute_entry(str(getattr(rings, "reroute_target", "") or ""), configured),
+            ring_timeout=getattr(rings, "ring_timeout", None),
         )
 
 
@@ -116,6 +170,7 @@ class Leg:
     linkedid: str
     agent: str
     watch: RingWatch
+    caller: str = ""  # the caller's channel (Dial()/Queue() side), for a Redirect
     rerouted: bool = False
     answered_at: float | None = None
 
@@ -143,6 +198,7 @@ class RingMonitor:
         self.legs: dict[str, Leg] = {}
         self.call_first_ring: dict[str, float] = {}  # linkedid -> timer-clock time
         self._announced: dict[str, str] = {}  # caller uniqueid -> agent number (IvrAgentDial)
+        self._redirected: set[str] = set()  # linkedids already moved to the reroute target
         self.figures_by_agent: dict[str, AgentFigures] = {}
         self.alarms: list[RingAlarmNotice] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -156,12 +212,14 @@ class RingMonitor:
             self.conn.subscribe(name, handler)
         self.tracker.on_gone(self._gone)
         self.conn.on_connected(self._reconcile)
-        if self.settings.hunt:
-            self.conn.on_connected(self._publish_hunt)
+        if self.settings.globals:
+            self.conn.on_connected(self._publish_globals)
 
-    async def _publish_hunt(self) -> None:
-        """Tell ivr-agents.conf whom to ring (global IVR_AGENTS), at every (re)connect."""
-        await self.conn.action({"Action": "Setvar", "Variable": "IVR_AGENTS", "Value": self.settings.hunt}, 5.0)
+    async def _publish_globals(self) -> None:
+        """Tell ivr-agents.conf whom to ring (IVR_AGENTS), for how long (IVR_AGENT_TIMEOUT)
+        and where to re-route (IVR_REROUTE_TARGET): globals, set at every (re)connect."""
+        for name, value in self.settings.globals.items():
+            await self.conn.action({"Action": "Setvar", "Variable": name, "Value": value}, 5.0)
 
     def _at(self, event: Any) -> float:
         """The event's Asterisk timestamp on the timer clock."""
@@ -186,8 +244,8 @@ class RingMonitor:
         announced = self._announced.pop(caller_uid, None) if caller_uid else None
         if announced:
             return announced
-        if device in self.settings.agents:
-            return self.settings.agents[device]
+        if device_key(device) in self.settings.agents:
+            return self.settings.agents[device_key(device)]
         if context == AGENTS_CONTEXT:
             return device
         return None
@@ -200,7 +258,8 @@ class RingMonitor:
         agent = self._agent_for(device_of(name), event.get("Uniqueid", ""), event.get("Context", ""))
         if agent is None:
             return
-        self._open(uid, name, event.get("DestLinkedid") or event.get("Linkedid") or uid, agent)
+        self._open(uid, name, event.get("DestLinkedid") or event.get("Linkedid") or uid, agent,
+                   event.get("Channel", ""))
         if event.get("DestChannelState") == str(STATE_RINGING):
             self._ringing(self.legs[uid], self._at(event))
         else:
@@ -209,21 +268,32 @@ class RingMonitor:
                 self._ringing(self.legs[uid], self._at(event))
 
     def _agent_called(self, event: Any) -> None:
+        """A queue member is called: its agent is the [[agents]] entry whose dial string
+        is the member interface, else the member's name. May come before or after the
+        leg's DialBegin (app_queue publishes both)."""
         uid = event.get("DestUniqueid", "")
         if not uid:
             return
         iface = event.get("Interface", "")
-        agent = self.settings.agents.get(device_of(iface)) or event.get("MemberName") or iface
+        agent = self.settings.agents.get(device_key(iface)) or event.get("MemberName") or iface
         leg = self.legs.get(uid)
         if leg is None:
-            self._open(uid, event.get("DestChannel", ""), event.get("DestLinkedid") or uid, agent)
-        else:
+            self._open(uid, event.get("DestChannel", ""), event.get("DestLinkedid") or event.get("Linkedid") or uid,
+                       agent, event.get("Channel", ""))
+            ch = self.tracker.get(uid)
+            if ch is not None and ch.state == STATE_RINGING:
+                self._ringing(self.legs[uid], self._at(event))
+        elif leg.agent != agent:
+            if leg.watch.state != "idle":  # counted as offered under the device name already
+                self._fig(leg.agent).offered -= 1
+                self._fig(agent).offered += 1
             leg.agent = agent
+        self.legs[uid].caller = self.legs[uid].caller or event.get("Channel", "")
 
-    def _open(self, uid: str, channel: str, linkedid: str, agent: str) -> None:
+    def _open(self, uid: str, channel: str, linkedid: str, agent: str, caller: str = "") -> None:
         watch = RingWatch(self.settings.cadence, self.settings.warn_rings, self.settings.critical_rings,
-                          reroute=self.settings.reroute)
-        self.legs[uid] = Leg(uid, channel, linkedid, agent, watch)
+                          reroute=self.settings.reroute, reroute_target=self.settings.reroute_target)
+        self.legs[uid] = Leg(uid, channel, linkedid, agent, watch, caller)
 
     def _ringing(self, leg: Leg, at: float) -> None:
         if leg.watch.state != "idle":
@@ -263,6 +333,7 @@ class RingMonitor:
         if not self.tracker.call(ch.linkedid) and not any(
                 lg.linkedid == ch.linkedid for lg in self.legs.values()):
             self.call_first_ring.pop(ch.linkedid, None)
+            self._redirected.discard(ch.linkedid)
 
     async def _reconcile(self) -> None:
         """After a reconnect (the tracker has resynced): legs that were answered while
@@ -292,7 +363,7 @@ class RingMonitor:
             if isinstance(action, RingAlarm):
                 self._alarm(leg, action)
             elif isinstance(action, Reroute):
-                self._reroute(leg)
+                self._reroute(leg, action.target)
             elif isinstance(action, Answered):
                 fig = self._fig(leg.agent)
                 if action.within_three:
@@ -328,19 +399,32 @@ class RingMonitor:
             except Exception:
                 log.exception("ring.alarm_sink_failed", sink=type(sink).__name__)
 
-    def _reroute(self, leg: Leg) -> None:
-        """Stop ringing this agent: Dial() sees NO ANSWER and the dialplan hunts on."""
+    def _reroute(self, leg: Leg, target: str) -> None:
+        """Move the call on. With a target (first time on this call): redirect the caller
+        to ivr-agents ``reroute``, which hunts the target; Dial()/Queue() end and drop the
+        ringing leg. Otherwise, or if the call was moved there already (no loop), stop
+        ringing this agent: Dial() sees NO ANSWER and the hunt goes on; a queue rings its
+        other members."""
         leg.rerouted = True
-        log.info("ring.reroute", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid)
-        self._emit("ring.reroute", leg)
+        redirect = bool(target and leg.caller and leg.linkedid not in self._redirected)
+        if redirect:
+            self._redirected.add(leg.linkedid)
+        log.info("ring.reroute", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid,
+                 target=target if redirect else "next")
+        self._emit("ring.reroute", leg, target=target if redirect else "next")
+        if redirect:
+            action = {"Action": "Redirect", "Channel": leg.caller, "Context": AGENTS_CONTEXT,
+                      "Exten": REROUTE_EXTEN, "Priority": "1"}
+        else:
+            action = {"Action": "Hangup", "Channel": leg.channel, "Cause": NO_ANSWER_CAUSE}
 
-        async def hang_up() -> None:
+        async def move_on() -> None:
             try:
-                await self.conn.action({"Action": "Hangup", "Channel": leg.channel, "Cause": NO_ANSWER_CAUSE}, 5.0)
+                await self.conn.action(action, 5.0)
             except AmiError as exc:
-                log.warning("ring.reroute_failed", channel=leg.channel, error=str(exc))
+                log.warning("ring.reroute_failed", channel=action["Channel"], error=str(exc))
 
-        task = asyncio.ensure_future(hang_up())
+        task = asyncio.ensure_future(move_on())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -356,10 +440,16 @@ class RingMonitor:
             self.bus.emit(kind, leg.linkedid, agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, **data)
 
     # -- answer-time decision (the agent-answered FastAGI route) ------------------------
-    def answer_decision(self, linkedid: str, peer_channel: str) -> AnswerDecision:
+    def answer_decision(self, linkedid: str, peer_channel: str, member: str = "") -> AnswerDecision:
         """Rings the caller heard until ``peer_channel`` answered, and whether the caller
-        must hear the apology. Call-level: rings before a re-route count too."""
-        leg = next((lg for lg in self.legs.values() if lg.channel == peer_channel), None)
+        must hear the apology. Call-level: rings before a re-route count too. Queue()
+        gives no peer channel, only the ``member`` interface that answered
+        (MEMBERINTERFACE): the call's leg on that device is the one."""
+        leg = next((lg for lg in self.legs.values() if peer_channel and lg.channel == peer_channel), None)
+        if leg is None and member:
+            legs = [lg for lg in self.legs.values()
+                    if lg.linkedid == linkedid and device_key(lg.channel) == device_key(member)]
+            leg = max(legs, key=lambda lg: lg.answered_at is not None, default=None)
         now = self.timers.now()
         if leg is not None and leg.answered_at is None:
             self._answer(leg, now)  # the AGI request overtook the Newstate Up event
@@ -368,7 +458,7 @@ class RingMonitor:
         elapsed = max(answered_at - first, 0.0)
         period = self.settings.cadence.period
         return AnswerDecision(
-            agent=leg.agent if leg is not None else device_of(peer_channel),
+            agent=leg.agent if leg is not None else device_of(peer_channel or member),
             rings=self.settings.cadence.ring_number(elapsed),
             late=elapsed > self.settings.critical_rings * period,
         )

@@ -38,7 +38,7 @@ TOL = 0.6  # s: event timestamps against the cadence
 
 
 class Harness:
-    def __init__(self, switch, zone: str, reroute: bool = False) -> None:
+    def __init__(self, switch, zone: str, reroute: bool = False, settings: RingSettings | None = None) -> None:
         secret = switch.embedded.secrets().controller if switch.embedded else switch.secret
         user = "ivr" if switch.embedded else switch.username
         self.conn = AmiConnection(switch.ami_host, switch.ami_port, user, secret, ping_interval=1.0,
@@ -48,7 +48,8 @@ class Harness:
         self.timers = TimerService()
         self.bus = EventBus()
         self.metrics = Metrics()
-        self.settings = RingSettings(Cadence.for_zone(zone), reroute=reroute, agents={"PJSIP/1001": "1001"})
+        self.settings = settings or RingSettings(Cadence.for_zone(zone), reroute=reroute,
+                                                 agents={"PJSIP/1001": "1001"})
         self.monitor = RingMonitor(self.conn, self.tracker, self.timers, self.settings, bus=self.bus,
                                    sinks=[AmiUserEventSink(self.conn)], metrics=self.metrics)
         self.monitor.attach()
@@ -71,7 +72,7 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(switch, zone: str, **kw: bool) -> AsyncIterator[Harness]:
+async def harness(switch, zone: str, **kw: object) -> AsyncIterator[Harness]:
     h = await Harness(switch, zone, **kw).start()
     try:
         yield h
