@@ -32,6 +32,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,30 +219,33 @@ async def controller_path(data: bytes) -> dict[str, Any]:
     return result
 
 
-def _quiet_logs() -> Any:
-    """JSON logging as ``ivr run`` configures it, written to /dev/null."""
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """JSON logging as ``ivr run`` configures it, written to /dev/null; the previous
+    structlog configuration is restored afterwards."""
     import structlog
 
     from ivr import logs
 
-    logs.configure(json=True)
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - kept open for the run
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=devnull))
-    return devnull
+    before = structlog.get_config()
+    with open(os.devnull, "w") as devnull:
+        logs.configure(json=True)
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=devnull))
+        try:
+            yield
+        finally:
+            structlog.configure(**before)
 
 
 async def run_ingest(data: bytes, events: int, rounds: int = 3) -> dict[str, Any]:
     """Replay ``data`` through both paths ``rounds`` times (alternating); best of each."""
-    devnull = _quiet_logs()
-    try:
-        bare, ctl = [], []
+    bare, ctl = [], []
+    with quiet_logs():
         for _ in range(rounds):
             gc.collect()
             bare.append(bare_path(data))
             gc.collect()
             ctl.append(await controller_path(data))
-    finally:
-        devnull.close()
     best_bare = min(bare, key=lambda r: r["seconds"])
     best_ctl = min(ctl, key=lambda r: r["seconds"])
     bare_rate = events / best_bare["seconds"]

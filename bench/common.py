@@ -149,17 +149,41 @@ def pin_to_core(core: int = 0) -> None:
 
 
 # -- the embedded switch --------------------------------------------------------------
+BASELINE_QUEUE = "bench-baseline"
+# The bench's additions to the shipped configuration (rendered into a copy of asterisk/):
+# a queue like the shipped `support` (no members, periodic announcement every 30 s) whose
+# music is silence, so that the announcements can be heard by TALK_DETECT.
+BENCH_CONFIG = {
+    "musiconhold.conf": "\n[bench-silence]\nmode = files\ndirectory = /usr/share/asterisk/sounds/ivr-bench-silence\n",
+    "queues.conf": (f"\n[{BASELINE_QUEUE}]\nstrategy = ringall\nmusicclass = bench-silence\n"
+                    "periodic-announce = queue-periodic-announce\nperiodic-announce-frequency = 30\n"
+                    "announce-frequency = 0\njoinempty = yes\nleavewhenempty = no\n"),
+}
+
+
 def start_switch(name: str) -> Any:
-    """An embedded Asterisk instance on free loopback ports, with the built prompts and
-    the test audio (``ivr-test/caller_speech`` ...). Stop it with :func:`stop_switch`."""
+    """An embedded Asterisk instance on free loopback ports running the shipped
+    configuration plus :data:`BENCH_CONFIG`, with the built prompts and the test audio
+    (``ivr-test/caller_speech`` ...). Stop it with :func:`stop_switch`."""
+    import shutil
+    import tempfile
+
     from ivr.prompts import make_test_audio
     from ivr.switch.embedded import EmbeddedSwitch, Ports
 
     subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(ROOT / "prompts" / "build")],
                    check=True, capture_output=True)
-    sw = EmbeddedSwitch(name, ports=Ports.free(), progress=lambda _l: None)
+    conf = Path(tempfile.mkdtemp(prefix="ivr-bench-conf-")) / "asterisk"
+    shutil.copytree(ROOT / "asterisk", conf)
+    for fname, extra in BENCH_CONFIG.items():
+        with open(conf / fname, "a") as f:
+            f.write(extra)
+    sw = EmbeddedSwitch(name, ports=Ports.free(), config_dir=conf, progress=lambda _l: None)
+    sounds = sw.rootfs / "usr/share/asterisk/sounds"
+    make_test_audio(sounds / "ivr-test")
+    (sounds / "ivr-bench-silence").mkdir(exist_ok=True)
+    shutil.copy(sounds / "ivr-test" / "silence.wav", sounds / "ivr-bench-silence" / "silence.wav")
     sw.up()
-    make_test_audio(sw.rootfs / "usr/share/asterisk/sounds/ivr-test")
     return sw
 
 

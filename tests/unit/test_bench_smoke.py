@@ -1,0 +1,88 @@
+"""The benchmarks' core functions run on tiny inputs (counts, never timings: benchmarks
+report, they do not gate CI)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import ami_ingest  # noqa: E402
+import concurrent_calls  # noqa: E402
+import controller_scale  # noqa: E402
+
+
+async def test_ami_ingest_replays_the_recorded_stream_through_both_paths() -> None:
+    template = ami_ingest.load_template()
+    small = template[:400]
+    data, events = ami_ingest.build_stream(small, copies=2, spread=1.0)
+    assert events == 800
+    result = await ami_ingest.run_ingest(data, events, rounds=1)
+    assert result["bare"]["dispatched"] == events
+    assert result["controller"]["dispatched"] == events
+    assert result["ratio"] > 0
+
+
+async def test_ami_ingest_decides_the_recorded_ring_alarms() -> None:
+    template = ami_ingest.load_template()
+    data, events = ami_ingest.build_stream(template, copies=2, spread=3.0)
+    result = await ami_ingest.controller_path(data)
+    per_copy = sum(1 for h in template if dict(h).get("UserEvent") == "IvrRingAlarm")
+    assert per_copy > 0
+    assert sum(result["alarms"].values()) == 2 * per_copy  # the same decisions as on the switch
+    assert result["channels_left"] == 0 and result["legs_left"] == 0
+
+
+def test_build_stream_gives_each_copy_its_own_ids() -> None:
+    event = [("Event", "Newchannel"), ("Timestamp", "100.000000"), ("Channel", "Local/s0@c-0000000a;1"),
+             ("Uniqueid", "1.5"), ("Linkedid", "1.5")]
+    data, n = ami_ingest.build_stream([event], copies=2, spread=0.5)
+    text = data.decode()
+    assert n == 2
+    assert "Uniqueid: 1.5\r\n" in text and "Uniqueid: 1.5-1\r\n" in text
+    assert "Local/s0@c-0001000a;1" in text and "Timestamp: 100.500000" in text
+
+
+def _agi(event: str, t: float, channel: str, command: str, uid: str = "u1") -> dict[str, str]:
+    return {"Event": event, "Timestamp": f"{t:.6f}", "Channel": channel, "Command": command, "Uniqueid": uid}
+
+
+def test_concurrent_calls_analysis_on_synthetic_events() -> None:
+    ch = "Local/s0x0@bench-silent-00000001;1"
+    hold = "Local/c0@bench-hold-caller-00000002;1"
+    q = "Local/q0@bench-queue-listen-00000003"
+    events = [
+        _agi("AGIExecStart", 10.0, ch, "ANSWER"), _agi("AGIExecEnd", 10.001, ch, "ANSWER"),
+        _agi("AGIExecStart", 10.002, ch, "SET VARIABLE IVR_GREETING x"),
+        _agi("AGIExecEnd", 10.003, ch, "SET VARIABLE IVR_GREETING x"),
+        _agi("AGIExecStart", 10.004, ch, "STREAM FILE ivr/zh-CN/greeting \"0\""),
+        _agi("AGIExecEnd", 13.0, ch, "STREAM FILE ivr/zh-CN/greeting \"0\""),
+        _agi("AGIExecStart", 18.010, ch, 'EXEC UserEvent "IvrSilentCall,Stage: prompt2"'),
+        _agi("AGIExecEnd", 18.011, ch, 'EXEC UserEvent "IvrSilentCall,Stage: prompt2"'),
+        {"Event": "UserEvent", "UserEvent": "IvrHold", "State": "start", "Uniqueid": "h1", "Timestamp": "100.0"},
+        _agi("AGIExecStart", 130.020, hold, "STREAM FILE ivr/zh-CN/hold_reminder \"D\"", "h1"),
+        _agi("AGIExecStart", 160.030, hold, "STREAM FILE ivr/zh-CN/hold_choices \"123D\"", "h1"),
+        {"Event": "QueueCallerJoin", "Channel": q + ";1", "Timestamp": "200.0"},
+        {"Event": "ChannelTalkingStart", "Channel": q + ";2", "Timestamp": "230.5"},
+        {"Event": "ChannelTalkingStart", "Channel": q + ";2", "Timestamp": "232.0"},
+        {"Event": "ChannelTalkingStart", "Channel": q + ";2", "Timestamp": "261.0"},
+    ]
+    r = concurrent_calls.analyse(events)
+    assert r["silent_calls"] == 1
+    assert r["pause_error"]["n"] == 1 and abs(r["pause_error"]["p50_ms"] - 10.0) < 0.01
+    assert r["reminder_only"]["n"] == 1 and r["choices_only"]["n"] == 1
+    assert r["baseline_first"]["n"] == 1 and r["baseline_spacing"]["n"] == 1
+    assert r["agi_round_trip"]["n"] == 2  # SET VARIABLE and EXEC UserEvent (ANSWER has no reply before it)
+
+
+async def test_controller_scale_runs_twenty_flows_each() -> None:
+    p = controller_scale.Params(calls=20, holds=20, pause=0.2, prompt=0.02, interval=0.3, choices_after=0.6,
+                                hold_for=0.7, ramp=0.2, new_calls_until=0.0)
+    r = await controller_scale.run_in_process(p)
+    assert r["silent_calls"] == 20 and r["released"] == 20
+    assert r["pause_error"]["n"] == 60  # three pauses per call
+    assert r["holds_done"] == 20
+    assert r["reminder_error"]["n"] == 20 and r["choices_error"]["n"] == 20
+    assert not r["failures"]
