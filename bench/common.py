@@ -70,14 +70,18 @@ def asterisk_version() -> str:
 
 
 def machine_info(*, with_asterisk: bool = True) -> dict[str, Any]:
-    import panoramisk
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        panoramisk = version("panoramisk")
+    except PackageNotFoundError:
+        panoramisk = "?"
     return {
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_mb": _mem_total_mb(),
         "python": platform.python_version(),
-        "panoramisk": getattr(panoramisk, "__version__", "?"),
+        "panoramisk": panoramisk,
         "asterisk": asterisk_version() if with_asterisk else "n/a",
         "kernel": platform.release(),
         "git_commit": _git_commit(),
