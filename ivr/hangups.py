@@ -19,11 +19,15 @@ count: it never answered.
 
 :func:`hung_up_first` is pure; :class:`HangupTracker` feeds it from the live AMI stream
 and publishes ``call.ended`` on the EventBus when the last channel of a call is gone.
+Events are lost while the AMI connection is down (Asterisk restarting, say), so after every
+resync :meth:`HangupTracker.reconcile` closes the calls that ended meanwhile: their
+``call.ended`` says ``hung_up_first = "unknown"``, ``reason = "ended-while-disconnected"``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +40,8 @@ log = structlog.get_logger("ivr.hangups")
 
 AmiEvent = Mapping[str, Any]
 
-CALLER, AGENT, SYSTEM = "caller", "agent", "system"
+CALLER, AGENT, SYSTEM, UNKNOWN = "caller", "agent", "system", "unknown"
+ENDED_WHILE_DISCONNECTED = "ended-while-disconnected"
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class HangupTracker:
         self.call_contexts = frozenset(call_contexts)
         self.calls: dict[str, _Call] = {}
         self._clock = clock or time.time
+        self._ended_lately: deque[str] = deque(maxlen=1000)  # call.ended published, newest last
 
     def attach(self, ami: Any) -> list[Callable[[], None]]:
         """Subscribe to an :class:`~ivr.ami.AmiConnection`; returns the unsubscribe functions."""
@@ -155,5 +161,51 @@ class HangupTracker:
             data.update(cause=verdict.cause, cause_txt=verdict.cause_txt, channel=verdict.channel)
         if call.started is not None:
             data["started_at"] = call.started
+        self._publish_ended(linkedid, data, at)
+
+    def _publish_ended(self, linkedid: str, data: dict[str, Any], at: float) -> None:
+        self._ended_lately.append(linkedid)
         log.info("call.ended", call_id=linkedid, **data)
         self.bus.publish(CallEvent("call.ended", linkedid, data, at=at))
+
+    def reconcile(self, channels: Iterable[Any], recorded_live: Iterable[str] = ()) -> list[str]:
+        """After a resync: close every call that is no longer on the switch.
+
+        ``channels`` are the switch's live channels now (objects with ``uniqueid`` and
+        ``linkedid``: :class:`~ivr.ami.channels.ChannelTracker` values after its resync);
+        ``recorded_live`` the call ids whose record is still open (a previous controller
+        may have left them). A call followed here whose channels vanished, or a recorded
+        call with no channel left, gets ``call.ended`` (``hung_up_first = "unknown"``,
+        ``reason = "ended-while-disconnected"``, at the current time). A recorded call
+        still on the switch is adopted, so that its hang-up later closes it as usual.
+        Returns the call ids closed.
+        """
+        live_by_call: dict[str, set[str]] = {}
+        for ch in channels:
+            live_by_call.setdefault(str(ch.linkedid), set()).add(str(ch.uniqueid))
+        closed: list[str] = []
+        now = self._clock()
+        for linkedid, call in list(self.calls.items()):
+            call.live = set(live_by_call.get(linkedid, ()))  # what the switch has now
+            if call.live:
+                continue
+            del self.calls[linkedid]
+            if call.is_call:
+                closed.append(linkedid)
+                data: dict[str, Any] = {"hung_up_first": UNKNOWN, "reason": ENDED_WHILE_DISCONNECTED}
+                if call.started is not None:
+                    data["started_at"] = call.started
+                self._publish_ended(linkedid, data, now)
+        for linkedid in dict.fromkeys(recorded_live):
+            if linkedid in closed or linkedid in self._ended_lately:
+                continue
+            if linkedid in live_by_call:  # still on the switch: its hang-up will close it
+                call = self.calls.setdefault(linkedid, _Call())
+                call.is_call = True
+                call.live |= live_by_call[linkedid]
+                continue
+            closed.append(linkedid)
+            self._publish_ended(linkedid, {"hung_up_first": UNKNOWN, "reason": ENDED_WHILE_DISCONNECTED}, now)
+        if closed:
+            log.warning("calls.closed_after_outage", calls=closed)
+        return closed

@@ -2,9 +2,15 @@
 call records fed by the EventBus, the hang-up order tracker (R6) on the AMI connection,
 and the HTTP server (API, dashboard, health, metrics).
 
-Neither holds calls up: if the database cannot be opened the controller runs on without
-records (``/healthz`` says so and the record endpoints answer 503); if the HTTP port is
-taken it runs on without the API (logged as ``http.unavailable``).
+Neither holds calls up: if the database cannot be opened the controller runs on and
+tries it again in the background (``/healthz`` says ``database`` is down and the record
+endpoints answer 503 meanwhile; events wait in the recorder's bounded queue); if the HTTP
+port is taken it runs on without the API (logged as ``http.unavailable``).
+
+After every AMI (re)connect and channel resync, and when the database opens, the records
+of calls that are no longer on the switch are closed (``call.ended`` with
+``hung_up_first = "unknown"``, ``reason = "ended-while-disconnected"``): their hang-up fell
+in an outage, or in a previous controller's lifetime.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from prometheus_client import REGISTRY
 
 from ivr.hangups import HangupTracker
 from ivr.http.app import HttpServer, HttpSettings, Services
-from ivr.records import CallRecorder, CallStore, DatabaseError
+from ivr.records import CallStore
+from ivr.records.keeper import RecordsKeeper
 
 if TYPE_CHECKING:
     from ivr.controller import Controller
@@ -40,6 +47,10 @@ class Operations:
         self.controller = controller
         self.hangups = HangupTracker(controller.bus)
         self.hangups.attach(controller.ami)
+        # After the channel tracker's resync (registered first, in the controller).
+        controller.ami.on_connected(self.close_ended_calls)
+        self._reconciled_at = -1  # the tracker's resync count last reconciled
+        self.records = RecordsKeeper(config.database.url, controller.bus, on_open=self._records_open)
         period, warn = ring_period(config)
         registries = [REGISTRY]
         metrics = getattr(controller, "metrics", None)
@@ -50,30 +61,37 @@ class Operations:
             agents={a.number: a.name for a in config.agents}, registries=registries,
             ring_period=period, warn_rings=warn, long_call_seconds=long_call_seconds,
             health={"ami": lambda: controller.ami.connected, "fastagi": lambda: controller.agi.listening,
-                    "database": self._database_ok},
+                    "database": self.records.ping},
         )
         self.http = HttpServer(self.services, HttpSettings(
             host=config.http.host, port=config.http.port, token=config.http.token or None,
             public=tuple(config.http.public)))
-        self.recorder: CallRecorder | None = None
 
     def add_feature(self, name: str, routes: list[web.RouteDef], openapi_paths: dict[str, Any]) -> None:
         self.http.add_feature(name, routes, openapi_paths)
 
-    async def _database_ok(self) -> bool:
-        if self.services.store is None:
-            raise DatabaseError("the call records database could not be opened")
-        return await self.services.store.ping()
+    @property
+    def recorder(self) -> Any:
+        return self.records.recorder
+
+    async def _records_open(self, store: CallStore) -> None:
+        self.services.store, self.services.recorder = store, self.records.recorder
+        await self.close_ended_calls(force=True)
+
+    async def close_ended_calls(self, force: bool = False) -> list[str]:
+        """Close the records of calls no longer on the switch (after a resync)."""
+        channels = self.controller.channels
+        if not self.controller.ami.connected or channels.resyncs == 0:
+            return []
+        if channels.resyncs == self._reconciled_at and not force:
+            return []  # the resync failed: the tracker's view is not fresh
+        self._reconciled_at = channels.resyncs
+        store = self.records.store
+        recorded = await store.open_calls() if store is not None else []
+        return self.hangups.reconcile(list(channels.channels.values()), recorded)
 
     async def start(self) -> None:
-        try:
-            store = await CallStore.open(self.controller.config.database.url)
-        except DatabaseError as exc:
-            log.error("records.unavailable", error=str(exc))
-        else:
-            self.services.store = store
-            self.recorder = self.services.recorder = CallRecorder(store, self.controller.bus)
-            await self.recorder.start()
+        await self.records.start()
         try:
             await self.http.start()
         except OSError as exc:  # port taken: calls go on, the API is what is missing
@@ -82,8 +100,5 @@ class Operations:
 
     async def stop(self) -> None:
         await self.http.stop()
-        if self.recorder is not None:
-            await self.recorder.stop()
-        if self.services.store is not None:
-            await self.services.store.close()
-            self.services.store = None
+        await self.records.stop()  # writes what is still queued (bounded), then closes
+        self.services.store = None

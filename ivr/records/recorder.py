@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import AsyncIterator
 
 import structlog
 
@@ -18,16 +19,30 @@ class CallRecorder:
     """One subscriber task: applies every event, in order, each in its own transaction.
 
     A failing write is logged and counted; it never stops the recorder or touches a call.
+    The recorder may start before its store is open (``store=None``, the database being
+    unreachable): it subscribes at once and events wait in its bus queue (bounded: the
+    oldest are dropped and counted by the bus) until :meth:`use_store`. :meth:`stop`
+    writes what is still queued, for at most ``drain_timeout`` s.
     """
 
-    def __init__(self, store: CallStore, bus: EventBus) -> None:
+    def __init__(self, store: CallStore | None, bus: EventBus, *, drain_timeout: float = 5.0) -> None:
         self.store = store
         self.bus = bus
+        self.drain_timeout = drain_timeout
         self.applied = 0
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
         self._recent: deque[CallEvent] = deque(maxlen=1000)  # handled lately, newest last
+        self._ready = asyncio.Event()
+        if store is not None:
+            self._ready.set()
+        self._stopping = asyncio.Event()
+
+    def use_store(self, store: CallStore) -> None:
+        """The database is open now: write the events waiting and all that follow."""
+        self.store = store
+        self._ready.set()
 
     async def start(self) -> None:
         before = self.bus.subscribers
@@ -38,10 +53,38 @@ class CallRecorder:
             await asyncio.sleep(0)
 
     async def _run(self) -> None:
-        async for event in self.bus.subscribe():
-            await self._apply(event)
+        events = self.bus.subscribe()
+        try:
+            while (event := await self._next(events)) is not None:
+                await self._ready.wait()  # the database is not open yet: events wait
+                await self._apply(event)
+        finally:
+            await events.aclose()
+
+    async def _next(self, events: AsyncIterator[CallEvent]) -> CallEvent | None:
+        """The next event; once stopping, None as soon as the queue is empty."""
+        getter = asyncio.ensure_future(anext(events))  # the first one subscribes
+        try:
+            if not self._stopping.is_set():
+                stopping = asyncio.ensure_future(self._stopping.wait())
+                try:
+                    await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                if getter.done():
+                    return getter.result()
+            # Publishing is synchronous: whatever was published is queued already and
+            # comes within a loop turn or two. Nothing for longer means: drained.
+            return await asyncio.wait_for(asyncio.shield(getter), 0.05)
+        except (TimeoutError, StopAsyncIteration):
+            return None
+        finally:
+            if not getter.done():
+                getter.cancel()
+                await asyncio.wait({getter})
 
     async def _apply(self, event: CallEvent) -> None:
+        assert self.store is not None
         try:
             await self.store.apply(event)
             self.applied += 1
@@ -75,8 +118,16 @@ class CallRecorder:
         return True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Write the events still queued (for at most ``drain_timeout`` s), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        if not self._ready.is_set():  # no database: nothing can be written
+            task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=self.drain_timeout)
+        if not done:
+            log.error("records.drain_incomplete", timeout=self.drain_timeout, applied=self.applied)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -25,7 +25,8 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``
 ``transfer.state``     ``state``, ``target``, ``reason``
 ``call.hangup``        ``channel``, ``side``, ``cause``
-``call.ended``         ``hung_up_first`` (caller/agent/system), ``cause``, ``started_at``
+``call.ended``         ``hung_up_first`` (caller/agent/system/unknown), ``cause``, ``started_at``,
+                       ``reason``; the first ``call.ended`` of a call is final
 =====================  ==================================================================
 """
 
@@ -338,6 +339,10 @@ class CallStore:
 
     async def _ended(self, tx: Tx, ev: CallEvent) -> None:
         d = ev.data
+        done = await tx.fetchall("SELECT 1 AS x FROM calls WHERE call_id = ? AND ended_at IS NOT NULL",
+                                 (ev.call_id,))
+        if done:  # already closed (a late "ended while disconnected" after the real hang-up)
+            return
         first = _text(d.get("hung_up_first"))
         if first is None:  # fall back on the first side that reported a hang-up
             rows = await tx.fetchall(
@@ -404,6 +409,11 @@ class CallStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY arrived_at DESC LIMIT ?"
         return await self.db.fetchall(sql, (*params, f.limit))
+
+    async def open_calls(self) -> list[str]:
+        """The ids of every call whose record is not closed yet."""
+        rows = await self.db.fetchall("SELECT call_id FROM calls WHERE ended_at IS NULL")
+        return [r["call_id"] for r in rows]
 
     async def call(self, call_id: str) -> Row | None:
         """One call with everything that happened to it, or None."""
