@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, pin_to_core, table, write_results  # noqa: E402
+from common import DATA, pin_to_core, table, write_results
 
 TEMPLATE = DATA / "ami_stream.raw.gz"
 CHUNK = 65536
@@ -199,7 +199,7 @@ async def controller_path(data: bytes) -> dict[str, Any]:
 
     manager = _Manager(lambda _exc: None, host="127.0.0.1", port=0, loop=asyncio.get_running_loop())
     manager.register_event("*", tick)
-    manager.register_event("*", conn._dispatch)  # noqa: SLF001 - the controller's own dispatch
+    manager.register_event("*", conn._dispatch)
     protocol = AMIProtocol()
     protocol.connection_made(_NullTransport())
     manager.attach(protocol)

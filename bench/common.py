@@ -48,7 +48,7 @@ def _git_commit() -> str:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "ivr"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
         return out + ("+dirty(ivr)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -53,8 +55,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    BASELINE_QUEUE, ROOT, proc_cpu_seconds, proc_rss_kb, start_switch, stop_switch, summary_ms, table, write_results,
+from common import (
+    BASELINE_QUEUE,
+    ROOT,
+    proc_cpu_seconds,
+    proc_rss_kb,
+    start_switch,
+    stop_switch,
+    summary_ms,
+    table,
+    write_results,
 )
 
 PAUSE = 5.0
@@ -165,7 +175,7 @@ def baseline_errors(events: list[dict[str, Any]], interval: float = INTERVAL,
                 announcements.append(t)
         if base in joins and announcements:
             first.append(announcements[0] - joins[base] - interval)
-        spacing += [b - a - interval for a, b in zip(announcements, announcements[1:])]
+        spacing += [b - a - interval for a, b in itertools.pairwise(announcements)]
     return {"first": first, "spacing": spacing}
 
 
@@ -257,10 +267,8 @@ class Recorder:
     async def hang_up_all(self, contains: str = "@bench-") -> None:
         for ch in await self.channels():
             if contains in ch.get("Channel", ""):
-                try:
+                with contextlib.suppress(Exception):  # already gone
                     await self.action({"Action": "Hangup", "Channel": ch["Channel"]})
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
 
     def close(self) -> None:
         self.manager.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing as mp
 import os
 import sys
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import proc_cpu_seconds, proc_rss_kb, summary_ms, table, write_results  # noqa: E402
+from common import proc_cpu_seconds, proc_rss_kb, summary_ms, table, write_results
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ def run_processes(p: Params) -> dict[str, Any]:
         "rss_idle_mb": round(idle_rss / 1024, 1), "rss_peak_mb": round(peak / 1024, 1),
         "rss_kb_per_flow": round((peak - idle_rss) / in_flight, 2),
         "cpu_pct_max_1s": round(100 * max((b[1] - a[1]) / max(b[0] - a[0], 1e-9)
-                                          for a, b in zip(samples, samples[1:])), 1) if len(samples) > 1 else None,
+                                          for a, b in itertools.pairwise(samples)), 1) if len(samples) > 1 else None,
     }
     result["duration_s"] = round(duration, 1)
     return result

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, start_switch, stop_switch  # noqa: E402
+from common import DATA, start_switch, stop_switch
 
 # ring seconds before the agent answers (None: never; the hunt moves on after 40 s)
 RING_PLAN = (2, 8, 17, 2, 33, 8, None, 2, 17, 8)

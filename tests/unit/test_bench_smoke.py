@@ -9,9 +9,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import ami_ingest  # noqa: E402
-import concurrent_calls  # noqa: E402
-import controller_scale  # noqa: E402
+import ami_ingest
+import concurrent_calls
+import controller_scale
 
 
 async def test_ami_ingest_replays_the_recorded_stream_through_both_paths() -> None:
@@ -27,7 +27,7 @@ async def test_ami_ingest_replays_the_recorded_stream_through_both_paths() -> No
 
 async def test_ami_ingest_decides_the_recorded_ring_alarms() -> None:
     template = ami_ingest.load_template()
-    data, events = ami_ingest.build_stream(template, copies=2, spread=3.0)
+    data, _events = ami_ingest.build_stream(template, copies=2, spread=3.0)
     result = await ami_ingest.controller_path(data)
     per_copy = sum(1 for h in template if dict(h).get("UserEvent") == "IvrRingAlarm")
     assert per_copy > 0
