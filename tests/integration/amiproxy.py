@@ -1,0 +1,108 @@
+"""A freezable TCP proxy on 127.0.0.1, put between the controller and Asterisk's AMI.
+
+It forwards bytes both ways. :meth:`AmiProxy.freeze` stops forwarding without closing
+anything (a half-open connection: the peer's writes succeed and nothing comes back), on
+the connections open now and, with ``new_connections=True``, on those accepted later;
+:meth:`thaw` lets the held bytes through again; :meth:`cut` closes every connection.
+
+    async with AmiProxy("127.0.0.1", ami_port) as proxy:   # proxy.port: connect here
+        proxy.freeze(upstream=False)   # actions reach Asterisk, replies and events do not
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Self
+
+
+@dataclass
+class _Link:
+    writers: list[asyncio.StreamWriter]
+    up: asyncio.Event = field(default_factory=asyncio.Event)  # controller -> Asterisk flows
+    down: asyncio.Event = field(default_factory=asyncio.Event)  # Asterisk -> controller flows
+
+
+class AmiProxy:
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._links: list[_Link] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._new_up = self._new_down = True
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    @property
+    def open_links(self) -> int:
+        return len(self._links)
+
+    def freeze(self, *, upstream: bool = True, downstream: bool = True, new_connections: bool = True) -> None:
+        for link in self._links:
+            if upstream:
+                link.up.clear()
+            if downstream:
+                link.down.clear()
+        if new_connections:
+            self._new_up, self._new_down = not upstream, not downstream
+
+    def thaw(self) -> None:
+        self._new_up = self._new_down = True
+        for link in self._links:
+            link.up.set()
+            link.down.set()
+
+    def cut(self) -> None:
+        for link in list(self._links):
+            for w in link.writers:
+                w.transport.abort()
+        self._links.clear()
+
+    async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            a_reader, a_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            c_writer.transport.abort()
+            return
+        link = _Link([c_writer, a_writer])
+        if self._new_up:
+            link.up.set()
+        if self._new_down:
+            link.down.set()
+        self._links.append(link)
+        pumps = [asyncio.create_task(self._pump(c_reader, a_writer, link.up)),
+                 asyncio.create_task(self._pump(a_reader, c_writer, link.down))]
+        self._tasks.update(pumps)
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._tasks.difference_update(pumps)
+            if link in self._links:
+                self._links.remove(link)
+            for w in link.writers:
+                w.transport.abort()
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
+        while data := await reader.read(65536):
+            await flowing.wait()  # frozen: hold the bytes, close nothing
+            writer.write(data)
+            await writer.drain()
