@@ -1,0 +1,64 @@
+"""The embedded switch's pure parts: mirror discovery, config rendering, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivr.cli import main
+from ivr.errors import SwitchError
+from ivr.switch import embedded
+from ivr.switch.embedded import EmbeddedSwitch, Ports, read_debian_mirror
+
+
+def test_mirror_from_deb822_sources(tmp_path: Path):
+    src = tmp_path / "debian.sources"
+    src.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\n"
+                   "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n")
+    assert read_debian_mirror([src]) == "http://mirror.example/debian"
+
+
+def test_mirror_from_one_line_sources(tmp_path: Path):
+    src = tmp_path / "sources.list"
+    src.write_text("# comment\ndeb [arch=amd64] http://mirror.example/debian/ bookworm main\n")
+    assert read_debian_mirror([src]) == "http://mirror.example/debian"
+
+
+def test_no_mirror_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(SwitchError, match="no Debian archive found"):
+        read_debian_mirror([tmp_path / "missing.list"])
+
+
+def test_not_root_is_a_clear_error_not_a_traceback(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(embedded.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("IVR_CACHE_DIR", str(tmp_path))
+    assert main(["asterisk", "--name", "x", "up"]) == 2
+    err = capsys.readouterr().err
+    assert "needs root" in err and "Traceback" not in err
+
+
+def test_bad_instance_name():
+    with pytest.raises(SwitchError, match="instance name"):
+        EmbeddedSwitch("../etc")
+
+
+def test_render_config_points_at_instance_dirs_and_ports(tmp_path: Path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr/lib/x86_64-linux-gnu/asterisk/modules").mkdir(parents=True)
+    sw = EmbeddedSwitch("unit", cache_dir=tmp_path, ports=Ports(ami=15038, agi=14573, sip=15060,
+                                                                  rtp_start=30000, rtp_end=30099))
+    sw.render_config()
+    etc = sw.home / "etc"
+    conf = (etc / "asterisk.conf").read_text()
+    assert "astetcdir => /srv/ivr/unit/etc" in conf and "astspooldir => /srv/ivr/unit/spool" in conf
+    assert "port = 15038" in (etc / "manager.conf").read_text()
+    assert "bind = 127.0.0.1:15060" in (etc / "pjsip.conf").read_text()
+    assert "IVR_AGI = agi://127.0.0.1:14573" in (etc / "ivr-globals.conf").read_text()
+    secrets = (etc / "manager_secrets.conf")
+    assert secrets.stat().st_mode & 0o077 == 0, "secrets must not be group/world readable"
+    assert sw.secrets().controller in secrets.read_text()
+    # No secret is in the shipped configuration itself.
+    lines = [line.strip() for p in embedded.project_root().joinpath("asterisk").glob("*.conf")
+             for line in p.read_text().splitlines() if not line.strip().startswith(";")]
+    assert not [line for line in lines if line.startswith(("secret", "password"))]
