@@ -123,6 +123,7 @@ class CallRecorder:
         if task is None:
             return
         self._stopping.set()
+        before = self.applied + self.failed
         if not self._ready.is_set():  # no database: nothing can be written
             task.cancel()
         done, _ = await asyncio.wait({task}, timeout=self.drain_timeout)
@@ -131,3 +132,5 @@ class CallRecorder:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        log.info("records.stopped", drained=self.applied + self.failed - before, applied=self.applied,
+                 failed=self.failed, complete=bool(done) and self._ready.is_set())
