@@ -89,6 +89,10 @@ class _SilentDetector:
 
         return watch()
 
+    async def wake_until(self, channel: str, woken: asyncio.Event) -> int:
+        await woken.wait()  # never heard, so never woken
+        return 0
+
 
 def _config(pause: float) -> Any:
     from ivr.config import load_config

@@ -13,12 +13,16 @@ Prompts are never cut by speech: the caller hears each prompt in full, and speec
 while a prompt plays hands the caller on the moment that prompt ends (a caller who says
 "hello?" over the greeting still hears the company's whole opening, and an echo of our
 own prompt cannot cut it). A DTMF digit does interrupt the prompt: a key press is a
-deliberate act. Pauses are waited out in short ``WAIT FOR DIGIT`` slices, so a digit is
-seen at once and speech within :data:`POLL_MS`. Measured on the embedded switch (AMI
-timestamps, tests/integration/test_inbound.py): ``ChannelTalkingStart`` 40 ms after the
-caller's speech began, the hand-on (``IvrSilentCall`` ``responded``) 106-108 ms after it,
-in pause 1 and pause 2 alike; pauses 5.001-5.002 s; a silent caller released 24.38 s after
-the greeting ended (3 x 5 s + the two prompts, 2.95 s and 6.42 s).
+deliberate act.
+
+A pause is **one** ``WAIT FOR DIGIT`` for the whole remaining pause (the
+:class:`SilentCall`'s ``next_deadline``): it ends at the deadline on Asterisk's own timer,
+at once on a caller's key, or when the controller hears speech (AMI
+``ChannelTalkingStart``) and wakes it with the wake digit ``D`` (AMI ``PlayDTMF``, see
+:mod:`ivr.agi.wake`, the mechanism hold uses; ``D`` is never taken for a caller's key).
+So a silent call costs Asterisk about one AGI command per prompt and per pause, not five
+a second (the 200 ms polling this replaced saturated the switch at 200 calls: pause p99
+3.9 s; see the README's Benchmarks).
 
 If the controller cannot hear the caller (no AMI connection, or it dropped during the
 call) the call is never released as silent: after the greeting it goes to the agents.
@@ -32,6 +36,7 @@ A caller hang-up at any point ends the flow (``AgiHangup``, handled by the serve
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ivr.agi.channel import AgiChannel
+from ivr.agi.wake import WAKE_DIGIT
 from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
 from ivr.rules.silent import Play, Release, RouteToAgent, SilentAction, SilentCall
 
@@ -51,7 +57,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ivr.inbound")
 
 DTMF_DIGITS = "0123456789*#"
-POLL_MS = 200  # longest WAIT FOR DIGIT slice: bounds how late speech in a pause is acted on
 
 
 class InboundFlow:
@@ -130,17 +135,29 @@ class _Session:
         return None
 
     async def wait(self, script: SilentCall, watch: SpeechWatch) -> str | None:
-        """Wait out the current pause; return a digit if one is pressed, else None."""
+        """Wait out the current pause in one command; return a digit if one is pressed,
+        else None (the deadline came, or speech was heard: ``watch.heard``)."""
         deadline = script.next_deadline
         assert deadline is not None
         while not watch.heard.is_set():
-            remaining = deadline - self.flow.clock()
-            if remaining <= 0:
+            remaining_ms = math.ceil((deadline - self.flow.clock()) * 1000)
+            if remaining_ms <= 0:
                 return None
-            digit = await self.call.wait_for_digit(min(POLL_MS, math.ceil(remaining * 1000)))
-            if digit:
+            woken = asyncio.Event()
+            waker = asyncio.ensure_future(self._wake_on_speech(watch, woken))
+            try:
+                digit = await self.call.wait_for_digit(remaining_ms)
+            finally:
+                woken.set()
+                waker.cancel()
+            if digit and digit != WAKE_DIGIT:
                 return digit
+            # The deadline, speech (woken), or a stale wake digit: the loop tells which.
         return None
+
+    async def _wake_on_speech(self, watch: SpeechWatch, woken: asyncio.Event) -> None:
+        await watch.heard.wait()
+        await self.flow.speech.wake_until(self.call.channel, woken)
 
     def after_prompt(self, script: SilentCall, stage: str, digit: str | None,
                      watch: SpeechWatch) -> list[SilentAction]:

@@ -29,6 +29,10 @@ seconds of wall clock (it can end up to a second early), it swallows the DTMF di
 reads, and it hears nothing while a prompt plays. ``BackgroundDetect`` waits for the end
 of the talk burst, and a recorded window needs the switch's file system.
 
+Speech heard while the flow waits out a pause in one long ``WAIT FOR DIGIT`` must end
+that wait: :meth:`TalkDetector.wake_until` makes Asterisk receive the wake digit on the
+caller's channel (AMI ``PlayDTMF``, :mod:`ivr.agi.wake`, shared with hold).
+
 Without AMI the controller cannot hear the caller: :attr:`SpeechWatch.reliable` is then
 False, and the flow must never release the call as silent.
 """
@@ -43,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from ivr.agi import wake
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.config import SilenceConfig
 
@@ -99,6 +104,9 @@ class SpeechDetector(Protocol):
     def listen(self, call: AgiChannel) -> Any:
         """``async with detector.listen(call) as watch``: hear the caller while inside."""
 
+    async def wake_until(self, channel: str, woken: asyncio.Event) -> Any:
+        """End the AGI command ``channel`` waits in (wake digit), repeating until ``woken``."""
+
 
 class _AmiWatch(SpeechWatch):
     def __init__(self, uniqueid: str, ami: AmiConnection) -> None:
@@ -152,9 +160,16 @@ class TalkDetector:
         except (AgiHangup, AgiError):
             pass
 
+    async def wake_until(self, channel: str, woken: asyncio.Event) -> int:
+        return await wake.wake_until(self.ami, channel, woken)
+
 
 class DeafDetector:
     """No way to hear the caller (no AMI connection): every watch is unreliable."""
+
+    async def wake_until(self, channel: str, woken: asyncio.Event) -> int:
+        await woken.wait()  # nothing is ever heard, so nothing to wake: wait to be told
+        return 0
 
     @asynccontextmanager
     async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:

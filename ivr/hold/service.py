@@ -51,7 +51,6 @@ returns the caller to the agent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.wake import WAKE_DIGIT, wake
 from ivr.ami.channels import Channel, ChannelTracker, device_of
 from ivr import errors
 from ivr.ami.connection import AmiError
@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ivr.hold")
 
 HOLD_CONTEXT = "ivr-hold"
-WAKE = "D"  # the digit the controller "receives" on the held channel to wake its AGI
+WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
 CHOICE_DIGITS = "123"
 WAIT_SLICE_MS = 2000  # a lost wake-up costs at most this much
 KEEPER_TIMEOUT = 5.0
@@ -415,11 +415,7 @@ class HoldService:
             self._spawn(self._send_wake(s))
 
     async def _send_wake(self, s: HoldSession) -> None:
-        # "Async: false": panoramisk takes any reply ending in "successfully queued" for
-        # an Originate's and fails on an action without an Async header.
-        with contextlib.suppress(AmiError):
-            await self.conn.action({"Action": "PlayDTMF", "Channel": s.caller.name, "Digit": WAKE,
-                                    "Duration": "40", "Receive": "true", "Async": "false"}, 5.0)
+        await wake(self.conn, s.caller.name)  # AMI PlayDTMF of WAKE, see ivr.agi.wake
 
     def _user_event(self, s: HoldSession, action: Any) -> None:
         self._spawn(self._send_user_event(s, action.state, action.count, action.held_seconds))

@@ -1,8 +1,9 @@
 """The inbound flow (R2, R3) against a scripted fake AGI channel on a fake clock.
 
-The fake plays each prompt for a known time, answers WAIT FOR DIGIT slices, and makes the
-caller speak, press a key or hang up at chosen instants, so every timing of the silent-call
-script is checked exactly and without sleeping.
+The fake plays each prompt for a known time, answers WAIT FOR DIGIT like Asterisk (to its
+timeout, at a key, or at the wake digit the controller sends through the detector when it
+hears speech), and makes the caller speak, press a key or hang up at chosen instants, so
+every timing of the silent-call script is checked exactly and without sleeping.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from typing import Any
 import pytest
 
 from ivr.agi.channel import AgiHangup
+from ivr.agi.wake import WAKE_DIGIT
 from ivr.config import SilenceConfig
 from ivr.events import CallEvent, EventBus
-from ivr.flows.inbound import POLL_MS, InboundFlow
+from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
 
 PAUSE = 5.0
 GREETING = ["hello", "welcome"]
 DURATIONS = {"hello": 1.0, "welcome": 3.0, "silent_prompt2": 2.0, "silent_prompt3": 4.0}
 GREETING_END = 4.0  # the call is answered at t=0
+WAKE_LATENCY = 0.003  # ChannelTalkingStart -> PlayDTMF -> WAIT FOR DIGIT returns "D"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class FakeCall:
         self.plays: list[tuple[str, float, float]] = []  # (prompt id, start, end)
         self.events: list[tuple[float, str]] = []  # UserEvent args, at
         self.commands: list[str] = []
+        self.waits: list[int] = []  # WAIT FOR DIGIT timeouts, ms
+        self.wakes: list[str] = []  # channels the controller woke (PlayDTMF of WAKE_DIGIT)
 
     def _advance(self, until: float) -> None:
         if self.hung_up or (self.hangup_at is not None and until >= self.hangup_at):
@@ -94,13 +99,23 @@ class FakeCall:
         return None
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        assert 0 < timeout_ms <= POLL_MS
+        assert timeout_ms > 0
+        self.waits.append(timeout_ms)
         end = self.clock.t + timeout_ms / 1000
         if self._digit_before(end):
             assert self.digit_at is not None
             self._advance(self.digit_at)
             self.digit_at = None
             return "5"
+        if self.speech_at is not None and self.clock.t <= self.speech_at < end:
+            # The caller speaks mid-wait: the detector hears it, and the controller must
+            # wake this wait; let its tasks run, as the AMI event would.
+            self._advance(self.speech_at)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            if self.wakes:
+                self._advance(self.speech_at + WAKE_LATENCY)
+                return WAKE_DIGIT
         self._advance(end)
         return None
 
@@ -123,15 +138,23 @@ class FakeDetector:
     def __init__(self, reliable: bool = True) -> None:
         self.reliable = reliable
         self.open = 0
+        self.call: FakeCall | None = None
 
     @asynccontextmanager
     async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
         call.watch = SpeechWatch(call.uniqueid, reliable=self.reliable)
+        self.call = call
         self.open += 1
         try:
             yield call.watch
         finally:
             self.open -= 1
+
+    async def wake_until(self, channel: str, woken: asyncio.Event) -> int:
+        assert self.call is not None and channel == self.call.channel
+        self.call.wakes.append(channel)
+        await woken.wait()
+        return 1
 
 
 def make_flow(clock: Clock, detector: Any = None, bus: EventBus | None = None,
@@ -167,13 +190,15 @@ async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> N
     # Each pause lasts its full length, never less, and at most a millisecond more.
     assert 0 <= p2_start - (greeting_end + PAUSE) <= 0.002
     assert 0 <= p3_start - (p2_end + PAUSE) <= 0.002
-    release_at = [t for t, args in call.events if "Stage: release" in args][0]
+    release_at = next(t for t, args in call.events if "Stage: release" in args)
     assert 0 <= release_at - (p3_end + PAUSE) <= 0.002
     assert release_at - greeting_end >= 3 * PAUSE + 2.0 + 4.0 - 1e-9  # pauses + prompts 2, 3
     assert stages(call) == ["prompt2", "prompt3", "release"]
     assert call.vars["IVR_RESULT"] == "done"
     assert call.vars["IVR_GREETING"] == "hello,welcome"
     assert call.commands[0] == "ANSWER"
+    # One wait per pause, for the whole pause: no polling, nothing to wake.
+    assert call.waits == [5000, 5000, 5000] and call.wakes == []
 
 
 async def test_configured_pause_is_used() -> None:
@@ -182,14 +207,36 @@ async def test_configured_pause_is_used() -> None:
     assert call.plays[2][1] == pytest.approx(GREETING_END + 2.5, abs=0.002)
 
 
-async def test_speech_in_the_first_pause_hands_on_within_a_poll() -> None:
+async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
     call = FakeCall(Clock(), speech_at=GREETING_END + 1.23)
     await run(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
     assert call.vars["IVR_RESULT"] == "agents"
     (t, args), = call.events
     assert args == "IvrSilentCall,Stage: responded,Reason: speech,From: pause1"
-    assert 0 <= t - (GREETING_END + 1.23) <= POLL_MS / 1000
+    assert call.wakes == [call.channel] and call.waits == [5000]
+    assert t == pytest.approx(GREETING_END + 1.23 + WAKE_LATENCY)
+
+
+async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
+    """A "D" with no speech heard (a late wake, or a phone that sends D) is not the
+    caller's key: the pause goes on to its deadline."""
+    call = FakeCall(Clock())
+    real_wait = call.wait_for_digit
+    strays = [GREETING_END + 1.0]
+
+    async def wait_for_digit(timeout_ms: int) -> str | None:
+        if strays and call.clock.t <= strays[0] < call.clock.t + timeout_ms / 1000:
+            call.waits.append(timeout_ms)
+            call._advance(strays.pop())
+            return WAKE_DIGIT
+        return await real_wait(timeout_ms)
+
+    call.wait_for_digit = wait_for_digit  # type: ignore[method-assign]
+    await run(call)
+    assert stages(call) == ["prompt2", "prompt3", "release"]
+    assert call.waits == [5000, 4000, 5000, 5000]
+    assert call.plays[2][1] == pytest.approx(GREETING_END + PAUSE, abs=0.002)
 
 
 async def test_speech_only_after_the_second_prompt_is_not_released() -> None:

@@ -1,0 +1,63 @@
+"""Waking a FastAGI session that waits in one long command, from the controller.
+
+A flow that must react to something only the controller sees (a timer of the
+:class:`~ivr.rules.timers.TimerService`, speech heard through AMI ``ChannelTalkingStart``)
+waits in one long ``WAIT FOR DIGIT`` (or a prompt whose escape digits include
+:data:`WAKE_DIGIT`) instead of polling in short slices, and the controller ends that
+command by making Asterisk "receive" the digit ``D`` on the channel: AMI ``PlayDTMF``
+with ``Receive: true``. ``D`` is a digit phones do not send, so it is never a caller's
+choice. Measured on the embedded switch: the woken command ends within about a
+millisecond of the action.
+
+Trap: between two AGI commands res_agi reads and *discards* the channel's frames, so a
+wake that arrives just before the waiting command starts is lost. :func:`wake_until`
+therefore repeats the wake every :data:`RETRY` s until the waiter says it woke.
+
+panoramisk trap: it takes any reply ending in "successfully queued" for an Originate's
+and fails on an action without an ``Async`` header, hence ``Async: false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ivr.ami.connection import AmiError
+
+if TYPE_CHECKING:
+    from ivr.ami.connection import AmiConnection
+
+log = structlog.get_logger("ivr.wake")
+
+WAKE_DIGIT = "D"
+RETRY = 0.25  # s between wakes while the session has not woken (a wake can be lost, above)
+ACTION_TIMEOUT = 5.0
+
+
+async def wake(conn: AmiConnection, channel: str) -> bool:
+    """Make Asterisk receive :data:`WAKE_DIGIT` on ``channel``; False if AMI failed."""
+    try:
+        await conn.action({"Action": "PlayDTMF", "Channel": channel, "Digit": WAKE_DIGIT,
+                           "Duration": "40", "Receive": "true", "Async": "false"}, ACTION_TIMEOUT)
+    except AmiError as exc:  # no connection, or the channel is gone: the wait ends on its own
+        log.debug("wake.failed", channel=channel, error=str(exc))
+        return False
+    return True
+
+
+async def wake_until(conn: AmiConnection, channel: str, woken: asyncio.Event,
+                     retry: float = RETRY) -> int:
+    """Wake ``channel`` until ``woken`` is set (by the session, when its command returned);
+    returns how many wakes were sent. Bounded by the caller: set ``woken`` (or cancel)
+    when the session's wait is over in any way."""
+    sent = 0
+    while not woken.is_set():
+        await wake(conn, channel)
+        sent += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(retry):
+                await woken.wait()
+    return sent
