@@ -9,15 +9,18 @@ The input is generated deterministically from a stream recorded on the real swit
 with its own Uniqueids, Linkedids, channel and bridge names, started ``spread`` seconds
 apart and merged by Asterisk timestamp, so that many calls are in flight at once.
 
-(a) **controller path**: the bytes go to panoramisk's ``AMIProtocol.data_received`` of
-the controller's own ``_Manager``, whose dispatch feeds ``AmiConnection._dispatch``
+(a) **controller path**: the bytes go to the controller's own protocol (its
+``_Manager``'s ``protocol_factory``: ``AmiProtocol``, ivr/ami/protocol.py, panoramisk's
+``AMIProtocol`` with a leaner frame parser), whose ``_Manager.dispatch`` feeds
+``AmiConnection._dispatch``
 (ivr/ami/connection.py); subscribed are the ``ChannelTracker`` (ivr/ami/channels.py) and
 the ``RingMonitor`` (ivr/rings/) with its ``RingWatch`` machines under the
 ``TimerService``, the controller's Prometheus metrics and event bus, JSON logging (to
 /dev/null), and an alarm sink that counts. The timer clock and the monitor's wall clock
 follow the replayed Asterisk timestamps, and due timers fire before each event, so the
 ring alarms (4th and 7th ring) are decided exactly as in the recording.
-(b) **bare panoramisk**: a plain ``Manager`` with one no-op ``"*"`` callback.
+(b) **bare panoramisk**: a plain ``Manager`` and ``AMIProtocol`` with one no-op ``"*"``
+callback.
 
 The bytes are fed in 64 KiB chunks, as a socket read delivers them.
 """
@@ -168,8 +171,6 @@ def bare_path(data: bytes) -> dict[str, Any]:
 
 async def controller_path(data: bytes) -> dict[str, Any]:
     """The controller's path (see the module docstring); returns time and what it decided."""
-    from panoramisk.ami_protocol import AMIProtocol
-
     from ivr.ami.channels import ChannelTracker, event_time
     from ivr.ami.connection import AmiConnection, _Manager
     from ivr.events import EventBus
@@ -200,7 +201,7 @@ async def controller_path(data: bytes) -> dict[str, Any]:
     manager = _Manager(lambda _exc: None, host="127.0.0.1", port=0, loop=asyncio.get_running_loop())
     manager.register_event("*", tick)
     manager.register_event("*", conn._dispatch)
-    protocol = AMIProtocol()
+    protocol = manager.config["protocol_factory"]()  # what AmiConnection connects with
     protocol.connection_made(_NullTransport())
     manager.attach(protocol)
     try:

@@ -64,7 +64,8 @@ class Channel:
 
 class ChannelTracker:
     def __init__(self) -> None:
-        self.channels: dict[str, Channel] = {}
+        self.channels: dict[str, Channel] = {}  # read-only outside: _add/_drop keep _calls in step
+        self._calls: dict[str, dict[str, Channel]] = {}  # linkedid -> its channels, in channels' order
         self._gone: list[GoneCallback] = []
         self._conn: AmiConnection | None = None
         self.resyncs = 0
@@ -91,7 +92,32 @@ class ChannelTracker:
         return next((c for c in self.channels.values() if c.name == name), None)
 
     def call(self, linkedid: str) -> list[Channel]:
-        return [c for c in self.channels.values() if c.linkedid == linkedid]
+        return list(self._calls.get(linkedid, {}).values())
+
+    # -- the channels and the per-call index, changed together ------------------------
+    def _add(self, ch: Channel) -> None:
+        self.channels[ch.uniqueid] = ch
+        self._calls.setdefault(ch.linkedid, {})[ch.uniqueid] = ch
+
+    def _drop(self, uniqueid: str) -> Channel | None:
+        ch = self.channels.pop(uniqueid, None)
+        if ch is not None:
+            group = self._calls.get(ch.linkedid)
+            if group is not None:
+                group.pop(uniqueid, None)
+                if not group:
+                    del self._calls[ch.linkedid]
+        return ch
+
+    def _relink(self, ch: Channel, linkedid: str) -> None:
+        """The channel joined another call (rare): move it in the index, keeping order."""
+        old = self._calls.get(ch.linkedid)
+        if old is not None:
+            old.pop(ch.uniqueid, None)
+            if not old:
+                del self._calls[ch.linkedid]
+        ch.linkedid = linkedid
+        self._calls[linkedid] = {u: c for u, c in self.channels.items() if c.linkedid == linkedid}
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -99,18 +125,21 @@ class ChannelTracker:
     # -- events ---------------------------------------------------------------------
     def _upsert(self, event: Any) -> Channel | None:
         uid = event.get("Uniqueid")
-        if not uid:
+        if not uid or not isinstance(uid, str):  # missing, or a repeated header (a list)
             return None
         ch = self.channels.get(uid)
         at = event_time(event)
+        linkedid = event.get("Linkedid")
+        if not isinstance(linkedid, str):  # a repeated header (a list) is no call id
+            linkedid = ""
         if ch is None:
-            ch = Channel(uid, event.get("Linkedid") or uid, event.get("Channel", ""), created=at, state_changed=at)
-            self.channels[uid] = ch
+            ch = Channel(uid, linkedid or uid, event.get("Channel", ""), created=at, state_changed=at)
+            self._add(ch)
         ch.seen = time.monotonic()
         if event.get("Channel"):
             ch.name = event["Channel"]
-        if event.get("Linkedid"):
-            ch.linkedid = event["Linkedid"]
+        if linkedid and linkedid != ch.linkedid:
+            self._relink(ch, linkedid)
         if event.get("Context"):
             ch.context = event["Context"]
         state = str(event.get("ChannelState") or "")
@@ -123,8 +152,10 @@ class ChannelTracker:
 
     def handle(self, event: Any) -> None:
         kind = event.get("Event", "")
+        if not isinstance(event.get("Uniqueid", ""), str):
+            return  # a repeated Uniqueid header: no channel to follow
         if kind == "Hangup":
-            ch = self.channels.pop(event.get("Uniqueid", ""), None)
+            ch = self._drop(event.get("Uniqueid", ""))
             if ch is not None:
                 self._notify(ch, "hangup")
             return
@@ -172,7 +203,7 @@ class ChannelTracker:
             live.add(ch.uniqueid)
         vanished = [c for uid, c in self.channels.items() if uid not in live and c.seen < asked]
         for ch in vanished:
-            del self.channels[ch.uniqueid]
+            self._drop(ch.uniqueid)
             self._notify(ch, "vanished")
         self.resyncs += 1
         self.synced.set()

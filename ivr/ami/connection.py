@@ -38,6 +38,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from ivr.ami.protocol import AmiProtocol
 from ivr.errors import IvrError
 
 log = structlog.get_logger("ivr.ami")
@@ -87,10 +88,35 @@ class _Manager(Manager):
     """panoramisk's Manager without its own connect/login/ping/reconnect logic."""
 
     def __init__(self, on_lost: Callable[[object], None], **config: Any) -> None:
+        self._routes: dict[str, tuple[list[str], list[list[Any]]]] = {}  # event name -> patterns, callbacks
+        config.setdefault("protocol_factory", AmiProtocol)  # the lean reader (ivr/ami/protocol.py)
         super().__init__(forgetable_actions=_NothingIsResent(), ping_delay=0, ping_interval=0, **config)
         self._on_lost = on_lost
         self.callbacks.pop("FullyBooted", None)  # its send_awaiting_actions: never re-send
         self.patterns = [p for p in self.patterns if p[0] != "FullyBooted"]
+        self._routes.clear()
+
+    def register_event(self, pattern: str, callback: Any = None) -> Any:
+        self._routes.clear()
+        return super().register_event(pattern, callback)
+
+    def dispatch(self, event: Message) -> list[str]:
+        """``Manager.dispatch`` with the patterns matched once per event name, not per
+        event (the callback lists themselves are read live, as there)."""
+        event.manager = self
+        name = event.get("Event", "")
+        route = self._routes.get(name)
+        if route is None:
+            if len(self._routes) > 1000:  # event names are few; never grow without bound
+                self._routes.clear()
+            matched = [p for p, regexp in self.patterns if regexp.match(name) is not None]
+            route = self._routes[name] = (matched, [self.callbacks[p] for p in matched])
+        for callbacks in route[1]:
+            for callback in callbacks:
+                ret = callback(self, event)
+                if ret is not None and (asyncio.iscoroutine(ret) or isinstance(ret, asyncio.Future)):
+                    asyncio.ensure_future(ret, loop=self.loop)
+        return list(route[0])
 
     def attach(self, protocol: AMIProtocol) -> None:
         """What ``Manager.connection_made`` does, minus login, pinger and reconnect."""
@@ -150,6 +176,7 @@ class AmiConnection:
         self.backoff = backoff or Backoff()
         self.events = events
         self._subs: dict[str, list[EventCallback]] = defaultdict(list)
+        self._routes: dict[str, tuple[EventCallback, ...]] = {}  # event name as sent -> callbacks
         self._on_connected: list[ConnectedCallback] = []
         self._manager: _Manager | None = None
         self._lost = asyncio.Event()
@@ -195,10 +222,12 @@ class AmiConnection:
         ``"*"``, for every event. Returns a function that unsubscribes."""
         key = event.lower()
         self._subs[key].append(callback)
+        self._routes.clear()
 
         def unsubscribe() -> None:
             if callback in self._subs.get(key, []):
                 self._subs[key].remove(callback)
+                self._routes.clear()
 
         return unsubscribe
 
@@ -207,14 +236,20 @@ class AmiConnection:
         self._on_connected.append(callback)
 
     def _dispatch(self, _manager: Manager, event: Message) -> None:
-        name = str(event.get("Event", "")).lower()
-        for cb in (*self._subs.get(name, ()), *self._subs.get("*", ())):
+        name = event.get("Event", "")
+        callbacks = self._routes.get(name) if isinstance(name, str) else None
+        if callbacks is None:  # first event of this name since the subscriptions changed
+            key = str(name).lower()
+            callbacks = (*self._subs.get(key, ()), *self._subs.get("*", ()))
+            if isinstance(name, str) and len(self._routes) < 1000:
+                self._routes[name] = callbacks
+        for cb in callbacks:
             try:
                 result = cb(event)
             except Exception:
                 log.exception("ami.subscriber_failed", ami_event=event.get("Event"))
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 self._track(result)
 
     def _track(self, awaitable: Awaitable[Any]) -> None:
@@ -312,7 +347,8 @@ class AmiConnection:
         manager.register_event("*", self._dispatch)
         try:
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(AMIProtocol, self.host, self.port), self.connect_timeout)
+                loop.create_connection(manager.config["protocol_factory"], self.host, self.port),
+                self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise AmiNotConnected(f"AMI {self.host}:{self.port}: {exc or 'connect timed out'}") from exc
         manager.attach(protocol)

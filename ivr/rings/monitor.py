@@ -330,10 +330,12 @@ class RingMonitor:
         if leg is not None:
             self._stop(leg, self.timers.now(), reason)
         self._announced.pop(ch.uniqueid, None)
-        if not self.tracker.call(ch.linkedid) and not any(
-                lg.linkedid == ch.linkedid for lg in self.legs.values()):
-            self.call_first_ring.pop(ch.linkedid, None)
-            self._redirected.discard(ch.linkedid)
+        linked = ch.linkedid
+        if linked not in self.call_first_ring and linked not in self._redirected:
+            return  # nothing to forget for this call: no scan of its channels and legs
+        if not self.tracker.call(linked) and not any(lg.linkedid == linked for lg in self.legs.values()):
+            self.call_first_ring.pop(linked, None)
+            self._redirected.discard(linked)
 
     async def _reconcile(self) -> None:
         """After a reconnect (the tracker has resynced): legs that were answered while
