@@ -183,10 +183,9 @@ class AmiProtocol(AMIProtocol):
         """``AMIProtocol.handle_message``: a reply completes its action's future; an
         event (also one with an unknown ActionID) goes to ``factory.dispatch``."""
         responses = self.responses
-        if responses:
-            response = responses.get(message.id)
-            if response is None and message.action_id:
-                response = responses.get(message.action_id)
+        if responses:  # CommandID, else ActionID; then ActionID (a repeated one is no id)
+            response = next((responses[i] for i in (message.id, message.action_id)
+                             if isinstance(i, str) and i in responses), None)
             if response is not None:
                 if response.add_message(message):  # completed; dequeue
                     responses.pop(response.id)
@@ -197,7 +196,7 @@ class AmiProtocol(AMIProtocol):
         if event is None:
             return
         if not isinstance(event, str):
-            log.warning("ami.malformed_frame", reason="repeated Event header", event=event)
+            log.warning("ami.malformed_frame", reason="repeated Event header", ami_event=event)
             return
         if event.lower() == "shutdown":
             self.connection_lost(message)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Self
 
 Reply = dict[str, str] | list[dict[str, str]] | None
 Handler = Callable[[dict[str, str]], Reply]
@@ -33,7 +34,7 @@ class FakeAmi:
         self.channels: list[dict[str, str]] = []  # rows for CoreShowChannels
         self._changed = asyncio.Condition()
 
-    async def __aenter__(self) -> FakeAmi:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
