@@ -17,6 +17,8 @@ part over (see ASTERISK.md, "panoramisk traps"):
 * **One error type**: transport and protocol failures become :class:`AmiError`
   subclasses in this one place; callers never see ``OSError`` or panoramisk internals.
 
+Frames are read by :class:`~ivr.ami.protocol.AmiProtocol` (panoramisk's protocol with a
+leaner parser; its messages are ``panoramisk.message.Message`` subclasses).
 Events are delivered in order, synchronously, to callbacks subscribed by event name
 (or ``"*"``); a callback that returns an awaitable has it run as a tracked task. After
 every (re)login the ``on_connected`` callbacks run (awaited in order) so that state
