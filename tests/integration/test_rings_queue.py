@@ -65,11 +65,21 @@ async def queue_agent(ami: AmiRecorder, exten: str, ring: float) -> None:
         await ami.add_dialplan("test-agent", exten, ["Ringing()", f"Wait({ring})", "Answer()", "Wait(20)", "Hangup()"])
 
 
-async def call(ami: AmiRecorder, agents: str, **variables: str) -> None:
+async def call(ami: AmiRecorder, agents: str | None) -> None:
+    """A caller entering ivr-agents; ``agents``: its own hunt list (None: the global)."""
     await ami.add_dialplan("test-caller", "x", ["Answer()", "Wait(60)", "Hangup()"])
-    await ami.originate("Local/x@test-caller", "ivr-agents", "s", variables={
-        "IVR_AGENTS": agents, "IVR_FALLBACK_QUEUE": "no-such-queue", "IVR_LANGUAGE": "en-US", **variables},
-        timeout_ms=5000)
+    variables = {"IVR_FALLBACK_QUEUE": "no-such-queue", "IVR_LANGUAGE": "en-US"}
+    if agents is not None:
+        variables["IVR_AGENTS"] = agents
+    await ami.originate("Local/x@test-caller", "ivr-agents", "s", variables=variables, timeout_ms=5000)
+
+
+@pytest.fixture
+async def clean_globals(ami: AmiRecorder) -> AsyncIterator[None]:
+    """The controller under test publishes dialplan globals: empty them afterwards."""
+    yield
+    for name in ("IVR_AGENTS", "IVR_AGENT_TIMEOUT", "IVR_REROUTE_TARGET"):
+        await ami.action({"Action": "Setvar", "Variable": name, "Value": ""})
 
 
 def streamed(ami: AmiRecorder, since: int) -> list[tuple[str, str]]:
@@ -112,3 +122,91 @@ async def test_queue_member_answering_after_7_rings_alarms_named_and_apology(swi
         assert connect and connect[0]["Interface"] == "Local/q7@test-agent/n"
         assert h.monitor.figures() == {"7401": {"offered": 1, "within_three": 0, "late": 1, "not_answered": 0,
                                                 "apologised": 1}}
+
+
+async def test_queue_ringall_counts_every_member_offered(switch, ami):
+    """Two members ring at once; 7702 answers in ring 2, 7701 never: no alarm, 7702
+    answered within three rings and its number is played (no apology), 7701 counted as
+    offered and not answered (the queue dropped its leg)."""
+    await queue_agent(ami, "qn", -1)
+    await queue_agent(ami, "q2", 7.5)
+    config = ring_config({"7701": "Local/qn@test-agent/n", "7702": "Local/q2@test-agent/n"})
+    ifaces = ["Local/qn@test-agent/n", "Local/q2@test-agent/n"]
+    async with controller(switch, config) as h, members(ami, "agents", ifaces):
+        since = len(ami.events)
+        await call(ami, "queue=agents")
+        await wait_hangups(ami, since, 1, timeout=45)
+        assert len(ami.find(lambda e: e.event == "AgentCalled", since)) == 2
+        assert alarms(ami, since) == []
+        caller = ami.find(lambda e: e.event == "AgentCalled", since)[0]["Uniqueid"]
+        assert streamed(ami, since) == [(caller, p) for p in (
+            "agent_intro", "digit_7", "digit_7", "digit_0", "digit_2", "agent_service")]
+        assert h.monitor.figures() == {
+            "7701": {"offered": 1, "within_three": 0, "late": 0, "not_answered": 1, "apologised": 0},
+            "7702": {"offered": 1, "within_three": 1, "late": 0, "not_answered": 0, "apologised": 0}}
+
+
+async def test_queue_without_the_controller_still_connects_the_caller(switch, ami):
+    """Nothing listens on the FastAGI port: Queue()'s AGI fails quietly (AGISTATUS
+    FAILURE) and the caller is bridged with the member all the same."""
+    await queue_agent(ami, "qa", 2)
+    async with members(ami, "agents", ["Local/qa@test-agent/n"]):
+        since = len(ami.events)
+        await call(ami, "queue=agents")
+        connect = await ami.wait_for(lambda e: e.event == "AgentConnect", since=since, timeout=15)
+        enters = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Channel"].endswith(";1")
+                                    and e.get("BridgeUniqueid"), since=since, count=2, timeout=10)
+        assert {e["Channel"] for e in enters} == {connect[0]["Channel"], connect[0]["DestChannel"]}
+        assert len({e["BridgeUniqueid"] for e in enters}) == 1
+        await wait_hangups(ami, since, 1, timeout=40)
+
+
+async def test_reroute_target_queue_moves_the_caller_after_three_rings(switch, ami, clean_globals):
+    """reroute = true, reroute_target = "queue:agents": agent 7501 (hunted) never
+    answers; at its 4th ring the controller redirects the caller to the queue, whose
+    member 7502 answers 7 s later. The caller heard 3 + 2 rings: no apology, 7502's number."""
+    await queue_agent(ami, "qf", 7)
+    await ami.add_dialplan("test-agent", "slow", ["Ringing()", "Wait(120)", "Hangup()"])
+    config = ring_config({"7501": "Local/slow@test-agent", "7502": "Local/qf@test-agent/n"},
+                         reroute=True, reroute_target="queue:agents")
+    async with controller(switch, config) as h, members(ami, "agents", ["Local/qf@test-agent/n"]):
+        assert h.settings.reroute_target == "queue=agents"
+        since = len(ami.events)
+        await call(ami, "7501=Local/slow@test-agent")
+        await wait_hangups(ami, since, 1, timeout=50)
+        assert [(e["Agent"], e["Level"]) for e in alarms(ami, since)] == [("7501", "warning")]
+        slow = ringing(ami, "Local/slow@test-agent", since)[0]
+        end = ami.find(lambda e: e.event == "DialEnd" and "slow@test-agent" in e.get("DestChannel", ""), since)
+        assert abs(ts(end[0]) - ts(slow) - 3 * PERIOD) < TOL
+        called = ami.find(lambda e: e.event == "AgentCalled", since)
+        assert len(called) == 1 and called[0]["Interface"] == "Local/qf@test-agent/n"
+        assert abs(ts(called[0]) - ts(end[0])) < TOL
+        assert called[0]["Uniqueid"] == dial_begins(ami, since)["Local/slow@test-agent"]["Uniqueid"]
+        assert [p for _, p in streamed(ami, since)] == [
+            "agent_intro", "digit_7", "digit_5", "digit_0", "digit_2", "agent_service"]
+        figs = h.monitor.figures()
+        assert figs["7501"] == {"offered": 1, "within_three": 0, "late": 0, "not_answered": 1, "apologised": 0}
+        assert figs["7502"] == {"offered": 1, "within_three": 1, "late": 0, "not_answered": 0, "apologised": 0}
+
+
+async def test_ring_timeout_gives_up_on_an_agent_and_the_hunt_moves_on(switch, ami, clean_globals):
+    """[rings] ring_timeout = 8 and the hunt come from the controller's globals (the
+    caller sets neither): agent 7601 rings 8 s (NOANSWER), then 7602 rings and answers."""
+    await ami.add_dialplan("test-agent", "never", ["Ringing()", "Wait(120)", "Hangup()"])
+    await ami.add_dialplan("test-agent", "quick", ["Ringing()", "Wait(3)", "Answer()", "Wait(2)", "Hangup()"])
+    config = ring_config({"7601": "Local/never@test-agent", "7602": "Local/quick@test-agent"}, ring_timeout=8.0)
+    before = len(ami.events)
+    async with controller(switch, config) as h:
+        for name, value in (("IVR_AGENT_TIMEOUT", "8"), ("IVR_AGENTS", h.settings.hunt)):
+            await ami.wait_for(lambda e, name=name, value=value: e.event == "VarSet" and e.get("Variable") == name
+                               and e.get("Value") == value, since=before, timeout=5)
+        since = len(ami.events)
+        await call(ami, None)
+        await wait_hangups(ami, since, 1, timeout=40)
+        begins = dial_begins(ami, since)
+        end = ami.find(lambda e: e.event == "DialEnd" and "never@test-agent" in e.get("DestChannel", ""), since)
+        assert end[0]["DialStatus"] == "NOANSWER"
+        assert abs(ts(end[0]) - ts(begins["Local/never@test-agent"]) - 8.0) < TOL
+        assert abs(ts(begins["Local/quick@test-agent"]) - ts(end[0])) < TOL
+        figs = h.monitor.figures()
+        assert figs["7601"]["not_answered"] == 1 and figs["7602"]["within_three"] == 1
