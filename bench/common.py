@@ -165,10 +165,12 @@ BENCH_CONFIG = {
 }
 
 
-def start_switch(name: str) -> Any:
+def start_switch(name: str, *, transmit_silence: bool = True) -> Any:
     """An embedded Asterisk instance on free loopback ports running the shipped
     configuration plus :data:`BENCH_CONFIG`, with the built prompts and the test audio
-    (``ivr-test/caller_speech`` ...). Stop it with :func:`stop_switch`."""
+    (``ivr-test/caller_speech`` ...). Stop it with :func:`stop_switch`.
+    ``transmit_silence=False`` turns the shipped ``transmit_silence = yes`` off (to
+    measure what it costs)."""
     import shutil
     import tempfile
 
@@ -179,6 +181,9 @@ def start_switch(name: str) -> Any:
                    check=True, capture_output=True)
     conf = Path(tempfile.mkdtemp(prefix="ivr-bench-conf-")) / "asterisk"
     shutil.copytree(ROOT / "asterisk", conf)
+    if not transmit_silence:
+        ast = conf / "asterisk.conf"
+        ast.write_text(ast.read_text().replace("transmit_silence = yes", "transmit_silence = no"))
     for fname, extra in BENCH_CONFIG.items():
         with open(conf / fname, "a") as f:
             f.write(extra)

@@ -14,6 +14,10 @@ one embedded Asterisk on free loopback ports for all):
 * **held calls**: H = max(10, N/4) caller/agent pairs (Local channels, ``Dial``), put on
   hold through the controller's HTTP API (``POST /api/calls/{id}/hold``), resumed after
   65 s: reminder at 30 s, choices at 60 s, timed by the controller.
+* **speaking callers**: S = max(5, N/10) slots whose caller side plays
+  ``ivr-test/caller_speech`` so that the speech starts 0.5-3.7 s into pause 1: the
+  controller hears it (``TALK_DETECT``), wakes the flow's one long ``WAIT FOR DIGIT``
+  (AMI ``PlayDTMF``) and hands the caller on. New calls until the same 42 s.
 * **baseline**: H callers in queue ``bench-baseline`` (settings of the shipped ``support``
   queue: no members, ``periodic-announce-frequency = 30``; music = silence, see
   ``common.BENCH_CONFIG``): Asterisk's own 30 s reminder. The announcement is heard on
@@ -32,6 +36,10 @@ Figures, all from Asterisk's own AMI event timestamps (admin connection, event f
   command (SET/GET VARIABLE, EXEC UserEvent, ANSWER) of the same call: reply to the
   controller, its processing, its next command and Asterisk's execution; turnaround:
   ``AGIExecEnd`` -> next ``AGIExecStart``;
+* speech hand-on (speaking callers heard in a pause): ``ChannelTalkingStart`` on the
+  inbound channel -> ``AGIExecEnd`` of the woken ``WAIT FOR DIGIT`` (wake) and ->
+  ``UserEvent IvrSilentCall Stage: responded`` (hand-on);
+* AGI commands per second: every ``AGIExecStart`` over the run's length;
 * controller CPU (utime+stime) and RSS from /proc/<pid>, sampled every second.
 """
 
@@ -51,8 +59,10 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -129,6 +139,34 @@ def agi_latency(agi: dict[str, list[dict[str, Any]]]) -> tuple[list[float], list
     return rtt, turn
 
 
+def speech_latency(events: list[dict[str, Any]], agi: dict[str, list[dict[str, Any]]],
+                   marker: str = "@bench-speaks-") -> dict[str, list[float]]:
+    """Speaking callers heard in a pause: ChannelTalkingStart -> the end of the woken
+    WAIT FOR DIGIT, and -> the responded UserEvent."""
+    talking: dict[str, float] = {}
+    responded: dict[str, float] = {}
+    for e in events:
+        chan = e.get("Channel", "")
+        if marker not in chan or not chan.endswith(";1"):
+            continue
+        if e.get("Event") == "ChannelTalkingStart":
+            talking.setdefault(chan, _ts(e))
+        elif (e.get("Event") == "UserEvent" and e.get("UserEvent") == "IvrSilentCall"
+              and e.get("Stage") == "responded" and e.get("From", "").startswith("pause")):
+            responded[chan] = _ts(e)
+    out: dict[str, list[float]] = {"wake": [], "hand_on": []}
+    for chan, t_resp in responded.items():
+        t_talk = talking.get(chan)
+        if t_talk is None:
+            continue
+        out["hand_on"].append(t_resp - t_talk)
+        ends = [_ts(e) for e in agi.get(chan, []) if e["Event"] == "AGIExecEnd"
+                and e.get("Command", "").startswith("WAIT FOR DIGIT") and t_talk <= _ts(e) <= t_resp]
+        if ends:
+            out["wake"].append(ends[0] - t_talk)
+    return out
+
+
 def hold_errors(events: list[dict[str, Any]], agi: dict[str, list[dict[str, Any]]],
                 interval: float = INTERVAL, choices_at: float = CHOICES_AT) -> dict[str, list[float]]:
     """Reminder and choices prompt starts vs. hold start + 30 s / + 60 s."""
@@ -185,6 +223,7 @@ def analyse(events: list[dict[str, Any]]) -> dict[str, Any]:
     hold = hold_errors(events, agi)
     base = baseline_errors(events)
     pauses = pause_errors(agi)
+    speech = speech_latency(events, agi)
     return {
         "pause_error": summary_ms(pauses),
         "reminder_error": summary_ms(hold["reminder"] + hold["choices"]),
@@ -192,7 +231,10 @@ def analyse(events: list[dict[str, Any]]) -> dict[str, Any]:
         "baseline_error": summary_ms(base["first"] + base["spacing"]),
         "baseline_first": summary_ms(base["first"]), "baseline_spacing": summary_ms(base["spacing"]),
         "agi_round_trip": summary_ms(rtt), "agi_turnaround": summary_ms(turn),
+        "speech_wake": summary_ms(speech["wake"]), "speech_hand_on": summary_ms(speech["hand_on"]),
         "silent_calls": sum(1 for c, evs in agi.items() if "@bench-silent-" in c),
+        "speaking_calls": sum(1 for c in agi if "@bench-speaks-" in c),
+        "agi_commands": sum(1 for evs in agi.values() for e in evs if e["Event"] == "AGIExecStart"),
     }
 
 
@@ -274,8 +316,27 @@ class Recorder:
         self.manager.close()
 
 
-async def add_dialplan(rec: Recorder) -> None:
+SPEECH_ONSET = 1.0  # ivr-test/caller_speech starts with 1 s of digital silence
+
+
+def greeting_seconds(cfg: Path) -> float:
+    """How long the greeting the controller will choose now plays (to time the speakers)."""
+    from ivr.config import load_config
+    from ivr.greeting import choose_greeting
+    from ivr.prompts import prompt_duration
+
+    config = load_config(cfg, env={})
+    greeting = choose_greeting(datetime.now(ZoneInfo(config.switch.timezone)), config)
+    build = ROOT / config.prompts.build if not Path(config.prompts.build).is_absolute() else Path(config.prompts.build)
+    return sum(prompt_duration(build, greeting.language, p) for p in greeting.prompts)
+
+
+async def add_dialplan(rec: Recorder, greeting: float) -> None:
     await rec.add_dialplan("bench-silent", "_s.", ["Answer()", "Wait(90)", "Hangup()"])
+    for j in range(5):  # speech 0.5, 1.3, 2.1, 2.9, 3.7 s into pause 1
+        wait = greeting + 0.5 + 0.8 * j - SPEECH_ONSET
+        await rec.add_dialplan("bench-speaks", f"_p{j}.", [
+            "Answer()", f"Wait({wait:.3f})", "Playback(ivr-test/caller_speech)", "Hangup()"])
     await rec.add_dialplan("bench-hold-caller", "_c.", ["Answer()", "Wait(300)", "Hangup()"])
     await rec.add_dialplan("bench-hold-dial", "_d.", ["Dial(Local/a${EXTEN:1}@bench-hold-agent/n)", "Hangup()"])
     await rec.add_dialplan("bench-hold-agent", "_a.", ["Answer()", "Wait(300)", "Hangup()"])
@@ -302,7 +363,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_controller(sw: Any, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_controller(sw: Any, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     http = _free_port()
     cfg = tmp / "ivr.toml"
     cfg.write_text(
@@ -315,7 +376,7 @@ def start_controller(sw: Any, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - the child writes to it
     proc = subprocess.Popen([sys.executable, "-m", "ivr", "run", "--config", str(cfg)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-    return proc, http
+    return proc, http, cfg
 
 
 async def wait_healthy(http: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -337,16 +398,17 @@ async def wait_healthy(http: int, proc: subprocess.Popen[bytes], timeout: float 
 
 
 async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str, Any]:
+    speakers = max(5, n // 10)
     import aiohttp
 
-    proc, http = start_controller(sw, tmp)
+    proc, http, cfg = start_controller(sw, tmp)
     usage = Usage(proc.pid)
     ast = Usage(sw.pid() or 0)
     rec: Recorder | None = None
     try:
         await wait_healthy(http, proc)
         rec = await Recorder(sw.ports.ami, sw.secrets().admin).connect()
-        await add_dialplan(rec)
+        await add_dialplan(rec, greeting_seconds(cfg))
         usage.sample()
         ast.sample()
         idle_rss = usage.samples[-1][2]
@@ -392,27 +454,29 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         async def queue_caller(i: int) -> None:
             await rec.originate(f"Local/q{i}@bench-queue-listen/n", "bench-queue", f"q{i}")
 
-        async def silent_slot(i: int) -> None:
+        async def call_slot(i: int, speaks: bool = False) -> None:
             await asyncio.sleep(i / rate)
             k = 0
             while time.monotonic() - t_start < NEW_CALLS_UNTIL:
-                key = f"Local/s{i}x{k}"
+                key = f"Local/p{i % 5}{i}x{k}" if speaks else f"Local/s{i}x{k}"
                 gone = rec.expect_hangup(key)
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
                 placed[0] += 1
-                await rec.originate(f"{key}@bench-silent/n", "ivr-inbound", "s", f"1380{i:03d}{k:03d}")
+                context = "bench-speaks" if speaks else "bench-silent"
+                await rec.originate(f"{key}@{context}/n", "ivr-inbound", "s", f"138{int(speaks)}{i:03d}{k:03d}")
                 try:
                     await asyncio.wait_for(gone, 60)
                 except TimeoutError:
-                    failures.append(f"silent call {key} not released within 60 s")
+                    failures.append(f"call {key} not ended within 60 s")
                 finally:
                     active[0] -= 1
                 k += 1
 
         await asyncio.gather(*(queue_caller(i) for i in range(held)))
         holds = asyncio.gather(*(held_call(i) for i in range(held)))
-        await asyncio.gather(*(silent_slot(i) for i in range(n)))
+        await asyncio.gather(*(call_slot(i) for i in range(n)),
+                             *(call_slot(i, speaks=True) for i in range(speakers)))
         await holds
         await asyncio.sleep(max(0.0, t_start + HOLD_FOR + 4 - time.monotonic()))  # thanks, last announcement
         cpu_end = usage.samples[-1][1] if usage.samples else 0.0
@@ -427,8 +491,9 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         ast_cpu = ast.samples[-1][1] - ast.samples[0][1] if len(ast.samples) > 1 else 0.0
         concurrent = peak[0] + 2 * held
         result.update({
-            "n": n, "held_calls": held, "baseline_callers": held, "silent_calls_placed": placed[0],
-            "peak_silent_concurrent": peak[0], "duration_s": round(duration, 1), "failures": failures[:20],
+            "n": n, "speaking_slots": speakers, "held_calls": held, "baseline_callers": held,
+            "calls_placed": placed[0], "agi_commands_per_s": round(result["agi_commands"] / duration, 1),
+            "peak_inbound_concurrent": peak[0], "duration_s": round(duration, 1), "failures": failures[:20],
             "controller": {
                 "cpu_s": round(cpu, 2), "cpu_pct_avg": round(100 * cpu / duration, 1),
                 "cpu_ms_per_call": round(1000 * cpu / max(placed[0] + held, 1), 1),
@@ -455,10 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, nargs="*", default=[50, 100, 200])
     p.add_argument("--quick", action="store_true", help="N = 20 only")
     p.add_argument("--rate", type=float, default=50.0, help="new silent calls per second while ramping up")
+    p.add_argument("--no-transmit-silence", action="store_true",
+                   help="run the switch with asterisk.conf transmit_silence = no (shipped: yes)")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
     ns = [20] if args.quick else args.n
-    sw = start_switch(f"bench-cc-{os.getpid()}")
+    sw = start_switch(f"bench-cc-{os.getpid()}", transmit_silence=not args.no_transmit_silence)
     runs = []
     try:
         for n in ns:
@@ -475,19 +542,22 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         c = r["controller"]
         rows.append([
-            r["n"], r["silent_calls_placed"], r["held_calls"],
+            r["n"], r["calls_placed"], r["held_calls"],
             f'{r["pause_error"]["p50_ms"]}/{r["pause_error"]["p99_ms"]}/{r["pause_error"]["max_ms"]}',
             f'{r["reminder_error"]["p50_ms"]}/{r["reminder_error"]["p99_ms"]}/{r["reminder_error"]["max_ms"]}',
             f'{r["baseline_error"]["p50_ms"]}/{r["baseline_error"]["p99_ms"]}/{r["baseline_error"]["max_ms"]}',
-            f'{r["agi_round_trip"]["p50_ms"]}/{r["agi_round_trip"]["p99_ms"]}',
+            f'{r["agi_round_trip"]["p50_ms"]}/{r["agi_round_trip"]["p99_ms"]}', r["agi_commands_per_s"],
+            f'{r["speech_hand_on"]["p50_ms"]}/{r["speech_hand_on"]["p99_ms"]}/{r["speech_hand_on"]["max_ms"]}',
             c["cpu_pct_avg"], c["cpu_ms_per_call"], c["rss_kb_per_concurrent_call"], r["asterisk_cpu_pct_avg"],
         ])
-    print(table(["N", "silent calls", "held", "pause err ms p50/p99/max", "reminder err ms p50/p99/max",
-                 "app_queue err ms p50/p99/max", "AGI rtt ms p50/p99", "ctl CPU %", "ctl CPU ms/call",
+    print(table(["N", "calls (silent+speaking)", "held", "pause err ms p50/p99/max", "reminder err ms p50/p99/max",
+                 "app_queue err ms p50/p99/max", "AGI rtt ms p50/p99", "AGI cmd/s",
+                 "speech->hand-on ms p50/p99/max", "ctl CPU %", "ctl CPU ms/call",
                  "ctl RSS kB/call", "Asterisk CPU %"], rows))
     if not args.no_save:
         name = "concurrent_calls_quick" if args.quick else "concurrent_calls"
-        print(f"-> {write_results(name, {'runs': runs, 'targets': {'p99_ms_at_200': 250, 'vs_baseline': 1.5}})}")
+        name += "_no_transmit_silence" if args.no_transmit_silence else ""
+        print(f"-> {write_results(name, {'runs': runs, 'transmit_silence': not args.no_transmit_silence, 'targets': {'p99_ms_at_200': 250, 'vs_baseline': 1.5}})}")
     return 0
 
 

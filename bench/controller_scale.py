@@ -7,7 +7,7 @@ and 2,000 hold flows under the TimerService, on one core, no Asterisk.
 Two processes: the **controller** (pinned to core 0) runs the real
 :class:`~ivr.agi.server.FastAgiServer` with the real
 :class:`~ivr.flows.inbound.InboundFlow` (greeting choice, the
-:class:`~ivr.rules.silent.SilentCall` script, ``WAIT FOR DIGIT`` slices, the event bus)
+:class:`~ivr.rules.silent.SilentCall` script, one ``WAIT FOR DIGIT`` per pause, the event bus)
 and a :class:`~ivr.rules.timers.TimerService` driving one
 :class:`~ivr.rules.hold.HoldTimer` per held call (reminder at 30 s, choices at 60 s,
 resume at 65 s). The **load generator** (pinned to core 1) opens one FastAGI connection
@@ -53,24 +53,6 @@ class Params:
     hold_for: float = 65.0
     ramp: float = 5.0  # s over which the calls and the holds start
     new_calls_until: float = 45.0  # s after start: slots stop placing new calls
-    greeting_cache: bool = False  # what-if: greeting periods computed once per year
-
-
-def cache_greeting_periods() -> None:
-    """What-if (bench only, not the shipped code): ``ivr.greeting.greeting_periods``
-    memoised per (year, config), as a fix in ivr/greeting.py would do."""
-    from ivr import greeting
-
-    original = greeting.greeting_periods
-    cache: dict[tuple[int, int], Any] = {}
-
-    def cached(year: int, config: Any) -> Any:
-        key = (year, id(config))
-        if key not in cache:
-            cache[key] = original(year, config)
-        return cache[key]
-
-    greeting.greeting_periods = cached
 
 
 # -- the controller side --------------------------------------------------------------
@@ -178,8 +160,6 @@ def _controller_process(p: Params, conn: Any) -> None:
     from ami_ingest import quiet_logs
 
     os.sched_setaffinity(0, {0})
-    if p.greeting_cache:
-        cache_greeting_periods()
 
     async def go() -> None:
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -337,8 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--holds", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="20 + 20 flows, pauses 1 s, hold reminders every 3 s")
-    ap.add_argument("--what-if-greeting-cache", action="store_true",
-                    help="memoise ivr.greeting.greeting_periods per year in the controller (bench only)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -346,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
                    ramp=1.0, new_calls_until=4.0)
     else:
         p = Params(calls=args.calls, holds=args.holds)
-    if args.what_if_greeting_cache:
-        p = Params(**{**p.__dict__, "greeting_cache": True})
     r = run_processes(p)
     r["params"] = p.__dict__
     r["targets"] = {"p99_timer_error_ms": 50}
@@ -363,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         print("failures:", r["failures"])
     if not args.no_save:
         name = "controller_scale_quick" if args.quick else "controller_scale"
-        name += "_greeting_cache" if p.greeting_cache else ""
         print(f"-> {write_results(name, r, with_asterisk=False)}")
     return 0
 
