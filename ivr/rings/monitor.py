@@ -27,10 +27,24 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ivr.alarms.sinks import RingAlarmNotice
-from ivr.ami.channels import STATE_RINGING, STATE_UP, Channel, ChannelTracker, device_of, event_time
+from ivr.ami.channels import (
+    STATE_RINGING,
+    STATE_UP,
+    Channel,
+    ChannelTracker,
+    device_of,
+    event_time,
+)
 from ivr.ami.connection import AmiError
 from ivr.config import DIAL_RE
-from ivr.rules.rings import Answered, Cadence, NotAnswered, Reroute, RingAlarm, RingWatch
+from ivr.rules.rings import (
+    Answered,
+    Cadence,
+    NotAnswered,
+    Reroute,
+    RingAlarm,
+    RingWatch,
+)
 
 if TYPE_CHECKING:
     from ivr.alarms.sinks import AlarmSink
@@ -40,11 +54,11 @@ if TYPE_CHECKING:
     from ivr.rules.timers import TimerService
 
 log = structlog.get_logger("ivr.rings")
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 AGENTS_CONTEXT = "ivr-agents"
 REROUTE_EXTEN = "reroute"  # ivr-agents.conf: hunts IVR_REROUTE_TARGET, then the fallback queue
 NO_ANSWER_CAUSE = "19"  # AST_CAUSE_NO_ANSWER: Dial() reports NOANSWER and hunts on
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def device_key(name: str) -> str:

@@ -21,13 +21,13 @@ from types import SimpleNamespace
 import pytest
 
 from ivr.agi.server import FastAgiServer
+from ivr.alarms.sinks import AmiUserEventSink
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection, Backoff
 from ivr.events import EventBus
 from ivr.metrics import Metrics
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rings.answer import AgentAnsweredFlow
-from ivr.alarms.sinks import AmiUserEventSink
 from ivr.rules.rings import Cadence
 from ivr.rules.timers import TimerService
 from tests.integration.amitools import AmiRecorder, ts

@@ -3,6 +3,10 @@ alarms exactly once, answer decisions, reroute, and reconnects with resync."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
 from ivr.ami.channels import ChannelTracker
@@ -27,7 +31,7 @@ class Clock:
 
 
 class Rig:
-    def __init__(self, fake: FakeAmi, reroute: bool = False) -> None:
+    def __init__(self, fake: FakeAmi, reroute: bool = False, settings: RingSettings | None = None) -> None:
         self.fake = fake
         self.clock = Clock()
         self.conn = AmiConnection("127.0.0.1", fake.port, "ivr", "secret", ping_interval=60,
@@ -37,7 +41,7 @@ class Rig:
         self.timers = TimerService(clock=self.clock)
         self.bus = EventBus()
         self.metrics = Metrics()
-        settings = RingSettings(Cadence.for_zone("cn"), reroute=reroute, agents={"PJSIP/1001": "1001"})
+        settings = settings or RingSettings(Cadence.for_zone("cn"), reroute=reroute, agents={"PJSIP/1001": "1001"})
         self.monitor = RingMonitor(self.conn, self.tracker, self.timers, settings, bus=self.bus,
                                    metrics=self.metrics, wall=self.clock)
         self.monitor.attach()
@@ -90,12 +94,21 @@ class Rig:
         await self.conn.close()
 
 
+@contextlib.asynccontextmanager
+async def started(**kw: Any) -> AsyncIterator[Rig]:
+    """A started Rig on its own fake AMI (``rig.fake``), closed afterwards."""
+    async with FakeAmi() as fake:
+        r = await Rig(fake, **kw).start()
+        try:
+            yield r
+        finally:
+            await r.close()
+
+
 @pytest.fixture
 async def rig():
-    async with FakeAmi() as fake:
-        r = await Rig(fake).start()
+    async with started() as r:
         yield r
-        await r.close()
 
 
 async def test_warning_at_three_rings_critical_at_six_each_once_then_apology(rig):
@@ -171,18 +184,14 @@ async def test_leg_vanished_during_outage_is_not_answered_once(rig):
 
 
 async def test_reroute_hangs_up_the_ringing_leg_with_cause_no_answer():
-    async with FakeAmi() as fake:
-        rig = await Rig(fake, reroute=True).start()
-        try:
-            await rig.ring()
-            await rig.advance(15.0)
-            await fake.wait_for(lambda: fake.count("Hangup") == 1, 2)
-            hangup = next(a for a in fake.actions if a["Action"] == "Hangup")
-            assert (hangup["Channel"], hangup["Cause"]) == (LEG["DestChannel"], "19")
-            await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
-            assert rig.monitor.figures()["1001"]["not_answered"] == 1
-        finally:
-            await rig.close()
+    async with started(reroute=True) as rig:
+        await rig.ring()
+        await rig.advance(15.0)
+        await rig.fake.wait_for(lambda: rig.fake.count("Hangup") == 1, 2)
+        hangup = next(a for a in rig.fake.actions if a["Action"] == "Hangup")
+        assert (hangup["Channel"], hangup["Cause"]) == (LEG["DestChannel"], "19")
+        await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
+        assert rig.monitor.figures()["1001"]["not_answered"] == 1
 
 
 async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
