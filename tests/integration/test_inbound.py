@@ -223,7 +223,7 @@ async def test_speech_during_a_prompt_does_not_cut_it(ami, make_controller):
     assert ts(p2_start) < ts(talking) < ts(p2_end), "the speech did not overlap the prompt"
     assert played([p2_end]) == ["silent_prompt2"] and p2_end["Result"] == "Success"
     assert ts(p2_end) - ts(p2_start) >= dur("silent_prompt2") - 0.1  # played in full
-    assert responded["From"] == "prompt2" and 0 <= ts(responded) - ts(p2_end) < 0.1
+    assert responded["From"] == "prompt2" and 0 <= ts(responded) - ts(p2_end) < 0.5  # CI load: 0.5 s
     await ami.wait_for(to_agents("overlaps"), timeout=10, since=since)
     await hang_up(ami, "overlaps", since)
     await no_call_left(ctl)
