@@ -67,7 +67,7 @@ def parse_reply(line: str) -> AgiReply:
     """One AGI reply line; raises AgiHangup / AgiError."""
     if line == "HANGUP" or line.startswith("511"):
         raise AgiHangup(line)
-    if not line[:3].isdigit():
+    if not (len(line) >= 3 and line[:3].isascii() and line[:3].isdigit()):  # '¹' is a digit to isdigit()
         raise AgiError(f"malformed AGI reply: {line[:80]!r}")
     parsed = parse_agi_result(line)
     error = parsed.get("error")

@@ -76,7 +76,7 @@ def test_hangup_replies(line):
         parse_reply(line)
 
 
-@pytest.mark.parametrize("line", ["510 Invalid or unknown command", "", "garbage", "2"])
+@pytest.mark.parametrize("line", ["510 Invalid or unknown command", "", "garbage", "2", "\u00b9", "2\u00b900"])
 def test_error_replies(line):
     with pytest.raises(AgiError):
         parse_reply(line)
