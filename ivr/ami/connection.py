@@ -287,7 +287,10 @@ class AmiConnection:
             raise AmiConnectionLost(f"AMI {name}: connection lost before sending ({exc})", action=name) from exc
         self._inflight.add(future)
         try:
-            reply = await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0.001))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives together with the reply (close() then hung until the next ping).
+            async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                reply = await asyncio.shield(future)
         except TimeoutError:
             raise AmiTimeout(f"AMI {name}: no reply within {timeout} s", action=name) from None
         finally:
