@@ -77,6 +77,10 @@ class Controller:
         await self.ami.start()  # connects in the background, reconnects on its own
         log.info("controller.started", agi_port=self.agi.port)
 
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Wait until the switch is connected and the controller's view of it is synced."""
+        await self.ami.wait_ready(timeout)
+
     async def stop(self, grace: float = 5.0) -> None:
         await self.agi.close(grace)
         await self.rings.close()

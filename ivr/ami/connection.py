@@ -183,6 +183,7 @@ class AmiConnection:
         self._manager: _Manager | None = None
         self._lost = asyncio.Event()
         self._up = asyncio.Event()
+        self._ready = asyncio.Event()  # connected and every on_connected callback has run
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -215,6 +216,17 @@ class AmiConnection:
         except TimeoutError:
             raise AmiNotConnected(
                 f"AMI {self.host}:{self.port} not connected within {timeout} s: {self.last_error or 'no reply'}",
+                host=self.host, port=self.port,
+            ) from None
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until connected *and* the on_connected callbacks (resync, globals) ran."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            raise AmiNotConnected(
+                f"AMI {self.host}:{self.port} not ready within {timeout} s: {self.last_error or 'no reply'}",
                 host=self.host, port=self.port,
             ) from None
 
@@ -337,6 +349,7 @@ class AmiConnection:
     def _teardown(self, reason: str) -> None:
         was_up = self._up.is_set()
         self._up.clear()
+        self._ready.clear()
         manager, self._manager = self._manager, None
         if manager is not None and manager.protocol is not None and not manager.protocol.closed:
             manager.protocol.closed = True  # a later connection_lost must not call back
@@ -416,6 +429,7 @@ class AmiConnection:
                     log.warning("ami.on_connected_failed", error=str(exc))
                 except Exception:
                     log.exception("ami.on_connected_failed")
+            self._ready.set()
             reason = await self._watch()
             self._teardown(reason)
             delays = self.backoff.delays()

@@ -173,6 +173,7 @@ async def make_controller(controller_config):
         ctl = Controller(controller_config(extra_toml), **kwargs)
         await ctl.start()
         started.append(ctl)
+        await ctl.ready(15)  # AMI logged in, channels resynced, dialplan globals published
         return ctl
 
     yield make
