@@ -220,6 +220,9 @@ async def controller_path(data: bytes) -> dict[str, Any]:
     return result
 
 
+_DEVNULL: Any = None
+
+
 @contextmanager
 def quiet_logs() -> Iterator[None]:
     """JSON logging as ``ivr run`` configures it, written to /dev/null; the previous
@@ -228,14 +231,18 @@ def quiet_logs() -> Iterator[None]:
 
     from ivr import logs
 
+    global _DEVNULL
+    if _DEVNULL is None:
+        # Kept open for the life of the process: a logger bound inside the block may be
+        # kept by an object that outlives it (a closed file there broke later tests).
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
     before = structlog.get_config()
-    with open(os.devnull, "w") as devnull:
-        logs.configure(json=True)
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=devnull))
-        try:
-            yield
-        finally:
-            structlog.configure(**before)
+    logs.configure(json=True)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_DEVNULL))
+    try:
+        yield
+    finally:
+        structlog.configure(**before)
 
 
 async def run_ingest(data: bytes, events: int, rounds: int = 3) -> dict[str, Any]:
