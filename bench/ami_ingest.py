@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import gc
 import gzip
+import atexit
 import os
 import re
 import sys
@@ -236,6 +237,7 @@ def quiet_logs() -> Iterator[None]:
         # Kept open for the life of the process: a logger bound inside the block may be
         # kept by an object that outlives it (a closed file there broke later tests).
         _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+        atexit.register(_DEVNULL.close)
     before = structlog.get_config()
     logs.configure(json=True)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_DEVNULL))
