@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -197,7 +196,6 @@ async def test_reroute_after_three_rings_moves_the_call_to_the_next_agent(switch
         assert not ami.find(lambda e: e.event == "AGIExecStart" and "ring_apology" in e.get("Command", ""), since)
 
 
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (Debian sip-tester) is not installed")
 async def test_real_sip_agent_phone_rings_16_s(switch, ami, unused_udp_port):
     """PJSIP agent 1001 is a SIPp phone that sends 180 and answers after 16 s: ring 4 in
     cn, so one warning names agent 1001 (its device is mapped from the config)."""
