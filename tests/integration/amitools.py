@@ -100,6 +100,21 @@ class AmiRecorder:
         return await self.action(action)
 
 
+async def until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
+    """Poll state that raises no AMI event of its own (the controller's counters, records,
+    a process's exit), bounded, every 50 ms; returns the predicate's truthy value.
+    ``predicate`` may return an awaitable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
 def ts(event: Message) -> float:
     """Asterisk's own timestamp of an event (manager.conf timestampevents = yes)."""
     return float(event["Timestamp"])

@@ -20,24 +20,11 @@ import pytest
 
 from ivr.ami.connection import AmiConnection, AmiConnectionLost, Backoff
 from tests.integration.amiproxy import AmiProxy
+from tests.integration.amitools import until
 
 pytestmark = pytest.mark.integration
 
 PING_INTERVAL, PING_TIMEOUT = 1.0, 1.0
-
-
-async def until(predicate: Callable[[], object], timeout: float, what: str) -> float:
-    """Poll the controller's own state (bounded); returns the seconds it took."""
-    started = time.monotonic()
-    while not await _value(predicate):
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
-async def _value(predicate: Callable[[], object]) -> object:
-    result = predicate()
-    return await result if asyncio.iscoroutine(result) else result
 
 
 @pytest.fixture
@@ -69,14 +56,18 @@ async def test_half_open_ami_is_detected_and_healthz_follows(controller_config, 
             await until(ami_ok, 10, "AMI up through the proxy")
             assert ctl.ami.connects == 1
             proxy.freeze()  # the socket stays open; nothing goes through, new ones too
-            detected = await until(ami_down, PING_INTERVAL + PING_TIMEOUT + 1.5, "half-open socket detected")
+            started = time.monotonic()
+            await until(ami_down, PING_INTERVAL + PING_TIMEOUT + 1.5, "half-open socket detected")
+            detected = time.monotonic() - started
             print(f"half-open AMI socket detected after {detected:.2f} s "
                   f"(ping_interval {PING_INTERVAL} s + ping_timeout {PING_TIMEOUT} s)")
             # While the path stays dead it stays down (reconnects stall at Login).
             await until(lambda: proxy.accepted >= 2, 5, "a reconnect attempt")
             assert not await ami_ok() and not ctl.ami.connected
             proxy.thaw()
-            back = await until(ami_ok, 10, "AMI up again after the path recovered")
+            started = time.monotonic()
+            await until(ami_ok, 10, "AMI up again after the path recovered")
+            back = time.monotonic() - started
             print(f"AMI up again {back:.2f} s after the path recovered")
             assert ctl.ami.connects >= 2
             # The controller works on the new connection.

@@ -5,7 +5,6 @@ and exits with code 0 within a bound."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -13,31 +12,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.integration.amitools import ts
+from tests.integration.amitools import ts, until
 
 pytestmark = pytest.mark.integration
 
 EXIT_BOUND = 10.0  # s from SIGTERM to exit (grace 5 s + closing)
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll the process's own state (bounded): /healthz, exit status."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 def _fallback(uniqueid: str, reason: str):

@@ -13,28 +13,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.integration.amiproxy import AmiProxy
-from tests.integration.amitools import AmiRecorder
+from tests.integration.amitools import AmiRecorder, until
 
 pytestmark = pytest.mark.integration
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll the controller's own state or records (bounded): they raise no AMI event."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 async def admin(switch) -> AmiRecorder:

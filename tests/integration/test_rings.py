@@ -29,7 +29,7 @@ from ivr.rings import RingMonitor, RingSettings
 from ivr.rings.answer import AgentAnsweredFlow
 from ivr.rules.rings import Cadence
 from ivr.rules.timers import TimerService
-from tests.integration.amitools import AmiRecorder, ts
+from tests.integration.amitools import AmiRecorder, ts, until
 
 pytestmark = pytest.mark.integration
 SIPP_DIR = Path(__file__).parent / "sipp"
@@ -228,15 +228,6 @@ async def test_real_sip_agent_phone_rings_16_s(switch, ami, unused_udp_port):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-async def until(predicate, timeout: float) -> None:
-    """Poll the controller's own state (bounded): reconnects have no event of their own."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"condition not met within {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 async def test_asterisk_restart_while_ringing_reconnects_without_double_counting(switch):
