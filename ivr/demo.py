@@ -113,7 +113,8 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
     conf.write_text(DEMO_TOML.format(company=company, ami_port=switch.ports.ami,
                                      agi_port=switch.ports.agi, db=state / "ivr.db",
                                      messages=switch.home / "messages"))
-    config = load_config(conf, env={"IVR_AMI_SECRET": switch.secrets().controller})
+    secrets = switch.secrets()
+    config = load_config(conf, env={"IVR_AMI_SECRET": secrets.controller, "IVR_HTTP_TOKEN": secrets.http_token})
     controller = Controller(config)
     await controller.start()
     watcher = AmiConnection("127.0.0.1", switch.ports.ami, ADMIN_USER, switch.secrets().admin)
@@ -122,7 +123,9 @@ async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = No
     await watcher.start()
     await watcher.wait_connected(10)
     print(f"ivr demo: Asterisk up (AMI 127.0.0.1:{switch.ports.ami}), controller on FastAGI "
-          f":{switch.ports.agi}. Ctrl-C to stop.", flush=True)
+          f":{switch.ports.agi}. Ctrl-C to stop.\n"
+          f"  dashboard: http://{config.http.host}:{config.http.port}/dashboard?token={secrets.http_token}\n"
+          f"  (the token is generated for this switch; `ivr asterisk env` prints it)", flush=True)
     n = 0
     try:
         while rounds is None or n < rounds:

@@ -103,6 +103,7 @@ class Secrets:
     agents: dict[str, str] = field(
         default_factory=lambda: {a: secrets.token_urlsafe(12) for a in AGENT_ENDPOINTS}
     )
+    http_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))  # the API's bearer token
 
 
 class EmbeddedSwitch:
@@ -151,16 +152,20 @@ class EmbeddedSwitch:
             return {}
 
     def secrets(self) -> Secrets:
+        """The instance's secrets, generated on first use and kept (mode 0600); a secret
+        added in a later version is generated and saved the first time it is asked for."""
         path = self.home / "secrets.json"
         try:
-            return Secrets(**json.loads(path.read_text()))
+            saved = json.loads(path.read_text())
+            current = Secrets(**saved)
         except (OSError, ValueError, TypeError):
-            created = Secrets()
+            saved, current = {}, Secrets()
+        if saved != asdict(current):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump(asdict(created), f)
-            return created
+                json.dump(asdict(current), f)
+        return current
 
     @property
     def log_file(self) -> Path:
@@ -419,6 +424,7 @@ class EmbeddedSwitch:
             "IVR_AMI_PORT": str(self.ports.ami),
             "IVR_AMI_USERNAME": ADMIN_USER,
             "IVR_AMI_SECRET": self.secrets().admin,
+            "IVR_HTTP_TOKEN": self.secrets().http_token,
             "IVR_AGI_PORT": str(self.ports.agi),
             "IVR_SIP_PORT": str(self.ports.sip),
         }

@@ -62,3 +62,21 @@ def test_render_config_points_at_instance_dirs_and_ports(tmp_path: Path):
     lines = [line.strip() for p in embedded.project_root().joinpath("asterisk").glob("*.conf")
              for line in p.read_text().splitlines() if not line.strip().startswith(";")]
     assert not [line for line in lines if line.startswith(("secret", "password"))]
+
+
+def test_secrets_are_generated_once_and_upgraded_in_place(tmp_path: Path):
+    import json
+
+    sw = EmbeddedSwitch("unit", cache_dir=tmp_path)
+    first = sw.secrets()
+    assert first.http_token and first.controller != first.admin
+    assert sw.secrets() == first  # kept
+    path = sw.home / "secrets.json"
+    old = json.loads(path.read_text())
+    del old["http_token"]  # a secrets file from before the API token existed
+    path.write_text(json.dumps(old))
+    upgraded = sw.secrets()
+    assert upgraded.controller == first.controller and upgraded.http_token
+    assert json.loads(path.read_text())["http_token"] == upgraded.http_token
+    assert path.stat().st_mode & 0o077 == 0
+    assert sw.env()["IVR_HTTP_TOKEN"] == upgraded.http_token
