@@ -186,6 +186,7 @@ class EmbeddedSwitch:
         _require_root()
         if shutil.which("mmdebstrap") is None:
             self.progress("embedded asterisk: installing mmdebstrap with apt-get ...")
+            self._run_progress(["apt-get", "update", "-q"], "apt")  # a fresh machine has no lists
             self._run_progress(["apt-get", "install", "-y", "-q", "mmdebstrap"], "apt")
         mirror = read_debian_mirror()
         tmp = self.cache_dir / "rootfs.tmp"
