@@ -69,6 +69,16 @@ class AmiRecorder:
                     pass
         return matched()[:count]
 
+    async def expect_none(self, predicate: Predicate, *, within: float, since: int = 0) -> None:
+        """Assert that no matching event comes within ``within`` s: waits on the event
+        itself, so one arriving early fails at once (the window is the rule under test,
+        e.g. "no reminder past the 30 s mark")."""
+        try:
+            seen = await self.wait_for(predicate, timeout=within, since=since)
+        except AssertionError:
+            return
+        raise AssertionError(f"unexpected event within {within} s: {dict(seen[0])}")
+
     async def add_extension(self, context: str, exten: str, priority: int, app: str, data: str = "") -> None:
         reply = await self.action({
             "Action": "DialplanExtensionAdd", "Context": context, "Extension": exten,

@@ -208,6 +208,7 @@ async def test_stopping_while_the_database_is_down_is_quick(tmp_path: Path) -> N
     assert time.monotonic() - started < 1.0 and bus.subscribers == 0
 
 
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
+async def _until(predicate, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):  # bounded: fails instead of hanging
+        while not predicate():
+            await asyncio.sleep(0.01)
