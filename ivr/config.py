@@ -408,7 +408,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
             add(key, f"port {port} out of range")
     seen: set[str] = set()
     for i, agent in enumerate(config.agents):
-        if not agent.number or not str(agent.number).isdigit():
+        if not agent.number or not (str(agent.number).isascii() and str(agent.number).isdigit()):
             add(f"agents[{i}].number", f"agent number must be digits, got {agent.number!r}")
         if agent.number in seen:
             add(f"agents[{i}].number", f"duplicate agent number {agent.number!r}")

@@ -153,7 +153,7 @@ def render_html(report: dict[str, Any]) -> str:
              ("Ring alarms", t["alarms"]), ("Holds", t["holds"]), ("Transfers", t["transfers"]),
              ("Agent hung up first", t["agent_first_hangups"]),
              (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
-    late = {k for k in report["rings_to_answer"] if not k.rstrip("+").isdigit() or int(k.rstrip("+")) > 3}
+    late = {k for k in report["rings_to_answer"] if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > 3}
     over = {k for k in report["hold_durations"] if int(k.split("-")[0].rstrip("+")) >= 60}
     per_agent_sl = {a["agent"]: round((a["service_level"] or 0) * 100) for a in report["agents"] if a["answered"]}
     per_agent_bad = {a["agent"]: a["agent_first_hangups"] for a in report["agents"]}

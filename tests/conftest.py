@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import tests.properties  # noqa: F401  (loads the hypothesis profile: derandomized in CI)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

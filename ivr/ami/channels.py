@@ -143,7 +143,7 @@ class ChannelTracker:
         if event.get("Context"):
             ch.context = event["Context"]
         state = str(event.get("ChannelState") or "")
-        if state.isdigit():  # a malformed state is ignored, not fatal to the tracker
+        if state.isascii() and state.isdigit():  # a malformed state ('²', 'x') is ignored, not fatal
             new = int(state)
             if new != ch.state:
                 ch.state, ch.state_changed = new, at

@@ -51,12 +51,17 @@ class AgentAnsweredFlow:
         language = (await call.get_variable("IVR_LANGUAGE")) or getattr(
             getattr(self.config, "switch", None), "language", None) or "zh-CN"
         decision = self.monitor.answer_decision(linkedid, peer, member)
-        if not number.isdigit() and decision.agent.isdigit():
+        if not _digits(number) and _digits(decision.agent):
             number = decision.agent  # a queue member: its number from [[agents]]
         prompts = (["ring_apology"] if decision.late else []) + (
-            agent_number_prompts(number) if number.isdigit() else [])
+            agent_number_prompts(number) if _digits(number) else [])
         log.info("ring.answer_prompts", uniqueid=call.uniqueid, linkedid=linkedid, agent=number or decision.agent,
                  rings=decision.rings, late=decision.late, prompts=prompts)
         for prompt in prompts:
             await call.stream_file(self.sound(prompt, language))
         await call.set_variable("IVR_RESULT", "played")
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and '١', which have no prompt."""
+    return text.isascii() and text.isdigit()

@@ -80,7 +80,7 @@ def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
         if not QUEUE_RE.match(name):
             raise ValueError(f"bad queue name in {target!r} (letters, digits, _ and -)")
         return f"queue={name}"
-    if target.isdigit():
+    if target.isascii() and target.isdigit():
         for agent in agents:
             if str(agent.number) == target:
                 return f"{target}={getattr(agent, 'dial', '') or f'PJSIP/{target}'}"

@@ -88,9 +88,9 @@ def agent_number(channel_name: str, agents: Mapping[str, str], caller_id: str = 
         if dial == device:
             return number
     resource = device.split("/", 1)[-1].split("@", 1)[0]
-    if resource.isdigit():
+    if resource.isascii() and resource.isdigit():
         return resource
-    return "".join(c for c in caller_id if c.isdigit())
+    return "".join(c for c in caller_id if c in "0123456789")
 
 
 def announcement(caller_number: str, agent: str) -> list[str]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+
+from tests.properties import examples
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
@@ -29,8 +31,11 @@ events = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(events, max_size=30), st.lists(events, max_size=5))
+# Found by a fresh clone's CI run (issue 13.8): '²' passed str.isdigit() and int() raised.
+@example([{"Event": "Newstate", "Uniqueid": "1.1", "ChannelState": "²"}], [])
+@example([], [{"Event": "CoreShowChannel", "Uniqueid": "1.1", "ChannelState": "١"}])
 def test_channel_tracker_survives_any_event_sequence(seq, snapshot):
     """Never crashes; its per-call index always says what a scan of the channels says."""
     tracker = ChannelTracker()
@@ -69,7 +74,7 @@ class _Transport:
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=10))
 def test_ami_stream_reader_survives_any_bytes(chunks):
     """Arbitrary bytes through the AMI parser the controller uses: no exception escapes,
@@ -107,7 +112,7 @@ def _read(cls: type[AMIProtocol], data: bytes, cuts: list[int]) -> list[list[tup
     return [[*e.items(), ("id", e.id), ("success", e.success)] for e in proto.factory.events]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(streams, st.lists(st.integers(min_value=0), max_size=6))
 def test_lean_ami_reader_reads_what_panoramisk_reads(text, cuts):
     """The controller's reader against panoramisk's, on AMI-like streams cut anywhere: the
@@ -145,7 +150,7 @@ def _toml_value(v) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sections)
 def test_config_loader_gives_config_or_config_error(tmp_path: Path, data):
     text = "".join(
@@ -160,7 +165,7 @@ def test_config_loader_gives_config_or_config_error(tmp_path: Path, data):
         assert str(exc)  # a message naming the problem
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=300))
 def test_config_loader_survives_any_text(tmp_path: Path, text):
     path = tmp_path / "any.toml"

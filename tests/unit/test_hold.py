@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.properties import examples
 
 from ivr.rules.hold import (
     Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
@@ -74,6 +76,7 @@ def test_late_timer_plays_one_prompt() -> None:
     assert h.next_deadline == 120.0
 
 
+@settings(max_examples=examples(100))
 @given(
     start=st.floats(0, 1e7),
     interval=st.sampled_from([30.0, 20.0, 15.5]),

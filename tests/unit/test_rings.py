@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.properties import examples
 
 from ivr.rules.rings import Answered, Cadence, NotAnswered, RingAlarm, Reroute, RingWatch
 
@@ -115,6 +117,7 @@ def test_configurable_thresholds() -> None:
     assert w.next_deadline == 24.0
 
 
+@settings(max_examples=examples(100))
 @given(
     start=st.floats(0, 1e6),
     calls=st.lists(st.floats(0, 100), max_size=30),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.properties import examples
 
 from ivr.rules.silent import Play, Release, RouteToAgent, SilentCall
 
@@ -54,6 +56,7 @@ def test_hangup_ends_quietly() -> None:
 EVENTS = st.sampled_from(["finished", "timer", "timer", "finished_stale", "nothing"])
 
 
+@settings(max_examples=examples(100))
 @given(
     pause=st.floats(0.5, 10.0),
     steps=st.lists(st.tuples(EVENTS, st.floats(0.0, 20.0)), max_size=40),

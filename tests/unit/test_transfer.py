@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.properties import examples
 
 from ivr.rules.transfer import (
     Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
@@ -95,6 +97,7 @@ EVENTS = st.sampled_from([
 ])
 
 
+@settings(max_examples=examples(100))
 @given(steps=st.lists(st.tuples(EVENTS, st.floats(0, 40)), max_size=25))
 def test_never_connects_unconfirmed_never_drops_caller(steps: list[tuple[str, float]]) -> None:
     t = WarmTransfer("PJSIP/2001", ring_limit=30, confirm_timeout=10)
