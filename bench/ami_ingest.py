@@ -178,7 +178,7 @@ async def controller_path(data: bytes) -> dict[str, Any]:
     from ivr.metrics import Metrics
     from ivr.rings.monitor import RingMonitor, RingSettings
     from ivr.rules.rings import Cadence
-    from ivr.rules.timers import TimerService
+    from ivr.timers import TimerService
 
     clock = ReplayClock()
     conn = AmiConnection("127.0.0.1", 0, "ivr", "unused")

@@ -8,7 +8,7 @@ Two processes: the **controller** (pinned to core 0) runs the real
 :class:`~ivr.agi.server.FastAgiServer` with the real
 :class:`~ivr.flows.inbound.InboundFlow` (greeting choice, the
 :class:`~ivr.rules.silent.SilentCall` script, one ``WAIT FOR DIGIT`` per pause, the event bus)
-and a :class:`~ivr.rules.timers.TimerService` driving one
+and a :class:`~ivr.timers.TimerService` driving one
 :class:`~ivr.rules.hold.HoldTimer` per held call (reminder at 30 s, choices at 60 s,
 resume at 65 s). The **load generator** (pinned to core 1) opens one FastAGI connection
 per call on loopback and answers like Asterisk would: a prompt takes ``--prompt`` s,
@@ -139,7 +139,7 @@ async def serve_controller(p: Params, ready: Any, go: Any) -> dict[str, Any]:
     from ivr.agi.server import FastAgiServer
     from ivr.events import EventBus
     from ivr.flows.inbound import InboundFlow
-    from ivr.rules.timers import TimerService
+    from ivr.timers import TimerService
 
     flow = InboundFlow(_config(p.pause), datetime.now, speech=_SilentDetector(), bus=EventBus())
     server = FastAgiServer({"inbound": flow}, "127.0.0.1", 0)

@@ -23,7 +23,7 @@ from ivr.http.operations import Operations
 from ivr.metrics import Metrics
 from ivr.rings import build_ring_monitor
 from ivr.rings.answer import AgentAnsweredFlow
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 from ivr.transfer import build_transfer
 
 if TYPE_CHECKING:

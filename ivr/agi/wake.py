@@ -1,7 +1,7 @@
 """Waking a FastAGI session that waits in one long command, from the controller.
 
 A flow that must react to something only the controller sees (a timer of the
-:class:`~ivr.rules.timers.TimerService`, speech heard through AMI ``ChannelTalkingStart``)
+:class:`~ivr.timers.TimerService`, speech heard through AMI ``ChannelTalkingStart``)
 waits in one long ``WAIT FOR DIGIT`` (or a prompt whose escape digits include
 :data:`WAKE_DIGIT`) instead of polling in short slices, and the controller ends that
 command by making Asterisk "receive" the digit ``D`` on the channel: AMI ``PlayDTMF``

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ivr.http.params import path_id
+from ivr.web.params import path_id
 
 if TYPE_CHECKING:
     from ivr.hold.service import HoldService

@@ -17,7 +17,7 @@ How the held caller hears the reminders (measured on the embedded Asterisk 22):
   after the start event (the start event then went out after the timer's t0; it now
   goes out first) and the thank-you at 95.009 s for a resume asked at 95 s.
 * **The controller's clock decides when** (the :class:`~ivr.rules.hold.HoldTimer` under
-  the :class:`~ivr.rules.timers.TimerService`), not a dialplan loop: the AGI session
+  the :class:`~ivr.timers.TimerService`), not a dialplan loop: the AGI session
   waits in ``WAIT FOR DIGIT`` with music on, and the controller wakes it with AMI
   ``PlayDTMF`` ``Receive: true`` of the digit ``D`` (a digit phones do not send), which
   ends the wait, or interrupts a prompt in progress (``D`` is an escape digit of every
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
     from ivr.ami.connection import AmiConnection
     from ivr.events import EventBus
     from ivr.hold.metrics import HoldMetrics
-    from ivr.rules.timers import TimerService
+    from ivr.timers import TimerService
 
 log = structlog.get_logger("ivr.hold")
 

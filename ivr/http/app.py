@@ -29,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr.events import EventBus
 from ivr.http import auth, calls, dashboard
-from ivr.http.errors import Unavailable, error_middleware
+from ivr.web.errors import Unavailable, error_middleware
 from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS
 from ivr.records import CallRecorder, CallStore
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ivr.http.errors import Unauthorized
+from ivr.web.errors import Unauthorized
 from ivr.http.keys import SETTINGS
 
 COOKIE = "ivr_token"

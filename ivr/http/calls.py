@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ivr.http.errors import BadRequest, NotFound
+from ivr.web.errors import BadRequest, NotFound
 from ivr.http.keys import SERVICES
-from ivr.http.params import (
+from ivr.web.params import (
     json_body,
     path_id,
     query_choice,

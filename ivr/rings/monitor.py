@@ -4,7 +4,7 @@ An *agent leg* is a dialled channel that rings an agent: ``DialBegin`` from the
 ``ivr-agents`` context (announced just before by ``UserEvent IvrAgentDial`` with the
 agent's number), from ``Queue()`` (``AgentCalled``), or from anything else (Originate)
 whose device is a configured agent. Its watch starts when the leg rings (``Newstate``
-Ringing) and is driven by the :class:`~ivr.rules.timers.TimerService`; the leg ends on
+Ringing) and is driven by the :class:`~ivr.timers.TimerService`; the leg ends on
 answer (``Newstate`` Up / ``DialEnd`` ANSWER), ``DialEnd`` without answer, or hang-up.
 
 Times come from Asterisk's own event timestamps, mapped onto the timer clock, so a late
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ivr.ami.connection import AmiConnection
     from ivr.events import EventBus
     from ivr.metrics import Metrics
-    from ivr.rules.timers import TimerService
+    from ivr.timers import TimerService
 
 log = structlog.get_logger("ivr.rings")
 

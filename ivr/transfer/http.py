@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ivr.http.errors import BadRequest
-from ivr.http.params import json_body, path_id
+from ivr.web.errors import BadRequest
+from ivr.web.params import json_body, path_id
 
 if TYPE_CHECKING:
     from ivr.transfer.service import TransferService

@@ -12,7 +12,7 @@ IvrTransferRequest``, see ``asterisk/ivr-transfer.conf``). Then:
   dial leg (``DialBegin`` / ``Newstate Ringing`` / ``DialEnd``) that the ring monitor sees;
 * on answer ``target_agi`` (FastAGI route ``transfer-target``) plays the announcement and
   waits for the digit; the machine's deadlines (ring limit, confirmation timeout) are
-  driven by the :class:`~ivr.rules.timers.TimerService`;
+  driven by the :class:`~ivr.timers.TimerService`;
 * confirmed: the caller is redirected to ``[ivr-transfer-connect]`` (thanks, ``Bridge``
   with the target) and the agent is hung up once the caller is in the target's bridge;
   otherwise to ``[ivr-transfer-return]`` (apology, ``Bridge`` with the waiting agent, or
@@ -43,7 +43,7 @@ from ivr.agi.channel import AgiChannel, AgiHangup
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 from ivr.rules.transfer import (
     Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
     TransferAction, WarmTransfer,

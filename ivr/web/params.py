@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from ivr.http.errors import BadRequest
+from ivr.web.errors import BadRequest
 from ivr.records.figures import day_window
 
 CALL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -29,10 +29,10 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import CallEvent, EventBus
 from ivr.hold import HoldService, HoldSettings
 from ivr.hold.http import hold_routes
-from ivr.http.errors import error_middleware
+from ivr.web.errors import error_middleware
 from ivr.hold.metrics import HoldMetrics
 from ivr.prompts import prompt_duration
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 from ivr.switch.embedded import project_root
 from tests.integration.amitools import AmiRecorder, ts
 

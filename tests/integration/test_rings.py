@@ -28,7 +28,7 @@ from ivr.metrics import Metrics
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rings.answer import AgentAnsweredFlow
 from ivr.rules.rings import Cadence
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 from tests.integration.amitools import AmiRecorder, ts, until
 
 pytestmark = pytest.mark.integration

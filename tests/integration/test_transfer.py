@@ -22,7 +22,7 @@ from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.prompts import prompt_duration
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 from ivr.switch.embedded import project_root
 from ivr.transfer.service import TransferService, TransferSettings
 from ivr.transfer.targets import announcement

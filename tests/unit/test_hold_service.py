@@ -16,7 +16,7 @@ from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 
 CALLER, AGENT = "100.1", "100.3"
 
@@ -299,7 +299,7 @@ async def test_http_routes(world: Any, aiohttp_client: Any) -> None:
 
     from ivr.hold.http import HOLD_OPENAPI, hold_routes
     from ivr.http.app import undocumented
-    from ivr.http.errors import error_middleware
+    from ivr.web.errors import error_middleware
 
     ami, service, *_ = world
     app = web.Application(middlewares=[error_middleware])

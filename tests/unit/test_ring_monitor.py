@@ -16,7 +16,7 @@ from ivr.events import EventBus
 from ivr.metrics import Metrics
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rules.rings import Cadence
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 
 CALLER = {"Uniqueid": "100.1", "Linkedid": "100.1", "Channel": "Local/x@c-00000001;1", "Context": "ivr-agents"}
 LEG = {"DestUniqueid": "100.2", "DestLinkedid": "100.1", "DestChannel": "PJSIP/1001-00000002"}

@@ -8,7 +8,7 @@ import pytest
 
 from ivr.rules.hold import HoldTimer, OfferChoices, Remind
 from ivr.rules.rings import Cadence, RingAlarm, RingWatch
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 
 
 class FakeClock:

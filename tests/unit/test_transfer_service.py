@@ -10,7 +10,7 @@ import pytest
 from ivr.agi.channel import AgiHangup
 from ivr.ami.connection import AmiActionError
 from ivr.events import EventBus
-from ivr.rules.timers import TimerService
+from ivr.timers import TimerService
 from ivr.transfer.service import (
     CallNotTransferable, NoSuchCall, TransferService, TransferSettings,
 )
