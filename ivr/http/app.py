@@ -16,61 +16,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ivr.events import EventBus
 from ivr.http import auth, calls, dashboard
-from ivr.web.errors import Unavailable, error_middleware
 from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS
-from ivr.records import CallRecorder, CallStore
+from ivr.http.services import HealthCheck, HttpSettings, Services
+from ivr.web.errors import CLIENT_MAX_SIZE, error_middleware
 
 log = structlog.get_logger("ivr.http")
-
-HealthCheck = Callable[[], bool | Awaitable[bool]]
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: str | None = None
-    public: tuple[str, ...] = ("/healthz", "/metrics")
-    client_max_size: int = 64 * 1024  # bytes; every request body of this API is small
-    health_timeout: float = 2.0
-
-
-@dataclass
-class Services:
-    """What the HTTP handlers may use. Features put their own services in ``extra``."""
-
-    store: CallStore | None  # None: the records database is unavailable (the API says 503)
-    bus: EventBus
-    tz: ZoneInfo
-    recorder: CallRecorder | None = None
-    agents: dict[str, str] = field(default_factory=dict)  # number -> name
-    health: dict[str, HealthCheck] = field(default_factory=dict)
-    registries: list[CollectorRegistry] = field(default_factory=lambda: [REGISTRY])
-    ring_period: float = 5.0  # seconds per ring (tone-zone cadence)
-    warn_rings: int = 3
-    long_call_seconds: float = 180.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def records(self) -> CallStore:
-        if self.store is None:
-            raise Unavailable("the call records are unavailable: the database could not be opened",
-                              error_id="records-unavailable")
-        return self.store
-
 
 def base_openapi() -> dict[str, Any]:
     text = resources.files("ivr.http").joinpath("openapi.json").read_text(encoding="utf-8")
@@ -131,6 +90,7 @@ def build_app(services: Services, settings: HttpSettings,
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware],
                           client_max_size=settings.client_max_size)
     app[SERVICES], app[SETTINGS] = services, settings
+    app[CLIENT_MAX_SIZE] = settings.client_max_size
     app[STREAMS] = set()
     doc = base_openapi()
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics),

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ivr.web.errors import Unauthorized
 from ivr.http.keys import SETTINGS
+from ivr.web.errors import Unauthorized
 
 COOKIE = "ivr_token"
 OPEN_PATHS = ("/login", "/static/")

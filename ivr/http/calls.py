@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from ivr.web.errors import BadRequest, NotFound
 from ivr.http.keys import SERVICES
+from ivr.http.services import Services
+from ivr.records import CallFilter
+from ivr.records.figures import agent_figures, day_window
+from ivr.records.store import LIVE_STATES
+from ivr.web.errors import BadRequest, NotFound
 from ivr.web.params import (
     json_body,
+    parse_day,
     path_id,
     query_choice,
     query_int,
     query_text,
-    query_window,
 )
-from ivr.records import CallFilter
-from ivr.records.figures import agent_figures
-from ivr.records.store import LIVE_STATES
-
-if TYPE_CHECKING:
-    from ivr.http.app import Services
 
 CALL_STATES = (*LIVE_STATES, "ended", "live")
 CALLBACK_STATUSES = ("open", "done", "failed")
+
+
+def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
+    """``from`` / ``to`` (local dates, inclusive): the epoch window and the dates used."""
+    raw_from, raw_to = request.query.get("from"), request.query.get("to")
+    if raw_from is None and raw_to is None and not default_today:
+        return None, None, {}
+    today = datetime.now(tz).date()
+    first = parse_day(raw_from, "from") if raw_from else None
+    last = parse_day(raw_to, "to") if raw_to else None
+    first = first or last or today
+    last = last or first
+    if last < first:
+        raise BadRequest("to is before from", **{"from": first.isoformat(), "to": last.isoformat()})
+    if (last - first).days > 366:
+        raise BadRequest("at most 367 days at a time", **{"from": first.isoformat(), "to": last.isoformat()})
+    since, until = day_window(first, last, tz)
+    return since, until, {"from": first.isoformat(), "to": last.isoformat()}
 
 
 def _services(request: web.Request) -> Services:

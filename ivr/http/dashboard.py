@@ -15,17 +15,14 @@ import json
 import time
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ivr.http.calls import figures_for
 from ivr.http.keys import SERVICES, STREAMS
+from ivr.http.services import Services
 from ivr.records import CallFilter
 from ivr.records.figures import day_window, today_summary
-
-if TYPE_CHECKING:
-    from ivr.http.app import Services
 
 STATIC = resources.files("ivr.http").joinpath("static")
 HEARTBEAT = 15.0  # seconds between SSE comments, so a dead client is noticed

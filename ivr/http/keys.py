@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from ivr.http.app import HttpSettings, Services
+from ivr.http.services import HttpSettings, Services
 
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 SETTINGS: web.AppKey[HttpSettings] = web.AppKey("settings")

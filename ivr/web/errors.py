@@ -10,9 +10,11 @@ from aiohttp import web
 
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
-from ivr.http.keys import SETTINGS
 
 log = structlog.get_logger("ivr.http")
+
+# The app's request body limit, for the 413 details (set by whoever builds the app).
+CLIENT_MAX_SIZE: web.AppKey[int] = web.AppKey("client_max_size", int)
 
 
 class ApiError(IvrError):
@@ -79,7 +81,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         error_id, message = _HTTP_IDS.get(exc.status, (f"http-{exc.status}", exc.reason))
         details: dict[str, Any] = {"path": request.path}
         if exc.status == 413:
-            details["max_bytes"] = request.app[SETTINGS].client_max_size
+            details["max_bytes"] = request.app.get(CLIENT_MAX_SIZE)
         if exc.status == 405:
             details["method"] = request.method
         return error_response(exc.status, error_id, message, details)

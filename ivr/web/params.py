@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from ivr.web.errors import BadRequest
-from ivr.records.figures import day_window
 
 CALL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -57,24 +55,6 @@ def parse_day(raw: str, name: str) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise BadRequest(f"{name} must be a date, YYYY-MM-DD", parameter=name, value=raw[:100]) from None
-
-
-def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
-    """``from`` / ``to`` (local dates, inclusive): the epoch window and the dates used."""
-    raw_from, raw_to = request.query.get("from"), request.query.get("to")
-    if raw_from is None and raw_to is None and not default_today:
-        return None, None, {}
-    today = datetime.now(tz).date()
-    first = parse_day(raw_from, "from") if raw_from else None
-    last = parse_day(raw_to, "to") if raw_to else None
-    first = first or last or today
-    last = last or first
-    if last < first:
-        raise BadRequest("to is before from", **{"from": first.isoformat(), "to": last.isoformat()})
-    if (last - first).days > 366:
-        raise BadRequest("at most 367 days at a time", **{"from": first.isoformat(), "to": last.isoformat()})
-    since, until = day_window(first, last, tz)
-    return since, until, {"from": first.isoformat(), "to": last.isoformat()}
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""What the HTTP handlers may use (:class:`Services`) and how the server listens
+(:class:`HttpSettings`): the one module ``app``, ``calls``, ``dashboard`` and ``keys`` share,
+so none of them imports another's insides."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ivr.events import EventBus
+from ivr.records import CallRecorder, CallStore
+from ivr.web.errors import Unavailable
+
+HealthCheck = Callable[[], bool | Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    public: tuple[str, ...] = ("/healthz", "/metrics")
+    client_max_size: int = 64 * 1024  # bytes; every request body of this API is small
+    health_timeout: float = 2.0
+
+
+@dataclass
+class Services:
+    """What the HTTP handlers may use. Features put their own services in ``extra``."""
+
+    store: CallStore | None  # None: the records database is unavailable (the API says 503)
+    bus: EventBus
+    tz: ZoneInfo
+    recorder: CallRecorder | None = None
+    agents: dict[str, str] = field(default_factory=dict)  # number -> name
+    health: dict[str, HealthCheck] = field(default_factory=dict)
+    registries: list[CollectorRegistry] = field(default_factory=lambda: [REGISTRY])
+    ring_period: float = 5.0  # seconds per ring (tone-zone cadence)
+    warn_rings: int = 3
+    long_call_seconds: float = 180.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records(self) -> CallStore:
+        if self.store is None:
+            raise Unavailable("the call records are unavailable: the database could not be opened",
+                              error_id="records-unavailable")
+        return self.store
