@@ -1,4 +1,5 @@
-"""The controller's configuration: one TOML file, typed dataclasses, every default here.
+"""The controller's configuration: one TOML file read into the typed sections of
+:mod:`ivr.sections` (where every default lives), checked here.
 
 ``load_config(path)`` reads the file (``None``: all defaults), checks it and returns a
 :class:`Config`; every problem found (unknown key, wrong type, bad time zone, unknown tone
@@ -25,180 +26,57 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError
+from ivr.greeting import holiday_ids, holiday_names, prompt_file
+from ivr.rules.dialing import DIAL_RE, reroute_entry
 from ivr.rules.rings import TONE_ZONE_CADENCES, Cadence
+from ivr.sections import (
+    AgentConfig,
+    AgiConfig,
+    AlarmsConfig,
+    AmiConfig,
+    Config,
+    DatabaseConfig,
+    HoldConfig,
+    HolidayAddition,
+    HolidayOverride,
+    HolidaysConfig,
+    HttpConfig,
+    PromptsConfig,
+    RingsConfig,
+    SilenceConfig,
+    SwitchConfig,
+    TransferConfig,
+)
 
-DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
-
-@dataclass(frozen=True)
-class SwitchConfig:
-    timezone: str = "Asia/Shanghai"  # local time of greetings and reports (zoneinfo name)
-    tone_zone: str = "cn"  # Asterisk indications.conf zone: ring cadence (cn 1 s on / 4 s off)
-    company: str = "Example"  # the XX of the greetings ({company} in prompt texts)
-    language: str = "zh-CN"  # default prompt language
-    languages: list[str] = field(default_factory=list)  # all prompt sets used (default [language])
-    indications: str = ""  # indications.conf to read the cadence from ("" = built-in table)
-
-
-@dataclass(frozen=True)
-class AmiConfig:
-    host: str = "127.0.0.1"
-    port: int = 5038
-    username: str = "ivr"
-    secret: str = ""  # env IVR_AMI_SECRET > secret_file > this
-    secret_file: str = ""
-    ping_interval: float | None = None  # None: the connection's own default
-    ping_timeout: float | None = None
-    connect_timeout: float | None = None
-    backoff_initial: float | None = None
-    backoff_max: float | None = None
-
-
-@dataclass(frozen=True)
-class AgiConfig:
-    host: str = "127.0.0.1"  # FastAGI server of the controller
-    port: int = 4573
-
-
-@dataclass(frozen=True)
-class HttpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8780  # not 8088: that is Asterisk's own HTTP server
-    token: str = ""  # env IVR_HTTP_TOKEN > token_file > this; "" = API closed
-    token_file: str = ""
-    public: list[str] = field(default_factory=lambda: ["/healthz", "/metrics"])  # no token needed
-    long_call_seconds: float = 180.0  # R6: calls longer than this are reported as long
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    number: str  # the agent (employee) number spoken in the greeting
-    name: str = ""
-    dial: str = ""  # Asterisk dial string: PJSIP/1001, Local/1001@agents ("" = PJSIP/<number>)
-
-
-@dataclass(frozen=True)
-class RingsConfig:
-    on_ms: int | None = None  # cadence override (both or neither); None = tone zone's
-    off_ms: int | None = None
-    warn_rings: int = 3  # R1 alarm "warning" after this many rings without answer
-    critical_rings: int = 6  # "critical" alarm; answered after more rings: apology
-    reroute: bool = False  # move the call on at warn_rings
-    reroute_target: str = ""  # "queue:NAME", an agent number, or a dial string ("" = next agent)
-    ring_timeout: float = 60.0  # s an agent leg may ring at most
-
-    @property
-    def cadence(self) -> Cadence | None:
-        if self.on_ms is None or self.off_ms is None:
-            return None
-        return Cadence(self.on_ms, self.off_ms)
-
-
-@dataclass(frozen=True)
-class SilenceConfig:
-    pause: float = 5.0  # R3 s of silence after each prompt
-    talk_threshold: int = 512  # TALK_DETECT energy above which the caller is talking
-    talk_silence_ms: int = 1000  # silence that ends a talk burst
-
-
-@dataclass(frozen=True)
-class HoldConfig:
-    reminder_interval: float = 30.0  # R4 s between reminders
-    choices_after: float = 60.0  # s on hold before choices and agent alert
-    messages_dir: str = "/var/lib/ivr/messages"  # recorded messages (choice 2)
-    message_max_seconds: int = 120
-    moh_class: str = "default"
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    confirm_timeout: float = 10.0  # R5 s for the target to press 1 after the announcement
-    ring_limit: float = 30.0  # s the target may ring
-    announce_max: float = 30.0  # s the announcement to the target may take
-
-
-@dataclass(frozen=True)
-class HolidayOverride:
-    """The year's notice: ``id`` is greeted from ``start`` to ``end`` (inclusive) that year."""
-
-    id: str
-    start: dt.date
-    end: dt.date
-    year: int | None = None  # default: start's year
-
-
-@dataclass(frozen=True)
-class HolidayAddition:
-    """An own holiday, with its greeting text per language (prompt id holiday_<id>)."""
-
-    id: str
-    start: dt.date
-    end: dt.date
-    name: str = ""
-    yearly: bool = False  # repeat the same month/day range every year
-    text: dict[str, str] = field(default_factory=dict)  # language -> greeting
-
-
-@dataclass(frozen=True)
-class HolidaysConfig:
-    country: str = "CN"  # holidays library country code
-    disabled: list[str] = field(default_factory=list)  # ids greeted like ordinary days
-    # id -> holiday names as the library gives them (in English where it can); empty:
-    # the built-in CN mapping (new_year, spring_festival, labour_day, mid_autumn, national_day)
-    names: dict[str, list[str]] = field(default_factory=dict)
-    # id -> language -> greeting text, for mapped holidays without a holiday_<id> prompt
-    texts: dict[str, dict[str, str]] = field(default_factory=dict)
-    overrides: list[HolidayOverride] = field(default_factory=list)
-    additions: list[HolidayAddition] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class AlarmsConfig:
-    log: bool = True  # structured log line per alarm
-    userevent: bool = True  # AMI UserEvent IvrRingAlarm
-    webhook_url: str = ""  # POST JSON per alarm ("" = off)
-    webhook_timeout: float = 5.0
-    webhook_retries: int = 3
-    webhook_queue: int = 1000  # alarms kept while the webhook is down
-
-
-@dataclass(frozen=True)
-class PromptsConfig:
-    source: str = "prompts"  # <language>.toml source texts
-    build: str = "prompts/build"  # built sound files
-    sound_prefix: str = "ivr"  # Asterisk sound path: <prefix>/<language>/<id>
-
-
-@dataclass(frozen=True)
-class DatabaseConfig:
-    url: str = "sqlite:////var/lib/ivr/ivr.db"  # or postgresql://user@host/db
-
-
-@dataclass(frozen=True)
-class Config:
-    switch: SwitchConfig = field(default_factory=SwitchConfig)
-    ami: AmiConfig = field(default_factory=AmiConfig)
-    agi: AgiConfig = field(default_factory=AgiConfig)
-    http: HttpConfig = field(default_factory=HttpConfig)
-    agents: list[AgentConfig] = field(default_factory=list)  # rung in this order
-    rings: RingsConfig = field(default_factory=RingsConfig)
-    silence: SilenceConfig = field(default_factory=SilenceConfig)
-    hold: HoldConfig = field(default_factory=HoldConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    holidays: HolidaysConfig = field(default_factory=HolidaysConfig)
-    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
-    prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    database: DatabaseConfig = field(default_factory=DatabaseConfig)
-    path: str = ""  # the file it was read from ("" = defaults)
-    warnings: list[str] = field(default_factory=list)  # not errors: world-readable secrets
-
+__all__ = [
+    "DIAL_RE",
+    "AgentConfig",
+    "AgiConfig",
+    "AlarmsConfig",
+    "AmiConfig",
+    "Config",
+    "DatabaseConfig",
+    "HoldConfig",
+    "HolidayAddition",
+    "HolidayOverride",
+    "HolidaysConfig",
+    "HttpConfig",
+    "PromptsConfig",
+    "RingsConfig",
+    "SilenceConfig",
+    "SwitchConfig",
+    "TransferConfig",
+    "key_lines",
+    "load_config",
+    "world_readable",
+]
 
 # -- reading ----------------------------------------------------------------------------
 
@@ -396,8 +274,6 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("switch.languages", f"must include switch.language {sw.language!r}")
     given_prompts = "prompts" in data or "languages" in data.get("switch", {})
     if given_prompts:
-        from ivr.greeting import prompt_file
-
         for lang in sw.languages:
             file = prompt_file(config, lang)
             if not file.is_file():
@@ -423,8 +299,6 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
     if not 0 < r.warn_rings <= r.critical_rings:
         add("rings.critical_rings", "need 0 < warn_rings <= critical_rings")
     if r.reroute_target:
-        from ivr.rings.monitor import reroute_entry
-
         try:
             reroute_entry(r.reroute_target, config.agents)
         except ValueError as exc:
@@ -460,8 +334,6 @@ def _validate_holidays(config: Config, problems: _Problems) -> None:
             if entry.start > entry.end:
                 problems.add(f"holidays.{kind}[{i}].end",
                              f"end {entry.end} is before start {entry.start}")
-    from ivr.greeting import holiday_ids, holiday_names
-
     known = holiday_ids(config)
     for kind, ids in (("disabled", h.disabled), ("overrides", [o.id for o in h.overrides])):
         for i, hid in enumerate(ids):
@@ -483,8 +355,6 @@ def _validate_holidays(config: Config, problems: _Problems) -> None:
 
 def _prompt_has(config: Config, lang: str, prompt_id: str) -> bool:
     """Whether the language's prompt file has ``prompt_id`` (True when unreadable)."""
-    from ivr.greeting import prompt_file
-
     try:
         with open(prompt_file(config, lang), "rb") as f:
             return prompt_id in tomllib.load(f).get("prompts", {})

@@ -38,15 +38,13 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
 
 from ivr.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ivr.config import Config
+from ivr.sections import Config
 
 CN_NAMES: dict[str, tuple[str, ...]] = {
     "new_year": ("New Year's Day",),

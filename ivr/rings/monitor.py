@@ -17,7 +17,6 @@ raised an alarm never raises it again.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from ivr.ami.channels import (
     event_time,
 )
 from ivr.ami.connection import AmiError
-from ivr.config import DIAL_RE
+from ivr.rules.dialing import reroute_entry
 from ivr.rules.rings import (
     Answered,
     Cadence,
@@ -58,7 +57,6 @@ log = structlog.get_logger("ivr.rings")
 AGENTS_CONTEXT = "ivr-agents"
 REROUTE_EXTEN = "reroute"  # ivr-agents.conf: hunts IVR_REROUTE_TARGET, then the fallback queue
 NO_ANSWER_CAUSE = "19"  # AST_CAUSE_NO_ANSWER: Dial() reports NOANSWER and hunts on
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def device_key(name: str) -> str:
@@ -66,28 +64,6 @@ def device_key(name: str) -> str:
     device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
     ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
     return "/".join(device_of(name).split("/")[:2])
-
-
-def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
-    """``[rings] reroute_target`` as an ivr-agents.conf hunt entry: ``queue:NAME`` ->
-    ``queue=NAME``; an agent number of ``[[agents]]`` -> ``NUMBER=DIAL``; a dial string
-    -> ``=DIAL`` (no agent number to announce). ``ValueError`` for anything else."""
-    target = target.strip()
-    if not target:
-        return ""
-    if target.startswith("queue:"):
-        name = target[len("queue:"):]
-        if not QUEUE_RE.match(name):
-            raise ValueError(f"bad queue name in {target!r} (letters, digits, _ and -)")
-        return f"queue={name}"
-    if target.isascii() and target.isdigit():
-        for agent in agents:
-            if str(agent.number) == target:
-                return f"{target}={getattr(agent, 'dial', '') or f'PJSIP/{target}'}"
-        raise ValueError(f"{target!r} is not the number of an agent in [[agents]]")
-    if DIAL_RE.match(target) and "=" not in target and "|" not in target:
-        return f"={target}"
-    raise ValueError(f"{target!r} is neither queue:NAME, an agent number, nor a dial string (PJSIP/2001)")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import pytest
 from ivr.config import load_config
 from ivr.errors import ConfigError
 from ivr.rings import RingSettings
-from ivr.rings.monitor import device_key, reroute_entry
+from ivr.rings.monitor import device_key
+from ivr.rules.dialing import reroute_entry
 from ivr.rules.rings import Cadence
 from tests.unit.test_ring_monitor import CALLER, LEG, Rig, started
 

@@ -1,0 +1,34 @@
+"""Dial strings and hunt entries (pure): what ``[[agents]] dial`` and ``[rings]
+reroute_target`` may be, and how a re-route target becomes an ivr-agents.conf entry.
+Both the configuration check and the ring monitor use it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
+    """``[rings] reroute_target`` as an ivr-agents.conf hunt entry: ``queue:NAME`` ->
+    ``queue=NAME``; an agent number of ``[[agents]]`` -> ``NUMBER=DIAL``; a dial string
+    -> ``=DIAL`` (no agent number to announce). ``ValueError`` for anything else."""
+    target = target.strip()
+    if not target:
+        return ""
+    if target.startswith("queue:"):
+        name = target[len("queue:"):]
+        if not QUEUE_RE.match(name):
+            raise ValueError(f"bad queue name in {target!r} (letters, digits, _ and -)")
+        return f"queue={name}"
+    if target.isascii() and target.isdigit():
+        for agent in agents:
+            if str(agent.number) == target:
+                return f"{target}={getattr(agent, 'dial', '') or f'PJSIP/{target}'}"
+        raise ValueError(f"{target!r} is not the number of an agent in [[agents]]")
+    if DIAL_RE.match(target) and "=" not in target and "|" not in target:
+        return f"={target}"
+    raise ValueError(f"{target!r} is neither queue:NAME, an agent number, nor a dial string (PJSIP/2001)")
