@@ -54,7 +54,7 @@ class Check:
 
 
 def prompt_ids(config: Config) -> dict[str, list[str]]:
-    from ivr.prompts import load_catalog
+    from ivr.catalog import load_catalog
 
     return {
         lang: sorted(load_catalog(Path(config.prompts.source), lang).ids)

@@ -1,8 +1,8 @@
-"""Prompt sets: source catalogs, the build into what Asterisk plays, checks and lookups.
+"""Prompt sets: the build into what Asterisk plays, checks and lookups.
 
-A language's prompts are written in ``<source>/<lang>.toml`` (``language``, ``espeak_voice``
-and a ``[prompts]`` table of id -> text, where ``{company}`` is the configured company
-name). :func:`build_prompts` turns each id into two files Asterisk plays natively:
+A language's prompts are written in ``<source>/<lang>.toml`` (read by the pure
+:mod:`ivr.catalog`: ``language``, ``espeak_voice`` and a ``[prompts]`` table of id -> text,
+where ``{company}`` is the configured company name). :func:`build_prompts` turns each id into two files Asterisk plays natively:
 
 * ``<out>/<lang>/<id>.wav``: 16-bit signed PCM, 8 kHz, mono (``format_wav``);
 * ``<out>/<lang>/<id>.ulaw``: raw G.711 u-law, 8 kHz (``format_pcm``), one byte a sample;
@@ -30,72 +30,53 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
-import random
 import shutil
-import string
-import subprocess
-import tempfile
-import tomllib
 import wave
-from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ivr.errors import ConfigError, IvrError
+from ivr.audio import (
+    CHANNELS,
+    MANIFEST,
+    PEAK_CEILING_DBFS,
+    SAMPLE_RATE,
+    SAMPLE_WIDTH,
+    TARGET_RMS_DBFS,
+    TRIM_BELOW_PEAK_DB,
+    TRIM_KEEP_MS,
+    atomic_write,
+    espeak_version,
+    make_test_audio,
+    process_audio,
+    synthesise,
+    write_audio,
+)
+from ivr.catalog import (  # the pure catalog, re-exported for the build's callers
+    PLACEHOLDERS,
+    Catalog,
+    PromptError,
+    agent_number_prompts,
+    catalog_path,
+    digits_prompts,
+    load_catalog,
+    source_languages,
+)
+from ivr.errors import ConfigError
 
-SAMPLE_RATE = 8000
-SAMPLE_WIDTH = 2
-CHANNELS = 1
-TARGET_RMS_DBFS = -18.0
-PEAK_CEILING_DBFS = -1.0
-TRIM_BELOW_PEAK_DB = 40.0
-TRIM_KEEP_MS = 20
+__all__ = ["PLACEHOLDERS", "Catalog", "PromptError", "agent_number_prompts", "catalog_path",
+           "digits_prompts", "load_catalog", "make_test_audio", "source_languages"]
+
 # Bump when the processing changes, so that every prompt is rebuilt.
 PIPELINE_VERSION = 1
-PLACEHOLDERS = frozenset({"company"})
 DEFAULT_COMPANY = "Example"
-MANIFEST = "manifest.json"
 RECORDINGS_DIR = "recordings"
 
-# Test audio for the integration tests (caller side of a Local channel).
-TEST_SPEECH_TEXT = "hello, I have a question about my bill"
-TEST_SPEECH_VOICE = "en-us"
-TEST_SPEECH_RMS_DBFS = -20.0
-TEST_NOISE_RMS_DBFS = -45.0
-TEST_NOISE_SECONDS = 10.0
-TEST_SILENCE_SECONDS = 10.0
-
 Progress = Callable[[str], None]
-
-
-class PromptError(IvrError):
-    """A prompt could not be built, found or installed."""
-
-    error_id = "prompt-error"
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The source texts of one language's prompt set."""
-
-    language: str
-    voice: str
-    texts: dict[str, str]
-    path: Path
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.texts)
-
-    def text(self, prompt_id: str, company: str) -> str:
-        """The text of ``prompt_id`` with ``{company}`` substituted."""
-        return self.texts[prompt_id].format(company=company)
 
 
 @dataclass
@@ -119,179 +100,6 @@ class LanguageBuild:
             f"{len(self.unchanged)} unchanged, {self.recordings} from recordings, "
             f"{len(self.removed)} removed, {self.seconds:.1f} s of audio"
         )
-
-
-# --- catalogs -------------------------------------------------------------------------
-
-
-def catalog_path(source_dir: str | os.PathLike[str], language: str) -> Path:
-    return Path(source_dir) / f"{language}.toml"
-
-
-def source_languages(source_dir: str | os.PathLike[str]) -> list[str]:
-    """The languages that have a source catalog in ``source_dir``, sorted."""
-    return sorted(p.stem for p in Path(source_dir).glob("*.toml"))
-
-
-def load_catalog(source_dir: str | os.PathLike[str], language: str) -> Catalog:
-    """Read and validate ``<source_dir>/<language>.toml``.
-
-    Raises :class:`ConfigError` naming the file (and the key) for a missing or unreadable
-    file, a missing ``espeak_voice`` or ``[prompts]``, a text that is not a non-empty
-    string, a bad id, or a placeholder other than ``{company}``.
-    """
-    path = catalog_path(source_dir, language)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: prompt catalog not found", file=str(path)) from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read prompt catalog: {exc}", file=str(path)) from exc
-
-    def fail(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{path}: {key}: {problem}", file=str(path), key=key)
-
-    declared = data.get("language", language)
-    if declared != language:
-        raise fail("language", f"is {declared!r} but the file is for {language!r}")
-    voice = data.get("espeak_voice")
-    if not isinstance(voice, str) or not voice.strip():
-        raise fail("espeak_voice", "must be a non-empty string (an espeak-ng voice name)")
-    table = data.get("prompts")
-    if not isinstance(table, dict) or not table:
-        raise fail("prompts", "must be a non-empty table of id = text")
-    texts: dict[str, str] = {}
-    for prompt_id, text in table.items():
-        key = f"prompts.{prompt_id}"
-        if not prompt_id.replace("_", "").isalnum() or not prompt_id.isascii():
-            raise fail(key, "an id must be ASCII letters, digits and underscores")
-        if not isinstance(text, str) or not text.strip():
-            raise fail(key, f"must be a non-empty string, not {text!r}")
-        _check_placeholders(text, fail, key)
-        texts[prompt_id] = text
-    return Catalog(language=language, voice=voice.strip(), texts=texts, path=path)
-
-
-def _check_placeholders(text: str, fail: Callable[[str, str], ConfigError], key: str) -> None:
-    try:
-        fields = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        raise fail(key, f"bad braces ({exc}); write {{{{ and }}}} for literal braces") from None
-    for _literal, name, spec, conversion in fields:
-        if name is None:
-            continue
-        if name not in PLACEHOLDERS:
-            known = ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
-            raise fail(key, f"unknown placeholder {{{name}}} (known: {known})")
-        if spec or conversion:
-            raise fail(key, f"placeholder {{{name}}} takes no format spec or conversion")
-
-
-# --- audio processing -----------------------------------------------------------------
-
-
-def _audio_segment() -> Any:
-    from pydub import AudioSegment  # noqa: PLC0415 (pydub imports audioop: only when needed)
-
-    return AudioSegment
-
-
-def _to_telephony(path: Path) -> Any:
-    """Decode any audio file to an 8 kHz mono 16-bit AudioSegment (ffmpeg resampler)."""
-    segment_cls = _audio_segment()
-    try:
-        if path.suffix.lower() == ".wav":
-            # pydub leaves a wav file it reads directly open: hand it an open file.
-            with path.open("rb") as f:
-                seg = segment_cls.from_file(f, format="wav")
-        else:
-            seg = segment_cls.from_file(str(path))  # ffmpeg reads the path itself
-        buf = seg.export(
-            io.BytesIO(),
-            format="wav",
-            parameters=["-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS), "-acodec", "pcm_s16le"],
-        )
-        buf.seek(0)
-        return segment_cls.from_wav(buf)
-    except Exception as exc:  # pydub raises bare exceptions from ffmpeg and wave
-        raise PromptError(f"{path}: cannot decode audio: {exc}".strip(), file=str(path)) from exc
-
-
-def _trim(seg: Any) -> Any:
-    from pydub.silence import detect_leading_silence  # noqa: PLC0415
-
-    threshold = seg.max_dBFS - TRIM_BELOW_PEAK_DB
-    start = detect_leading_silence(seg, silence_threshold=threshold, chunk_size=5)
-    tail = detect_leading_silence(seg.reverse(), silence_threshold=threshold, chunk_size=5)
-    end = len(seg) - tail
-    return seg[max(0, start - TRIM_KEEP_MS) : min(len(seg), end + TRIM_KEEP_MS)]
-
-
-def _normalise(seg: Any, target_rms: float = TARGET_RMS_DBFS) -> Any:
-    gain = min(target_rms - seg.dBFS, PEAK_CEILING_DBFS - seg.max_dBFS)
-    return seg.apply_gain(gain)
-
-
-def process_audio(path: Path, *, name: str = "") -> Any:
-    """Decode, resample, trim and normalise ``path``; see the module docstring."""
-    seg = _to_telephony(path)
-    if len(seg) == 0 or seg.rms == 0:
-        raise PromptError(f"{name or path}: the audio is empty or silent", file=str(path))
-    return _normalise(_trim(seg))
-
-
-def write_audio(seg: Any, out_dir: Path, name: str) -> float:
-    """Write ``<name>.wav`` and ``<name>.ulaw`` atomically; return the duration in seconds."""
-    from pydub.utils import audioop  # noqa: PLC0415 (the audioop pydub itself uses)
-
-    seg = seg.set_channels(CHANNELS).set_frame_rate(SAMPLE_RATE).set_sample_width(SAMPLE_WIDTH)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wav_buf = seg.export(io.BytesIO(), format="wav")
-    _atomic_write(out_dir / f"{name}.wav", wav_buf.getvalue())
-    _atomic_write(out_dir / f"{name}.ulaw", audioop.lin2ulaw(seg.raw_data, SAMPLE_WIDTH))
-    return round(seg.frame_count() / SAMPLE_RATE, 3)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def _espeak(text: str, voice: str, wav: Path) -> None:
-    try:
-        proc = subprocess.run(
-            ["espeak-ng", "-v", voice, "-b", "1", "-w", str(wav)],
-            input=text.encode(),
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
-    except FileNotFoundError:
-        raise PromptError("espeak-ng is not installed (apt-get install espeak-ng)") from None
-    if proc.returncode != 0 or not wav.exists() or wav.stat().st_size <= 44:
-        err = proc.stderr.decode(errors="replace").strip()
-        raise PromptError(f"espeak-ng -v {voice} failed: {err or 'no audio'}", voice=voice)
-
-
-def synthesise(text: str, voice: str) -> Any:
-    """Speak ``text`` with espeak-ng and process it like any prompt."""
-    seg = _to_telephony_tts(text, voice)
-    if len(seg) == 0 or seg.rms == 0:
-        raise PromptError(f"espeak-ng -v {voice} {text!r}: no sound", voice=voice)
-    return _normalise(_trim(seg))
-
-
-@functools.cache
-def espeak_version() -> str:
-    try:
-        out = subprocess.run(
-            ["espeak-ng", "--version"], capture_output=True, check=False, timeout=10
-        ).stdout
-    except FileNotFoundError:
-        raise PromptError("espeak-ng is not installed (apt-get install espeak-ng)") from None
-    return out.decode(errors="replace").strip()
 
 
 # --- build ----------------------------------------------------------------------------
@@ -463,7 +271,7 @@ def _build_language(
         "loudness": {"target_rms_dbfs": TARGET_RMS_DBFS, "peak_ceiling_dbfs": PEAK_CEILING_DBFS},
         "prompts": ordered,
     }
-    _atomic_write(
+    atomic_write(
         lang_dir / MANIFEST,
         (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
     )
@@ -611,85 +419,4 @@ def prompt_duration(build_dir: str | os.PathLike[str], lang: str, prompt_id: str
             prompt_id=prompt_id,
         ) from None
 
-
-def digits_prompts(s: str) -> list[str]:
-    """The digit prompt ids speaking the digits of ``s`` (anything else is skipped)."""
-    return [f"digit_{c}" for c in s if c in "0123456789"]
-
-
-def agent_number_prompts(number: str) -> list[str]:
-    """``agent_intro``, one digit prompt per digit, ``agent_service`` ("1001" -> 6 ids)."""
-    if not number or not all(c in "0123456789" for c in number):
-        raise ConfigError(f"agent number {number!r} must be digits only", agent_number=number)
-    return ["agent_intro", *digits_prompts(number), "agent_service"]
-
-
-# --- test audio -----------------------------------------------------------------------
-
-
-def _pink_noise(seconds: float, rms_dbfs: float, seed: int = 1) -> Any:
-    """Seeded pink noise (Paul Kellet's filter) at ``rms_dbfs``, 8 kHz mono 16-bit."""
-    rng = random.Random(seed)
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = 0.0
-    raw: list[float] = []
-    for _ in range(int(seconds * SAMPLE_RATE)):
-        white = rng.uniform(-1.0, 1.0)
-        b0 = 0.99886 * b0 + white * 0.0555179
-        b1 = 0.99332 * b1 + white * 0.0750759
-        b2 = 0.96900 * b2 + white * 0.1538520
-        b3 = 0.86650 * b3 + white * 0.3104856
-        b4 = 0.55000 * b4 + white * 0.5329522
-        b5 = -0.7616 * b5 - white * 0.0168980
-        raw.append(b0 + b1 + b2 + b3 + b4 + b5 + b6 + white * 0.5362)
-        b6 = white * 0.115926
-    mean = sum(raw) / len(raw)
-    rms = (sum((x - mean) ** 2 for x in raw) / len(raw)) ** 0.5
-    scale = 32768 * 10 ** (rms_dbfs / 20) / rms
-    samples = array("h", (max(-32768, min(32767, round((x - mean) * scale))) for x in raw))
-    return _audio_segment()(
-        samples.tobytes(), frame_rate=SAMPLE_RATE, sample_width=SAMPLE_WIDTH, channels=CHANNELS
-    )
-
-
-def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
-    """Write the caller-side test audio as ``<name>.wav`` and ``<name>.ulaw`` in ``out_dir``.
-
-    * ``caller_speech``: 1 s of digital silence, then espeak-ng saying
-      "hello, I have a question about my bill" at -20 dBFS RMS;
-    * ``line_noise``: 10 s of steady pink noise at -45 dBFS RMS, which a silence detector
-      must treat as silence;
-    * ``silence``: 10 s of digital silence.
-
-    Returns name -> duration in seconds (also written to ``manifest.json``).
-    """
-    out = Path(out_dir)
-    segment_cls = _audio_segment()
-    speech = _normalise(
-        _trim(_to_telephony_tts(TEST_SPEECH_TEXT, TEST_SPEECH_VOICE)), TEST_SPEECH_RMS_DBFS
-    )
-    silence_1s = segment_cls.silent(duration=1000, frame_rate=SAMPLE_RATE)
-    audio = {
-        "caller_speech": silence_1s + speech,
-        "line_noise": _pink_noise(TEST_NOISE_SECONDS, TEST_NOISE_RMS_DBFS),
-        "silence": segment_cls.silent(
-            duration=int(TEST_SILENCE_SECONDS * 1000), frame_rate=SAMPLE_RATE
-        ),
-    }
-    durations = {name: write_audio(seg, out, name) for name, seg in audio.items()}
-    manifest = {
-        "caller_speech": {"duration": durations["caller_speech"], "text": TEST_SPEECH_TEXT,
-                          "leading_silence": 1.0, "rms_dbfs": TEST_SPEECH_RMS_DBFS},
-        "line_noise": {"duration": durations["line_noise"], "kind": "pink noise",
-                       "rms_dbfs": TEST_NOISE_RMS_DBFS},
-        "silence": {"duration": durations["silence"], "kind": "digital silence"},
-    }
-    _atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    return durations
-
-
-def _to_telephony_tts(text: str, voice: str) -> Any:
-    with tempfile.TemporaryDirectory(prefix="ivr-tts-") as tmp:
-        wav = Path(tmp) / "tts.wav"
-        _espeak(text, voice, wav)
-        return _to_telephony(wav)
 

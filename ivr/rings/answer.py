@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ivr.prompts import agent_number_prompts
+from ivr.catalog import agent_number_prompts
 
 if TYPE_CHECKING:
     from ivr.agi.channel import AgiChannel

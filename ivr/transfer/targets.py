@@ -95,7 +95,7 @@ def agent_number(channel_name: str, agents: Mapping[str, str], caller_id: str = 
 
 def announcement(caller_number: str, agent: str) -> list[str]:
     """The prompts the target hears on answer: who is waiting, who transfers, 1 or 2."""
-    from ivr.prompts import digits_prompts
+    from ivr.catalog import digits_prompts
 
     return ["transfer_announce_caller", *digits_prompts(caller_number),
             "transfer_announce_agent", *digits_prompts(agent), "transfer_announce_menu"]
