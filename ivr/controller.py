@@ -6,7 +6,8 @@ import asyncio
 import signal
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -14,32 +15,42 @@ import structlog
 from ivr.agi.server import FastAgiServer
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
-from ivr.doctor import doctor_route
+from ivr.config import Config
+from ivr.doctor import build_doctor
 from ivr.events import EventBus
-from ivr.flows.inbound import InboundFlow
-from ivr.flows.speech import SpeechSettings, TalkDetector
+from ivr.feature import Feature, Runtime
+from ivr.flows import build_inbound
 from ivr.hold import build_hold
 from ivr.http.operations import Operations
 from ivr.metrics import Metrics
-from ivr.rings import build_ring_monitor
-from ivr.rings.answer import AgentAnsweredFlow
+from ivr.rings import build_rings
+from ivr.switch.embedded import default_cache_dir
 from ivr.timers import TimerService
 from ivr.transfer import build_transfer
 
-if TYPE_CHECKING:
-    from ivr.config import Config
-
 log = structlog.get_logger("ivr.controller")
+
+
+def switch_view(path: Path) -> str:
+    """``path`` as Asterisk sees it: inside the embedded switch's chroot when it lies in
+    its root filesystem, else unchanged (Asterisk on this host)."""
+    rootfs = (default_cache_dir() / "rootfs").resolve()
+    try:
+        return "/" + str(path.resolve().relative_to(rootfs))
+    except ValueError:
+        return str(path)
 
 
 class Controller:
     """Everything that runs beside Asterisk, wired once.
 
-    One AMI connection (with the channel tracker every feature reads), one FastAGI server
-    (routes: ``inbound``, ``agent-answered``, ``doctor``, and those hold and transfer add),
-    one timer service driving every rule machine, one event bus feeding the call records,
-    the dashboard and the metrics. ``now`` is the wall clock the greeting is chosen by
-    (injectable, so a test can make it a Mid-Autumn morning).
+    The controller owns the runtime every feature shares (one AMI connection with the
+    channel tracker, one timer service driving every rule machine, one event bus feeding
+    the call records, the dashboard and the metrics) and hands it to each feature's
+    builder; it registers what the features offer: FastAGI routes (``inbound``,
+    ``agent-answered``, ``doctor``, ``hold``, ``transfer-target``) on one FastAGI server,
+    HTTP routes on the operations surface. ``now`` is the wall clock the greeting is
+    chosen by (injectable, so a test can make it a Mid-Autumn morning).
     """
 
     def __init__(self, config: Config, *, now: Callable[[], datetime] | None = None) -> None:
@@ -51,25 +62,25 @@ class Controller:
         self.timers = TimerService()
         self.ami = AmiConnection.from_config(config.ami)
         self.channels = ChannelTracker()
-        self.channels.attach(self.ami)
-        # R2/R3: greeting, then the silent-call script; callers heard by TALK_DETECT on AMI.
-        self.inbound = InboundFlow(config, self.now)
-        self.inbound.speech = TalkDetector(self.ami, SpeechSettings.from_config(config.silence))
-        self.inbound.bus = self.bus
-        # R1: ring alarms on every agent leg; the caller hears apology and agent number.
-        self.rings = build_ring_monitor(self.ami, self.channels, self.timers, config, bus=self.bus,
-                                        metrics=self.metrics)
+        self.channels.attach(self.ami)  # first: its resync runs before any feature's
+        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics)
+        # The order features attach to AMI in is the order they see each event.
+        inbound = build_inbound(rt, config, self.now)  # R2/R3: greeting, silent-call script
+        rings = build_rings(rt, config)  # R1: ring alarms, apology and agent number
         # Records on the bus, hang-up order (R6), HTTP API and dashboard.
-        self.operations = Operations(self)
-        self.agi = FastAgiServer(
-            {"inbound": self.inbound, "doctor": doctor_route(config),
-             "agent-answered": AgentAnsweredFlow(self.rings, config)},
-            config.agi.host, config.agi.port,
-        )
-        # R5: confirmed warm transfer (agent key *2, POST /api/calls/{id}/transfer).
-        self.transfer = build_transfer(self)
-        # R4: hold reminders, choices and thanks (phone hold, agent key *8, HTTP API).
-        self.hold = build_hold(self)
+        self.operations = Operations(config, bus=self.bus, ami=self.ami, channels=self.channels,
+                                     metrics=self.metrics, fastagi=lambda: self.agi.listening)
+        transfer = build_transfer(rt, config)  # R5: confirmed warm transfer
+        hold = build_hold(rt, config, switch_path=switch_view)  # R4: reminders, choices, thanks
+        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
+        routes: dict[str, Any] = {}
+        for feature in self.features:
+            routes.update(feature.agi_routes)
+            if feature.http_routes or feature.openapi:
+                self.operations.add_feature(feature.name, list(feature.http_routes), dict(feature.openapi))
+        self.agi = FastAgiServer(routes, config.agi.host, config.agi.port)
+        self.inbound, self.rings = inbound.service, rings.service
+        self.transfer, self.hold = transfer.service, hold.service
 
     async def start(self) -> None:
         await self.operations.start()  # records first: the first call's events are kept
@@ -83,9 +94,8 @@ class Controller:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.agi.close(grace)
-        await self.rings.close()
-        await self.transfer.close()
-        await self.hold.close()
+        for feature in self.features:
+            await feature.close()
         await self.timers.close()
         await self.ami.close()
         await self.operations.stop()

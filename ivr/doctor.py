@@ -21,14 +21,14 @@ import asyncio
 import errno
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ivr.agi.channel import AgiChannel, AgiError
 from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection, AmiError, Backoff
-
-if TYPE_CHECKING:
-    from ivr.config import Config
+from ivr.catalog import load_catalog
+from ivr.feature import AgiRoute, Feature
+from ivr.sections import Config
 
 # What the controller sends over AMI, and what it must not be able to.
 # (tests/unit/test_doctor.py checks this covers every action the package sends.)
@@ -54,15 +54,18 @@ class Check:
 
 
 def prompt_ids(config: Config) -> dict[str, list[str]]:
-    from ivr.catalog import load_catalog
-
     return {
         lang: sorted(load_catalog(Path(config.prompts.source), lang).ids)
         for lang in config.switch.languages
     }
 
 
-def doctor_route(config: Config):
+def build_doctor(config: Config) -> Feature[None]:
+    """The doctor's FastAGI route as a feature of the app."""
+    return Feature("doctor", None, agi_routes={"doctor": doctor_route(config)})
+
+
+def doctor_route(config: Config) -> AgiRoute:
     """The FastAGI route ``doctor``: Asterisk checks each prompt file exists."""
 
     async def handle(call: AgiChannel) -> None:

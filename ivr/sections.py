@@ -57,6 +57,11 @@ class AgentConfig:
     name: str = ""
     dial: str = ""  # Asterisk dial string: PJSIP/1001, Local/1001@agents ("" = PJSIP/<number>)
 
+    @property
+    def device(self) -> str:
+        """The dial string, ``PJSIP/<number>`` when none is given."""
+        return self.dial or f"PJSIP/{self.number}"
+
 
 @dataclass(frozen=True)
 class RingsConfig:

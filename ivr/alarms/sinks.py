@@ -7,14 +7,14 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import aiohttp
 import structlog
 
-if TYPE_CHECKING:
-    import aiohttp
-
-    from ivr.ami.connection import AmiConnection
+from ivr.ami.connection import AmiConnection, AmiError
+from ivr.errors import ConfigError
+from ivr.sections import AlarmsConfig
 
 log = structlog.get_logger("ivr.alarms")
 
@@ -89,8 +89,6 @@ class AmiUserEventSink:
         self._tasks.spawn(self._send(notice))
 
     async def _send(self, notice: RingAlarmNotice) -> None:
-        from ivr.ami.connection import AmiError
-
         action = {
             "Action": "UserEvent", "UserEvent": "IvrRingAlarm", "Agent": notice.agent,
             "Channel": notice.channel, "Uniqueid": notice.uniqueid, "Linkedid": notice.linkedid,
@@ -119,8 +117,6 @@ class WebhookSink:
                  backoff: float = 0.5, headers: dict[str, str] | None = None,
                  session: aiohttp.ClientSession | None = None) -> None:
         if not url.startswith(("http://", "https://")):
-            from ivr.errors import ConfigError
-
             raise ConfigError(f"alarm webhook URL {url!r} must start with http:// or https://", url=url)
         self.url = url
         self.retries, self.timeout, self.backoff = retries, timeout, backoff
@@ -147,8 +143,6 @@ class WebhookSink:
         await self.queue.join()
 
     async def _work(self) -> None:
-        import aiohttp
-
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         while True:
@@ -159,8 +153,6 @@ class WebhookSink:
                 self.queue.task_done()
 
     async def _deliver(self, notice: RingAlarmNotice) -> None:
-        import aiohttp
-
         assert self._session is not None
         body = json.dumps({"kind": "ring.alarm", **notice.as_dict()})
         headers = {"Content-Type": "application/json", **self.headers}
@@ -192,23 +184,15 @@ class WebhookSink:
             self._session = None
 
 
-def sinks_from_config(alarms: Any, conn: AmiConnection | None) -> list[AlarmSink]:
-    """Sinks from an ``[alarms]`` section: ``userevent`` (default on), ``log`` (default on),
-    ``webhook_url`` (off when empty), ``webhook_retries``, ``webhook_queue``,
-    ``webhook_timeout``."""
-
-    def opt(name: str, default: Any) -> Any:
-        value = getattr(alarms, name, None)
-        return default if value is None else value
-
+def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None) -> list[AlarmSink]:
+    """The sinks ``[alarms]`` asks for: ``log``, ``userevent`` (needs the connection),
+    ``webhook_url`` (off when empty) with its retries, queue and timeout."""
     sinks: list[AlarmSink] = []
-    if opt("log", True):
+    if alarms.log:
         sinks.append(LogSink())
-    if opt("userevent", True) and conn is not None:
+    if alarms.userevent and conn is not None:
         sinks.append(AmiUserEventSink(conn))
-    url = opt("webhook_url", "") or opt("webhook", "")
-    if url:
-        sinks.append(WebhookSink(str(url), retries=int(opt("webhook_retries", 3)),
-                                 queue_size=int(opt("webhook_queue", 1000)),
-                                 timeout=float(opt("webhook_timeout", 5.0))))
+    if alarms.webhook_url:
+        sinks.append(WebhookSink(alarms.webhook_url, retries=alarms.webhook_retries,
+                                 queue_size=alarms.webhook_queue, timeout=alarms.webhook_timeout))
     return sinks

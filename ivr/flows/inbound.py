@@ -41,18 +41,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import WAKE_DIGIT
+from ivr.sections import Config
+from ivr.events import EventBus
 from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
+from ivr.greeting import Greeting, choose_greeting
 from ivr.rules.silent import Play, Release, RouteToAgent, SilentAction, SilentCall
-
-if TYPE_CHECKING:
-    from ivr.config import Config
-    from ivr.events import EventBus
 
 log = structlog.get_logger("ivr.inbound")
 
@@ -68,11 +67,11 @@ class InboundFlow:
         speech: SpeechDetector | None = None,
         bus: EventBus | None = None,
         clock: Callable[[], float] = time.monotonic,
-        choose_greeting: Callable[[datetime, Config], Any] | None = None,
+        choose_greeting: Callable[[datetime, Config], Greeting] = choose_greeting,
     ) -> None:
         self.config = config
         self.now = now
-        self._choose_greeting = choose_greeting  # default: ivr.greeting.choose_greeting
+        self._choose_greeting = choose_greeting
         self.speech: SpeechDetector = speech or DeafDetector()
         self.bus = bus
         self.clock = clock
@@ -96,11 +95,7 @@ class InboundFlow:
                 result = await session.run(greeting.prompts, greeting.language, watch)
             await call.set_variable("IVR_RESULT", result)
 
-    def choose_greeting(self, at: datetime, config: Config) -> Any:
-        if self._choose_greeting is None:
-            from ivr.greeting import choose_greeting
-
-            self._choose_greeting = choose_greeting
+    def choose_greeting(self, at: datetime, config: Config) -> Greeting:
         return self._choose_greeting(at, config)
 
     async def _call_id(self, call: AgiChannel) -> str:

@@ -43,20 +43,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from ivr.agi import wake
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.config import SilenceConfig
-
-if TYPE_CHECKING:
-    from ivr.ami.connection import AmiConnection
+from ivr.ami.connection import AmiConnection
+from ivr.sections import SilenceConfig
 
 log = structlog.get_logger("ivr.speech")
 
-_DEFAULTS = SilenceConfig()  # every default lives in ivr.config
+_DEFAULTS = SilenceConfig()  # every default lives in ivr.sections
 
 
 @dataclass(frozen=True)

@@ -2,42 +2,34 @@
 at one minute (keep waiting, leave a message, call-back) and a thank-you on resume.
 
 ``service.HoldService`` (AMI + FastAGI), ``store.HoldStore`` (messages and call-backs),
-``metrics.HoldMetrics``, ``http.hold_routes`` (the HTTP API)."""
+``metrics.HoldMetrics``, ``http.hold_routes`` (the HTTP API); :func:`build_hold` plugs
+them into the app as one :class:`~ivr.feature.Feature`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from ivr.feature import Feature, Runtime
+from ivr.hold.http import HOLD_OPENAPI, hold_routes
+from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, HoldService, HoldSettings, NoSuchCall
 from ivr.hold.store import HoldStore
+from ivr.sections import Config
 
 __all__ = ["HoldError", "HoldService", "HoldSettings", "HoldStore", "NoSuchCall", "build_hold"]
 
 
-def switch_view(path: Path) -> str:
-    """``path`` as Asterisk sees it: inside the embedded switch's chroot when it lies in
-    its root filesystem, else unchanged (Asterisk on this host)."""
-    from ivr.switch.embedded import default_cache_dir
-
-    rootfs = (default_cache_dir() / "rootfs").resolve()
-    try:
-        return "/" + str(path.resolve().relative_to(rootfs))
-    except ValueError:
-        return str(path)
-
-
-def build_hold(controller: Any) -> HoldService:
-    """Wire the hold service into a controller: AMI events, the FastAGI route of the held
-    caller, the HTTP routes and the metrics registry."""
-    from ivr.hold.http import HOLD_OPENAPI, hold_routes
-    from ivr.hold.metrics import HoldMetrics
-
+def build_hold(rt: Runtime, config: Config, *,
+               switch_path: Callable[[Path], str] | None = None) -> Feature[HoldService]:
+    """The hold feature on the app's runtime: AMI events, the held caller's FastAGI route,
+    the HTTP routes and the metrics. ``switch_path`` maps a path of this host to the
+    switch's view of it (the app knows whether Asterisk runs in a chroot)."""
     service = HoldService(
-        controller.ami, controller.channels, controller.timers,
-        HoldSettings.from_config(controller.config, switch_path=switch_view),
-        bus=controller.bus, metrics=HoldMetrics(controller.metrics.registry))
+        rt.ami, rt.channels, rt.timers,
+        HoldSettings.from_config(config.hold, config.switch, config.prompts, config.agents,
+                                 switch_path=switch_path),
+        bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry))
     service.attach()
-    controller.agi.routes.update(service.agi_routes)
-    controller.operations.add_feature("hold", hold_routes(service), HOLD_OPENAPI)
-    return service
+    return Feature("hold", service, agi_routes=service.agi_routes, http_routes=hold_routes(service),
+                   openapi=HOLD_OPENAPI, on_close=service.close)

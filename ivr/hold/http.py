@@ -1,7 +1,7 @@
 """HTTP routes of rule R4 (aiohttp): parse the request, call :class:`HoldService`;
 errors (``IvrError``) are rendered by the server's error middleware.
 
-    server.add_feature("hold", hold_routes(service), HOLD_OPENAPI)
+    Feature("hold", ..., http_routes=hold_routes(service), openapi=HOLD_OPENAPI)
 
     POST /api/calls/{call_id}/hold     put the call on hold (call id = the caller's Linkedid)
     POST /api/calls/{call_id}/resume   take it off hold (the caller hears the thank-you first)
@@ -12,14 +12,12 @@ errors (``IvrError``) are rendered by the server's error middleware.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from ivr.hold.service import HoldService
 from ivr.web.params import path_id
-
-if TYPE_CHECKING:
-    from ivr.hold.service import HoldService
 
 
 def hold_routes(service: HoldService) -> list[web.RouteDef]:

@@ -52,10 +52,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -63,7 +63,11 @@ from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.agi.wake import WAKE_DIGIT, wake
 from ivr.ami.channels import Channel, ChannelTracker, device_of
 from ivr import errors
-from ivr.ami.connection import AmiError
+from ivr.ami.connection import AmiConnection, AmiError
+from ivr.events import EventBus
+from ivr.hold.metrics import HoldMetrics
+from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
+from ivr.timers import TimerService
 from ivr.errors import IvrError
 from ivr.hold.store import HoldStore, item_id
 from ivr.rules.hold import (
@@ -71,11 +75,6 @@ from ivr.rules.hold import (
     RequestCallback, TakeMessage, ThankCaller,
 )
 
-if TYPE_CHECKING:
-    from ivr.ami.connection import AmiConnection
-    from ivr.events import EventBus
-    from ivr.hold.metrics import HoldMetrics
-    from ivr.timers import TimerService
 
 log = structlog.get_logger("ivr.hold")
 
@@ -104,46 +103,40 @@ class NotHeld(HoldError):
     status = 409
 
 
+_HOLD, _SWITCH, _PROMPTS = HoldConfig(), SwitchConfig(), PromptsConfig()  # the defaults
+
+
 @dataclass(frozen=True)
 class HoldSettings:
-    reminder_interval: float = 30.0
-    choices_after: float = 60.0
-    language: str = "zh-CN"
-    sound_prefix: str = "ivr"
-    moh_class: str = "default"
-    messages_dir: Path = Path("messages")
+    reminder_interval: float = _HOLD.reminder_interval
+    choices_after: float = _HOLD.choices_after
+    language: str = _SWITCH.language
+    sound_prefix: str = _PROMPTS.sound_prefix
+    moh_class: str = _HOLD.moh_class
+    messages_dir: Path = Path(_HOLD.messages_dir)
     switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
-    message_max_seconds: int = 120
+    message_max_seconds: int = _HOLD.message_max_seconds
     message_silence_seconds: int = 3
     agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> agent name
 
     @classmethod
-    def from_config(cls, config: Any, *, switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
-        """From ``[hold]`` (reminder_interval, choices_after, moh_class, messages_dir,
-        message_max_seconds), ``[switch] language``, ``[prompts] sound_prefix`` and
+    def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
+                    agents: Sequence[AgentConfig], *,
+                    switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
+        """From ``[hold]``, ``[switch] language``, ``[prompts] sound_prefix`` and
         ``[[agents]]``. ``switch_path`` maps the messages directory to Asterisk's view
-        (the embedded switch runs in a chroot: ``EmbeddedSwitch.path_inside``)."""
-        hold = getattr(config, "hold", None)
-        messages_dir = Path(getattr(hold, "messages_dir", None) or "messages")
-        agents = {}
-        for agent in getattr(config, "agents", None) or []:
-            dial = str(getattr(agent, "dial", "") or f"PJSIP/{agent.number}")
-            agents[device_of(dial)] = str(getattr(agent, "name", "") or agent.number)
-
-        def num(name: str, default: float) -> float:
-            value = getattr(hold, name, None)
-            return default if value is None else float(value)
-
+        (the embedded switch runs in a chroot; the app passes the mapping in)."""
+        messages_dir = Path(hold.messages_dir)
         return cls(
-            reminder_interval=num("reminder_interval", 30.0),
-            choices_after=num("choices_after", 60.0),
-            language=str(getattr(getattr(config, "switch", None), "language", None) or "zh-CN"),
-            sound_prefix=str(getattr(getattr(config, "prompts", None), "sound_prefix", None) or "ivr"),
-            moh_class=str(getattr(hold, "moh_class", None) or "default"),
+            reminder_interval=hold.reminder_interval,
+            choices_after=hold.choices_after,
+            language=switch.language,
+            sound_prefix=prompts.sound_prefix,
+            moh_class=hold.moh_class,
             messages_dir=messages_dir,
             switch_messages_dir=switch_path(messages_dir) if switch_path else "",
-            message_max_seconds=int(num("message_max_seconds", 120)),
-            agents=agents,
+            message_max_seconds=hold.message_max_seconds,
+            agents={device_of(a.device): a.name or a.number for a in agents},
         )
 
     def sound(self, prompt: str) -> str:

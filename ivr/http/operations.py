@@ -15,52 +15,57 @@ in an outage, or in a previous controller's lifetime.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiConnection
+from ivr.events import EventBus
 from ivr.hangups import HangupTracker
-from ivr.http.app import HttpServer, HttpSettings, Services
+from ivr.http.app import HttpServer
+from ivr.http.services import HttpSettings, Services
+from ivr.metrics import Metrics
 from ivr.records import CallStore
 from ivr.records.keeper import RecordsKeeper
-
-if TYPE_CHECKING:
-    from ivr.controller import Controller
+from ivr.rings.settings import RingSettings
+from ivr.sections import Config
 
 log = structlog.get_logger("ivr.operations")
 
 
-def ring_period(config: Any) -> tuple[float, int]:
-    from ivr.rings.monitor import RingSettings
-
-    settings = RingSettings.from_config(config)
+def ring_period(config: Config) -> tuple[float, int]:
+    settings = RingSettings.from_config(config.rings, config.switch, config.agents)
     return settings.cadence.period, settings.warn_rings
 
 
 class Operations:
-    def __init__(self, controller: Controller) -> None:
-        config = controller.config
+    """Given what it reads, never the controller: the configuration, the event bus, the AMI
+    connection with its channel tracker, the metrics, and whether FastAGI listens."""
+
+    def __init__(self, config: Config, *, bus: EventBus, ami: AmiConnection, channels: ChannelTracker,
+                 metrics: Metrics | None = None, fastagi: Callable[[], bool] = lambda: False) -> None:
         long_call_seconds = config.http.long_call_seconds
-        self.controller = controller
-        self.hangups = HangupTracker(controller.bus)
-        self.hangups.attach(controller.ami)
+        self.ami, self.channels = ami, channels
+        self.hangups = HangupTracker(bus)
+        self.hangups.attach(ami)
         # After the channel tracker's resync (registered first, in the controller).
-        controller.ami.on_connected(self.close_ended_calls)
+        ami.on_connected(self.close_ended_calls)
         self._reconciled_at = -1  # the tracker's resync count last reconciled
-        self.records = RecordsKeeper(config.database.url, controller.bus, on_open=self._records_open)
+        self.records = RecordsKeeper(config.database.url, bus, on_open=self._records_open)
         period, warn = ring_period(config)
         registries = [REGISTRY]
-        metrics = getattr(controller, "metrics", None)
-        if metrics is not None and getattr(metrics, "registry", REGISTRY) is not REGISTRY:
+        if metrics is not None and metrics.registry is not REGISTRY:
             registries.append(metrics.registry)
         self.services = Services(
-            store=None, bus=controller.bus, tz=ZoneInfo(config.switch.timezone),
+            store=None, bus=bus, tz=ZoneInfo(config.switch.timezone),
             agents={a.number: a.name for a in config.agents}, registries=registries,
             ring_period=period, warn_rings=warn, long_call_seconds=long_call_seconds,
-            health={"ami": lambda: controller.ami.connected, "fastagi": lambda: controller.agi.listening,
+            health={"ami": lambda: ami.connected, "fastagi": fastagi,
                     "database": self.records.ping},
         )
         self.http = HttpServer(self.services, HttpSettings(
@@ -80,8 +85,8 @@ class Operations:
 
     async def close_ended_calls(self, force: bool = False) -> list[str]:
         """Close the records of calls no longer on the switch (after a resync)."""
-        channels = self.controller.channels
-        if not self.controller.ami.connected or channels.resyncs == 0:
+        channels = self.channels
+        if not self.ami.connected or channels.resyncs == 0:
             return []
         if channels.resyncs == self._reconciled_at and not force:
             return []  # the resync failed: the tracker's view is not fresh

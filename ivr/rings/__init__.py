@@ -1,16 +1,26 @@
 """R1 at the switch: follow every ringing agent leg over AMI, raise ring alarms, re-route,
-and decide at answer time what the caller hears (apology, agent number)."""
+and decide at answer time what the caller hears (apology, agent number).
+:func:`build_rings` plugs the monitor and its FastAGI route into the app."""
 
-from ivr.rings.monitor import AgentFigures, AnswerDecision, RingMonitor, RingSettings
+from __future__ import annotations
 
-__all__ = ["AgentFigures", "AnswerDecision", "RingMonitor", "RingSettings", "build_ring_monitor"]
+from ivr.alarms.sinks import sinks_from_config
+from ivr.feature import Feature, Runtime
+from ivr.rings.answer import AgentAnsweredFlow
+from ivr.rings.monitor import AgentFigures, AnswerDecision, RingMonitor
+from ivr.rings.settings import RingSettings
+from ivr.sections import Config
+
+__all__ = ["AgentFigures", "AnswerDecision", "RingMonitor", "RingSettings", "build_rings"]
 
 
-def build_ring_monitor(conn, tracker, timers, config, *, bus=None, metrics=None):  # type: ignore[no-untyped-def]
-    """The controller's ring monitor with the alarm sinks ``config.alarms`` asks for."""
-    from ivr.alarms.sinks import sinks_from_config
-
-    monitor = RingMonitor(conn, tracker, timers, RingSettings.from_config(config), bus=bus,
-                          sinks=sinks_from_config(getattr(config, "alarms", None), conn), metrics=metrics)
+def build_rings(rt: Runtime, config: Config) -> Feature[RingMonitor]:
+    """The ring monitor on the app's runtime, with the alarm sinks ``[alarms]`` asks for,
+    and the ``agent-answered`` FastAGI route (apology and agent number at answer)."""
+    monitor = RingMonitor(rt.ami, rt.channels, rt.timers,
+                          RingSettings.from_config(config.rings, config.switch, config.agents),
+                          bus=rt.bus, sinks=sinks_from_config(config.alarms, rt.ami), metrics=rt.metrics)
     monitor.attach()
-    return monitor
+    return Feature("rings", monitor,
+                   agi_routes={"agent-answered": AgentAnsweredFlow(monitor, config.switch, config.prompts)},
+                   on_close=monitor.close)

@@ -21,35 +21,31 @@ is then just "queue").
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ivr.agi.channel import AgiChannel
 from ivr.catalog import agent_number_prompts
-
-if TYPE_CHECKING:
-    from ivr.agi.channel import AgiChannel
-    from ivr.rings.monitor import RingMonitor
+from ivr.rings.monitor import RingMonitor
+from ivr.sections import PromptsConfig, SwitchConfig
 
 log = structlog.get_logger("ivr.rings.answer")
 
 
 class AgentAnsweredFlow:
-    def __init__(self, monitor: RingMonitor, config: Any) -> None:
+    def __init__(self, monitor: RingMonitor, switch: SwitchConfig, prompts: PromptsConfig) -> None:
         self.monitor = monitor
-        self.config = config
+        self.switch, self.prompts = switch, prompts
 
     def sound(self, prompt_id: str, language: str) -> str:
-        prefix = getattr(getattr(self.config, "prompts", None), "sound_prefix", None) or "ivr"
-        return f"{prefix}/{language}/{prompt_id}"
+        return f"{self.prompts.sound_prefix}/{language}/{prompt_id}"
 
     async def __call__(self, call: AgiChannel) -> None:
         linkedid = await call.get_variable("CHANNEL(linkedid)") or call.uniqueid
         peer = await call.get_variable("DIALEDPEERNAME") or ""
         member = "" if peer else await call.get_variable("MEMBERINTERFACE") or ""
         number = await call.get_variable("IVR_AGENT_NUMBER") or ""
-        language = (await call.get_variable("IVR_LANGUAGE")) or getattr(
-            getattr(self.config, "switch", None), "language", None) or "zh-CN"
+        language = (await call.get_variable("IVR_LANGUAGE")) or self.switch.language
         decision = self.monitor.answer_decision(linkedid, peer, member)
         if not _digits(number) and _digits(decision.agent):
             number = decision.agent  # a queue member: its number from [[agents]]

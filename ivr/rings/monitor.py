@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from ivr.alarms.sinks import RingAlarmNotice
+from ivr.alarms.sinks import AlarmSink, RingAlarmNotice
 from ivr.ami.channels import (
     STATE_RINGING,
     STATE_UP,
@@ -34,97 +33,27 @@ from ivr.ami.channels import (
     device_of,
     event_time,
 )
-from ivr.ami.connection import AmiError
-from ivr.rules.dialing import reroute_entry
+from ivr.ami.connection import AmiConnection, AmiError
+from ivr.events import EventBus
+from ivr.metrics import Metrics
+from ivr.timers import TimerService
+from ivr.rings.settings import RingSettings, device_key
 from ivr.rules.rings import (
     Answered,
-    Cadence,
     NotAnswered,
     Reroute,
     RingAlarm,
     RingWatch,
 )
 
-if TYPE_CHECKING:
-    from ivr.alarms.sinks import AlarmSink
-    from ivr.ami.connection import AmiConnection
-    from ivr.events import EventBus
-    from ivr.metrics import Metrics
-    from ivr.timers import TimerService
+
+__all__ = ["AgentFigures", "AnswerDecision", "Leg", "RingMonitor", "RingSettings", "device_key"]
 
 log = structlog.get_logger("ivr.rings")
 
 AGENTS_CONTEXT = "ivr-agents"
 REROUTE_EXTEN = "reroute"  # ivr-agents.conf: hunts IVR_REROUTE_TARGET, then the fallback queue
 NO_ANSWER_CAUSE = "19"  # AST_CAUSE_NO_ANSWER: Dial() reports NOANSWER and hunts on
-
-
-def device_key(name: str) -> str:
-    """One key for a dial string, a queue member interface and a channel name of the same
-    device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
-    ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
-    return "/".join(device_of(name).split("/")[:2])
-
-
-@dataclass(frozen=True)
-class RingSettings:
-    cadence: Cadence
-    warn_rings: int = 3
-    critical_rings: int = 6
-    reroute: bool = False
-    agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> number
-    hunt: str = ""  # IVR_AGENTS for ivr-agents.conf: "1001=PJSIP/1001|1002=PJSIP/1002"
-    reroute_target: str = ""  # IVR_REROUTE_TARGET, a hunt entry ("queue=agents"); "" = next entry
-    ring_timeout: float | None = None  # IVR_AGENT_TIMEOUT (s); None = the dialplan's default
-
-    def __post_init__(self) -> None:
-        # Devices as keys that channel names and member interfaces map onto.
-        object.__setattr__(self, "agents", {device_key(d): n for d, n in self.agents.items()})
-
-    @property
-    def globals(self) -> dict[str, str]:
-        """Dialplan globals the controller sets at every (re)connect."""
-        out = {}
-        if self.hunt:
-            out["IVR_AGENTS"] = self.hunt
-        if self.ring_timeout is not None:
-            out["IVR_AGENT_TIMEOUT"] = f"{self.ring_timeout:g}"
-        if self.reroute_target:
-            out["IVR_REROUTE_TARGET"] = self.reroute_target
-        return out
-
-    @classmethod
-    def from_config(cls, config: Any, indications: str | Path | None = None) -> RingSettings:
-        """From the controller config: cadence of ``[switch] tone_zone`` (read from
-        ``indications`` when given, else the built-in table), ``[rings]`` thresholds and
-        ``reroute``, and ``[[agents]]`` number/dial."""
-        rings = getattr(config, "rings", None)
-        switch = getattr(config, "switch", None)
-        zone = getattr(switch, "tone_zone", None) or "cn"
-        indications = indications or getattr(switch, "indications", None) or None
-        on_ms, off_ms = getattr(rings, "on_ms", None), getattr(rings, "off_ms", None)
-        if on_ms is not None and off_ms is not None:
-            cadence = Cadence(int(on_ms), int(off_ms))
-        elif indications is not None:
-            cadence = Cadence.from_indications(Path(indications).read_text(), zone)
-        else:
-            cadence = Cadence.for_zone(zone)
-        agents, hunt = {}, []
-        configured = getattr(config, "agents", None) or []
-        for agent in configured:
-            dial = str(getattr(agent, "dial", "") or f"PJSIP/{agent.number}")
-            agents[device_of(dial)] = str(agent.number)
-            hunt.append(f"{agent.number}={dial}")
-        return cls(
-            cadence=cadence,
-            warn_rings=int(getattr(rings, "warn_rings", None) or 3),
-            critical_rings=int(getattr(rings, "critical_rings", None) or 6),
-            reroute=bool(getattr(rings, "reroute", False)),
-            agents=agents,
-            hunt="|".join(hunt),
-            reroute_target=reroute_entry(str(getattr(rings, "reroute_target", "") or ""), configured),
-            ring_timeout=getattr(rings, "ring_timeout", None),
-        )
 
 
 @dataclass

@@ -1,23 +1,24 @@
-"""R5 warm transfer: the service (AMI + FastAGI), its targets and its HTTP route."""
+"""R5 warm transfer: the service (AMI + FastAGI), its targets and its HTTP route;
+:func:`build_transfer` plugs them into the app as one :class:`~ivr.feature.Feature`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from ivr.feature import Feature, Runtime
+from ivr.sections import Config
+from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
+from ivr.transfer.service import TransferMetrics, TransferService, TransferSettings
 
-if TYPE_CHECKING:
-    from ivr.transfer.service import TransferService
+__all__ = ["TransferService", "TransferSettings", "build_transfer"]
 
 
-def build_transfer(controller: Any) -> TransferService:
-    """Wire the transfer service into a controller: AMI events, the FastAGI route of the
-    target's leg, the HTTP routes and the metrics registry."""
-    from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
-    from ivr.transfer.service import TransferMetrics, TransferService, TransferSettings
-
+def build_transfer(rt: Runtime, config: Config) -> Feature[TransferService]:
+    """The transfer feature on the app's runtime: AMI events, the FastAGI route of the
+    target's leg, the HTTP routes and the metrics."""
     service = TransferService(
-        controller.ami, TransferSettings.from_config(controller.config), timers=controller.timers,
-        bus=controller.bus, metrics=TransferMetrics(controller.metrics.registry))
+        rt.ami, TransferSettings.from_config(config.transfer, config.hold, config.switch,
+                                             config.prompts, config.agents),
+        timers=rt.timers, bus=rt.bus, metrics=TransferMetrics(rt.metrics.registry))
     service.attach()
-    controller.agi.routes[TransferService.AGI_ROUTE] = service.target_agi
-    controller.operations.add_feature("transfer", transfer_routes(service), TRANSFER_OPENAPI)
-    return service
+    return Feature("transfer", service, agi_routes={TransferService.AGI_ROUTE: service.target_agi},
+                   http_routes=transfer_routes(service), openapi=TRANSFER_OPENAPI,
+                   on_close=service.close)

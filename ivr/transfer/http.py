@@ -1,6 +1,6 @@
 """HTTP routes of rule R5 (aiohttp): parse the request, call :class:`TransferService`.
 
-    server.add_feature("transfer", transfer_routes(service), TRANSFER_OPENAPI)
+    Feature("transfer", ..., http_routes=transfer_routes(service), openapi=TRANSFER_OPENAPI)
 
     POST /api/calls/{call_id}/transfer   {"target": "1002" | "queue:support" | "number:..."}
     GET  /api/transfers                  transfers in progress
@@ -8,15 +8,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from ivr.transfer.service import TransferService
 from ivr.web.errors import BadRequest
 from ivr.web.params import json_body, path_id
-
-if TYPE_CHECKING:
-    from ivr.transfer.service import TransferService
 
 
 def transfer_routes(service: TransferService) -> list[web.RouteDef]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from ivr.agi.channel import AgiChannel, AgiHangup
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
+from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, TransferConfig
 from ivr.timers import TimerService
 from ivr.rules.transfer import (
     Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
@@ -64,13 +65,16 @@ class CallNotTransferable(IvrError):
     http_status = 409
 
 
+_TRANSFER, _HOLD, _SWITCH, _PROMPTS = TransferConfig(), HoldConfig(), SwitchConfig(), PromptsConfig()
+
+
 @dataclass(frozen=True)
 class TransferSettings:
-    sounds: str = "ivr/zh-CN"  # sound path prefix of the caller's language
-    ring_limit: float = 30.0  # s the target may ring
-    confirm_timeout: float = 10.0  # s after the announcement to press 1
-    announce_max: float = 30.0  # s the announcement may take
-    remind_every: int = 30  # s between reminders to the waiting caller (R4)
+    sounds: str = f"{_PROMPTS.sound_prefix}/{_SWITCH.language}"  # sound path prefix of the caller's language
+    ring_limit: float = _TRANSFER.ring_limit  # s the target may ring
+    confirm_timeout: float = _TRANSFER.confirm_timeout  # s after the announcement to press 1
+    announce_max: float = _TRANSFER.announce_max  # s the announcement may take
+    remind_every: int = int(_HOLD.reminder_interval)  # s between reminders to the waiting caller (R4)
     agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
     allow_dial: bool = False  # accept raw dial strings as targets (tests; see targets.py)
 
@@ -80,15 +84,17 @@ class TransferSettings:
         return int(self.ring_limit + self.announce_max + self.confirm_timeout + 15)
 
     @classmethod
-    def from_config(cls, config: Any) -> TransferSettings:
-        """From the controller's :class:`ivr.config.Config` ([transfer], [hold], [[agents]])."""
+    def from_config(cls, transfer: TransferConfig, hold: HoldConfig, switch: SwitchConfig,
+                    prompts: PromptsConfig, agents: Sequence[AgentConfig]) -> TransferSettings:
+        """From ``[transfer]``, ``[hold] reminder_interval``, the caller's language and
+        sound prefix, and ``[[agents]]``."""
         return cls(
-            sounds=f"{config.prompts.sound_prefix}/{config.switch.language}",
-            ring_limit=config.transfer.ring_limit,
-            confirm_timeout=config.transfer.confirm_timeout,
-            announce_max=config.transfer.announce_max,
-            remind_every=int(config.hold.reminder_interval),
-            agents={str(a.number): str(a.dial or f"PJSIP/{a.number}") for a in config.agents},
+            sounds=f"{prompts.sound_prefix}/{switch.language}",
+            ring_limit=transfer.ring_limit,
+            confirm_timeout=transfer.confirm_timeout,
+            announce_max=transfer.announce_max,
+            remind_every=int(hold.reminder_interval),
+            agents={str(a.number): a.device for a in agents},
         )
 
 

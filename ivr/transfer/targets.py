@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ivr.ami.channels import device_of
 from ivr.errors import IvrError
+from ivr.catalog import digits_prompts
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _DIAL = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9_.@+*#:/=-]{1,120}$")
@@ -95,7 +96,5 @@ def agent_number(channel_name: str, agents: Mapping[str, str], caller_id: str = 
 
 def announcement(caller_number: str, agent: str) -> list[str]:
     """The prompts the target hears on answer: who is waiting, who transfers, 1 or 2."""
-    from ivr.catalog import digits_prompts
-
     return ["transfer_announce_caller", *digits_prompts(caller_number),
             "transfer_announce_agent", *digits_prompts(agent), "transfer_announce_menu"]

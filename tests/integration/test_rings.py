@@ -15,7 +15,6 @@ import contextlib
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -25,6 +24,7 @@ from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection, Backoff
 from ivr.events import EventBus
 from ivr.metrics import Metrics
+from ivr.config import PromptsConfig, SwitchConfig
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rings.answer import AgentAnsweredFlow
 from ivr.rules.rings import Cadence
@@ -52,8 +52,8 @@ class Harness:
         self.monitor = RingMonitor(self.conn, self.tracker, self.timers, self.settings, bus=self.bus,
                                    sinks=[AmiUserEventSink(self.conn)], metrics=self.metrics)
         self.monitor.attach()
-        config = SimpleNamespace(switch=SimpleNamespace(language="en-US"), prompts=SimpleNamespace(sound_prefix="ivr"))
-        self.agi = FastAgiServer({"agent-answered": AgentAnsweredFlow(self.monitor, config)}, "127.0.0.1",
+        answered = AgentAnsweredFlow(self.monitor, SwitchConfig(language="en-US"), PromptsConfig(sound_prefix="ivr"))
+        self.agi = FastAgiServer({"agent-answered": answered}, "127.0.0.1",
                                  switch.agi_port)
 
     async def start(self) -> Harness:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 
 import pytest
 
+from ivr.config import AgentConfig, Config, RingsConfig, SwitchConfig
 from ivr.rings import RingSettings
 from tests.integration.amitools import AmiRecorder, ts
 from tests.integration.test_rings import TOL, Harness, alarms, dial_begins, wait_hangups
@@ -25,19 +25,16 @@ pytestmark = pytest.mark.integration
 PERIOD = 5.0  # cn: 1 s on, 4 s off
 
 
-def ring_config(agents: dict[str, str], **rings: object) -> SimpleNamespace:
+def ring_config(agents: dict[str, str], **rings: object) -> Config:
     """A controller config: cn tone zone, ``[[agents]]`` number -> dial, ``[rings]``."""
-    return SimpleNamespace(
-        switch=SimpleNamespace(tone_zone="cn", indications=None, language="en-US"),
-        rings=SimpleNamespace(**{"on_ms": None, "off_ms": None, "warn_rings": 3, "critical_rings": 6,
-                                 "reroute": False, "reroute_target": "", "ring_timeout": None, **rings}),
-        agents=[SimpleNamespace(number=n, dial=d) for n, d in agents.items()],
-    )
+    return Config(switch=SwitchConfig(tone_zone="cn", language="en-US"),
+                  rings=RingsConfig(**{"ring_timeout": None, **rings}),  # type: ignore[arg-type]
+                  agents=[AgentConfig(n, dial=d) for n, d in agents.items()])
 
 
 @contextlib.asynccontextmanager
-async def controller(switch, config: SimpleNamespace) -> AsyncIterator[Harness]:
-    h = await Harness(switch, "cn", settings=RingSettings.from_config(config)).start()
+async def controller(switch, config: Config) -> AsyncIterator[Harness]:
+    h = await Harness(switch, "cn", settings=RingSettings.from_config(config.rings, config.switch, config.agents)).start()
     try:
         yield h
     finally:

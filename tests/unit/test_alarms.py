@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from ivr.sections import AlarmsConfig
 from ivr.alarms.sinks import AmiUserEventSink, LogSink, RingAlarmNotice, WebhookSink, sinks_from_config
 from ivr.ami.connection import AmiConnection
 from ivr.ami.testing import FakeAmi
@@ -104,8 +105,6 @@ def test_webhook_url_must_be_http():
 
 
 def test_sinks_from_config_defaults_and_webhook():
-    class Alarms:
-        log, userevent, webhook_url = True, False, "http://127.0.0.1:9/alarm"
-
-    kinds = [type(s).__name__ for s in sinks_from_config(Alarms(), None)]
+    alarms = AlarmsConfig(log=True, userevent=False, webhook_url="http://127.0.0.1:9/alarm")
+    kinds = [type(s).__name__ for s in sinks_from_config(alarms, None)]
     assert kinds == ["LogSink", "WebhookSink"]

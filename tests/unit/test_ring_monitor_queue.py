@@ -6,11 +6,10 @@ globals published at every connect."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from ivr.config import load_config
+from ivr.config import AgentConfig, Config, RingsConfig, load_config
 from ivr.errors import ConfigError
 from ivr.rings import RingSettings
 from ivr.rings.monitor import device_key
@@ -18,14 +17,17 @@ from ivr.rules.dialing import reroute_entry
 from ivr.rules.rings import Cadence
 from tests.unit.test_ring_monitor import CALLER, LEG, Rig, started
 
-AGENTS = [SimpleNamespace(number="1001", dial="PJSIP/1001"), SimpleNamespace(number="1002", dial="Local/1002@agents/n")]
+AGENTS = [AgentConfig("1001", dial="PJSIP/1001"), AgentConfig("1002", dial="Local/1002@agents/n")]
 QUEUE_CALLER = {"Uniqueid": "300.1", "Linkedid": "300.1", "Channel": "Local/x@c-00000031;1", "Context": "ivr-agents"}
 MEMBER = {"DestUniqueid": "300.2", "DestLinkedid": "300.1", "DestChannel": "Local/1002@agents-00000032;1"}
 
 
-def config(**rings: object) -> SimpleNamespace:
-    return SimpleNamespace(switch=SimpleNamespace(tone_zone="cn"), agents=AGENTS, rings=SimpleNamespace(
-        **{"reroute": False, "reroute_target": "", "ring_timeout": None, **rings}))
+def config(**rings: object) -> Config:
+    return Config(agents=AGENTS, rings=RingsConfig(**{"ring_timeout": None, **rings}))  # type: ignore[arg-type]
+
+
+def settings_of(config: Config) -> RingSettings:
+    return RingSettings.from_config(config.rings, config.switch, config.agents)
 
 
 @pytest.mark.parametrize(("target", "entry"), [
@@ -52,11 +54,11 @@ def test_config_names_a_bad_reroute_target_with_its_line(tmp_path: Path) -> None
     assert info.value.details["problems"] == [
         "rings.reroute_target (line 6): '1009' is not the number of an agent in [[agents]]"]
     path.write_text('[[agents]]\nnumber = "1001"\n\n[rings]\nreroute = true\nreroute_target = "queue:agents"\n')
-    assert RingSettings.from_config(load_config(path, env={})).reroute_target == "queue=agents"
+    assert settings_of(load_config(path, env={})).reroute_target == "queue=agents"
 
 
 def test_settings_from_config_map_member_interfaces_and_dial_uris() -> None:
-    settings = RingSettings.from_config(config(ring_timeout=8.0, reroute_target="1001"))
+    settings = settings_of(config(ring_timeout=8.0, reroute_target="1001"))
     assert settings.agents == {"PJSIP/1001": "1001", "Local/1002@agents": "1002"}
     assert settings.globals == {"IVR_AGENTS": "1001=PJSIP/1001|1002=Local/1002@agents/n",
                                 "IVR_AGENT_TIMEOUT": "8", "IVR_REROUTE_TARGET": "1001=PJSIP/1001"}
@@ -65,7 +67,7 @@ def test_settings_from_config_map_member_interfaces_and_dial_uris() -> None:
 
 
 async def test_globals_published_at_every_connect() -> None:
-    async with started(settings=RingSettings.from_config(config(ring_timeout=8.0))) as rig:
+    async with started(settings=settings_of(config(ring_timeout=8.0))) as rig:
         def setvars() -> list[tuple[str, str]]:
             return [(a["Variable"], a["Value"]) for a in rig.fake.actions if a["Action"] == "Setvar"]
 
@@ -80,7 +82,7 @@ async def test_globals_published_at_every_connect() -> None:
 
 @pytest.fixture
 async def queue_rig():
-    async with started(settings=RingSettings.from_config(config())) as rig:
+    async with started(settings=settings_of(config())) as rig:
         yield rig
 
 
