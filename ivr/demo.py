@@ -19,7 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports
+from ivr import logs
+from ivr.ami.connection import AmiConnection
+from ivr.config import load_config
+from ivr.controller import Controller
+from ivr.prompts import build_prompts, make_test_audio, source_languages
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root
 
 SCENARIOS: list[tuple[str, str, dict[str, str]]] = [
     ("speaking caller, agent answers at once", "speaker", {"__DEMO_RING": "2"}),
@@ -84,9 +89,6 @@ def ensure_prompt_tools() -> None:
 
 
 def build_demo_prompts(company: str) -> None:
-    from ivr.prompts import build_prompts, source_languages
-    from ivr.switch.embedded import project_root
-
     source = project_root() / "prompts"
     build_prompts(source, source / "build", source_languages(source), company=company,
                   progress=lambda line: print(f"  prompts: {line}", flush=True))
@@ -94,12 +96,6 @@ def build_demo_prompts(company: str) -> None:
 
 async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = None,
                    instance: str = "default") -> None:
-    from ivr import logs
-    from ivr.ami.connection import AmiConnection
-    from ivr.config import load_config
-    from ivr.controller import Controller
-    from ivr.prompts import make_test_audio
-
     logs.configure(json=False, level="WARNING")
     await asyncio.to_thread(ensure_prompt_tools)
     await asyncio.to_thread(build_demo_prompts, company)  # incremental: fast once built

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from ivr.rules.rings import Cadence
 
 
-
 @dataclass(frozen=True)
 class SwitchConfig:
     timezone: str = "Asia/Shanghai"  # local time of greetings and reports (zoneinfo name)

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 import structlog
 
-from ivr.ami.connection import AmiError
-
-if TYPE_CHECKING:
-    from ivr.ami.connection import AmiConnection
+from ivr.ami.connection import AmiConnection, AmiError
 
 log = structlog.get_logger("ivr.wake")
 

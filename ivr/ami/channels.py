@@ -12,12 +12,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-if TYPE_CHECKING:
-    from ivr.ami.connection import AmiConnection
+from ivr.ami.connection import AmiConnection
 
 log = structlog.get_logger("ivr.ami.channels")
 

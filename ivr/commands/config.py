@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ivr.config import load_config
 from ivr.errors import ConfigError
 
 
@@ -15,8 +16,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def check_config(args: argparse.Namespace) -> int:
-    from ivr.config import load_config
-
     try:
         config = load_config(args.file)
     except ConfigError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ivr.demo import main
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the embedded Asterisk and the controller, placing sample calls")
@@ -15,6 +17,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ivr.demo import main
-
     return main(args.company, args.cycle, args.rounds, args.instance)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from ivr import logs
+from ivr.config import load_config
+from ivr.doctor import run_doctor
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the live switch: AMI, privileges, dialplan, FastAGI, prompts")
@@ -14,10 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from ivr import logs
-    from ivr.config import load_config
-    from ivr.doctor import run_doctor
-
     logs.configure(json=False, level="WARNING")
     checks = asyncio.run(run_doctor(load_config(args.config), timeout=args.timeout))
     for check in checks:

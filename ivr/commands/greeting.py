@@ -7,7 +7,9 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
+from ivr.config import load_config
 from ivr.errors import ConfigError
+from ivr.greeting import choose_greeting, greeting_periods
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,9 +29,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def greeting_command(args: argparse.Namespace) -> int:
-    from ivr.config import load_config
-    from ivr.greeting import choose_greeting
-
     config = load_config(args.config)
     tz = ZoneInfo(config.switch.timezone)
     if args.at:
@@ -53,9 +52,6 @@ def greeting_command(args: argparse.Namespace) -> int:
 
 
 def calendar_command(args: argparse.Namespace) -> int:
-    from ivr.config import load_config
-    from ivr.greeting import greeting_periods
-
     config = load_config(args.config)
     periods = greeting_periods(args.year, config)
     if args.json:

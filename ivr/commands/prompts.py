@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr import prompts
+from ivr.config import load_config
 
 DEFAULT_SOURCE = "prompts"
 DEFAULT_BUILD = "prompts/build"
@@ -75,12 +76,6 @@ def register(subparsers: Any) -> None:
 def _config(path: str | None) -> Any | None:
     """The loaded configuration, or None without --config or without ivr.config."""
     if path is None:
-        return None
-    try:
-        from ivr.config import load_config  # noqa: PLC0415 (optional: may not exist yet)
-    except ImportError:
-        print(f"ivr prompts: ivr.config is not available, ignoring --config {path}",
-              file=sys.stderr)
         return None
     return load_config(path)
 

@@ -9,7 +9,10 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivr.config import load_config
 from ivr.errors import IvrError
+from ivr.records import CallStore
+from ivr.report import RENDERERS, build_report
 
 
 def _day(text: str) -> date:
@@ -36,8 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
     url, tz, agents = args.database, args.timezone, {}
     if url is None or tz is None or args.config is not None:
-        from ivr.config import load_config
-
         config = load_config(args.config)
         url = url or config.database.url
         tz = tz or config.switch.timezone
@@ -46,9 +47,6 @@ def _settings(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ivr.records import CallStore
-    from ivr.report import RENDERERS, build_report
-
     if args.last < args.first:
         raise IvrError(f"--to {args.last} is before --from {args.first}")
     if args.long_call <= 0:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from ivr import logs
+from ivr.config import load_config
+from ivr.controller import Controller
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the controller until SIGINT/SIGTERM")
@@ -14,10 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ivr import logs
-    from ivr.config import load_config
-    from ivr.controller import Controller
-
     logs.configure(json=args.log_format == "json")
     config = load_config(args.config)
     asyncio.run(Controller(config).run_forever())

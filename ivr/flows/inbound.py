@@ -47,11 +47,11 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import WAKE_DIGIT
-from ivr.sections import Config
 from ivr.events import EventBus
 from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
 from ivr.greeting import Greeting, choose_greeting
 from ivr.rules.silent import Play, Release, RouteToAgent, SilentAction, SilentCall
+from ivr.sections import Config
 
 log = structlog.get_logger("ivr.inbound")
 

@@ -21,7 +21,6 @@ is then just "queue").
 
 from __future__ import annotations
 
-
 import structlog
 
 from ivr.agi.channel import AgiChannel

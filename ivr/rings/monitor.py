@@ -36,7 +36,6 @@ from ivr.ami.channels import (
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
 from ivr.metrics import Metrics
-from ivr.timers import TimerService
 from ivr.rings.settings import RingSettings, device_key
 from ivr.rules.rings import (
     Answered,
@@ -45,7 +44,7 @@ from ivr.rules.rings import (
     RingAlarm,
     RingWatch,
 )
-
+from ivr.timers import TimerService
 
 __all__ = ["AgentFigures", "AnswerDecision", "Leg", "RingMonitor", "RingSettings", "device_key"]
 
