@@ -344,8 +344,9 @@ async def test_event_stream_sends_events_once_recorded(make_client: ClientMaker,
         resp = await client.get("/api/events", headers=AUTH)
         assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
         assert (await resp.content.readline()).startswith(b"retry:")
-        while bus.subscribers < 2:  # the recorder and this stream
-            await asyncio.sleep(0)
+        async with asyncio.timeout(2):  # bounded: the recorder and this stream
+            while bus.subscribers < 2:
+                await asyncio.sleep(0)
         bus.publish(CallEvent("ring.alarm", "300.1", {"agent": "1003", "level": "critical", "rings": 6}))
         kind, data = await read_event(resp)
         assert kind == "ring.alarm" and data["agent"] == "1003" and data["rings"] == 6

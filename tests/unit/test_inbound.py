@@ -335,8 +335,9 @@ async def test_events_on_the_bus() -> None:
     await asyncio.sleep(0)  # let the subscriber register
     call = FakeCall(Clock())
     await run(call, bus=bus)
-    while len(seen) < 6:
-        await asyncio.sleep(0)
+    async with asyncio.timeout(2):  # bounded: a missing event fails here, not by hanging
+        while len(seen) < 6:
+            await asyncio.sleep(0)
     task.cancel()
     assert [e.kind for e in seen] == ["call.arrived", "greeting.played", "silent.stage",
                                       "silent.stage", "silent.stage", "call.released"]
