@@ -52,124 +52,47 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.agi.wake import WAKE_DIGIT, wake
-from ivr.ami.channels import Channel, ChannelTracker, device_of
-from ivr import errors
+from ivr.agi.channel import AgiChannel
+from ivr.agi.wake import wake
+from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
+from ivr.hold.caller import HeldCaller
 from ivr.hold.metrics import HoldMetrics
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
-from ivr.timers import TimerService
-from ivr.errors import IvrError
-from ivr.hold.store import HoldStore, item_id
-from ivr.rules.hold import (
-    Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
-    RequestCallback, TakeMessage, ThankCaller,
+from ivr.hold.session import (
+    HOLD_CONTEXT,
+    KEEPER_TIMEOUT,
+    HoldError,
+    HoldSession,
+    HoldSettings,
+    NoSuchCall,
+    NotHeld,
 )
+from ivr.hold.store import HoldStore
+from ivr.rules.hold import (
+    Abandoned,
+    AlertAgent,
+    HoldStarted,
+    HoldTimer,
+    KeepWaiting,
+    OfferChoices,
+    Remind,
+    RequestCallback,
+    TakeMessage,
+    ThankCaller,
+)
+from ivr.timers import TimerService
 
+__all__ = ["HoldError", "HoldService", "HoldSession", "HoldSettings", "NoSuchCall", "NotHeld"]
 
 log = structlog.get_logger("ivr.hold")
 
-HOLD_CONTEXT = "ivr-hold"
-WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
-CHOICE_DIGITS = "123"
-WAIT_SLICE_MS = 2000  # a lost wake-up costs at most this much
-KEEPER_TIMEOUT = 5.0
-
-
-class HoldError(IvrError):
-    error_id = "hold-failed"
-    status = 409
-
-
-class NoSuchCall(HoldError, errors.NoSuchCall):
-    """A hold error (callers of the hold service catch HoldError) that is also the one
-    API-wide ``no-such-call``."""
-
-    error_id = errors.NoSuchCall.error_id
-    status = 404
-
-
-class NotHeld(HoldError):
-    error_id = "not-on-hold"
-    status = 409
-
-
-_HOLD, _SWITCH, _PROMPTS = HoldConfig(), SwitchConfig(), PromptsConfig()  # the defaults
-
-
-@dataclass(frozen=True)
-class HoldSettings:
-    reminder_interval: float = _HOLD.reminder_interval
-    choices_after: float = _HOLD.choices_after
-    language: str = _SWITCH.language
-    sound_prefix: str = _PROMPTS.sound_prefix
-    moh_class: str = _HOLD.moh_class
-    messages_dir: Path = Path(_HOLD.messages_dir)
-    switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
-    message_max_seconds: int = _HOLD.message_max_seconds
-    message_silence_seconds: int = 3
-    agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> agent name
-
-    @classmethod
-    def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
-                    agents: Sequence[AgentConfig], *,
-                    switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
-        """From ``[hold]``, ``[switch] language``, ``[prompts] sound_prefix`` and
-        ``[[agents]]``. ``switch_path`` maps the messages directory to Asterisk's view
-        (the embedded switch runs in a chroot; the app passes the mapping in)."""
-        messages_dir = Path(hold.messages_dir)
-        return cls(
-            reminder_interval=hold.reminder_interval,
-            choices_after=hold.choices_after,
-            language=switch.language,
-            sound_prefix=prompts.sound_prefix,
-            moh_class=hold.moh_class,
-            messages_dir=messages_dir,
-            switch_messages_dir=switch_path(messages_dir) if switch_path else "",
-            message_max_seconds=hold.message_max_seconds,
-            agents={device_of(a.device): a.name or a.number for a in agents},
-        )
-
-    def sound(self, prompt: str) -> str:
-        return f"{self.sound_prefix}/{self.language}/{prompt}"
-
-
-@dataclass
-class HoldSession:
-    """One held caller."""
-
-    caller: Channel
-    agent: Channel
-    via: str  # phone, feature, api
-    timer: HoldTimer
-    agent_name: str
-    keeper: str = ""  # the keeper's ;1 Uniqueid
-    keeper_name: str = ""
-    pending: list[Any] = field(default_factory=list)
-    agi: AgiChannel | None = None
-    agent_left: bool = False
-    ended: str = ""  # resume, abandon, message, callback, agent_left
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return ("hold", self.caller.uniqueid)
-
-    @property
-    def call_id(self) -> str:
-        return self.caller.linkedid or self.caller.uniqueid
-
-
-class HoldService:
+class HoldService(HeldCaller):
     def __init__(
         self,
         conn: AmiConnection,
@@ -439,128 +362,6 @@ class HoldService:
             await self.conn.action({"Action": "Hangup", "Channel": s.keeper_name, "Cause": "16"}, 5.0)
         except AmiError as exc:  # already gone (the agent hung up): nothing to do
             log.info("hold.keeper_hangup", error=str(exc))
-
-    # -- the FastAGI route: the held caller -----------------------------------------
-    async def agi_hold(self, call: AgiChannel) -> None:
-        s = self.sessions.get(call.uniqueid)
-        if s is None:
-            # Not ours (the controller restarted mid-hold): IVR_RESULT stays unset and
-            # the dialplan returns the caller to the agent.
-            log.warning("hold.agi_unknown", uniqueid=call.uniqueid)
-            return
-        s.agi = call
-        caller_number = call.caller
-        try:
-            with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
-                result = await self._held_loop(s, call, caller_number)
-        except AgiHangup:
-            if s.timer.state == "held":
-                self._apply(s, s.timer.hangup(self.timers.now()))
-            return
-        finally:
-            s.agi = None
-        if result == "resume":
-            self._spawn(self._rejoin(s))  # the dialplan's BridgeAdd runs once this AGI ends
-        elif result in ("message", "callback"):
-            await self._hang_up_keeper(s)
-
-    async def _music(self, call: AgiChannel) -> None:
-        await call.command(f"SET MUSIC ON {self.settings.moh_class}")
-
-    async def _play(self, call: AgiChannel, prompt: str, escape: str = "") -> str | None:
-        try:
-            return await call.stream_file(self.settings.sound(prompt), escape + WAKE)
-        except AgiError as exc:  # a missing prompt must not end the hold
-            log.error("hold.prompt_failed", prompt=prompt, error=str(exc))
-            return None
-
-    async def _held_loop(self, s: HoldSession, call: AgiChannel, caller_number: str) -> str:
-        await self._music(call)
-        while True:
-            if s.agent_left:
-                # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
-                self._end(s, "agent_left", s.timer._held(self.timers.now()))  # noqa: SLF001
-                return "agent_left"
-            if not s.pending:
-                s.wake.clear()
-                digit = await call.wait_for_digit(WAIT_SLICE_MS)
-                if digit and digit != WAKE:
-                    self._apply(s, s.timer.digit(self.timers.now(), digit))
-                continue
-            if any(isinstance(a, ThankCaller) for a in s.pending):
-                s.pending = [a for a in s.pending if isinstance(a, ThankCaller)]
-            action = s.pending.pop(0)
-            if isinstance(action, ThankCaller):
-                await self._send_user_event(s, action.state, action.count, action.held_seconds)
-                self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
-                log.info("hold.resume", held_seconds=round(action.held_seconds, 3), count=action.count)
-                await self._play(call, "hold_thanks")
-                self._end(s, "resume", action.held_seconds)
-                await call.set_variable("IVR_RESULT", "resume")
-                return "resume"
-            if isinstance(action, (Remind, OfferChoices)):
-                choices = isinstance(action, OfferChoices)
-                await self._send_user_event(s, action.state, action.count, action.held_seconds)
-                if choices:
-                    log.info("hold.choices", count=action.count, held_seconds=round(action.held_seconds, 3))
-                else:
-                    self._emit(s, "hold.reminder", count=action.count, held_seconds=action.held_seconds)
-                    if self.metrics is not None:
-                        self.metrics.reminders.inc()
-                escape = CHOICE_DIGITS if s.timer.choices_offered else ""
-                digit = await self._play(call, "hold_choices" if choices else "hold_reminder", escape)
-                if digit and digit != WAKE:
-                    self._apply(s, s.timer.digit(self.timers.now(), digit))
-                if not s.pending or not isinstance(s.pending[0], (TakeMessage, RequestCallback, ThankCaller)):
-                    await self._music(call)
-                continue
-            if isinstance(action, KeepWaiting):
-                self._choice(s, "keep", action)
-                continue
-            if isinstance(action, TakeMessage):
-                self._choice(s, "message", action)
-                await self._take_message(s, call, caller_number, action.held_seconds)
-                return "message"
-            if isinstance(action, RequestCallback):
-                self._choice(s, "callback", action)
-                await self._take_callback(s, call, caller_number, action.held_seconds)
-                return "callback"
-
-    def _choice(self, s: HoldSession, choice: str, action: Any) -> None:
-        log.info("hold.choice", choice=choice, held_seconds=round(action.held_seconds, 3))
-        if self.metrics is not None:
-            self.metrics.choices.labels(choice).inc()
-
-    async def _take_message(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
-        at = self.wall()
-        item = item_id(s.caller.uniqueid, at)
-        self._end(s, "message", held)
-        self._spawn(self._send_user_event(s, "message", s.timer.count, held))
-        base = self.settings.switch_messages_dir or str(self.settings.messages_dir)
-        try:
-            await self._play(call, "message_instructions")
-            await call.exec("Record", f"{base}/{item}.wav,{self.settings.message_silence_seconds},"
-                                      f"{self.settings.message_max_seconds},k")
-            await self._play(call, "message_saved")
-            await call.set_variable("IVR_RESULT", "done")
-        finally:  # a caller who hangs up mid-message still leaves one (Record's k option)
-            msg = self.store.add_message(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
-                                         held_seconds=held, at=at)
-            log.info("hold.message", item=item, caller=caller, agent=s.agent_name, recorded=msg.recorded)
-            self._emit(s, "message.recorded", item=item, caller_number=caller, file=msg.file,
-                       recorded=msg.recorded)
-
-    async def _take_callback(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
-        at = self.wall()
-        item = item_id(s.caller.uniqueid, at)
-        self._end(s, "callback", held)
-        self.store.add_callback(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
-                                held_seconds=held, at=at)
-        log.info("hold.callback", item=item, caller=caller, agent=s.agent_name)
-        self._emit(s, "callback.requested", item=item, caller_number=caller)
-        self._spawn(self._send_user_event(s, "callback", s.timer.count, held))
-        await self._play(call, "callback_confirm")
-        await call.set_variable("IVR_RESULT", "done")
 
     async def _rejoin(self, s: HoldSession) -> None:
         """After the AGI: the dialplan's BridgeAdd puts the caller back; then the keeper

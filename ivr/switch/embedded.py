@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ivr.errors import SwitchError
 from ivr.switch.amiwait import wait_fully_booted
+from ivr.switch.host import Ports, find_moddir, require_root, rewrite_lines, wait_gone, write_private
 
 PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm")
 ADMIN_USER = "ivr-admin"
@@ -71,29 +72,6 @@ def read_debian_mirror(paths: list[Path] | None = None) -> str:
         "(/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); "
         "the embedded Asterisk needs one to build its root filesystem"
     )
-
-
-@dataclass(frozen=True)
-class Ports:
-    ami: int = 5038
-    agi: int = 4573
-    sip: int = 5060
-    rtp_start: int = 10000
-    rtp_end: int = 10999
-
-    @classmethod
-    def free(cls) -> Ports:
-        """Ports nobody listens on now (for tests: no fixed host ports)."""
-        tcp = [_free_port(socket.SOCK_STREAM) for _ in range(2)]
-        sip = _free_port(socket.SOCK_DGRAM)
-        base = 20000 + (os.getpid() % 200) * 100
-        return cls(ami=tcp[0], agi=tcp[1], sip=sip, rtp_start=base, rtp_end=base + 99)
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -183,7 +161,7 @@ class EmbeddedSwitch:
         """Build the root filesystem once (about 20 s, 340 MB); reuse it afterwards."""
         if self.is_built() and not force:
             return
-        _require_root()
+        require_root()
         if shutil.which("mmdebstrap") is None:
             self.progress("embedded asterisk: installing mmdebstrap with apt-get ...")
             self._run_progress(["apt-get", "update", "-q"], "apt")  # a fresh machine has no lists
@@ -250,8 +228,8 @@ class EmbeddedSwitch:
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         ports = self.ports
         inner = self.inner
-        arch_moddir = _find_moddir(self.rootfs)
-        _rewrite(
+        arch_moddir = find_moddir(self.rootfs)
+        rewrite_lines(
             etc / "asterisk.conf",
             {
                 r"^astetcdir\s*=>.*$": f"astetcdir => {inner}/etc",
@@ -263,25 +241,25 @@ class EmbeddedSwitch:
                 r"^astlogdir\s*=>.*$": f"astlogdir => {inner}/log",
             },
         )
-        _rewrite(etc / "manager.conf", {r"^port\s*=.*$": f"port = {ports.ami}"})
-        _rewrite(etc / "pjsip.conf", {r"^bind\s*=.*$": f"bind = 127.0.0.1:{ports.sip}"})
-        _rewrite(
+        rewrite_lines(etc / "manager.conf", {r"^port\s*=.*$": f"port = {ports.ami}"})
+        rewrite_lines(etc / "pjsip.conf", {r"^bind\s*=.*$": f"bind = 127.0.0.1:{ports.sip}"})
+        rewrite_lines(
             etc / "rtp.conf",
             {r"^rtpstart\s*=.*$": f"rtpstart = {ports.rtp_start}", r"^rtpend\s*=.*$": f"rtpend = {ports.rtp_end}"},
         )
-        _rewrite(
+        rewrite_lines(
             etc / "ivr-globals.conf",
             {r"^IVR_AGI\s*=.*$": f"IVR_AGI = agi://{self.agi_host}:{ports.agi}"},
         )
         sec = self.secrets()
-        _write_private(
+        write_private(
             etc / "manager_secrets.conf",
             f"[{CONTROLLER_USER}](+)\nsecret = {sec.controller}\n\n"
             # The all-classes user exists on the embedded (test) switch only.
             f"[{ADMIN_USER}]\nsecret = {sec.admin}\ndeny = 0.0.0.0/0.0.0.0\n"
             "permit = 127.0.0.1/255.255.255.255\nread = all\nwrite = all\n",
         )
-        _write_private(
+        write_private(
             etc / "pjsip_secrets.conf",
             "".join(f"[{a}-auth](+)\npassword = {p}\n\n" for a, p in sec.agents.items()),
         )
@@ -322,7 +300,7 @@ class EmbeddedSwitch:
 
     def up(self, *, timeout: float = 30.0) -> float:
         """Build if needed, start, and wait for FullyBooted on AMI. Returns seconds taken."""
-        _require_root()
+        require_root()
         self.build()
         if self.pid() is not None:
             # Already running: bring its configuration and prompts up to date.
@@ -386,7 +364,7 @@ class EmbeddedSwitch:
                     os.killpg(pid, sig)
                 except ProcessLookupError:
                     break
-            if _wait_gone(pid, timeout if sig is None else 3.0):
+            if wait_gone(pid, timeout if sig is None else 3.0):
                 break
         proc, self._proc = getattr(self, "_proc", None), None
         if proc is not None:
@@ -433,53 +411,6 @@ class EmbeddedSwitch:
     def path_inside(self, host_path: Path) -> str:
         """A path under the root filesystem, as Asterisk sees it."""
         return "/" + str(Path(host_path).resolve().relative_to(self.rootfs.resolve()))
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        raise SwitchError(
-            "the embedded Asterisk needs root (mmdebstrap and chroot); run as root, "
-            "or point the controller at an external Asterisk (IVR_EXTERNAL=1)"
-        )
-
-
-def _find_moddir(rootfs: Path) -> str:
-    for cand in sorted(rootfs.glob("usr/lib/*/asterisk/modules")) + [rootfs / "usr/lib/asterisk/modules"]:
-        if cand.is_dir():
-            return "/" + str(cand.relative_to(rootfs))
-    raise SwitchError(f"no Asterisk module directory in {rootfs}: rebuild with `ivr asterisk build --force`")
-
-
-def _rewrite(path: Path, subs: dict[str, str]) -> None:
-    text = path.read_text()
-    for pattern, repl in subs.items():
-        text, n = re.subn(pattern, repl, text, count=1, flags=re.MULTILINE)
-        if n == 0:
-            raise SwitchError(f"{path.name}: expected a line matching {pattern!r} to rewrite")
-    path.write_text(text)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-            if waited == pid:
-                return True
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def reap_stale_test_instances(cache_dir: Path | None = None) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ivr.feature import Feature, Runtime
 from ivr.sections import Config
 from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
-from ivr.transfer.service import TransferMetrics, TransferService, TransferSettings
+from ivr.transfer.metrics import TransferMetrics
+from ivr.transfer.service import TransferService, TransferSettings
 
 __all__ = ["TransferService", "TransferSettings", "build_transfer"]
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ivr.agi.channel import AgiChannel, AgiHangup
 from ivr.ami.connection import AmiError
@@ -45,6 +44,7 @@ from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
 from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, TransferConfig
 from ivr.timers import TimerService
+from ivr.transfer.metrics import TransferMetrics
 from ivr.rules.transfer import (
     Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
     TransferAction, WarmTransfer,
@@ -96,17 +96,6 @@ class TransferSettings:
             remind_every=int(hold.reminder_interval),
             agents={str(a.number): a.device for a in agents},
         )
-
-
-class TransferMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.outcomes = Counter(
-            "ivr_transfers", "Warm transfers (R5) by outcome: completed, refused, timeout, "
-            "noanswer, busy, hangup, abandoned", ["outcome"], registry=self.registry)
-        self.confirm_seconds = Histogram(
-            "ivr_transfer_confirm_seconds", "Time from the target's answer to its confirmation",
-            buckets=(2, 4, 6, 8, 10, 15, 20, 30, 45), registry=self.registry)
 
 
 @dataclass

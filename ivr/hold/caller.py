@@ -1,0 +1,160 @@
+"""The held caller's side of R4: the FastAGI route ``hold`` (music, reminders, choices,
+message, call-back, thank-you), played as the rule machine's actions come due.
+
+:class:`HeldCaller` is a part of :class:`~ivr.hold.service.HoldService` (its base class),
+kept apart so each reads on its own: the service detects holds, moves the caller and
+keeps the keeper channel (AMI); this is what the caller hears (FastAGI)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.hold.metrics import HoldMetrics
+from ivr.hold.session import CHOICE_DIGITS, WAIT_SLICE_MS, WAKE, HoldSession, HoldSettings
+from ivr.hold.store import HoldStore, item_id
+from ivr.rules.hold import KeepWaiting, OfferChoices, Remind, RequestCallback, TakeMessage, ThankCaller
+from ivr.timers import TimerService
+
+log = structlog.get_logger("ivr.hold")
+
+
+class HeldCaller:
+    # Provided by HoldService.
+    settings: HoldSettings
+    sessions: dict[str, HoldSession]
+    timers: TimerService
+    store: HoldStore
+    metrics: HoldMetrics | None
+    wall: Callable[[], float]
+    _apply: Callable[[HoldSession, list[Any]], None]
+    _end: Callable[..., None]
+    _emit: Callable[..., None]
+    _spawn: Callable[[Any], None]
+    _send_user_event: Callable[..., Awaitable[Any]]
+    _hang_up_keeper: Callable[[HoldSession], Awaitable[None]]
+    _rejoin: Callable[[HoldSession], Awaitable[None]]
+
+    async def agi_hold(self, call: AgiChannel) -> None:
+        s = self.sessions.get(call.uniqueid)
+        if s is None:
+            # Not ours (the controller restarted mid-hold): IVR_RESULT stays unset and
+            # the dialplan returns the caller to the agent.
+            log.warning("hold.agi_unknown", uniqueid=call.uniqueid)
+            return
+        s.agi = call
+        caller_number = call.caller
+        try:
+            with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
+                result = await self._held_loop(s, call, caller_number)
+        except AgiHangup:
+            if s.timer.state == "held":
+                self._apply(s, s.timer.hangup(self.timers.now()))
+            return
+        finally:
+            s.agi = None
+        if result == "resume":
+            self._spawn(self._rejoin(s))  # the dialplan's BridgeAdd runs once this AGI ends
+        elif result in ("message", "callback"):
+            await self._hang_up_keeper(s)
+
+    async def _music(self, call: AgiChannel) -> None:
+        await call.command(f"SET MUSIC ON {self.settings.moh_class}")
+
+    async def _play(self, call: AgiChannel, prompt: str, escape: str = "") -> str | None:
+        try:
+            return await call.stream_file(self.settings.sound(prompt), escape + WAKE)
+        except AgiError as exc:  # a missing prompt must not end the hold
+            log.error("hold.prompt_failed", prompt=prompt, error=str(exc))
+            return None
+
+    async def _held_loop(self, s: HoldSession, call: AgiChannel, caller_number: str) -> str:
+        await self._music(call)
+        while True:
+            if s.agent_left:
+                # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
+                self._end(s, "agent_left", s.timer._held(self.timers.now()))  # noqa: SLF001
+                return "agent_left"
+            if not s.pending:
+                s.wake.clear()
+                digit = await call.wait_for_digit(WAIT_SLICE_MS)
+                if digit and digit != WAKE:
+                    self._apply(s, s.timer.digit(self.timers.now(), digit))
+                continue
+            if any(isinstance(a, ThankCaller) for a in s.pending):
+                s.pending = [a for a in s.pending if isinstance(a, ThankCaller)]
+            action = s.pending.pop(0)
+            if isinstance(action, ThankCaller):
+                await self._send_user_event(s, action.state, action.count, action.held_seconds)
+                self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
+                log.info("hold.resume", held_seconds=round(action.held_seconds, 3), count=action.count)
+                await self._play(call, "hold_thanks")
+                self._end(s, "resume", action.held_seconds)
+                await call.set_variable("IVR_RESULT", "resume")
+                return "resume"
+            if isinstance(action, (Remind, OfferChoices)):
+                choices = isinstance(action, OfferChoices)
+                await self._send_user_event(s, action.state, action.count, action.held_seconds)
+                if choices:
+                    log.info("hold.choices", count=action.count, held_seconds=round(action.held_seconds, 3))
+                else:
+                    self._emit(s, "hold.reminder", count=action.count, held_seconds=action.held_seconds)
+                    if self.metrics is not None:
+                        self.metrics.reminders.inc()
+                escape = CHOICE_DIGITS if s.timer.choices_offered else ""
+                digit = await self._play(call, "hold_choices" if choices else "hold_reminder", escape)
+                if digit and digit != WAKE:
+                    self._apply(s, s.timer.digit(self.timers.now(), digit))
+                if not s.pending or not isinstance(s.pending[0], (TakeMessage, RequestCallback, ThankCaller)):
+                    await self._music(call)
+                continue
+            if isinstance(action, KeepWaiting):
+                self._choice(s, "keep", action)
+                continue
+            if isinstance(action, TakeMessage):
+                self._choice(s, "message", action)
+                await self._take_message(s, call, caller_number, action.held_seconds)
+                return "message"
+            if isinstance(action, RequestCallback):
+                self._choice(s, "callback", action)
+                await self._take_callback(s, call, caller_number, action.held_seconds)
+                return "callback"
+
+    def _choice(self, s: HoldSession, choice: str, action: Any) -> None:
+        log.info("hold.choice", choice=choice, held_seconds=round(action.held_seconds, 3))
+        if self.metrics is not None:
+            self.metrics.choices.labels(choice).inc()
+
+    async def _take_message(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
+        at = self.wall()
+        item = item_id(s.caller.uniqueid, at)
+        self._end(s, "message", held)
+        self._spawn(self._send_user_event(s, "message", s.timer.count, held))
+        base = self.settings.switch_messages_dir or str(self.settings.messages_dir)
+        try:
+            await self._play(call, "message_instructions")
+            await call.exec("Record", f"{base}/{item}.wav,{self.settings.message_silence_seconds},"
+                                      f"{self.settings.message_max_seconds},k")
+            await self._play(call, "message_saved")
+            await call.set_variable("IVR_RESULT", "done")
+        finally:  # a caller who hangs up mid-message still leaves one (Record's k option)
+            msg = self.store.add_message(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
+                                         held_seconds=held, at=at)
+            log.info("hold.message", item=item, caller=caller, agent=s.agent_name, recorded=msg.recorded)
+            self._emit(s, "message.recorded", item=item, caller_number=caller, file=msg.file,
+                       recorded=msg.recorded)
+
+    async def _take_callback(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
+        at = self.wall()
+        item = item_id(s.caller.uniqueid, at)
+        self._end(s, "callback", held)
+        self.store.add_callback(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
+                                held_seconds=held, at=at)
+        log.info("hold.callback", item=item, caller=caller, agent=s.agent_name)
+        self._emit(s, "callback.requested", item=item, caller_number=caller)
+        self._spawn(self._send_user_event(s, "callback", s.timer.count, held))
+        await self._play(call, "callback_confirm")
+        await call.set_variable("IVR_RESULT", "done")

@@ -1,0 +1,109 @@
+"""What one hold is made of: the hold errors, :class:`HoldSettings` (from the typed
+``[hold]`` section; its defaults are the section's), one :class:`HoldSession` per held
+caller, and the switch names the hold dialplan (asterisk/ivr-hold.conf) shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ivr import errors
+from ivr.agi.channel import AgiChannel
+from ivr.agi.wake import WAKE_DIGIT
+from ivr.ami.channels import Channel, device_of
+from ivr.errors import IvrError
+from ivr.rules.hold import HoldTimer
+from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
+
+HOLD_CONTEXT = "ivr-hold"
+WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
+CHOICE_DIGITS = "123"
+WAIT_SLICE_MS = 2000  # a lost wake-up costs at most this much
+KEEPER_TIMEOUT = 5.0
+
+
+class HoldError(IvrError):
+    error_id = "hold-failed"
+    status = 409
+
+
+class NoSuchCall(HoldError, errors.NoSuchCall):
+    """A hold error (callers of the hold service catch HoldError) that is also the one
+    API-wide ``no-such-call``."""
+
+    error_id = errors.NoSuchCall.error_id
+    status = 404
+
+
+class NotHeld(HoldError):
+    error_id = "not-on-hold"
+    status = 409
+
+
+_HOLD, _SWITCH, _PROMPTS = HoldConfig(), SwitchConfig(), PromptsConfig()  # the defaults
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    reminder_interval: float = _HOLD.reminder_interval
+    choices_after: float = _HOLD.choices_after
+    language: str = _SWITCH.language
+    sound_prefix: str = _PROMPTS.sound_prefix
+    moh_class: str = _HOLD.moh_class
+    messages_dir: Path = Path(_HOLD.messages_dir)
+    switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
+    message_max_seconds: int = _HOLD.message_max_seconds
+    message_silence_seconds: int = 3
+    agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> agent name
+
+    @classmethod
+    def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
+                    agents: Sequence[AgentConfig], *,
+                    switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
+        """From ``[hold]``, ``[switch] language``, ``[prompts] sound_prefix`` and
+        ``[[agents]]``. ``switch_path`` maps the messages directory to Asterisk's view
+        (the embedded switch runs in a chroot; the app passes the mapping in)."""
+        messages_dir = Path(hold.messages_dir)
+        return cls(
+            reminder_interval=hold.reminder_interval,
+            choices_after=hold.choices_after,
+            language=switch.language,
+            sound_prefix=prompts.sound_prefix,
+            moh_class=hold.moh_class,
+            messages_dir=messages_dir,
+            switch_messages_dir=switch_path(messages_dir) if switch_path else "",
+            message_max_seconds=hold.message_max_seconds,
+            agents={device_of(a.device): a.name or a.number for a in agents},
+        )
+
+    def sound(self, prompt: str) -> str:
+        return f"{self.sound_prefix}/{self.language}/{prompt}"
+
+
+@dataclass
+class HoldSession:
+    """One held caller."""
+
+    caller: Channel
+    agent: Channel
+    via: str  # phone, feature, api
+    timer: HoldTimer
+    agent_name: str
+    keeper: str = ""  # the keeper's ;1 Uniqueid
+    keeper_name: str = ""
+    pending: list[Any] = field(default_factory=list)
+    agi: AgiChannel | None = None
+    agent_left: bool = False
+    ended: str = ""  # resume, abandon, message, callback, agent_left
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("hold", self.caller.uniqueid)
+
+    @property
+    def call_id(self) -> str:
+        return self.caller.linkedid or self.caller.uniqueid
