@@ -17,6 +17,7 @@ from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
 from ivr.timers import TimerService
+from tests.fakes import Clock
 
 CALLER, AGENT = "100.1", "100.3"
 
@@ -106,14 +107,6 @@ class FakeAgi:
 
     def played(self) -> list[str]:
         return [c.split()[2].rsplit("/", 1)[1] for c in self.commands if c.startswith("STREAM FILE")]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

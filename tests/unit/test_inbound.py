@@ -24,6 +24,7 @@ from ivr.config import SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
+from tests.fakes import Clock
 
 PAUSE = 5.0
 GREETING = ["hello", "welcome"]
@@ -38,14 +39,6 @@ class Greeting:
     language: str = "zh-CN"
     holiday: str | None = None
     daypart: str = "afternoon"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeCall:
@@ -180,7 +173,7 @@ async def run(call: FakeCall, **kwargs: Any) -> InboundFlow:
 
 
 async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> None:
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     await run(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
     _, _, greeting_end = call.plays[1]
@@ -202,13 +195,13 @@ async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> N
 
 
 async def test_configured_pause_is_used() -> None:
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     await run(call, pause=2.5)
     assert call.plays[2][1] == pytest.approx(GREETING_END + 2.5, abs=0.002)
 
 
 async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
-    call = FakeCall(Clock(), speech_at=GREETING_END + 1.23)
+    call = FakeCall(Clock(0.0), speech_at=GREETING_END + 1.23)
     await run(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
     assert call.vars["IVR_RESULT"] == "agents"
@@ -221,7 +214,7 @@ async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
 async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
     """A "D" with no speech heard (a late wake, or a phone that sends D) is not the
     caller's key: the pause goes on to its deadline."""
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     real_wait = call.wait_for_digit
     strays = [GREETING_END + 1.0]
 
@@ -241,7 +234,7 @@ async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
 
 async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
     speech_at = GREETING_END + PAUSE + 2.0 + 3.0  # 3 s into pause2
-    call = FakeCall(Clock(), speech_at=speech_at)
+    call = FakeCall(Clock(0.0), speech_at=speech_at)
     await run(call)
     assert [p for p, _, _ in call.plays][-1] == "silent_prompt2"
     assert stages(call) == ["prompt2", "responded"]
@@ -250,7 +243,7 @@ async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
 
 
 async def test_speech_during_a_prompt_lets_it_finish_then_hands_on_at_once() -> None:
-    call = FakeCall(Clock(), speech_at=GREETING_END + PAUSE + 0.5)  # during prompt2
+    call = FakeCall(Clock(0.0), speech_at=GREETING_END + PAUSE + 0.5)  # during prompt2
     await run(call)
     name, _, end = call.plays[-1]
     assert name == "silent_prompt2" and end == pytest.approx(GREETING_END + PAUSE + 2.0, abs=0.002)
@@ -259,14 +252,14 @@ async def test_speech_during_a_prompt_lets_it_finish_then_hands_on_at_once() -> 
 
 
 async def test_speech_during_the_greeting_hands_on_after_it() -> None:
-    call = FakeCall(Clock(), speech_at=0.5)
+    call = FakeCall(Clock(0.0), speech_at=0.5)
     await run(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
     assert call.events[-1][1].endswith("From: greeting")
 
 
 async def test_a_digit_interrupts_a_prompt_and_hands_on() -> None:
-    call = FakeCall(Clock(), digit_at=2.0)  # during "welcome"
+    call = FakeCall(Clock(0.0), digit_at=2.0)  # during "welcome"
     await run(call)
     assert call.plays[-1] == ("welcome", 1.0, 2.0)
     assert call.events[-1][1] == "IvrSilentCall,Stage: responded,Reason: dtmf,From: greeting"
@@ -274,7 +267,7 @@ async def test_a_digit_interrupts_a_prompt_and_hands_on() -> None:
 
 
 async def test_a_digit_in_a_pause_hands_on_at_once() -> None:
-    call = FakeCall(Clock(), digit_at=GREETING_END + 0.05)
+    call = FakeCall(Clock(0.0), digit_at=GREETING_END + 0.05)
     await run(call)
     t, args = call.events[-1]
     assert t == pytest.approx(GREETING_END + 0.05) and "Reason: dtmf,From: pause1" in args
@@ -282,7 +275,7 @@ async def test_a_digit_in_a_pause_hands_on_at_once() -> None:
 
 @pytest.mark.parametrize("hangup_at", [0.5, GREETING_END + 2.0, GREETING_END + PAUSE + 1.0, 24.9])
 async def test_caller_hang_up_ends_the_flow(hangup_at: float) -> None:
-    call = FakeCall(Clock(), hangup_at=hangup_at)
+    call = FakeCall(Clock(0.0), hangup_at=hangup_at)
     detector = FakeDetector()
     with pytest.raises(AgiHangup):
         await run(call, detector=detector)
@@ -292,7 +285,7 @@ async def test_caller_hang_up_ends_the_flow(hangup_at: float) -> None:
 
 
 async def test_without_a_speech_detector_the_caller_is_never_released() -> None:
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     await run(call, detector=DeafDetector())
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
     assert stages(call) == ["responded"] and "Reason: deaf" in call.events[0][1]
@@ -307,7 +300,7 @@ async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
             call.watch = watch
             yield watch
 
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     await run(call, detector=Dropping())
     assert stages(call) == ["prompt2", "prompt3", "responded"]
     assert call.vars["IVR_RESULT"] == "agents"
@@ -333,7 +326,7 @@ async def test_events_on_the_bus() -> None:
 
     task = asyncio.create_task(collect())
     await asyncio.sleep(0)  # let the subscriber register
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     await run(call, bus=bus)
     async with asyncio.timeout(2):  # bounded: a missing event fails here, not by hanging
         while len(seen) < 6:
@@ -348,7 +341,7 @@ async def test_events_on_the_bus() -> None:
 
 def test_bad_pause_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="pause"):
-        make_flow(Clock(), pause=0)
+        make_flow(Clock(0.0), pause=0)
 
 
 # --- TalkDetector: the AMI side -------------------------------------------------------
@@ -371,7 +364,7 @@ class FakeAmi:
 async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
     ami = FakeAmi()
     detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     async with detector.listen(call) as watch:  # type: ignore[arg-type]
         assert call.commands == ["SET VARIABLE TALK_DETECT(set) 800,600"]
         assert watch.reliable and detector.watching == 1
@@ -386,7 +379,7 @@ async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
 async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> None:
     ami = FakeAmi()
     detector = TalkDetector(ami)  # type: ignore[arg-type]
-    call = FakeCall(Clock())
+    call = FakeCall(Clock(0.0))
     with pytest.raises(AgiHangup):
         async with detector.listen(call):  # type: ignore[arg-type]
             call.hung_up = True
@@ -398,12 +391,12 @@ async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> N
 async def test_talk_watch_unreliable_when_ami_is_down_or_reconnected() -> None:
     ami = FakeAmi()
     detector = TalkDetector(ami)  # type: ignore[arg-type]
-    async with detector.listen(FakeCall(Clock())) as watch:  # type: ignore[arg-type]
+    async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
         assert watch.reliable
         ami.connects += 1  # dropped and came back: events in between were lost
         assert not watch.reliable
     ami.connected = False
-    async with detector.listen(FakeCall(Clock())) as watch:  # type: ignore[arg-type]
+    async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
         assert not watch.reliable
 
 

@@ -17,17 +17,10 @@ from ivr.metrics import Metrics
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rules.rings import Cadence
 from ivr.timers import TimerService
+from tests.fakes import Clock
 
 CALLER = {"Uniqueid": "100.1", "Linkedid": "100.1", "Channel": "Local/x@c-00000001;1", "Context": "ivr-agents"}
 LEG = {"DestUniqueid": "100.2", "DestLinkedid": "100.1", "DestChannel": "PJSIP/1001-00000002"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Rig:

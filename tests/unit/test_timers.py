@@ -9,14 +9,7 @@ import pytest
 from ivr.rules.hold import HoldTimer, OfferChoices, Remind
 from ivr.rules.rings import Cadence, RingAlarm, RingWatch
 from ivr.timers import TimerService
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import Clock
 
 
 def other_tasks() -> set[asyncio.Task[object]]:
@@ -24,27 +17,27 @@ def other_tasks() -> set[asyncio.Task[object]]:
 
 
 async def test_drives_machines_by_deadline() -> None:
-    clock = FakeClock()
+    clock = Clock()
     before = other_tasks()
     service = TimerService(clock)
     got: dict[str, list[object]] = {"ring": [], "hold": []}
     ring = RingWatch(Cadence(1000, 4000))
-    ring.start(clock.now)
+    ring.start(clock.t)
     hold = HoldTimer()
-    hold.start(clock.now)
+    hold.start(clock.t)
     service.add("ring", ring, got["ring"].extend)
     service.add("hold", hold, got["hold"].extend)
     assert service.next_deadline() == 1015.0
     await service.settle()
     assert got == {"ring": [], "hold": []}
-    clock.now = 1015.0
+    clock.t = 1015.0
     await service.settle()
     assert got["ring"] == [RingAlarm("warning", 3, 15.0)]
-    clock.now = 1030.0
+    clock.t = 1030.0
     await service.settle()
     assert got["ring"][-1] == RingAlarm("critical", 6, 30.0)
     assert got["hold"] == [Remind(1, 30.0)]
-    clock.now = 1060.0
+    clock.t = 1060.0
     await service.settle()
     assert isinstance(got["hold"][1], OfferChoices)
     # an event fed to a machine: poke re-reads its deadline
@@ -56,7 +49,7 @@ async def test_drives_machines_by_deadline() -> None:
 
 
 async def test_remove_and_async_callbacks() -> None:
-    clock = FakeClock(0.0)
+    clock = Clock(0.0)
     service = TimerService(clock)
     done = asyncio.Event()
     blocked = asyncio.Event()
@@ -75,7 +68,7 @@ async def test_remove_and_async_callbacks() -> None:
     service.add("b", b, received.extend)
     service.remove("b")
     assert "b" not in service and len(service) == 1
-    clock.now = 15.0
+    clock.t = 15.0
     assert service.fire_due() == 1
     await done.wait()
     assert received == [RingAlarm("warning", 3, 15.0)]
@@ -87,7 +80,7 @@ async def test_remove_and_async_callbacks() -> None:
 
 
 async def test_callback_error_does_not_stop_service() -> None:
-    clock = FakeClock(0.0)
+    clock = Clock(0.0)
     service = TimerService(clock)
     got: list[object] = []
 
@@ -98,7 +91,7 @@ async def test_callback_error_does_not_stop_service() -> None:
         w = RingWatch(Cadence(1000, 4000))
         w.start(0.0)
         service.add(key, w, cb)
-    clock.now = 15.0
+    clock.t = 15.0
     await service.settle()
     assert got == [RingAlarm("warning", 3, 15.0)]
     await service.close()
