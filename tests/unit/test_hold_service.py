@@ -17,48 +17,32 @@ from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
 from ivr.timers import TimerService
-from tests.fakes import Clock
+from tests.fakes import Clock, RecordingAmi
 
 CALLER, AGENT = "100.1", "100.3"
 
 
-class FakeAmi:
-    """Records actions; Originate of the keeper answers with its BridgeEnter, PlayDTMF
-    with Receive delivers the digit to the held caller's fake AGI."""
+class FakeAmi(RecordingAmi):
+    """Originate of the keeper answers with its BridgeEnter, PlayDTMF with Receive
+    delivers the digit to the held caller's fake AGI."""
 
     def __init__(self) -> None:
-        self.actions: list[dict[str, str]] = []
-        self.subs: dict[str, list[Any]] = {}
+        super().__init__()
         self.agi: FakeAgi | None = None
+        self.replies["Originate"] = self._originate
+        self.replies["PlayDTMF"] = self._play_dtmf
 
-    def subscribe(self, event: str, cb: Any) -> Any:
-        self.subs.setdefault(event.lower(), []).append(cb)
-        return lambda: None
+    def _originate(self, action: dict[str, str]) -> dict[str, str]:
+        asyncio.get_running_loop().call_soon(self.event, {
+            "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
+            "Channel": "Local/keep@ivr-hold-00000009;1", "Linkedid": action["ChannelId"]})
+        return {"Response": "Success"}
 
-    def on_connected(self, cb: Any) -> None:
-        pass
-
-    def event(self, fields: dict[str, str]) -> None:
-        for cb in self.subs.get(fields["Event"].lower(), []):
-            cb(fields)
-
-    async def action(self, action: dict[str, str], timeout: float = 10.0, **_: Any) -> dict[str, str]:
-        self.actions.append(action)
-        name = action["Action"]
-        if name == "Originate":
-            asyncio.get_running_loop().call_soon(self.event, {
-                "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
-                "Channel": "Local/keep@ivr-hold-00000009;1", "Linkedid": action["ChannelId"]})
-        elif name == "PlayDTMF" and self.agi is not None:
+    def _play_dtmf(self, action: dict[str, str]) -> dict[str, str]:
+        if self.agi is not None:
             assert action["Receive"] == "true" and action["Async"] == "false"
             self.agi.digits.put_nowait(action["Digit"])
         return {"Response": "Success"}
-
-    def sent(self, name: str) -> list[dict[str, str]]:
-        return [a for a in self.actions if a["Action"] == name]
-
-    def states(self) -> list[str]:
-        return [a["State"] for a in self.sent("UserEvent")]
 
 
 class FakeAgi:

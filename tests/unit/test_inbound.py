@@ -24,7 +24,7 @@ from ivr.config import SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
-from tests.fakes import Clock
+from tests.fakes import Clock, RecordingAmi
 
 PAUSE = 5.0
 GREETING = ["hello", "welcome"]
@@ -346,23 +346,8 @@ def test_bad_pause_is_refused_at_start_up() -> None:
 
 # --- TalkDetector: the AMI side -------------------------------------------------------
 
-class FakeAmi:
-    def __init__(self) -> None:
-        self.subs: dict[str, list[Any]] = {}
-        self.connected = True
-        self.connects = 1
-
-    def subscribe(self, event: str, callback: Any) -> Any:
-        self.subs.setdefault(event, []).append(callback)
-        return lambda: None
-
-    def fire(self, event: str, **fields: str) -> None:
-        for cb in self.subs.get(event, []):
-            cb({"Event": event, **fields})
-
-
 async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
-    ami = FakeAmi()
+    ami = RecordingAmi()
     detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]
     call = FakeCall(Clock(0.0))
     async with detector.listen(call) as watch:  # type: ignore[arg-type]
@@ -377,7 +362,7 @@ async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
 
 
 async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> None:
-    ami = FakeAmi()
+    ami = RecordingAmi()
     detector = TalkDetector(ami)  # type: ignore[arg-type]
     call = FakeCall(Clock(0.0))
     with pytest.raises(AgiHangup):
@@ -389,7 +374,7 @@ async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> N
 
 
 async def test_talk_watch_unreliable_when_ami_is_down_or_reconnected() -> None:
-    ami = FakeAmi()
+    ami = RecordingAmi()
     detector = TalkDetector(ami)  # type: ignore[arg-type]
     async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
         assert watch.reliable

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from ivr.transfer.service import (
     CallNotTransferable, NoSuchCall, TransferService, TransferSettings,
 )
 from ivr.transfer.targets import InvalidTarget, agent_number, announcement, resolve_target
+from tests.fakes import RecordingAmi
 
 CALLER = {"Event": "CoreShowChannel", "Uniqueid": "c1", "Linkedid": "c1", "Channel": "PJSIP/trunk-00000001",
           "CallerIDNum": "6001", "BridgeId": "b1"}
@@ -23,33 +23,14 @@ AGENT = {"Event": "CoreShowChannel", "Uniqueid": "a1", "Linkedid": "c1", "Channe
 AGENTS = {"1001": "PJSIP/1001", "1002": "PJSIP/1002"}
 
 
-class FakeAmi:
+class FakeAmi(RecordingAmi):
+    """The switch has the caller and the agent (``rows``, for CoreShowChannels)."""
+
     def __init__(self) -> None:
-        self.actions: list[dict[str, Any]] = []
-        self.subs: dict[str, list[Any]] = {}
+        super().__init__()
         self.rows = [CALLER, AGENT]
-        self.fail: set[str] = set()
-
-    def subscribe(self, event: str, callback: Any) -> None:
-        self.subs.setdefault(event.lower(), []).append(callback)
-
-    async def action(self, action: dict[str, Any], timeout: float = 10.0, *, as_list: bool | None = None) -> Any:
-        self.actions.append(action)
-        if action["Action"] in self.fail:
-            raise AmiActionError(f"AMI {action['Action']} failed: No such channel")
-        if action["Action"] == "CoreShowChannels":
-            return [{"Response": "Success"}, *self.rows, {"Event": "CoreShowChannelsComplete"}]
-        return {"Response": "Success"}
-
-    def event(self, **fields: str) -> None:
-        for cb in self.subs.get(fields["Event"].lower(), []):
-            cb(fields)
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [a for a in self.actions if a["Action"] == name]
-
-    def states(self) -> list[str]:
-        return [a["State"] for a in self.named("UserEvent")]
+        self.replies["CoreShowChannels"] = lambda _action: [
+            {"Response": "Success"}, *self.rows, {"Event": "CoreShowChannelsComplete"}]
 
 
 class FakeTarget:
