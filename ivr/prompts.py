@@ -67,13 +67,14 @@ from ivr.catalog import (  # the pure catalog, re-exported for the build's calle
     source_languages,
 )
 from ivr.errors import ConfigError
+from ivr.sections import SwitchConfig
 
 __all__ = ["PLACEHOLDERS", "Catalog", "PromptError", "agent_number_prompts", "catalog_path",
            "digits_prompts", "load_catalog", "make_test_audio", "source_languages"]
 
 # Bump when the processing changes, so that every prompt is rebuilt.
 PIPELINE_VERSION = 1
-DEFAULT_COMPANY = "Example"
+DEFAULT_COMPANY = SwitchConfig().company  # the defaults live in ivr.sections
 RECORDINGS_DIR = "recordings"
 
 Progress = Callable[[str], None]

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ivr import prompts
-from ivr.config import load_config
+from ivr.config import Config, PromptsConfig, load_config
 
-DEFAULT_SOURCE = "prompts"
-DEFAULT_BUILD = "prompts/build"
+DEFAULT_SOURCE = PromptsConfig().source  # the defaults live in ivr.sections
+DEFAULT_BUILD = PromptsConfig().build
 
 
 def register(subparsers: Any) -> None:
@@ -73,27 +73,16 @@ def register(subparsers: Any) -> None:
     test_audio.set_defaults(func=cmd_test_audio)
 
 
-def _config(path: str | None) -> Any | None:
-    """The loaded configuration, or None without --config or without ivr.config."""
-    if path is None:
-        return None
-    return load_config(path)
+def _config(path: str | None) -> Config | None:
+    """The loaded configuration, or None without --config."""
+    return None if path is None else load_config(path)
 
 
-def _setting(config: Any | None, *names: str) -> Any | None:
-    value = config
-    for name in names:
-        value = getattr(value, name, None)
-        if value is None:
-            return None
-    return value
-
-
-def _resolve(args: argparse.Namespace) -> tuple[Path, Path, list[str], Any | None]:
+def _resolve(args: argparse.Namespace) -> tuple[Path, Path, list[str], Config | None]:
     config = _config(args.config)
-    source = Path(args.source or _setting(config, "prompts", "source") or DEFAULT_SOURCE)
-    out = Path(args.out or _setting(config, "prompts", "build") or DEFAULT_BUILD)
-    langs = args.lang or list(_setting(config, "switch", "languages") or [])
+    source = Path(args.source or (config.prompts.source if config else DEFAULT_SOURCE))
+    out = Path(args.out or (config.prompts.build if config else DEFAULT_BUILD))
+    langs = args.lang or (list(config.switch.languages) if config else [])
     if not langs:
         langs = prompts.source_languages(source) or prompts.built_languages(out)
     return source, out, langs, config
@@ -104,7 +93,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not langs:
         print(f"ivr prompts: no languages: no *.toml in {source}", file=sys.stderr)
         return 1
-    company = args.company or _setting(config, "switch", "company") or prompts.DEFAULT_COMPANY
+    company = args.company or (config.switch.company if config else prompts.DEFAULT_COMPANY)
     started = time.monotonic()
     results = prompts.build_prompts(
         source, out, langs, company=company, jobs=args.jobs, force=args.force,
