@@ -75,6 +75,8 @@ class Controller:
         self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
         routes: dict[str, Any] = {}
         for feature in self.features:
+            if taken := routes.keys() & feature.agi_routes.keys():
+                raise ValueError(f"feature {feature.name}: FastAGI route(s) {sorted(taken)} served twice")
             routes.update(feature.agi_routes)
             if feature.http_routes or feature.openapi:
                 self.operations.add_feature(feature.name, list(feature.http_routes), dict(feature.openapi))
