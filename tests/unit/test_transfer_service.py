@@ -14,7 +14,7 @@ from ivr.transfer.service import (
     CallNotTransferable, NoSuchCall, TransferService, TransferSettings,
 )
 from ivr.transfer.targets import InvalidTarget, agent_number, announcement, resolve_target
-from tests.fakes import RecordingAmi
+from tests.fakes import Clock, RecordingAmi
 
 CALLER = {"Event": "CoreShowChannel", "Uniqueid": "c1", "Linkedid": "c1", "Channel": "PJSIP/trunk-00000001",
           "CallerIDNum": "6001", "BridgeId": "b1"}
@@ -36,7 +36,7 @@ class FakeAmi(RecordingAmi):
 class FakeTarget:
     """The target's FastAGI session: ``digits`` answer the prompts / waits in turn."""
 
-    def __init__(self, clock: list[float], timers: TimerService, uniqueid: str, xid: str,
+    def __init__(self, clock: Clock, timers: TimerService, uniqueid: str, xid: str,
                  digits: list[str | None]) -> None:
         self.headers = {"agi_arg_1": xid}
         self.uniqueid, self.channel = uniqueid, "PJSIP/1002-00000003"
@@ -46,11 +46,11 @@ class FakeTarget:
 
     async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
         self.played.append(prompt.rsplit("/", 1)[-1])
-        self.clock[0] += 1.0
+        self.clock.t += 1.0
         return self.digits.pop(0) if self.digits else None
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        self.clock[0] += timeout_ms / 1000
+        self.clock.t += timeout_ms / 1000
         await self.timers.settle()  # the machine's deadline fires here
         if self.digits:
             return self.digits.pop(0)
@@ -61,9 +61,9 @@ class FakeTarget:
 
 
 @pytest.fixture
-async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, list[float]]]:
-    clock = [100.0]
-    timers = TimerService(clock=lambda: clock[0])
+async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, Clock]]:
+    clock = Clock(100.0)
+    timers = TimerService(clock=clock)
     ami = FakeAmi()
     service = TransferService(ami, TransferSettings(sounds="ivr/en-US", ring_limit=20, confirm_timeout=10,
                                                     agents=AGENTS), timers=timers, bus=EventBus())
@@ -168,7 +168,7 @@ async def test_no_answer_after_the_agent_left_goes_to_the_queue(rig) -> None:
     ami.event(Event="Hangup", Uniqueid="a1")
     await settle(service)
     assert ami.states() == ["offered"]  # an agent hang-up completes nothing
-    clock[0] += 20.0
+    clock.t += 20.0
     await service.timers.settle()
     await settle(service)
     await service.timers.settle()
