@@ -87,6 +87,8 @@ class Controller:
     async def start(self) -> None:
         await self.operations.start()  # records first: the first call's events are kept
         await self.agi.start()
+        for feature in self.features:
+            await feature.start()
         await self.ami.start()  # connects in the background, reconnects on its own
         log.info("controller.started", agi_port=self.agi.port)
 

@@ -46,15 +46,20 @@ class Runtime:
 @dataclass
 class Feature(Generic[S]):
     """What one feature offers the app: its service (for the app's own use and tests),
-    FastAGI routes by name, HTTP routes with their OpenAPI ``paths`` entries, and its
-    shutdown."""
+    FastAGI routes by name, HTTP routes with their OpenAPI ``paths`` entries, and what to
+    run when the app starts (before the AMI connection opens) and stops."""
 
     name: str
     service: S
     agi_routes: Mapping[str, AgiRoute] = field(default_factory=dict)
     http_routes: Sequence[web.RouteDef] = ()
     openapi: Mapping[str, Any] = field(default_factory=dict)
+    on_start: Callable[[], Awaitable[None]] | None = None
     on_close: Callable[[], Awaitable[None]] | None = None
+
+    async def start(self) -> None:
+        if self.on_start is not None:
+            await self.on_start()
 
     async def close(self) -> None:
         if self.on_close is not None:
