@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-CSP = "; ".join([
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self'",  # nothing but the browser's own favicon request
-    "connect-src 'self'",  # fetch /api/dashboard, EventSource /api/events
-    "form-action 'self'",  # the sign-in form posts to /login
-    "base-uri 'none'",
-    "frame-ancestors 'none'",
-])
+CSP = (
+    "default-src 'none'; "
+    "script-src 'self'; "
+    "style-src 'self'; "
+    "img-src 'self'; "  # nothing but the browser's own favicon request
+    "connect-src 'self'; "  # fetch /api/dashboard, EventSource /api/events
+    "form-action 'self'; "  # the sign-in form posts to /login
+    "base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 
 HEADERS = {
     "Content-Security-Policy": CSP,

@@ -151,9 +151,9 @@ async def test_wrong_tokens_are_throttled_per_address(client: TestClient, clock:
 
     # Another address is not held up: the right token works from there at once.
     connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
-    async with aiohttp.ClientSession(connector=connector) as other:
-        async with other.get(client.make_url("/api/calls"), headers=AUTH) as resp:
-            assert resp.status == 503  # past the guard (no records in this test)
+    async with aiohttp.ClientSession(connector=connector) as other, \
+            other.get(client.make_url("/api/calls"), headers=AUTH) as resp:
+        assert resp.status == 503  # past the guard (no records in this test)
 
     clock.now += 2
     assert (await client.get("/api/calls", headers=wrong)).status == 401  # the 5th: wait 4 s
