@@ -80,7 +80,7 @@ from common import (
 PAUSE = 5.0
 INTERVAL, CHOICES_AT, HOLD_FOR = 30.0, 60.0, 65.0
 NEW_CALLS_UNTIL = 42.0  # s after the holds start: the last silent calls end after the choices
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456"
 FILTERS = ("AGIExecStart", "AGIExecEnd", "UserEvent", "QueueCallerJoin", "ChannelTalkingStart",
            "BridgeEnter", "Hangup", "OriginateResponse")  # panoramisk waits for the last one
 QUICK_COMMANDS = ("SET VARIABLE", "GET VARIABLE", "EXEC UserEvent", "ANSWER", "EXEC USEREVENT")

@@ -98,7 +98,7 @@ class _Doctor:
                 await ami.wait_connected(self.timeout)
             except AmiError as exc:
                 self.add("AMI login", False, f"{exc}. Check [ami] host/port/username and the secret "
-                         "(IVR_AMI_SECRET or [ami] secret_file), and manager.conf permit=")
+                         "(IVR_AMI_SECRET, the credential ami-secret or [ami] secret_file), and manager.conf permit=")
                 return self.checks
             self.add("AMI login", True, f"{self.config.ami.username}@{self.config.ami.host}:{self.config.ami.port}")
             await self._privileges(ami)

@@ -30,7 +30,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ivr.events import EventBus
 from ivr.http import auth, calls, dashboard
 from ivr.http.errors import Unavailable, error_middleware
-from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS
+from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS, THROTTLE
+from ivr.http.security import add_security_headers
+from ivr.http.throttle import AuthThrottle, ThrottlePolicy
 from ivr.records import CallRecorder, CallStore
 
 log = structlog.get_logger("ivr.http")
@@ -46,6 +48,7 @@ class HttpSettings:
     public: tuple[str, ...] = ("/healthz", "/metrics")
     client_max_size: int = 64 * 1024  # bytes; every request body of this API is small
     health_timeout: float = 2.0
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)  # wrong tokens, per address
 
 
 @dataclass
@@ -99,7 +102,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
-    body = b"".join(generate_latest(r) for r in services.registries)
+    registries = [*services.registries, request.app[THROTTLE].registry]
+    body = b"".join(generate_latest(r) for r in registries)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -132,6 +136,8 @@ def build_app(services: Services, settings: HttpSettings,
                           client_max_size=settings.client_max_size)
     app[SERVICES], app[SETTINGS] = services, settings
     app[STREAMS] = set()
+    app[THROTTLE] = AuthThrottle(settings.throttle)
+    app.on_response_prepare.append(add_security_headers)
     doc = base_openapi()
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics),
                     web.get("/api/openapi.json", openapi)])

@@ -9,8 +9,10 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ivr.http.app import HttpSettings, Services
+    from ivr.http.throttle import AuthThrottle
 
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 SETTINGS: web.AppKey[HttpSettings] = web.AppKey("settings")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)
+THROTTLE: web.AppKey[AuthThrottle] = web.AppKey("throttle")

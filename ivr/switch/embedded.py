@@ -419,16 +419,24 @@ class EmbeddedSwitch:
             raise SwitchError(f"asterisk CLI {command!r} failed: {out.stderr.strip() or out.stdout.strip()}")
         return out.stdout
 
-    def env(self) -> dict[str, str]:
-        return {
+    def env(self, *, admin: bool = False) -> dict[str, str]:
+        """What a controller needs to use this switch: the least-privilege AMI user ``ivr``
+        (the one ``manager.conf`` gives the controller) and its secret, the API token and
+        the ports. ``admin``: also the all-classes test user, under names of its own
+        (``IVR_AMI_ADMIN_*``), so it never ends up as the controller's login by accident."""
+        sec = self.secrets()
+        env = {
             "IVR_AMI_HOST": "127.0.0.1",
             "IVR_AMI_PORT": str(self.ports.ami),
-            "IVR_AMI_USERNAME": ADMIN_USER,
-            "IVR_AMI_SECRET": self.secrets().admin,
-            "IVR_HTTP_TOKEN": self.secrets().http_token,
+            "IVR_AMI_USERNAME": CONTROLLER_USER,
+            "IVR_AMI_SECRET": sec.controller,
+            "IVR_HTTP_TOKEN": sec.http_token,
             "IVR_AGI_PORT": str(self.ports.agi),
             "IVR_SIP_PORT": str(self.ports.sip),
         }
+        if admin:
+            env.update(IVR_AMI_ADMIN_USERNAME=ADMIN_USER, IVR_AMI_ADMIN_SECRET=sec.admin)
+        return env
 
     def path_inside(self, host_path: Path) -> str:
         """A path under the root filesystem, as Asterisk sees it."""

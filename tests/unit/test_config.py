@@ -149,12 +149,12 @@ def test_key_lines() -> None:
 
 def test_secrets_from_env_and_file(tmp_path: Path) -> None:
     secret = write(tmp_path, "s3cret\n", "ami.secret")
-    token = write(tmp_path, "tok\n", "http.token")
+    token = write(tmp_path, "tok-0123456789abcdef\n", "http.token")
     conf = write(tmp_path, f'[ami]\nsecret_file = "{secret}"\n[http]\ntoken_file = "{token}"\n')
     c = load_config(conf, env={})
-    assert (c.ami.secret, c.http.token, c.warnings) == ("s3cret", "tok", [])
-    c = load_config(conf, env={"IVR_AMI_SECRET": "fromenv", "IVR_HTTP_TOKEN": "t2"})
-    assert (c.ami.secret, c.http.token) == ("fromenv", "t2")
+    assert (c.ami.secret, c.http.token, c.warnings) == ("s3cret", "tok-0123456789abcdef", [])
+    c = load_config(conf, env={"IVR_AMI_SECRET": "fromenv", "IVR_HTTP_TOKEN": "t2-0123456789abcdef"})
+    assert (c.ami.secret, c.http.token) == ("fromenv", "t2-0123456789abcdef")
     missing = write(tmp_path, '[ami]\nsecret_file = "/no/such/file"\n', "m.toml")
     with pytest.raises(ConfigError, match=r"ami.secret_file .*cannot read /no/such/file"):
         load_config(missing, env={})
