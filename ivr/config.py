@@ -11,7 +11,8 @@ Secrets: ``[ami] secret`` comes from the environment variable ``IVR_AMI_SECRET``
 or ``token_file``. :attr:`Config.warnings` lists secret-holding files that anyone can read.
 
 Relative paths (prompts, messages, secret files) are relative to the controller's working
-directory.
+directory. Empty prompt paths mean the catalogs shipped in the package and the data
+directory's built prompts (:mod:`ivr.resources`), so the controller runs from any directory.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ class AlarmsConfig:
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    source: str = "prompts"  # <language>.toml source texts
-    build: str = "prompts/build"  # built sound files
+    source: str = ""  # <language>.toml source texts ("" = the catalogs shipped in the package)
+    build: str = ""  # built sound files ("" = the data directory's, see ivr.resources)
     sound_prefix: str = "ivr"  # Asterisk sound path: <prefix>/<language>/<id>
 
 
