@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "ivr.commands.prompts",
     "ivr.commands.report",
     "ivr.commands.doctor",
+    "ivr.commands.install",
 )
 
 
