@@ -173,6 +173,17 @@ def shipped_transmit_silence() -> str:
     return m.group(1) if m else "no"
 
 
+def add_transmit_silence_option(parser: Any) -> str:
+    """--transmit-silence yes|no (and --no-transmit-silence); returns the shipped value."""
+    shipped = shipped_transmit_silence()
+    parser.add_argument("--transmit-silence", choices=("yes", "no"), default=None,
+                        help="run the switch with asterisk.conf transmit_silence = yes or no "
+                        f"(default: as shipped in asterisk/asterisk.conf, which says {shipped})")
+    parser.add_argument("--no-transmit-silence", dest="transmit_silence", action="store_const", const="no",
+                        help="the same as --transmit-silence no")
+    return shipped
+
+
 def with_transmit_silence(asterisk_conf: str, value: str | None) -> str:
     """``asterisk_conf`` with ``transmit_silence = value`` (None: unchanged, as shipped)."""
     import re

@@ -68,9 +68,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BASELINE_QUEUE,
     ROOT,
+    add_transmit_silence_option,
     proc_cpu_seconds,
     proc_rss_kb,
-    shipped_transmit_silence,
     start_switch,
     stop_switch,
     summary_ms,
@@ -521,12 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, nargs="*", default=[50, 100, 200])
     p.add_argument("--quick", action="store_true", help="N = 20 only")
     p.add_argument("--rate", type=float, default=50.0, help="new silent calls per second while ramping up")
-    shipped = shipped_transmit_silence()
-    p.add_argument("--transmit-silence", choices=("yes", "no"), default=None,
-                   help=f"run the switch with asterisk.conf transmit_silence = yes or no "
-                   f"(default: as shipped in asterisk/asterisk.conf, which says {shipped})")
-    p.add_argument("--no-transmit-silence", dest="transmit_silence", action="store_const", const="no",
-                   help="the same as --transmit-silence no")
+    shipped = add_transmit_silence_option(p)
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
     ns = [20] if args.quick else args.n

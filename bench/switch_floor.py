@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import proc_cpu_seconds, shipped_transmit_silence, start_switch, stop_switch, table, write_results
+from common import add_transmit_silence_option, proc_cpu_seconds, start_switch, stop_switch, table, write_results
 from concurrent_calls import Recorder
 
 SETTLE, MEASURE = 8.0, 20.0
@@ -70,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inbound", type=int, default=220)
     ap.add_argument("--held", type=int, default=50)
     ap.add_argument("--queued", type=int, default=50)
-    shipped = shipped_transmit_silence()
-    ap.add_argument("--transmit-silence", choices=("yes", "no"), default=None,
-                   help=f"run the switch with asterisk.conf transmit_silence = yes or no "
-                   f"(default: as shipped in asterisk/asterisk.conf, which says {shipped})")
-    ap.add_argument("--no-transmit-silence", dest="transmit_silence", action="store_const", const="no",
-                   help="the same as --transmit-silence no")
+    shipped = add_transmit_silence_option(ap)
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     sw = start_switch(f"bench-floor-{os.getpid()}", transmit_silence=args.transmit_silence)
