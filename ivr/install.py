@@ -202,8 +202,6 @@ class Installer:
         """Every file the installation would write, with its new content (unchanged ones too)."""
         changes: list[Change] = []
         ext_target = self.targets["extensions"]
-        # FreePBX's extensions_custom.conf comes after its [globals]; so may a plain dialplan's.
-        globals_before = self.layout == "freepbx" or _has_section(strip_block(_read(ext_target) or ""), "globals")
         created: list[str] = []
 
         def own(name: str, text: str, reference: Path, *, secret: bool = False) -> None:
@@ -218,8 +216,6 @@ class Installer:
                 text, n = re.subn(r"(?m)^IVR_AGI\s*=.*$", f"IVR_AGI = {self.o.agi_url}", text, count=1)
                 if n != 1:
                     raise InstallError(f"{src}: no IVR_AGI line to set")
-            if globals_before:
-                text = re.sub(r"(?m)^\[globals\]\s*$", "[globals](+)", text)
             changes.append(Change(self.dir / src.name, _read(self.dir / src.name), text, reference=ext_target))
             created.append(src.name)
             ext_includes.append(f"#include {src.name}")
@@ -350,7 +346,7 @@ def reload_asterisk(cli: str, run: Callable[..., subprocess.CompletedProcess[str
             out = run(argv, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise InstallError(f"`{shlex.join(argv)}` failed ({exc}); the files are written: reload by hand") from exc
-        if out.returncode != 0:
+        if out.returncode != 0 or "No such command" in out.stdout:
             raise InstallError(f"`{shlex.join(argv)}` failed: {(out.stderr or out.stdout).strip()}; "
                                "the files are written: reload by hand")
         done.append(command)

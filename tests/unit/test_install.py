@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr import install
+from ivr import install, resources
 from ivr.cli import main
 
 FREEPBX = {
@@ -69,8 +69,10 @@ def test_freepbx_layout_writes_only_the_custom_files(freepbx: Path, capsys: pyte
     custom = (freepbx / "extensions_custom.conf").read_text()
     assert custom.startswith(FREEPBX["extensions_custom.conf"])  # the admin's lines kept, in place
     assert install.BEGIN + "\n#include ivr-globals.conf\n" in custom and custom.endswith(install.END + "\n")
-    # FreePBX's [globals] comes first (extensions_additional.conf): ivr's add to it.
-    assert "[globals](+)" in (freepbx / "ivr-globals.conf").read_text()
+    # A copy of the shipped file but for IVR_AGI (a second [globals] adds to the first).
+    shipped = (resources.asterisk_config_dir() / "ivr-globals.conf").read_text()
+    assert (freepbx / "ivr-globals.conf").read_text() == re.sub(
+        r"(?m)^IVR_AGI = .*$", "IVR_AGI = agi://127.0.0.1:4573", shipped)
     # features_applicationmap_custom.conf is included inside [applicationmap]: no header.
     assert (freepbx / "features_applicationmap_custom.conf").read_text() == (
         f"{install.BEGIN}\n#include ivr-features.conf\n{install.END}\n")
@@ -111,13 +113,12 @@ def test_dry_run_prints_the_diff_and_writes_nothing(freepbx: Path, capsys: pytes
     assert secret_lines == [], secret_lines
 
 
-def test_plain_asterisk_without_globals_keeps_a_plain_section(tmp_path: Path) -> None:
+def test_a_plain_tree_gets_its_applicationmap_section(tmp_path: Path) -> None:
     etc = tmp_path / "asterisk"
     etc.mkdir()
     (etc / "extensions.conf").write_text("[general]\nstatic = yes\n\n[default]\nexten => 1,1,Hangup()")
     (etc / "manager.conf").write_text("[general]\nenabled = yes\n")
     assert run(etc) == 0
-    assert re.search(r"(?m)^\[globals\]$", (etc / "ivr-globals.conf").read_text())
     assert (etc / "features.conf").read_text() == (
         f"{install.BEGIN}\n[applicationmap]\n#include ivr-features.conf\n{install.END}\n")
     assert run(etc, "--uninstall") == 0
