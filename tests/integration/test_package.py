@@ -116,3 +116,14 @@ def test_doctor_reaches_the_switch_check(venv: Path, tmp_path: Path) -> None:
 def test_help_from_root(venv: Path) -> None:
     out = run(venv, "--help")
     assert "install" in out.stdout and "prompts" in out.stdout
+
+
+def test_install_dry_run_from_the_wheel(venv: Path, tmp_path: Path) -> None:
+    etc = tmp_path / "asterisk"
+    etc.mkdir()
+    (etc / "extensions.conf").write_text("[general]\n")
+    out = run(venv, "install", "--asterisk-dir", str(etc), "--controller-secret-file",
+              str(tmp_path / "ami.secret"), "--dry-run")
+    assert f"+++ {etc}/ivr-inbound.conf" in out.stdout and f"+++ {etc}/ivr-doctor.conf" in out.stdout
+    assert "+read = call,user,agent,dialplan,reporting" in out.stdout
+    assert sorted(p.name for p in etc.iterdir()) == ["extensions.conf"]
