@@ -260,8 +260,13 @@ class Installer:
 
         manifest = self.dir / MANIFEST
         previous = self._manifest().get("created", [])
+        target_names = {t.name for t in self.targets.values()}
+        for name in sorted(set(previous) - set(created) - target_names):  # no longer shipped
+            path = Path(name) if os.path.isabs(name) else self.dir / name
+            if (old := _read(path)) is not None:
+                changes.append(Change(path, old, None))
         # A file the installer created before stays its own (e.g. extensions_custom.conf).
-        keep = sorted(set(created) | {n for n in previous if n in {t.name for t in self.targets.values()}})
+        keep = sorted(set(created) | {n for n in previous if n in target_names})
         changes.append(Change(manifest, _read(manifest),
                               json.dumps({"layout": self.layout, "created": keep}, indent=1) + "\n",
                               mode=0o644, reference=self.dir))

@@ -6,6 +6,7 @@ The stock Debian tree with a real boot is in tests/integration/test_install.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -139,3 +140,16 @@ def test_a_manual_setup_is_not_doubled(tmp_path: Path, capsys: pytest.CaptureFix
 def test_generated_secrets_are_one_list() -> None:
     # Adding a secret (e.g. the FastAGI key) is one entry: file, block, section, key.
     assert [s.file for s in install.GENERATED_SECRETS] == ["ivr-manager-secret.conf"]
+
+
+def test_an_upgrade_removes_a_file_no_longer_shipped(freepbx: Path) -> None:
+    assert run(freepbx) == 0
+    manifest = freepbx / install.MANIFEST
+    data = json.loads(manifest.read_text())
+    data["created"].append("ivr-old.conf")  # installed by an earlier version
+    manifest.write_text(json.dumps(data))
+    (freepbx / "ivr-old.conf").write_text("[ivr-old]\n")
+    assert run(freepbx) == 0
+    assert not (freepbx / "ivr-old.conf").exists()
+    assert [p.name for p in freepbx.glob("ivr-old.conf.ivr-backup-*")]
+    assert "ivr-old.conf" not in json.loads(manifest.read_text())["created"]
