@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_transmit_silence_option, proc_cpu_seconds, start_switch, stop_switch, table, write_results
+from common import (
+    add_transmit_silence_option,
+    proc_cpu_seconds,
+    start_switch,
+    stop_switch,
+    table,
+    write_results,
+)
 from concurrent_calls import Recorder
 
 SETTLE, MEASURE = 8.0, 20.0

@@ -193,9 +193,8 @@ class Installer:
         pattern = rf"(?m)^\s*{re.escape(spec.key)}\s*=\s*(\S+)\s*$"
         if (text := _read(self.dir / spec.file)) and (m := re.search(pattern, text)):
             return m.group(1)
-        if spec.controller_file and (text := _read(Path(getattr(self.o, spec.controller_file)))):
-            if text.strip():
-                return text.strip()
+        if spec.controller_file and (text := _read(Path(getattr(self.o, spec.controller_file)))) and text.strip():
+            return text.strip()
         return secrets.token_urlsafe(32)
 
     def plan(self) -> list[Change]:

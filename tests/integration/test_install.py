@@ -62,7 +62,7 @@ class Stock:
 
     def cli(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run([*self.cli_prefix.split(), "-rx", command], capture_output=True, text=True,
-                             timeout=30)
+                             timeout=30, check=False)
         if check:
             assert out.returncode == 0, f"{command}: {out.stdout}{out.stderr}"
         return out
@@ -104,11 +104,10 @@ def stock() -> Iterator[Stock]:
         f"astagidir => /usr/share/asterisk/agi-bin\nastspooldir => {inner}/spool\nastrundir => {inner}/run\n"
         f"astlogdir => {inner}/log\nastcachedir => {inner}/cache\nastsbindir => /usr/sbin\n"
     )
-    log = open(home / "console.log", "wb")
-    proc = subprocess.Popen(["chroot", str(ROOTFS), "/usr/sbin/asterisk", "-f", "-C", f"{inner}/boot.conf"],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    log.close()
+    with open(home / "console.log", "wb") as log:
+        proc = subprocess.Popen(["chroot", str(ROOTFS), "/usr/sbin/asterisk", "-f", "-C", f"{inner}/boot.conf"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     sw = Stock(name, home, inner, proc)
     try:
         deadline = time.monotonic() + 60
@@ -129,7 +128,7 @@ def stock() -> Iterator[Stock]:
 
 def ivr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     out = subprocess.run([sys.executable, "-m", "ivr", *args], capture_output=True, text=True, cwd="/",
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120, check=False)
     if check:
         assert out.returncode == 0, f"ivr {' '.join(args)}: {out.returncode}\n{out.stdout}\n{out.stderr}"
     return out

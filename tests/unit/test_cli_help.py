@@ -12,8 +12,8 @@ RST = re.compile(r"``|::|:(mod|class|func|meth|attr|data):`")
 
 def all_parsers(parser: argparse.ArgumentParser, name: str = "ivr"):
     yield name, parser
-    for action in parser._actions:  # noqa: SLF001 - argparse keeps sub-parsers here only
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in parser._actions:  # argparse keeps sub-parsers here only
+        if isinstance(action, argparse._SubParsersAction):
             for sub_name, sub in action.choices.items():
                 yield from all_parsers(sub, f"{name} {sub_name}")
 
