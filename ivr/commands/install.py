@@ -47,7 +47,10 @@ def install_command(args: argparse.Namespace) -> int:
     options = install.options_for(args.asterisk_dir, config, layout=args.layout,
                                   controller_secret_file=args.controller_secret_file)
     installer = install.Installer(options)
-    changes = installer.uninstall_plan() if args.uninstall else installer.plan()
+    try:
+        changes = installer.uninstall_plan() if args.uninstall else installer.plan()
+    except OSError as exc:
+        raise install.InstallError(f"cannot read {exc.filename}: {exc.strerror} (run as root?)") from exc
     pending = [c for c in changes if c.old != c.new]
     what = "uninstall" if args.uninstall else "install"
     print(f"ivr {what}: {installer.layout} layout in {installer.dir}")
@@ -56,7 +59,11 @@ def install_command(args: argparse.Namespace) -> int:
             sys.stdout.write(change.diff())
         print(f"{len(pending)} file(s) would change" if pending else "nothing to change")
         return 0
-    written = installer.apply(changes, install.utc_stamp())
+    try:
+        written = installer.apply(changes, install.utc_stamp())
+    except OSError as exc:
+        raise install.InstallError(f"cannot write {exc.filename}: {exc.strerror} (run as root?); "
+                                   "files written before it keep their backups") from exc
     for change in written:
         verb = "removed" if change.new is None else "created" if change.old is None else "updated"
         print(f"  {verb} {change.path}")
