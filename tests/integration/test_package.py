@@ -127,3 +127,26 @@ def test_install_dry_run_from_the_wheel(venv: Path, tmp_path: Path) -> None:
     assert f"+++ {etc}/ivr-inbound.conf" in out.stdout and f"+++ {etc}/ivr-doctor.conf" in out.stdout
     assert "+read = call,user,agent,dialplan,reporting" in out.stdout
     assert sorted(p.name for p in etc.iterdir()) == ["extensions.conf"]
+
+
+def test_an_editable_install_reads_the_checkouts_data(tmp_path: Path) -> None:
+    """``pip install -e .`` (README, CI): ivr/_data/* are links into the checkout's dirs."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=IGNORED)
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True)
+    # What `pip install -e` does (PEP 660), with this interpreter's setuptools (offline).
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-c", f"import setuptools.build_meta as b; b.build_editable({str(wheels)!r})"],
+                   cwd=src, check=True, capture_output=True)
+    (wheel,) = wheels.glob("ivr-*.whl")
+    subprocess.run([str(env_dir / "bin/pip"), "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                    "--disable-pip-version-check", str(wheel)], check=True)
+    out = subprocess.run(
+        [str(env_dir / "bin/python"), "-c",
+         "import ivr.resources as r; print(r.asterisk_config_dir().resolve()); print(r.prompt_catalog_dir().resolve())"],
+        cwd="/", capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
+    )
+    assert out.stdout.split() == [str(src / "asterisk"), str(src / "prompts")]
+    greeting = run(env_dir, "greeting", "--at", "2027-09-15T09:30", "--json")
+    assert json.loads(greeting.stdout)["holiday"] == "mid_autumn"
