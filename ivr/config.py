@@ -19,7 +19,8 @@ Every number is checked (:data:`NUMBER_RANGES`): finite, and positive unless the
 allows zero or gives other bounds.
 
 Relative paths (prompts, messages, secret files) are relative to the controller's working
-directory.
+directory. Empty prompt paths mean the catalogs shipped in the package and the data
+directory's built prompts (:mod:`ivr.resources`), so the controller runs from any directory.
 """
 
 from __future__ import annotations
@@ -183,8 +184,8 @@ class AlarmsConfig:
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    source: str = "prompts"  # <language>.toml source texts
-    build: str = "prompts/build"  # built sound files
+    source: str = ""  # <language>.toml source texts ("" = the catalogs shipped in the package)
+    build: str = ""  # built sound files ("" = the data directory's, see ivr.resources)
     sound_prefix: str = "ivr"  # Asterisk sound path: <prefix>/<language>/<id>
 
 

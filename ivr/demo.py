@@ -84,11 +84,11 @@ def ensure_prompt_tools() -> None:
 
 
 def build_demo_prompts(company: str) -> None:
+    from ivr import resources
     from ivr.prompts import build_prompts, source_languages
-    from ivr.switch.embedded import project_root
 
-    source = project_root() / "prompts"
-    build_prompts(source, source / "build", source_languages(source), company=company,
+    source = resources.prompt_catalog_dir()
+    build_prompts(source, resources.prompts_build_dir(), source_languages(source), company=company,
                   progress=lambda line: print(f"  prompts: {line}", flush=True))
 
 

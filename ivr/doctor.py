@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import errno
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ivr.agi.channel import AgiChannel, AgiError
@@ -55,9 +54,10 @@ class Check:
 
 def prompt_ids(config: Config) -> dict[str, list[str]]:
     from ivr.prompts import load_catalog
+    from ivr.resources import prompts_source_dir
 
     return {
-        lang: sorted(load_catalog(Path(config.prompts.source), lang).ids)
+        lang: sorted(load_catalog(prompts_source_dir(config.prompts.source), lang).ids)
         for lang in config.switch.languages
     }
 

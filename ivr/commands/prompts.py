@@ -1,4 +1,9 @@
-"""``ivr prompts build|check|install|test-audio``: the prompt sets Asterisk plays."""
+"""ivr prompts build|check|install|test-audio: the prompt sets Asterisk plays.
+
+Catalogs: --source, else [prompts] source, else the ones shipped in the package. Built
+prompts: --out, else [prompts] build, else $XDG_DATA_HOME/ivr/prompts, else
+/var/lib/ivr/prompts as root, else ~/.local/share/ivr/prompts.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ivr import prompts
+from ivr import prompts, resources
 
-DEFAULT_SOURCE = "prompts"
-DEFAULT_BUILD = "prompts/build"
+DEFAULT_SOURCE = "the catalogs shipped in the package"
+DEFAULT_BUILD = "the data directory's prompts/ (see ivr prompts --help)"
 
 
 def register(subparsers: Any) -> None:
@@ -96,8 +101,8 @@ def _setting(config: Any | None, *names: str) -> Any | None:
 
 def _resolve(args: argparse.Namespace) -> tuple[Path, Path, list[str], Any | None]:
     config = _config(args.config)
-    source = Path(args.source or _setting(config, "prompts", "source") or DEFAULT_SOURCE)
-    out = Path(args.out or _setting(config, "prompts", "build") or DEFAULT_BUILD)
+    source = resources.prompts_source_dir(args.source or _setting(config, "prompts", "source"))
+    out = resources.prompts_build_dir(args.out or _setting(config, "prompts", "build"))
     langs = args.lang or list(_setting(config, "switch", "languages") or [])
     if not langs:
         langs = prompts.source_languages(source) or prompts.built_languages(out)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ivr import resources
 from ivr.errors import SwitchError
 from ivr.switch.amiwait import wait_fully_booted
 
@@ -36,10 +37,6 @@ PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm
 ADMIN_USER = "ivr-admin"
 CONTROLLER_USER = "ivr"
 AGENT_ENDPOINTS = ("1001", "1002", "1003")
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def default_cache_dir() -> Path:
@@ -116,6 +113,7 @@ class EmbeddedSwitch:
         cache_dir: Path | None = None,
         ports: Ports | None = None,
         config_dir: Path | None = None,
+        prompts_build: Path | None = None,
         agi_host: str = "127.0.0.1",
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -127,8 +125,12 @@ class EmbeddedSwitch:
         self.inner = Path("/srv/ivr") / name  # path as seen inside the chroot
         self.home = self.rootfs / self.inner.relative_to("/")
         self.config_dir = config_dir or Path(
-            os.environ.get("IVR_ASTERISK_CONFIG") or project_root() / "asterisk"
+            os.environ.get("IVR_ASTERISK_CONFIG") or resources.asterisk_config_dir()
         )
+        # Built prompts copied into the sound path: given, IVR_PROMPTS_BUILD, or the data
+        # directory's (ivr.resources.prompts_build_dir).
+        self.prompts_build = resources.prompts_build_dir(
+            prompts_build or os.environ.get("IVR_PROMPTS_BUILD"))
         self._ports = ports
         self.agi_host = agi_host
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -288,8 +290,8 @@ class EmbeddedSwitch:
         self._install_prompts()
 
     def _install_prompts(self) -> None:
-        """Copy built prompts (prompts/build/<lang>/) to the sound path as ivr/<lang>/."""
-        built = Path(os.environ.get("IVR_PROMPTS_BUILD") or project_root() / "prompts" / "build")
+        """Copy built prompts (<prompts_build>/<lang>/) to the sound path as ivr/<lang>/."""
+        built = self.prompts_build
         if not built.is_dir():
             return
         dest = self.rootfs / "usr/share/asterisk/sounds/ivr"

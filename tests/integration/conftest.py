@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root, reap_stale_test_instances
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, reap_stale_test_instances
+from tests import REPO
 from tests.integration.amitools import AmiRecorder
 
-ARTIFACTS = project_root() / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts"
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Switch:
 
 
 def _build_prompts() -> Path:
-    out = project_root() / "prompts" / "build"
+    out = REPO / "prompts" / "build"
     subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(out)], check=True)
     return out
 
@@ -66,9 +67,10 @@ def switch() -> Iterator[Switch]:
             sip_port=int(env.get("IVR_SIP_PORT", "5060")), embedded=None,
         )
         return
-    _build_prompts()
+    built = _build_prompts()
     reap_stale_test_instances()  # switches left by a killed run
-    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None)
+    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), prompts_build=built,
+                              progress=lambda _l: None)
     try:
         embedded.up()
     except Exception as exc:  # noqa: BLE001 - reported, then the tests fail

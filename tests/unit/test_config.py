@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert (c.silence.pause, c.hold.reminder_interval, c.hold.choices_after) == (5.0, 30.0, 60.0)
     assert c.transfer.confirm_timeout == 10.0 and c.holidays.country == "CN"
     assert (c.prompts.source, c.prompts.build, c.prompts.sound_prefix) == (
-        "prompts", "prompts/build", "ivr")
+        "", "", "ivr")
     assert c.database.url.startswith("sqlite:///") and c.alarms.userevent
 
 

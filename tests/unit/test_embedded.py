@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ivr import resources
 from ivr.cli import main
 from ivr.errors import SwitchError
 from ivr.switch import embedded
@@ -59,7 +60,7 @@ def test_render_config_points_at_instance_dirs_and_ports(tmp_path: Path):
     assert secrets.stat().st_mode & 0o077 == 0, "secrets must not be group/world readable"
     assert sw.secrets().controller in secrets.read_text()
     # No secret is in the shipped configuration itself.
-    lines = [line.strip() for p in embedded.project_root().joinpath("asterisk").glob("*.conf")
+    lines = [line.strip() for p in resources.asterisk_config_dir().glob("*.conf")
              for line in p.read_text().splitlines() if not line.strip().startswith(";")]
     assert not [line for line in lines if line.startswith(("secret", "password"))]
 
