@@ -25,7 +25,8 @@ async def test_healthz_reports_the_database_down_then_up(tmp_path: Path) -> None
     blocker = tmp_path / "var"
     blocker.write_text("a file where the database directory must be")
     path = tmp_path / "ivr.toml"
-    path.write_text(f'[database]\nurl = "sqlite:///{blocker / "ivr.db"}"\n\n[http]\nport = {_free_port()}\n')
+    path.write_text(f'[database]\nurl = "sqlite:///{blocker / "ivr.db"}"\nspool_dir = "{tmp_path / "spool"}"\n\n'
+                    f'[http]\nport = {_free_port()}\n')
     ctl = Controller(load_config(path, env={"IVR_HTTP_TOKEN": "t" * 32}))
     auth = {"Authorization": "Bearer " + "t" * 32}
     ops: Operations = ctl.operations
