@@ -33,7 +33,7 @@ import structlog
 
 from ivr.ami.connection import Backoff
 from ivr.events import CallEvent, EventBus
-from ivr.records.db import DatabaseError
+from ivr.records.db import DatabaseError, translate
 from ivr.records.spool import Spool, SpoolError
 
 log = structlog.get_logger("ivr.records")
@@ -253,14 +253,14 @@ class CallRecorder:
             assert self.store is not None
             try:
                 done = await self.store.apply(event)
-            except DatabaseError as exc:
-                if exc.transient:
-                    await self._lost(exc)
+            except Exception as exc:  # noqa: BLE001 - the recorder never dies
+                err = translate(exc)  # a driver error that escaped the store's own translation
+                if err is not None and err.transient:
+                    await self._lost(err)
                     return False
-                error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug or bad data: retried, then counted
-                error = f"{type(exc).__name__}: {exc}"
-                log.exception("records.write_error", kind=event.kind, call_id=event.call_id)
+                error = str(err or f"{type(exc).__name__}: {exc}")
+                if err is None:  # a bug or bad data: logged in full, retried, then counted
+                    log.exception("records.write_error", kind=event.kind, call_id=event.call_id)
             else:
                 if done is False:
                     self.duplicates += 1

@@ -24,6 +24,8 @@ class _Link:
 
 
 class AmiProxy:
+    """``host`` may be a Unix socket's path (then ``port`` is not used)."""
+
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
@@ -75,7 +77,10 @@ class AmiProxy:
     async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         try:
-            a_reader, a_writer = await asyncio.open_connection(*self.target)
+            if str(self.target[0]).startswith("/"):  # a Unix socket (a PostgreSQL server, say)
+                a_reader, a_writer = await asyncio.open_unix_connection(self.target[0])
+            else:
+                a_reader, a_writer = await asyncio.open_connection(*self.target)
         except OSError:
             c_writer.transport.abort()
             return
