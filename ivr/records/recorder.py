@@ -159,7 +159,7 @@ class CallRecorder:
                         await self._wait_down()
                     continue
                 if self.spool is not None and self.spool.pending:
-                    self._set_state("replaying", spooled=self.spool.pending)
+                    self._set_state("replaying")
                     await self._replay()
                     continue
                 self._set_state("up")
