@@ -110,6 +110,8 @@ class CallRecorder:
             self._ready.set()
         self._stopping = asyncio.Event()
         self._state_changed = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._just_opened = False
         self._delays: Iterator[float] | None = None
         self._drop_logged: dict[str, float] = {}
 
@@ -162,10 +164,20 @@ class CallRecorder:
                     self._set_state("replaying")
                     await self._replay()
                     continue
+                if getattr(getattr(self.store, "db", None), "broken", False):  # a reader's call failed
+                    await self._lost(DatabaseError("the database failed a call (a reader's or a ping)",
+                                                   reason="broken"))
+                    continue
+                if self._just_opened:  # open, and the spool written: the records are whole again
+                    self._just_opened = False
+                    await self._call_on_open()
+                    continue  # events may have come meanwhile, or the database gone again
                 self._set_state("up")
                 event = await self._next()
                 if event is None:
-                    return
+                    if self._stopping.is_set():
+                        return
+                    continue  # poked: look at the database again
                 self._in_hand = event
                 if await self._write(event):
                     self._in_hand = None
@@ -192,14 +204,22 @@ class CallRecorder:
             return False
         self.store, self.last_error = store, ""
         self._ready.set()
-        if self.on_open is not None:
-            try:
-                result = self.on_open(store)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # noqa: BLE001 - the records are open all the same
-                log.exception("records.on_open_failed")
+        self._just_opened = True
         return True
+
+    async def _call_on_open(self) -> None:
+        if self.on_open is None:
+            return
+        try:
+            result = self.on_open(self.store)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - the records are open all the same
+            log.exception("records.on_open_failed")
+
+    def poke(self) -> None:
+        """Look at the database again now (a ping or a reader found it failing)."""
+        self._poke.set()
 
     def _gone(self, error: str) -> None:
         self.last_error = error
@@ -234,16 +254,17 @@ class CallRecorder:
                 log.debug("records.close_failed", exc_info=True)
 
     async def _next(self) -> CallEvent | None:
-        """The next queued event; None once stopping and the queue is empty."""
+        """The next queued event; None once stopping and the queue is empty, or poked."""
         assert self._inbox is not None
         while True:
             if not self._inbox.empty():
                 return self._inbox.get_nowait()
-            if self._stopping.is_set():
+            if self._stopping.is_set() or self._poke.is_set():
+                self._poke.clear()
                 return None
             self._inbox.arrived.clear()
             if self._inbox.empty():
-                await _any(self._inbox.arrived, self._stopping)
+                await _any(self._inbox.arrived, self._stopping, self._poke)
 
     async def _write(self, event: CallEvent) -> bool:
         """Write one event, retrying a refusal; False: the database is away (the
@@ -313,6 +334,11 @@ class CallRecorder:
                 self.spool.append(event)
         except SpoolError as exc:
             self._drop(exc.reason, 1, str(exc), kind=event.kind, call_id=event.call_id, event_id=event.id)
+            return False
+        except Exception as exc:  # noqa: BLE001 - runs inside EventBus.publish: never raise there
+            log.exception("records.spool_error")
+            self._drop("spool_unwritable", 1, f"{type(exc).__name__}: {exc}", kind=event.kind,
+                       call_id=event.call_id, event_id=event.id)
             return False
         self.spooled += 1
         self._recent.append(event.id)

@@ -486,3 +486,44 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_a_failed_health_ping_reopens_the_database_without_waiting_for_an_event(tmp_path: Path) -> None:
+    db = tmp_path / "ivr.db"
+    bus = EventBus()
+    opened: list[CallStore] = []
+    keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, on_open=opened.append)
+    await keeper.start()
+    try:
+        await keeper.wait_open(5)
+        assert len(opened) == 1
+        with locked(db, "IMMEDIATE"):
+            with pytest.raises(DatabaseError, match="locked"):
+                await keeper.ping()
+            await keeper.recorder.wait_state("down", 3)  # no event needed to notice
+        await keeper.wait_open(5)
+        assert len(opened) == 2 and await keeper.ping() is True
+    finally:
+        await keeper.stop()
+
+
+async def test_on_open_runs_once_the_spool_is_written(tmp_path: Path) -> None:
+    """The controller closes the records of calls that ended meanwhile when the database
+    opens: it must see the spooled events on record by then, not the records before them."""
+    url = f"sqlite:///{tmp_path / 'ivr.db'}"
+    spool = Spool(tmp_path / "spool")
+    spool.append(CallEvent("call.arrived", "1.0", at=1.0))
+    spool.append(CallEvent("call.ended", "1.0", {"hung_up_first": "caller"}, at=2.0))
+    spool.close()
+    seen: list[list[str]] = []
+
+    async def on_open(store: CallStore) -> None:
+        seen.append(await store.open_calls())
+
+    keeper = keeper_for(url, EventBus(), tmp_path, on_open=on_open)
+    await keeper.start()
+    try:
+        await keeper.wait_open(5)
+        assert seen == [[]]  # 1.0 is closed already: nothing for the controller to close
+    finally:
+        await keeper.stop()
