@@ -193,7 +193,7 @@ class Spool:
         """Up to ``limit`` lines from the cursor on (the cursor does not move)."""
         if not self.pending:
             return []
-        entries = []
+        entries: list[Entry] = []
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.cursor)

@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,10 @@ async def start_controller(controller_config, outage: Outage, tmp_path: Path):
     ctl = Controller(config)
     published: list[CallEvent] = []
     queue = ctl.bus.open_queue()  # every event the controller publishes, for the final count
-    drain: Callable[[], None] = lambda: published.extend(queue.get_nowait() for _ in range(queue.qsize()))
+
+    def drain() -> None:
+        published.extend(queue.get_nowait() for _ in range(queue.qsize()))
+
     started = time.monotonic()
     async with asyncio.timeout(3):  # the finding: start raised, or was held 30 s
         await ctl.start()
