@@ -34,7 +34,7 @@ import structlog
 from ivr.ami.connection import Backoff
 from ivr.events import CallEvent, EventBus
 from ivr.records.db import DatabaseError, translate
-from ivr.records.spool import Spool, SpoolError
+from ivr.records.spool import Entry, Spool, SpoolError
 
 log = structlog.get_logger("ivr.records")
 
@@ -303,6 +303,39 @@ class CallRecorder:
             self._drop(exc.reason, self.spool.pending, str(exc))
             self.spool.pending = 0
             return
+        if await self._write_batch(entries):
+            for entry in entries:
+                self.spool.advance(entry)
+        else:  # one by one: a refused event is found and counted, the others written
+            await self._replay_each(entries)
+        if not self.spool.pending:
+            log.info("records.replayed", written=self.applied, duplicates=self.duplicates)
+
+    async def _write_batch(self, entries: list[Entry]) -> bool:
+        """The whole batch in one transaction; False: write them one by one instead."""
+        events = [e.event for e in entries if e.event is not None]
+        apply_many = getattr(self.store, "apply_many", None)
+        if apply_many is None or len(events) != len(entries) or len(events) < 2:
+            return False
+        try:
+            done = await apply_many(events)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, one by one will tell
+            err = translate(exc)
+            if err is not None and err.transient:
+                await self._lost(err)
+            return False
+        written = sum(1 for d in done if d is not False)
+        self.applied += written
+        self.duplicates += len(done) - written
+        self._delays = None
+        for event in events:
+            self._recent.append(event.id)
+        await self._notify()
+        return True
+
+    async def _replay_each(self, entries: list[Entry]) -> None:
+        if self.store is None:
+            return  # gone while writing the batch: left in the spool
         for entry in entries:
             if entry.event is None:
                 self._drop("spool_corrupt", 1, "a spool line that cannot be read back",
@@ -310,8 +343,6 @@ class CallRecorder:
             elif not await self._write(entry.event):
                 return  # left in the spool
             self.spool.advance(entry)
-            if not self.spool.pending:
-                log.info("records.replayed", written=self.applied, duplicates=self.duplicates)
 
     # -- the spool ---------------------------------------------------------------------
 

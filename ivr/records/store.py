@@ -138,20 +138,31 @@ class CallStore:
         Idempotent: an event whose id is on record already (a spool replayed again after
         a crash, a commit whose reply was lost) is skipped; returns False then."""
         async def write(tx: Tx) -> bool:
-            if await tx.fetchall("SELECT 1 AS x FROM call_events WHERE event_id = ?", (event.id,)):
-                return False
-            await self._ensure_call(tx, event)
-            await tx.execute(
-                "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-                (event.id, event.call_id, event.kind, event.at, json.dumps(event.data, default=str)),
-            )
-            handler = self._handlers.get(event.kind)
-            if handler is not None:
-                await handler(tx, event)
-            await tx.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (time.time(), event.call_id))
-            return True
+            return await self._write(tx, event)
 
         return await self.db.run(write)
+
+    async def apply_many(self, events: list[CallEvent]) -> list[bool]:
+        """Record several events in order in one transaction (all or none), each as
+        :meth:`apply` would; for a replay, one commit (one fsync) per batch."""
+        async def write(tx: Tx) -> list[bool]:
+            return [await self._write(tx, event) for event in events]
+
+        return await self.db.run(write)
+
+    async def _write(self, tx: Tx, event: CallEvent) -> bool:
+        if await tx.fetchall("SELECT 1 AS x FROM call_events WHERE event_id = ?", (event.id,)):
+            return False
+        await self._ensure_call(tx, event)
+        await tx.execute(
+            "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+            (event.id, event.call_id, event.kind, event.at, json.dumps(event.data, default=str)),
+        )
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            await handler(tx, event)
+        await tx.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (time.time(), event.call_id))
+        return True
 
     async def _ensure_call(self, tx: Tx, ev: CallEvent) -> None:
         await tx.execute(

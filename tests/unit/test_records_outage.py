@@ -527,3 +527,53 @@ async def test_on_open_runs_once_the_spool_is_written(tmp_path: Path) -> None:
         assert seen == [[]]  # 1.0 is closed already: nothing for the controller to close
     finally:
         await keeper.stop()
+
+
+async def test_1500_events_during_an_outage_are_all_written_after_it(tmp_path: Path) -> None:
+    """The finding, as found: 1,500 events while the database was away, 500 of them gone."""
+    blocker = tmp_path / "var"
+    blocker.write_text("a file where the database directory must be")
+    bus = EventBus()
+    keeper = keeper_for(f"sqlite:///{blocker / 'ivr.db'}", bus, tmp_path)
+    await keeper.start()
+    try:
+        await keeper.recorder.wait_state("down", 3)
+        sent = emit(bus, 1500)  # in one go: more than the queue holds
+        blocker.unlink()
+        started = time.monotonic()
+        store = await keeper.wait_open(30)
+        print(f"1500 spooled events written {time.monotonic() - started:.2f} s after the database came back")
+        assert await calls_on_record(store) == [e.id for e in sent]
+        assert keeper.status()["dropped"] == 0 and bus.dropped == 0
+    finally:
+        await keeper.stop()
+
+
+def test_a_slow_subscriber_without_a_spool_loses_events_counted_and_logged() -> None:
+    bus = EventBus(queue_size=2)
+    queue = bus.open_queue()  # a dashboard stream, say
+    with capture_logs() as logs:
+        for i in range(5):
+            bus.emit("call.arrived", f"{i}.0")
+    assert bus.dropped == 3 and [e.call_id for e in [queue.get_nowait(), queue.get_nowait()]] == ["3.0", "4.0"]
+    assert [e["event"] for e in logs] == ["events.subscriber_overflow"]  # once per overflowing stretch
+    bus.close_queue(queue)
+
+
+async def test_a_refused_event_in_the_spool_costs_only_itself(tmp_path: Path) -> None:
+    """The spool is written in batches (one commit each); a batch the database refuses is
+    written again one by one, so only the bad event is dropped, and counted."""
+    spool = Spool(tmp_path / "spool")
+    good = [CallEvent("call.arrived", f"{i}.0", at=float(i)) for i in range(5)]
+    bad = CallEvent("ring.answered", "2.0", {"rings": "four"}, at=2.5)
+    for e in [*good[:3], bad, *good[3:]]:
+        spool.append(e)
+    spool.close()
+    keeper = keeper_for(f"sqlite:///{tmp_path / 'ivr.db'}", EventBus(), tmp_path)
+    await keeper.start()
+    try:
+        store = await keeper.wait_open(5)
+        assert await calls_on_record(store) == [e.id for e in good]
+        assert keeper.recorder.dropped == {"rejected": 1} and keeper.status()["spooled"] == 0
+    finally:
+        await keeper.stop()
