@@ -297,6 +297,7 @@ class CallRecorder:
 
     async def _replay(self) -> None:
         assert self.spool is not None
+        await asyncio.to_thread(self.spool.sync)  # what overflowed meanwhile, on disk first
         try:
             entries = self.spool.read(100)
         except SpoolError as exc:

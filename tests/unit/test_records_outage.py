@@ -577,3 +577,46 @@ async def test_a_refused_event_in_the_spool_costs_only_itself(tmp_path: Path) ->
         assert keeper.recorder.dropped == {"rejected": 1} and keeper.status()["spooled"] == 0
     finally:
         await keeper.stop()
+
+
+class HangsThenFails:
+    """Holds its first write until ``release``, then fails it as a lost connection would."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def apply(self, event: CallEvent) -> bool:
+        self.holding.set()
+        await self.release.wait()
+        raise DatabaseError("connection lost", reason="unreachable")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_event_being_written_when_the_database_goes_stays_first(tmp_path: Path) -> None:
+    """Events overflowed to the spool while one was being written; that write then fails:
+    it goes before them in the spool, so the order on record is the order of the calls."""
+    first, good = HangsThenFails(), GatedStore()
+    good.gate.set()
+    stores = iter([first, good])
+
+    async def opener() -> object:
+        return next(stores)
+
+    bus = EventBus()
+    recorder = CallRecorder(None, bus, opener=opener, spool=Spool(tmp_path / "spool"), backoff=FAST,
+                            queue_size=3)
+    await recorder.start()
+    try:
+        sent = emit(bus, 1)
+        async with asyncio.timeout(3):
+            await first.holding.wait()
+        sent += emit(bus, 9)  # 3 wait in the queue, 6 overflow to the spool
+        assert recorder.spool is not None and recorder.spool.pending == 6
+        first.release.set()
+        await recorder.wait_applied(10)
+        assert good.written == sent and recorder.dropped == {}
+    finally:
+        await recorder.stop()
