@@ -42,6 +42,7 @@ class DatabaseError(IvrError):
     database), ``config`` (a bad URL, a missing driver)."""
 
     error_id = "database-error"
+    http_status = 503  # the API: the records are unavailable for now
     TRANSIENT = frozenset({"locked", "timeout", "unreachable", "broken", "error"})
 
     def __init__(self, message: str, *, reason: str = "error", **details: Any) -> None:
@@ -138,6 +139,13 @@ class Database:
     dialect: str
     timeout: float = DEFAULT_TIMEOUT
     broken: bool = False
+    on_broken: Callable[[], None] | None = None  # told once when a call fails it (the recorder reopens)
+
+    def _mark_broken(self) -> None:
+        if not self.broken:
+            self.broken = True
+            if self.on_broken is not None:
+                self.on_broken()
 
     def transaction(self) -> Any:  # async context manager yielding a Tx; use run()
         raise NotImplementedError
@@ -173,7 +181,7 @@ class Database:
 
         task = await _within(body(), self.timeout)
         if task is None:
-            self.broken = True
+            self._mark_broken()
             self._abandon()
             raise DatabaseError(f"database {_redact(self.url)}: no answer within {self.timeout} s",
                                 reason="timeout", url=_redact(self.url))
@@ -184,7 +192,7 @@ class Database:
         if err is None:
             raise exc
         if err.transient:
-            self.broken = True
+            self._mark_broken()
         if err is exc:
             raise err
         raise err from exc

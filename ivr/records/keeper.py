@@ -130,11 +130,7 @@ class RecordsKeeper:
         if store is None or self.recorder.state == "down":
             raise DatabaseError(f"the call records database is unavailable (retrying, {self.attempts} "
                                 f"attempts): {self.last_error}", reason="unreachable", attempts=self.attempts)
-        try:
-            return await store.ping()
-        except DatabaseError:
-            self.recorder.poke()  # the writer reopens it rather than wait for the next event
-            raise
+        return await store.ping()  # a failure tells the recorder (Database.on_broken)
 
     async def stop(self) -> None:
         """Stop retrying, write what is queued (bounded), spool the rest, close the database."""

@@ -203,6 +203,9 @@ class CallRecorder:
             self._gone(f"{type(exc).__name__}: {exc}")
             return False
         self.store, self.last_error = store, ""
+        db = getattr(store, "db", None)
+        if db is not None:
+            db.on_broken = self.poke  # a reader's failed call: reopen now, not at the next event
         self._ready.set()
         self._just_opened = True
         return True

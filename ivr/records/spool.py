@@ -107,7 +107,7 @@ class Spool:
     def _open(self) -> int:
         if self._fd is None:
             new = not self.directory.exists()
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             if new or created:  # the file's name is on disk too
