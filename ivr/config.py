@@ -192,6 +192,15 @@ class PromptsConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:////var/lib/ivr/ivr.db"  # or postgresql://user@host/db
+    timeout: float = 5.0  # s, each database call (one transaction); missed: the database is "down"
+    connect_timeout: float = 5.0  # s, opening the database (a server that accepts and never answers)
+    retry_initial: float = 1.0  # s, first wait before opening it again; doubles up to retry_max
+    retry_max: float = 30.0
+    # Events wait here on local disk while the database is away ("" = the SQLite file's
+    # directory, or /var/lib/ivr/spool for PostgreSQL).
+    spool_dir: str = ""
+    spool_max_mb: float = 256.0  # beyond this, events are dropped and counted (spool_full)
+    queue_size: int = 1000  # events held in memory before they overflow to the spool
 
 
 @dataclass(frozen=True)
@@ -483,8 +492,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
             add("rings.reroute_target", str(exc))
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
-    if not re.match(r"^(sqlite|postgres(ql)?)://", config.database.url):
-        add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
+    _validate_database(config.database, add)
     _validate_holidays(config, problems)
 
 
@@ -524,6 +532,16 @@ def _check_number(value: float, path: str, problems: _Problems) -> None:
         problems.add(path, f"must be greater than 0, got {value}")
     elif bounds is not None and not bounds[0] <= value <= bounds[1]:
         problems.add(path, f"must be between {bounds[0]} and {bounds[1]}, got {value}")
+
+def _validate_database(db: DatabaseConfig, add: Any) -> None:
+    if not re.match(r"^(sqlite|postgres(ql)?)://", db.url):
+        add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
+    for key in ("timeout", "connect_timeout", "retry_initial", "retry_max", "spool_max_mb", "queue_size"):
+        value = getattr(db, key)
+        if value is not None and value <= 0:
+            add(f"database.{key}", f"must be positive, got {value}")
+    if 0 < db.retry_max < db.retry_initial:
+        add("database.retry_max", f"must be at least retry_initial ({db.retry_initial}), got {db.retry_max}")
 
 
 def _validate_holidays(config: Config, problems: _Problems) -> None:

@@ -61,6 +61,8 @@ class Services:
     recorder: CallRecorder | None = None
     agents: dict[str, str] = field(default_factory=dict)  # number -> name
     health: dict[str, HealthCheck] = field(default_factory=dict)
+    # Extra blocks of /healthz (name -> a function returning a JSON object), e.g. records.
+    status: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     registries: list[CollectorRegistry] = field(default_factory=lambda: [REGISTRY])
     ring_period: float = 5.0  # seconds per ring (tone-zone cadence)
     warn_rings: int = 3
@@ -97,7 +99,9 @@ async def healthz(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(_check(n, services.health[n], settings.health_timeout) for n in names))
     checks = dict(zip(names, results, strict=True))
     ok = all(c["ok"] for c in checks.values())
-    return web.json_response({"status": "ok" if ok else "failing", "checks": checks}, status=200 if ok else 503)
+    blocks = {name: block() for name, block in services.status.items()}
+    return web.json_response({"status": "ok" if ok else "failing", "checks": checks, **blocks},
+                             status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

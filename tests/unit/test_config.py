@@ -183,3 +183,15 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "9 problem(s)" in err and "agents[1].dial" in err
     assert main(["check-config"]) == 0
+
+
+def test_database_timeouts_and_spool_limits_must_be_positive(tmp_path: Path) -> None:
+    path = tmp_path / "ivr.toml"
+    path.write_text('[database]\ntimeout = 0\nconnect_timeout = -1\nretry_initial = 5.0\nretry_max = 1.0\n'
+                    'spool_max_mb = 0\nqueue_size = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    text = str(caught.value)
+    for key in ("database.timeout", "database.connect_timeout", "database.retry_max", "database.spool_max_mb",
+                "database.queue_size"):
+        assert key in text, key
