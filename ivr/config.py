@@ -197,7 +197,7 @@ class DatabaseConfig:
     retry_initial: float = 1.0  # s, first wait before opening it again; doubles up to retry_max
     retry_max: float = 30.0
     # Events wait here on local disk while the database is away ("" = the SQLite file's
-    # directory, or /var/lib/ivr/spool for PostgreSQL).
+    # directory, or spool/ in the data directory for PostgreSQL: /var/lib/ivr/spool under systemd).
     spool_dir: str = ""
     spool_max_mb: float = 256.0  # beyond this, events are dropped and counted (spool_full)
     queue_size: int = 1000  # events held in memory before they overflow to the spool

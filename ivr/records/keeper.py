@@ -25,11 +25,11 @@ from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DatabaseErr
 from ivr.records.recorder import CallRecorder
 from ivr.records.spool import Spool
 from ivr.records.store import CallStore
+from ivr.resources import data_dir
 
 log = structlog.get_logger("ivr.records")
 
 OnOpen = Callable[[CallStore], Awaitable[None] | None]
-POSTGRES_SPOOL_DIR = "/var/lib/ivr/spool"
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class RecordsSettings:
 
 
 def spool_dir(url: str, configured: str = "") -> Path | None:
-    """Where the spool lives: ``configured``, else next to the SQLite file, else the
-    PostgreSQL default; None for an in-memory SQLite (nothing to keep)."""
+    """Where the spool lives: ``configured``, else next to the SQLite file, else
+    ``spool/`` in ivr's data directory (``/var/lib/ivr/spool`` under the systemd unit, see
+    :func:`ivr.resources.data_dir`); None for an in-memory SQLite (nothing to keep)."""
     if configured:
         return Path(configured)
     if url.lower().startswith("sqlite:"):
@@ -59,7 +60,7 @@ def spool_dir(url: str, configured: str = "") -> Path | None:
         if rest.startswith("///") and ":memory:" not in rest:
             return Path(rest[3:]).parent
         return None
-    return Path(POSTGRES_SPOOL_DIR)
+    return data_dir() / "spool"
 
 
 class RecordsKeeper:
