@@ -165,29 +165,58 @@ BENCH_CONFIG = {
 }
 
 
-def start_switch(name: str, *, transmit_silence: bool = True) -> Any:
+def shipped_transmit_silence() -> str:
+    """``transmit_silence`` of the shipped asterisk/asterisk.conf ("yes" or "no")."""
+    import re
+
+    m = re.search(r"(?m)^transmit_silence\s*=\s*(\w+)", (ROOT / "asterisk" / "asterisk.conf").read_text())
+    return m.group(1) if m else "no"
+
+
+def add_transmit_silence_option(parser: Any) -> str:
+    """--transmit-silence yes|no (and --no-transmit-silence); returns the shipped value."""
+    shipped = shipped_transmit_silence()
+    parser.add_argument("--transmit-silence", choices=("yes", "no"), default=None,
+                        help="run the switch with asterisk.conf transmit_silence = yes or no "
+                        f"(default: as shipped in asterisk/asterisk.conf, which says {shipped})")
+    parser.add_argument("--no-transmit-silence", dest="transmit_silence", action="store_const", const="no",
+                        help="the same as --transmit-silence no")
+    return shipped
+
+
+def with_transmit_silence(asterisk_conf: str, value: str | None) -> str:
+    """``asterisk_conf`` with ``transmit_silence = value`` (None: unchanged, as shipped)."""
+    import re
+
+    if value is None:
+        return asterisk_conf
+    text, n = re.subn(r"(?m)^transmit_silence\s*=.*$", f"transmit_silence = {value}", asterisk_conf)
+    return text if n else text.replace("[options]\n", f"[options]\ntransmit_silence = {value}\n", 1)
+
+
+def start_switch(name: str, *, transmit_silence: str | None = None) -> Any:
     """An embedded Asterisk instance on free loopback ports running the shipped
     configuration plus :data:`BENCH_CONFIG`, with the built prompts and the test audio
     (``ivr-test/caller_speech`` ...). Stop it with :func:`stop_switch`.
-    ``transmit_silence=False`` turns the shipped ``transmit_silence = yes`` off (to
-    measure what it costs)."""
+    ``transmit_silence`` "yes" or "no" overrides the shipped asterisk.conf's (to measure
+    what it costs); None runs it as shipped."""
     import shutil
     import tempfile
 
     from ivr.prompts import make_test_audio
     from ivr.switch.embedded import EmbeddedSwitch, Ports
 
-    subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(ROOT / "prompts" / "build")],
+    built = ROOT / "prompts" / "build"
+    subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(built)],
                    check=True, capture_output=True)
     conf = Path(tempfile.mkdtemp(prefix="ivr-bench-conf-")) / "asterisk"
     shutil.copytree(ROOT / "asterisk", conf)
-    if not transmit_silence:
-        ast = conf / "asterisk.conf"
-        ast.write_text(ast.read_text().replace("transmit_silence = yes", "transmit_silence = no"))
+    ast = conf / "asterisk.conf"
+    ast.write_text(with_transmit_silence(ast.read_text(), transmit_silence))
     for fname, extra in BENCH_CONFIG.items():
         with open(conf / fname, "a") as f:
             f.write(extra)
-    sw = EmbeddedSwitch(name, ports=Ports.free(), config_dir=conf, progress=lambda _l: None)
+    sw = EmbeddedSwitch(name, ports=Ports.free(), config_dir=conf, prompts_build=built, progress=lambda _l: None)
     sounds = sw.rootfs / "usr/share/asterisk/sounds"
     make_test_audio(sounds / "ivr-test")
     (sounds / "ivr-bench-silence").mkdir(exist_ok=True)

@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BASELINE_QUEUE,
     ROOT,
+    add_transmit_silence_option,
     proc_cpu_seconds,
     proc_rss_kb,
     start_switch,
@@ -80,7 +81,7 @@ from common import (
 PAUSE = 5.0
 INTERVAL, CHOICES_AT, HOLD_FOR = 30.0, 60.0, 65.0
 NEW_CALLS_UNTIL = 42.0  # s after the holds start: the last silent calls end after the choices
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456"
 FILTERS = ("AGIExecStart", "AGIExecEnd", "UserEvent", "QueueCallerJoin", "ChannelTalkingStart",
            "BridgeEnter", "Hangup", "OriginateResponse")  # panoramisk waits for the last one
 QUICK_COMMANDS = ("SET VARIABLE", "GET VARIABLE", "EXEC UserEvent", "ANSWER", "EXEC USEREVENT")
@@ -520,12 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, nargs="*", default=[50, 100, 200])
     p.add_argument("--quick", action="store_true", help="N = 20 only")
     p.add_argument("--rate", type=float, default=50.0, help="new silent calls per second while ramping up")
-    p.add_argument("--no-transmit-silence", action="store_true",
-                   help="run the switch with asterisk.conf transmit_silence = no (shipped: yes)")
+    shipped = add_transmit_silence_option(p)
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
     ns = [20] if args.quick else args.n
-    sw = start_switch(f"bench-cc-{os.getpid()}", transmit_silence=not args.no_transmit_silence)
+    sw = start_switch(f"bench-cc-{os.getpid()}", transmit_silence=args.transmit_silence)
+    transmit_silence = args.transmit_silence or shipped  # what this run measures
     runs = []
     try:
         for n in ns:
@@ -556,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
                  "ctl RSS kB/call", "Asterisk CPU %"], rows))
     if not args.no_save:
         name = "concurrent_calls_quick" if args.quick else "concurrent_calls"
-        name += "_no_transmit_silence" if args.no_transmit_silence else ""
-        print(f"-> {write_results(name, {'runs': runs, 'transmit_silence': not args.no_transmit_silence, 'targets': {'p99_ms_at_200': 250, 'vs_baseline': 1.5}})}")
+        name += "_no_transmit_silence" if transmit_silence == "no" else ""
+        print(f"-> {write_results(name, {'runs': runs, 'transmit_silence': transmit_silence == 'yes', 'targets': {'p99_ms_at_200': 250, 'vs_baseline': 1.5}})}")
     return 0
 
 

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import proc_cpu_seconds, start_switch, stop_switch, table, write_results
+from common import (
+    add_transmit_silence_option,
+    proc_cpu_seconds,
+    start_switch,
+    stop_switch,
+    table,
+    write_results,
+)
 from concurrent_calls import Recorder
 
 SETTLE, MEASURE = 8.0, 20.0
@@ -70,20 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inbound", type=int, default=220)
     ap.add_argument("--held", type=int, default=50)
     ap.add_argument("--queued", type=int, default=50)
-    ap.add_argument("--no-transmit-silence", action="store_true", help="asterisk.conf transmit_silence = no")
+    shipped = add_transmit_silence_option(ap)
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
-    sw = start_switch(f"bench-floor-{os.getpid()}", transmit_silence=not args.no_transmit_silence)
+    sw = start_switch(f"bench-floor-{os.getpid()}", transmit_silence=args.transmit_silence)
+    transmit_silence = args.transmit_silence or shipped  # what this run measures
     try:
         r = asyncio.run(measure(sw, args.inbound, args.held, args.queued))
-        r["transmit_silence"] = not args.no_transmit_silence
+        r["transmit_silence"] = transmit_silence == "yes"
     finally:
         stop_switch(sw)
     print(table(["inbound", "held pairs", "queued", "channels", "Asterisk CPU % idle", "Asterisk CPU %",
                  "% per channel"], [[r["inbound"], r["held"], r["queued"], r["channels"],
                                      r["asterisk_cpu_pct_idle"], r["asterisk_cpu_pct"], r["cpu_pct_per_channel"]]]))
     if not args.no_save:
-        name = "switch_floor_no_transmit_silence" if args.no_transmit_silence else "switch_floor"
+        name = "switch_floor_no_transmit_silence" if transmit_silence == "no" else "switch_floor"
         print(f"-> {write_results(name, r)}")
     return 0
 

@@ -9,6 +9,10 @@ from collections.abc import Sequence
 
 from ivr.errors import IvrError
 
+# Plain text: --help is read in a terminal (no reStructuredText markup).
+DESCRIPTION = ("Call-handling controller for Asterisk: phone etiquette enforced at the switch. "
+               "Run 'ivr COMMAND --help' for a command's options.")
+
 # Sub-command modules, each with ``register(subparsers)``. A module that is not there
 # yet (work in progress) is skipped rather than breaking the whole command.
 COMMAND_MODULES = (
@@ -20,11 +24,12 @@ COMMAND_MODULES = (
     "ivr.commands.prompts",
     "ivr.commands.report",
     "ivr.commands.doctor",
+    "ivr.commands.install",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ivr", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ivr", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:

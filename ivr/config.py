@@ -7,18 +7,28 @@ zone, reversed holiday dates, missing prompt file, TOML syntax) is reported at o
 :class:`~ivr.errors.ConfigError`, each line naming the key path (``agents[1].dial``) and,
 where it can be found, the line in the file. ``deploy/ivr.toml`` shows every key.
 
-Secrets: ``[ami] secret`` comes from the environment variable ``IVR_AMI_SECRET``, else from
-``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``
-or ``token_file``. :attr:`Config.warnings` lists secret-holding files that anyone can read.
+Secrets (:data:`SECRETS`): ``[ami] secret`` comes from the environment variable
+``IVR_AMI_SECRET``, else from the systemd credential ``ami-secret`` (the file
+``$CREDENTIALS_DIRECTORY/ami-secret``, when systemd set that variable), else from
+``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``,
+credential ``http-token`` or ``token_file``; ``[alarms] webhook_secret`` from
+``IVR_WEBHOOK_SECRET``, credential ``webhook-secret`` or ``webhook_secret_file``. The HTTP
+token and the webhook secret need at least :data:`MIN_SECRET_LENGTH` visible ASCII
+characters. :attr:`Config.warnings` lists secret-holding files that anyone can read.
+
+Every number is checked (:data:`NUMBER_RANGES`): finite, and positive unless the table
+allows zero or gives other bounds.
 
 Relative paths (prompts, messages, secret files) are relative to the controller's working
-directory.
+directory. Empty prompt paths mean the catalogs shipped in the package and the data
+directory's built prompts (:mod:`ivr.resources`), so the controller runs from any directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import re
 import stat
@@ -183,16 +193,54 @@ def _build(cls: Any, data: Any, path: str, problems: _Problems) -> Any:
     return cls(**kwargs)
 
 
-def _read_secret(inline: str, file: str, env_name: str, env: Mapping[str, str],
-                 key: str, problems: _Problems) -> str:
-    if env.get(env_name):
-        return env[env_name]
-    if file:
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """Where one secret may come from, in this order: env, systemd credential, file, inline."""
+
+    key: str  # the inline key: "ami.secret"
+    file_key: str  # "ami.secret_file"
+    env: str  # "IVR_AMI_SECRET"
+    credential: str  # LoadCredential= name: read from $CREDENTIALS_DIRECTORY/<credential>
+
+
+SECRETS = (
+    Secret("ami.secret", "ami.secret_file", "IVR_AMI_SECRET", "ami-secret"),
+    Secret("http.token", "http.token_file", "IVR_HTTP_TOKEN", "http-token"),
+    Secret("alarms.webhook_secret", "alarms.webhook_secret_file", "IVR_WEBHOOK_SECRET", "webhook-secret"),
+)
+MIN_SECRET_LENGTH = 16  # characters (visible ASCII): the HTTP token and the webhook key
+
+
+def _read_secret(config: Config, secret: Secret, env: Mapping[str, str],
+                 problems: _Problems) -> tuple[str, str]:
+    """The secret's value and where it came from (an env name, a credential path or a key)."""
+    section, name = secret.key.split(".")
+    inline = getattr(getattr(config, section), name)
+    file = getattr(getattr(config, section), secret.file_key.split(".")[1])
+    if env.get(secret.env):
+        return env[secret.env], secret.env
+    sources = [(secret.file_key, file)] if file else []
+    if env.get("CREDENTIALS_DIRECTORY"):  # systemd's LoadCredential= directory
+        cred = Path(env["CREDENTIALS_DIRECTORY"]) / secret.credential
+        if cred.exists():
+            sources.insert(0, (f"credential {secret.credential}", str(cred)))
+    for source, path in sources:
         try:
-            return Path(file).read_text(encoding="utf-8").strip()
+            return Path(path).read_text(encoding="utf-8").strip(), source
         except OSError as exc:
-            problems.add(key, f"cannot read {file}: {exc.strerror or exc}")
-    return inline
+            problems.add(secret.file_key, f"cannot read {path}: {exc.strerror or exc}")
+            return "", source
+    return inline, secret.key
+
+
+def _check_secret(value: str, source: str, what: str, problems: _Problems) -> None:
+    if not value:
+        return
+    if len(value) < MIN_SECRET_LENGTH:
+        problems.add(source, f"{what} is {len(value)} characters long; at least {MIN_SECRET_LENGTH} are "
+                     "needed (e.g. openssl rand -hex 24)")
+    elif not all("!" <= ch <= "~" for ch in value):
+        problems.add(source, f"{what} may hold only visible ASCII characters (no spaces)")
 
 
 def world_readable(path: str | os.PathLike[str]) -> bool:
@@ -224,13 +272,12 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         head = f"{source or 'configuration'}: {len(problems.items)} problem(s)"
         raise ConfigError("\n  ".join([head, *problems.items]), path=source, problems=problems.items)
     warnings = list(config.warnings)
-    if path is not None and world_readable(path) and (
-        config.ami.secret and "secret" in data.get("ami", {})
-        or config.http.token and "token" in data.get("http", {})
-    ):
+    if path is not None and world_readable(path) and any(
+            s.key.split(".")[1] in data.get(s.key.split(".")[0], {}) for s in SECRETS):
         warnings.append(f"{path} holds a secret inline and is world-readable: chmod o-r {path}")
     for key, file in (("ami.secret_file", config.ami.secret_file),
-                      ("http.token_file", config.http.token_file)):
+                      ("http.token_file", config.http.token_file),
+                      ("alarms.webhook_secret_file", config.alarms.webhook_secret_file)):
         if file and world_readable(file):
             warnings.append(f"{key} {file} is world-readable: chmod o-r {file}")
     return dataclasses.replace(config, path=source, warnings=warnings)
@@ -243,11 +290,16 @@ def _complete(config: Config, data: dict[str, Any], env: Mapping[str, str],
     if not switch.languages:
         switch = dataclasses.replace(switch, languages=[switch.language])
     agents = [a if a.dial else dataclasses.replace(a, dial=f"PJSIP/{a.number}") for a in config.agents]
-    ami = dataclasses.replace(config.ami, secret=_read_secret(
-        config.ami.secret, config.ami.secret_file, "IVR_AMI_SECRET", env, "ami.secret_file", problems))
-    http = dataclasses.replace(config.http, token=_read_secret(
-        config.http.token, config.http.token_file, "IVR_HTTP_TOKEN", env, "http.token_file", problems))
-    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, http=http)
+    ami_secret, http_token, webhook_secret = (_read_secret(config, s, env, problems) for s in SECRETS)
+    _check_secret(*http_token, "the HTTP token", problems)
+    _check_secret(*webhook_secret, "the webhook secret", problems)
+    if config.alarms.webhook_url and not webhook_secret[0]:
+        problems.add("alarms.webhook_url", "the webhook needs a signing secret: set IVR_WEBHOOK_SECRET, "
+                     "the credential webhook-secret or alarms.webhook_secret_file")
+    ami = dataclasses.replace(config.ami, secret=ami_secret[0])
+    http = dataclasses.replace(config.http, token=http_token[0])
+    alarms = dataclasses.replace(config.alarms, webhook_secret=webhook_secret[0])
+    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, http=http, alarms=alarms)
 
 
 def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None:
@@ -278,10 +330,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
             file = prompt_file(config, lang)
             if not file.is_file():
                 add("prompts.source", f"prompt file {file} does not exist (language {lang})")
-    for key, port in (("ami.port", config.ami.port), ("agi.port", config.agi.port),
-                      ("http.port", config.http.port)):
-        if port is not None and not 0 < port < 65536:
-            add(key, f"port {port} out of range")
+    _validate_numbers(config, "", problems)
     seen: set[str] = set()
     for i, agent in enumerate(config.agents):
         if not agent.number or not (str(agent.number).isascii() and str(agent.number).isdigit()):
@@ -294,28 +343,67 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
     r = config.rings
     if (r.on_ms is None) != (r.off_ms is None):
         add("rings.on_ms" if r.on_ms is None else "rings.off_ms", "set both on_ms and off_ms, or neither")
-    elif r.on_ms is not None and (r.on_ms < 0 or (r.off_ms or 0) < 0 or r.on_ms + (r.off_ms or 0) <= 0):
+    elif r.on_ms is not None and r.on_ms >= 0 and (r.off_ms or 0) >= 0 and r.on_ms + (r.off_ms or 0) <= 0:
         add("rings.on_ms", "cadence must be non-negative with a positive period")
-    if not 0 < r.warn_rings <= r.critical_rings:
+    if 0 < r.warn_rings and 0 < r.critical_rings < r.warn_rings:
         add("rings.critical_rings", "need 0 < warn_rings <= critical_rings")
     if r.reroute_target:
         try:
             reroute_entry(r.reroute_target, config.agents)
         except ValueError as exc:
             add("rings.reroute_target", str(exc))
-    for key, value in (("rings.ring_timeout", r.ring_timeout), ("silence.pause", config.silence.pause),
-                       ("hold.reminder_interval", config.hold.reminder_interval),
-                       ("hold.choices_after", config.hold.choices_after),
-                       ("transfer.confirm_timeout", config.transfer.confirm_timeout),
-                       ("transfer.ring_limit", config.transfer.ring_limit),
-                       ("alarms.webhook_timeout", config.alarms.webhook_timeout)):
-        if value is not None and value <= 0:
-            add(key, f"must be positive, got {value}")
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
-    if not re.match(r"^(sqlite|postgres(ql)?)://", config.database.url):
-        add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
+    _validate_database(config.database, add)
     _validate_holidays(config, problems)
+
+
+# Bounds of numeric settings, by key path (list items as "[]"): (lowest, highest), both
+# allowed. Any int or float setting not listed must be finite and greater than zero.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "ami.port": (1, 65535),
+    "agi.port": (1, 65535),
+    "http.port": (1, 65535),
+    "rings.on_ms": (0, 60_000),
+    "rings.off_ms": (0, 60_000),
+    "alarms.webhook_retries": (0, 100),
+    "alarms.webhook_queue": (1, 1_000_000),
+    "holidays.overrides[].year": (1900, 2200),
+}
+
+
+def _validate_numbers(obj: Any, path: str, problems: _Problems) -> None:
+    """Check every int and float setting of a config dataclass (recursively) against
+    :data:`NUMBER_RANGES`; one not listed must be finite and greater than 0."""
+    for f in dataclasses.fields(obj):
+        value, sub = getattr(obj, f.name), f"{path}.{f.name}" if path else f.name
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{sub}[{i}]" if isinstance(value, list) else sub
+            if dataclasses.is_dataclass(item):
+                _validate_numbers(item, where, problems)
+            elif isinstance(item, int | float) and not isinstance(item, bool):
+                _check_number(item, where, problems)
+
+
+def _check_number(value: float, path: str, problems: _Problems) -> None:
+    bounds = NUMBER_RANGES.get(re.sub(r"\[\d+\]", "[]", path))
+    if not math.isfinite(value):
+        problems.add(path, f"must be a finite number, got {value}")
+    elif bounds is None and value <= 0:
+        problems.add(path, f"must be greater than 0, got {value}")
+    elif bounds is not None and not bounds[0] <= value <= bounds[1]:
+        problems.add(path, f"must be between {bounds[0]} and {bounds[1]}, got {value}")
+
+def _validate_database(db: DatabaseConfig, add: Any) -> None:
+    if not re.match(r"^(sqlite|postgres(ql)?)://", db.url):
+        add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
+    for key in ("timeout", "connect_timeout", "retry_initial", "retry_max", "spool_max_mb", "queue_size"):
+        value = getattr(db, key)
+        if value is not None and value <= 0:
+            add(f"database.{key}", f"must be positive, got {value}")
+    if 0 < db.retry_max < db.retry_initial:
+        add("database.retry_max", f"must be at least retry_initial ({db.retry_initial}), got {db.retry_max}")
 
 
 def _validate_holidays(config: Config, problems: _Problems) -> None:

@@ -85,11 +85,15 @@ class Controller:
         self.transfer, self.hold = transfer.service, hold.service
 
     async def start(self) -> None:
-        await self.operations.start()  # records first: the first call's events are kept
+        # The records subscribe first (the first call's events are kept) without waiting
+        # on the database; calls are served next, whatever the database does; the HTTP
+        # API last.
+        await self.operations.start_records()
         await self.agi.start()
         for feature in self.features:
             await feature.start()
         await self.ami.start()  # connects in the background, reconnects on its own
+        await self.operations.start()
         log.info("controller.started", agi_port=self.agi.port)
 
     async def ready(self, timeout: float = 10.0) -> None:

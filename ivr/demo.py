@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ivr import logs
+from ivr import logs, resources
 from ivr.ami.connection import AmiConnection
 from ivr.config import load_config
 from ivr.controller import Controller
 from ivr.prompts import build_prompts, make_test_audio, source_languages
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports
 
 SCENARIOS: list[tuple[str, str, dict[str, str]]] = [
     ("speaking caller, agent answers at once", "speaker", {"__DEMO_RING": "2"}),
@@ -89,8 +89,8 @@ def ensure_prompt_tools() -> None:
 
 
 def build_demo_prompts(company: str) -> None:
-    source = project_root() / "prompts"
-    build_prompts(source, source / "build", source_languages(source), company=company,
+    source = resources.prompt_catalog_dir()
+    build_prompts(source, resources.prompts_build_dir(), source_languages(source), company=company,
                   progress=lambda line: print(f"  prompts: {line}", flush=True))
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import errno
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ivr.agi.channel import AgiChannel, AgiError
 from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection, AmiError, Backoff
 from ivr.catalog import load_catalog
+from ivr.resources import prompts_source_dir
 from ivr.feature import AgiRoute, Feature
 from ivr.sections import Config
 
@@ -55,7 +55,7 @@ class Check:
 
 def prompt_ids(config: Config) -> dict[str, list[str]]:
     return {
-        lang: sorted(load_catalog(Path(config.prompts.source), lang).ids)
+        lang: sorted(load_catalog(prompts_source_dir(config.prompts.source), lang).ids)
         for lang in config.switch.languages
     }
 
@@ -101,7 +101,7 @@ class _Doctor:
                 await ami.wait_connected(self.timeout)
             except AmiError as exc:
                 self.add("AMI login", False, f"{exc}. Check [ami] host/port/username and the secret "
-                         "(IVR_AMI_SECRET or [ami] secret_file), and manager.conf permit=")
+                         "(IVR_AMI_SECRET, the credential ami-secret or [ami] secret_file), and manager.conf permit=")
                 return self.checks
             self.add("AMI login", True, f"{self.config.ami.username}@{self.config.ami.host}:{self.config.ami.port}")
             await self._privileges(ami)

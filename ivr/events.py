@@ -3,14 +3,18 @@
 Feature services (rings, inbound, hold, transfer) publish :class:`CallEvent` objects;
 the call records, the dashboard's live stream, metrics and webhooks subscribe. A slow or
 failing subscriber never blocks or breaks call handling: each subscriber gets its own
-bounded queue, and an overflow drops the oldest event and counts it.
+bounded queue. On overflow the oldest event is handed to the subscriber's ``overflow``
+callback (the call records spool it to disk) or, for a subscriber without one (a
+dashboard stream), dropped, counted in :attr:`EventBus.dropped` and logged once per
+overflowing stretch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,22 +40,37 @@ class CallEvent:
     call_id: str
     data: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
+    # Unique per event: the records' key, so a replayed event is written once.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "call_id": self.call_id, "at": self.at, **self.data}
 
 
+Overflow = Callable[[CallEvent], None]
+
+
 class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
-        self._queues: set[asyncio.Queue[CallEvent]] = set()
+        self._queues: dict[asyncio.Queue[CallEvent], Overflow | None] = {}
+        self._overflowing: set[asyncio.Queue[CallEvent]] = set()
         self.queue_size = queue_size
         self.dropped = 0
 
     def publish(self, event: CallEvent) -> None:
-        for q in list(self._queues):
+        for q, overflow in list(self._queues.items()):
             if q.full():
-                q.get_nowait()
-                self.dropped += 1
+                oldest = q.get_nowait()
+                if overflow is not None:
+                    overflow(oldest)
+                else:
+                    self.dropped += 1
+                    if q not in self._overflowing:
+                        self._overflowing.add(q)
+                        log.warning("events.subscriber_overflow", queue_size=self.queue_size,
+                                    dropped_total=self.dropped)
+            elif q.qsize() < self.queue_size // 2:
+                self._overflowing.discard(q)
             q.put_nowait(event)
 
     def emit(self, kind: str, call_id: str, **data: Any) -> CallEvent:
@@ -59,15 +78,27 @@ class EventBus:
         self.publish(event)
         return event
 
-    async def subscribe(self) -> AsyncIterator[CallEvent]:
-        """Iterate over events published from now on (until the consumer stops)."""
-        q: asyncio.Queue[CallEvent] = asyncio.Queue(self.queue_size)
-        self._queues.add(q)
+    async def subscribe(self, overflow: Overflow | None = None) -> AsyncIterator[CallEvent]:
+        """Iterate over events published from now on (until the consumer stops).
+        ``overflow(event)`` takes the oldest queued event when the queue is full."""
+        q = self.open_queue(overflow)
         try:
             while True:
                 yield await q.get()
         finally:
-            self._queues.discard(q)
+            self.close_queue(q)
+
+    def open_queue(self, overflow: Overflow | None = None,
+                   queue: asyncio.Queue[CallEvent] | None = None) -> asyncio.Queue[CallEvent]:
+        """A subscription as a plain queue (``queue``, or a new one of ``queue_size``)
+        for a consumer that takes several at once; end it with :meth:`close_queue`."""
+        q: asyncio.Queue[CallEvent] = asyncio.Queue(self.queue_size) if queue is None else queue
+        self._queues[q] = overflow
+        return q
+
+    def close_queue(self, q: asyncio.Queue[CallEvent]) -> None:
+        self._queues.pop(q, None)
+        self._overflowing.discard(q)
 
     @property
     def subscribers(self) -> int:

@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 import holidays as holidays_lib
 
 from ivr.errors import ConfigError
+from ivr.resources import prompts_source_dir
 from ivr.sections import Config
 
 CN_NAMES: dict[str, tuple[str, ...]] = {
@@ -206,13 +207,7 @@ def daypart(local: dt.datetime | dt.time) -> str:
 
 
 def prompt_file(config: Config, language: str) -> Path:
-    source = Path(config.prompts.source)
-    path = source / f"{language}.toml"
-    if not path.is_file() and not source.is_absolute():  # run from elsewhere: the checkout's
-        fallback = Path(__file__).resolve().parent.parent / source / f"{language}.toml"
-        if fallback.is_file():
-            return fallback
-    return path
+    return prompts_source_dir(config.prompts.source) / f"{language}.toml"
 
 
 @functools.lru_cache(maxsize=16)

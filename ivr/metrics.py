@@ -3,7 +3,7 @@ controller so that several controllers (tests) never collide."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 RING_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 15)
 
@@ -20,6 +20,14 @@ class Metrics:
         self.ring_legs = Counter(
             "ivr_ring_legs", "Agent legs that rang, by agent and outcome "
             "(within_three, late, not_answered)", ["agent", "outcome"], registry=self.registry)
+        # Call records: what is lost is counted (reasons: spool_full, spool_unwritable,
+        # spool_corrupt, rejected, queue_full, shutdown); what waits on disk is a gauge.
+        self.records_dropped = Counter(
+            "ivr_records_dropped", "Call events lost to the records, by reason", ["reason"],
+            registry=self.registry)
+        self.records_spooled = Gauge(
+            "ivr_records_spooled", "Call events waiting in the records spool for the database",
+            registry=self.registry)
 
     def exposition(self) -> bytes:
         """The text format for a /metrics endpoint."""

@@ -145,18 +145,30 @@ class AlarmsConfig:
     webhook_timeout: float = 5.0
     webhook_retries: int = 3
     webhook_queue: int = 1000  # alarms kept while the webhook is down
+    webhook_deadline: float = 30.0  # s one alarm's delivery may take, retries included
+    webhook_secret: str = ""  # HMAC-SHA256 key: env IVR_WEBHOOK_SECRET > credential > file > this
+    webhook_secret_file: str = ""
 
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    source: str = "prompts"  # <language>.toml source texts
-    build: str = "prompts/build"  # built sound files
+    source: str = ""  # <language>.toml source texts ("" = the catalogs shipped in the package)
+    build: str = ""  # built sound files ("" = the data directory's, see ivr.resources)
     sound_prefix: str = "ivr"  # Asterisk sound path: <prefix>/<language>/<id>
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:////var/lib/ivr/ivr.db"  # or postgresql://user@host/db
+    timeout: float = 5.0  # s, each database call (one transaction); missed: the database is "down"
+    connect_timeout: float = 5.0  # s, opening the database (a server that accepts and never answers)
+    retry_initial: float = 1.0  # s, first wait before opening it again; doubles up to retry_max
+    retry_max: float = 30.0
+    # Events wait here on local disk while the database is away ("" = the SQLite file's
+    # directory, or spool/ in the data directory for PostgreSQL: /var/lib/ivr/spool under systemd).
+    spool_dir: str = ""
+    spool_max_mb: float = 256.0  # beyond this, events are dropped and counted (spool_full)
+    queue_size: int = 1000  # events held in memory before they overflow to the spool
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@ sink, and a failing sink never breaks another one or the call."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -105,21 +108,53 @@ class AmiUserEventSink:
         await self._tasks.close()
 
 
+SIGNATURE_HEADER = "X-Ivr-Signature"
+TIMESTAMP_HEADER = "X-Ivr-Timestamp"
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``v1=`` + hex HMAC-SHA256 over ``<timestamp>.<body>`` with the shared secret."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify_webhook(secret: str, headers: Any, body: bytes, *, now: float | None = None,
+                   tolerance: float = 300.0) -> bool:
+    """What a receiver does (see README "Alarm webhook"): the timestamp is recent and the
+    signature matches, compared in constant time. Dedupe on the body's ``delivery`` id to
+    refuse a replay inside the tolerance too."""
+    timestamp, signature = headers.get(TIMESTAMP_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except ValueError:
+        return False
+    return age <= tolerance and hmac.compare_digest(webhook_signature(secret, timestamp, body), signature)
+
+
 class WebhookSink:
-    """POST each alarm as JSON to ``url``, with retries, from a bounded queue.
+    """POST each alarm as JSON to ``url``, signed, with retries, from a bounded queue.
 
     ``emit`` never blocks: when the queue is full the oldest alarm is dropped and
     counted (``dropped``). A worker task sends one alarm at a time, retrying up to
-    ``retries`` times with exponential backoff on connection errors and 5xx replies.
+    ``retries`` times with exponential backoff on connection errors and 5xx replies,
+    each attempt at most ``timeout`` s and the whole delivery at most ``deadline`` s.
+    Redirects are not followed (a 3xx is a failure): the alarm goes only where the
+    configuration says. Every attempt carries ``X-Ivr-Timestamp`` (Unix seconds) and
+    ``X-Ivr-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``; the body's
+    ``delivery`` id stays the same across the retries of one alarm.
     """
 
-    def __init__(self, url: str, *, queue_size: int = 1000, retries: int = 3, timeout: float = 5.0,
-                 backoff: float = 0.5, headers: dict[str, str] | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, url: str, *, secret: str, queue_size: int = 1000, retries: int = 3,
+                 timeout: float = 5.0, deadline: float = 30.0, backoff: float = 0.5,
+                 headers: dict[str, str] | None = None, session: aiohttp.ClientSession | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"alarm webhook URL {url!r} must start with http:// or https://", url=url)
+        if not secret:
+            raise ConfigError("the alarm webhook needs a signing secret (IVR_WEBHOOK_SECRET, the "
+                              "credential webhook-secret or [alarms] webhook_secret_file)", url=url)
         self.url = url
-        self.retries, self.timeout, self.backoff = retries, timeout, backoff
+        self.secret = secret
+        self.retries, self.timeout, self.deadline, self.backoff = retries, timeout, deadline, backoff
         self.headers = dict(headers or {})
         self.queue: asyncio.Queue[RingAlarmNotice] = asyncio.Queue(queue_size)
         self._session = session
@@ -153,26 +188,42 @@ class WebhookSink:
                 self.queue.task_done()
 
     async def _deliver(self, notice: RingAlarmNotice) -> None:
+        body = json.dumps({"kind": "ring.alarm", "delivery": uuid.uuid4().hex, **notice.as_dict()}).encode()
+        try:
+            async with asyncio.timeout(self.deadline):
+                error = await self._attempts(body)
+        except TimeoutError:
+            error = f"no delivery within the {self.deadline} s deadline"
+        if not error:
+            self.delivered += 1
+            return
+        self.failed += 1
+        log.warning("alarm.webhook_failed", url=self.url, error=error, uniqueid=notice.uniqueid,
+                    level=notice.level)
+
+    async def _attempts(self, body: bytes) -> str:
+        """Send until accepted ("") or given up (the last error)."""
         assert self._session is not None
-        body = json.dumps({"kind": "ring.alarm", **notice.as_dict()})
-        headers = {"Content-Type": "application/json", **self.headers}
         error = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            stamp = str(int(time.time()))
+            headers = {**self.headers, "Content-Type": "application/json", TIMESTAMP_HEADER: stamp,
+                       SIGNATURE_HEADER: webhook_signature(self.secret, stamp, body)}
             try:
-                async with self._session.post(self.url, data=body, headers=headers) as resp:
-                    if resp.status < 400:
-                        self.delivered += 1
-                        return
+                async with self._session.post(self.url, data=body, headers=headers, allow_redirects=False,
+                                              timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                    if resp.status < 300:
+                        return ""
                     error = f"HTTP {resp.status}"
+                    if 300 <= resp.status < 400:
+                        return f"{error}: redirect to {resp.headers.get('Location', '?')!r} not followed"
                     if resp.status < 500:
-                        break  # the receiver refuses it: retrying will not help
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        return error  # the receiver refuses it: retrying will not help
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 error = str(exc) or type(exc).__name__
-        self.failed += 1
-        log.warning("alarm.webhook_failed", url=self.url, error=error, uniqueid=notice.uniqueid,
-                    level=notice.level)
+        return error
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -186,13 +237,15 @@ class WebhookSink:
 
 def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None) -> list[AlarmSink]:
     """The sinks ``[alarms]`` asks for: ``log``, ``userevent`` (needs the connection),
-    ``webhook_url`` (off when empty) with its retries, queue and timeout."""
+    ``webhook_url`` (off when empty) with its signing secret, retries, queue, timeout and
+    deadline."""
     sinks: list[AlarmSink] = []
     if alarms.log:
         sinks.append(LogSink())
     if alarms.userevent and conn is not None:
         sinks.append(AmiUserEventSink(conn))
     if alarms.webhook_url:
-        sinks.append(WebhookSink(alarms.webhook_url, retries=alarms.webhook_retries,
-                                 queue_size=alarms.webhook_queue, timeout=alarms.webhook_timeout))
+        sinks.append(WebhookSink(alarms.webhook_url, secret=alarms.webhook_secret,
+                                 retries=alarms.webhook_retries, queue_size=alarms.webhook_queue,
+                                 timeout=alarms.webhook_timeout, deadline=alarms.webhook_deadline))
     return sinks

@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=_up)
     acts.add_parser("down", help="stop it cleanly").set_defaults(func=_down)
     acts.add_parser("status", help="is it running?").set_defaults(func=_status)
-    acts.add_parser("env", help="print export lines for the admin AMI user").set_defaults(func=_env)
+    e = acts.add_parser("env", help="print export lines for a controller: AMI user ivr, API token, ports")
+    e.add_argument("--admin", action="store_true",
+                   help="also the all-classes AMI user, as IVR_AMI_ADMIN_USERNAME/IVR_AMI_ADMIN_SECRET")
+    e.set_defaults(func=_env)
     c = acts.add_parser("cli", help="run an Asterisk CLI command")
     c.add_argument("cli_command", help='for example "core show channels"')
     c.set_defaults(func=_cli)
@@ -59,7 +62,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
-    for key, value in _switch(args).env().items():
+    for key, value in _switch(args).env(admin=args.admin).items():
         print(f"export {key}={shlex.quote(value)}")
     return 0
 

@@ -1,4 +1,9 @@
-"""``ivr prompts build|check|install|test-audio``: the prompt sets Asterisk plays."""
+"""ivr prompts build|check|install|test-audio: the prompt sets Asterisk plays.
+
+Catalogs: --source, else [prompts] source, else the ones shipped in the package. Built
+prompts: --out, else [prompts] build, else $XDG_DATA_HOME/ivr/prompts, else
+/var/lib/ivr/prompts as root, else ~/.local/share/ivr/prompts.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ivr import prompts
-from ivr.config import Config, PromptsConfig, load_config
+from ivr import prompts, resources
+from ivr.config import Config, load_config
 
-DEFAULT_SOURCE = PromptsConfig().source  # the defaults live in ivr.sections
-DEFAULT_BUILD = PromptsConfig().build
+DEFAULT_SOURCE = "the catalogs shipped in the package"
+DEFAULT_BUILD = "the data directory's prompts/ (see ivr prompts --help)"
 
 
 def register(subparsers: Any) -> None:
@@ -80,8 +85,8 @@ def _config(path: str | None) -> Config | None:
 
 def _resolve(args: argparse.Namespace) -> tuple[Path, Path, list[str], Config | None]:
     config = _config(args.config)
-    source = Path(args.source or (config.prompts.source if config else DEFAULT_SOURCE))
-    out = Path(args.out or (config.prompts.build if config else DEFAULT_BUILD))
+    source = resources.prompts_source_dir(args.source or (config.prompts.source if config else None))
+    out = resources.prompts_build_dir(args.out or (config.prompts.build if config else None))
     langs = args.lang or (list(config.switch.languages) if config else [])
     if not langs:
         langs = prompts.source_languages(source) or prompts.built_languages(out)

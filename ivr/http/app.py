@@ -25,8 +25,10 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr.http import auth, calls, dashboard
-from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS
+from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS, THROTTLE
+from ivr.http.security import add_security_headers
 from ivr.http.services import HealthCheck, HttpSettings, Services
+from ivr.http.throttle import AuthThrottle
 from ivr.web.errors import CLIENT_MAX_SIZE, error_middleware
 
 log = structlog.get_logger("ivr.http")
@@ -53,12 +55,15 @@ async def healthz(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(_check(n, services.health[n], settings.health_timeout) for n in names))
     checks = dict(zip(names, results, strict=True))
     ok = all(c["ok"] for c in checks.values())
-    return web.json_response({"status": "ok" if ok else "failing", "checks": checks}, status=200 if ok else 503)
+    blocks = {name: block() for name, block in services.status.items()}
+    return web.json_response({"status": "ok" if ok else "failing", "checks": checks, **blocks},
+                             status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
-    body = b"".join(generate_latest(r) for r in services.registries)
+    registries = [*services.registries, request.app[THROTTLE].registry]
+    body = b"".join(generate_latest(r) for r in registries)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -92,6 +97,8 @@ def build_app(services: Services, settings: HttpSettings,
     app[SERVICES], app[SETTINGS] = services, settings
     app[CLIENT_MAX_SIZE] = settings.client_max_size
     app[STREAMS] = set()
+    app[THROTTLE] = AuthThrottle(settings.throttle)
+    app.on_response_prepare.append(add_security_headers)
     doc = base_openapi()
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics),
                     web.get("/api/openapi.json", openapi)])

@@ -6,6 +6,10 @@ through ``/dashboard?token=...``, which sets the cookie and redirects to the cle
 (so the token does not stay in the address bar or the history). Paths in
 ``settings.public`` (by default ``/healthz`` and ``/metrics``) need no token. With no
 token configured every guarded path answers 401 ``auth-not-configured``.
+
+Wrong tokens are throttled per client address (:mod:`ivr.http.throttle`: 429 with
+``Retry-After``). A token that is not UTF-8 text (in ``Authorization`` or the cookie) or a
+login form that cannot be decoded is a 400 naming what is wrong, never a 500.
 """
 
 from __future__ import annotations
@@ -14,24 +18,56 @@ import hmac
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ivr.http.keys import SETTINGS
-from ivr.web.errors import Unauthorized
+from ivr.http.keys import SETTINGS, THROTTLE
+from ivr.http.throttle import client_key
+from ivr.web.errors import BadRequest, TooManyRequests, Unauthorized
 
 COOKIE = "ivr_token"
 OPEN_PATHS = ("/login", "/static/")
 
 
 def _matches(token: str, given: str | None) -> bool:
-    return given is not None and hmac.compare_digest(token.encode(), given.encode())
+    return given is not None and hmac.compare_digest(token.encode("utf-8", "surrogatepass"),
+                                                     given.encode("utf-8", "surrogatepass"))
+
+
+def _text(value: str, what: str, **where: str) -> str:
+    """``value`` if it is UTF-8 text (aiohttp keeps undecodable header bytes as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"the {what} is not UTF-8 text", error_id="invalid-header", **where) from None
+    return value
 
 
 def request_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, value = header.partition(" ")
+        scheme, _, value = _text(header, "Authorization header", header="Authorization").partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
-    return request.cookies.get(COOKIE)
+    cookie = request.cookies.get(COOKIE)
+    return None if cookie is None else _text(cookie, f"{COOKIE} cookie", header="Cookie", cookie=COOKIE)
+
+
+def check_throttle(request: web.Request) -> str:
+    """The client's throttle key; 429 while it must wait after wrong tokens."""
+    key = client_key(request.remote)
+    wait = request.app[THROTTLE].retry_after(key)
+    if wait:
+        raise TooManyRequests(f"too many wrong tokens from this address: try again in {wait} s",
+                              retry_after=wait)
+    return key
+
+
+def check_token(request: web.Request, token: str, given: str) -> None:
+    """401 for a wrong token (counted for the throttle); 429 while the address waits."""
+    key = check_throttle(request)
+    if not _matches(token, given):
+        request.app[THROTTLE].failed(key)
+        raise Unauthorized("wrong token", error_id="invalid-token")
+    request.app[THROTTLE].succeeded(key)
 
 
 def is_public(path: str, public: tuple[str, ...]) -> bool:
@@ -48,8 +84,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
                            error_id="auth-not-configured")
     query_token = request.query.get("token")
     if query_token is not None and request.method == "GET" and request.path in ("/", "/dashboard"):
-        if not _matches(settings.token, query_token):
-            raise Unauthorized("wrong token", error_id="invalid-token")
+        check_token(request, settings.token, query_token)
         return login_redirect(request, settings.token, "/dashboard")
     given = request_token(request)
     if given is None:
@@ -57,8 +92,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             raise web.HTTPSeeOther("/login")
         raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)",
                            error_id="missing-token")
-    if not _matches(settings.token, given):
-        raise Unauthorized("wrong token", error_id="invalid-token")
+    check_token(request, settings.token, given)
     return await handler(request)
 
 
@@ -87,10 +121,25 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login_submit(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    form = await request.post()
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("the sign-in form must be sent as application/x-www-form-urlencoded",
+                         error_id="invalid-form", content_type=request.content_type)
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, HttpProcessingError) as exc:  # not UTF-8, unknown charset
+        raise BadRequest(f"the sign-in form cannot be decoded: {exc}", error_id="invalid-form") from None
     given = form.get("token")
-    if settings.token and isinstance(given, str) and _matches(settings.token, given):
-        return login_redirect(request, settings.token, "/dashboard")
+    try:
+        if settings.token and isinstance(given, str):
+            check_token(request, settings.token, given)
+            return login_redirect(request, settings.token, "/dashboard")
+    except TooManyRequests as exc:
+        page = LOGIN_PAGE.format(error=f'<p class="error">Too many wrong tokens: try again in '
+                                       f'{exc.retry_after} s.</p>')
+        return web.Response(text=page, content_type="text/html", status=429,
+                            headers={"Retry-After": str(exc.retry_after)})
+    except Unauthorized:
+        pass
     page = LOGIN_PAGE.format(error='<p class="error">Wrong token.</p>')
     return web.Response(text=page, content_type="text/html", status=401)
 

@@ -2,9 +2,10 @@
 call records fed by the EventBus, the hang-up order tracker (R6) on the AMI connection,
 and the HTTP server (API, dashboard, health, metrics).
 
-Neither holds calls up: if the database cannot be opened the controller runs on and
-tries it again in the background (``/healthz`` says ``database`` is down and the record
-endpoints answer 503 meanwhile; events wait in the recorder's bounded queue); if the HTTP
+Neither holds calls up: the records never wait on the database (it is opened, and
+reopened after any failure, in the background, every call to it bounded; while it is
+away ``/healthz`` says ``database`` is down, its ``records`` block says ``down`` with the
+events spooled to disk and any dropped, and the record endpoints answer 503); if the HTTP
 port is taken it runs on without the API (logged as ``http.unavailable``).
 
 After every AMI (re)connect and channel resync, and when the database opens, the records
@@ -31,7 +32,7 @@ from ivr.http.app import HttpServer
 from ivr.http.services import HttpSettings, Services
 from ivr.metrics import Metrics
 from ivr.records import CallStore
-from ivr.records.keeper import RecordsKeeper
+from ivr.records.keeper import RecordsKeeper, RecordsSettings
 from ivr.rings.settings import RingSettings
 from ivr.sections import Config
 
@@ -56,7 +57,13 @@ class Operations:
         # After the channel tracker's resync (registered first, in the controller).
         ami.on_connected(self.close_ended_calls)
         self._reconciled_at = -1  # the tracker's resync count last reconciled
-        self.records = RecordsKeeper(config.database.url, bus, on_open=self._records_open)
+        self.records = RecordsKeeper(
+            config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
+            on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
+            settings=RecordsSettings.from_config(config.database))
+        if metrics is not None:
+            spool = self.records.spool
+            metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)
         period, warn = ring_period(config)
         registries = [REGISTRY]
         if metrics is not None and metrics.registry is not REGISTRY:
@@ -67,6 +74,7 @@ class Operations:
             ring_period=period, warn_rings=warn, long_call_seconds=long_call_seconds,
             health={"ami": lambda: ami.connected, "fastagi": fastagi,
                     "database": self.records.ping},
+            status={"records": self.records.status},
         )
         self.http = HttpServer(self.services, HttpSettings(
             host=config.http.host, port=config.http.port, token=config.http.token or None,
@@ -83,6 +91,9 @@ class Operations:
         self.services.store, self.services.recorder = store, self.records.recorder
         await self.close_ended_calls(force=True)
 
+    def _records_down(self) -> None:
+        self.services.store = None  # the record endpoints answer 503 until it is back
+
     async def close_ended_calls(self, force: bool = False) -> list[str]:
         """Close the records of calls no longer on the switch (after a resync)."""
         channels = self.channels
@@ -95,8 +106,13 @@ class Operations:
         recorded = await store.open_calls() if store is not None else []
         return self.hangups.reconcile(list(channels.channels.values()), recorded)
 
-    async def start(self) -> None:
+    async def start_records(self) -> None:
+        """Subscribe the records to the bus; never waits on the database, never raises
+        for it."""
         await self.records.start()
+
+    async def start(self) -> None:
+        await self.records.start()  # a no-op when start_records() ran
         try:
             await self.http.start()
         except OSError as exc:  # port taken: calls go on, the API is what is missing

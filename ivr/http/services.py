@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ivr.events import EventBus
+from ivr.http.throttle import ThrottlePolicy
 from ivr.records import CallRecorder, CallStore
 from ivr.web.errors import Unavailable
 
@@ -26,6 +27,7 @@ class HttpSettings:
     public: tuple[str, ...] = ("/healthz", "/metrics")
     client_max_size: int = 64 * 1024  # bytes; every request body of this API is small
     health_timeout: float = 2.0
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)  # wrong tokens, per address
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Services:
     recorder: CallRecorder | None = None
     agents: dict[str, str] = field(default_factory=dict)  # number -> name
     health: dict[str, HealthCheck] = field(default_factory=dict)
+    # Extra blocks of /healthz (name -> a function returning a JSON object), e.g. records.
+    status: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     registries: list[CollectorRegistry] = field(default_factory=lambda: [REGISTRY])
     ring_period: float = 5.0  # seconds per ring (tone-zone cadence)
     warn_rings: int = 3

@@ -1,101 +1,142 @@
-"""The call records of a running controller: open the database, and keep trying.
+"""The call records of a running controller: the database, the spool and the recorder.
 
-A database that cannot be opened at start (PostgreSQL not up yet, a full disk, a
-missing directory) never holds calls up: the controller runs on, the recorder already
-listens on the bus (events wait in its bounded queue), and the database is tried again
-in the background with capped exponential backoff. When it opens, the waiting events are
-written and ``on_open(store)`` runs (the controller then closes the records of calls that
-ended meanwhile). Until then :meth:`RecordsKeeper.ping` raises, so ``/healthz`` says
-``database`` is down, with the last error.
+The database never holds calls up. :meth:`RecordsKeeper.start` touches no database: it
+subscribes the recorder to the bus and returns; the recorder's task opens the database
+(within ``connect_timeout``), and while it cannot (down, locked, hung, gone mid-run)
+events go to the spool on local disk and it is tried again with capped backoff; when it
+opens, the spool is replayed in order and ``on_open(store)`` runs (the controller then
+closes the records of calls that ended meanwhile). :meth:`ping` raises while it is away,
+so ``/healthz`` says ``database`` is down with the error; :meth:`status` is the
+``records`` block there (state, spooled, dropped).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from ivr.ami.connection import Backoff
 from ivr.events import EventBus
-from ivr.records.db import DatabaseError, _redact
+from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DatabaseError
 from ivr.records.recorder import CallRecorder
+from ivr.records.spool import Spool
 from ivr.records.store import CallStore
+from ivr.resources import data_dir
 
 log = structlog.get_logger("ivr.records")
 
 OnOpen = Callable[[CallStore], Awaitable[None] | None]
 
 
+@dataclass(frozen=True)
+class RecordsSettings:
+    """The ``[database]`` keys the keeper uses (defaults: :class:`ivr.config.DatabaseConfig`)."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    retry_initial: float = 1.0
+    retry_max: float = 30.0
+    spool_dir: str = ""
+    spool_max_mb: float = 256.0
+    queue_size: int = 1000
+
+    @classmethod
+    def from_config(cls, db: Any) -> RecordsSettings:
+        return cls(**{k: getattr(db, k) for k in cls.__dataclass_fields__ if hasattr(db, k)})
+
+
+def spool_dir(url: str, configured: str = "") -> Path | None:
+    """Where the spool lives: ``configured``, else next to the SQLite file, else
+    ``spool/`` in ivr's data directory (``/var/lib/ivr/spool`` under the systemd unit, see
+    :func:`ivr.resources.data_dir`); None for an in-memory SQLite (nothing to keep)."""
+    if configured:
+        return Path(configured)
+    if url.lower().startswith("sqlite:"):
+        rest = url[len("sqlite:"):]
+        if rest.startswith("///") and ":memory:" not in rest:
+            return Path(rest[3:]).parent
+        return None
+    return data_dir() / "spool"
+
+
 class RecordsKeeper:
     def __init__(self, url: str, bus: EventBus, *, backoff: Backoff | None = None,
-                 on_open: OnOpen | None = None, drain_timeout: float = 5.0) -> None:
+                 on_open: OnOpen | None = None, on_down: Callable[[], None] | None = None,
+                 on_drop: Callable[[str, int], None] | None = None, drain_timeout: float = 5.0,
+                 settings: RecordsSettings | None = None, spool: Spool | None = None) -> None:
         self.url = url
-        self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
+        self.settings = settings or RecordsSettings()
+        s = self.settings
+        if spool is None:
+            where = spool_dir(url, s.spool_dir)
+            spool = Spool(where, int(s.spool_max_mb * 1024 * 1024)) if where is not None else None
+        self.spool = spool
         self.on_open = on_open
-        self.store: CallStore | None = None
-        self.recorder = CallRecorder(None, bus, drain_timeout=drain_timeout)
-        self.attempts = 0
-        self.last_error = ""
-        self._opened = asyncio.Event()
-        self._retry: asyncio.Task[None] | None = None
+        self.recorder = CallRecorder(
+            None, bus, drain_timeout=drain_timeout, opener=self._open, spool=spool,
+            backoff=backoff or Backoff(initial=s.retry_initial, maximum=s.retry_max),
+            on_open=self._opened, on_down=on_down, on_drop=on_drop, queue_size=s.queue_size)
+
+    # The recorder owns the state; these read it.
+    @property
+    def backoff(self) -> Backoff:
+        return self.recorder.backoff
+
+    @backoff.setter
+    def backoff(self, value: Backoff) -> None:
+        self.recorder.backoff = value
+
+    @property
+    def store(self) -> CallStore | None:
+        return self.recorder.store  # type: ignore[return-value]
+
+    @property
+    def attempts(self) -> int:
+        return self.recorder.attempts
+
+    @property
+    def last_error(self) -> str:
+        return self.recorder.last_error
+
+    async def _open(self) -> CallStore:
+        s = self.settings
+        return await CallStore.open(self.url, timeout=s.timeout, connect_timeout=s.connect_timeout)
+
+    async def _opened(self, store: CallStore) -> None:
+        if self.on_open is not None:
+            result = self.on_open(store)
+            if result is not None:
+                await result
 
     async def start(self) -> None:
-        """Listen on the bus, try the database once; if it fails, retry in the background."""
+        """Subscribe to the bus and return at once; the database is opened in the background."""
         await self.recorder.start()
-        if not await self._try_open():
-            self._retry = asyncio.create_task(self._retry_loop(), name="records-open")
-
-    async def _try_open(self) -> bool:
-        self.attempts += 1
-        try:
-            store = await CallStore.open(self.url)
-        except DatabaseError as exc:
-            self.last_error = str(exc)
-            return False
-        self.store, self.last_error = store, ""
-        self.recorder.use_store(store)
-        self._opened.set()
-        log.info("records.open", url=_redact(self.url), attempts=self.attempts)
-        if self.on_open is not None:
-            try:
-                result = self.on_open(store)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("records.on_open_failed")
-        return True
-
-    async def _retry_loop(self) -> None:
-        for delay in self.backoff.delays():
-            log.error("records.unavailable", error=self.last_error, attempts=self.attempts,
-                      retry_in=round(delay, 2))
-            await asyncio.sleep(delay)
-            if await self._try_open():
-                return
 
     async def wait_open(self, timeout: float) -> CallStore:
-        await asyncio.wait_for(self._opened.wait(), timeout)
+        """Wait until the database is open and written to (``up``, the spool replayed)."""
+        await self.recorder.wait_state("up", timeout)
         assert self.store is not None
-        return self.store
+        return self.store  # type: ignore[return-value]
+
+    def status(self) -> dict[str, Any]:
+        return self.recorder.status()
 
     async def ping(self) -> bool:
-        """True when the database answers; raises :class:`DatabaseError` while it is down."""
-        if self.store is None:
+        """True when the database answers; raises :class:`DatabaseError` while it is away."""
+        store = self.store
+        if store is None or self.recorder.state == "down":
             raise DatabaseError(f"the call records database is unavailable (retrying, {self.attempts} "
-                                f"attempts): {self.last_error}", attempts=self.attempts)
-        return await self.store.ping()
+                                f"attempts): {self.last_error}", reason="unreachable", attempts=self.attempts)
+        return await store.ping()  # a failure tells the recorder (Database.on_broken)
 
     async def stop(self) -> None:
-        """Stop retrying, write what is queued (bounded), close the database."""
-        if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
-            self._retry = None
+        """Stop retrying, write what is queued (bounded), spool the rest, close the database."""
         await self.recorder.stop()
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
+        store = self.recorder.store
+        self.recorder.store = None
+        if store is not None:
+            await store.close()  # type: ignore[attr-defined]

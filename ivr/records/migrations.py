@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
-from ivr.records.db import Database, DatabaseError
+from ivr.records.db import Database, DatabaseError, Tx
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -58,18 +58,20 @@ async def migrate(db: Database, migrations: list[Migration] | None = None) -> li
     if have > newest:
         raise DatabaseError(
             f"the database schema is version {have}, newer than this controller knows ({newest})",
-            have=have, known=newest,
+            reason="config", have=have, known=newest,
         )
     applied = []
     for mig in migrations:
         if mig.version <= have:
             continue
-        async with db.transaction() as tx:
+        async def apply(tx: Tx, mig: Migration = mig) -> None:
             for stmt in mig.statements():
                 await tx.execute(stmt)
             await tx.execute(
                 "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                 (mig.version, mig.name, time.time()),
             )
+
+        await db.run(apply)
         applied.append(mig.version)
     return applied

@@ -1,136 +1,491 @@
-"""Feeds the call records from the controller's :class:`~ivr.events.EventBus`."""
+"""Feeds the call records from the controller's :class:`~ivr.events.EventBus`.
+
+One task writes every event, in order, each in its own transaction, and keeps the
+database open: it never stops on a database error and never holds a call up.
+
+States (``CallRecorder.state``), each change logged once (``records.state``):
+
+``starting``   the database has not been tried yet
+``up``         events are written as they come
+``down``       the database is away (cannot be opened, locked, hung, gone): events go to
+               the spool on local disk at once; it is tried again with capped backoff
+``replaying``  the database is back: the spool is written first, in order, then the
+               events that came meanwhile
+
+An event leaves memory only to the database or to the spool. What is lost all the
+same is counted by reason (:attr:`CallRecorder.dropped`, ``ivr_records_dropped_total``)
+and logged: ``spool_full``, ``spool_unwritable``, ``spool_corrupt`` (a line that cannot
+be read back), ``rejected`` (the database refused the event ``max_attempts`` times while
+answering: bad data, not an outage), ``shutdown`` (stopping with no spool to take it).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 import structlog
 
+from ivr.ami.connection import Backoff
 from ivr.events import CallEvent, EventBus
-from ivr.records.store import CallStore
+from ivr.records.db import DatabaseError, translate
+from ivr.records.spool import Entry, Spool, SpoolError
 
 log = structlog.get_logger("ivr.records")
 
 
-class CallRecorder:
-    """One subscriber task: applies every event, in order, each in its own transaction.
+class Store(Protocol):
+    async def apply(self, event: CallEvent) -> bool | None: ...
 
-    A failing write is logged and counted; it never stops the recorder or touches a call.
-    The recorder may start before its store is open (``store=None``, the database being
-    unreachable): it subscribes at once and events wait in its bus queue (bounded: the
-    oldest are dropped and counted by the bus) until :meth:`use_store`. :meth:`stop`
-    writes what is still queued, for at most ``drain_timeout`` s.
+
+Opener = Callable[[], Awaitable[Any]]  # returns an open store; raises DatabaseError
+Hook = Callable[[Any], Awaitable[None] | None]
+
+
+class _Inbox(asyncio.Queue[CallEvent]):
+    """The recorder's bus queue: says when something arrives."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.arrived = asyncio.Event()
+
+    def put_nowait(self, item: CallEvent) -> None:
+        super().put_nowait(item)
+        self.arrived.set()
+
+
+async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Wait until one of ``events`` is set, or ``timeout`` s."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+class CallRecorder:
+    """Writes the bus's events to the store, or to the spool while the store is away.
+
+    ``store`` may be None at start; ``opener`` (when given) is then called, and called
+    again with ``backoff`` after every failure; without an opener the recorder waits
+    for :meth:`use_store`. :meth:`stop` writes what is still queued for at most
+    ``drain_timeout`` s, then spools the rest.
     """
 
-    def __init__(self, store: CallStore | None, bus: EventBus, *, drain_timeout: float = 5.0) -> None:
+    def __init__(self, store: Store | None, bus: EventBus, *, drain_timeout: float = 5.0,
+                 opener: Opener | None = None, spool: Spool | None = None, backoff: Backoff | None = None,
+                 on_open: Hook | None = None, on_down: Callable[[], None] | None = None,
+                 on_drop: Callable[[str, int], None] | None = None, max_attempts: int = 3,
+                 queue_size: int | None = None) -> None:
         self.store = store
         self.bus = bus
         self.drain_timeout = drain_timeout
-        self.applied = 0
-        self.failed = 0
+        self.opener = opener
+        self.spool = spool
+        self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
+        self.on_open, self.on_down, self.on_drop = on_open, on_down, on_drop
+        self.max_attempts = max_attempts
+        self.queue_size = queue_size or bus.queue_size
+        self.state = "up" if store is not None else "starting"
+        self.applied = 0  # written to the database
+        self.duplicates = 0  # replayed, found on record already
+        self.failed = 0  # refused by the database max_attempts times (dropped)
+        self.spooled = 0  # ever written to the spool
+        self.dropped: dict[str, int] = {}
+        self.attempts = 0  # opening the database
+        self.last_error = ""
         self._task: asyncio.Task[None] | None = None
+        self._inbox: _Inbox | None = None
+        self._in_hand: CallEvent | None = None  # taken from the inbox, being written
         self._progress = asyncio.Condition()
-        self._recent: deque[CallEvent] = deque(maxlen=1000)  # handled lately, newest last
-        self._ready = asyncio.Event()
+        self._recent: deque[str] = deque(maxlen=1000)  # ids handled lately, newest last
+        self._ready = asyncio.Event()  # a store is set
         if store is not None:
             self._ready.set()
         self._stopping = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._just_opened = False
+        self._delays: Iterator[float] | None = None
+        self._drop_logged: dict[str, float] = {}
 
-    def use_store(self, store: CallStore) -> None:
+    # -- outside view ------------------------------------------------------------------
+
+    def use_store(self, store: Store) -> None:
         """The database is open now: write the events waiting and all that follow."""
         self.store = store
         self._ready.set()
 
+    def status(self) -> dict[str, Any]:
+        """The ``records`` block of ``/healthz``."""
+        return {"state": self.state, "spooled": self.spool.pending if self.spool else 0,
+                "queued": self._inbox.qsize() if self._inbox else 0, "dropped": sum(self.dropped.values()),
+                "dropped_by_reason": dict(self.dropped), "written": self.applied,
+                **({"error": self.last_error} if self.state == "down" and self.last_error else {})}
+
     async def start(self) -> None:
-        before = self.bus.subscribers
+        """Subscribe (at once: events published after this are never missed) and run."""
+        if self._task is not None:
+            return
+        if self.spool is not None:
+            try:
+                torn = self.spool.load()
+            except SpoolError as exc:
+                log.error("records.spool_unreadable", error=str(exc))
+            else:
+                if torn:
+                    self._drop("spool_corrupt", torn, "a torn line at the end of the spool")
+                if self.spool.pending:
+                    log.warning("records.spool_found", spooled=self.spool.pending, path=str(self.spool.path))
+        self._inbox = _Inbox(self.queue_size)
+        self.bus.open_queue(self._overflow, queue=self._inbox)
         self._task = asyncio.create_task(self._run(), name="call-recorder")
-        # Subscribed only once the task has run up to its first wait: events published
-        # after start() returns are never missed.
-        while self.bus.subscribers <= before and not self._task.done():
-            await asyncio.sleep(0)
+
+    # -- the writer task ---------------------------------------------------------------
 
     async def _run(self) -> None:
-        events = self.bus.subscribe()
-        try:
-            while (event := await self._next(events)) is not None:
-                await self._ready.wait()  # the database is not open yet: events wait
-                await self._apply(event)
-        finally:
-            await events.aclose()
+        while True:
+            try:
+                if self.store is None:
+                    if self._stopping.is_set():
+                        return
+                    if self.opener is None and self.spool is None:
+                        await _any(self._ready, self._stopping)  # events wait in the queue
+                    elif not await self._open():
+                        await self._wait_down()
+                    continue
+                if self.spool is not None and self.spool.pending:
+                    self._set_state("replaying")
+                    await self._replay()
+                    continue
+                if getattr(getattr(self.store, "db", None), "broken", False):  # a reader's call failed
+                    await self._lost(DatabaseError("the database failed a call (a reader's or a ping)",
+                                                   reason="broken"))
+                    continue
+                if self._just_opened:  # open, and the spool written: the records are whole again
+                    self._just_opened = False
+                    await self._call_on_open()
+                    continue  # events may have come meanwhile, or the database gone again
+                self._set_state("up")
+                event = await self._next()
+                if event is None:
+                    if self._stopping.is_set():
+                        return
+                    continue  # poked: look at the database again
+                self._in_hand = event
+                if await self._write(event):
+                    self._in_hand = None
+                else:  # the database went away with it: first in the spool
+                    self._spool_in_hand()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the recorder never dies; what failed is logged
+                log.exception("records.recorder_error")
+                await _any(self._stopping, timeout=1.0)
 
-    async def _next(self, events: AsyncIterator[CallEvent]) -> CallEvent | None:
-        """The next event; once stopping, None as soon as the queue is empty."""
-        getter = asyncio.ensure_future(anext(events))  # the first one subscribes
+    async def _open(self) -> bool:
+        if self.opener is None:  # a store is handed over by use_store()
+            return False
+        self.attempts += 1
         try:
-            if not self._stopping.is_set():
-                stopping = asyncio.ensure_future(self._stopping.wait())
-                try:
-                    await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stopping.cancel()
-                if getter.done():
-                    return getter.result()
-            # Publishing is synchronous: whatever was published is queued already and
-            # comes within a loop turn or two. Nothing for longer means: drained.
-            return await asyncio.wait_for(asyncio.shield(getter), 0.05)
-        except (TimeoutError, StopAsyncIteration):
-            return None
-        finally:
-            if not getter.done():
-                getter.cancel()
-                await asyncio.wait({getter})
+            store = await self.opener()
+        except DatabaseError as exc:
+            self._gone(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - an unexpected error: the same, and logged in full
+            log.exception("records.open_error")
+            self._gone(f"{type(exc).__name__}: {exc}")
+            return False
+        self.store, self.last_error = store, ""
+        db = getattr(store, "db", None)
+        if db is not None:
+            db.on_broken = self.poke  # a reader's failed call: reopen now, not at the next event
+        self._ready.set()
+        self._just_opened = True
+        return True
 
-    async def _apply(self, event: CallEvent) -> None:
-        assert self.store is not None
+    async def _call_on_open(self) -> None:
+        if self.on_open is None:
+            return
         try:
-            await self.store.apply(event)
-            self.applied += 1
-        except Exception:
-            self.failed += 1
-            log.exception("records.write_failed", kind=event.kind, call_id=event.call_id)
-        self._recent.append(event)
+            result = self.on_open(self.store)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - the records are open all the same
+            log.exception("records.on_open_failed")
+
+    def poke(self) -> None:
+        """Look at the database again now (a ping or a reader found it failing)."""
+        self._poke.set()
+
+    def _gone(self, error: str) -> None:
+        self.last_error = error
+        self._set_state("down", error=error, attempts=self.attempts)
+
+    async def _wait_down(self) -> None:
+        """The database is away: spool what comes, until the next try (or stop)."""
+        if self._delays is None:
+            self._delays = iter(self.backoff.delays())
+        deadline = time.monotonic() + next(self._delays)
+        assert self._inbox is not None
+        while not self._stopping.is_set() and self.store is None:
+            await self._spool_inbox()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._inbox.arrived.clear()
+            if self._inbox.empty():
+                await _any(self._inbox.arrived, self._stopping, self._ready, timeout=remaining)
+
+    async def _lost(self, exc: DatabaseError) -> None:
+        store, self.store = self.store, None
+        self._ready.clear()
+        if self.on_down is not None:
+            self.on_down()
+        self._gone(str(exc))
+        close = getattr(store, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - closing a failed database: nothing to save
+                log.debug("records.close_failed", exc_info=True)
+
+    async def _next(self) -> CallEvent | None:
+        """The next queued event; None once stopping and the queue is empty, or poked."""
+        assert self._inbox is not None
+        while True:
+            if not self._inbox.empty():
+                return self._inbox.get_nowait()
+            if self._stopping.is_set() or self._poke.is_set():
+                self._poke.clear()
+                return None
+            self._inbox.arrived.clear()
+            if self._inbox.empty():
+                await _any(self._inbox.arrived, self._stopping, self._poke)
+
+    async def _write(self, event: CallEvent) -> bool:
+        """Write one event, retrying a refusal; False: the database is away (the
+        event is not written)."""
+        error = ""
+        for _attempt in range(self.max_attempts):
+            assert self.store is not None
+            try:
+                done = await self.store.apply(event)
+            except Exception as exc:  # noqa: BLE001 - the recorder never dies
+                err = translate(exc)  # a driver error that escaped the store's own translation
+                if err is not None and err.transient:
+                    await self._lost(err)
+                    return False
+                error = str(err or f"{type(exc).__name__}: {exc}")
+                if err is None:  # a bug or bad data: logged in full, retried, then counted
+                    log.exception("records.write_error", kind=event.kind, call_id=event.call_id)
+            else:
+                if done is False:
+                    self.duplicates += 1
+                else:
+                    self.applied += 1
+                self._delays = None  # written: the next outage backs off from the start
+                await self._handled(event)
+                return True
+        self.failed += 1
+        self._drop("rejected", 1, error, kind=event.kind, call_id=event.call_id, event_id=event.id)
+        await self._handled(event)
+        return True
+
+    async def _replay(self) -> None:
+        assert self.spool is not None
+        await asyncio.to_thread(self.spool.sync)  # what overflowed meanwhile, on disk first
+        try:
+            entries = self.spool.read(100)
+        except SpoolError as exc:
+            self._drop(exc.reason, self.spool.pending, str(exc))
+            self.spool.pending = 0
+            return
+        if await self._write_batch(entries):
+            for entry in entries:
+                self.spool.advance(entry)
+        else:  # one by one: a refused event is found and counted, the others written
+            await self._replay_each(entries)
+        if not self.spool.pending:
+            log.info("records.replayed", written=self.applied, duplicates=self.duplicates)
+
+    async def _write_batch(self, entries: list[Entry]) -> bool:
+        """The whole batch in one transaction; False: write them one by one instead."""
+        events = [e.event for e in entries if e.event is not None]
+        apply_many = getattr(self.store, "apply_many", None)
+        if apply_many is None or len(events) != len(entries) or len(events) < 2:
+            return False
+        try:
+            done = await apply_many(events)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, one by one will tell
+            err = translate(exc)
+            if err is not None and err.transient:
+                await self._lost(err)
+            return False
+        written = sum(1 for d in done if d is not False)
+        self.applied += written
+        self.duplicates += len(done) - written
+        self._delays = None
+        for event in events:
+            self._recent.append(event.id)
+        await self._notify()
+        return True
+
+    async def _replay_each(self, entries: list[Entry]) -> None:
+        if self.store is None:
+            return  # gone while writing the batch: left in the spool
+        for entry in entries:
+            if entry.event is None:
+                self._drop("spool_corrupt", 1, "a spool line that cannot be read back",
+                           line=entry.line[:200].decode(errors="replace"))
+            elif not await self._write(entry.event):
+                return  # left in the spool
+            self.spool.advance(entry)
+
+    # -- the spool ---------------------------------------------------------------------
+
+    def _overflow(self, event: CallEvent) -> None:
+        """The bus queue is full (the database is slow or away): the oldest to disk."""
+        if self.spool is None:
+            self._drop("queue_full", 1, "the records queue is full and there is no spool",
+                       kind=event.kind, call_id=event.call_id)
+        else:
+            self._to_spool(event)
+
+    def _to_spool(self, event: CallEvent, *, first: bool = False) -> bool:
+        if self.spool is None:
+            self._drop("spool_unwritable", 1, "no spool configured", kind=event.kind, call_id=event.call_id)
+            return False
+        try:
+            if first:
+                self.spool.prepend(event)
+            else:
+                self.spool.append(event)
+        except SpoolError as exc:
+            self._drop(exc.reason, 1, str(exc), kind=event.kind, call_id=event.call_id, event_id=event.id)
+            return False
+        except Exception as exc:  # noqa: BLE001 - runs inside EventBus.publish: never raise there
+            log.exception("records.spool_error")
+            self._drop("spool_unwritable", 1, f"{type(exc).__name__}: {exc}", kind=event.kind,
+                       call_id=event.call_id, event_id=event.id)
+            return False
+        self.spooled += 1
+        self._recent.append(event.id)
+        return True
+
+    def _spool_in_hand(self) -> None:
+        """The event being written goes before anything spooled meanwhile."""
+        event, self._in_hand = self._in_hand, None
+        if event is not None:
+            self._to_spool(event, first=True)
+
+    async def _spool_inbox(self) -> None:
+        assert self._inbox is not None
+        moved = 0
+        while not self._inbox.empty():
+            self._to_spool(self._inbox.get_nowait())
+            moved += 1
+        if moved and self.spool is not None:
+            await asyncio.to_thread(self.spool.sync)  # on disk before more are taken
+        if moved:
+            async with self._progress:
+                self._progress.notify_all()
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    async def wait_state(self, state: str, timeout: float) -> None:
+        """Wait (bounded) until the recorder is in ``state``."""
+        async with asyncio.timeout(timeout):
+            while self.state != state:
+                await self._state_changed.wait()
+
+    def _set_state(self, state: str, **details: Any) -> None:
+        if state == self.state:
+            return
+        before, self.state = self.state, state
+        changed, self._state_changed = self._state_changed, asyncio.Event()
+        changed.set()
+        spooled = self.spool.pending if self.spool is not None else 0
+        if state == "down":
+            log.error("records.state", state=state, was=before, spooled=spooled, **details)
+        else:
+            log.info("records.state", state=state, was=before, spooled=spooled, **details)
+
+    def _drop(self, reason: str, count: int, error: str, **details: Any) -> None:
+        """Count and log what is lost (a log line per reason at most once a second)."""
+        if count <= 0:
+            return
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+        if self.on_drop is not None:
+            self.on_drop(reason, count)
+        now = time.monotonic()
+        if now - self._drop_logged.get(reason, -1e9) >= 1.0:
+            self._drop_logged[reason] = now
+            log.error("records.dropped", reason=reason, count=count, dropped_total=self.dropped[reason],
+                      error=error, **details)
+
+    async def _handled(self, event: CallEvent) -> None:
+        self._recent.append(event.id)
+        await self._notify()
+
+    async def _notify(self) -> None:
         async with self._progress:
             self._progress.notify_all()
 
     async def wait_applied(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until ``count`` events have been handled (written or failed)."""
+        """Wait until ``count`` events have been handled (written, found written, or given up)."""
         async with self._progress:
-            await asyncio.wait_for(
-                self._progress.wait_for(lambda: self.applied + self.failed >= count), timeout
-            )
+            await asyncio.wait_for(self._progress.wait_for(
+                lambda: self.applied + self.duplicates + self.failed >= count), timeout)
 
     async def handled(self, event: CallEvent, timeout: float = 1.0) -> bool:
-        """Wait (at most ``timeout`` s) until this very event has been written; False if not.
+        """Wait (at most ``timeout`` s) until this very event is written; False if not
+        (at once while the database is away).
 
         The dashboard's live stream sends an event once it is on record, so a page that
         reloads its tables on the event sees it there."""
         def seen() -> bool:
-            return any(e is event for e in reversed(self._recent))
+            return self.state != "up" or event.id in self._recent
 
+        if self.state != "up":
+            return False
         async with self._progress:
             try:
                 await asyncio.wait_for(self._progress.wait_for(seen), timeout)
             except TimeoutError:
                 return False
-        return True
+        return event.id in self._recent and self.state == "up"
 
     async def stop(self) -> None:
-        """Write the events still queued (for at most ``drain_timeout`` s), then stop."""
+        """Write what is still queued (for at most ``drain_timeout`` s), spool the rest."""
         task, self._task = self._task, None
         if task is None:
             return
         self._stopping.set()
-        before = self.applied + self.failed
-        if not self._ready.is_set():  # no database: nothing can be written
-            task.cancel()
+        before = self.applied
         done, _ = await asyncio.wait({task}, timeout=self.drain_timeout)
         if not done:
             log.error("records.drain_incomplete", timeout=self.drain_timeout, applied=self.applied)
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        log.info("records.stopped", drained=self.applied + self.failed - before, applied=self.applied,
-                 failed=self.failed, complete=bool(done) and self._ready.is_set())
+        assert self._inbox is not None
+        self.bus.close_queue(self._inbox)
+        left = self._inbox.qsize() + (self._in_hand is not None)
+        if left and self.spool is None:
+            self._in_hand = None
+            self._drop("shutdown", left, "stopped with events not written and no spool")
+        elif left:
+            self._spool_in_hand()
+            await self._spool_inbox()
+        if self.spool is not None:
+            await asyncio.to_thread(self.spool.close)
+        log.info("records.stopped", drained=self.applied - before, applied=self.applied, failed=self.failed,
+                 spooled=self.spool.pending if self.spool is not None else 0,
+                 dropped=sum(self.dropped.values()), complete=bool(done) and not left)

@@ -1,6 +1,7 @@
 """Call records: :class:`CallStore` turns :class:`~ivr.events.CallEvent` objects into rows.
 
-Each event is applied in one transaction (committed before the next event), keyed by
+Each event is applied in one transaction (committed before the next event), once (its
+``CallEvent.id`` is the event log's key, so a replay skips what is on record), keyed by
 ``call_id`` (the Linkedid), so a controller that restarts mid-call keeps writing the call's
 later events onto the same record. The event log of every call is kept as it came
 (``call_events``); the other tables are the figures read from it.
@@ -42,7 +43,7 @@ from typing import Any
 import structlog
 
 from ivr.events import CallEvent
-from ivr.records.db import Database, Row, Tx, connect
+from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
 from ivr.records.migrations import migrate
 
 log = structlog.get_logger("ivr.records")
@@ -107,8 +108,11 @@ class CallStore:
         }
 
     @classmethod
-    async def open(cls, url: str) -> CallStore:
-        db = await connect(url)
+    async def open(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT,
+                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> CallStore:
+        """Open and migrate; raises :class:`~ivr.records.db.DatabaseError` only, within
+        about ``connect_timeout`` + ``timeout`` per migration."""
+        db = await connect(url, timeout=timeout, connect_timeout=connect_timeout)
         try:
             applied = await migrate(db)
         except BaseException:
@@ -128,18 +132,37 @@ class CallStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def apply(self, event: CallEvent) -> None:
-        """Record one event (one transaction). Unknown kinds land in the event log only."""
-        async with self.db.transaction() as tx:
-            await self._ensure_call(tx, event)
-            await tx.execute(
-                "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-                (_new_id(), event.call_id, event.kind, event.at, json.dumps(event.data, default=str)),
-            )
-            handler = self._handlers.get(event.kind)
-            if handler is not None:
-                await handler(tx, event)
-            await tx.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (time.time(), event.call_id))
+    async def apply(self, event: CallEvent) -> bool:
+        """Record one event (one transaction). Unknown kinds land in the event log only.
+
+        Idempotent: an event whose id is on record already (a spool replayed again after
+        a crash, a commit whose reply was lost) is skipped; returns False then."""
+        async def write(tx: Tx) -> bool:
+            return await self._write(tx, event)
+
+        return await self.db.run(write)
+
+    async def apply_many(self, events: list[CallEvent]) -> list[bool]:
+        """Record several events in order in one transaction (all or none), each as
+        :meth:`apply` would; for a replay, one commit (one fsync) per batch."""
+        async def write(tx: Tx) -> list[bool]:
+            return [await self._write(tx, event) for event in events]
+
+        return await self.db.run(write)
+
+    async def _write(self, tx: Tx, event: CallEvent) -> bool:
+        if await tx.fetchall("SELECT 1 AS x FROM call_events WHERE event_id = ?", (event.id,)):
+            return False
+        await self._ensure_call(tx, event)
+        await tx.execute(
+            "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+            (event.id, event.call_id, event.kind, event.at, json.dumps(event.data, default=str)),
+        )
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            await handler(tx, event)
+        await tx.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (time.time(), event.call_id))
+        return True
 
     async def _ensure_call(self, tx: Tx, ev: CallEvent) -> None:
         await tx.execute(
@@ -374,16 +397,21 @@ class CallStore:
 
     async def set_callback_status(self, callback_id: str, status: str, at: float | None = None) -> Row | None:
         """Mark a call-back request (open/done/failed); None if there is no such request."""
-        async with self.db.transaction() as tx:
+        async def mark(tx: Tx) -> list[Row]:
             rows = await tx.fetchall("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
             if not rows:
-                return None
+                return rows
             await tx.execute("UPDATE callbacks SET status = ? WHERE callback_id = ?", (status, callback_id))
             await tx.execute(
                 "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
                 (_new_id(), rows[0]["call_id"], "callback.status", time.time() if at is None else at,
                  json.dumps({"callback_id": callback_id, "status": status})),
             )
+            return rows
+
+        rows = await self.db.run(mark)
+        if not rows:
+            return None
         return {**rows[0], "status": status}
 
     # -- reading ------------------------------------------------------------------------

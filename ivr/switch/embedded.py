@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ivr import resources
 from ivr.errors import SwitchError
 from ivr.switch.amiwait import wait_fully_booted
 from ivr.switch.host import Ports, find_moddir, require_root, rewrite_lines, wait_gone, write_private
@@ -37,10 +38,6 @@ PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm
 ADMIN_USER = "ivr-admin"
 CONTROLLER_USER = "ivr"
 AGENT_ENDPOINTS = ("1001", "1002", "1003")
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def default_cache_dir() -> Path:
@@ -94,6 +91,7 @@ class EmbeddedSwitch:
         cache_dir: Path | None = None,
         ports: Ports | None = None,
         config_dir: Path | None = None,
+        prompts_build: Path | None = None,
         agi_host: str = "127.0.0.1",
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -105,8 +103,12 @@ class EmbeddedSwitch:
         self.inner = Path("/srv/ivr") / name  # path as seen inside the chroot
         self.home = self.rootfs / self.inner.relative_to("/")
         self.config_dir = config_dir or Path(
-            os.environ.get("IVR_ASTERISK_CONFIG") or project_root() / "asterisk"
+            os.environ.get("IVR_ASTERISK_CONFIG") or resources.asterisk_config_dir()
         )
+        # Built prompts copied into the sound path: given, IVR_PROMPTS_BUILD, or the data
+        # directory's (ivr.resources.prompts_build_dir).
+        self.prompts_build = resources.prompts_build_dir(
+            prompts_build or os.environ.get("IVR_PROMPTS_BUILD"))
         self._ports = ports
         self.agi_host = agi_host
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -266,8 +268,8 @@ class EmbeddedSwitch:
         self._install_prompts()
 
     def _install_prompts(self) -> None:
-        """Copy built prompts (prompts/build/<lang>/) to the sound path as ivr/<lang>/."""
-        built = Path(os.environ.get("IVR_PROMPTS_BUILD") or project_root() / "prompts" / "build")
+        """Copy built prompts (<prompts_build>/<lang>/) to the sound path as ivr/<lang>/."""
+        built = self.prompts_build
         if not built.is_dir():
             return
         dest = self.rootfs / "usr/share/asterisk/sounds/ivr"
@@ -397,16 +399,24 @@ class EmbeddedSwitch:
             raise SwitchError(f"asterisk CLI {command!r} failed: {out.stderr.strip() or out.stdout.strip()}")
         return out.stdout
 
-    def env(self) -> dict[str, str]:
-        return {
+    def env(self, *, admin: bool = False) -> dict[str, str]:
+        """What a controller needs to use this switch: the least-privilege AMI user ``ivr``
+        (the one ``manager.conf`` gives the controller) and its secret, the API token and
+        the ports. ``admin``: also the all-classes test user, under names of its own
+        (``IVR_AMI_ADMIN_*``), so it never ends up as the controller's login by accident."""
+        sec = self.secrets()
+        env = {
             "IVR_AMI_HOST": "127.0.0.1",
             "IVR_AMI_PORT": str(self.ports.ami),
-            "IVR_AMI_USERNAME": ADMIN_USER,
-            "IVR_AMI_SECRET": self.secrets().admin,
-            "IVR_HTTP_TOKEN": self.secrets().http_token,
+            "IVR_AMI_USERNAME": CONTROLLER_USER,
+            "IVR_AMI_SECRET": sec.controller,
+            "IVR_HTTP_TOKEN": sec.http_token,
             "IVR_AGI_PORT": str(self.ports.agi),
             "IVR_SIP_PORT": str(self.ports.sip),
         }
+        if admin:
+            env.update(IVR_AMI_ADMIN_USERNAME=ADMIN_USER, IVR_AMI_ADMIN_SECRET=sec.admin)
+        return env
 
     def path_inside(self, host_path: Path) -> str:
         """A path under the root filesystem, as Asterisk sees it."""

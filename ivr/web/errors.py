@@ -42,6 +42,14 @@ class NotFound(ApiError):
     status, error_id = 404, "not-found"
 
 
+class TooManyRequests(ApiError):
+    status, error_id = 429, "too-many-attempts"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class Unavailable(ApiError):
     status, error_id = 503, "unavailable"
 
@@ -69,6 +77,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except ApiError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="ivr"'} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.error_id, exc.message, exc.details, headers)
     except IvrError as exc:  # a service refused (switch unreachable, bad state, ...)
         status = getattr(exc, "http_status", None) or getattr(exc, "status", None)

@@ -57,15 +57,53 @@ def parse_day(raw: str, name: str) -> date:
         raise BadRequest(f"{name} must be a date, YYYY-MM-DD", parameter=name, value=raw[:100]) from None
 
 
+MAX_JSON_DEPTH = 32  # every body of this API is a flat object; deeper is an attack or a bug
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object in the body; 400 for anything else (413 comes from client_max_size)."""
+    """The JSON object in the body; 400 naming the fault for anything else (413 comes from
+    client_max_size): wrong content type, bytes that are not UTF-8, syntax, NaN/Infinity,
+    numbers too long to convert, nesting deeper than :data:`MAX_JSON_DEPTH`, not an object."""
     if request.content_type != "application/json":
         raise BadRequest("the body must be JSON (Content-Type: application/json)", error_id="invalid-json",
                          content_type=request.content_type)
     raw = await request.read()
+    # Checked before parsing: json.loads recurses once per level (RecursionError at ~1,000).
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels",
+                         error_id="invalid-json", max_depth=MAX_JSON_DEPTH)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not UTF-8 text: byte {exc.start} cannot be decoded",
+                         error_id="invalid-json") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too many digits, NaN, depth
         raise BadRequest(f"the body is not valid JSON: {exc}", error_id="invalid-json") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", error_id="invalid-json")

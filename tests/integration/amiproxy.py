@@ -3,7 +3,9 @@
 It forwards bytes both ways. :meth:`AmiProxy.freeze` stops forwarding without closing
 anything (a half-open connection: the peer's writes succeed and nothing comes back), on
 the connections open now and, with ``new_connections=True``, on those accepted later;
-:meth:`thaw` lets the held bytes through again; :meth:`cut` closes every connection.
+:meth:`thaw` lets the held bytes through again; :meth:`cut` closes every connection;
+:meth:`refuse` closes every connection and each new one (the server is down) until
+:meth:`thaw`.
 
     async with AmiProxy("127.0.0.1", ami_port) as proxy:   # proxy.port: connect here
         proxy.freeze(upstream=False)   # actions reach Asterisk, replies and events do not
@@ -24,6 +26,8 @@ class _Link:
 
 
 class AmiProxy:
+    """``host`` may be a Unix socket's path (then ``port`` is not used)."""
+
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
@@ -32,6 +36,7 @@ class AmiProxy:
         self._links: list[_Link] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._new_up = self._new_down = True
+        self._refusing = False
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -60,7 +65,13 @@ class AmiProxy:
         if new_connections:
             self._new_up, self._new_down = not upstream, not downstream
 
+    def refuse(self) -> None:
+        """Close every connection, and each new one at once (a server that is down)."""
+        self._refusing = True
+        self.cut()
+
     def thaw(self) -> None:
+        self._refusing = False
         self._new_up = self._new_down = True
         for link in self._links:
             link.up.set()
@@ -74,8 +85,14 @@ class AmiProxy:
 
     async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self._refusing:
+            c_writer.transport.abort()
+            return
         try:
-            a_reader, a_writer = await asyncio.open_connection(*self.target)
+            if str(self.target[0]).startswith("/"):  # a Unix socket (a PostgreSQL server, say)
+                a_reader, a_writer = await asyncio.open_unix_connection(self.target[0])
+            else:
+                a_reader, a_writer = await asyncio.open_connection(*self.target)
         except OSError:
             c_writer.transport.abort()
             return

@@ -3,7 +3,9 @@
 By default the embedded switch (Debian sid chroot, `ivr asterisk`) is started on free
 loopback ports under its own instance name, and stopped at the end. With IVR_EXTERNAL=1
 the tests drive an Asterisk that is already running (a container, say), reached with
-IVR_AMI_HOST / IVR_AMI_PORT / IVR_AMI_USERNAME / IVR_AMI_SECRET; that switch's
+IVR_AMI_HOST / IVR_AMI_PORT and, for the tests' own all-classes AMI connection,
+IVR_AMI_ADMIN_USERNAME / IVR_AMI_ADMIN_SECRET (as `ivr asterisk env --admin` prints them;
+default: IVR_AMI_USERNAME / IVR_AMI_SECRET, which the controller uses); that switch's
 IVR_AGI global must point at IVR_AGI_HOST:IVR_AGI_PORT, where the tests' controller
 listens.
 
@@ -23,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, project_root, reap_stale_test_instances
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, reap_stale_test_instances
+from tests import REPO
 from tests.integration.amitools import AmiRecorder
 
-ARTIFACTS = project_root() / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts"
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Switch:
 
 
 def _build_prompts() -> Path:
-    out = project_root() / "prompts" / "build"
+    out = REPO / "prompts" / "build"
     subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(out)], check=True)
     return out
 
@@ -58,14 +61,16 @@ def switch() -> Iterator[Switch]:
         env = os.environ
         yield Switch(
             ami_host=env.get("IVR_AMI_HOST", "127.0.0.1"), ami_port=int(env.get("IVR_AMI_PORT", "5038")),
-            username=env["IVR_AMI_USERNAME"], secret=env["IVR_AMI_SECRET"],
+            username=env.get("IVR_AMI_ADMIN_USERNAME") or env["IVR_AMI_USERNAME"],
+            secret=env.get("IVR_AMI_ADMIN_SECRET") or env["IVR_AMI_SECRET"],
             agi_host=env.get("IVR_AGI_HOST", "127.0.0.1"), agi_port=int(env.get("IVR_AGI_PORT", "4573")),
             sip_port=int(env.get("IVR_SIP_PORT", "5060")), embedded=None,
         )
         return
-    _build_prompts()
+    built = _build_prompts()
     reap_stale_test_instances()  # switches left by a killed run
-    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), progress=lambda _l: None)
+    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), prompts_build=built,
+                              progress=lambda _l: None)
     try:
         embedded.up()
     except Exception as exc:  # noqa: BLE001 - reported, then the tests fail
@@ -143,8 +148,9 @@ def controller_config(switch: Switch, tmp_path: Path):
     def make(extra_toml: str = "") -> object:
         if switch.embedded is not None:
             user, secret = "ivr", switch.embedded.secrets().controller
-        else:
-            user, secret = switch.username, switch.secret
+        else:  # the controller's own user when given, else the admin one
+            user = os.environ.get("IVR_AMI_USERNAME") or switch.username
+            secret = os.environ.get("IVR_AMI_SECRET") or switch.secret
         text = (
             f"[ami]\nhost = \"{switch.ami_host}\"\nport = {switch.ami_port}\nusername = \"{user}\"\n\n"
             f"[agi]\nhost = \"127.0.0.1\"\nport = {switch.agi_port}\n\n"

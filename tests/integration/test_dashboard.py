@@ -60,6 +60,9 @@ async def test_ring_alarm_appears_on_the_dashboard(make_controller, ami: AmiReco
             viewport={"width": 1400, "height": 1000})
         try:
             page = browser.pages[0] if browser.pages else await browser.new_page()
+            # The page runs under the controller's Content-Security-Policy: nothing it needs is blocked.
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
             await page.goto(f"http://127.0.0.1:{port}/dashboard?token={TOKEN}")
             assert page.url == f"http://127.0.0.1:{port}/dashboard"  # the token went into a cookie
             await page.locator("#link.up").wait_for(timeout=10_000)  # the event stream is open
@@ -103,6 +106,7 @@ async def test_ring_alarm_appears_on_the_dashboard(make_controller, ami: AmiReco
             assert cells[:5] == ["1001 Wang Fang", "1", "0 (0 %)", "4", "1"]  # answered on ring 4, one alarm
             assert await page.locator("#sl").inner_text() == "0 %"
             await page.screenshot(path=str(ARTIFACTS / "dashboard-after.png"), full_page=True)
+            assert blocked == [], f"the page needs something its CSP forbids: {blocked}"
         finally:
             await browser.close()
 

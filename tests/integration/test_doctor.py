@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ivr.doctor import run_doctor
-from ivr.switch.embedded import EmbeddedSwitch, Ports, project_root
+from ivr.switch.embedded import EmbeddedSwitch, Ports
+from tests import REPO
 
 
 def by_name(checks):
@@ -56,7 +57,7 @@ async def test_doctor_reports_too_much_privilege(switch, controller_config):
 def broken_switch(tmp_path: Path):
     """A second switch whose dialplan lacks ivr-inbound and whose tone zone differs."""
     conf = tmp_path / "asterisk"
-    shutil.copytree(project_root() / "asterisk", conf)
+    shutil.copytree(REPO / "asterisk", conf)
     (conf / "ivr-inbound.conf").write_text("; removed on purpose\n")
     globals_conf = conf / "ivr-globals.conf"
     globals_conf.write_text(globals_conf.read_text().replace("IVR_TONEZONE = cn", "IVR_TONEZONE = us"))

@@ -52,6 +52,8 @@ def test_up_status_cli_env_down_leaves_nothing_behind():
         assert "ivr-inbound" in ivr("asterisk", "--name", name, "cli", "dialplan show ivr-inbound").stdout
         env = ivr("asterisk", "--name", name, "env").stdout
         assert f"export IVR_AMI_PORT={ports.ami}" in env and "IVR_AMI_SECRET=" in env
+        assert "export IVR_AMI_USERNAME=ivr\n" in env and "ADMIN" not in env  # least privilege
+        assert "export IVR_AMI_ADMIN_USERNAME=ivr-admin" in ivr("asterisk", "--name", name, "env", "--admin").stdout
         assert asterisk_pids(sw.conf_inside)
 
         again = ivr("asterisk", "--name", name, "up")  # idempotent: already running

@@ -9,7 +9,7 @@ import aiohttp
 
 from tests.integration.amitools import ts
 
-TOKEN = "e2e-test-token"
+TOKEN = "e2e-test-token-0123"
 
 
 def _user_event(name: str, **fields: str):

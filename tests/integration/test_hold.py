@@ -33,14 +33,14 @@ from ivr.web.errors import error_middleware
 from ivr.hold.metrics import HoldMetrics
 from ivr.prompts import prompt_duration
 from ivr.timers import TimerService
-from ivr.switch.embedded import project_root
+from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
 
 INTERVAL, CHOICES = 30.0, 60.0
 TOLERANCE = 0.5
 LANG = "en-US"
 SIPP_SCENARIO = Path(__file__).parent / "sipp" / "hold_agent.xml"
-BUILD = project_root() / "prompts" / "build"
+BUILD = REPO / "prompts" / "build"
 
 
 @dataclass

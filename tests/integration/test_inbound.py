@@ -15,13 +15,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from ivr.prompts import prompt_duration
-from ivr.switch.embedded import project_root
+from tests import REPO
 from tests.integration.amitools import ts
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AFTERNOON = datetime(2027, 3, 10, 15, 0, tzinfo=SHANGHAI)  # an ordinary Wednesday
 MID_AUTUMN_MORNING = datetime(2027, 9, 15, 9, 0, tzinfo=SHANGHAI)
-BUILD = project_root() / "prompts" / "build"
+BUILD = REPO / "prompts" / "build"
 LANG = "zh-CN"
 PAUSE = 5.0
 SPEECH_ONSET = 1.0  # ivr-test/caller_speech starts with 1 s of digital silence

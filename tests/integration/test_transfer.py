@@ -23,7 +23,7 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.prompts import prompt_duration
 from ivr.timers import TimerService
-from ivr.switch.embedded import project_root
+from tests import REPO
 from ivr.transfer.service import TransferService, TransferSettings
 from ivr.transfer.targets import announcement
 from tests.integration.amitools import AmiRecorder, ts
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 LANG = "zh-CN"
 SOUNDS = f"ivr/{LANG}"
 CALLER_NUMBER = "6001"
-BUILD = project_root() / "prompts" / "build"
+BUILD = REPO / "prompts" / "build"
 _n = itertools.count(1)
 
 

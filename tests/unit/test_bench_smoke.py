@@ -86,3 +86,18 @@ async def test_controller_scale_runs_twenty_flows_each() -> None:
     assert r["holds_done"] == 20
     assert r["reminder_error"]["n"] == 20 and r["choices_error"]["n"] == 20
     assert not r["failures"]
+
+
+def test_benchmarks_run_the_shipped_transmit_silence_by_default(capsys) -> None:
+    import common
+    import pytest
+
+    shipped = (common.ROOT / "asterisk" / "asterisk.conf").read_text()
+    assert common.with_transmit_silence(shipped, None) == shipped  # the default run: as shipped
+    assert "transmit_silence = yes" in common.with_transmit_silence(shipped, "yes")
+    value = common.shipped_transmit_silence()
+    assert f"transmit_silence = {value}" in shipped
+    with pytest.raises(SystemExit):
+        concurrent_calls.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"as shipped in asterisk/asterisk.conf, which says {value})" in help_text

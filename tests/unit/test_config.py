@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert (c.silence.pause, c.hold.reminder_interval, c.hold.choices_after) == (5.0, 30.0, 60.0)
     assert c.transfer.confirm_timeout == 10.0 and c.holidays.country == "CN"
     assert (c.prompts.source, c.prompts.build, c.prompts.sound_prefix) == (
-        "prompts", "prompts/build", "ivr")
+        "", "", "ivr")
     assert c.database.url.startswith("sqlite:///") and c.alarms.userevent
 
 
@@ -149,12 +149,12 @@ def test_key_lines() -> None:
 
 def test_secrets_from_env_and_file(tmp_path: Path) -> None:
     secret = write(tmp_path, "s3cret\n", "ami.secret")
-    token = write(tmp_path, "tok\n", "http.token")
+    token = write(tmp_path, "tok-0123456789abcdef\n", "http.token")
     conf = write(tmp_path, f'[ami]\nsecret_file = "{secret}"\n[http]\ntoken_file = "{token}"\n')
     c = load_config(conf, env={})
-    assert (c.ami.secret, c.http.token, c.warnings) == ("s3cret", "tok", [])
-    c = load_config(conf, env={"IVR_AMI_SECRET": "fromenv", "IVR_HTTP_TOKEN": "t2"})
-    assert (c.ami.secret, c.http.token) == ("fromenv", "t2")
+    assert (c.ami.secret, c.http.token, c.warnings) == ("s3cret", "tok-0123456789abcdef", [])
+    c = load_config(conf, env={"IVR_AMI_SECRET": "fromenv", "IVR_HTTP_TOKEN": "t2-0123456789abcdef"})
+    assert (c.ami.secret, c.http.token) == ("fromenv", "t2-0123456789abcdef")
     missing = write(tmp_path, '[ami]\nsecret_file = "/no/such/file"\n', "m.toml")
     with pytest.raises(ConfigError, match=r"ami.secret_file .*cannot read /no/such/file"):
         load_config(missing, env={})
@@ -183,3 +183,15 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "9 problem(s)" in err and "agents[1].dial" in err
     assert main(["check-config"]) == 0
+
+
+def test_database_timeouts_and_spool_limits_must_be_positive(tmp_path: Path) -> None:
+    path = tmp_path / "ivr.toml"
+    path.write_text('[database]\ntimeout = 0\nconnect_timeout = -1\nretry_initial = 5.0\nretry_max = 1.0\n'
+                    'spool_max_mb = 0\nqueue_size = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    text = str(caught.value)
+    for key in ("database.timeout", "database.connect_timeout", "database.retry_max", "database.spool_max_mb",
+                "database.queue_size"):
+        assert key in text, key

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ivr import resources
 from ivr.cli import main
 from ivr.errors import SwitchError
 from ivr.switch import embedded
@@ -59,7 +60,7 @@ def test_render_config_points_at_instance_dirs_and_ports(tmp_path: Path):
     assert secrets.stat().st_mode & 0o077 == 0, "secrets must not be group/world readable"
     assert sw.secrets().controller in secrets.read_text()
     # No secret is in the shipped configuration itself.
-    lines = [line.strip() for p in embedded.project_root().joinpath("asterisk").glob("*.conf")
+    lines = [line.strip() for p in resources.asterisk_config_dir().glob("*.conf")
              for line in p.read_text().splitlines() if not line.strip().startswith(";")]
     assert not [line for line in lines if line.startswith(("secret", "password"))]
 
@@ -80,3 +81,23 @@ def test_secrets_are_generated_once_and_upgraded_in_place(tmp_path: Path):
     assert json.loads(path.read_text())["http_token"] == upgraded.http_token
     assert path.stat().st_mode & 0o077 == 0
     assert sw.env()["IVR_HTTP_TOKEN"] == upgraded.http_token
+
+
+def test_env_exports_the_controller_user_and_the_admin_only_on_request(tmp_path: Path, monkeypatch, capsys):
+    from ivr.cli import main
+
+    sw = EmbeddedSwitch("unit", cache_dir=tmp_path)
+    sec = sw.secrets()
+    env = sw.env()
+    assert (env["IVR_AMI_USERNAME"], env["IVR_AMI_SECRET"]) == ("ivr", sec.controller)
+    assert sec.admin not in env.values() and not any("ADMIN" in k for k in env)
+    admin = sw.env(admin=True)
+    assert (admin["IVR_AMI_ADMIN_USERNAME"], admin["IVR_AMI_ADMIN_SECRET"]) == ("ivr-admin", sec.admin)
+    assert admin["IVR_AMI_SECRET"] == sec.controller  # the controller's login stays least-privilege
+
+    monkeypatch.setenv("IVR_CACHE_DIR", str(tmp_path))
+    assert main(["asterisk", "--name", "unit", "env"]) == 0
+    out = capsys.readouterr().out
+    assert "export IVR_AMI_USERNAME=ivr\n" in out and sec.admin not in out
+    assert main(["asterisk", "--name", "unit", "env", "--admin"]) == 0
+    assert f"export IVR_AMI_ADMIN_SECRET={sec.admin}" in capsys.readouterr().out
