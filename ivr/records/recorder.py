@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
@@ -34,6 +33,7 @@ import structlog
 from ivr.ami.connection import Backoff
 from ivr.events import CallEvent, EventBus
 from ivr.records.db import DatabaseError, translate
+from ivr.records.progress import Inbox, RecorderProgress
 from ivr.records.spool import Entry, Spool, SpoolError
 
 log = structlog.get_logger("ivr.records")
@@ -47,18 +47,6 @@ Opener = Callable[[], Awaitable[Any]]  # returns an open store; raises DatabaseE
 Hook = Callable[[Any], Awaitable[None] | None]
 
 
-class _Inbox(asyncio.Queue[CallEvent]):
-    """The recorder's bus queue: says when something arrives."""
-
-    def __init__(self, maxsize: int) -> None:
-        super().__init__(maxsize)
-        self.arrived = asyncio.Event()
-
-    def put_nowait(self, item: CallEvent) -> None:
-        super().put_nowait(item)
-        self.arrived.set()
-
-
 async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
     """Wait until one of ``events`` is set, or ``timeout`` s."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -69,7 +57,7 @@ async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
             w.cancel()
 
 
-class CallRecorder:
+class CallRecorder(RecorderProgress):
     """Writes the bus's events to the store, or to the spool while the store is away.
 
     ``store`` may be None at start; ``opener`` (when given) is then called, and called
@@ -87,33 +75,21 @@ class CallRecorder:
         self.bus = bus
         self.drain_timeout = drain_timeout
         self.opener = opener
-        self.spool = spool
         self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
-        self.on_open, self.on_down, self.on_drop = on_open, on_down, on_drop
+        self.on_open, self.on_down = on_open, on_down
         self.max_attempts = max_attempts
         self.queue_size = queue_size or bus.queue_size
-        self.state = "up" if store is not None else "starting"
-        self.applied = 0  # written to the database
-        self.duplicates = 0  # replayed, found on record already
-        self.failed = 0  # refused by the database max_attempts times (dropped)
-        self.spooled = 0  # ever written to the spool
-        self.dropped: dict[str, int] = {}
+        super().__init__(spool, on_drop, state="up" if store is not None else "starting")
         self.attempts = 0  # opening the database
-        self.last_error = ""
         self._task: asyncio.Task[None] | None = None
-        self._inbox: _Inbox | None = None
         self._in_hand: CallEvent | None = None  # taken from the inbox, being written
-        self._progress = asyncio.Condition()
-        self._recent: deque[str] = deque(maxlen=1000)  # ids handled lately, newest last
         self._ready = asyncio.Event()  # a store is set
         if store is not None:
             self._ready.set()
         self._stopping = asyncio.Event()
-        self._state_changed = asyncio.Event()
         self._poke = asyncio.Event()
         self._just_opened = False
         self._delays: Iterator[float] | None = None
-        self._drop_logged: dict[str, float] = {}
 
     # -- outside view ------------------------------------------------------------------
 
@@ -121,13 +97,6 @@ class CallRecorder:
         """The database is open now: write the events waiting and all that follow."""
         self.store = store
         self._ready.set()
-
-    def status(self) -> dict[str, Any]:
-        """The ``records`` block of ``/healthz``."""
-        return {"state": self.state, "spooled": self.spool.pending if self.spool else 0,
-                "queued": self._inbox.qsize() if self._inbox else 0, "dropped": sum(self.dropped.values()),
-                "dropped_by_reason": dict(self.dropped), "written": self.applied,
-                **({"error": self.last_error} if self.state == "down" and self.last_error else {})}
 
     async def start(self) -> None:
         """Subscribe (at once: events published after this are never missed) and run."""
@@ -143,7 +112,7 @@ class CallRecorder:
                     self._drop("spool_corrupt", torn, "a torn line at the end of the spool")
                 if self.spool.pending:
                     log.warning("records.spool_found", spooled=self.spool.pending, path=str(self.spool.path))
-        self._inbox = _Inbox(self.queue_size)
+        self._inbox = Inbox(self.queue_size)
         self.bus.open_queue(self._overflow, queue=self._inbox)
         self._task = asyncio.create_task(self._run(), name="call-recorder")
 
@@ -396,71 +365,6 @@ class CallRecorder:
         if moved:
             async with self._progress:
                 self._progress.notify_all()
-
-    # -- bookkeeping -------------------------------------------------------------------
-
-    async def wait_state(self, state: str, timeout: float) -> None:
-        """Wait (bounded) until the recorder is in ``state``."""
-        async with asyncio.timeout(timeout):
-            while self.state != state:
-                await self._state_changed.wait()
-
-    def _set_state(self, state: str, **details: Any) -> None:
-        if state == self.state:
-            return
-        before, self.state = self.state, state
-        changed, self._state_changed = self._state_changed, asyncio.Event()
-        changed.set()
-        spooled = self.spool.pending if self.spool is not None else 0
-        if state == "down":
-            log.error("records.state", state=state, was=before, spooled=spooled, **details)
-        else:
-            log.info("records.state", state=state, was=before, spooled=spooled, **details)
-
-    def _drop(self, reason: str, count: int, error: str, **details: Any) -> None:
-        """Count and log what is lost (a log line per reason at most once a second)."""
-        if count <= 0:
-            return
-        self.dropped[reason] = self.dropped.get(reason, 0) + count
-        if self.on_drop is not None:
-            self.on_drop(reason, count)
-        now = time.monotonic()
-        if now - self._drop_logged.get(reason, -1e9) >= 1.0:
-            self._drop_logged[reason] = now
-            log.error("records.dropped", reason=reason, count=count, dropped_total=self.dropped[reason],
-                      error=error, **details)
-
-    async def _handled(self, event: CallEvent) -> None:
-        self._recent.append(event.id)
-        await self._notify()
-
-    async def _notify(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
-
-    async def wait_applied(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until ``count`` events have been handled (written, found written, or given up)."""
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(
-                lambda: self.applied + self.duplicates + self.failed >= count), timeout)
-
-    async def handled(self, event: CallEvent, timeout: float = 1.0) -> bool:
-        """Wait (at most ``timeout`` s) until this very event is written; False if not
-        (at once while the database is away).
-
-        The dashboard's live stream sends an event once it is on record, so a page that
-        reloads its tables on the event sees it there."""
-        def seen() -> bool:
-            return self.state != "up" or event.id in self._recent
-
-        if self.state != "up":
-            return False
-        async with self._progress:
-            try:
-                await asyncio.wait_for(self._progress.wait_for(seen), timeout)
-            except TimeoutError:
-                return False
-        return event.id in self._recent and self.state == "up"
 
     async def stop(self) -> None:
         """Write what is still queued (for at most ``drain_timeout`` s), spool the rest."""
