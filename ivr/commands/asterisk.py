@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--sip-port", type=int, default=None)
     u.set_defaults(func=_up)
     acts.add_parser("down", help="stop it cleanly").set_defaults(func=_down)
-    acts.add_parser("status", help="is it running?").set_defaults(func=_status)
+    acts.add_parser("status", help="is it running? (JSON: pid, ports, trunk SIP URI, uptime)").set_defaults(func=_status)
     acts.add_parser("env", help="print export lines for the admin AMI user").set_defaults(func=_env)
     c = acts.add_parser("cli", help="run an Asterisk CLI command")
     c.add_argument("cli_command", help='for example "core show channels"')
