@@ -58,6 +58,7 @@ async def add_dialplan(ami: AmiRecorder) -> None:
     # Agents (the ;2 halves of Local/100N@test-hostile-agent): 1001 answers the hunt,
     # 1002 is the transfer target that answers and confirms with 1.
     await ami.add_dialplan(AGENTS_CTX, "1001", ["Answer()", "Wait(300)", "Hangup()"])
+    await ami.add_dialplan(AGENTS_CTX, "q1", ["Answer()", "Wait(300)", "Hangup()"])  # a queue member
     await ami.add_dialplan(AGENTS_CTX, "1002", ["Answer()", "Wait(1)", "SendDTMF(1,,120)", "Wait(300)",
                                                 "Hangup()"])
     await ami.add_dialplan("test-hostile-caller", "c", ["Answer()", "Wait(300)", "Hangup()"])
@@ -87,17 +88,18 @@ def half2(channel: str) -> str:
     return channel[:-1] + "2"
 
 
-async def bridged_pair(ami: AmiRecorder, caller_prefix: str, since: int, timeout: float) -> tuple[Any, Any]:
+async def bridged_pair(ami: AmiRecorder, caller_prefix: str, since: int, timeout: float,
+                       agent: str = "1001") -> tuple[Any, Any]:
     """The caller's BridgeEnter (channel name starting with ``caller_prefix``) and its
-    agent's, in the same bridge."""
+    agent's (``Local/<agent>@test-hostile-agent``), in the same bridge."""
     [caller] = await ami.wait_for(lambda e: e.event == "BridgeEnter"
                                   and e.get("Channel", "").startswith(caller_prefix),
                                   timeout=timeout, since=since)
-    [agent] = await ami.wait_for(lambda e: e.event == "BridgeEnter"
-                                 and e.get("BridgeUniqueid") == caller["BridgeUniqueid"]
-                                 and e.get("Uniqueid") != caller["Uniqueid"], timeout=10, since=since)
-    assert agent["Channel"].startswith(f"Local/1001@{AGENTS_CTX}-"), agent["Channel"]
-    return caller, agent
+    [peer] = await ami.wait_for(lambda e: e.event == "BridgeEnter"
+                                and e.get("BridgeUniqueid") == caller["BridgeUniqueid"]
+                                and e.get("Uniqueid") != caller["Uniqueid"], timeout=10, since=since)
+    assert peer["Channel"].startswith(f"Local/{agent}@{AGENTS_CTX}-"), peer["Channel"]
+    return caller, peer
 
 
 def hold_state(uid: str, state: str) -> Any:
@@ -202,6 +204,42 @@ async def test_caller_keying_agent_codes_only_sends_dtmf_to_the_agent(ami: AmiRe
     finally:
         await hang_up_all(ami, "test-hostile")
         await hang_up_all(ami, linkedid)
+
+
+async def test_queue_member_has_the_keys_and_the_queue_caller_has_not(ami: AmiRecorder, make_controller) -> None:
+    """A ``queue=agents`` hunt entry: Queue()'s b() arms the member's leg (the caller's
+    keys reach the member as DTMF; the member's *8 holds the caller)."""
+    ctl = await make_controller(CONFIG, now=lambda: AFTERNOON)
+    await add_dialplan(ami)
+    member = f"Local/q1@{AGENTS_CTX}/n"
+    reply = await ami.action({"Action": "QueueAdd", "Queue": "agents", "Interface": member}, as_list=False)
+    assert reply.success, reply
+    since = len(ami.events)
+    await ami.originate("Local/c@test-hostile-caller", "ivr-agents", "s", caller_id='"Caller" <13800000014>',
+                        variables={"IVR_AGENTS": "queue=agents"})
+    linkedid = ""
+    try:
+        caller, agent = await bridged_pair(ami, "Local/c@test-hostile-caller-", since, timeout=30, agent="q1")
+        linkedid = caller["Linkedid"]
+        since = len(ami.events)
+        await redirect(ami, half2(caller["Channel"]), "caller")
+        heard = await ami.wait_for(lambda e: e.event == "DTMFEnd" and e.get("Direction") == "Received"
+                                   and e.get("Channel") == half2(agent["Channel"]),
+                                   timeout=20, since=since, count=len(CALLER_KEYS))
+        assert "".join(e["Digit"] for e in heard) == CALLER_KEYS
+        await ami.expect_none(is_user_event("IvrTransferRequest"), within=FEATURE_WINDOW, since=since)
+        assert not ami.find(lambda e: is_user_event("IvrHoldKey")(e) or is_user_event("IvrHold")(e), since)
+        since = len(ami.events)
+        await redirect(ami, half2(agent["Channel"]), "hold")
+        [key] = await ami.wait_for(is_user_event("IvrHoldKey"), timeout=10, since=since)
+        assert key["Uniqueid"] == agent["Uniqueid"]
+        await ami.wait_for(hold_state(caller["Uniqueid"], "start"), timeout=10, since=since)
+        assert metric(ctl, "ivr_hold_keys_refused_total") == 0
+    finally:
+        await ami.action({"Action": "QueueRemove", "Queue": "agents", "Interface": member}, as_list=False)
+        await hang_up_all(ami, "test-hostile")
+        if linkedid:
+            await hang_up_all(ami, linkedid)
 
 
 # ---------------------------------------------------------------------------- SIP caller
