@@ -362,3 +362,24 @@ async def test_sip_caller_with_an_ami_action_in_the_caller_number(switch, ami: A
     print(f"AMI events cut short by the raw caller number: {carried}")
     assert set(carried) <= {"Newchannel", "Newexten", "Newstate", "DialplanStart", "VarSet",
                             "NewConnectedLine", "SuccessfulAuth", "InvalidAccountID"}, carried
+
+
+async def test_agent_phone_without_password_is_challenged_not_taken_for_the_trunk(
+        switch, ami: AmiRecorder, tmp_path: Path) -> None:
+    """The anonymous trunk comes after identification by user name: a REGISTER or an
+    INVITE from user 1001 (an agent endpoint) without its password is challenged (401),
+    never accepted as an anonymous caller."""
+    since = len(ami.events)
+    sipp = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(Path(__file__).parent / "sipp" / "agent_without_password.xml"),
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_udp_port()), "-m", "1",
+        "-timeout", "20s", "-timeout_error", "-nostdin", f"127.0.0.1:{switch.sip_port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
+    try:
+        out, err = await asyncio.wait_for(sipp.communicate(), 30)
+    finally:
+        if sipp.returncode is None:
+            sipp.kill()
+            await sipp.wait()
+    assert sipp.returncode == 0, (out + err).decode(errors="replace")[-2000:]
+    assert not ami.find(lambda e: e.event == "Newchannel" and "anonymous" in e.get("Channel", ""), since)
