@@ -312,13 +312,17 @@ class HoldService:
     async def _move_caller_out(self, s: HoldSession) -> None:
         s.keeper = f"ivrkeep-{s.caller.uniqueid}-{int(self.wall() * 1000)}"
         entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.keeper)
+        # BridgeAdd finds its channel by name *prefix*: give it the agent's channel name, never
+        # a Uniqueid ("ivrx1-t" is a prefix of its Local ;2 half "ivrx1-t-2", "1795.2" of
+        # "1795.22"). Seen on the switch: holding the caller after a warm transfer to a
+        # Local target failed when the keeper looked for the target by its Uniqueid.
         await self.conn.action({
             "Action": "Originate", "Channel": f"Local/keep@{HOLD_CONTEXT}/n", "Application": "BridgeAdd",
-            "Data": s.agent.uniqueid, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
+            "Data": s.agent.name, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
             "Async": "true", "CallerID": f'"hold" <{s.caller.name}>'}, KEEPER_TIMEOUT)
         s.keeper_name = (await asyncio.wait_for(entered, KEEPER_TIMEOUT)).get("Channel", "")
         await self.conn.action({"Action": "Setvar", "Channel": s.caller.name,
-                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.uniqueid}, KEEPER_TIMEOUT)
+                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.name}, KEEPER_TIMEOUT)
         await self.conn.action({"Action": "Redirect", "Channel": s.caller.name, "Context": HOLD_CONTEXT,
                                 "Exten": "held", "Priority": "1"}, KEEPER_TIMEOUT)
 

@@ -112,6 +112,12 @@ def transfer_state(uid: str, state: str) -> Any:
                       and e.get("Uniqueid") == uid and e.get("State") == state)
 
 
+async def held(ami: AmiRecorder, uid: str, since: int) -> None:
+    """The caller hears the hold music (moved out to the controller's hold context)."""
+    await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e.get("Uniqueid") == uid,
+                       timeout=10, since=since)
+
+
 async def agent_holds_resumes_and_transfers(ami: AmiRecorder, caller: Any, agent: Any) -> Any:
     """The agent keys *8 (hold), *8 (resume), *2 1002# (transfer to agent 1002, who
     confirms); then agent 1002 keys *8: the new agent has the keys too. Returns 1002's
@@ -122,8 +128,7 @@ async def agent_holds_resumes_and_transfers(ami: AmiRecorder, caller: Any, agent
     [key] = await ami.wait_for(is_user_event("IvrHoldKey"), timeout=10, since=since)
     assert key["Uniqueid"] == agent["Uniqueid"]
     await ami.wait_for(hold_state(uid, "start"), timeout=10, since=since)
-    await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e.get("Uniqueid") == uid,
-                       timeout=10, since=since)
+    await held(ami, uid, since)
     since = len(ami.events)
     await redirect(ami, half2(agent["Channel"]), "hold")
     await ami.wait_for(hold_state(uid, "resume"), timeout=10, since=since)
@@ -144,6 +149,7 @@ async def agent_holds_resumes_and_transfers(ami: AmiRecorder, caller: Any, agent
     [key] = await ami.wait_for(is_user_event("IvrHoldKey"), timeout=10, since=since)
     assert key["Uniqueid"] == joined["Uniqueid"]
     await ami.wait_for(hold_state(uid, "start"), timeout=10, since=since)
+    await held(ami, uid, since)
     return joined
 
 
@@ -234,6 +240,7 @@ async def test_queue_member_has_the_keys_and_the_queue_caller_has_not(ami: AmiRe
         [key] = await ami.wait_for(is_user_event("IvrHoldKey"), timeout=10, since=since)
         assert key["Uniqueid"] == agent["Uniqueid"]
         await ami.wait_for(hold_state(caller["Uniqueid"], "start"), timeout=10, since=since)
+        await held(ami, caller["Uniqueid"], since)
         assert metric(ctl, "ivr_hold_keys_refused_total") == 0
     finally:
         await ami.action({"Action": "QueueRemove", "Queue": "agents", "Interface": member}, as_list=False)

@@ -167,9 +167,10 @@ async def test_hold_moves_the_caller_out_keeping_the_agent(world: Any) -> None:
     described = await service.hold(CALLER)
     assert described["agent"] == "Alice" and described["via"] == "api" and described["state"] == "held"
     [orig] = ami.sent("Originate")
-    assert orig["Application"] == "BridgeAdd" and orig["Data"] == AGENT  # keeper joins the agent
+    # the keeper joins the agent's bridge, found by channel name (BridgeAdd matches a prefix)
+    assert orig["Application"] == "BridgeAdd" and orig["Data"] == "PJSIP/1001-00000002"
     [setvar] = ami.sent("Setvar")
-    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == AGENT
+    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == "PJSIP/1001-00000002"
     [redirect] = ami.sent("Redirect")
     assert (redirect["Channel"], redirect["Context"], redirect["Exten"]) == (
         "Local/c@x-00000001;1", "ivr-hold", "held")
