@@ -132,6 +132,9 @@ class TransferConfig:
     confirm_timeout: float = 10.0  # R5 s for the target to press 1 after the announcement
     ring_limit: float = 30.0  # s the target may ring
     announce_max: float = 30.0  # s the announcement to the target may take
+    # Outside numbers an agent may transfer to (regular expressions, each matched against
+    # the whole number, e.g. "1[0-9]{10}"). Empty (the default): outside numbers are refused.
+    allow_numbers: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -490,6 +493,14 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
             reroute_entry(r.reroute_target, config.agents)
         except ValueError as exc:
             add("rings.reroute_target", str(exc))
+    for i, pattern in enumerate(config.transfer.allow_numbers):
+        if not pattern:
+            add(f"transfer.allow_numbers[{i}]", "empty pattern (it would allow no number; remove it)")
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            add(f"transfer.allow_numbers[{i}]", f"not a valid regular expression {pattern!r}: {exc}")
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)

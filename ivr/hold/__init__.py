@@ -36,7 +36,8 @@ def build_hold(controller: Any) -> HoldService:
     service = HoldService(
         controller.ami, controller.channels, controller.timers,
         HoldSettings.from_config(controller.config, switch_path=switch_view),
-        bus=controller.bus, metrics=HoldMetrics(controller.metrics.registry))
+        bus=controller.bus, metrics=HoldMetrics(controller.metrics.registry),
+        agent_leg=controller.rings.is_agent_leg)
     service.attach()
     controller.agi.routes.update(service.agi_routes)
     controller.operations.add_feature("hold", hold_routes(service), HOLD_OPENAPI)

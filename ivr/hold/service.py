@@ -37,6 +37,10 @@ AMI ``Hold`` on the agent's channel (a phone's hold button, a ``sendonly`` re-IN
 ``Unhold`` resumes), ``UserEvent IvrHoldKey`` from the agent's channel (the feature code
 ``ivrhold`` of asterisk/features.conf, which toggles), and :meth:`HoldService.hold` /
 :meth:`HoldService.resume` (the HTTP API, by call id = the caller's Linkedid).
+The switch arms the key on agent legs only (ivr-globals.conf ``[ivr-agent-keys]``); an
+``IvrHoldKey`` from any channel the ``agent_leg`` check does not know as an agent's leg
+(the ring monitor's, in the controller) is refused, logged (``hold.key_refused``) and
+counted (``ivr_hold_keys_refused_total``).
 
 After the choices (decided here): **1** keeps waiting (music, reminders go on); **2**
 records a message (``message_instructions``, ``Record`` until ``#`` or 3 s of silence,
@@ -66,6 +70,7 @@ from ivr import errors
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
 from ivr.hold.store import HoldStore, item_id
+from ivr.rings.monitor import AgentLegCheck, configured_agent_leg
 from ivr.rules.hold import (
     Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
     RequestCallback, TakeMessage, ThankCaller,
@@ -187,9 +192,13 @@ class HoldService:
         bus: EventBus | None = None,
         metrics: HoldMetrics | None = None,
         wall: Callable[[], float] = time.time,
+        agent_leg: AgentLegCheck | None = None,
     ) -> None:
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
         self.bus, self.metrics, self.wall = bus, metrics, wall
+        # Which channels may use the agent's hold key: by default the configured agents'
+        # devices; the controller passes its ring monitor's view (every dialled agent leg).
+        self.agent_leg = agent_leg or configured_agent_leg(settings.agents)
         self.store = HoldStore(settings.messages_dir)
         self.sessions: dict[str, HoldSession] = {}  # caller Uniqueid -> session
         self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
@@ -303,13 +312,17 @@ class HoldService:
     async def _move_caller_out(self, s: HoldSession) -> None:
         s.keeper = f"ivrkeep-{s.caller.uniqueid}-{int(self.wall() * 1000)}"
         entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.keeper)
+        # BridgeAdd finds its channel by name *prefix*: give it the agent's channel name, never
+        # a Uniqueid ("ivrx1-t" is a prefix of its Local ;2 half "ivrx1-t-2", "1795.2" of
+        # "1795.22"). Seen on the switch: holding the caller after a warm transfer to a
+        # Local target failed when the keeper looked for the target by its Uniqueid.
         await self.conn.action({
             "Action": "Originate", "Channel": f"Local/keep@{HOLD_CONTEXT}/n", "Application": "BridgeAdd",
-            "Data": s.agent.uniqueid, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
+            "Data": s.agent.name, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
             "Async": "true", "CallerID": f'"hold" <{s.caller.name}>'}, KEEPER_TIMEOUT)
         s.keeper_name = (await asyncio.wait_for(entered, KEEPER_TIMEOUT)).get("Channel", "")
         await self.conn.action({"Action": "Setvar", "Channel": s.caller.name,
-                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.uniqueid}, KEEPER_TIMEOUT)
+                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.name}, KEEPER_TIMEOUT)
         await self.conn.action({"Action": "Redirect", "Channel": s.caller.name, "Context": HOLD_CONTEXT,
                                 "Exten": "held", "Priority": "1"}, KEEPER_TIMEOUT)
 
@@ -346,8 +359,14 @@ class HoldService:
         if event.get("UserEvent") != "IvrHoldKey":
             return
         uid = event.get("Uniqueid", "")
-        if uid == event.get("Linkedid"):
-            return  # the caller pressed the agent's code: only an agent holds
+        if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, event.get("Channel", "")):
+            # Not an agent's leg (a caller's channel never has the key armed: if one sends
+            # it, the switch is misconfigured or the event is forged). Only an agent holds.
+            log.warning("hold.key_refused", uniqueid=uid, channel=event.get("Channel", ""),
+                        linkedid=event.get("Linkedid", ""))
+            if self.metrics is not None:
+                self.metrics.keys_refused.inc()
+            return
         if any(s.agent.uniqueid == uid and s.timer.state == "held" for s in self.sessions.values()):
             self._resume_agent(uid)
             return

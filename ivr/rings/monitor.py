@@ -68,6 +68,25 @@ def device_key(name: str) -> str:
     return "/".join(device_of(name).split("/")[:2])
 
 
+AgentLegCheck = Callable[[str, str], bool]
+"""``(uniqueid, channel name) -> bool``: is this channel an agent's leg? The hold and
+transfer services ask it before acting on an agent key (``IvrHoldKey``,
+``IvrTransferRequest``): the switch arms those keys on agent legs only
+(ivr-globals.conf ``[ivr-agent-keys]``), and the controller refuses them from any other
+channel too (defence in depth, issue 13)."""
+
+
+def configured_agent_leg(dials: Iterable[str]) -> AgentLegCheck:
+    """An :data:`AgentLegCheck` that knows only the configured agents: a channel whose
+    device is one of the ``dials`` (``PJSIP/1001-0000002a`` for ``PJSIP/1001``)."""
+    devices = frozenset(device_key(d) for d in dials if d)
+
+    def check(_uniqueid: str, channel: str) -> bool:
+        return bool(channel) and device_key(channel) in devices
+
+    return check
+
+
 def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
     """``[rings] reroute_target`` as an ivr-agents.conf hunt entry: ``queue:NAME`` ->
     ``queue=NAME``; an agent number of ``[[agents]]`` -> ``NUMBER=DIAL``; a dial string
@@ -238,6 +257,20 @@ class RingMonitor:
     def _at(self, event: Any) -> float:
         """The event's Asterisk timestamp on the timer clock."""
         return self.timers.now() - max(0.0, self.wall() - event_time(event))
+
+    # -- agent legs -------------------------------------------------------------------
+    def is_agent_leg(self, uniqueid: str, channel: str = "") -> bool:
+        """An :data:`AgentLegCheck`: a channel this monitor saw dialled as an agent (the
+        hunt's ``DialBegin`` from ivr-agents, ``IvrAgentDial``, a queue's ``AgentCalled``,
+        any dial of a configured agent's device; kept until its hang-up), or whose device
+        is a configured agent's dial string (a call in progress when the controller
+        started). A caller's channel is neither."""
+        if uniqueid and uniqueid in self.legs:
+            return True
+        if not channel and uniqueid:
+            ch = self.tracker.get(uniqueid)
+            channel = ch.name if ch is not None else ""
+        return bool(channel) and device_key(channel) in self.settings.agents
 
     # -- figures for the dashboard ---------------------------------------------------
     def figures(self) -> dict[str, dict[str, int]]:

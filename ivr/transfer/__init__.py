@@ -16,7 +16,8 @@ def build_transfer(controller: Any) -> TransferService:
 
     service = TransferService(
         controller.ami, TransferSettings.from_config(controller.config), timers=controller.timers,
-        bus=controller.bus, metrics=TransferMetrics(controller.metrics.registry))
+        bus=controller.bus, metrics=TransferMetrics(controller.metrics.registry),
+        agent_leg=controller.rings.is_agent_leg)
     service.attach()
     controller.agi.routes[TransferService.AGI_ROUTE] = service.target_agi
     controller.operations.add_feature("transfer", transfer_routes(service), TRANSFER_OPENAPI)

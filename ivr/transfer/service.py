@@ -22,6 +22,12 @@ The dialplan is the safety net: if the controller dies mid-transfer, the caller 
 wait after ``IVR_XFER_MAXWAIT`` s through ``[ivr-transfer-return]``. No step of the
 transfer ever hangs the caller up.
 
+The switch arms the agent's key on agent legs only (ivr-globals.conf ``[ivr-agent-keys]``);
+an ``IvrTransferRequest`` from a channel the ``agent_leg`` check does not know as an
+agent's leg is refused, logged (``transfer.request_refused_not_agent``) and counted
+(``ivr_transfer_keys_refused_total``). Outside numbers as targets are refused unless they
+match ``[transfer] allow_numbers``.
+
 Every state change goes out as ``UserEvent: IvrTransfer`` (``State``, ``Target``,
 ``Uniqueid`` of the caller, ``TransferId``, ``Reason``), as a ``transfer.state``
 :class:`~ivr.events.CallEvent`, and into the metrics.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +55,7 @@ from ivr.rules.transfer import (
     Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
     TransferAction, WarmTransfer,
 )
+from ivr.rings.monitor import AgentLegCheck, configured_agent_leg
 from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
 
 log = structlog.get_logger("ivr.transfer")
@@ -73,6 +81,8 @@ class TransferSettings:
     remind_every: int = 30  # s between reminders to the waiting caller (R4)
     agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
     allow_dial: bool = False  # accept raw dial strings as targets (tests; see targets.py)
+    # outside numbers allowed as targets (whole-number match); none: outside numbers refused
+    allow_numbers: tuple[re.Pattern[str], ...] = ()
 
     @property
     def max_wait(self) -> int:
@@ -89,6 +99,7 @@ class TransferSettings:
             announce_max=config.transfer.announce_max,
             remind_every=int(config.hold.reminder_interval),
             agents={str(a.number): str(a.dial or f"PJSIP/{a.number}") for a in config.agents},
+            allow_numbers=tuple(re.compile(p) for p in config.transfer.allow_numbers),
         )
 
 
@@ -101,6 +112,9 @@ class TransferMetrics:
         self.confirm_seconds = Histogram(
             "ivr_transfer_confirm_seconds", "Time from the target's answer to its confirmation",
             buckets=(2, 4, 6, 8, 10, 15, 20, 30, 45), registry=self.registry)
+        self.keys_refused = Counter(
+            "ivr_transfer_keys_refused", "Transfer keys (UserEvent IvrTransferRequest) refused: "
+            "not from a known agent leg (issue 13)", registry=self.registry)
 
 
 @dataclass
@@ -130,9 +144,13 @@ class TransferService:
     AGI_ROUTE = "transfer-target"
 
     def __init__(self, ami: Any, settings: TransferSettings, *, timers: TimerService,
-                 bus: EventBus | None = None, metrics: TransferMetrics | None = None) -> None:
+                 bus: EventBus | None = None, metrics: TransferMetrics | None = None,
+                 agent_leg: AgentLegCheck | None = None) -> None:
         self.ami = ami
         self.settings = settings
+        # Which channels may use the agent's transfer key: by default the configured
+        # agents' devices; the controller passes its ring monitor's view.
+        self.agent_leg = agent_leg or configured_agent_leg(settings.agents.values())
         self.timers = timers
         self.bus = bus or EventBus()
         self.metrics = metrics or TransferMetrics()
@@ -174,7 +192,8 @@ class TransferService:
     async def transfer(self, call_id: str, target: str) -> Transfer:
         """Transfer the caller of call ``call_id`` (its Linkedid, or the caller's Uniqueid)
         away from the agent it is bridged with, to ``target``."""
-        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial)
+        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial,
+                             allow_numbers=self.settings.allow_numbers)
         rows = await self._channels()
         caller = next((r for r in rows if r.get("Uniqueid") == call_id), None) or next(
             (r for r in rows if r.get("Linkedid") == call_id and r.get("Uniqueid") == call_id), None)
@@ -184,7 +203,8 @@ class TransferService:
 
     async def transfer_from_agent(self, agent_uid: str, target: str) -> Transfer:
         """The agent on channel ``agent_uid`` keyed a transfer (feature code)."""
-        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial)
+        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial,
+                             allow_numbers=self.settings.allow_numbers)
         rows = await self._channels()
         agent = next((r for r in rows if r.get("Uniqueid") == agent_uid), None)
         bridge = agent.get("BridgeId", "") if agent is not None else ""
@@ -275,7 +295,10 @@ class TransferService:
                 "Timeout": str(int((action.timeout + 2) * 1000)),
                 "ChannelId": xfer.target_uid,
                 "CallerID": f'"{xfer.caller_number}" <{xfer.caller_number}>',
-                "Variable": f"IVR_XFER_ID={xfer.id}",
+                # an agent or a queue member becomes the caller's agent: the dialplan arms
+                # the agent keys on that leg once it confirms (never on an outside number)
+                "Variable": f"IVR_XFER_ID={xfer.id},IVR_XFER_KEYS="
+                            + ("yes" if xfer.target.kind in ("agent", "queue") else "no"),
             }
             if action.target.startswith("Local/"):
                 originate["OtherChannelId"] = f"{xfer.target_uid}-2"
@@ -353,7 +376,15 @@ class TransferService:
         kind = event.get("Event", "")
         if kind == "UserEvent":
             if event.get("UserEvent") == "IvrTransferRequest":
-                self._spawn(self._requested(event.get("Uniqueid", ""), event.get("Target", "")))
+                uid, channel = event.get("Uniqueid", ""), event.get("Channel", "")
+                if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, channel):
+                    # Not an agent's leg: the switch arms *2 on agent legs only, so this is a
+                    # misconfigured switch or a forged event. Never start a transfer for it.
+                    log.warning("transfer.request_refused_not_agent", uniqueid=uid, channel=channel,
+                                linkedid=event.get("Linkedid", ""), target=event.get("Target", ""))
+                    self.metrics.keys_refused.inc()
+                    return
+                self._spawn(self._requested(uid, event.get("Target", "")))
             return
         if kind == "BridgeEnter":
             connecting = self._connecting.pop(event.get("Uniqueid", ""), None)

@@ -195,3 +195,18 @@ def test_database_timeouts_and_spool_limits_must_be_positive(tmp_path: Path) -> 
     for key in ("database.timeout", "database.connect_timeout", "database.retry_max", "database.spool_max_mb",
                 "database.queue_size"):
         assert key in text, key
+
+
+def test_allow_numbers_must_be_valid_patterns(tmp_path: Path) -> None:
+    """[transfer] allow_numbers: outside numbers stay off by default; each pattern is
+    checked at load, and a bad one is named with its key and line."""
+    assert load_config(None, env={}).transfer.allow_numbers == []
+    good = load_config(write(tmp_path, '[transfer]\nallow_numbers = ["1[0-9]{10}", "^9[0-9]{5}$"]\n'), env={})
+    assert good.transfer.allow_numbers == ["1[0-9]{10}", "^9[0-9]{5}$"]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[transfer]\nallow_numbers = ["1[0-9]{10}", "(", ""]\n'), env={})
+    problems = info.value.details["problems"]
+    assert problems[0].startswith("transfer.allow_numbers[1] (line 2): not a valid regular expression '('")
+    assert problems[1].startswith("transfer.allow_numbers[2] (line 2): empty pattern")
+    with pytest.raises(ConfigError, match=r"transfer.allow_numbers \(line 2\): expected a list"):
+        load_config(write(tmp_path, '[transfer]\nallow_numbers = "1[0-9]{10}"\n'), env={})

@@ -167,9 +167,10 @@ async def test_hold_moves_the_caller_out_keeping_the_agent(world: Any) -> None:
     described = await service.hold(CALLER)
     assert described["agent"] == "Alice" and described["via"] == "api" and described["state"] == "held"
     [orig] = ami.sent("Originate")
-    assert orig["Application"] == "BridgeAdd" and orig["Data"] == AGENT  # keeper joins the agent
+    # the keeper joins the agent's bridge, found by channel name (BridgeAdd matches a prefix)
+    assert orig["Application"] == "BridgeAdd" and orig["Data"] == "PJSIP/1001-00000002"
     [setvar] = ami.sent("Setvar")
-    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == AGENT
+    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == "PJSIP/1001-00000002"
     [redirect] = ami.sent("Redirect")
     assert (redirect["Channel"], redirect["Context"], redirect["Exten"]) == (
         "Local/c@x-00000001;1", "ivr-hold", "held")
@@ -316,3 +317,41 @@ async def test_http_routes(world: Any, aiohttp_client: Any) -> None:
     assert [h["call_id"] for h in (await (await client.get("/api/hold")).json())["held"]] == [CALLER]
     assert (await (await client.get("/api/hold/messages")).json()) == {"messages": []}
     assert (await (await client.get("/api/hold/callbacks")).json()) == {"callbacks": []}
+
+
+async def test_hold_key_only_from_an_agent_leg(world: Any) -> None:
+    """Issue 13: IvrHoldKey from the caller's channel, or from a channel that is not a
+    known agent leg, is refused, logged and counted; the agent's key holds and resumes."""
+    from structlog.testing import capture_logs
+
+    ami, service, _clock, _timers, _events, metrics = world
+
+    def key(uid: str, channel: str) -> dict[str, str]:
+        return {"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": uid,
+                "Linkedid": CALLER, "Channel": channel}
+
+    with capture_logs() as logs:
+        ami.event(key(CALLER, "Local/c@x-00000001;1"))  # the caller keyed *8
+        ami.event(key("100.7", "PJSIP/anonymous-00000007"))  # not an agent's device
+        ami.event(key(AGENT, ""))  # no channel to check: unknown
+        await asyncio.sleep(0)
+    assert not service.sessions and ami.actions == []
+    assert metrics.value("ivr_hold_keys_refused_total") == 3
+    assert [e["event"] for e in logs] == ["hold.key_refused"] * 3
+    ami.event(key(AGENT, "PJSIP/1001-00000002"))  # the agent's key (a configured device)
+    await until(lambda: CALLER in service.sessions)
+    assert service.sessions[CALLER].via == "feature"
+    ami.event(key(AGENT, "PJSIP/1001-00000002"))  # again: resume
+    assert service.sessions[CALLER].timer.state == "resumed"
+    assert metrics.value("ivr_hold_keys_refused_total") == 3
+
+
+async def test_hold_key_check_is_injectable(world: Any) -> None:
+    """The controller passes the ring monitor's view of agent legs (a hunt's Local leg)."""
+    ami, service, *_ = world
+    asked: list[tuple[str, str]] = []
+    service.agent_leg = lambda uid, ch: asked.append((uid, ch)) or uid == AGENT
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "Local/1001@hunt-00000001;1"})
+    await until(lambda: CALLER in service.sessions)
+    assert asked == [(AGENT, "Local/1001@hunt-00000001;1")]

@@ -205,3 +205,27 @@ async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
                     ChannelState="6")
     decision = rig.monitor.answer_decision("100.1", second["DestChannel"])
     assert (decision.rings, decision.late) == (7, True)
+
+
+async def test_agent_legs_for_the_key_checks() -> None:
+    """Issue 13: the hold and transfer keys are honoured only from agent legs. The monitor
+    knows a leg dialled from ivr-agents (kept while it lasts), a configured agent's
+    device, and never the caller's channel."""
+    settings = RingSettings(Cadence.for_zone("cn"), agents={"PJSIP/1001": "1001"})
+    async with started(settings=settings) as r:
+        hunt = {"DestUniqueid": "100.5", "DestLinkedid": "100.1", "DestChannel": "Local/1009@desk-00000005;1"}
+        await r.event(Event="DialBegin", **CALLER, **hunt, DestChannelState="0")
+        await r.event(Event="Newstate", Uniqueid="100.5", Linkedid="100.1", Channel=hunt["DestChannel"],
+                      ChannelState="6", ChannelStateDesc="Up")  # answered: still an agent leg
+        assert r.monitor.is_agent_leg("100.5", hunt["DestChannel"])
+        assert r.monitor.is_agent_leg("100.5")  # by Uniqueid alone
+        assert r.monitor.is_agent_leg("200.9", "PJSIP/1001-0000000a")  # a configured device
+        assert not r.monitor.is_agent_leg(CALLER["Uniqueid"], CALLER["Channel"])
+        assert not r.monitor.is_agent_leg("100.7", "PJSIP/anonymous-00000007")
+        assert not r.monitor.is_agent_leg("", "")
+        await r.event(Event="Hangup", Uniqueid="100.5", Linkedid="100.1", Channel=hunt["DestChannel"])
+        assert not r.monitor.is_agent_leg("100.5", hunt["DestChannel"])  # gone
+        # a DialBegin from anywhere else (an originated caller, say) is not an agent leg
+        other = {"DestUniqueid": "100.8", "DestLinkedid": "100.8", "DestChannel": "Local/c@callers-00000008;1"}
+        await r.event(Event="DialBegin", **other, DestChannelState="0")
+        assert not r.monitor.is_agent_leg("100.8", other["DestChannel"])

@@ -207,17 +207,85 @@ async def test_caller_hangup_releases_target_and_agent(rig) -> None:
     assert outcome(service, "abandoned") == 1 and service.transfers == {}
 
 
+def key_event(row: dict[str, str], target: str) -> dict[str, str]:
+    """UserEvent IvrTransferRequest as the switch raises it on ``row``'s channel."""
+    return {"Event": "UserEvent", "UserEvent": "IvrTransferRequest", "Uniqueid": row["Uniqueid"],
+            "Linkedid": row["Linkedid"], "Channel": row["Channel"], "Target": target}
+
+
+def refused(service: TransferService) -> float:
+    return service.metrics.registry.get_sample_value("ivr_transfer_keys_refused_total") or 0.0
+
+
 async def test_feature_code_request(rig) -> None:
     service, ami, _ = rig
-    ami.event(Event="UserEvent", UserEvent="IvrTransferRequest", Uniqueid="a1", Target="1002")
+    ami.event(**key_event(AGENT, "1002"))
     await settle(service)
     assert ami.states() == ["offered"]
     (xfer,) = service.transfers.values()
     assert xfer.caller == "c1" and xfer.agent_number == "1001"
+    # an agent (or queue) target gets the agent keys once it confirms (ivr-transfer.conf)
+    assert "IVR_XFER_KEYS=yes" in ami.named("Originate")[0]["Variable"]
     # a bad target keyed on the phone is logged and refused, nothing moves
-    ami.event(Event="UserEvent", UserEvent="IvrTransferRequest", Uniqueid="a1", Target="99x")
+    ami.event(**key_event(AGENT, "99x"))
     await settle(service)
     assert len(ami.named("Redirect")) == 1
+    assert refused(service) == 0
+
+
+async def test_transfer_key_from_a_caller_or_unknown_channel_is_refused(rig) -> None:
+    """Issue 13: only an agent's leg may transfer; the caller's channel (or any channel
+    that is not a known agent leg) is refused, logged and counted, and nothing moves."""
+    from structlog.testing import capture_logs
+
+    service, ami, _ = rig
+    stranger = {**AGENT, "Uniqueid": "s1", "Channel": "PJSIP/anonymous-00000007"}
+    with capture_logs() as logs:
+        ami.event(**key_event(CALLER, "900123"))  # the caller keyed *2 900123#
+        ami.event(**key_event(stranger, "1002"))  # a channel that is no agent's
+        ami.event(**{**key_event(AGENT, "1002"), "Channel": ""})  # no channel: unknown
+        await settle(service)
+    assert ami.actions == [] and service.transfers == {}
+    assert refused(service) == 3
+    assert [e["event"] for e in logs] == ["transfer.request_refused_not_agent"] * 3
+    assert logs[0]["log_level"] == "warning" and logs[0]["target"] == "900123"
+
+
+async def test_agent_leg_check_is_injectable(rig) -> None:
+    """The controller passes its ring monitor's view: a dialled agent leg that is not a
+    configured device (a hunt entry, a queue member) may transfer."""
+    _, ami, clock = rig
+    timers = TimerService(clock=lambda: clock[0])
+    seen: list[tuple[str, str]] = []
+    service = TransferService(ami, TransferSettings(agents=AGENTS), timers=timers,
+                              agent_leg=lambda uid, ch: seen.append((uid, ch)) or uid == "a1")
+    service.attach()
+    ami.event(**key_event({**AGENT, "Channel": "Local/1001@hunt-00000001;1"}, "1002"))
+    await settle(service)
+    assert seen == [("a1", "Local/1001@hunt-00000001;1")] and len(service.transfers) == 1
+    await service.close()
+    await timers.close()
+
+
+async def test_outside_numbers_only_with_allow_numbers(rig) -> None:
+    import re
+
+    service, ami, clock = rig
+    ami.event(**key_event(AGENT, "900123"))  # off by default: refused, nothing moves
+    await settle(service)
+    assert ami.named("Redirect") == []
+    with pytest.raises(InvalidTarget, match="allow_numbers"):
+        await service.transfer("c1", "number:13800138000")
+    timers = TimerService(clock=lambda: clock[0])
+    allowed = TransferService(ami, TransferSettings(agents=AGENTS, allow_numbers=(re.compile("1[0-9]{10}"),)),
+                              timers=timers)
+    xfer = await allowed.transfer("c1", "13800138000")
+    assert xfer.target.dial == "Local/13800138000@ivr-transfer-number"
+    assert "IVR_XFER_KEYS=no" in ami.named("Originate")[-1]["Variable"]  # no keys for outsiders
+    with pytest.raises(InvalidTarget, match="allow_numbers"):
+        await allowed.transfer("c1", "900123")
+    await allowed.close()
+    await timers.close()
 
 
 async def test_refusals(rig) -> None:
@@ -252,12 +320,23 @@ async def test_originate_failure_is_a_failed_dial(rig) -> None:
 
 
 def test_resolve_target() -> None:
+    import re
+
     assert resolve_target("1002", AGENTS).dial == "PJSIP/1002"
     assert resolve_target("agent:1001", AGENTS).label == "1001"
     q = resolve_target("queue:support", AGENTS)
     assert (q.kind, q.dial) == ("queue", "Local/support@ivr-transfer-queue")
-    n = resolve_target("13800138000", AGENTS)
+    mobiles = [re.compile(r"1[0-9]{10}")]
+    n = resolve_target("13800138000", AGENTS, allow_numbers=mobiles)
     assert (n.label, n.dial) == ("number:13800138000", "Local/13800138000@ivr-transfer-number")
+    assert resolve_target("number:13800138000", AGENTS, allow_numbers=mobiles).kind == "number"
+    # outside numbers are off unless allowed, and a pattern matches the whole number
+    for bad in ("13800138000", "number:13800138000", "900123"):
+        with pytest.raises(InvalidTarget, match="allow_numbers"):
+            resolve_target(bad, AGENTS)
+    for bad in ("138001380001", "913800138000", "900123", "+13800138000"):
+        with pytest.raises(InvalidTarget, match="allow_numbers"):
+            resolve_target(bad, AGENTS, allow_numbers=mobiles)
     assert resolve_target("PJSIP/2001", AGENTS, allow_dial=True).dial == "PJSIP/2001"
     for bad in ("", "agent:9999", "queue:a b", "fax:1", "12ab", "PJSIP/2001", "x" * 40):
         with pytest.raises(InvalidTarget):
