@@ -30,13 +30,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from ivr.prompts import prompt_duration
-from ivr.switch.embedded import project_root
+from tests import REPO
 from tests.integration.amitools import AmiRecorder, until
 
 pytestmark = pytest.mark.integration
 
 AFTERNOON = datetime(2027, 3, 10, 15, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
-BUILD = project_root() / "prompts" / "build"
+BUILD = REPO / "prompts" / "build"
 LANG = "zh-CN"
 SIPP_SCENARIO = Path(__file__).parent / "sipp" / "hostile_caller.xml"
 AGENTS_CTX = "test-hostile-agent"

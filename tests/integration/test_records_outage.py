@@ -25,7 +25,7 @@ import pytest
 from ivr.events import CallEvent
 from ivr.prompts import prompt_duration
 from ivr.records.db import connect
-from ivr.switch.embedded import project_root
+from tests import REPO
 from tests.integration.amiproxy import AmiProxy
 from tests.integration.amitools import AmiRecorder, until
 from tests.unit.test_records import postgres  # noqa: F401 - the session's PostgreSQL fixture
@@ -157,7 +157,7 @@ def greeting_of(ctl) -> list[str]:
 def caller_steps(ctl) -> list[str]:
     """A caller who hears the whole greeting and hangs up in the pause after it."""
     lang = ctl.config.switch.language
-    length = sum(prompt_duration(project_root() / "prompts" / "build", lang, p) for p in greeting_of(ctl))
+    length = sum(prompt_duration(REPO / "prompts" / "build", lang, p) for p in greeting_of(ctl))
     return ["Answer()", f"Wait({length + 1.5:.1f})", "Hangup()"]
 
 
