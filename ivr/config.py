@@ -8,7 +8,8 @@ where it can be found, the line in the file. ``deploy/ivr.toml`` shows every key
 
 Secrets: ``[ami] secret`` comes from the environment variable ``IVR_AMI_SECRET``, else from
 ``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``
-or ``token_file``. :attr:`Config.warnings` lists secret-holding files that anyone can read.
+or ``token_file``; ``[agi] key`` (the switch's FastAGI key) from ``IVR_AGI_KEY`` or
+``key_file``. :attr:`Config.warnings` lists secret-holding files that anyone can read.
 
 Relative paths (prompts, messages, secret files) are relative to the controller's working
 directory.
@@ -65,6 +66,13 @@ class AmiConfig:
 class AgiConfig:
     host: str = "127.0.0.1"  # FastAGI server of the controller
     port: int = 4573
+    key: str = ""  # the switch's FastAGI key: env IVR_AGI_KEY > key_file > this
+    key_file: str = ""  # e.g. /etc/asterisk/ivr-agi-key.conf (its IVR_AGI_KEY line is read)
+    require_key: bool = True  # false: any local process may pose as Asterisk (development only)
+    max_sessions: int = 200  # calls handled at once; more are refused (the dialplan falls back)
+    max_pending: int = 16  # connections still sending their header; a new one evicts the oldest
+    header_timeout: float = 5.0  # s for the whole AGI header (not per line)
+    idle_timeout: float = 30.0  # s a reply may be late beyond the command's own duration
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class HttpConfig:
     token_file: str = ""
     public: list[str] = field(default_factory=lambda: ["/healthz", "/metrics"])  # no token needed
     long_call_seconds: float = 180.0  # R6: calls longer than this are reported as long
+    max_connections: int = 64  # open connections; at the cap the oldest idle one is closed
+    keepalive_timeout: float = 10.0  # s an idle keep-alive (or silent new) connection is kept
 
 
 @dataclass(frozen=True)
@@ -349,10 +359,12 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     if path is not None and world_readable(path) and (
         config.ami.secret and "secret" in data.get("ami", {})
         or config.http.token and "token" in data.get("http", {})
+        or config.agi.key and "key" in data.get("agi", {})
     ):
         warnings.append(f"{path} holds a secret inline and is world-readable: chmod o-r {path}")
     for key, file in (("ami.secret_file", config.ami.secret_file),
-                      ("http.token_file", config.http.token_file)):
+                      ("http.token_file", config.http.token_file),
+                      ("agi.key_file", config.agi.key_file)):
         if file and world_readable(file):
             warnings.append(f"{key} {file} is world-readable: chmod o-r {file}")
     return dataclasses.replace(config, path=source, warnings=warnings)
@@ -367,9 +379,36 @@ def _complete(config: Config, data: dict[str, Any], env: Mapping[str, str],
     agents = [a if a.dial else dataclasses.replace(a, dial=f"PJSIP/{a.number}") for a in config.agents]
     ami = dataclasses.replace(config.ami, secret=_read_secret(
         config.ami.secret, config.ami.secret_file, "IVR_AMI_SECRET", env, "ami.secret_file", problems))
+    agi = dataclasses.replace(config.agi, key=_agi_key(config.agi, env, problems))
     http = dataclasses.replace(config.http, token=_read_secret(
         config.http.token, config.http.token_file, "IVR_HTTP_TOKEN", env, "http.token_file", problems))
-    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, http=http)
+    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, agi=agi, http=http)
+
+
+AGI_KEY_MIN = 16
+_KEY_LINE = re.compile(r"^\s*IVR_AGI_KEY\s*=>?\s*(\S+)\s*$", re.MULTILINE)
+
+
+def _agi_key(agi: AgiConfig, env: Mapping[str, str], problems: _Problems) -> str:
+    """The FastAGI key: env ``IVR_AGI_KEY``, else ``key_file`` (either the bare key, or the
+    switch's Asterisk include with its ``IVR_AGI_KEY = ...`` line: one file for both), else
+    the inline ``key``."""
+    if env.get("IVR_AGI_KEY"):
+        return env["IVR_AGI_KEY"].strip()
+    if agi.key_file:
+        try:
+            text = Path(agi.key_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.add("agi.key_file", f"cannot read {agi.key_file}: {exc.strerror or exc}")
+            return agi.key
+        m = _KEY_LINE.search(text)
+        if m:
+            return m.group(1)
+        bare = text.strip()
+        if bare and "\n" not in bare and "=" not in bare and "[" not in bare:
+            return bare
+        problems.add("agi.key_file", f"{agi.key_file} holds no IVR_AGI_KEY = ... line")
+    return agi.key
 
 
 def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None:
@@ -436,6 +475,19 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
                        ("transfer.ring_limit", config.transfer.ring_limit),
                        ("alarms.webhook_timeout", config.alarms.webhook_timeout)):
         if value is not None and value <= 0:
+            add(key, f"must be positive, got {value}")
+    a = config.agi
+    if a.key and (len(a.key) < AGI_KEY_MIN or not re.fullmatch(r"[A-Za-z0-9_-]+", a.key)):
+        add("agi.key", f"the FastAGI key must be at least {AGI_KEY_MIN} characters of A-Z a-z 0-9 _ - "
+            "(it travels in the AGI URI; generate one with: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')")
+    for key, number in (("agi.max_sessions", a.max_sessions), ("agi.max_pending", a.max_pending),
+                        ("http.max_connections", config.http.max_connections)):
+        if number < 1:
+            add(key, f"must be at least 1, got {number}")
+    for key, value in (("agi.header_timeout", a.header_timeout), ("agi.idle_timeout", a.idle_timeout),
+                       ("http.keepalive_timeout", config.http.keepalive_timeout)):
+        if value <= 0:
             add(key, f"must be positive, got {value}")
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")

@@ -20,6 +20,12 @@ class Metrics:
         self.ring_legs = Counter(
             "ivr_ring_legs", "Agent legs that rang, by agent and outcome "
             "(within_three, late, not_answered)", ["agent", "outcome"], registry=self.registry)
+        self.agi_refused = Counter(
+            "ivr_agi_refused", "FastAGI connections refused, by reason (bad key, no key configured, "
+            "bad header, busy, evicted)", ["reason"], registry=self.registry)
+        self.http_refused = Counter(
+            "ivr_http_connections_refused", "HTTP connections closed at the connection cap "
+            "(evicted: an idle one made room; refused: none was idle)", ["reason"], registry=self.registry)
 
     def exposition(self) -> bytes:
         """The text format for a /metrics endpoint."""
