@@ -64,7 +64,7 @@ async def ctl(switch) -> AsyncIterator[Ctl]:
                                 agents={"1002": "Local/1002@test-xfer-agents"}, allow_dial=True)
     service = TransferService(conn, settings, timers=timers, bus=bus)
     service.attach()
-    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port)
+    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port, key=switch.agi_key)
     await agi.start()
     try:
         yield Ctl(service, conn, bus)
