@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # (tests/unit/test_doctor.py checks this covers every action the package sends.)
 NEEDED_ACTIONS = frozenset({
     "Originate", "Redirect", "Hangup", "UserEvent", "CoreShowChannels", "Getvar",
-    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping",
+    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping", "Status",
 })
 DANGEROUS_ACTIONS = frozenset({
     "Command", "UpdateConfig", "GetConfig", "GetConfigJSON", "CreateConfig",

@@ -24,7 +24,7 @@ from ivr.agi.channel import (
     read_headers,
 )
 from ivr.agi.server import AgiLimits, FastAgiServer
-from ivr.agi.testing import environment, play_switch, session, wire
+from ivr.agi.testing import environment, session, wire
 from ivr.flows.inbound import InboundFlow
 from ivr.metrics import Metrics
 
@@ -123,7 +123,7 @@ async def test_hostile_callerid_goes_through_the_inbound_route_normally():
     server = await serve({"inbound": inbound}, key=KEY)
     evil = "13800\r\n\r\nAction: UserEvent\r\nUserEvent: Injected\r\n\nagi_channel: PJSIP/agent-1\nagi_threadid: 1\n"
     env = environment("inbound", KEY, callerid=evil, calleridname="x\n\n", uniqueid="1796115316.7")
-    replies = lambda c: "200 result=49" if c.startswith("WAIT FOR DIGIT") else "200 result=0"  # noqa: E731
+    replies = lambda c: "200 result=49" if c.startswith("WAIT FOR DIGIT") else "200 result=0"
     try:
         with capture_logs() as logs:
             commands = await asyncio.wait_for(session(server.port, env, replies), 10)
