@@ -44,8 +44,9 @@ async def channel_facts(conn: Any, channel: str, timeout: float = 5.0) -> Channe
     """What the switch says of ``channel`` (a name or a Uniqueid); None if it has no such
     channel. Raises :class:`AmiError` if the switch cannot be asked."""
     try:
-        reply = await conn.action({"Action": "Status", "Channel": channel, "AllVariables": "false"},
-                                  timeout, as_list=True)
+        # as_list left to panoramisk: "will follow" is a list, "No such channel" is one
+        # reply (with as_list=True an error reply would never complete).
+        reply = await conn.action({"Action": "Status", "Channel": channel, "AllVariables": "false"}, timeout)
     except AmiActionError:  # "No such channel"
         return None
     rows = [m for m in (reply if isinstance(reply, list) else [reply]) if m.get("Event") == "Status"]
