@@ -575,7 +575,8 @@ class HoldService:
         try:
             await self._play(call, "message_instructions")
             await call.exec("Record", f"{base}/{item}.wav,{self.settings.message_silence_seconds},"
-                                      f"{self.settings.message_max_seconds},k")
+                                      f"{self.settings.message_max_seconds},k",
+                            timeout=float(self.settings.message_max_seconds) + 5.0)  # its own time
             await self._play(call, "message_saved")
             await call.set_variable("IVR_RESULT", "done")
         finally:  # a caller who hangs up mid-message still leaves one (Record's k option)

@@ -105,7 +105,7 @@ class FakeAgi:
         self.commands.append("WAIT FOR DIGIT")
         return await self._wait(None)  # the fake clock never ends a wait: only digits do
 
-    async def exec(self, app: str, args: str = "") -> None:
+    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> None:
         self.commands.append(f"EXEC {app} {args}")
         if app == "Record":
             Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
