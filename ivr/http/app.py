@@ -183,9 +183,7 @@ class HttpServer:
                                           max_connections=self.settings.max_connections,
                                           on_refused=self._refused)
         await site.start()
-        server = site._server
-        if server is not None and self.settings.port == 0:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port  # the bound one (port 0: chosen by the system)
         log.info("http.listening", host=self.settings.host, port=self.port,
                  auth="token" if self.settings.token else "not configured")
 
