@@ -74,8 +74,15 @@ class AcceptFailures:
 
     @staticmethod
     def is_accept_failure(context: dict[str, Any]) -> bool:
+        """asyncio's "socket.accept() out of system resource", and the retries it
+        schedules: on EMFILE its accept loop schedules one ``_start_serving`` per failed
+        accept (up to the backlog each round), and those fail again, or on a closed server
+        raise "Invalid file descriptor" (measured without the caps: 15,673 tracebacks)."""
         message = str(context.get("message", ""))
-        return "accept" in message.lower() and isinstance(context.get("exception"), OSError)
+        if "accept" in message.lower() and isinstance(context.get("exception"), OSError):
+            return True
+        callback = getattr(context.get("handle"), "_callback", None)
+        return getattr(callback, "__name__", "") == "_start_serving"
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not self.is_accept_failure(context):

@@ -35,9 +35,14 @@ def test_accept_failures_are_folded_into_one_line_per_interval():
             now[0] = 10.0
             loop.call_exception_handler({"message": "socket.accept() out of system resource",
                                          "exception": OSError(24, "Too many open files")})
+            retry = loop.call_later(3600, loop._start_serving)  # type: ignore[attr-defined]
+            loop.call_exception_handler({"message": "Exception in callback _start_serving", "handle": retry,
+                                         "exception": ValueError("Invalid file descriptor: -1")})
+            retry.cancel()
             loop.call_exception_handler({"message": "something else"})
         lines = [e for e in logs if e["event"] == "net.accept_failed"]
         assert len(lines) == 2 and lines[1]["count"] == 13_875 and lines[1]["total"] == 13_876
+        assert handler.total == 13_877  # the failed retry counted, not logged
         assert other == [{"message": "something else"}]  # the rest goes to the previous handler
         handler.uninstall()
         assert loop.get_exception_handler() is not handler
