@@ -66,6 +66,7 @@ class FastAgiServer:
         self._server: asyncio.Server | None = None
         self.calls: set[asyncio.Task[None]] = set()
         self._pending: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # in arrival order
+        self._evicted: set[asyncio.Task[None]] = set()
         self.sessions = 0  # authenticated sessions now
         self.refused: dict[str, int] = {}  # reason -> count (also in metrics)
         self.accepting = True
@@ -108,6 +109,7 @@ class FastAgiServer:
         self.calls.add(task)
         if len(self._pending) >= self.limits.max_pending:
             oldest = next(iter(self._pending))
+            self._evicted.add(oldest)
             self._pending.pop(oldest).close()  # its header read ends at once (EOF)
             self._refuse("evicted", writer.get_extra_info("peername"))
         self._pending[task] = writer
@@ -134,10 +136,13 @@ class FastAgiServer:
                          peer, error=str(exc))
             return
         except (AgiError, ConnectionError) as exc:
+            if task in self._evicted:  # counted once, as evicted
+                return
             self._refuse("bad header", peer, error=str(exc))
             return
         finally:
             self._pending.pop(task, None)
+            self._evicted.discard(task)
         if self.sessions >= self.limits.max_sessions:
             self._refuse("busy", peer, max_sessions=self.limits.max_sessions)
             return
