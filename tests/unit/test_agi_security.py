@@ -285,9 +285,9 @@ async def test_sessions_are_capped():
 
 async def test_idle_session_is_dropped_but_a_long_wait_for_digit_is_not():
     async def inbound(call: AgiChannel) -> None:
-        await call.wait_for_digit(300)  # its own 0.3 s + idle 0.2 s: the reply at 0.4 s is in time
+        await call.wait_for_digit(1000)  # its own 1 s + idle 0.3 s: the reply at 0.9 s is in time
         with pytest.raises(AgiIdle):
-            await call.answer()  # no reply at all: dropped after 0.2 s
+            await call.answer()  # no reply at all: dropped after 0.3 s
 
     results: list[BaseException | None] = []
 
@@ -298,14 +298,14 @@ async def test_idle_session_is_dropped_but_a_long_wait_for_digit_is_not():
         except BaseException as exc:  # noqa: BLE001 - reported below
             results.append(exc)
 
-    server = await serve({"inbound": guarded}, key=KEY, limits=AgiLimits(idle_timeout=0.2))
+    server = await serve({"inbound": guarded}, key=KEY, limits=AgiLimits(idle_timeout=0.3))
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(wire(environment("inbound", KEY)))
         probe = (await reader.readline()).decode().split()[-1]
         writer.write(f"200 result=1 ({probe})\n".encode())
-        assert (await reader.readline()).startswith(b"WAIT FOR DIGIT 300")
-        await asyncio.sleep(0.4)  # the switch's own WAIT FOR DIGIT time (simulated)
+        assert (await reader.readline()).startswith(b"WAIT FOR DIGIT 1000")
+        await asyncio.sleep(0.9)  # the switch waiting for a digit (simulated): 3 idle timeouts
         writer.write(b"200 result=0\n")
         assert await reader.readline() == b"ANSWER\n"
         assert await asyncio.wait_for(reader.read(), 2) == b""  # then closed for idleness
