@@ -224,7 +224,9 @@ async def _read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter | Non
     _, given = script_key(script)
     if require_key and (key is None or not key_matches(given, key)):
         raise AgiRefused("no FastAGI key configured on the controller" if key is None
-                         else "missing FastAGI key" if given is None else "wrong FastAGI key")
+                         else "missing FastAGI key (the AGI URI has no ?ivr_key=)" if given is None
+                         else "empty FastAGI key (is ivr-agi-key.conf #included in [globals]?)" if not given
+                         else "wrong FastAGI key")
     if writer is not None:
         nonce = f"ivrsync-{secrets.token_hex(8)}"
         writer.write(f"GET FULL VARIABLE {nonce}\n".encode())
