@@ -87,3 +87,32 @@ async def test_http_site_evicts_the_oldest_idle_connection_at_the_cap():
             w.close()
     finally:
         await runner.cleanup()
+
+
+async def test_http_slowloris_is_closed_at_the_keepalive_timeout():
+    """A client dribbling its request line and headers a byte every 20 ms never completes
+    a request: the server closes it once ``keepalive_timeout`` has passed (aiohttp starts
+    that timer at connect), however steadily bytes arrive."""
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, keepalive_timeout=0.3)
+    await runner.setup()
+    site = CappedHttpSite(runner, "127.0.0.1", 0, max_connections=5)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        start = loop.time()
+        async with asyncio.timeout(3):
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000:
+                if reader.at_eof():
+                    break
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.02)
+        assert reader.at_eof() and 0.25 <= loop.time() - start < 1.5
+        writer.close()
+    finally:
+        await runner.cleanup()
