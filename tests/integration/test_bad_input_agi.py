@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -145,9 +145,15 @@ class Flood:
             writer.close()
 
 
-def _low_fd_limit() -> None:  # in the controller's process, before exec
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, hard))
+def _spawn_with_low_fd_limit(config_path: str, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``ivr run`` in a child whose RLIMIT_NOFILE soft limit is :data:`FD_LIMIT` (set by the
+    child itself before the controller starts; no preexec_fn)."""
+    code = ("import resource, runpy, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            f"sys.argv = ['ivr', 'run', '--config', {config_path!r}]\n"
+            "runpy.run_module('ivr', run_name='__main__')\n")
+    with open(log_path, "wb") as log_file:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
 
 async def test_floods_under_a_low_fd_limit_never_keep_calls_waiting(switch, ami, controller_config, tmp_path):
@@ -160,9 +166,7 @@ async def test_floods_under_a_low_fd_limit_never_keep_calls_waiting(switch, ami,
     config = controller_config()
     env = {**os.environ, "IVR_AMI_SECRET": switch.embedded.secrets().controller, "IVR_AGI_KEY": switch.agi_key}
     log_path = tmp_path / "ivr.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "ivr", "run", "--config", str(config.path)],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_low_fd_limit)
+    proc = _spawn_with_low_fd_limit(str(config.path), log_path, env)
     healthz = f"http://127.0.0.1:{config.http.port}/healthz"
     floods: list[Flood] = []
     try:
