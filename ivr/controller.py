@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +22,7 @@ from ivr.flows.speech import SpeechSettings, TalkDetector
 from ivr.hold import build_hold
 from ivr.http.operations import Operations
 from ivr.metrics import Metrics
+from ivr.netlimits import AcceptFailures, fd_budget
 from ivr.rings import build_ring_monitor
 from ivr.rings.answer import AgentAnsweredFlow
 from ivr.rules.timers import TimerService
@@ -60,18 +62,24 @@ class Controller:
         self.rings = build_ring_monitor(self.ami, self.channels, self.timers, config, bus=self.bus,
                                         metrics=self.metrics)
         # Records on the bus, hang-up order (R6), HTTP API and dashboard.
+        # Calls first: the FastAGI and HTTP connection caps fit under the fd limit together.
+        agi_max, self.http_max_connections = fd_budget(config.agi.max_sessions + config.agi.max_pending,
+                                                       config.http.max_connections)
+        agi_config = dataclasses.replace(config.agi, max_sessions=max(agi_max - config.agi.max_pending, 1))
         self.operations = Operations(self)
-        self.agi = FastAgiServer(
+        self.agi = FastAgiServer.from_config(
             {"inbound": self.inbound, "doctor": doctor_route(config),
              "agent-answered": AgentAnsweredFlow(self.rings, config)},
-            config.agi.host, config.agi.port,
+            agi_config, metrics=self.metrics,
         )
+        self.accept_failures = AcceptFailures()
         # R5: confirmed warm transfer (agent key *2, POST /api/calls/{id}/transfer).
         self.transfer = build_transfer(self)
         # R4: hold reminders, choices and thanks (phone hold, agent key *8, HTTP API).
         self.hold = build_hold(self)
 
     async def start(self) -> None:
+        self.accept_failures.install(asyncio.get_running_loop())
         # The records subscribe first (the first call's events are kept) without waiting
         # on the database; calls are served next, whatever the database does; the HTTP
         # API last.
@@ -93,6 +101,7 @@ class Controller:
         await self.timers.close()
         await self.ami.close()
         await self.operations.stop()
+        self.accept_failures.uninstall()
         log.info("controller.stopped")
 
     async def run_forever(self) -> None:

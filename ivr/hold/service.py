@@ -63,17 +63,26 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ivr import errors
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.agi.wake import WAKE_DIGIT, wake
 from ivr.ami.channels import Channel, ChannelTracker, device_of
-from ivr import errors
+from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
 from ivr.hold.store import HoldStore, item_id
 from ivr.rings.monitor import AgentLegCheck, configured_agent_leg
 from ivr.rules.hold import (
-    Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
-    RequestCallback, TakeMessage, ThankCaller,
+    Abandoned,
+    AlertAgent,
+    HoldStarted,
+    HoldTimer,
+    KeepWaiting,
+    OfferChoices,
+    Remind,
+    RequestCallback,
+    TakeMessage,
+    ThankCaller,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +262,7 @@ class HoldService:
         return [c.as_dict() for c in self.store.callbacks()]
 
     def describe(self, s: HoldSession) -> dict[str, Any]:
-        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0  # noqa: SLF001
+        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,
                 "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3)}
 
@@ -386,6 +395,26 @@ class HoldService:
             log.warning("hold.not_started", via=via, agent=agent.name, error=str(exc))
 
     def _gone(self, ch: Channel, reason: str) -> None:
+        if reason == "hangup" and any(ch.uniqueid in (s.caller.uniqueid, s.agent.uniqueid)
+                                      for s in self.sessions.values()):
+            # One Hangup event is not enough to end a hold (it can be forged): ask the switch.
+            self._spawn(self._gone_if_confirmed(ch))
+            return
+        self._gone_confirmed(ch)  # "vanished": the switch's own channel list said so
+
+    async def _gone_if_confirmed(self, ch: Channel) -> None:
+        try:
+            gone = await really_gone(self.conn, ch.uniqueid)
+        except AmiError as exc:
+            log.warning("hold.hangup_unconfirmed", uniqueid=ch.uniqueid, error=str(exc))
+            return
+        if not gone:
+            log.warning("hold.hangup_event_refused", uniqueid=ch.uniqueid, channel=ch.name,
+                        reason="the switch still has the channel (forged or stale event)")
+            return
+        self._gone_confirmed(ch)
+
+    def _gone_confirmed(self, ch: Channel) -> None:
         for s in list(self.sessions.values()):
             if ch.uniqueid == s.caller.uniqueid and s.timer.state == "held":
                 self._apply(s, s.timer.hangup(self.timers.now()))
@@ -461,10 +490,9 @@ class HoldService:
     async def _hang_up_keeper(self, s: HoldSession) -> None:
         if not s.keeper_name:
             return
-        try:
-            await self.conn.action({"Action": "Hangup", "Channel": s.keeper_name, "Cause": "16"}, 5.0)
-        except AmiError as exc:  # already gone (the agent hung up): nothing to do
-            log.info("hold.keeper_hangup", error=str(exc))
+        # The keeper has the Uniqueid we gave it (ChannelId): hung up by that, once the
+        # switch confirms it is there (already gone when the agent hung up: nothing to do).
+        await hang_up_confirmed(self.conn, s.keeper, uniqueid=s.keeper, cause="16", why="hold keeper")
 
     # -- the FastAGI route: the held caller -----------------------------------------
     async def agi_hold(self, call: AgiChannel) -> None:
@@ -505,7 +533,7 @@ class HoldService:
         while True:
             if s.agent_left:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
-                self._end(s, "agent_left", s.timer._held(self.timers.now()))  # noqa: SLF001
+                self._end(s, "agent_left", s.timer._held(self.timers.now()))
                 return "agent_left"
             if not s.pending:
                 s.wake.clear()
@@ -566,7 +594,8 @@ class HoldService:
         try:
             await self._play(call, "message_instructions")
             await call.exec("Record", f"{base}/{item}.wav,{self.settings.message_silence_seconds},"
-                                      f"{self.settings.message_max_seconds},k")
+                                      f"{self.settings.message_max_seconds},k",
+                            timeout=float(self.settings.message_max_seconds) + 5.0)  # its own time
             await self._play(call, "message_saved")
             await call.set_variable("IVR_RESULT", "done")
         finally:  # a caller who hangs up mid-message still leaves one (Record's k option)

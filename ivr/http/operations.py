@@ -73,7 +73,9 @@ class Operations:
         )
         self.http = HttpServer(self.services, HttpSettings(
             host=config.http.host, port=config.http.port, token=config.http.token or None,
-            public=tuple(config.http.public)))
+            public=tuple(config.http.public),
+            max_connections=getattr(controller, "http_max_connections", config.http.max_connections),
+            keepalive_timeout=config.http.keepalive_timeout), metrics=metrics)
 
     def add_feature(self, name: str, routes: list[web.RouteDef], openapi_paths: dict[str, Any]) -> None:
         self.http.add_feature(name, routes, openapi_paths)

@@ -47,13 +47,21 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ivr.agi.channel import AgiChannel, AgiHangup
+from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
 from ivr.rules.timers import TimerService
 from ivr.rules.transfer import (
-    Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
-    TransferAction, WarmTransfer,
+    Announce,
+    Connect,
+    Dial,
+    HangupTarget,
+    PlayToCaller,
+    ReturnCaller,
+    StateChanged,
+    TransferAction,
+    WarmTransfer,
 )
 from ivr.rings.monitor import AgentLegCheck, configured_agent_leg
 from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
@@ -350,11 +358,36 @@ class TransferService:
         await self.ami.action({"Action": "Redirect", "Channel": channel, "Context": context,
                                "Exten": "s", "Priority": "1"})
 
-    async def _hangup(self, channel: str) -> None:
+    async def _hangup(self, uniqueid: str, *, linkedid: str = "", gone: tuple[str, ...] = (),
+                      why: str = "transfer") -> None:
+        """Hang up the leg with this Uniqueid once the switch confirms it (and, with
+        ``linkedid``, that it is this call's; with ``gone``, that the channel whose
+        hang-up prompted this really is gone): never on the word of one event."""
+        await hang_up_confirmed(self.ami, uniqueid, uniqueid=uniqueid, linkedid=linkedid, gone=gone, why=why)
+
+    async def _hung_up(self, xfer: Transfer, role: str, uniqueid: str) -> None:
+        """A leg's Hangup event, once the switch confirms that leg is gone."""
         try:
-            await self.ami.action({"Action": "Hangup", "Channel": channel})
-        except AmiError as exc:  # already gone
-            log.debug("transfer.hangup_failed", channel=channel, error=str(exc))
+            gone = await really_gone(self.ami, uniqueid)
+        except AmiError as exc:
+            log.warning("transfer.hangup_unconfirmed", transfer=xfer.id, role=role, error=str(exc))
+            return
+        if not gone:
+            log.warning("transfer.hangup_event_refused", transfer=xfer.id, role=role, uniqueid=uniqueid,
+                        reason="the switch still has the channel (forged or stale event)")
+            return
+        m, now = xfer.machine, self.timers.now()
+        if role == "caller":
+            actions = m.caller_hangup(now)
+            if xfer.agent:  # the call is over for the agent too
+                await self._hangup(xfer.agent, linkedid=xfer.call_id, why="caller hung up")
+        elif role == "agent":
+            xfer.agent = ""
+            actions = m.agent_hangup(now)
+        else:
+            actions = m.target_hangup(now)
+        if actions:
+            await self._apply(xfer, actions)
 
     def _forget(self, xfer: Transfer) -> None:
         self.transfers.pop(xfer.id, None)
@@ -390,7 +423,7 @@ class TransferService:
             connecting = self._connecting.pop(event.get("Uniqueid", ""), None)
             if connecting is not None and connecting.agent:
                 # The caller is with the target: now the transferring agent is released.
-                self._spawn(self._hangup(connecting.agent))
+                self._spawn(self._hangup(connecting.agent, linkedid=connecting.call_id, why="transfer done"))
             return
         if kind in ("DialBegin", "DialEnd"):
             found = self._find(event.get("DestUniqueid", ""))
@@ -399,24 +432,18 @@ class TransferService:
         if found is None:
             gone = self._connecting.pop(event.get("Uniqueid", ""), None) if kind == "Hangup" else None
             if gone is not None:  # the caller left during the thanks: release the others
-                for uid in (gone.agent, gone.target_uid):
+                caller = event.get("Uniqueid", "")
+                for uid, linkedid in ((gone.agent, gone.call_id), (gone.target_uid, "")):
                     if uid:
-                        self._spawn(self._hangup(uid))
+                        self._spawn(self._hangup(uid, linkedid=linkedid, gone=(caller,), why="caller left"))
             return
         xfer, role = found
         m, now = xfer.machine, self.timers.now()
         actions: list[TransferAction] = []
-        if kind == "Hangup":
-            if role == "caller":
-                actions = m.caller_hangup(now)
-                if xfer.agent:
-                    self._spawn(self._hangup(xfer.agent))  # the call is over for the agent too
-            elif role == "agent":
-                xfer.agent = ""
-                actions = m.agent_hangup(now)
-            else:
-                actions = m.target_hangup(now)
-        elif kind == "Newstate" and role == "target" and event.get("ChannelState") == "5":
+        if kind == "Hangup":  # acted on once the switch confirms it (a Hangup can be forged)
+            self._spawn(self._hung_up(xfer, role, event.get("Uniqueid", "")))
+            return
+        if kind == "Newstate" and role == "target" and event.get("ChannelState") == "5":
             actions = m.target_ringing(now)
         elif kind == "DialBegin":
             xfer.target_channel = event.get("DestChannel", "") or xfer.target_channel

@@ -70,7 +70,7 @@ async def rig(switch, tmp_path: Path) -> AsyncIterator[Rig]:
     tracker.attach(conn)
     service = HoldService(conn, tracker, timers, settings, bus=bus, metrics=metrics)
     service.attach()
-    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port)
+    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port, key=switch.agi_key)
     await agi.start()
     await conn.start()
     await conn.wait_connected(10)

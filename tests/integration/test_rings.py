@@ -54,7 +54,7 @@ class Harness:
         self.monitor.attach()
         config = SimpleNamespace(switch=SimpleNamespace(language="en-US"), prompts=SimpleNamespace(sound_prefix="ivr"))
         self.agi = FastAgiServer({"agent-answered": AgentAnsweredFlow(self.monitor, config)}, "127.0.0.1",
-                                 switch.agi_port)
+                                 switch.agi_port, key=switch.agi_key)
 
     async def start(self) -> Harness:
         await self.agi.start()

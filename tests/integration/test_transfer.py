@@ -68,7 +68,7 @@ async def ctl(switch) -> AsyncIterator[Ctl]:
     service = TransferService(conn, settings, timers=timers, bus=bus, agent_leg=lambda _uid, channel: bool(
         re.fullmatch(r"Local/1001@test-xfer-\d+-\d+-agent-[0-9a-f]{8};1", channel)))
     service.attach()
-    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port)
+    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port, key=switch.agi_key)
     await agi.start()
     try:
         yield Ctl(service, conn, bus)

@@ -60,6 +60,15 @@ def test_render_config_points_at_instance_dirs_and_ports(tmp_path: Path):
     secrets = (etc / "manager_secrets.conf")
     assert secrets.stat().st_mode & 0o077 == 0, "secrets must not be group/world readable"
     assert sw.secrets().controller in secrets.read_text()
+    # The FastAGI key: a 0600 include in [globals], passed by every AGI() of the dialplan.
+    key_file = etc / "ivr-agi-key.conf"
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert f"IVR_AGI_KEY = {sw.secrets().agi_key}\n" in key_file.read_text()
+    assert len(sw.secrets().agi_key) >= 32 and sw.env()["IVR_AGI_KEY"] == sw.secrets().agi_key
+    assert "#tryinclude ivr-agi-key.conf" in (etc / "ivr-globals.conf").read_text()
+    agi_calls = [line for p in etc.glob("ivr-*.conf") for line in p.read_text().splitlines()
+                 if "${IVR_AGI}/" in line and not line.lstrip().startswith(";")]
+    assert agi_calls and all("?ivr_key=${IVR_AGI_KEY}" in line for line in agi_calls), agi_calls
     # No secret is in the shipped configuration itself.
     lines = [line.strip() for p in resources.asterisk_config_dir().glob("*.conf")
              for line in p.read_text().splitlines() if not line.strip().startswith(";")]

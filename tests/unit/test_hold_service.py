@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiActionError
+from ivr.ami.testing import LiveChannels
 from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
@@ -29,6 +32,7 @@ class FakeAmi:
         self.actions: list[dict[str, str]] = []
         self.subs: dict[str, list[Any]] = {}
         self.agi: FakeAgi | None = None
+        self.live = LiveChannels()  # what Status answers: the switch's own view
 
     def subscribe(self, event: str, cb: Any) -> Any:
         self.subs.setdefault(event.lower(), []).append(cb)
@@ -37,7 +41,9 @@ class FakeAmi:
     def on_connected(self, cb: Any) -> None:
         pass
 
-    def event(self, fields: dict[str, str]) -> None:
+    def event(self, fields: dict[str, str], forged: bool = False) -> None:
+        if not forged:
+            self.live.learn(fields)
         for cb in self.subs.get(fields["Event"].lower(), []):
             cb(fields)
 
@@ -51,7 +57,10 @@ class FakeAmi:
         elif name == "PlayDTMF" and self.agi is not None:
             assert action["Receive"] == "true" and action["Async"] == "false"
             self.agi.digits.put_nowait(action["Digit"])
-        return {"Response": "Success"}
+        live = self.live.act(action)
+        if isinstance(live, dict) and live.get("Response") == "Error":
+            raise AmiActionError(f"AMI {name} failed: {live['Message']}")
+        return live or {"Response": "Success"}
 
     def sent(self, name: str) -> list[dict[str, str]]:
         return [a for a in self.actions if a["Action"] == name]
@@ -96,7 +105,7 @@ class FakeAgi:
         self.commands.append("WAIT FOR DIGIT")
         return await self._wait(None)  # the fake clock never ends a wait: only digits do
 
-    async def exec(self, app: str, args: str = "") -> None:
+    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> None:
         self.commands.append(f"EXEC {app} {args}")
         if app == "Record":
             Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
@@ -216,7 +225,7 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     # after the caller's BridgeEnter into the agent's bridge, the keeper is hung up
     ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "BridgeUniqueid": "b1", "Channel": "x"})
     await until(lambda: ami.sent("Hangup") != [])
-    assert ami.sent("Hangup")[0]["Channel"].startswith("Local/keep@ivr-hold")
+    assert ami.sent("Hangup")[0]["Channel"].startswith("ivrkeep-")  # by the Uniqueid it was given
 
 
 async def test_resume_mid_reminder_interrupts_it(world: Any) -> None:
@@ -355,3 +364,20 @@ async def test_hold_key_check_is_injectable(world: Any) -> None:
                "Linkedid": CALLER, "Channel": "Local/1001@hunt-00000001;1"})
     await until(lambda: CALLER in service.sessions)
     assert asked == [(AGENT, "Local/1001@hunt-00000001;1")]
+
+
+async def test_forged_hangup_of_the_held_caller_ends_nothing(world: Any, monkeypatch: Any) -> None:
+    """Issue 13 (2d): a Hangup event for the held caller that the switch does not confirm
+    (the caller is still there) neither ends the hold nor hangs up the keeper."""
+    monkeypatch.setattr("ivr.ami.confirm.GONE_WAIT", 0.1)
+    ami, service, _clock, _timers, events, _ = world
+    _agi, task = await start_held(ami, service)
+    ami.live.add(CALLER, "PJSIP/caller-00000001", CALLER)  # the switch still has the caller
+    ami.live.add(AGENT, "PJSIP/1001-00000002", CALLER)
+    with capture_logs() as logs:
+        ami.event({"Event": "Hangup", "Uniqueid": CALLER}, forged=True)
+        ami.event({"Event": "Hangup", "Uniqueid": AGENT}, forged=True)
+        await until(lambda: len([e for e in logs if e["event"] == "hold.hangup_event_refused"]) == 2)
+    assert service.sessions[CALLER].timer.state == "held" and not service.sessions[CALLER].agent_left
+    assert ami.sent("Hangup") == [] and [e.kind for e in events] == ["hold.start"]
+    task.cancel()

@@ -6,15 +6,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ivr.agi.channel import AgiHangup
 from ivr.ami.connection import AmiActionError
+from ivr.ami.testing import LiveChannels
 from ivr.events import EventBus
 from ivr.rules.timers import TimerService
 from ivr.transfer.service import (
-    CallNotTransferable, NoSuchCall, TransferService, TransferSettings,
+    CallNotTransferable,
+    NoSuchCall,
+    TransferService,
+    TransferSettings,
 )
-from ivr.transfer.targets import InvalidTarget, agent_number, announcement, resolve_target
+from ivr.transfer.targets import (
+    InvalidTarget,
+    agent_number,
+    announcement,
+    resolve_target,
+)
 
 CALLER = {"Event": "CoreShowChannel", "Uniqueid": "c1", "Linkedid": "c1", "Channel": "PJSIP/trunk-00000001",
           "CallerIDNum": "6001", "BridgeId": "b1"}
@@ -29,6 +39,7 @@ class FakeAmi:
         self.subs: dict[str, list[Any]] = {}
         self.rows = [CALLER, AGENT]
         self.fail: set[str] = set()
+        self.live = LiveChannels(self.rows)  # what Status answers: the switch's own view
 
     def subscribe(self, event: str, callback: Any) -> None:
         self.subs.setdefault(event.lower(), []).append(callback)
@@ -39,9 +50,14 @@ class FakeAmi:
             raise AmiActionError(f"AMI {action['Action']} failed: No such channel")
         if action["Action"] == "CoreShowChannels":
             return [{"Response": "Success"}, *self.rows, {"Event": "CoreShowChannelsComplete"}]
-        return {"Response": "Success"}
+        live = self.live.act(action)
+        if isinstance(live, dict) and live.get("Response") == "Error":
+            raise AmiActionError(f"AMI {action['Action']} failed: {live['Message']}")
+        return live or {"Response": "Success"}
 
-    def event(self, **fields: str) -> None:
+    def event(self, forged: bool = False, **fields: str) -> None:
+        if not forged:
+            self.live.learn(fields)
         for cb in self.subs.get(fields["Event"].lower(), []):
             cb(fields)
 
@@ -95,8 +111,8 @@ async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, list[float]]]:
 async def settle(service: TransferService) -> None:
     import asyncio
 
-    while service._tasks:  # noqa: SLF001 - wait for the event handlers' tasks
-        await asyncio.gather(*list(service._tasks))  # noqa: SLF001
+    while service._tasks:
+        await asyncio.gather(*list(service._tasks))
 
 
 def outcome(service: TransferService, name: str) -> float:
@@ -350,3 +366,35 @@ def test_agent_number() -> None:
     assert agent_number("PJSIP/1002-0000000a", AGENTS) == "1002"
     assert agent_number("Local/1001@test-agent-00000001;1", {}) == "1001"
     assert agent_number("PJSIP/desk-0000000a", {}, caller_id="Agent 1003") == "1003"
+
+
+async def test_forged_caller_hangup_releases_nobody(rig, monkeypatch) -> None:
+    """Issue 13 (2d): a Hangup event for the caller that the switch does not confirm (the
+    caller is still there) neither ends the transfer nor hangs up the agent or target."""
+    monkeypatch.setattr("ivr.ami.confirm.GONE_WAIT", 0.1)
+    service, ami, _ = rig
+    xfer = await service.transfer("c1", "1002")
+    with capture_logs() as logs:
+        ami.event(forged=True, Event="Hangup", Uniqueid="c1")
+        await settle(service)
+    assert ami.named("Hangup") == [] and ami.states() == ["offered"]
+    assert service.transfers == {xfer.id: xfer}
+    assert [e["reason"] for e in logs if e["event"] == "transfer.hangup_event_refused"] == [
+        "the switch still has the channel (forged or stale event)"]
+    # the real hang-up afterwards still releases both
+    ami.event(Event="Hangup", Uniqueid="c1")
+    await settle(service)
+    assert {a["Channel"] for a in ami.named("Hangup")} == {"a1", xfer.target_uid}
+
+
+async def test_agent_of_another_call_is_never_hung_up(rig) -> None:
+    """The agent leg the controller would release belongs to another call now (its
+    Linkedid differs): nothing is hung up, and the refusal is logged."""
+    service, ami, _ = rig
+    xfer = await service.transfer("c1", "1002")
+    ami.live.rows["a1"]["Linkedid"] = "other-call"
+    with capture_logs() as logs:
+        ami.event(Event="Hangup", Uniqueid="c1")
+        await settle(service)
+    assert [a["Channel"] for a in ami.named("Hangup")] == [xfer.target_uid]  # the target only
+    assert any(e["event"] == "ami.hangup_refused" and e["reason"].startswith("Linkedid differs") for e in logs)
