@@ -135,7 +135,10 @@ def describe(kind: str, data: dict[str, Any]) -> tuple[str, str] | None:
     if kind == "call.arrived":
         return "--", "call arrives"
     if kind == "greeting.played":
-        return "R2 greet", f"greeting of the day: {' + '.join(data.get('prompts') or [])} ({data.get('language')})"
+        when = ", ".join(str(data[k]) for k in ("daypart", "holiday") if data.get(k))
+        text = f": \"{data['text']}\"" if data.get("text") else ""
+        return "R2 greet", (f"greeting of the day: {' + '.join(data.get('prompts') or [])} "
+                            f"({data.get('language')}{', ' + when if when else ''}){text}")
     if kind == "silent.stage":
         stage = data.get("stage")
         if stage == "responded":
@@ -212,6 +215,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class Demo:
     """One demo run: the switch (started, never stopped), the controller, the calls."""
 
@@ -254,7 +266,21 @@ class Demo:
 
     async def _follow_bus(self) -> None:
         async for ev in self.controller.bus.subscribe():
-            self.timeline.event(ev.kind, ev.call_id, ev.data, ev.at)
+            data = ev.data
+            if ev.kind == "greeting.played":
+                data = {**data, **self._greeting_words(str(data.get("language") or ""))}
+            self.timeline.event(ev.kind, ev.call_id, data, ev.at)
+
+    def _greeting_words(self, language: str) -> dict[str, str]:
+        """The day part, holiday and words of the greeting the controller just chose (the
+        same choice, made again for the printout)."""
+        from ivr.greeting import choose_greeting
+
+        try:
+            g = choose_greeting(self.controller.now(), self.config, language or None)
+        except Exception:  # noqa: BLE001 - the printout only loses its words
+            return {}
+        return {"daypart": g.daypart, "holiday": g.holiday or "no holiday", "text": g.text}
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,7 +301,9 @@ class Demo:
         make_test_audio(switch.rootfs / "usr/share/asterisk/sounds/ivr-test")
         self.state = Path(tempfile.mkdtemp(prefix="ivr-demo-"))
         conf = self.state / "ivr.toml"
-        http_port = 8780 if self.http_port is None else self.http_port or free_port()
+        http_port = self.http_port or free_port()
+        if self.http_port is None:  # the documented port, unless something already uses it
+            http_port = 8780 if port_free(8780) else free_port()
         conf.write_text(DEMO_TOML.format(company=self.company, ami_port=switch.ports.ami,
                                          agi_port=switch.ports.agi, http_port=http_port,
                                          db=self.state / "ivr.db", messages=switch.home / "messages"))

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds (default: until Ctrl-C)")
     p.add_argument("--instance", default="default", help="embedded Asterisk instance name")
     p.add_argument("--http-port", type=int, default=None,
-                   help="the controller's HTTP API port (default 8780; 0: a free port)")
+                   help="the controller's HTTP API port (default 8780, or a free one if taken; 0: a free port)")
     p.set_defaults(func=_demo)
 
 
