@@ -96,6 +96,9 @@ port = {http_port}
 [database]
 url = "sqlite:///{db}"
 
+[alarms]
+log = false                     # the timeline prints each ring alarm (the UserEvent still goes out)
+
 [hold]
 # Asterisk records messages inside its root filesystem: point there.
 messages_dir = "{messages}"
@@ -346,9 +349,11 @@ class Demo:
                     await self.controller.stop(grace=0.5)
             # If that was cut short, still close the records database: its aiosqlite worker
             # is a non-daemon thread that would keep the interpreter alive at exit.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(0.5):
-                    await self.controller.operations.records.stop()
+            records = self.controller.operations.records
+            if records.store is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(0.5):
+                        await records.stop()
         if self.watcher is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(0.5):
