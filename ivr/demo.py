@@ -312,7 +312,8 @@ class Demo:
                                          db=self.state / "ivr.db", messages=switch.home / "messages"))
         secrets = switch.secrets()
         config = load_config(conf, env={"IVR_AMI_SECRET": secrets.controller,
-                                        "IVR_HTTP_TOKEN": secrets.http_token})
+                                        "IVR_HTTP_TOKEN": secrets.http_token,
+                                        "IVR_AGI_KEY": secrets.agi_key})
         self.config, self.token = config, secrets.http_token
         self.controller = Controller(config)
         await self.controller.start()
