@@ -12,9 +12,9 @@ and ``--uninstall`` leaves the tree as it was (plus the backups).
 from __future__ import annotations
 
 import asyncio
-import re
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
