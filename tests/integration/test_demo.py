@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, project_root, reap_stale_test_instances
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, reap_stale_test_instances
+from tests import REPO
 from tests.integration.amitools import AmiRecorder, until
 
 pytestmark = [
@@ -78,7 +79,7 @@ def instance() -> Iterator[EmbeddedSwitch]:
 async def start_demo(switch: EmbeddedSwitch, *args: str) -> DemoRun:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ivr", "demo", "--instance", switch.name, "--http-port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=project_root(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
         start_new_session=True,  # its own session: whatever it leaves behind is findable
     )
     run = DemoRun(proc)
