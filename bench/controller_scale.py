@@ -132,6 +132,9 @@ class HoldLoad:
             await finished
 
 
+BENCH_KEY = "bench-fastagi-key-0123456789"  # the fake Asterisk proves itself like the real one
+
+
 async def serve_controller(p: Params, ready: Any, go: Any) -> dict[str, Any]:
     """Run the FastAGI server and the hold load; ``ready(port)`` once listening, then
     ``await go()`` before the holds start. Returns the hold figures when all are done and
@@ -142,7 +145,7 @@ async def serve_controller(p: Params, ready: Any, go: Any) -> dict[str, Any]:
     from ivr.timers import TimerService
 
     flow = InboundFlow(_config(p.pause), datetime.now, speech=_SilentDetector(), bus=EventBus())
-    server = FastAgiServer({"inbound": flow}, "127.0.0.1", 0)
+    server = FastAgiServer({"inbound": flow}, "127.0.0.1", 0, key=BENCH_KEY)
     await server.start()
     timers = TimerService()
     holds = HoldLoad()
@@ -182,10 +185,11 @@ class ClientStats:
 
 async def fake_call(port: int, uid: str, p: Params, stats: ClientStats) -> None:
     """One silent caller's FastAGI session, answered as Asterisk would."""
+    from ivr.agi.testing import environment, wire
+
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    headers = {"agi_network_script": "inbound", "agi_uniqueid": uid, "agi_channel": f"Local/{uid}@bench;1",
-               "agi_callerid": "13800000000", "agi_language": "en"}
-    writer.write("".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n")
+    writer.write(wire(environment("inbound", BENCH_KEY, uniqueid=uid, channel=f"Local/{uid}@bench;1",
+                                  callerid="13800000000")))
     prompt_end: float | None = None
     replied = time.monotonic()
     stats.calls += 1
@@ -213,6 +217,8 @@ async def fake_call(port: int, uid: str, p: Params, stats: ClientStats) -> None:
                     stats.released += 1
             elif cmd.startswith("GET VARIABLE"):
                 reply = f"200 result=1 ({uid})"
+            elif cmd.startswith("GET FULL VARIABLE ivrsync-"):  # the controller's sync probe
+                reply = f"200 result=1 ({cmd.split()[-1]})"
             elif cmd.startswith(("ANSWER", "SET VARIABLE")):
                 reply = "200 result=1" if cmd.startswith("SET") else "200 result=0"
             writer.write(reply.encode() + b"\n")

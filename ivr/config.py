@@ -12,7 +12,9 @@ Secrets (:data:`SECRETS`): ``[ami] secret`` comes from the environment variable
 ``$CREDENTIALS_DIRECTORY/ami-secret``, when systemd set that variable), else from
 ``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``,
 credential ``http-token`` or ``token_file``; ``[alarms] webhook_secret`` from
-``IVR_WEBHOOK_SECRET``, credential ``webhook-secret`` or ``webhook_secret_file``. The HTTP
+``IVR_WEBHOOK_SECRET``, credential ``webhook-secret`` or ``webhook_secret_file``; ``[agi] key``
+(the switch's FastAGI key) from ``IVR_AGI_KEY``, credential ``agi-key`` or ``key_file`` (a bare
+key, or the switch's include with its ``IVR_AGI_KEY = ...`` line). The HTTP
 token and the webhook secret need at least :data:`MIN_SECRET_LENGTH` visible ASCII
 characters. :attr:`Config.warnings` lists secret-holding files that anyone can read.
 
@@ -207,6 +209,7 @@ SECRETS = (
     Secret("ami.secret", "ami.secret_file", "IVR_AMI_SECRET", "ami-secret"),
     Secret("http.token", "http.token_file", "IVR_HTTP_TOKEN", "http-token"),
     Secret("alarms.webhook_secret", "alarms.webhook_secret_file", "IVR_WEBHOOK_SECRET", "webhook-secret"),
+    Secret("agi.key", "agi.key_file", "IVR_AGI_KEY", "agi-key"),
 )
 MIN_SECRET_LENGTH = 16  # characters (visible ASCII): the HTTP token and the webhook key
 
@@ -277,7 +280,8 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         warnings.append(f"{path} holds a secret inline and is world-readable: chmod o-r {path}")
     for key, file in (("ami.secret_file", config.ami.secret_file),
                       ("http.token_file", config.http.token_file),
-                      ("alarms.webhook_secret_file", config.alarms.webhook_secret_file)):
+                      ("alarms.webhook_secret_file", config.alarms.webhook_secret_file),
+                      ("agi.key_file", config.agi.key_file)):
         if file and world_readable(file):
             warnings.append(f"{key} {file} is world-readable: chmod o-r {file}")
     return dataclasses.replace(config, path=source, warnings=warnings)
@@ -290,16 +294,34 @@ def _complete(config: Config, data: dict[str, Any], env: Mapping[str, str],
     if not switch.languages:
         switch = dataclasses.replace(switch, languages=[switch.language])
     agents = [a if a.dial else dataclasses.replace(a, dial=f"PJSIP/{a.number}") for a in config.agents]
-    ami_secret, http_token, webhook_secret = (_read_secret(config, s, env, problems) for s in SECRETS)
+    ami_secret, http_token, webhook_secret, agi_key = (_read_secret(config, s, env, problems) for s in SECRETS)
     _check_secret(*http_token, "the HTTP token", problems)
     _check_secret(*webhook_secret, "the webhook secret", problems)
     if config.alarms.webhook_url and not webhook_secret[0]:
         problems.add("alarms.webhook_url", "the webhook needs a signing secret: set IVR_WEBHOOK_SECRET, "
                      "the credential webhook-secret or alarms.webhook_secret_file")
     ami = dataclasses.replace(config.ami, secret=ami_secret[0])
+    agi = dataclasses.replace(config.agi, key=_agi_key(*agi_key, problems))
     http = dataclasses.replace(config.http, token=http_token[0])
     alarms = dataclasses.replace(config.alarms, webhook_secret=webhook_secret[0])
-    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, http=http, alarms=alarms)
+    return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, agi=agi, http=http, alarms=alarms)
+
+
+AGI_KEY_MIN = 16
+_KEY_LINE = re.compile(r"^\s*IVR_AGI_KEY\s*=>?\s*(\S+)\s*$", re.MULTILINE)
+
+
+def _agi_key(text: str, source: str, problems: _Problems) -> str:
+    """The FastAGI key from what :func:`_read_secret` found: a bare key, or the switch's
+    Asterisk include with its ``IVR_AGI_KEY = ...`` line (one file serves both)."""
+    m = _KEY_LINE.search(text)
+    if m:
+        return m.group(1)
+    bare = text.strip()
+    if not bare or ("\n" not in bare and "=" not in bare and "[" not in bare):
+        return bare
+    problems.add(source, "holds no IVR_AGI_KEY = ... line")
+    return ""
 
 
 def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None:
@@ -352,6 +374,19 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
             reroute_entry(r.reroute_target, config.agents)
         except ValueError as exc:
             add("rings.reroute_target", str(exc))
+    for i, pattern in enumerate(config.transfer.allow_numbers):
+        if not pattern:
+            add(f"transfer.allow_numbers[{i}]", "empty pattern (it would allow no number; remove it)")
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            add(f"transfer.allow_numbers[{i}]", f"not a valid regular expression {pattern!r}: {exc}")
+    a = config.agi
+    if a.key and (len(a.key) < AGI_KEY_MIN or not re.fullmatch(r"[A-Za-z0-9_-]+", a.key)):
+        add("agi.key", f"the FastAGI key must be at least {AGI_KEY_MIN} characters of A-Z a-z 0-9 _ - "
+            "(it travels in the AGI URI; generate one with: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')")
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)

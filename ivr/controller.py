@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,7 @@ from ivr.flows import build_inbound
 from ivr.hold import build_hold
 from ivr.http.operations import Operations
 from ivr.metrics import Metrics
+from ivr.netlimits import AcceptFailures, fd_budget
 from ivr.rings import build_rings
 from ivr.switch.embedded import default_cache_dir
 from ivr.timers import TimerService
@@ -68,10 +70,18 @@ class Controller:
         inbound = build_inbound(rt, config, self.now)  # R2/R3: greeting, silent-call script
         rings = build_rings(rt, config)  # R1: ring alarms, apology and agent number
         # Records on the bus, hang-up order (R6), HTTP API and dashboard.
+        # Calls first: the FastAGI and HTTP connection caps fit under the fd limit together.
+        agi_max, http_max = fd_budget(config.agi.max_sessions + config.agi.max_pending,
+                                      config.http.max_connections)
+        agi_config = dataclasses.replace(config.agi, max_sessions=max(agi_max - config.agi.max_pending, 1))
         self.operations = Operations(config, bus=self.bus, ami=self.ami, channels=self.channels,
-                                     metrics=self.metrics, fastagi=lambda: self.agi.listening)
-        transfer = build_transfer(rt, config)  # R5: confirmed warm transfer
-        hold = build_hold(rt, config, switch_path=switch_view)  # R4: reminders, choices, thanks
+                                     metrics=self.metrics, fastagi=lambda: self.agi.listening,
+                                     http_max_connections=http_max)
+        # The agent keys (hold, transfer) are honoured from agent legs only: the ring
+        # monitor knows every leg dialled as an agent (issue 13).
+        agent_leg = rings.service.is_agent_leg
+        transfer = build_transfer(rt, config, agent_leg=agent_leg)  # R5: confirmed warm transfer
+        hold = build_hold(rt, config, switch_path=switch_view, agent_leg=agent_leg)  # R4
         self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
         routes: dict[str, Any] = {}
         for feature in self.features:
@@ -80,11 +90,13 @@ class Controller:
             routes.update(feature.agi_routes)
             if feature.http_routes or feature.openapi:
                 self.operations.add_feature(feature.name, list(feature.http_routes), dict(feature.openapi))
-        self.agi = FastAgiServer(routes, config.agi.host, config.agi.port)
+        self.agi = FastAgiServer.from_config(routes, agi_config, metrics=self.metrics)
+        self.accept_failures = AcceptFailures()
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
 
     async def start(self) -> None:
+        self.accept_failures.install(asyncio.get_running_loop())
         # The records subscribe first (the first call's events are kept) without waiting
         # on the database; calls are served next, whatever the database does; the HTTP
         # API last.
@@ -107,6 +119,7 @@ class Controller:
         await self.timers.close()
         await self.ami.close()
         await self.operations.stop()
+        self.accept_failures.uninstall()
         log.info("controller.stopped")
 
     async def run_forever(self) -> None:

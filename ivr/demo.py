@@ -1,21 +1,47 @@
-"""``ivr demo``: the embedded switch, the controller, and sample calls that show the rules.
+"""``ivr demo``: the embedded switch, the controller, and one round of sample calls that
+shows all five rules, printed as a timeline.
 
-Starts (building once if needed) the embedded Asterisk, runs the controller against it
-with simulated agents (``asterisk/ivr-demo.conf``), then places a round of sample calls
-every cycle and prints what the switch reports, until Ctrl-C:
+Starts (building once if needed) the embedded Asterisk instance ``default`` (or
+``--instance``), runs the controller in this process against it with simulated callers
+and agents (Local channels, ``asterisk/ivr-demo.conf``), and places six calls at once:
 
-* a caller who speaks, answered by agent 1001 within one ring (R1, R2);
-* a caller who speaks, whose agents let it ring seven rings (R1: warning and critical
-  ring alarms, the apology on answer);
-* a silent caller (R3: three prompts 5 s apart, then release).
+====  ==========  ============================================================
+rule  caller      what happens
+====  ==========  ============================================================
+R1    13800001    the agents let it ring 7 rings: warning and critical ring
+                  alarms, then the apology when agent 1001 answers
+R2    13800002    the greeting of the day; agent 1001 answers within one ring
+R3    13800003    a silent caller: three prompts 5 s apart, then released
+R4    13800004    put on hold through the HTTP API: reminder at 30 s, the
+                  choices at 60 s, resumed through the API (the thank-you)
+R5    13800005    warm transfer (HTTP API) to agent 1003, who presses 1: the
+                  caller is connected to 1003
+R5    13800006    warm transfer to agent 1004, who presses 2: the caller hears
+                  the apology and returns to agent 1001
+====  ==========  ============================================================
+
+A round takes about 90 s (the hold is the longest). Each rule event the controller
+publishes is printed as one line: time since the round started, rule, caller, what
+happened. ``--rounds N`` stops after N rounds (default: until Ctrl-C).
+
+Stopping: Ctrl-C or SIGTERM ends the demo within 5 s (exit code 0; 130 for a second
+Ctrl-C, which abandons the clean-up). The demo hangs up the calls it placed and stops
+the controller (FastAGI, AMI, HTTP, the records database); it leaves the embedded
+Asterisk running, as ``ivr asterisk status`` shows (``ivr asterisk down`` stops it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
+import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +49,38 @@ from ivr import logs, resources
 from ivr.ami.connection import AmiConnection
 from ivr.config import load_config
 from ivr.controller import Controller
+from ivr.greeting import choose_greeting
 from ivr.prompts import build_prompts, make_test_audio, source_languages
 from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports
 
-SCENARIOS: list[tuple[str, str, dict[str, str]]] = [
-    ("speaking caller, agent answers at once", "speaker", {"__DEMO_RING": "2"}),
-    ("speaking caller, agents ring 7 rings", "speaker", {"__DEMO_RING": "32"}),
-    ("silent caller", "silent", {}),
-]
-SHOWN_EVENTS = ("IvrRingAlarm", "IvrSilentCall", "IvrHold", "IvrTransfer", "IvrFallback")
+ROUND_TIMEOUT = 170.0  # a round must fit in three minutes
+STOP_BUDGET = 4.0  # s for the clean-up after Ctrl-C / SIGTERM (the promise is 5 s)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str  # also the middle of the call's Uniqueid (= its call id)
+    rule: str
+    number: str
+    title: str
+    caller: str  # extension in [ivr-demo-caller]
+    variables: dict[str, str]
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("ring", "R1", "13800001", "the agents let it ring 7 rings", "speaker",
+             {"__DEMO_RING": "32", "__DEMO_WAIT": "60"}),
+    Scenario("greet", "R2", "13800002", "the greeting of the day, answered at once", "speaker",
+             {"__DEMO_RING": "2", "__DEMO_WAIT": "40"}),
+    Scenario("silent", "R3", "13800003", "a silent caller", "silent", {"__DEMO_WAIT": "60"}),
+    Scenario("hold", "R4", "13800004", "put on hold for a minute (HTTP API)", "speaker",
+             {"__DEMO_RING": "2", "__DEMO_WAIT": "150", "__DEMO_STAY": "150"}),
+    Scenario("xfer-ok", "R5", "13800005", "warm transfer to agent 1003, who accepts", "speaker",
+             {"__DEMO_RING": "2", "__DEMO_WAIT": "90", "__DEMO_STAY": "90"}),
+    Scenario("xfer-no", "R5", "13800006", "warm transfer to agent 1004, who declines", "speaker",
+             {"__DEMO_RING": "2", "__DEMO_WAIT": "90", "__DEMO_STAY": "90"}),
+)
+TRANSFER_TARGETS = {"xfer-ok": "1003", "xfer-no": "1004"}
 
 DEMO_TOML = """
 [switch]
@@ -46,8 +95,15 @@ username = "ivr"
 host = "127.0.0.1"
 port = {agi_port}
 
+[http]
+host = "127.0.0.1"
+port = {http_port}
+
 [database]
 url = "sqlite:///{db}"
+
+[alarms]
+log = false                     # the timeline prints each ring alarm (the UserEvent still goes out)
 
 [hold]
 # Asterisk records messages inside its root filesystem: point there.
@@ -62,19 +118,84 @@ dial = "Local/1001@ivr-demo-agents"
 number = "1002"
 name = "Demo agent 1002"
 dial = "Local/1002@ivr-demo-agents"
+
+# Transfer targets (they answer the hunt too, but 1001 always answers first).
+[[agents]]
+number = "1003"
+name = "Demo agent 1003 (accepts transfers)"
+dial = "Local/1003@ivr-demo-agents"
+
+[[agents]]
+number = "1004"
+name = "Demo agent 1004 (declines transfers)"
+dial = "Local/1004@ivr-demo-agents"
 """
 
 
-SHOWN_FIELDS = ("Stage", "Reason", "From", "Agent", "Rings", "Level", "State", "Count",
-                "HeldSeconds", "Target")
+# ---------------------------------------------------------------------- the timeline
+def clock(seconds: float) -> str:
+    minutes, rest = divmod(max(seconds, 0.0), 60.0)
+    return f"+{int(minutes):02d}:{rest:04.1f}"
 
 
-def describe(event: Any) -> str:
-    """One line for people: the rule event and the fields that matter, with the caller."""
-    fields = [f"{k}={event[k]}" for k in SHOWN_FIELDS if event.get(k) not in (None, "")]
-    return f"{event.get('UserEvent')} ({event.get('CallerIDNum', '?')}): " + ", ".join(fields)
+def describe(kind: str, data: dict[str, Any]) -> tuple[str, str] | None:
+    """(rule and topic, what happened) for a controller bus event; None: not shown."""
+    agent = data.get("agent") or "?"
+    if kind == "call.arrived":
+        return "--", "call arrives"
+    if kind == "greeting.played":
+        when = ", ".join(str(data[k]) for k in ("daypart", "holiday") if data.get(k))
+        text = f": \"{data['text']}\"" if data.get("text") else ""
+        return "R2 greet", (f"greeting of the day: {' + '.join(data.get('prompts') or [])} "
+                            f"({data.get('language')}{', ' + when if when else ''}){text}")
+    if kind == "silent.stage":
+        stage = data.get("stage")
+        if stage == "responded":
+            return "R3 silent", "the caller speaks: not silent, on to the agents"
+        return "R3 silent", {"prompt2": "no voice 5 s after the greeting: prompt 2",
+                             "prompt3": "still no voice: prompt 3",
+                             "release": "still no voice: goodbye"}.get(str(stage), f"silent: {stage}")
+    if kind == "call.released":
+        return "R3 silent", f"released ({data.get('reason')})"
+    if kind == "ring.alarm":
+        return "R1 ring", f"{data.get('level')} ring alarm: {data.get('rings')} rings unanswered (agent {agent})"
+    if kind == "ring.answered":
+        late = " -> apology" if data.get("late") else ""
+        return "R1 ring", f"agent {agent} answers after {data.get('rings')} ring(s){late}"
+    if kind == "hold.start":
+        return "R4 hold", f"on hold (via {data.get('via')}), music"
+    if kind == "hold.reminder":
+        return "R4 hold", f"reminder {data.get('count')} ({round(float(data.get('held_seconds') or 0))} s)"
+    if kind == "hold.choices":
+        return "R4 hold", (f"choices 1 wait / 2 message / 3 call-back "
+                           f"({round(float(data.get('held_seconds') or 0))} s)")
+    if kind == "hold.resume":
+        return "R4 hold", f"resumed after {float(data.get('held_seconds') or 0):.1f} s: thank-you, agent back"
+    if kind == "transfer.state":
+        reason = f" ({data['reason']})" if data.get("reason") else ""
+        return "R5 xfer", f"to {data.get('target')}: {data.get('state')}{reason}"
+    return None
 
 
+class Timeline:
+    """Prints one line per rule event: ``+00:12.3  R4 hold   caller 13800004  reminder 1 (30 s)``."""
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out = out
+        self.t0 = time.time()
+        self.numbers: dict[str, str] = {}  # call id -> caller number
+
+    def line(self, at: float, topic: str, call_id: str, text: str) -> None:
+        number = self.numbers.get(call_id, "?")
+        self.out(f"{clock(at - self.t0)}  {topic:<9}  caller {number:<9} {text}")
+
+    def event(self, kind: str, call_id: str, data: dict[str, Any], at: float) -> None:
+        shown = describe(kind, data)
+        if shown is not None and call_id in self.numbers:
+            self.line(at, shown[0], call_id, shown[1])
+
+
+# ---------------------------------------------------------------------- setup
 def ensure_prompt_tools() -> None:
     """The prompts are spoken by espeak-ng and converted with ffmpeg: install them with
     apt on a fresh machine (as the embedded switch installs mmdebstrap)."""
@@ -94,60 +215,317 @@ def build_demo_prompts(company: str) -> None:
                   progress=lambda line: print(f"  prompts: {line}", flush=True))
 
 
-async def run_demo(*, company: str, cycle: float = 60.0, rounds: int | None = None,
-                   instance: str = "default") -> None:
-    logs.configure(json=False, level="WARNING")
-    await asyncio.to_thread(ensure_prompt_tools)
-    await asyncio.to_thread(build_demo_prompts, company)  # incremental: fast once built
-    switch = EmbeddedSwitch(instance)
-    if instance != "default" and not switch.state_file.exists():
-        switch = EmbeddedSwitch(instance, ports=Ports.free())  # beside the default one
-    await asyncio.to_thread(switch.up)
-    make_test_audio(switch.rootfs / "usr/share/asterisk/sounds/ivr-test")
-    state = Path(tempfile.mkdtemp(prefix="ivr-demo-"))
-    conf = state / "ivr.toml"
-    conf.write_text(DEMO_TOML.format(company=company, ami_port=switch.ports.ami,
-                                     agi_port=switch.ports.agi, db=state / "ivr.db",
-                                     messages=switch.home / "messages"))
-    secrets = switch.secrets()
-    config = load_config(conf, env={"IVR_AMI_SECRET": secrets.controller, "IVR_HTTP_TOKEN": secrets.http_token})
-    controller = Controller(config)
-    await controller.start()
-    watcher = AmiConnection("127.0.0.1", switch.ports.ami, ADMIN_USER, switch.secrets().admin)
-    watcher.subscribe("UserEvent", lambda e: print("  switch says", describe(e), flush=True)
-                      if e.get("UserEvent") in SHOWN_EVENTS else None)
-    await watcher.start()
-    await watcher.wait_connected(10)
-    print(f"ivr demo: Asterisk up (AMI 127.0.0.1:{switch.ports.ami}), controller on FastAGI "
-          f":{switch.ports.agi}. Ctrl-C to stop.\n"
-          f"  dashboard: http://{config.http.host}:{config.http.port}/dashboard?token={secrets.http_token}\n"
-          f"  (the token is generated for this switch; `ivr asterisk env` prints it)", flush=True)
-    n = 0
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Demo:
+    """One demo run: the switch (started, never stopped), the controller, the calls."""
+
+    def __init__(self, *, company: str, instance: str, http_port: int | None,
+                 out: Callable[[str], None]) -> None:
+        self.company, self.instance, self.http_port, self.out = company, instance, http_port, out
+        self.controller: Any = None
+        self.watcher: Any = None
+        self.switch: EmbeddedSwitch | None = None
+        self.timeline = Timeline(out)
+        self.placed: set[str] = set()  # Uniqueids (call ids) of the calls this demo placed
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
+        self.state: Path | None = None
+
+    # -- switch events --------------------------------------------------------------
+    def _on_ami(self, event: Any) -> None:
+        if event.get("Event") == "AGIExecStart" and "ring_apology" in str(event.get("Command", "")):
+            call_id = str(event.get("Linkedid", ""))
+            if call_id in self.timeline.numbers:
+                self.timeline.line(time.time(), "R1 ring", call_id, "the caller hears the apology")
+        for pred, fut in list(self._waiters):
+            if not fut.done():
+                try:
+                    matched = pred(event)
+                except Exception:  # noqa: BLE001 - a malformed event never matches
+                    matched = False
+                if matched:
+                    fut.set_result(event)
+
+    async def wait_ami(self, pred: Callable[[Any], bool], timeout: float) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        entry = (pred, fut)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._waiters.remove(entry)
+
+    async def _follow_bus(self) -> None:
+        async for ev in self.controller.bus.subscribe():
+            data = ev.data
+            if ev.kind == "greeting.played":
+                data = {**data, **self._greeting_words(str(data.get("language") or ""))}
+            self.timeline.event(ev.kind, ev.call_id, data, ev.at)
+
+    def _greeting_words(self, language: str) -> dict[str, str]:
+        """The day part, holiday and words of the greeting the controller just chose (the
+        same choice, made again for the printout)."""
+        try:
+            g = choose_greeting(self.controller.now(), self.config, language or None)
+        except Exception:  # noqa: BLE001 - the printout only loses its words
+            return {}
+        return {"daypart": g.daypart, "holiday": g.holiday or "no holiday", "text": g.text}
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        logs.configure(json=False, level="WARNING")
+        await asyncio.to_thread(ensure_prompt_tools)
+        await asyncio.to_thread(build_demo_prompts, self.company)  # incremental: fast once built
+        switch = EmbeddedSwitch(self.instance)
+        if self.instance != "default" and not switch.state_file.exists():
+            switch = EmbeddedSwitch(self.instance, ports=Ports.free())  # beside the default one
+        self.switch = switch
+        await asyncio.to_thread(switch.up)
+        make_test_audio(switch.rootfs / "usr/share/asterisk/sounds/ivr-test")
+        self.state = Path(tempfile.mkdtemp(prefix="ivr-demo-"))
+        conf = self.state / "ivr.toml"
+        http_port = self.http_port or free_port()
+        if self.http_port is None:  # the documented port, unless something already uses it
+            http_port = 8780 if port_free(8780) else free_port()
+        conf.write_text(DEMO_TOML.format(company=self.company, ami_port=switch.ports.ami,
+                                         agi_port=switch.ports.agi, http_port=http_port,
+                                         db=self.state / "ivr.db", messages=switch.home / "messages"))
+        secrets = switch.secrets()
+        config = load_config(conf, env={"IVR_AMI_SECRET": secrets.controller,
+                                        "IVR_HTTP_TOKEN": secrets.http_token,
+                                        "IVR_AGI_KEY": secrets.agi_key})
+        self.config, self.token = config, secrets.http_token
+        self.controller = Controller(config)
+        await self.controller.start()
+        self._spawn(self._follow_bus())
+        self.watcher = AmiConnection("127.0.0.1", switch.ports.ami, ADMIN_USER, secrets.admin)
+        self.watcher.subscribe("*", self._on_ami)
+        await self.watcher.start()
+        await self.watcher.wait_connected(10)
+        await self.controller.ready(15)
+        self.out(f"ivr demo: embedded Asterisk '{switch.name}' up (AMI 127.0.0.1:{switch.ports.ami}), "
+                 f"controller on FastAGI :{switch.ports.agi}. Ctrl-C to stop.")
+        self.out(f"  dashboard: http://{config.http.host}:{config.http.port}/dashboard?token={secrets.http_token}")
+        self.out("  (the token is generated for this switch; `ivr asterisk env` prints it)")
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Hang up the demo's calls and stop the controller; never blocks long: every
+        step is bounded, and the whole is bounded by the caller (STOP_BUDGET)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.5):
+                    await self.hang_up_all()
+        if self.controller is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self.controller.stop(grace=0.5)
+            # If that was cut short, still close the records database: its aiosqlite worker
+            # is a non-daemon thread that would keep the interpreter alive at exit.
+            records = self.controller.operations.records
+            if records.store is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(0.5):
+                        await records.stop()
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(0.5):
+                    await self.watcher.close()
+
+    async def hang_up_all(self) -> None:
+        """Hang up every channel of the calls the demo placed (the agents and transfer
+        targets share the caller's Linkedid)."""
+        reply = await self.watcher.action({"Action": "CoreShowChannels"}, 1.0, as_list=True)
+        rows = [m for m in reply if m.get("Event") == "CoreShowChannel"]
+        mine = [r["Channel"] for r in rows
+                if r.get("Linkedid") in self.placed or r.get("Uniqueid", "").split(";")[0] in self.placed
+                or "@ivr-demo-" in r.get("Channel", "")]
+        for channel in mine:
+            with contextlib.suppress(Exception):
+                await self.watcher.action({"Action": "Hangup", "Channel": channel}, 1.0)
+
+    # -- one round ------------------------------------------------------------------
+    async def round(self, n: int) -> None:
+        self.timeline.t0 = time.time()
+        tag = f"{os.getpid()}-{int(self.timeline.t0)}"
+        self.out(f"\n-- round {n}: {len(SCENARIOS)} calls at once (about 90 s)")
+        for sc in SCENARIOS:
+            self.out(f"   {sc.rule} caller {sc.number}: {sc.title}")
+        async with asyncio.TaskGroup() as group:
+            for sc in SCENARIOS:
+                group.create_task(self.call(sc, f"demo-{sc.key}-{tag}"))
+        self.out(f"-- round {n} done in {time.time() - self.timeline.t0:.0f} s")
+
+    async def call(self, sc: Scenario, call_id: str) -> None:
+        self.timeline.numbers[call_id] = sc.number
+        self.placed.add(call_id)
+        ended = self._spawn(self.wait_ami(lambda e: e.get("Event") == "Hangup" and e.get("Uniqueid") == call_id,
+                                          ROUND_TIMEOUT))
+        bridged = self._spawn(self.wait_ami(
+            lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == call_id, ROUND_TIMEOUT))
+        await self.watcher.action({
+            "Action": "Originate", "Channel": f"Local/{sc.caller}@ivr-demo-caller",
+            "Context": "ivr-inbound", "Exten": "s", "Priority": "1", "Async": "true",
+            "ChannelId": call_id, "OtherChannelId": f"{call_id}-2",
+            "CallerID": f"\"Demo {sc.rule}\" <{sc.number}>",
+            "Variable": ",".join(f"{k}={v}" for k, v in sc.variables.items()),
+        })
+        try:
+            if sc.key == "hold":
+                await bridged
+                await asyncio.sleep(1.0)  # the scenario: the agent talks a second, then holds
+                await self.api("POST", f"/api/calls/{call_id}/hold")
+                await self.wait_ami(lambda e: e.get("UserEvent") == "IvrHold" and e.get("Uniqueid") == call_id
+                                    and e.get("State") == "choices", 75)
+                await asyncio.sleep(3.0)  # the scenario: the agent comes back 3 s after the choices
+                await self.api("POST", f"/api/calls/{call_id}/resume")
+                await self.wait_ami(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == call_id, 20)
+                self.timeline.line(time.time(), "R4 hold", call_id, "caller talking with agent 1001 again")
+                await asyncio.sleep(3.0)  # the scenario: a few words, then goodbye
+                await self.end_call(call_id)
+            elif sc.key in TRANSFER_TARGETS:
+                await bridged
+                await asyncio.sleep(1.0)
+                await self.api("POST", f"/api/calls/{call_id}/transfer", {"target": TRANSFER_TARGETS[sc.key]})
+                final = await self.wait_ami(
+                    lambda e: e.get("UserEvent") == "IvrTransfer" and e.get("Uniqueid") == call_id
+                    and e.get("State") in ("completed", "returned", "abandoned"), 60)
+                back = await self.wait_ami(lambda e: e.get("Event") == "BridgeEnter"
+                                           and e.get("Uniqueid") == call_id, 20)
+                who = "the target" if final.get("State") == "completed" else "agent 1001"
+                self.timeline.line(time.time(), "R5 xfer", call_id,
+                                   f"caller talking with {who} (bridge {str(back.get('BridgeUniqueid', ''))[:8]})")
+                await asyncio.sleep(3.0)
+                await self.end_call(call_id)
+            else:
+                bridged.cancel()
+            hangup = await ended
+            self.timeline.line(time.time(), "--", call_id, f"call ends ({hangup.get('Cause-txt', 'hang-up')})")
+        except TimeoutError:
+            self.timeline.line(time.time(), "!!", call_id, "did not finish in time: hanging up")
+            await self.end_call(call_id)
+
+    async def end_call(self, call_id: str) -> None:
+        reply = await self.watcher.action({"Action": "CoreShowChannels"}, 5.0, as_list=True)
+        for row in reply:
+            if row.get("Event") == "CoreShowChannel" and row.get("Linkedid") == call_id:
+                with contextlib.suppress(Exception):
+                    await self.watcher.action({"Action": "Hangup", "Channel": row["Channel"]}, 5.0)
+
+    async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The controller's HTTP API, as an agent's desktop tool would call it."""
+        import aiohttp
+
+        url = f"http://{self.config.http.host}:{self.config.http.port}{path}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+                http.request(method, url, json=body, headers={"Authorization": f"Bearer {self.token}"}) as r:
+            data = await r.json()
+            if r.status >= 300:
+                raise RuntimeError(f"{method} {path}: HTTP {r.status} {data}")
+            return data
+
+
+async def run_demo(*, company: str, cycle: float = 0.0, rounds: int | None = None,
+                   instance: str = "default", http_port: int | None = None,
+                   out: Callable[[str], None] | None = None) -> None:
+    out = out or (lambda line: print(line, flush=True))
+    demo = Demo(company=company, instance=instance, http_port=http_port, out=out)
     try:
+        await demo.start()
+        n = 0
         while rounds is None or n < rounds:
             n += 1
-            print(f"\n-- round {n}: placing {len(SCENARIOS)} sample calls", flush=True)
-            for title, exten, variables in SCENARIOS:
-                print(f"  call: {title}", flush=True)
-                await watcher.action({
-                    "Action": "Originate", "Channel": f"Local/{exten}@ivr-demo-caller",
-                    "Context": "ivr-inbound", "Exten": "s", "Priority": "1", "Async": "true",
-                    "CallerID": f"\"Demo caller\" <1380013{n:04d}>",
-                    "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
-                })
-            await asyncio.sleep(cycle)  # the demo's pacing between rounds, not a test wait
+            started = time.monotonic()
+            await demo.round(n)
+            if rounds is None or n < rounds:
+                await asyncio.sleep(max(0.0, cycle - (time.monotonic() - started)))  # pacing, not a wait
     finally:
-        await watcher.close()
-        await controller.stop()
+        await asyncio.shield(_bounded_stop(demo))
 
 
-def main(company: str, cycle: float, rounds: int | None, instance: str = "default") -> int:
+async def _bounded_stop(demo: Demo) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_BUDGET):
+            await demo.stop()
+
+
+def main(company: str, cycle: float, rounds: int | None, instance: str = "default",
+         http_port: int | None = None) -> int:
+    """Run the demo; Ctrl-C / SIGTERM: clean up (at most STOP_BUDGET s), exit 0."""
     loop = asyncio.new_event_loop()
-    task = loop.create_task(run_demo(company=company, cycle=cycle, rounds=rounds, instance=instance))
+    task = loop.create_task(run_demo(company=company, cycle=cycle, rounds=rounds, instance=instance,
+                                     http_port=http_port))
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C: give up on the clean-up at once
+            os._exit(130)
+        stopping = True
+        task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
+        loop.add_signal_handler(sig, on_signal)
+    code = 0
+    try:
         loop.run_until_complete(task)
-    loop.close()
-    print("\nivr demo: stopped (the embedded Asterisk keeps running: `ivr asterisk down`).")
-    return 0
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - reported as the command's error
+        print(f"ivr demo: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        # Nothing of the demo may outlive it: cancel leftovers, and do not wait for the
+        # default executor's threads (a switch start in progress) at interpreter exit.
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftovers:
+            t.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=0.5))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    print("\nivr demo: stopped (the embedded Asterisk keeps running: `ivr asterisk down` stops it).",
+          flush=True)
+    return _exit_without_stragglers(code)
+
+
+def _exit_without_stragglers(code: int, budget: float = 0.5) -> int:
+    """A non-daemon thread still alive here (a switch start still running in the default
+    executor, a database worker nobody closed) would keep the interpreter alive at exit:
+    wait ``budget`` s for them, then name them and leave without waiting."""
+    import threading
+
+    deadline = time.monotonic() + budget
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if left:
+        print(f"ivr demo: leaving without waiting for threads {left}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
+    return code

@@ -34,7 +34,7 @@ from ivr.sections import Config
 # (tests/unit/test_doctor.py checks this covers every action the package sends.)
 NEEDED_ACTIONS = frozenset({
     "Originate", "Redirect", "Hangup", "UserEvent", "CoreShowChannels", "Getvar",
-    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping",
+    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping", "Status",
 })
 DANGEROUS_ACTIONS = frozenset({
     "Command", "UpdateConfig", "GetConfig", "GetConfigJSON", "CreateConfig",
@@ -180,6 +180,11 @@ class _Doctor:
             return
         self.add("FastAGI reachable", True, f"Asterisk reached {agi}, answered by {who}")
         result = event.get("Result", "")
+        if not result and own is not None and own.refused:
+            self.add("FastAGI key", False, f"the session was refused ({', '.join(own.refused)}): the key in "
+                     "the switch's ivr-agi-key.conf (IVR_AGI_KEY) must be the controller's [agi] key_file / "
+                     "IVR_AGI_KEY, and every AGI() must pass ?ivr_key=${IVR_AGI_KEY}")
+            return
         self.add("prompts in the sound path", result == "ok",
                  "every prompt of " + ", ".join(self.config.switch.languages) + " found" if result == "ok"
                  else (result or "the controller has no doctor route") +
@@ -200,7 +205,7 @@ async def run_doctor(config: Config, timeout: float = 10.0) -> list[Check]:
 
 async def _start_own_agi(config: Config) -> FastAgiServer | None:
     """Listen on the controller's FastAGI port if no controller does (else None)."""
-    server = FastAgiServer({"doctor": doctor_route(config)}, config.agi.host, config.agi.port)
+    server = FastAgiServer.from_config({"doctor": doctor_route(config)}, config.agi)
     try:
         await server.start()
     except OSError as exc:

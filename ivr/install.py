@@ -71,16 +71,21 @@ class GeneratedSecret:
     """A secret the installer generates once and keeps, in a mode-0600 include file."""
 
     file: str  # in the Asterisk configuration directory
-    role: str  # whose marked block includes it: "extensions" or "manager"
+    role: str  # whose marked block includes it: "extensions" or "manager"; "globals": none,
+    # ivr-globals.conf includes it itself
     category: str  # the section it adds to
     key: str
     controller_file: str = ""  # InstallOptions attribute: where the controller reads it ("" none)
 
 
-# Every generated secret. The AMI user's is in the [ivr] section ivr-manager.conf opens.
+# Every generated secret. The AMI user's is in the [ivr] section ivr-manager.conf opens;
+# the FastAGI key every AGI() passes is a global, pulled in by ivr-globals.conf's own
+# #tryinclude (the controller reads the same file: systemd credential agi-key, or
+# [agi] key_file).
 GENERATED_SECRETS = (
     GeneratedSecret(file="ivr-manager-secret.conf", role="manager", category="ivr", key="secret",
                     controller_file="controller_secret_file"),
+    GeneratedSecret(file="ivr-agi-key.conf", role="globals", category="globals", key="IVR_AGI_KEY"),
 )
 
 
@@ -235,8 +240,8 @@ class Installer:
         for spec in GENERATED_SECRETS:
             value = self._secret_value(spec)
             # Always an addition: ivr-manager.conf opens [ivr], ivr-globals.conf [globals].
-            own(spec.file, f"[{spec.category}](+)\n{spec.key} = {value}\n", self.targets[spec.role],
-                secret=True)
+            own(spec.file, f"[{spec.category}](+)\n{spec.key} = {value}\n",
+                self.targets["extensions" if spec.role == "globals" else spec.role], secret=True)
             if spec.controller_file:
                 path = Path(getattr(self.o, spec.controller_file))
                 changes.append(Change(path, _read(path), value + "\n", mode=0o600, secret=True))

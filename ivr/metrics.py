@@ -28,6 +28,12 @@ class Metrics:
         self.records_spooled = Gauge(
             "ivr_records_spooled", "Call events waiting in the records spool for the database",
             registry=self.registry)
+        self.agi_refused = Counter(
+            "ivr_agi_refused", "FastAGI connections refused, by reason (bad key, no key configured, "
+            "bad header, busy, evicted)", ["reason"], registry=self.registry)
+        self.http_refused = Counter(
+            "ivr_http_connections_refused", "HTTP connections closed at the connection cap "
+            "(evicted: an idle one made room; refused: none was idle)", ["reason"], registry=self.registry)
 
     def exposition(self) -> bytes:
         """The text format for a /metrics endpoint."""

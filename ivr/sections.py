@@ -38,6 +38,13 @@ class AmiConfig:
 class AgiConfig:
     host: str = "127.0.0.1"  # FastAGI server of the controller
     port: int = 4573
+    key: str = ""  # the switch's FastAGI key: env IVR_AGI_KEY > credential agi-key > key_file > this
+    key_file: str = ""  # e.g. /etc/asterisk/ivr-agi-key.conf (its IVR_AGI_KEY line is read)
+    require_key: bool = True  # false: any local process may pose as Asterisk (development only)
+    max_sessions: int = 200  # calls handled at once; more are refused (the dialplan falls back)
+    max_pending: int = 16  # connections still sending their header; a new one evicts the oldest
+    header_timeout: float = 5.0  # s for the whole AGI header (not per line)
+    idle_timeout: float = 30.0  # s a reply may be late beyond the command's own duration
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class HttpConfig:
     token_file: str = ""
     public: list[str] = field(default_factory=lambda: ["/healthz", "/metrics"])  # no token needed
     long_call_seconds: float = 180.0  # R6: calls longer than this are reported as long
+    max_connections: int = 64  # open connections; at the cap the oldest idle one is closed
+    keepalive_timeout: float = 10.0  # s an idle keep-alive (or silent new) connection is kept
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,9 @@ class TransferConfig:
     confirm_timeout: float = 10.0  # R5 s for the target to press 1 after the announcement
     ring_limit: float = 30.0  # s the target may ring
     announce_max: float = 30.0  # s the announcement to the target may take
+    # Outside numbers an agent may transfer to (regular expressions, each matched against
+    # the whole number, e.g. "1[0-9]{10}"). Empty (the default): outside numbers are refused.
+    allow_numbers: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

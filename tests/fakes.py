@@ -10,6 +10,7 @@ from typing import Any
 
 from ivr.ami.connection import AmiActionError
 from ivr.ami.testing import FakeAmi as AmiServer
+from ivr.ami.testing import LiveChannels
 
 __all__ = ["AmiServer", "Clock", "RecordingAmi"]
 
@@ -36,7 +37,9 @@ class RecordingAmi:
     ``subscribe`` (event names case-insensitive), ``on_connected``, ``action`` (recorded;
     answered by ``replies[name](action)`` or ``{"Response": "Success"}``; an action named in
     ``fail`` raises :class:`AmiActionError`), and ``event(...)`` to deliver an event to the
-    subscribers at once."""
+    subscribers at once. ``live`` (:class:`~ivr.ami.testing.LiveChannels`) is the switch's
+    own view that ``Status`` answers from: learnt from every event except a ``forged`` one,
+    so a test can prove the controller asks the switch before destroying anything."""
 
     def __init__(self) -> None:
         self.actions: list[dict[str, Any]] = []
@@ -45,6 +48,7 @@ class RecordingAmi:
         self.fail: set[str] = set()
         self.connected = True
         self.connects = 1
+        self.live = LiveChannels()
 
     def subscribe(self, event: str, callback: Callable[[dict[str, str]], Any]) -> Callable[[], None]:
         self.subs.setdefault(event.lower(), []).append(callback)
@@ -53,8 +57,10 @@ class RecordingAmi:
     def on_connected(self, callback: Any) -> None:
         pass
 
-    def event(self, fields: dict[str, str] | None = None, **more: str) -> None:
+    def event(self, fields: dict[str, str] | None = None, forged: bool = False, **more: str) -> None:
         fields = {**(fields or {}), **more}
+        if not forged:
+            self.live.learn(fields)
         for cb in self.subs.get(fields["Event"].lower(), []):
             cb(fields)
 
@@ -67,8 +73,13 @@ class RecordingAmi:
         name = action["Action"]
         if name in self.fail:
             raise AmiActionError(f"AMI {name} failed: No such channel")
+        live = self.live.act(action)
         reply = self.replies.get(name)
-        return reply(action) if reply is not None else {"Response": "Success"}
+        if reply is not None:
+            return reply(action)
+        if isinstance(live, dict) and live.get("Response") == "Error":
+            raise AmiActionError(f"AMI {name} failed: {live['Message']}")
+        return live or {"Response": "Success"}
 
     def sent(self, name: str) -> list[dict[str, Any]]:
         return [a for a in self.actions if a["Action"] == name]

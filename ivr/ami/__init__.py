@@ -7,6 +7,8 @@ from ivr.ami.connection import (
     AmiError,
     AmiNotConnected,
     AmiTimeout,
+    AmiUnsafeValue,
+    check_action,
 )
 
 __all__ = [
@@ -16,4 +18,6 @@ __all__ = [
     "AmiError",
     "AmiNotConnected",
     "AmiTimeout",
+    "AmiUnsafeValue",
+    "check_action",
 ]

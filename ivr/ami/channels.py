@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,33 @@ def device_of(channel_name: str) -> str:
     if sep and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail.lower()):
         return head
     return name
+
+
+def device_key(name: str) -> str:
+    """One key for a dial string, a queue member interface and a channel name of the same
+    device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
+    ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
+    return "/".join(device_of(name).split("/")[:2])
+
+
+AgentLegCheck = Callable[[str, str], bool]
+"""``(uniqueid, channel name) -> bool``: is this channel an agent's leg? The hold and
+transfer services ask it before acting on an agent key (``IvrHoldKey``,
+``IvrTransferRequest``): the switch arms those keys on agent legs only
+(ivr-globals.conf ``[ivr-agent-keys]``), and the controller refuses them from any other
+channel too (defence in depth, issue 13). The ring monitor's ``is_agent_leg`` is the one
+the controller passes; :func:`configured_agent_leg` is the default."""
+
+
+def configured_agent_leg(dials: Iterable[str]) -> AgentLegCheck:
+    """An :data:`AgentLegCheck` that knows only the configured agents: a channel whose
+    device is one of the ``dials`` (``PJSIP/1001-0000002a`` for ``PJSIP/1001``)."""
+    devices = frozenset(device_key(d) for d in dials if d)
+
+    def check(_uniqueid: str, channel: str) -> bool:
+        return bool(channel) and device_key(channel) in devices
+
+    return check
 
 
 @dataclass

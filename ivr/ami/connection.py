@@ -30,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,42 @@ class AmiActionError(AmiError):
 
 class AmiLoginError(AmiError):
     error_id = "ami-login-refused"
+
+
+class AmiUnsafeValue(AmiError):
+    """An action header name or value holds CR, LF or NUL (or is not text): sending it
+    would end the header early and the rest would read as more headers or a second
+    action (AMI action injection). Nothing of the action is sent."""
+
+    error_id = "ami-unsafe-value"
+
+
+# CR and LF end an AMI line; NUL ends a C string in Asterisk's reader (the value would be
+# cut there). A header name also may not hold ":" (it would move the name/value split).
+_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+_UNSAFE_NAME = re.compile(r"[\r\n\x00:]|^\s|\s$|^$")
+
+
+def check_action(action: Mapping[str, Any]) -> None:
+    """Raise :class:`AmiUnsafeValue` (and log ``ami.unsafe_value``) if any header of
+    ``action`` could break the frame it is written in. Values may be lists (repeated
+    headers, as panoramisk writes ``Variable``); every element is checked. The value is
+    never logged, only the action, the header and what is wrong with it."""
+    name = str(action.get("Action", "?"))
+    for key, value in action.items():
+        if not isinstance(key, str) or _UNSAFE_NAME.search(key):
+            _refuse(name, repr(key)[:40], "header name is empty, padded, or holds CR, LF, NUL or ':'")
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+                _refuse(name, key, f"value of type {type(item).__name__} (want text)")
+            if isinstance(item, str) and _UNSAFE_VALUE.search(item):
+                _refuse(name, key, "value holds CR, LF or NUL")
+
+
+def _refuse(action: str, header: str, why: str) -> None:
+    log.warning("ami.unsafe_value", action=action, header=header, reason=why)
+    raise AmiUnsafeValue(f"AMI {action}: header {header} refused: {why}; nothing was sent",
+                         action=action, header=header)
 
 
 class _NothingIsResent:
@@ -287,6 +324,7 @@ class AmiConnection:
         comes, :class:`AmiActionError` on ``Response: Error``.
         """
         name = str(action.get("Action", "?"))
+        check_action(action)  # before anything else: an unsafe action is never sent
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self.wait_connected(timeout)
@@ -369,10 +407,12 @@ class AmiConnection:
                 self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise AmiNotConnected(f"AMI {self.host}:{self.port}: {exc or 'connect timed out'}") from exc
+        login = {"Action": "Login", "Username": self.username, "Secret": self._secret,
+                 "Events": self.events}
+        check_action(login)  # a secret with a line break would be a second action
         manager.attach(protocol)
         self._manager = manager
-        future = manager.send_action({"Action": "Login", "Username": self.username,
-                                      "Secret": self._secret, "Events": self.events})
+        future = manager.send_action(login)
         lost = asyncio.ensure_future(self._lost.wait())
         try:
             done, _ = await asyncio.wait({future, lost}, timeout=self.connect_timeout,
@@ -411,7 +451,7 @@ class AmiConnection:
             except AmiError as exc:
                 self.last_error = str(exc)
                 self._teardown(str(exc))
-                level = log.error if isinstance(exc, AmiLoginError) else log.info
+                level = log.error if isinstance(exc, (AmiLoginError, AmiUnsafeValue)) else log.info
                 delay = next(delays)
                 level("ami.connect_failed", error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)

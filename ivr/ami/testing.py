@@ -17,6 +17,56 @@ from collections.abc import Callable
 from typing import Self
 
 Reply = dict[str, str] | list[dict[str, str]] | None
+
+
+class LiveChannels:
+    """The channels a fake switch has, for AMI ``Status`` (what
+    :func:`ivr.ami.confirm.hang_up_confirmed` asks before a hang-up): learnt from the
+    events a test sends (a channel appears with its first event, ``Dest*`` fields of Dial
+    events included; ``Hangup`` removes it), from ``Originate`` with a ``ChannelId``, and
+    gone when hung up by an action. A *forged* event (``learn=False``) changes nothing:
+    that is the point of asking the switch."""
+
+    def __init__(self, rows: list[dict[str, str]] | tuple[dict[str, str], ...] = ()) -> None:
+        self.rows: dict[str, dict[str, str]] = {}
+        for row in rows:
+            self.add(row["Uniqueid"], row.get("Channel", ""), row.get("Linkedid", row["Uniqueid"]))
+
+    def add(self, uniqueid: str, channel: str, linkedid: str = "") -> None:
+        if uniqueid and uniqueid not in self.rows:
+            self.rows[uniqueid] = {"Uniqueid": uniqueid, "Channel": channel or uniqueid,
+                                   "Linkedid": linkedid or uniqueid, "ChannelStateDesc": "Up"}
+
+    def learn(self, fields: dict[str, str]) -> None:
+        if fields.get("Event") == "Hangup":
+            self.rows.pop(fields.get("Uniqueid", ""), None)
+            return
+        self.add(fields.get("Uniqueid", ""), fields.get("Channel", ""), fields.get("Linkedid", ""))
+        self.add(fields.get("DestUniqueid", ""), fields.get("DestChannel", ""),
+                 fields.get("DestLinkedid", "") or fields.get("Linkedid", ""))
+
+    def find(self, channel: str) -> dict[str, str] | None:
+        return self.rows.get(channel) or next((r for r in self.rows.values() if r["Channel"] == channel), None)
+
+    def act(self, action: dict[str, str]) -> Reply:
+        """The reply to ``Status``; side effects of ``Hangup`` and ``Originate``. None:
+        not an action this model answers."""
+        name = action.get("Action", "").lower()
+        if name == "originate" and action.get("ChannelId"):
+            self.add(action["ChannelId"], action.get("Channel", ""), action["ChannelId"])
+        if name == "hangup":
+            row = self.find(action.get("Channel", ""))
+            if row is not None:
+                self.rows.pop(row["Uniqueid"], None)
+            return None
+        if name != "status":
+            return None
+        row = self.find(action.get("Channel", ""))
+        if row is None:
+            return {"Response": "Error", "Message": "No such channel"}
+        return [{"Response": "Success", "EventList": "start", "Message": "Channel status will follow"},
+                {"Event": "Status", **row},
+                {"Event": "StatusComplete", "EventList": "Complete", "ListItems": "1"}]
 Handler = Callable[[dict[str, str]], Reply]
 
 
@@ -32,6 +82,7 @@ class FakeAmi:
         self.muted: set[str] = set()
         self.handlers: dict[str, Handler] = {}
         self.channels: list[dict[str, str]] = []  # rows for CoreShowChannels
+        self.live = LiveChannels()  # what Status answers (learnt from the events sent)
         self._changed = asyncio.Condition()
 
     async def __aenter__(self) -> Self:
@@ -71,8 +122,11 @@ class FakeAmi:
     def clients(self) -> int:
         return len(self._writers)
 
-    def event(self, fields: dict[str, str]) -> None:
-        """Send an event to every logged-in client."""
+    def event(self, fields: dict[str, str], *, learn: bool = True) -> None:
+        """Send an event to every logged-in client (``learn=False``: a forged one, which
+        the switch's own state does not follow)."""
+        if learn:
+            self.live.learn(fields)
         for writer in list(self._writers):
             self._write(writer, fields)
 
@@ -141,6 +195,9 @@ class FakeAmi:
     def _reply(self, name: str, action: dict[str, str]) -> Reply:
         if name in self.handlers:
             return self.handlers[name](action)
+        live = self.live.act(action)
+        if live is not None:
+            return live
         if name == "ping":
             return {"Response": "Success", "Ping": "Pong"}
         if name == "coreshowchannels":

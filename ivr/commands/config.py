@@ -23,6 +23,9 @@ def check_config(args: argparse.Namespace) -> int:
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if config.agi.require_key and not config.agi.key:
+        print("warning: no FastAGI key ([agi] key_file or IVR_AGI_KEY): every AGI session will be "
+              "refused and calls will go to the dialplan's fallback", file=sys.stderr)
     print(f"{args.file or 'defaults'}: OK ({len(config.agents)} agents, "
           f"languages {', '.join(config.switch.languages)}, time zone {config.switch.timezone})")
     return 0

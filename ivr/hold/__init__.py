@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ivr.ami.channels import AgentLegCheck
 from ivr.feature import Feature, Runtime
 from ivr.hold.http import HOLD_OPENAPI, hold_routes
 from ivr.hold.metrics import HoldMetrics
@@ -21,15 +22,18 @@ __all__ = ["HoldError", "HoldService", "HoldSettings", "HoldStore", "NoSuchCall"
 
 
 def build_hold(rt: Runtime, config: Config, *,
-               switch_path: Callable[[Path], str] | None = None) -> Feature[HoldService]:
+               switch_path: Callable[[Path], str] | None = None,
+               agent_leg: AgentLegCheck | None = None) -> Feature[HoldService]:
     """The hold feature on the app's runtime: AMI events, the held caller's FastAGI route,
     the HTTP routes and the metrics. ``switch_path`` maps a path of this host to the
-    switch's view of it (the app knows whether Asterisk runs in a chroot)."""
+    switch's view of it (the app knows whether Asterisk runs in a chroot); ``agent_leg``
+    tells whether a channel is an agent leg (the ring monitor's view; default: configured
+    agents' devices only), so the hold key is honoured from agents alone."""
     service = HoldService(
         rt.ami, rt.channels, rt.timers,
         HoldSettings.from_config(config.hold, config.switch, config.prompts, config.agents,
                                  switch_path=switch_path),
-        bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry))
+        bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry), agent_leg=agent_leg)
     service.attach()
     return Feature("hold", service, agi_routes=service.agi_routes, http_routes=hold_routes(service),
                    openapi=HOLD_OPENAPI, on_close=service.close)

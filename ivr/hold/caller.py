@@ -76,7 +76,7 @@ class HeldCaller:
         while True:
             if s.agent_left:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
-                self._end(s, "agent_left", s.timer._held(self.timers.now()))  # noqa: SLF001
+                self._end(s, "agent_left", s.timer._held(self.timers.now()))
                 return "agent_left"
             if not s.pending:
                 s.wake.clear()
@@ -137,7 +137,8 @@ class HeldCaller:
         try:
             await self._play(call, "message_instructions")
             await call.exec("Record", f"{base}/{item}.wav,{self.settings.message_silence_seconds},"
-                                      f"{self.settings.message_max_seconds},k")
+                                      f"{self.settings.message_max_seconds},k",
+                            timeout=float(self.settings.message_max_seconds) + 5.0)  # its own time
             await self._play(call, "message_saved")
             await call.set_variable("IVR_RESULT", "done")
         finally:  # a caller who hangs up mid-message still leaves one (Record's k option)

@@ -21,6 +21,9 @@ class HoldMetrics:
             ["choice"], registry=self.registry)
         self.abandons = Counter(
             "ivr_hold_abandons", "Callers who hung up while on hold", registry=self.registry)
+        self.keys_refused = Counter(
+            "ivr_hold_keys_refused", "Hold keys (UserEvent IvrHoldKey) refused: not from a "
+            "known agent leg (issue 13)", registry=self.registry)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0

@@ -37,6 +37,10 @@ AMI ``Hold`` on the agent's channel (a phone's hold button, a ``sendonly`` re-IN
 ``Unhold`` resumes), ``UserEvent IvrHoldKey`` from the agent's channel (the feature code
 ``ivrhold`` of asterisk/features.conf, which toggles), and :meth:`HoldService.hold` /
 :meth:`HoldService.resume` (the HTTP API, by call id = the caller's Linkedid).
+The switch arms the key on agent legs only (ivr-globals.conf ``[ivr-agent-keys]``); an
+``IvrHoldKey`` from any channel the ``agent_leg`` check does not know as an agent's leg
+(the ring monitor's, in the controller) is refused, logged (``hold.key_refused``) and
+counted (``ivr_hold_keys_refused_total``).
 
 After the choices (decided here): **1** keeps waiting (music, reminders go on); **2**
 records a message (``message_instructions``, ``Record`` until ``#`` or 3 s of silence,
@@ -59,7 +63,8 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import wake
-from ivr.ami.channels import Channel, ChannelTracker
+from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
+from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
 from ivr.hold.caller import HeldCaller
@@ -103,9 +108,13 @@ class HoldService(HeldCaller):
         bus: EventBus | None = None,
         metrics: HoldMetrics | None = None,
         wall: Callable[[], float] = time.time,
+        agent_leg: AgentLegCheck | None = None,
     ) -> None:
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
         self.bus, self.metrics, self.wall = bus, metrics, wall
+        # Which channels may use the agent's hold key: by default the configured agents'
+        # devices; the controller passes its ring monitor's view (every dialled agent leg).
+        self.agent_leg = agent_leg or configured_agent_leg(settings.agents)
         self.store = HoldStore(settings.messages_dir)
         self.sessions: dict[str, HoldSession] = {}  # caller Uniqueid -> session
         self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
@@ -160,7 +169,7 @@ class HoldService(HeldCaller):
         return [c.as_dict() for c in self.store.callbacks()]
 
     def describe(self, s: HoldSession) -> dict[str, Any]:
-        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0  # noqa: SLF001
+        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,
                 "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3)}
 
@@ -219,13 +228,17 @@ class HoldService(HeldCaller):
     async def _move_caller_out(self, s: HoldSession) -> None:
         s.keeper = f"ivrkeep-{s.caller.uniqueid}-{int(self.wall() * 1000)}"
         entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.keeper)
+        # BridgeAdd finds its channel by name *prefix*: give it the agent's channel name, never
+        # a Uniqueid ("ivrx1-t" is a prefix of its Local ;2 half "ivrx1-t-2", "1795.2" of
+        # "1795.22"). Seen on the switch: holding the caller after a warm transfer to a
+        # Local target failed when the keeper looked for the target by its Uniqueid.
         await self.conn.action({
             "Action": "Originate", "Channel": f"Local/keep@{HOLD_CONTEXT}/n", "Application": "BridgeAdd",
-            "Data": s.agent.uniqueid, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
+            "Data": s.agent.name, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
             "Async": "true", "CallerID": f'"hold" <{s.caller.name}>'}, KEEPER_TIMEOUT)
         s.keeper_name = (await asyncio.wait_for(entered, KEEPER_TIMEOUT)).get("Channel", "")
         await self.conn.action({"Action": "Setvar", "Channel": s.caller.name,
-                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.uniqueid}, KEEPER_TIMEOUT)
+                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.name}, KEEPER_TIMEOUT)
         await self.conn.action({"Action": "Redirect", "Channel": s.caller.name, "Context": HOLD_CONTEXT,
                                 "Exten": "held", "Priority": "1"}, KEEPER_TIMEOUT)
 
@@ -262,8 +275,14 @@ class HoldService(HeldCaller):
         if event.get("UserEvent") != "IvrHoldKey":
             return
         uid = event.get("Uniqueid", "")
-        if uid == event.get("Linkedid"):
-            return  # the caller pressed the agent's code: only an agent holds
+        if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, event.get("Channel", "")):
+            # Not an agent's leg (a caller's channel never has the key armed: if one sends
+            # it, the switch is misconfigured or the event is forged). Only an agent holds.
+            log.warning("hold.key_refused", uniqueid=uid, channel=event.get("Channel", ""),
+                        linkedid=event.get("Linkedid", ""))
+            if self.metrics is not None:
+                self.metrics.keys_refused.inc()
+            return
         if any(s.agent.uniqueid == uid and s.timer.state == "held" for s in self.sessions.values()):
             self._resume_agent(uid)
             return
@@ -283,6 +302,26 @@ class HoldService(HeldCaller):
             log.warning("hold.not_started", via=via, agent=agent.name, error=str(exc))
 
     def _gone(self, ch: Channel, reason: str) -> None:
+        if reason == "hangup" and any(ch.uniqueid in (s.caller.uniqueid, s.agent.uniqueid)
+                                      for s in self.sessions.values()):
+            # One Hangup event is not enough to end a hold (it can be forged): ask the switch.
+            self._spawn(self._gone_if_confirmed(ch))
+            return
+        self._gone_confirmed(ch)  # "vanished": the switch's own channel list said so
+
+    async def _gone_if_confirmed(self, ch: Channel) -> None:
+        try:
+            gone = await really_gone(self.conn, ch.uniqueid)
+        except AmiError as exc:
+            log.warning("hold.hangup_unconfirmed", uniqueid=ch.uniqueid, error=str(exc))
+            return
+        if not gone:
+            log.warning("hold.hangup_event_refused", uniqueid=ch.uniqueid, channel=ch.name,
+                        reason="the switch still has the channel (forged or stale event)")
+            return
+        self._gone_confirmed(ch)
+
+    def _gone_confirmed(self, ch: Channel) -> None:
         for s in list(self.sessions.values()):
             if ch.uniqueid == s.caller.uniqueid and s.timer.state == "held":
                 self._apply(s, s.timer.hangup(self.timers.now()))
@@ -358,10 +397,9 @@ class HoldService(HeldCaller):
     async def _hang_up_keeper(self, s: HoldSession) -> None:
         if not s.keeper_name:
             return
-        try:
-            await self.conn.action({"Action": "Hangup", "Channel": s.keeper_name, "Cause": "16"}, 5.0)
-        except AmiError as exc:  # already gone (the agent hung up): nothing to do
-            log.info("hold.keeper_hangup", error=str(exc))
+        # The keeper has the Uniqueid we gave it (ChannelId): hung up by that, once the
+        # switch confirms it is there (already gone when the agent hung up: nothing to do).
+        await hang_up_confirmed(self.conn, s.keeper, uniqueid=s.keeper, cause="16", why="hold keeper")
 
     async def _rejoin(self, s: HoldSession) -> None:
         """After the AGI: the dialplan's BridgeAdd puts the caller back; then the keeper

@@ -29,6 +29,7 @@ from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS, THROTTLE
 from ivr.http.security import add_security_headers
 from ivr.http.services import HealthCheck, HttpSettings, Services
 from ivr.http.throttle import AuthThrottle
+from ivr.netlimits import CappedHttpSite, Throttled
 from ivr.web.errors import CLIENT_MAX_SIZE, error_middleware
 
 log = structlog.get_logger("ivr.http")
@@ -121,13 +122,16 @@ def build_app(services: Services, settings: HttpSettings,
 
 
 class HttpServer:
-    def __init__(self, services: Services, settings: HttpSettings) -> None:
+    def __init__(self, services: Services, settings: HttpSettings, *, metrics: Any = None) -> None:
         self.services = services
+        self.metrics = metrics
+        self.site: CappedHttpSite | None = None
         self.settings = settings
         self.features: list[tuple[str, list[web.RouteDef], dict[str, Any]]] = []
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self.port = settings.port
+        self._throttle = Throttled()
 
     def add_feature(self, name: str, routes: list[web.RouteDef], openapi_paths: dict[str, Any]) -> None:
         """Plug a feature's routes in (before :meth:`start`); every route must be documented."""
@@ -137,15 +141,21 @@ class HttpServer:
 
     async def start(self) -> None:
         self.app = build_app(self.services, self.settings, self.features)
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0,
+                                     keepalive_timeout=self.settings.keepalive_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = self.site = CappedHttpSite(self._runner, self.settings.host, self.settings.port,
+                                          max_connections=self.settings.max_connections,
+                                          on_refused=self._refused)
         await site.start()
-        server = site._server
-        if server is not None and self.settings.port == 0:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port  # the bound one (port 0: chosen by the system)
         log.info("http.listening", host=self.settings.host, port=self.port,
                  auth="token" if self.settings.token else "not configured")
+
+    def _refused(self, reason: str) -> None:
+        if self.metrics is not None and hasattr(self.metrics, "http_refused"):
+            self.metrics.http_refused.labels(reason=reason).inc()
+        self._throttle.warning("http.connection_cap", reason, max_connections=self.settings.max_connections)
 
     @property
     def url(self) -> str:

@@ -49,7 +49,10 @@ class Operations:
     connection with its channel tracker, the metrics, and whether FastAGI listens."""
 
     def __init__(self, config: Config, *, bus: EventBus, ami: AmiConnection, channels: ChannelTracker,
-                 metrics: Metrics | None = None, fastagi: Callable[[], bool] = lambda: False) -> None:
+                 metrics: Metrics | None = None, fastagi: Callable[[], bool] = lambda: False,
+                 http_max_connections: int | None = None) -> None:
+        """``http_max_connections``: the HTTP cap the controller fitted under the fd limit
+        beside FastAGI's (default ``[http] max_connections``)."""
         long_call_seconds = config.http.long_call_seconds
         self.ami, self.channels = ami, channels
         self.hangups = HangupTracker(bus)
@@ -78,7 +81,9 @@ class Operations:
         )
         self.http = HttpServer(self.services, HttpSettings(
             host=config.http.host, port=config.http.port, token=config.http.token or None,
-            public=tuple(config.http.public)))
+            public=tuple(config.http.public),
+            max_connections=http_max_connections or config.http.max_connections,
+            keepalive_timeout=config.http.keepalive_timeout), metrics=metrics)
 
     def add_feature(self, name: str, routes: list[web.RouteDef], openapi_paths: dict[str, Any]) -> None:
         self.http.add_feature(name, routes, openapi_paths)

@@ -28,6 +28,8 @@ class HttpSettings:
     client_max_size: int = 64 * 1024  # bytes; every request body of this API is small
     health_timeout: float = 2.0
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)  # wrong tokens, per address
+    max_connections: int = 64  # at the cap the oldest idle connection is closed (ivr/netlimits.py)
+    keepalive_timeout: float = 10.0  # s an idle keep-alive connection (or a silent new one) is kept
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ivr.ami.channels import (
     device_of,
     event_time,
 )
+from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
 from ivr.metrics import Metrics
@@ -142,6 +143,20 @@ class RingMonitor:
     def _at(self, event: Any) -> float:
         """The event's Asterisk timestamp on the timer clock."""
         return self.timers.now() - max(0.0, self.wall() - event_time(event))
+
+    # -- agent legs -------------------------------------------------------------------
+    def is_agent_leg(self, uniqueid: str, channel: str = "") -> bool:
+        """An :data:`AgentLegCheck`: a channel this monitor saw dialled as an agent (the
+        hunt's ``DialBegin`` from ivr-agents, ``IvrAgentDial``, a queue's ``AgentCalled``,
+        any dial of a configured agent's device; kept until its hang-up), or whose device
+        is a configured agent's dial string (a call in progress when the controller
+        started). A caller's channel is neither."""
+        if uniqueid and uniqueid in self.legs:
+            return True
+        if not channel and uniqueid:
+            ch = self.tracker.get(uniqueid)
+            channel = ch.name if ch is not None else ""
+        return bool(channel) and device_key(channel) in self.settings.agents
 
     # -- figures for the dashboard ---------------------------------------------------
     def figures(self) -> dict[str, dict[str, int]]:
@@ -332,15 +347,22 @@ class RingMonitor:
         log.info("ring.reroute", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid,
                  target=target if redirect else "next")
         self._emit("ring.reroute", leg, target=target if redirect else "next")
-        if redirect:
-            action = {"Action": "Redirect", "Channel": leg.caller, "Context": AGENTS_CONTEXT,
-                      "Exten": REROUTE_EXTEN, "Priority": "1"}
-        else:
-            action = {"Action": "Hangup", "Channel": leg.channel, "Cause": NO_ANSWER_CAUSE}
+        action = {"Action": "Redirect", "Channel": leg.caller, "Context": AGENTS_CONTEXT,
+                  "Exten": REROUTE_EXTEN, "Priority": "1"}
 
         async def move_on() -> None:
+            if not redirect:  # the ringing leg goes once the switch confirms it is this call's
+                await hang_up_confirmed(self.conn, leg.uniqueid, uniqueid=leg.uniqueid, linkedid=leg.linkedid,
+                                        cause=NO_ANSWER_CAUSE, why="ring reroute")
+                return
             try:
-                await self.conn.action(action, 5.0)
+                # Moving a caller is as final as a hang-up: only this call's caller.
+                facts = await channel_facts(self.conn, leg.caller)
+                if facts is None or facts.linkedid != leg.linkedid:
+                    log.warning("ring.reroute_refused", channel=leg.caller, expected=leg.linkedid,
+                                found=facts.linkedid if facts else "no such channel")
+                    return
+                await self.conn.action({**action, "Channel": facts.name or leg.caller}, 5.0)
             except AmiError as exc:
                 log.warning("ring.reroute_failed", channel=action["Channel"], error=str(exc))
 

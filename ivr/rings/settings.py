@@ -8,19 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ivr.ami.channels import device_of
+from ivr.ami.channels import device_key, device_of
 from ivr.rules.dialing import reroute_entry
 from ivr.rules.rings import Cadence
 from ivr.sections import AgentConfig, RingsConfig, SwitchConfig
 
 _RINGS = RingsConfig()  # the defaults
 
-
-def device_key(name: str) -> str:
-    """One key for a dial string, a queue member interface and a channel name of the same
-    device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
-    ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
-    return "/".join(device_of(name).split("/")[:2])
 
 
 @dataclass(frozen=True)

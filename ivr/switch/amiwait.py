@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from ivr.ami.connection import AmiUnsafeValue, check_action
 from ivr.errors import SwitchError
 
 
@@ -38,6 +39,10 @@ async def wait_fully_booted(
     timeout: float = 30.0,
     alive: Callable[[], bool] = lambda: True,
 ) -> None:
+    try:  # the one other place that writes to AMI: the same rule as AmiConnection.action
+        check_action({"Action": "Login", "Username": username, "Secret": secret})
+    except AmiUnsafeValue as exc:
+        raise SwitchError(str(exc)) from exc
     deadline = time.monotonic() + timeout
     last_error = "no attempt"
     while time.monotonic() < deadline:

@@ -79,6 +79,7 @@ class Secrets:
         default_factory=lambda: {a: secrets.token_urlsafe(12) for a in AGENT_ENDPOINTS}
     )
     http_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))  # the API's bearer token
+    agi_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # FastAGI: the switch proves itself
 
 
 class EmbeddedSwitch:
@@ -146,6 +147,12 @@ class EmbeddedSwitch:
             with os.fdopen(fd, "w") as f:
                 json.dump(asdict(current), f)
         return current
+
+    @property
+    def trunk_uri(self) -> str:
+        """Where an unregistered SIP caller calls in: the inbound trunk (pjsip.conf
+        ``[anonymous]``, context ivr-inbound); the From user becomes the caller's number."""
+        return f"sip:ivr@127.0.0.1:{self.ports.sip}"
 
     @property
     def log_file(self) -> Path:
@@ -261,6 +268,7 @@ class EmbeddedSwitch:
             f"[{ADMIN_USER}]\nsecret = {sec.admin}\ndeny = 0.0.0.0/0.0.0.0\n"
             "permit = 127.0.0.1/255.255.255.255\nread = all\nwrite = all\n",
         )
+        write_private(etc / AGI_KEY_FILE, agi_key_include(sec.agi_key))
         write_private(
             etc / "pjsip_secrets.conf",
             "".join(f"[{a}-auth](+)\npassword = {p}\n\n" for a, p in sec.agents.items()),
@@ -341,7 +349,8 @@ class EmbeddedSwitch:
         took = time.monotonic() - started
         self.progress(
             f"embedded asterisk '{self.name}' fully booted in {took:.1f} s: "
-            f"AMI 127.0.0.1:{self.ports.ami}, SIP udp 127.0.0.1:{self.ports.sip}, "
+            f"AMI 127.0.0.1:{self.ports.ami}, SIP udp 127.0.0.1:{self.ports.sip} "
+            f"(inbound trunk {self.trunk_uri}), "
             f"FastAGI expected at {self.agi_host}:{self.ports.agi}"
         )
         return took
@@ -379,6 +388,7 @@ class EmbeddedSwitch:
         if pid is not None:
             info["pid"] = pid
             info["ports"] = asdict(self.ports)
+            info["trunk"] = self.trunk_uri
             try:
                 info["uptime"] = self.cli("core show uptime seconds", timeout=5).strip()
             except SwitchError as exc:
@@ -411,6 +421,7 @@ class EmbeddedSwitch:
             "IVR_AMI_USERNAME": CONTROLLER_USER,
             "IVR_AMI_SECRET": sec.controller,
             "IVR_HTTP_TOKEN": sec.http_token,
+            "IVR_AGI_KEY": sec.agi_key,
             "IVR_AGI_PORT": str(self.ports.agi),
             "IVR_SIP_PORT": str(self.ports.sip),
         }
@@ -421,6 +432,17 @@ class EmbeddedSwitch:
     def path_inside(self, host_path: Path) -> str:
         """A path under the root filesystem, as Asterisk sees it."""
         return "/" + str(Path(host_path).resolve().relative_to(self.rootfs.resolve()))
+
+
+AGI_KEY_FILE = "ivr-agi-key.conf"  # #tryinclude'd inside [globals] of ivr-globals.conf
+
+
+def agi_key_include(key: str) -> str:
+    """The Asterisk include that gives the dialplan its FastAGI key (mode 0600; the
+    controller reads the same file, or the key from IVR_AGI_KEY)."""
+    return ("; ivr-agi-key.conf -- the FastAGI key this switch proves itself with on every AGI()\n"
+            "; (generated; keep it mode 0600; the controller needs the same key: [agi] key_file)\n"
+            f"IVR_AGI_KEY = {key}\n")
 
 
 def reap_stale_test_instances(cache_dir: Path | None = None) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ivr.ami.channels import AgentLegCheck
 from ivr.feature import Feature, Runtime
 from ivr.sections import Config
 from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
@@ -12,13 +13,15 @@ from ivr.transfer.service import TransferService, TransferSettings
 __all__ = ["TransferService", "TransferSettings", "build_transfer"]
 
 
-def build_transfer(rt: Runtime, config: Config) -> Feature[TransferService]:
+def build_transfer(rt: Runtime, config: Config, *,
+                   agent_leg: AgentLegCheck | None = None) -> Feature[TransferService]:
     """The transfer feature on the app's runtime: AMI events, the FastAGI route of the
-    target's leg, the HTTP routes and the metrics."""
+    target's leg, the HTTP routes and the metrics. ``agent_leg``: see ``build_hold``."""
     service = TransferService(
         rt.ami, TransferSettings.from_config(config.transfer, config.hold, config.switch,
                                              config.prompts, config.agents),
-        timers=rt.timers, bus=rt.bus, metrics=TransferMetrics(rt.metrics.registry))
+        timers=rt.timers, bus=rt.bus, metrics=TransferMetrics(rt.metrics.registry),
+        agent_leg=agent_leg)
     service.attach()
     return Feature("transfer", service, agi_routes={TransferService.AGI_ROUTE: service.target_agi},
                    http_routes=transfer_routes(service), openapi=TRANSFER_OPENAPI,

@@ -14,3 +14,6 @@ class TransferMetrics:
         self.confirm_seconds = Histogram(
             "ivr_transfer_confirm_seconds", "Time from the target's answer to its confirmation",
             buckets=(2, 4, 6, 8, 10, 15, 20, 30, 45), registry=self.registry)
+        self.keys_refused = Counter(
+            "ivr_transfer_keys_refused", "Transfer keys (UserEvent IvrTransferRequest) refused: "
+            "not from a known agent leg (issue 13)", registry=self.registry)

@@ -22,6 +22,12 @@ The dialplan is the safety net: if the controller dies mid-transfer, the caller 
 wait after ``IVR_XFER_MAXWAIT`` s through ``[ivr-transfer-return]``. No step of the
 transfer ever hangs the caller up.
 
+The switch arms the agent's key on agent legs only (ivr-globals.conf ``[ivr-agent-keys]``);
+an ``IvrTransferRequest`` from a channel the ``agent_leg`` check does not know as an
+agent's leg is refused, logged (``transfer.request_refused_not_agent``) and counted
+(``ivr_transfer_keys_refused_total``). Outside numbers as targets are refused unless they
+match ``[transfer] allow_numbers``.
+
 Every state change goes out as ``UserEvent: IvrTransfer`` (``State``, ``Target``,
 ``Uniqueid`` of the caller, ``TransferId``, ``Reason``), as a ``transfer.state``
 :class:`~ivr.events.CallEvent`, and into the metrics.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +46,8 @@ from typing import Any
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiHangup
+from ivr.ami.channels import AgentLegCheck, configured_agent_leg
+from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
@@ -46,8 +55,15 @@ from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, T
 from ivr.timers import TimerService
 from ivr.transfer.metrics import TransferMetrics
 from ivr.rules.transfer import (
-    Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
-    TransferAction, WarmTransfer,
+    Announce,
+    Connect,
+    Dial,
+    HangupTarget,
+    PlayToCaller,
+    ReturnCaller,
+    StateChanged,
+    TransferAction,
+    WarmTransfer,
 )
 from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
 
@@ -77,6 +93,8 @@ class TransferSettings:
     remind_every: int = int(_HOLD.reminder_interval)  # s between reminders to the waiting caller (R4)
     agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
     allow_dial: bool = False  # accept raw dial strings as targets (tests; see targets.py)
+    # outside numbers allowed as targets (whole-number match); none: outside numbers refused
+    allow_numbers: tuple[re.Pattern[str], ...] = ()
 
     @property
     def max_wait(self) -> int:
@@ -95,6 +113,7 @@ class TransferSettings:
             announce_max=transfer.announce_max,
             remind_every=int(hold.reminder_interval),
             agents={str(a.number): a.device for a in agents},
+            allow_numbers=tuple(re.compile(p) for p in transfer.allow_numbers),
         )
 
 
@@ -125,9 +144,13 @@ class TransferService:
     AGI_ROUTE = "transfer-target"
 
     def __init__(self, ami: Any, settings: TransferSettings, *, timers: TimerService,
-                 bus: EventBus | None = None, metrics: TransferMetrics | None = None) -> None:
+                 bus: EventBus | None = None, metrics: TransferMetrics | None = None,
+                 agent_leg: AgentLegCheck | None = None) -> None:
         self.ami = ami
         self.settings = settings
+        # Which channels may use the agent's transfer key: by default the configured
+        # agents' devices; the controller passes its ring monitor's view.
+        self.agent_leg = agent_leg or configured_agent_leg(settings.agents.values())
         self.timers = timers
         self.bus = bus or EventBus()
         self.metrics = metrics or TransferMetrics()
@@ -169,7 +192,8 @@ class TransferService:
     async def transfer(self, call_id: str, target: str) -> Transfer:
         """Transfer the caller of call ``call_id`` (its Linkedid, or the caller's Uniqueid)
         away from the agent it is bridged with, to ``target``."""
-        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial)
+        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial,
+                             allow_numbers=self.settings.allow_numbers)
         rows = await self._channels()
         caller = next((r for r in rows if r.get("Uniqueid") == call_id), None) or next(
             (r for r in rows if r.get("Linkedid") == call_id and r.get("Uniqueid") == call_id), None)
@@ -179,7 +203,8 @@ class TransferService:
 
     async def transfer_from_agent(self, agent_uid: str, target: str) -> Transfer:
         """The agent on channel ``agent_uid`` keyed a transfer (feature code)."""
-        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial)
+        tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial,
+                             allow_numbers=self.settings.allow_numbers)
         rows = await self._channels()
         agent = next((r for r in rows if r.get("Uniqueid") == agent_uid), None)
         bridge = agent.get("BridgeId", "") if agent is not None else ""
@@ -270,7 +295,10 @@ class TransferService:
                 "Timeout": str(int((action.timeout + 2) * 1000)),
                 "ChannelId": xfer.target_uid,
                 "CallerID": f'"{xfer.caller_number}" <{xfer.caller_number}>',
-                "Variable": f"IVR_XFER_ID={xfer.id}",
+                # an agent or a queue member becomes the caller's agent: the dialplan arms
+                # the agent keys on that leg once it confirms (never on an outside number)
+                "Variable": f"IVR_XFER_ID={xfer.id},IVR_XFER_KEYS="
+                            + ("yes" if xfer.target.kind in ("agent", "queue") else "no"),
             }
             if action.target.startswith("Local/"):
                 originate["OtherChannelId"] = f"{xfer.target_uid}-2"
@@ -322,11 +350,36 @@ class TransferService:
         await self.ami.action({"Action": "Redirect", "Channel": channel, "Context": context,
                                "Exten": "s", "Priority": "1"})
 
-    async def _hangup(self, channel: str) -> None:
+    async def _hangup(self, uniqueid: str, *, linkedid: str = "", gone: tuple[str, ...] = (),
+                      why: str = "transfer") -> None:
+        """Hang up the leg with this Uniqueid once the switch confirms it (and, with
+        ``linkedid``, that it is this call's; with ``gone``, that the channel whose
+        hang-up prompted this really is gone): never on the word of one event."""
+        await hang_up_confirmed(self.ami, uniqueid, uniqueid=uniqueid, linkedid=linkedid, gone=gone, why=why)
+
+    async def _hung_up(self, xfer: Transfer, role: str, uniqueid: str) -> None:
+        """A leg's Hangup event, once the switch confirms that leg is gone."""
         try:
-            await self.ami.action({"Action": "Hangup", "Channel": channel})
-        except AmiError as exc:  # already gone
-            log.debug("transfer.hangup_failed", channel=channel, error=str(exc))
+            gone = await really_gone(self.ami, uniqueid)
+        except AmiError as exc:
+            log.warning("transfer.hangup_unconfirmed", transfer=xfer.id, role=role, error=str(exc))
+            return
+        if not gone:
+            log.warning("transfer.hangup_event_refused", transfer=xfer.id, role=role, uniqueid=uniqueid,
+                        reason="the switch still has the channel (forged or stale event)")
+            return
+        m, now = xfer.machine, self.timers.now()
+        if role == "caller":
+            actions = m.caller_hangup(now)
+            if xfer.agent:  # the call is over for the agent too
+                await self._hangup(xfer.agent, linkedid=xfer.call_id, why="caller hung up")
+        elif role == "agent":
+            xfer.agent = ""
+            actions = m.agent_hangup(now)
+        else:
+            actions = m.target_hangup(now)
+        if actions:
+            await self._apply(xfer, actions)
 
     def _forget(self, xfer: Transfer) -> None:
         self.transfers.pop(xfer.id, None)
@@ -348,13 +401,21 @@ class TransferService:
         kind = event.get("Event", "")
         if kind == "UserEvent":
             if event.get("UserEvent") == "IvrTransferRequest":
-                self._spawn(self._requested(event.get("Uniqueid", ""), event.get("Target", "")))
+                uid, channel = event.get("Uniqueid", ""), event.get("Channel", "")
+                if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, channel):
+                    # Not an agent's leg: the switch arms *2 on agent legs only, so this is a
+                    # misconfigured switch or a forged event. Never start a transfer for it.
+                    log.warning("transfer.request_refused_not_agent", uniqueid=uid, channel=channel,
+                                linkedid=event.get("Linkedid", ""), target=event.get("Target", ""))
+                    self.metrics.keys_refused.inc()
+                    return
+                self._spawn(self._requested(uid, event.get("Target", "")))
             return
         if kind == "BridgeEnter":
             connecting = self._connecting.pop(event.get("Uniqueid", ""), None)
             if connecting is not None and connecting.agent:
                 # The caller is with the target: now the transferring agent is released.
-                self._spawn(self._hangup(connecting.agent))
+                self._spawn(self._hangup(connecting.agent, linkedid=connecting.call_id, why="transfer done"))
             return
         if kind in ("DialBegin", "DialEnd"):
             found = self._find(event.get("DestUniqueid", ""))
@@ -363,24 +424,18 @@ class TransferService:
         if found is None:
             gone = self._connecting.pop(event.get("Uniqueid", ""), None) if kind == "Hangup" else None
             if gone is not None:  # the caller left during the thanks: release the others
-                for uid in (gone.agent, gone.target_uid):
+                caller = event.get("Uniqueid", "")
+                for uid, linkedid in ((gone.agent, gone.call_id), (gone.target_uid, "")):
                     if uid:
-                        self._spawn(self._hangup(uid))
+                        self._spawn(self._hangup(uid, linkedid=linkedid, gone=(caller,), why="caller left"))
             return
         xfer, role = found
         m, now = xfer.machine, self.timers.now()
         actions: list[TransferAction] = []
-        if kind == "Hangup":
-            if role == "caller":
-                actions = m.caller_hangup(now)
-                if xfer.agent:
-                    self._spawn(self._hangup(xfer.agent))  # the call is over for the agent too
-            elif role == "agent":
-                xfer.agent = ""
-                actions = m.agent_hangup(now)
-            else:
-                actions = m.target_hangup(now)
-        elif kind == "Newstate" and role == "target" and event.get("ChannelState") == "5":
+        if kind == "Hangup":  # acted on once the switch confirms it (a Hangup can be forged)
+            self._spawn(self._hung_up(xfer, role, event.get("Uniqueid", "")))
+            return
+        if kind == "Newstate" and role == "target" and event.get("ChannelState") == "5":
             actions = m.target_ringing(now)
         elif kind == "DialBegin":
             xfer.target_channel = event.get("DestChannel", "") or xfer.target_channel

@@ -7,7 +7,9 @@ dial string for the controller's Originate:
 * ``queue:support`` -- a queue, dialled through ``Local/support@ivr-transfer-queue`` so
   that the member who answers must confirm like anyone else;
 * ``number:12345`` or other digits -- an outside number, dialled through
-  ``Local/12345@ivr-transfer-number`` (the site routes that context to its trunk);
+  ``Local/12345@ivr-transfer-number`` (the site routes that context to its trunk). Off
+  unless the admin allows it: the number must match one of ``[transfer] allow_numbers``
+  (regular expressions, whole-number match), else it is refused (toll fraud, issue 13);
 * ``PJSIP/2001``, ``Local/x@ctx`` -- a dial string as is (anything with a ``/``), only
   when ``allow_dial`` (tests, trusted callers): through the API it could reach any
   dialplan context.
@@ -16,7 +18,7 @@ dial string for the controller's Originate:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ivr.ami.channels import device_of
@@ -40,8 +42,10 @@ class Target:
     dial: str  # the Asterisk dial string
 
 
-def resolve_target(text: str, agents: Mapping[str, str], *, allow_dial: bool = False) -> Target:
-    """``agents`` maps agent numbers to their dial strings."""
+def resolve_target(text: str, agents: Mapping[str, str], *, allow_dial: bool = False,
+                   allow_numbers: Sequence[re.Pattern[str]] = ()) -> Target:
+    """``agents`` maps agent numbers to their dial strings; ``allow_numbers`` are the
+    patterns an outside number must match in full (none: outside numbers are refused)."""
     raw = (text or "").strip()
     if not raw:
         raise InvalidTarget("transfer target is empty", target=text)
@@ -55,7 +59,7 @@ def resolve_target(text: str, agents: Mapping[str, str], *, allow_dial: bool = F
                 raise InvalidTarget(f"queue name {rest!r} is not valid", target=raw)
             return Target("queue", f"queue:{rest}", f"Local/{rest}@ivr-transfer-queue")
         if kind == "number":
-            return _number(rest, raw)
+            return _number(rest, raw, allow_numbers)
         raise InvalidTarget(f"unknown transfer target kind {kind!r} (agent, queue, number)", target=raw)
     if raw in agents:
         return _agent(raw, agents, raw)
@@ -65,7 +69,7 @@ def resolve_target(text: str, agents: Mapping[str, str], *, allow_dial: bool = F
         if not _DIAL.match(raw) or any(c in raw for c in ",&|()"):
             raise InvalidTarget(f"dial string {raw!r} is not valid", target=raw)
         return Target("dial", raw, raw)
-    return _number(raw, raw)
+    return _number(raw, raw, allow_numbers)
 
 
 def _agent(number: str, agents: Mapping[str, str], raw: str) -> Target:
@@ -74,9 +78,13 @@ def _agent(number: str, agents: Mapping[str, str], raw: str) -> Target:
     return Target("agent", number, agents[number])
 
 
-def _number(number: str, raw: str) -> Target:
+def _number(number: str, raw: str, allow: Sequence[re.Pattern[str]]) -> Target:
     if not _DIGITS.match(number):
         raise InvalidTarget(f"{raw!r} is neither an agent, a queue nor a phone number", target=raw)
+    if not any(p.fullmatch(number) for p in allow):
+        raise InvalidTarget(
+            f"outside number {number!r} is not allowed as a transfer target "
+            "(no pattern of [transfer] allow_numbers matches it)", target=raw)
     return Target("number", f"number:{number}", f"Local/{number}@ivr-transfer-number")
 
 

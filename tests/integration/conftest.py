@@ -42,6 +42,7 @@ class Switch:
     agi_port: int
     sip_port: int
     embedded: EmbeddedSwitch | None
+    agi_key: str = ""  # the FastAGI key the switch's dialplan passes (?ivr_key=...)
 
     def cli(self, command: str) -> str:
         if self.embedded is None:
@@ -65,6 +66,8 @@ def switch() -> Iterator[Switch]:
             secret=env.get("IVR_AMI_ADMIN_SECRET") or env["IVR_AMI_SECRET"],
             agi_host=env.get("IVR_AGI_HOST", "127.0.0.1"), agi_port=int(env.get("IVR_AGI_PORT", "4573")),
             sip_port=int(env.get("IVR_SIP_PORT", "5060")), embedded=None,
+            # The external switch's ivr-agi-key.conf key: without it every AGI session is refused.
+            agi_key=env.get("IVR_AGI_KEY", ""),
         )
         return
     built = _build_prompts()
@@ -83,7 +86,7 @@ def switch() -> Iterator[Switch]:
         yield Switch(
             ami_host="127.0.0.1", ami_port=embedded.ports.ami, username=ADMIN_USER,
             secret=embedded.secrets().admin, agi_host="127.0.0.1", agi_port=embedded.ports.agi,
-            sip_port=embedded.ports.sip, embedded=embedded,
+            sip_port=embedded.ports.sip, embedded=embedded, agi_key=embedded.secrets().agi_key,
         )
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -160,7 +163,7 @@ def controller_config(switch: Switch, tmp_path: Path):
         )
         path = tmp_path / "ivr.toml"
         path.write_text(text)
-        return load_config(path, env={"IVR_AMI_SECRET": secret})
+        return load_config(path, env={"IVR_AMI_SECRET": secret, "IVR_AGI_KEY": switch.agi_key})
 
     return make
 

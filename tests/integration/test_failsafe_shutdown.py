@@ -49,7 +49,7 @@ async def test_sigterm_stops_taking_calls_hands_over_flushes_and_exits(switch, a
     if switch.embedded is None:
         pytest.skip("needs the embedded switch's controller secret")
     config = controller_config()
-    env = {**os.environ, "IVR_AMI_SECRET": switch.embedded.secrets().controller}
+    env = {**os.environ, "IVR_AMI_SECRET": switch.embedded.secrets().controller, "IVR_AGI_KEY": switch.agi_key}
     log_path = tmp_path / "ivr.log"
     proc = _spawn([sys.executable, "-m", "ivr", "run", "--config", str(config.path)], log_path, env)
     healthz = f"http://127.0.0.1:{config.http.port}/healthz"

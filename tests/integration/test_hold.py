@@ -62,13 +62,15 @@ async def rig(switch, tmp_path: Path) -> AsyncIterator[Rig]:
     messages = switch.embedded.home / "messages" / tmp_path.name
     settings = HoldSettings(reminder_interval=INTERVAL, choices_after=CHOICES, language=LANG,
                             messages_dir=messages, switch_messages_dir=switch.embedded.path_inside(messages),
-                            message_max_seconds=20)
+                            message_max_seconds=20,
+                            # the agent that keys *8 (agent_feature_code): a known agent leg
+                            agents={"Local/akey@test-hold-agent": "key agent"})
     conn = AmiConnection(switch.ami_host, switch.ami_port, "ivr", switch.embedded.secrets().controller)
     tracker, timers, bus, metrics = ChannelTracker(), TimerService(), EventBus(), HoldMetrics()
     tracker.attach(conn)
     service = HoldService(conn, tracker, timers, settings, bus=bus, metrics=metrics)
     service.attach()
-    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port)
+    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port, key=switch.agi_key)
     await agi.start()
     await conn.start()
     await conn.wait_connected(10)
@@ -94,7 +96,8 @@ async def rig(switch, tmp_path: Path) -> AsyncIterator[Rig]:
 async def add_test_dialplan(ami: AmiRecorder) -> None:
     await ami.add_dialplan("test-hold-caller", "_c.", ["Answer()", "Wait(300)"])
     await ami.add_dialplan("test-hold-dial", "_d.", [
-        "Set(__DYNAMIC_FEATURES=ivrhold)", "Dial(Local/a${EXTEN:1}@test-hold-agent/n)", "Hangup()"])
+        # the agent leg gets the agent keys from the shipped pre-dial handler, as in the hunt
+        "Dial(Local/a${EXTEN:1}@test-hold-agent/n,,b(ivr-agent-keys^s^1))", "Hangup()"])
     await ami.add_dialplan("test-hold-dial", "_p.", [
         "Dial(PJSIP/1001/sip:1001@127.0.0.1:${EXTEN:1})", "Hangup()"])
     await ami.add_dialplan("test-hold-agent", "_a.", ["Answer()", "Wait(300)"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -162,7 +163,7 @@ async def test_install_on_debians_stock_asterisk(stock: Stock, tmp_path: Path) -
     assert {Path(p).name for p in changed} == {
         "extensions.conf", "manager.conf", "features.conf", ".ivr-install.json", "ivr-globals.conf",
         "ivr-inbound.conf", "ivr-agents.conf", "ivr-hold.conf", "ivr-transfer.conf", "ivr-doctor.conf",
-        "ivr-manager.conf", "ivr-manager-secret.conf", "ivr-features.conf"}
+        "ivr-manager.conf", "ivr-manager-secret.conf", "ivr-features.conf", "ivr-agi-key.conf"}
     assert "ivrtransfer" in stock.cli("features show").stdout
 
     # A call into ivr-inbound, originated by the installed least-privilege AMI user, reaches
@@ -176,7 +177,10 @@ async def test_install_on_debians_stock_asterisk(stock: Stock, tmp_path: Path) -
         first_reply = reply[0] if isinstance(reply, list) else reply
         assert first_reply.get("Response") == "Success", reply
         await until(lambda: seen, 15, "FastAGI request from the stock Asterisk")
-        assert seen[0]["agi_request"] == f"agi://127.0.0.1:{agi_port}/inbound"
+        # ... proving itself with the FastAGI key the installer generated (ivr-agi-key.conf)
+        key = re.search(r"(?m)^IVR_AGI_KEY = (\S+)$", (stock.etc / "ivr-agi-key.conf").read_text())
+        assert key is not None and len(key.group(1)) >= 32
+        assert seen[0]["agi_request"] == f"agi://127.0.0.1:{agi_port}/inbound?ivr_key={key.group(1)}"
         assert seen[0]["agi_context"] == "ivr-inbound"
         await until(lambda: _no_channels(rec), 15, "the test call to end")
     finally:

@@ -54,7 +54,7 @@ class Harness:
         self.monitor.attach()
         answered = AgentAnsweredFlow(self.monitor, SwitchConfig(language="en-US"), PromptsConfig(sound_prefix="ivr"))
         self.agi = FastAgiServer({"agent-answered": answered}, "127.0.0.1",
-                                 switch.agi_port)
+                                 switch.agi_port, key=switch.agi_key)
 
     async def start(self) -> Harness:
         await self.agi.start()

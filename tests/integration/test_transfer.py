@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -62,9 +63,12 @@ async def ctl(switch) -> AsyncIterator[Ctl]:
     settings = TransferSettings(sounds=SOUNDS, ring_limit=4.0, confirm_timeout=3.0,
                                 announce_max=30.0, remind_every=8,
                                 agents={"1002": "Local/1002@test-xfer-agents"}, allow_dial=True)
-    service = TransferService(conn, settings, timers=timers, bus=bus)
+    # The first agent of each scenario (Local/1001@test-xfer-PID-N-agent) is a known agent
+    # leg; in the controller the ring monitor knows it (it dialled it).
+    service = TransferService(conn, settings, timers=timers, bus=bus, agent_leg=lambda _uid, channel: bool(
+        re.fullmatch(r"Local/1001@test-xfer-\d+-\d+-agent-[0-9a-f]{8};1", channel)))
     service.attach()
-    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port)
+    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port, key=switch.agi_key)
     await agi.start()
     try:
         yield Ctl(service, conn, bus)
@@ -89,7 +93,9 @@ async def make_call(ami: AmiRecorder, target_steps: list[str],
     n = next(_n)
     ctx = f"test-xfer-{os.getpid()}-{n}"
     await ami.add_dialplan(f"{ctx}-caller", "c", ["Answer()", "Wait(120)", "Hangup()"])
-    await ami.add_dialplan(f"{ctx}-dial", "s", [f"Dial(Local/1001@{ctx}-agent,,)", "Hangup()"])
+    # the agent leg gets the agent keys from the shipped pre-dial handler, as in the hunt
+    await ami.add_dialplan(f"{ctx}-dial", "s", [f"Dial(Local/1001@{ctx}-agent,,b(ivr-agent-keys^s^1))",
+                                                "Hangup()"])
     await ami.add_dialplan(f"{ctx}-agent", "1001", [*agent_steps, "Hangup()"])
     await ami.add_dialplan(f"{ctx}-target", "t", [*target_steps, "Hangup()"])
     caller = f"{ctx}-caller"

@@ -12,11 +12,10 @@ from tests.properties import examples
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, parse_reply, read_headers
 from ivr.agi.server import FastAgiServer
+from ivr.agi.testing import environment, play_switch, wire
 
-HEADERS = (
-    b"agi_network: yes\nagi_network_script: inbound\nagi_channel: Local/x@y-00000001;1\n"
-    b"agi_uniqueid: 1700000000.1\nagi_callerid: 13800138000\n\n"
-)
+KEY = "k" * 32
+HEADERS = wire(environment("inbound", KEY, uniqueid="1700000000.1"))
 
 
 def reader_of(data: bytes) -> asyncio.StreamReader:
@@ -55,7 +54,7 @@ async def test_headers_parsed():
     (b"agi_network: yes\n", "closed before the AGI headers ended"),
     (b"\n", "empty AGI request"),
     (b"GET / HTTP/1.1\n\n", "malformed AGI header line"),
-    (b"agi_x: " + b"a" * 20000 + b"\n\n", "longer than"),
+    (b"agi_network: yes\nagi_request: x\nagi_x: " + b"a" * 20000 + b"\n\n", "longer than"),
 ])
 async def test_bad_headers_are_named(data, message):
     with pytest.raises(AgiError, match=message):
@@ -137,7 +136,7 @@ async def test_missing_prompt_is_an_error_not_a_hangup():
 
 async def test_command_refuses_newlines():
     call = AgiChannel({}, reader_of(b""), FakeWriter())  # type: ignore[arg-type]
-    with pytest.raises(AgiError, match="newline"):
+    with pytest.raises(AgiError, match="line break"):
         await call.command("EXEC Playback x\nHANGUP")
 
 
@@ -150,27 +149,24 @@ async def test_server_routes_and_tracks_calls():
         started.set()
         await release.wait()
 
-    server = FastAgiServer({"inbound": handler}, "127.0.0.1", 0)
+    server = FastAgiServer({"inbound": handler}, "127.0.0.1", 0, key=KEY)
     await server.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(HEADERS)
-    await writer.drain()
+    switch = asyncio.ensure_future(play_switch(reader, writer, environment("inbound", KEY, uniqueid="1700000000.1")))
     await asyncio.wait_for(started.wait(), 2)
     assert seen == ["1700000000.1"] and len(server.calls) == 1
     release.set()
     assert await server.wait_idle(2)
-    assert await reader.read() == b""  # the server closed the socket
-    writer.close()
+    commands = await asyncio.wait_for(switch, 2)  # ends when the server closed the socket
+    assert len(commands) == 1 and commands[0].startswith("GET FULL VARIABLE ivrsync-")  # the sync probe only
     await server.close()
 
 
 async def test_unknown_route_and_shutdown_leave_the_call_to_the_dialplan():
-    server = FastAgiServer({}, "127.0.0.1", 0)
+    server = FastAgiServer({}, "127.0.0.1", 0, key=KEY)
     await server.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(HEADERS)
-    await writer.drain()
-    assert await asyncio.wait_for(reader.read(), 2) == b""  # closed, no command sent
-    writer.close()
+    commands = await asyncio.wait_for(play_switch(reader, writer, environment("inbound", KEY)), 2)
+    assert [c.split()[:3] for c in commands] == [["GET", "FULL", "VARIABLE"]]  # closed, no call command
     await server.close()
     assert not server.listening

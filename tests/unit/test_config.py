@@ -195,3 +195,46 @@ def test_database_timeouts_and_spool_limits_must_be_positive(tmp_path: Path) -> 
     for key in ("database.timeout", "database.connect_timeout", "database.retry_max", "database.spool_max_mb",
                 "database.queue_size"):
         assert key in text, key
+
+
+def test_allow_numbers_must_be_valid_patterns(tmp_path: Path) -> None:
+    """[transfer] allow_numbers: outside numbers stay off by default; each pattern is
+    checked at load, and a bad one is named with its key and line."""
+    assert load_config(None, env={}).transfer.allow_numbers == []
+    good = load_config(write(tmp_path, '[transfer]\nallow_numbers = ["1[0-9]{10}", "^9[0-9]{5}$"]\n'), env={})
+    assert good.transfer.allow_numbers == ["1[0-9]{10}", "^9[0-9]{5}$"]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[transfer]\nallow_numbers = ["1[0-9]{10}", "(", ""]\n'), env={})
+    problems = info.value.details["problems"]
+    assert problems[0].startswith("transfer.allow_numbers[1] (line 2): not a valid regular expression '('")
+    assert problems[1].startswith("transfer.allow_numbers[2] (line 2): empty pattern")
+    with pytest.raises(ConfigError, match=r"transfer.allow_numbers \(line 2\): expected a list"):
+        load_config(write(tmp_path, '[transfer]\nallow_numbers = "1[0-9]{10}"\n'), env={})
+
+
+def test_agi_key_from_env_file_or_inline(tmp_path):
+    """The FastAGI key: IVR_AGI_KEY > key_file (the switch's own ivr-agi-key.conf, or a
+    bare key) > inline; too short or with characters a URI would mangle: refused."""
+    from ivr.switch.embedded import agi_key_include
+
+    key = "A" * 20 + "-_b9" * 4
+    include = tmp_path / "ivr-agi-key.conf"
+    include.write_text(agi_key_include(key))
+    include.chmod(0o600)
+    conf = tmp_path / "ivr.toml"
+    conf.write_text(f'[agi]\nkey_file = "{include}"\n')
+    assert load_config(conf, env={}).agi.key == key
+    assert load_config(conf, env={"IVR_AGI_KEY": "E" * 32}).agi.key == "E" * 32
+    bare = tmp_path / "agi-key"
+    bare.write_text(key + "\n")
+    conf.write_text(f'[agi]\nkey_file = "{bare}"\n')
+    assert load_config(conf, env={}).agi.key == key
+    conf.write_text('[agi]\nkey = "short"\n')
+    with pytest.raises(ConfigError, match="agi.key .*at least 16"):
+        load_config(conf, env={})
+    conf.write_text('[agi]\nkey_file = "/no/such/file"\nmax_sessions = 0\nheader_timeout = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, env={})
+    assert {p.split(" ")[0].rstrip(":") for p in err.value.details["problems"]} >= {
+        "agi.key_file", "agi.max_sessions", "agi.header_timeout"}
+    assert load_config(None, env={}).agi.key == ""  # no key: the server refuses every session

@@ -150,7 +150,7 @@ def test_everything_the_unit_file_hands_over_is_read_by_the_controller(tmp_path:
         (creds / name).write_text(f"{name}-value-0123456789\n")
     conf = write(tmp_path, '[alarms]\nwebhook_url = "https://example.invalid/hook"\n')
     c = load_config(conf, env={"CREDENTIALS_DIRECTORY": str(creds)})
-    used = {c.ami.secret, c.http.token, c.alarms.webhook_secret}
+    used = {c.ami.secret, c.http.token, c.alarms.webhook_secret, c.agi.key}
     for name in loaded:
         assert f"{name}-value-0123456789" in used, f"the unit loads credential {name}, which no code reads"
     # systemd expands neither ${CREDENTIALS_DIRECTORY} in ivr.toml nor does anything read *_FILE.

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiActionError
+from ivr.ami.testing import LiveChannels
 from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
@@ -81,7 +84,7 @@ class FakeAgi:
         self.commands.append("WAIT FOR DIGIT")
         return await self._wait(None)  # the fake clock never ends a wait: only digits do
 
-    async def exec(self, app: str, args: str = "") -> None:
+    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> None:
         self.commands.append(f"EXEC {app} {args}")
         if app == "Record":
             Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
@@ -144,9 +147,10 @@ async def test_hold_moves_the_caller_out_keeping_the_agent(world: Any) -> None:
     described = await service.hold(CALLER)
     assert described["agent"] == "Alice" and described["via"] == "api" and described["state"] == "held"
     [orig] = ami.sent("Originate")
-    assert orig["Application"] == "BridgeAdd" and orig["Data"] == AGENT  # keeper joins the agent
+    # the keeper joins the agent's bridge, found by channel name (BridgeAdd matches a prefix)
+    assert orig["Application"] == "BridgeAdd" and orig["Data"] == "PJSIP/1001-00000002"
     [setvar] = ami.sent("Setvar")
-    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == AGENT
+    assert setvar["Variable"] == "IVR_HOLD_AGENT" and setvar["Value"] == "PJSIP/1001-00000002"
     [redirect] = ami.sent("Redirect")
     assert (redirect["Channel"], redirect["Context"], redirect["Exten"]) == (
         "Local/c@x-00000001;1", "ivr-hold", "held")
@@ -192,7 +196,7 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     # after the caller's BridgeEnter into the agent's bridge, the keeper is hung up
     ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "BridgeUniqueid": "b1", "Channel": "x"})
     await until(lambda: ami.sent("Hangup") != [])
-    assert ami.sent("Hangup")[0]["Channel"].startswith("Local/keep@ivr-hold")
+    assert ami.sent("Hangup")[0]["Channel"].startswith("ivrkeep-")  # by the Uniqueid it was given
 
 
 async def test_resume_mid_reminder_interrupts_it(world: Any) -> None:
@@ -293,3 +297,58 @@ async def test_http_routes(world: Any, aiohttp_client: Any) -> None:
     assert [h["call_id"] for h in (await (await client.get("/api/hold")).json())["held"]] == [CALLER]
     assert (await (await client.get("/api/hold/messages")).json()) == {"messages": []}
     assert (await (await client.get("/api/hold/callbacks")).json()) == {"callbacks": []}
+
+
+async def test_hold_key_only_from_an_agent_leg(world: Any) -> None:
+    """Issue 13: IvrHoldKey from the caller's channel, or from a channel that is not a
+    known agent leg, is refused, logged and counted; the agent's key holds and resumes."""
+    from structlog.testing import capture_logs
+
+    ami, service, _clock, _timers, _events, metrics = world
+
+    def key(uid: str, channel: str) -> dict[str, str]:
+        return {"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": uid,
+                "Linkedid": CALLER, "Channel": channel}
+
+    with capture_logs() as logs:
+        ami.event(key(CALLER, "Local/c@x-00000001;1"))  # the caller keyed *8
+        ami.event(key("100.7", "PJSIP/anonymous-00000007"))  # not an agent's device
+        ami.event(key(AGENT, ""))  # no channel to check: unknown
+        await asyncio.sleep(0)
+    assert not service.sessions and ami.actions == []
+    assert metrics.value("ivr_hold_keys_refused_total") == 3
+    assert [e["event"] for e in logs] == ["hold.key_refused"] * 3
+    ami.event(key(AGENT, "PJSIP/1001-00000002"))  # the agent's key (a configured device)
+    await until(lambda: CALLER in service.sessions)
+    assert service.sessions[CALLER].via == "feature"
+    ami.event(key(AGENT, "PJSIP/1001-00000002"))  # again: resume
+    assert service.sessions[CALLER].timer.state == "resumed"
+    assert metrics.value("ivr_hold_keys_refused_total") == 3
+
+
+async def test_hold_key_check_is_injectable(world: Any) -> None:
+    """The controller passes the ring monitor's view of agent legs (a hunt's Local leg)."""
+    ami, service, *_ = world
+    asked: list[tuple[str, str]] = []
+    service.agent_leg = lambda uid, ch: asked.append((uid, ch)) or uid == AGENT
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "Local/1001@hunt-00000001;1"})
+    await until(lambda: CALLER in service.sessions)
+    assert asked == [(AGENT, "Local/1001@hunt-00000001;1")]
+
+
+async def test_forged_hangup_of_the_held_caller_ends_nothing(world: Any, monkeypatch: Any) -> None:
+    """Issue 13 (2d): a Hangup event for the held caller that the switch does not confirm
+    (the caller is still there) neither ends the hold nor hangs up the keeper."""
+    monkeypatch.setattr("ivr.ami.confirm.GONE_WAIT", 0.1)
+    ami, service, _clock, _timers, events, _ = world
+    _agi, task = await start_held(ami, service)
+    ami.live.add(CALLER, "PJSIP/caller-00000001", CALLER)  # the switch still has the caller
+    ami.live.add(AGENT, "PJSIP/1001-00000002", CALLER)
+    with capture_logs() as logs:
+        ami.event({"Event": "Hangup", "Uniqueid": CALLER}, forged=True)
+        ami.event({"Event": "Hangup", "Uniqueid": AGENT}, forged=True)
+        await until(lambda: len([e for e in logs if e["event"] == "hold.hangup_event_refused"]) == 2)
+    assert service.sessions[CALLER].timer.state == "held" and not service.sessions[CALLER].agent_left
+    assert ami.sent("Hangup") == [] and [e.kind for e in events] == ["hold.start"]
+    task.cancel()

@@ -64,7 +64,7 @@ def test_freepbx_layout_writes_only_the_custom_files(freepbx: Path, capsys: pyte
     assert {n for n in added if ".ivr-backup-" not in n} == {
         "features_applicationmap_custom.conf", ".ivr-install.json", "ivr-globals.conf", "ivr-inbound.conf",
         "ivr-agents.conf", "ivr-hold.conf", "ivr-transfer.conf", "ivr-doctor.conf", "ivr-manager.conf",
-        "ivr-manager-secret.conf", "ivr-features.conf"}
+        "ivr-manager-secret.conf", "ivr-features.conf", "ivr-agi-key.conf"}
     assert {re.sub(r"\.ivr-backup-.*", "", n) for n in added if ".ivr-backup-" in n} == {
         "extensions_custom.conf", "manager_custom.conf"}
     custom = (freepbx / "extensions_custom.conf").read_text()
@@ -137,9 +137,20 @@ def test_a_manual_setup_is_not_doubled(tmp_path: Path, capsys: pytest.CaptureFix
     assert sorted(p.name for p in etc.iterdir()) == ["extensions.conf"]
 
 
-def test_generated_secrets_are_one_list() -> None:
-    # Adding a secret (e.g. the FastAGI key) is one entry: file, block, section, key.
-    assert [s.file for s in install.GENERATED_SECRETS] == ["ivr-manager-secret.conf"]
+def test_generated_secrets_are_one_list(freepbx: Path) -> None:
+    # Adding a secret is one entry: file, block, section, key. The FastAGI key is a global
+    # that ivr-globals.conf includes itself, and the controller reads from the same file.
+    from ivr.config import _agi_key, _Problems
+
+    assert [s.file for s in install.GENERATED_SECRETS] == ["ivr-manager-secret.conf", "ivr-agi-key.conf"]
+    assert run(freepbx) == 0
+    key_file = freepbx / "ivr-agi-key.conf"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    problems = _Problems({}, "test")
+    key = _agi_key(key_file.read_text(), "agi.key_file", problems)
+    assert len(key) >= 32 and not problems.items
+    assert "#include ivr-agi-key.conf" not in (freepbx / "extensions_custom.conf").read_text()
+    assert run(freepbx) == 0 and _agi_key(key_file.read_text(), "k", problems) == key  # kept
 
 
 def test_an_upgrade_removes_a_file_no_longer_shipped(freepbx: Path) -> None:

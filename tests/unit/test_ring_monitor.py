@@ -3,11 +3,13 @@ alarms exactly once, answer decisions, reroute, and reconnects with resync."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection, Backoff
@@ -182,9 +184,27 @@ async def test_reroute_hangs_up_the_ringing_leg_with_cause_no_answer():
         await rig.advance(15.0)
         await rig.fake.wait_for(lambda: rig.fake.count("Hangup") == 1, 2)
         hangup = next(a for a in rig.fake.actions if a["Action"] == "Hangup")
-        assert (hangup["Channel"], hangup["Cause"]) == (LEG["DestChannel"], "19")
+        # by Uniqueid, once the switch confirmed the leg is this call's (AMI Status)
+        assert (hangup["Channel"], hangup["Cause"]) == (LEG["DestUniqueid"], "19")
+        assert rig.fake.count("Status") >= 1
         await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
         assert rig.monitor.figures()["1001"]["not_answered"] == 1
+
+
+async def test_reroute_never_hangs_up_a_channel_of_another_call():
+    """Issue 13 (2d): the events named a leg whose Uniqueid the switch gives to a channel
+    of another call (forged, or stale): at the reroute nothing is hung up."""
+    async with started(reroute=True) as rig:
+        rig.fake.live.add(LEG["DestUniqueid"], "PJSIP/1003-00000009", "999.1")  # the switch's truth
+        with capture_logs() as logs:
+            await rig.ring()
+            await rig.advance(15.0)
+            await rig.fake.wait_for(lambda: rig.fake.count("Status") >= 1, 2)
+            async with asyncio.timeout(2):  # the refusal follows the Status reply (bounded poll)
+                while not any(e["event"] == "ami.hangup_refused" for e in logs):
+                    await asyncio.sleep(0.005)
+        assert rig.fake.count("Hangup") == 0
+        await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
 
 
 async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
@@ -198,3 +218,27 @@ async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
                     ChannelState="6")
     decision = rig.monitor.answer_decision("100.1", second["DestChannel"])
     assert (decision.rings, decision.late) == (7, True)
+
+
+async def test_agent_legs_for_the_key_checks() -> None:
+    """Issue 13: the hold and transfer keys are honoured only from agent legs. The monitor
+    knows a leg dialled from ivr-agents (kept while it lasts), a configured agent's
+    device, and never the caller's channel."""
+    settings = RingSettings(Cadence.for_zone("cn"), agents={"PJSIP/1001": "1001"})
+    async with started(settings=settings) as r:
+        hunt = {"DestUniqueid": "100.5", "DestLinkedid": "100.1", "DestChannel": "Local/1009@desk-00000005;1"}
+        await r.event(Event="DialBegin", **CALLER, **hunt, DestChannelState="0")
+        await r.event(Event="Newstate", Uniqueid="100.5", Linkedid="100.1", Channel=hunt["DestChannel"],
+                      ChannelState="6", ChannelStateDesc="Up")  # answered: still an agent leg
+        assert r.monitor.is_agent_leg("100.5", hunt["DestChannel"])
+        assert r.monitor.is_agent_leg("100.5")  # by Uniqueid alone
+        assert r.monitor.is_agent_leg("200.9", "PJSIP/1001-0000000a")  # a configured device
+        assert not r.monitor.is_agent_leg(CALLER["Uniqueid"], CALLER["Channel"])
+        assert not r.monitor.is_agent_leg("100.7", "PJSIP/anonymous-00000007")
+        assert not r.monitor.is_agent_leg("", "")
+        await r.event(Event="Hangup", Uniqueid="100.5", Linkedid="100.1", Channel=hunt["DestChannel"])
+        assert not r.monitor.is_agent_leg("100.5", hunt["DestChannel"])  # gone
+        # a DialBegin from anywhere else (an originated caller, say) is not an agent leg
+        other = {"DestUniqueid": "100.8", "DestLinkedid": "100.8", "DestChannel": "Local/c@callers-00000008;1"}
+        await r.event(Event="DialBegin", **other, DestChannelState="0")
+        assert not r.monitor.is_agent_leg("100.8", other["DestChannel"])

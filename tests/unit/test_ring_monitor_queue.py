@@ -5,6 +5,7 @@ globals published at every connect."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,24 @@ async def test_reroute_target_redirects_the_caller_once_per_call() -> None:
         await fake.wait_for(lambda: fake.count("Hangup") == 1, 2)
         assert fake.count("Redirect") == 1
         assert rig.monitor.figures()["1001"]["not_answered"] == 1
+
+
+async def test_reroute_target_never_moves_a_caller_of_another_call() -> None:
+    """Issue 13 (2d): the caller channel the events named is, on the switch, in another
+    call (its Linkedid differs): no Redirect, and the refusal is logged."""
+    from structlog.testing import capture_logs
+
+    settings = RingSettings(Cadence.for_zone("cn"), reroute=True, agents={"PJSIP/1001": "1001"},
+                            reroute_target="queue=agents")
+    async with started(settings=settings) as rig:
+        fake = rig.fake
+        fake.live.add(CALLER["Uniqueid"], CALLER["Channel"], "777.1")  # the switch's truth
+        with capture_logs() as logs:
+            await rig.ring()
+            await rig.advance(15.0)
+            await fake.wait_for(lambda: fake.count("Status") >= 1, 2)
+            async with asyncio.timeout(2):  # the refusal follows the Status reply (bounded poll)
+                while not any(e["event"] == "ring.reroute_refused" for e in logs):
+                    await asyncio.sleep(0.005)
+        assert fake.count("Redirect") == 0 and fake.count("Hangup") == 0
+        await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")

@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from ivr.agi.channel import AgiHangup
 from ivr.ami.connection import AmiActionError
+from ivr.ami.testing import LiveChannels
 from ivr.events import EventBus
 from ivr.timers import TimerService
 from ivr.transfer.service import (
-    CallNotTransferable, NoSuchCall, TransferService, TransferSettings,
+    CallNotTransferable,
+    NoSuchCall,
+    TransferService,
+    TransferSettings,
 )
-from ivr.transfer.targets import InvalidTarget, agent_number, announcement, resolve_target
+from ivr.transfer.targets import (
+    InvalidTarget,
+    agent_number,
+    announcement,
+    resolve_target,
+)
 from tests.fakes import Clock, RecordingAmi
 
 CALLER = {"Event": "CoreShowChannel", "Uniqueid": "c1", "Linkedid": "c1", "Channel": "PJSIP/trunk-00000001",
@@ -29,6 +39,7 @@ class FakeAmi(RecordingAmi):
     def __init__(self) -> None:
         super().__init__()
         self.rows = [CALLER, AGENT]
+        self.live = LiveChannels(self.rows)  # what Status answers: the switch's own view
         self.replies["CoreShowChannels"] = lambda _action: [
             {"Response": "Success"}, *self.rows, {"Event": "CoreShowChannelsComplete"}]
 
@@ -76,8 +87,8 @@ async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, Clock]]:
 async def settle(service: TransferService) -> None:
     import asyncio
 
-    while service._tasks:  # noqa: SLF001 - wait for the event handlers' tasks
-        await asyncio.gather(*list(service._tasks))  # noqa: SLF001
+    while service._tasks:
+        await asyncio.gather(*list(service._tasks))
 
 
 def outcome(service: TransferService, name: str) -> float:
@@ -188,17 +199,85 @@ async def test_caller_hangup_releases_target_and_agent(rig) -> None:
     assert outcome(service, "abandoned") == 1 and service.transfers == {}
 
 
+def key_event(row: dict[str, str], target: str) -> dict[str, str]:
+    """UserEvent IvrTransferRequest as the switch raises it on ``row``'s channel."""
+    return {"Event": "UserEvent", "UserEvent": "IvrTransferRequest", "Uniqueid": row["Uniqueid"],
+            "Linkedid": row["Linkedid"], "Channel": row["Channel"], "Target": target}
+
+
+def refused(service: TransferService) -> float:
+    return service.metrics.registry.get_sample_value("ivr_transfer_keys_refused_total") or 0.0
+
+
 async def test_feature_code_request(rig) -> None:
     service, ami, _ = rig
-    ami.event(Event="UserEvent", UserEvent="IvrTransferRequest", Uniqueid="a1", Target="1002")
+    ami.event(**key_event(AGENT, "1002"))
     await settle(service)
     assert ami.states() == ["offered"]
     (xfer,) = service.transfers.values()
     assert xfer.caller == "c1" and xfer.agent_number == "1001"
+    # an agent (or queue) target gets the agent keys once it confirms (ivr-transfer.conf)
+    assert "IVR_XFER_KEYS=yes" in ami.named("Originate")[0]["Variable"]
     # a bad target keyed on the phone is logged and refused, nothing moves
-    ami.event(Event="UserEvent", UserEvent="IvrTransferRequest", Uniqueid="a1", Target="99x")
+    ami.event(**key_event(AGENT, "99x"))
     await settle(service)
     assert len(ami.named("Redirect")) == 1
+    assert refused(service) == 0
+
+
+async def test_transfer_key_from_a_caller_or_unknown_channel_is_refused(rig) -> None:
+    """Issue 13: only an agent's leg may transfer; the caller's channel (or any channel
+    that is not a known agent leg) is refused, logged and counted, and nothing moves."""
+    from structlog.testing import capture_logs
+
+    service, ami, _ = rig
+    stranger = {**AGENT, "Uniqueid": "s1", "Channel": "PJSIP/anonymous-00000007"}
+    with capture_logs() as logs:
+        ami.event(**key_event(CALLER, "900123"))  # the caller keyed *2 900123#
+        ami.event(**key_event(stranger, "1002"))  # a channel that is no agent's
+        ami.event(**{**key_event(AGENT, "1002"), "Channel": ""})  # no channel: unknown
+        await settle(service)
+    assert ami.actions == [] and service.transfers == {}
+    assert refused(service) == 3
+    assert [e["event"] for e in logs] == ["transfer.request_refused_not_agent"] * 3
+    assert logs[0]["log_level"] == "warning" and logs[0]["target"] == "900123"
+
+
+async def test_agent_leg_check_is_injectable(rig) -> None:
+    """The controller passes its ring monitor's view: a dialled agent leg that is not a
+    configured device (a hunt entry, a queue member) may transfer."""
+    _, ami, clock = rig
+    timers = TimerService(clock=clock)
+    seen: list[tuple[str, str]] = []
+    service = TransferService(ami, TransferSettings(agents=AGENTS), timers=timers,
+                              agent_leg=lambda uid, ch: seen.append((uid, ch)) or uid == "a1")
+    service.attach()
+    ami.event(**key_event({**AGENT, "Channel": "Local/1001@hunt-00000001;1"}, "1002"))
+    await settle(service)
+    assert seen == [("a1", "Local/1001@hunt-00000001;1")] and len(service.transfers) == 1
+    await service.close()
+    await timers.close()
+
+
+async def test_outside_numbers_only_with_allow_numbers(rig) -> None:
+    import re
+
+    service, ami, clock = rig
+    ami.event(**key_event(AGENT, "900123"))  # off by default: refused, nothing moves
+    await settle(service)
+    assert ami.named("Redirect") == []
+    with pytest.raises(InvalidTarget, match="allow_numbers"):
+        await service.transfer("c1", "number:13800138000")
+    timers = TimerService(clock=clock)
+    allowed = TransferService(ami, TransferSettings(agents=AGENTS, allow_numbers=(re.compile("1[0-9]{10}"),)),
+                              timers=timers)
+    xfer = await allowed.transfer("c1", "13800138000")
+    assert xfer.target.dial == "Local/13800138000@ivr-transfer-number"
+    assert "IVR_XFER_KEYS=no" in ami.named("Originate")[-1]["Variable"]  # no keys for outsiders
+    with pytest.raises(InvalidTarget, match="allow_numbers"):
+        await allowed.transfer("c1", "900123")
+    await allowed.close()
+    await timers.close()
 
 
 async def test_refusals(rig) -> None:
@@ -233,12 +312,23 @@ async def test_originate_failure_is_a_failed_dial(rig) -> None:
 
 
 def test_resolve_target() -> None:
+    import re
+
     assert resolve_target("1002", AGENTS).dial == "PJSIP/1002"
     assert resolve_target("agent:1001", AGENTS).label == "1001"
     q = resolve_target("queue:support", AGENTS)
     assert (q.kind, q.dial) == ("queue", "Local/support@ivr-transfer-queue")
-    n = resolve_target("13800138000", AGENTS)
+    mobiles = [re.compile(r"1[0-9]{10}")]
+    n = resolve_target("13800138000", AGENTS, allow_numbers=mobiles)
     assert (n.label, n.dial) == ("number:13800138000", "Local/13800138000@ivr-transfer-number")
+    assert resolve_target("number:13800138000", AGENTS, allow_numbers=mobiles).kind == "number"
+    # outside numbers are off unless allowed, and a pattern matches the whole number
+    for bad in ("13800138000", "number:13800138000", "900123"):
+        with pytest.raises(InvalidTarget, match="allow_numbers"):
+            resolve_target(bad, AGENTS)
+    for bad in ("138001380001", "913800138000", "900123", "+13800138000"):
+        with pytest.raises(InvalidTarget, match="allow_numbers"):
+            resolve_target(bad, AGENTS, allow_numbers=mobiles)
     assert resolve_target("PJSIP/2001", AGENTS, allow_dial=True).dial == "PJSIP/2001"
     for bad in ("", "agent:9999", "queue:a b", "fax:1", "12ab", "PJSIP/2001", "x" * 40):
         with pytest.raises(InvalidTarget):
@@ -252,3 +342,35 @@ def test_agent_number() -> None:
     assert agent_number("PJSIP/1002-0000000a", AGENTS) == "1002"
     assert agent_number("Local/1001@test-agent-00000001;1", {}) == "1001"
     assert agent_number("PJSIP/desk-0000000a", {}, caller_id="Agent 1003") == "1003"
+
+
+async def test_forged_caller_hangup_releases_nobody(rig, monkeypatch) -> None:
+    """Issue 13 (2d): a Hangup event for the caller that the switch does not confirm (the
+    caller is still there) neither ends the transfer nor hangs up the agent or target."""
+    monkeypatch.setattr("ivr.ami.confirm.GONE_WAIT", 0.1)
+    service, ami, _ = rig
+    xfer = await service.transfer("c1", "1002")
+    with capture_logs() as logs:
+        ami.event(forged=True, Event="Hangup", Uniqueid="c1")
+        await settle(service)
+    assert ami.named("Hangup") == [] and ami.states() == ["offered"]
+    assert service.transfers == {xfer.id: xfer}
+    assert [e["reason"] for e in logs if e["event"] == "transfer.hangup_event_refused"] == [
+        "the switch still has the channel (forged or stale event)"]
+    # the real hang-up afterwards still releases both
+    ami.event(Event="Hangup", Uniqueid="c1")
+    await settle(service)
+    assert {a["Channel"] for a in ami.named("Hangup")} == {"a1", xfer.target_uid}
+
+
+async def test_agent_of_another_call_is_never_hung_up(rig) -> None:
+    """The agent leg the controller would release belongs to another call now (its
+    Linkedid differs): nothing is hung up, and the refusal is logged."""
+    service, ami, _ = rig
+    xfer = await service.transfer("c1", "1002")
+    ami.live.rows["a1"]["Linkedid"] = "other-call"
+    with capture_logs() as logs:
+        ami.event(Event="Hangup", Uniqueid="c1")
+        await settle(service)
+    assert [a["Channel"] for a in ami.named("Hangup")] == [xfer.target_uid]  # the target only
+    assert any(e["event"] == "ami.hangup_refused" and e["reason"].startswith("Linkedid differs") for e in logs)
