@@ -82,11 +82,18 @@ class GeneratedSecret:
 # the FastAGI key every AGI() passes is a global, pulled in by ivr-globals.conf's own
 # #tryinclude (the controller reads the same file: systemd credential agi-key, or
 # [agi] key_file).
+AGI_KEY_FILE = "ivr-agi-key.conf"  # the FastAGI key, a global ivr-globals.conf #tryinclude's
 GENERATED_SECRETS = (
     GeneratedSecret(file="ivr-manager-secret.conf", role="manager", category="ivr", key="secret",
                     controller_file="controller_secret_file"),
-    GeneratedSecret(file="ivr-agi-key.conf", role="globals", category="globals", key="IVR_AGI_KEY"),
+    GeneratedSecret(file=AGI_KEY_FILE, role="globals", category="globals", key="IVR_AGI_KEY"),
 )
+
+
+def read_agi_key(path: Path) -> str:
+    """The key of an ``ivr-agi-key.conf`` the installer wrote ("" when there is none)."""
+    m = re.search(r"(?m)^\s*IVR_AGI_KEY\s*=\s*(\S+)\s*$", _read(path) or "")
+    return m.group(1) if m else ""
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,13 @@ def _doctor(config: Config | None, options: install.InstallOptions) -> int:
     cfg = config or Config()
     secret = Path(options.controller_secret_file).read_text().strip()
     cfg = dataclasses.replace(cfg, ami=dataclasses.replace(cfg.ami, username="ivr", secret=secret))
+    if not cfg.agi.key:
+        # The FastAGI key the installer generated: the doctor's listener must know it, as
+        # the controller will (systemd credential agi-key, or [agi] key_file).
+        key_file = Path(options.asterisk_dir) / install.AGI_KEY_FILE
+        cfg = dataclasses.replace(cfg, agi=dataclasses.replace(cfg.agi, key=install.read_agi_key(key_file)))
+        print(f"FastAGI key: {key_file} (give the controller the same: [agi] key_file = \"{key_file}\", "
+              "or deploy/ivr.service's credential agi-key)")
     logs.configure(json=False, level="WARNING")
     print("ivr doctor:")
     checks = asyncio.run(run_doctor(cfg, timeout=10.0))
