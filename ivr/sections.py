@@ -93,6 +93,7 @@ class HoldConfig:
     messages_dir: str = "/var/lib/ivr/messages"  # recorded messages (choice 2)
     message_max_seconds: int = 120
     moh_class: str = "default"
+    announce: bool = True  # R4 on hold, first "please hold, I will be back within N minutes"
 
 
 @dataclass(frozen=True)

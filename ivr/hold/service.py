@@ -77,8 +77,8 @@ from ivr.hold.store import HoldStore
 from ivr.rules.hold import (
     Abandoned,
     AlertAgent,
+    Announce,
     HoldStarted,
-    HoldTimer,
     KeepWaiting,
     OfferChoices,
     Remind,
@@ -197,7 +197,7 @@ class HoldService(HeldCaller):
         caller = caller or self._peer(agent)
         if caller.uniqueid in self.sessions:
             return self.sessions[caller.uniqueid]
-        timer = HoldTimer(self.settings.reminder_interval, self.settings.choices_after)
+        timer = self.settings.timer()
         name = self.settings.agents.get(agent.device) or agent.device
         session = HoldSession(caller, agent, via, timer, name)
         self.sessions[caller.uniqueid] = session
@@ -302,7 +302,7 @@ class HoldService(HeldCaller):
                 log.warning("hold.alert", agent=s.agent_name, held_seconds=round(action.held_seconds, 3),
                             caller=s.caller.name)
                 self._emit(s, "hold.choices", count=action.count, held_seconds=action.held_seconds)
-            elif isinstance(action, (Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
+            elif isinstance(action, (Announce, Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
                                      RequestCallback)):
                 s.pending.append(action)
                 self._wake(s)
