@@ -14,9 +14,23 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.hold.metrics import HoldMetrics
-from ivr.hold.session import CHOICE_DIGITS, WAIT_SLICE_MS, WAKE, HoldSession, HoldSettings
+from ivr.hold.session import (
+    CHOICE_DIGITS,
+    WAIT_SLICE_MS,
+    WAKE,
+    HoldSession,
+    HoldSettings,
+)
 from ivr.hold.store import HoldStore, item_id
-from ivr.rules.hold import Announce, KeepWaiting, OfferChoices, Remind, RequestCallback, TakeMessage, ThankCaller
+from ivr.rules.hold import (
+    Announce,
+    KeepWaiting,
+    OfferChoices,
+    Remind,
+    RequestCallback,
+    TakeMessage,
+    ThankCaller,
+)
 from ivr.timers import TimerService
 
 log = structlog.get_logger("ivr.hold")
@@ -74,7 +88,7 @@ class HeldCaller:
     async def _held_loop(self, s: HoldSession, call: AgiChannel, caller_number: str) -> str:
         if s.pending and isinstance(s.pending[0], Announce):  # before the music (R4: the time limit)
             action = s.pending.pop(0)
-            held = s.timer._held(self.timers.now())  # noqa: SLF001
+            held = s.timer._held(self.timers.now())
             await self._send_user_event(s, action.state, action.count, held)
             log.info("hold.announce", minutes=action.minutes, held_seconds=round(held, 3))
             await self._play(call, self.settings.announce_prompt)
@@ -82,7 +96,7 @@ class HeldCaller:
         while True:
             if s.agent_left:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
-                self._end(s, "agent_left", s.timer._held(self.timers.now()))  # noqa: SLF001
+                self._end(s, "agent_left", s.timer._held(self.timers.now()))
                 return "agent_left"
             if not s.pending:
                 s.wake.clear()

@@ -3,7 +3,7 @@
 How the held caller hears the reminders (measured on the embedded Asterisk 22):
 
 * **Chosen: the caller leaves the agent's bridge for a hold context the controller
-  drives.** On hold the controller originates a *keeper* Local channel whose ;1 half
+  drives** (the mechanism is in :mod:`ivr.ami.away`, shared with the unclear-line rule). On hold the controller originates a *keeper* Local channel whose ;1 half
   joins the agent's bridge (``Originate ... Application: BridgeAdd``), so the bridge and
   the agent's call stay up; then it sets ``IVR_HOLD_AGENT`` on the caller and
   ``Redirect``\\ s the caller to ``ivr-hold,held`` (asterisk/ivr-hold.conf), which runs
@@ -59,6 +59,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import wake
+from ivr.ami.away import KEEPER_PREFIX, EventWaiters, hang_up, rejoined, step_out
 from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
@@ -108,7 +109,7 @@ class HoldService(HeldCaller):
         self.bus, self.metrics, self.wall = bus, metrics, wall
         self.store = HoldStore(settings.messages_dir)
         self.sessions: dict[str, HoldSession] = {}  # caller Uniqueid -> session
-        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
+        self._waiters = EventWaiters()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- wiring ---------------------------------------------------------------------
@@ -160,7 +161,7 @@ class HoldService(HeldCaller):
         return [c.as_dict() for c in self.store.callbacks()]
 
     def describe(self, s: HoldSession) -> dict[str, Any]:
-        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0  # noqa: SLF001
+        held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,
                 "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3)}
 
@@ -182,7 +183,7 @@ class HoldService(HeldCaller):
 
     def _members(self, bridge: str) -> list[Channel]:
         return [c for c in self.tracker.channels.values()
-                if bridge and c.bridge == bridge and not c.uniqueid.startswith("ivrkeep-")]
+                if bridge and c.bridge == bridge and not c.uniqueid.startswith(KEEPER_PREFIX)]
 
     def _peer(self, ch: Channel) -> Channel:
         others = [c for c in self._members(ch.bridge) if c.uniqueid != ch.uniqueid]
@@ -217,17 +218,11 @@ class HoldService(HeldCaller):
         return session
 
     async def _move_caller_out(self, s: HoldSession) -> None:
-        s.keeper = f"ivrkeep-{s.caller.uniqueid}-{int(self.wall() * 1000)}"
-        entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.keeper)
-        await self.conn.action({
-            "Action": "Originate", "Channel": f"Local/keep@{HOLD_CONTEXT}/n", "Application": "BridgeAdd",
-            "Data": s.agent.uniqueid, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
-            "Async": "true", "CallerID": f'"hold" <{s.caller.name}>'}, KEEPER_TIMEOUT)
-        s.keeper_name = (await asyncio.wait_for(entered, KEEPER_TIMEOUT)).get("Channel", "")
-        await self.conn.action({"Action": "Setvar", "Channel": s.caller.name,
-                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.uniqueid}, KEEPER_TIMEOUT)
-        await self.conn.action({"Action": "Redirect", "Channel": s.caller.name, "Context": HOLD_CONTEXT,
-                                "Exten": "held", "Priority": "1"}, KEEPER_TIMEOUT)
+        s.keeper = f"{KEEPER_PREFIX}{s.caller.uniqueid}-{int(self.wall() * 1000)}"
+        s.keeper_name = await step_out(
+            self.conn, self._waiters, caller=s.caller.name, agent_uid=s.agent.uniqueid, keeper_id=s.keeper,
+            keeper=f"keep@{HOLD_CONTEXT}", variable="IVR_HOLD_AGENT", context=HOLD_CONTEXT, exten="held",
+            caller_id=f'"hold" <{s.caller.name}>', timeout=KEEPER_TIMEOUT)
 
     def _resume(self, s: HoldSession) -> None:
         if s.timer.state != "held":
@@ -236,16 +231,7 @@ class HoldService(HeldCaller):
 
     # -- AMI events -----------------------------------------------------------------
     def _on_event(self, event: Any) -> None:
-        for entry in list(self._waiters):
-            predicate, future = entry
-            if not future.done() and predicate(event):
-                future.set_result(event)
-                self._waiters.remove(entry)
-
-    def _expect(self, predicate: Callable[[Any], bool]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, future))
-        return future
+        self._waiters.feed(event)
 
     def _on_hold(self, event: Any) -> None:
         agent = self.tracker.get(event.get("Uniqueid", ""))
@@ -356,19 +342,9 @@ class HoldService(HeldCaller):
         task.add_done_callback(self._tasks.discard)
 
     async def _hang_up_keeper(self, s: HoldSession) -> None:
-        if not s.keeper_name:
-            return
-        try:
-            await self.conn.action({"Action": "Hangup", "Channel": s.keeper_name, "Cause": "16"}, 5.0)
-        except AmiError as exc:  # already gone (the agent hung up): nothing to do
-            log.info("hold.keeper_hangup", error=str(exc))
+        await hang_up(self.conn, s.keeper_name)
 
     async def _rejoin(self, s: HoldSession) -> None:
         """After the AGI: the dialplan's BridgeAdd puts the caller back; then the keeper
         goes (before that it would leave the agent alone and the bridge would dissolve)."""
-        entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.caller.uniqueid)
-        try:
-            await asyncio.wait_for(entered, KEEPER_TIMEOUT)
-        except TimeoutError:
-            log.error("hold.rejoin_not_seen", caller=s.caller.name)
-        await self._hang_up_keeper(s)
+        await rejoined(self.conn, self._waiters, s.caller.uniqueid, s.keeper_name, KEEPER_TIMEOUT)
