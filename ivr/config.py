@@ -59,6 +59,7 @@ from ivr.sections import (
     PromptsConfig,
     RingsConfig,
     SilenceConfig,
+    UnclearConfig,
     SwitchConfig,
     TransferConfig,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "PromptsConfig",
     "RingsConfig",
     "SilenceConfig",
+    "UnclearConfig",
     "SwitchConfig",
     "TransferConfig",
     "key_lines",
@@ -352,6 +354,12 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
             reroute_entry(r.reroute_target, config.agents)
         except ValueError as exc:
             add("rings.reroute_target", str(exc))
+    u = config.unclear
+    if u.clear_min_ms >= u.clear_max_ms:
+        add("unclear.clear_max_ms", f"must be more than clear_min_ms ({u.clear_min_ms}), got {u.clear_max_ms}")
+    if config.hold.announce and config.hold.choices_after > 300:
+        add("hold.choices_after", "the hold announcement can promise at most five minutes: "
+            "set choices_after <= 300 or hold.announce = false")
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)
@@ -369,6 +377,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "alarms.webhook_retries": (0, 100),
     "alarms.webhook_queue": (1, 1_000_000),
     "holidays.overrides[].year": (1900, 2200),
+    "unclear.clear_threshold": (1, 32767),
 }
 
 

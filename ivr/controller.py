@@ -27,6 +27,7 @@ from ivr.rings import build_rings
 from ivr.switch.embedded import default_cache_dir
 from ivr.timers import TimerService
 from ivr.transfer import build_transfer
+from ivr.unclear import build_unclear
 
 log = structlog.get_logger("ivr.controller")
 
@@ -72,7 +73,8 @@ class Controller:
                                      metrics=self.metrics, fastagi=lambda: self.agi.listening)
         transfer = build_transfer(rt, config)  # R5: confirmed warm transfer
         hold = build_hold(rt, config, switch_path=switch_view)  # R4: reminders, choices, thanks
-        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
+        unclear = build_unclear(rt, config)  # R3: a line too faint or too noisy (agent key, API)
+        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, unclear, build_doctor(config)]
         routes: dict[str, Any] = {}
         for feature in self.features:
             if taken := routes.keys() & feature.agi_routes.keys():
@@ -83,6 +85,7 @@ class Controller:
         self.agi = FastAgiServer(routes, config.agi.host, config.agi.port)
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
+        self.unclear = unclear.service
 
     async def start(self) -> None:
         # The records subscribe first (the first call's events are kept) without waiting

