@@ -325,7 +325,7 @@ def rms_dbfs(samples: array[int]) -> float:
 
 def test_make_test_audio(tmp_path: Path) -> None:
     durations = prompts.make_test_audio(tmp_path)
-    assert set(durations) == {"caller_speech", "line_noise", "silence"}
+    assert set(durations) == {"caller_speech", "line_noise", "silence", "caller_speech_faint", "line_noise_loud"}
     audio = {}
     for name in durations:
         rate, channels, width, frames = wav_info(tmp_path / f"{name}.wav")
@@ -348,6 +348,12 @@ def test_make_test_audio(tmp_path: Path) -> None:
     assert durations["silence"] == 10.0
     assert set(audio["silence"]) == {0}
     assert set((tmp_path / "silence.ulaw").read_bytes()) == {0xFF}
+
+    faint = audio["caller_speech_faint"]
+    assert durations["caller_speech_faint"] == durations["caller_speech"]
+    assert rms_dbfs(faint[8000:]) == pytest.approx(-40, abs=2)
+    assert durations["line_noise_loud"] == 20.0
+    assert rms_dbfs(audio["line_noise_loud"]) == pytest.approx(-20, abs=0.5)
 
 
 def test_full_en_us_set_builds_and_checks(
