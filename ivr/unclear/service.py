@@ -22,12 +22,17 @@ on the caller's channel; a *talk burst* is ``ChannelTalkingStart`` .. ``ChannelT
 (its ``Duration``). Clear speech is a burst of at least ``clear_min_ms`` (500 ms) that
 *ends* within ``clear_max_ms`` (10 s):
 
-* normal speech (-20 dBFS RMS): bursts of 1.5-2.6 s: clear;
-* faint speech (-40 dBFS RMS, a caller far from the microphone): no 20 ms frame reaches
-  the threshold, or only a few isolated ones (bursts under 500 ms): not clear;
-* a noisy line (pink noise at -20 dBFS RMS): one burst that never ends while the noise
-  lasts (longer than 10 s): not clear; the -45 dBFS line noise of the silent-call tests
-  never reaches the threshold.
+* normal speech (-20 dBFS RMS, 2.2 s of words): one burst of 2160 ms: clear;
+* faint speech (-40 dBFS RMS, a caller far from the microphone): bursts of 0 and 41 ms:
+  not clear (at threshold 256 it gave 539 and 1000 ms, which would pass: hence 512);
+* a noisy line (pink noise at -20 dBFS RMS, 20 s): one burst lasting as long as the
+  noise (19979 ms): not clear; the -45 dBFS line noise of the silent-call tests raises
+  no burst at 512 (at 256: ten bursts of 0-300 ms and three that never ended).
+
+Measured in the scenarios: each pause 5.001-5.005 s (ask end to ask-again, ask-again end
+to goodbye, goodbye end to release), a clear speaker back with the agent 0.3 s after
+their words ended. Limit: a burst ends only on received audio; a phone that suppresses
+silence between words may never end one, and is then not returned by speech.
 
 Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
 goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,
