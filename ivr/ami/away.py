@@ -22,12 +22,26 @@ from typing import Any
 
 import structlog
 
+from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiConnection, AmiError
 
 log = structlog.get_logger("ivr.away")
 
 KEEPER_PREFIX = "ivrkeep-"
 TIMEOUT = 5.0
+
+
+def caller_of(tracker: ChannelTracker, call_id: str) -> Channel | None:
+    """The caller's channel of call ``call_id`` (its Linkedid, or a channel's Uniqueid)."""
+    chans = [c for c in tracker.channels.values() if call_id in (c.linkedid, c.uniqueid)]
+    return next((c for c in chans if c.uniqueid == c.linkedid), None) or next(
+        (c for c in chans if c.uniqueid == call_id), None)
+
+
+def bridge_others(tracker: ChannelTracker, ch: Channel) -> list[Channel]:
+    """The other parties in ``ch``'s bridge, keepers left out."""
+    return [c for c in tracker.channels.values() if ch.bridge and c.bridge == ch.bridge
+            and c.uniqueid != ch.uniqueid and not c.uniqueid.startswith(KEEPER_PREFIX)]
 
 
 class EventWaiters:

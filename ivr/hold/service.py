@@ -59,7 +59,14 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import wake
-from ivr.ami.away import KEEPER_PREFIX, EventWaiters, hang_up, rejoined, step_out
+from ivr.ami.away import (
+    KEEPER_PREFIX,
+    EventWaiters,
+    caller_of,
+    hang_up,
+    rejoined,
+    step_out,
+)
 from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
@@ -167,9 +174,7 @@ class HoldService(HeldCaller):
 
     # -- lookups --------------------------------------------------------------------
     def _caller_of(self, call_id: str) -> Channel:
-        chans = [c for c in self.tracker.channels.values() if call_id in (c.linkedid, c.uniqueid)]
-        first = next((c for c in chans if c.uniqueid == c.linkedid), None) or next(
-            (c for c in chans if c.uniqueid == call_id), None)
+        first = caller_of(self.tracker, call_id)
         if first is None:
             raise NoSuchCall(f"no call {call_id} on the switch", call_id=call_id)
         return first

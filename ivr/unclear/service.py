@@ -52,7 +52,15 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.agi.wake import WAKE_DIGIT, wake_until
-from ivr.ami.away import KEEPER_PREFIX, EventWaiters, hang_up, rejoined, step_out
+from ivr.ami.away import (
+    KEEPER_PREFIX,
+    EventWaiters,
+    bridge_others,
+    caller_of,
+    hang_up,
+    rejoined,
+    step_out,
+)
 from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
@@ -132,16 +140,13 @@ class UnclearService:
 
     # -- lookups --------------------------------------------------------------------
     def _caller_of(self, call_id: str) -> Channel:
-        chans = [c for c in self.tracker.channels.values() if call_id in (c.linkedid, c.uniqueid)]
-        first = next((c for c in chans if c.uniqueid == c.linkedid), None) or next(
-            (c for c in chans if c.uniqueid == call_id), None)
+        first = caller_of(self.tracker, call_id)
         if first is None:
             raise NoSuchCall(f"no call {call_id} on the switch", call_id=call_id)
         return first
 
     def _peer(self, ch: Channel) -> Channel:
-        others = [c for c in self.tracker.channels.values() if ch.bridge and c.bridge == ch.bridge
-                  and c.uniqueid != ch.uniqueid and not c.uniqueid.startswith(KEEPER_PREFIX)]
+        others = bridge_others(self.tracker, ch)
         if len(others) != 1:
             raise UnclearError(f"{ch.name} is not in a two-party call (bridge has {len(others) + 1})",
                                channel=ch.name)
