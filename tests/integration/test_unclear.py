@@ -31,7 +31,7 @@ from ivr.unclear.http import unclear_routes
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.web.errors import error_middleware
 from tests import REPO
-from tests.integration.amitools import AmiRecorder, ts
+from tests.integration.amitools import AmiRecorder, ts, until
 
 LANG = "en-US"
 BUILD = REPO / "prompts" / "build"
@@ -270,3 +270,50 @@ async def test_unclear_scenarios(ami: AmiRecorder, rig: Rig) -> None:
     assert rig.metrics.value("ivr_unclear_outcomes_total", {"outcome": "released", "reason": "noisy"}) == 1
     assert rig.metrics.value("ivr_unclear_outcomes_total", {"outcome": "returned", "reason": "noisy"}) == 1
     assert not rig.service.sessions
+
+
+async def test_whole_controller_api_records_and_return(make_controller, ami: AmiRecorder) -> None:
+    """The controller as shipped: the route is token-protected and documented, a bad reason
+    is refused, the call shows as "unclear" in the records while the caller is aside and
+    as "talking" once clear speech brought them back to the agent."""
+    import socket
+
+    import aiohttp
+
+    await add_test_dialplan(ami)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "unclear-test-token-0123456789"
+    ctl = await make_controller(f'[http]\nport = {port}\ntoken = "{token}"\n\n[switch]\nlanguage = "{LANG}"\n'
+                                f'languages = ["{LANG}"]\n')
+    call = await place_call(ami, "q", "ctl", "13900000005")
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.post(f"{base}/api/calls/{call.uid}/unclear", json={"reason": "faint"}) as r:
+            assert r.status == 401
+        async with http.post(f"{base}/api/calls/{call.uid}/unclear", json={"reason": "loud"}, headers=auth) as r:
+            assert r.status == 400 and (await r.json())["error_id"] == "bad-reason"
+        async with http.get(f"{base}/api/openapi.json", headers=auth) as r:
+            assert "/api/calls/{call_id}/unclear" in (await r.json())["paths"]
+        async with http.post(f"{base}/api/calls/{call.uid}/unclear", json={"reason": "faint"}, headers=auth) as r:
+            assert r.status == 202, await r.text()
+        await wait_stage(ami, call.uid, "ask", 10)
+
+        async def state() -> str:
+            async with http.get(f"{base}/api/calls/{call.uid}", headers=auth) as r:
+                return str((await r.json()).get("state"))
+
+        await until(lambda: _is(state(), "unclear"), 5, "records: unclear")
+        await redirect(ami, Call.half2(call.caller), "test-unclear-talk")
+        await wait_stage(ami, call.uid, "returned", 15)
+        await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                           and e["BridgeUniqueid"] == call.bridge, timeout=10, since=0, count=2)
+        await until(lambda: _is(state(), "talking"), 5, "records: talking again")
+    assert ctl.metrics.registry.get_sample_value(
+        "ivr_unclear_outcomes_total", {"outcome": "returned", "reason": "faint"}) == 1
+    await ami.action({"Action": "Hangup", "Channel": call.caller})
+
+
+async def _is(value: Any, want: str) -> bool:
+    return await value == want
