@@ -8,7 +8,8 @@ Started by the agent (key or API) with a reason, ``faint`` or ``noisy``. From th
 As in :mod:`ivr.rules.silent`, a pause starts only when its prompt has *finished*
 playing, so a late timer can only delay the script: the release is never sooner than 5 s
 after the goodbye prompt ended. Clear speech from the caller at any moment before the
-release returns the caller to the agent (:class:`ReturnToAgent`); a hang-up ends the
+release returns the caller to the agent (:class:`ReturnToAgent`), and so does the agent
+taking the caller back (their key again, or the API); a hang-up ends the
 script with nothing more to do. What "clear" means on the audio is the I/O layer's
 measurement (:mod:`ivr.unclear.service`); this machine only hears that it happened.
 
@@ -40,9 +41,11 @@ class Release:
 
 @dataclass(frozen=True)
 class ReturnToAgent:
-    """Clear speech: back to the agent. ``during``: the stage the caller was in."""
+    """Back to the agent. ``during``: the stage the caller was in; ``by``: "speech" (the
+    caller spoke clearly) or "agent" (the agent took the caller back)."""
 
     during: str
+    by: str = "speech"
     stage: str = "returned"
 
 
@@ -121,10 +124,17 @@ class UnclearLine:
 
     def clear_speech(self, now: float) -> list[UnclearAction]:
         """The caller spoke clearly: back to the agent, whatever the stage."""
+        return self._return("speech")
+
+    def agent_takes_back(self, now: float) -> list[UnclearAction]:
+        """The agent takes the caller back (their key again, or the API), whatever the stage."""
+        return self._return("agent")
+
+    def _return(self, by: str) -> list[UnclearAction]:
         if self.done:
             return []
         during, self.state = self.state, "returned"
-        return [ReturnToAgent(during)]
+        return [ReturnToAgent(during, by)]
 
     def hangup(self, now: float) -> list[UnclearAction]:
         if not self.done:

@@ -10,7 +10,7 @@ without clear speech, the same again; 5 s later the goodbye ("your line is too f
 noisy, please call again from another phone, goodbye"); 5 s after the goodbye *ended*, the
 release, never sooner (each pause is one ``WAIT FOR DIGIT`` of the remaining time on
 Asterisk's own timer). Clear speech at any moment (even over a prompt, which it cuts
-short) sends the caller back: the AGI ends and the dialplan's ``BridgeAdd`` puts the caller
+short), or the agent's key again (or ``DELETE /api/calls/{id}/unclear``), sends the caller back: the AGI ends and the dialplan's ``BridgeAdd`` puts the caller
 into the agent's own bridge, then the keeper goes. On release the caller is hung up and
 the keeper too, so the agent's call ends. If the controller fails mid-script, the dialplan
 returns the caller to the agent; if the agent hung up, to the fallback queue.
@@ -32,7 +32,8 @@ on the caller's channel; a *talk burst* is ``ChannelTalkingStart`` .. ``ChannelT
 Measured in the scenarios: each pause 5.001-5.005 s (ask end to ask-again, ask-again end
 to goodbye, goodbye end to release), a clear speaker back with the agent 0.3 s after
 their words ended. Limit: a burst ends only on received audio; a phone that suppresses
-silence between words may never end one, and is then not returned by speech.
+silence between words may never end one, and is then not returned by speech (the
+agent's key again brings them back).
 
 Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
 goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,
@@ -81,6 +82,7 @@ from ivr.unclear.session import (
     USER_EVENT,
     BadReason,
     NoSuchCall,
+    NotAside,
     UnclearError,
     UnclearSession,
     UnclearSettings,
@@ -130,6 +132,20 @@ class UnclearService:
             raise UnclearError(f"call {call_id} is already in the unclear-line script", call_id=call_id)
         session = await self.start_agent(self._peer(caller), reason, via, caller=caller)
         return self.describe(session)
+
+    async def take_back(self, call_id: str) -> dict[str, Any]:
+        """The agent takes the caller back before the script ends (``DELETE`` on the API)."""
+        for s in self.sessions.values():
+            if call_id in (s.call_id, s.caller.uniqueid):
+                self._take_back(s)
+                return self.describe(s)
+        self._caller_of(call_id)  # NoSuchCall if there is no such call at all
+        raise NotAside(f"call {call_id} is not in the unclear-line script", call_id=call_id)
+
+    def _take_back(self, s: UnclearSession) -> None:
+        log.info("unclear.take_back", agent=s.agent_name, caller=s.caller.name)
+        s.agent_back = True
+        s.clear.set()  # ends the prompt or pause in progress (the wake digit)
 
     def active(self) -> list[dict[str, Any]]:
         return [self.describe(s) for s in self.sessions.values()]
@@ -196,6 +212,10 @@ class UnclearService:
             log.warning("unclear.key_refused", uniqueid=uid, channel=channel)
             if self.metrics is not None:
                 self.metrics.keys_refused.inc()
+            return
+        mine = [s for s in self.sessions.values() if s.agent.uniqueid == uid]
+        if mine:  # the key again while the caller is aside: the agent takes them back
+            self._take_back(mine[0])
             return
         agent = self.tracker.get(uid)
         if agent is None or reason not in REASONS:
@@ -267,18 +287,19 @@ class UnclearService:
             await hang_up(self.conn, s.keeper_name)
 
     async def _run(self, s: UnclearSession, call: AgiChannel) -> str:
-        actions: list[UnclearAction] = s.script.start(self.clock())
+        now = self.clock()  # taken back before the script began: no prompt at all
+        actions: list[UnclearAction] = self._returned(s, now) if s.clear.is_set() else s.script.start(now)
         while True:
             if s.ended:  # the caller hung up under us
                 raise AgiHangup("caller gone")
             if not actions:  # a pause: wait for its end or clear speech
                 await self._wait(s, call)
                 now = self.clock()
-                actions = s.script.clear_speech(now) if s.clear.is_set() else s.script.on_timer(now)
+                actions = self._returned(s, now) if s.clear.is_set() else s.script.on_timer(now)
                 continue
             action = actions[0]  # UnclearLine returns one action at a time
             if isinstance(action, ReturnToAgent):
-                self._announce(s, action.stage, During=action.during)
+                self._announce(s, action.stage, During=action.during, By=action.by)
                 self._end(s, "returned")
                 return "back"
             if isinstance(action, Release):
@@ -290,7 +311,11 @@ class UnclearService:
             self._announce(s, action.stage)
             await self._interruptible(s, call.stream_file(self.settings.sound(action.prompt), WAKE_DIGIT), call)
             now = self.clock()
-            actions = s.script.clear_speech(now) if s.clear.is_set() else s.script.prompt_finished(now, action.stage)
+            actions = self._returned(s, now) if s.clear.is_set() else s.script.prompt_finished(now, action.stage)
+
+    @staticmethod
+    def _returned(s: UnclearSession, now: float) -> list[UnclearAction]:
+        return s.script.agent_takes_back(now) if s.agent_back else s.script.clear_speech(now)
 
     async def _wait(self, s: UnclearSession, call: AgiChannel) -> None:
         deadline = s.script.next_deadline

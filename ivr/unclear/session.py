@@ -33,6 +33,11 @@ class NoSuchCall(UnclearError, errors.NoSuchCall):
     status = 404
 
 
+class NotAside(UnclearError):
+    error_id = "not-in-unclear-script"
+    status = 409
+
+
 class BadReason(UnclearError):
     error_id = "bad-reason"
     status = 400
@@ -91,7 +96,8 @@ class UnclearSession:
     keeper_name: str = ""
     agi: AgiChannel | None = None
     listening: bool = False
-    clear: asyncio.Event = field(default_factory=asyncio.Event)
+    clear: asyncio.Event = field(default_factory=asyncio.Event)  # clear speech, or the agent
+    agent_back: bool = False  # the agent took the caller back (key again, API)
     bursts: list[dict[str, Any]] = field(default_factory=list)  # talk bursts heard (figures)
     ended: str = ""  # returned, released, hungup, failed, agent_left
 

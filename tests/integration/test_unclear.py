@@ -204,6 +204,21 @@ async def clear_after_first_ask(ami: AmiRecorder, rig: Rig, client: TestClient) 
     return latency
 
 
+async def agent_takes_back(ami: AmiRecorder) -> None:
+    """The agent keys *5, then *5 again during the first ask: the caller is back at once."""
+    call = await place_call(ami, "q", "back", "13900000006")
+    await redirect(ami, Call.half2(call.agent), "test-unclear-key", "5")
+    ask = await wait_stage(ami, call.uid, "ask", 10)
+    await redirect(ami, Call.half2(call.agent), "test-unclear-key", "5")
+    returned = await wait_stage(ami, call.uid, "returned", 10)
+    assert (returned["During"], returned["By"]) == ("ask", "agent")
+    assert ts(returned) - ts(ask) < 3.0, "the ask is cut short"
+    [back] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                                and ts(e) > ts(returned), timeout=10)
+    assert back["BridgeUniqueid"] == call.bridge
+    await ami.action({"Action": "Hangup", "Channel": call.caller})
+
+
 async def caller_keys_the_code(ami: AmiRecorder, rig: Rig) -> None:
     """The caller keys *5: no script starts, the caller stays with the agent."""
     call = await place_call(ami, "q", "callerkey", "13900000004")
@@ -256,12 +271,13 @@ async def test_unclear_scenarios(ami: AmiRecorder, rig: Rig) -> None:
             stays_unclear(ami, "b", "6", "noisy", "13900000002"),
             clear_after_first_ask(ami, rig, client),
             caller_keys_the_code(ami, rig),
+            agent_takes_back(ami),
             return_exceptions=True,
         )
         for channel in await ami.channels():
             with contextlib.suppress(Exception):
                 await ami.action({"Action": "Hangup", "Channel": channel["Channel"]})
-    failures = [f"{name}: {r!r}" for name, r in zip(("faint", "noisy", "clear", "callerkey"), results)
+    failures = [f"{name}: {r!r}" for name, r in zip(("faint", "noisy", "clear", "callerkey", "takeback"), results)
                 if isinstance(r, BaseException)]
     assert not failures, "\n".join(failures)
     print(f"faint pauses (s): {results[0]}\nnoisy pauses (s): {results[1]}\n"

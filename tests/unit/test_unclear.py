@@ -54,6 +54,14 @@ def test_clear_speech_returns_from_any_stage() -> None:
         assert u.state == "returned" and u.next_deadline is None
 
 
+def test_agent_takes_the_caller_back() -> None:
+    u = UnclearLine("noisy")
+    u.start(0.0)
+    u.prompt_finished(3.0)
+    assert u.agent_takes_back(4.0) == [ReturnToAgent("pause1", "agent")]
+    assert u.done and u.clear_speech(5.0) == [] and u.agent_takes_back(5.0) == []
+
+
 def test_stale_finish_and_hangup() -> None:
     u = UnclearLine("faint")
     u.start(0.0)

@@ -13,7 +13,7 @@ from ivr.ami.channels import ChannelTracker
 from ivr.events import EventBus
 from ivr.unclear import UnclearError, UnclearService, UnclearSettings
 from ivr.unclear.metrics import UnclearMetrics
-from ivr.unclear.session import BadReason, NoSuchCall
+from ivr.unclear.session import BadReason, NoSuchCall, NotAside
 from tests.fakes import Clock, RecordingAmi
 
 CALLER, AGENT = "200.1", "200.3"
@@ -246,3 +246,34 @@ def test_settings_checked() -> None:
     with pytest.raises(ValueError):
         UnclearSettings(pause=0)
     assert UnclearSettings().is_clear(500) and not UnclearSettings().is_clear(499)
+
+
+async def test_agent_key_again_takes_the_caller_back(world: Any) -> None:
+    ami, service, clock, _, metrics = world
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert CALLER in service.sessions
+
+    def key_again_in_first_pause(agi: FakeAgi, what: str) -> None:
+        if what == "wait":
+            ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint",
+                       "Uniqueid": AGENT, "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+
+    agi = await run_agi(ami, service, clock, key_again_in_first_pause)
+    assert agi.variables["IVR_RESULT"] == "back"
+    returned = next(a for a in ami.sent("UserEvent") if a["Stage"] == "returned")
+    assert (returned["During"], returned["By"]) == ("pause1", "agent")
+    assert metrics.value("ivr_unclear_keys_refused_total") == 0
+
+
+async def test_api_take_back(world: Any) -> None:
+    ami, service, clock, *_ = world
+    with pytest.raises(NotAside):
+        await service.take_back(CALLER)
+    await service.start(CALLER, "faint")
+    assert (await service.take_back(CALLER))["call_id"] == CALLER
+    agi = await run_agi(ami, service, clock)
+    assert agi.log == [] and agi.variables["IVR_RESULT"] == "back", "taken back before any prompt"
+    assert ami.stages() == ["returned"]
