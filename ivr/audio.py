@@ -33,6 +33,9 @@ TEST_SPEECH_RMS_DBFS = -20.0
 TEST_NOISE_RMS_DBFS = -45.0
 TEST_NOISE_SECONDS = 10.0
 TEST_SILENCE_SECONDS = 10.0
+TEST_FAINT_RMS_DBFS = -40.0  # a caller far from the microphone (the unclear-line rule)
+TEST_LOUD_NOISE_RMS_DBFS = -20.0  # a noisy line: noise as loud as normal speech
+TEST_LOUD_NOISE_SECONDS = 20.0
 
 
 # --- audio processing -----------------------------------------------------------------
@@ -175,7 +178,9 @@ def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
       "hello, I have a question about my bill" at -20 dBFS RMS;
     * ``line_noise``: 10 s of steady pink noise at -45 dBFS RMS, which a silence detector
       must treat as silence;
-    * ``silence``: 10 s of digital silence.
+    * ``silence``: 10 s of digital silence;
+    * ``caller_speech_faint``: ``caller_speech`` at -40 dBFS RMS (a faint line);
+    * ``line_noise_loud``: 20 s of pink noise at -20 dBFS RMS (a noisy line).
 
     Returns name -> duration in seconds (also written to ``manifest.json``).
     """
@@ -187,6 +192,8 @@ def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
     silence_1s = segment_cls.silent(duration=1000, frame_rate=SAMPLE_RATE)
     audio = {
         "caller_speech": silence_1s + speech,
+        "caller_speech_faint": silence_1s + speech.apply_gain(TEST_FAINT_RMS_DBFS - TEST_SPEECH_RMS_DBFS),
+        "line_noise_loud": _pink_noise(TEST_LOUD_NOISE_SECONDS, TEST_LOUD_NOISE_RMS_DBFS, seed=2),
         "line_noise": _pink_noise(TEST_NOISE_SECONDS, TEST_NOISE_RMS_DBFS),
         "silence": segment_cls.silent(
             duration=int(TEST_SILENCE_SECONDS * 1000), frame_rate=SAMPLE_RATE
@@ -199,6 +206,10 @@ def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
         "line_noise": {"duration": durations["line_noise"], "kind": "pink noise",
                        "rms_dbfs": TEST_NOISE_RMS_DBFS},
         "silence": {"duration": durations["silence"], "kind": "digital silence"},
+        "caller_speech_faint": {"duration": durations["caller_speech_faint"], "text": TEST_SPEECH_TEXT,
+                                "leading_silence": 1.0, "rms_dbfs": TEST_FAINT_RMS_DBFS},
+        "line_noise_loud": {"duration": durations["line_noise_loud"], "kind": "pink noise",
+                            "rms_dbfs": TEST_LOUD_NOISE_RMS_DBFS},
     }
     atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return durations

@@ -61,6 +61,7 @@ from ivr.sections import (
     PromptsConfig,
     RingsConfig,
     SilenceConfig,
+    UnclearConfig,
     SwitchConfig,
     TransferConfig,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "PromptsConfig",
     "RingsConfig",
     "SilenceConfig",
+    "UnclearConfig",
     "SwitchConfig",
     "TransferConfig",
     "key_lines",
@@ -387,6 +389,12 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("agi.key", f"the FastAGI key must be at least {AGI_KEY_MIN} characters of A-Z a-z 0-9 _ - "
             "(it travels in the AGI URI; generate one with: python3 -c "
             "'import secrets; print(secrets.token_urlsafe(32))')")
+    u = config.unclear
+    if u.clear_min_ms >= u.clear_max_ms:
+        add("unclear.clear_max_ms", f"must be more than clear_min_ms ({u.clear_min_ms}), got {u.clear_max_ms}")
+    if config.hold.announce and config.hold.choices_after > 300:
+        add("hold.choices_after", "the hold announcement can promise at most five minutes: "
+            "set choices_after <= 300 or hold.announce = false")
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)
@@ -404,6 +412,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "alarms.webhook_retries": (0, 100),
     "alarms.webhook_queue": (1, 1_000_000),
     "holidays.overrides[].year": (1900, 2200),
+    "unclear.clear_threshold": (1, 32767),
 }
 
 

@@ -29,6 +29,7 @@ from ivr.rings import build_rings
 from ivr.switch.embedded import default_cache_dir
 from ivr.timers import TimerService
 from ivr.transfer import build_transfer
+from ivr.unclear import build_unclear
 
 log = structlog.get_logger("ivr.controller")
 
@@ -50,7 +51,7 @@ class Controller:
     channel tracker, one timer service driving every rule machine, one event bus feeding
     the call records, the dashboard and the metrics) and hands it to each feature's
     builder; it registers what the features offer: FastAGI routes (``inbound``,
-    ``agent-answered``, ``doctor``, ``hold``, ``transfer-target``) on one FastAGI server,
+    ``agent-answered``, ``doctor``, ``hold``, ``unclear``, ``transfer-target``) on one FastAGI server,
     HTTP routes on the operations surface. ``now`` is the wall clock the greeting is
     chosen by (injectable, so a test can make it a Mid-Autumn morning).
     """
@@ -82,7 +83,9 @@ class Controller:
         agent_leg = rings.service.is_agent_leg
         transfer = build_transfer(rt, config, agent_leg=agent_leg)  # R5: confirmed warm transfer
         hold = build_hold(rt, config, switch_path=switch_view, agent_leg=agent_leg)  # R4
-        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
+        # R3: a line too faint or too noisy (agent key, API)
+        unclear = build_unclear(rt, config, agent_leg=agent_leg)
+        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, unclear, build_doctor(config)]
         routes: dict[str, Any] = {}
         for feature in self.features:
             if taken := routes.keys() & feature.agi_routes.keys():
@@ -94,6 +97,7 @@ class Controller:
         self.accept_failures = AcceptFailures()
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
+        self.unclear = unclear.service
 
     async def start(self) -> None:
         self.accept_failures.install(asyncio.get_running_loop())

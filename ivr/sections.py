@@ -96,12 +96,27 @@ class SilenceConfig:
 
 
 @dataclass(frozen=True)
+class UnclearConfig:
+    """R3 a line too faint or too noisy (ivr/unclear): what counts as clear speech, measured
+    on the embedded switch (README "Unclear line"): a TALK_DETECT talk burst whose 20 ms
+    frames reach ``clear_threshold`` (mean |sample|), lasting ``clear_min_ms`` or more and
+    ending (``talk_silence_ms`` of quiet) within ``clear_max_ms`` (longer: steady noise)."""
+
+    pause: float = 5.0  # s after each prompt (ask, ask again, goodbye) before the next step
+    clear_threshold: int = 512  # about -35 dBFS; the silent-call detector's level
+    clear_min_ms: int = 500
+    clear_max_ms: int = 10_000
+    talk_silence_ms: int = 300
+
+
+@dataclass(frozen=True)
 class HoldConfig:
     reminder_interval: float = 30.0  # R4 s between reminders
     choices_after: float = 60.0  # s on hold before choices and agent alert
     messages_dir: str = "/var/lib/ivr/messages"  # recorded messages (choice 2)
     message_max_seconds: int = 120
     moh_class: str = "default"
+    announce: bool = True  # R4 on hold, first "please hold, I will be back within N minutes"
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,7 @@ class Config:
     rings: RingsConfig = field(default_factory=RingsConfig)
     silence: SilenceConfig = field(default_factory=SilenceConfig)
     hold: HoldConfig = field(default_factory=HoldConfig)
+    unclear: UnclearConfig = field(default_factory=UnclearConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     holidays: HolidaysConfig = field(default_factory=HolidaysConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)

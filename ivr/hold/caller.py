@@ -14,9 +14,23 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.hold.metrics import HoldMetrics
-from ivr.hold.session import CHOICE_DIGITS, WAIT_SLICE_MS, WAKE, HoldSession, HoldSettings
+from ivr.hold.session import (
+    CHOICE_DIGITS,
+    WAIT_SLICE_MS,
+    WAKE,
+    HoldSession,
+    HoldSettings,
+)
 from ivr.hold.store import HoldStore, item_id
-from ivr.rules.hold import KeepWaiting, OfferChoices, Remind, RequestCallback, TakeMessage, ThankCaller
+from ivr.rules.hold import (
+    Announce,
+    KeepWaiting,
+    OfferChoices,
+    Remind,
+    RequestCallback,
+    TakeMessage,
+    ThankCaller,
+)
 from ivr.timers import TimerService
 
 log = structlog.get_logger("ivr.hold")
@@ -72,6 +86,12 @@ class HeldCaller:
             return None
 
     async def _held_loop(self, s: HoldSession, call: AgiChannel, caller_number: str) -> str:
+        if s.pending and isinstance(s.pending[0], Announce):  # before the music (R4: the time limit)
+            action = s.pending.pop(0)
+            held = s.timer._held(self.timers.now())
+            await self._send_user_event(s, action.state, action.count, held)
+            log.info("hold.announce", minutes=action.minutes, held_seconds=round(held, 3))
+            await self._play(call, self.settings.announce_prompt)
         await self._music(call)
         while True:
             if s.agent_left:

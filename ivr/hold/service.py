@@ -3,7 +3,7 @@
 How the held caller hears the reminders (measured on the embedded Asterisk 22):
 
 * **Chosen: the caller leaves the agent's bridge for a hold context the controller
-  drives.** On hold the controller originates a *keeper* Local channel whose ;1 half
+  drives** (the mechanism is in :mod:`ivr.ami.away`, shared with the unclear-line rule). On hold the controller originates a *keeper* Local channel whose ;1 half
   joins the agent's bridge (``Originate ... Application: BridgeAdd``), so the bridge and
   the agent's call stay up; then it sets ``IVR_HOLD_AGENT`` on the caller and
   ``Redirect``\\ s the caller to ``ivr-hold,held`` (asterisk/ivr-hold.conf), which runs
@@ -63,8 +63,16 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import wake
+from ivr.ami.away import (
+    KEEPER_PREFIX,
+    EventWaiters,
+    caller_of,
+    hang_up,
+    rejoined,
+    step_out,
+)
 from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
-from ivr.ami.confirm import hang_up_confirmed, really_gone
+from ivr.ami.confirm import really_gone
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
 from ivr.hold.caller import HeldCaller
@@ -82,8 +90,8 @@ from ivr.hold.store import HoldStore
 from ivr.rules.hold import (
     Abandoned,
     AlertAgent,
+    Announce,
     HoldStarted,
-    HoldTimer,
     KeepWaiting,
     OfferChoices,
     Remind,
@@ -117,7 +125,7 @@ class HoldService(HeldCaller):
         self.agent_leg = agent_leg or configured_agent_leg(settings.agents)
         self.store = HoldStore(settings.messages_dir)
         self.sessions: dict[str, HoldSession] = {}  # caller Uniqueid -> session
-        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
+        self._waiters = EventWaiters()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- wiring ---------------------------------------------------------------------
@@ -175,9 +183,7 @@ class HoldService(HeldCaller):
 
     # -- lookups --------------------------------------------------------------------
     def _caller_of(self, call_id: str) -> Channel:
-        chans = [c for c in self.tracker.channels.values() if call_id in (c.linkedid, c.uniqueid)]
-        first = next((c for c in chans if c.uniqueid == c.linkedid), None) or next(
-            (c for c in chans if c.uniqueid == call_id), None)
+        first = caller_of(self.tracker, call_id)
         if first is None:
             raise NoSuchCall(f"no call {call_id} on the switch", call_id=call_id)
         return first
@@ -191,7 +197,7 @@ class HoldService(HeldCaller):
 
     def _members(self, bridge: str) -> list[Channel]:
         return [c for c in self.tracker.channels.values()
-                if bridge and c.bridge == bridge and not c.uniqueid.startswith("ivrkeep-")]
+                if bridge and c.bridge == bridge and not c.uniqueid.startswith(KEEPER_PREFIX)]
 
     def _peer(self, ch: Channel) -> Channel:
         others = [c for c in self._members(ch.bridge) if c.uniqueid != ch.uniqueid]
@@ -206,7 +212,7 @@ class HoldService(HeldCaller):
         caller = caller or self._peer(agent)
         if caller.uniqueid in self.sessions:
             return self.sessions[caller.uniqueid]
-        timer = HoldTimer(self.settings.reminder_interval, self.settings.choices_after)
+        timer = self.settings.timer()
         name = self.settings.agents.get(agent.device) or agent.device
         session = HoldSession(caller, agent, via, timer, name)
         self.sessions[caller.uniqueid] = session
@@ -226,21 +232,11 @@ class HoldService(HeldCaller):
         return session
 
     async def _move_caller_out(self, s: HoldSession) -> None:
-        s.keeper = f"ivrkeep-{s.caller.uniqueid}-{int(self.wall() * 1000)}"
-        entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.keeper)
-        # BridgeAdd finds its channel by name *prefix*: give it the agent's channel name, never
-        # a Uniqueid ("ivrx1-t" is a prefix of its Local ;2 half "ivrx1-t-2", "1795.2" of
-        # "1795.22"). Seen on the switch: holding the caller after a warm transfer to a
-        # Local target failed when the keeper looked for the target by its Uniqueid.
-        await self.conn.action({
-            "Action": "Originate", "Channel": f"Local/keep@{HOLD_CONTEXT}/n", "Application": "BridgeAdd",
-            "Data": s.agent.name, "ChannelId": s.keeper, "OtherChannelId": f"{s.keeper}-2",
-            "Async": "true", "CallerID": f'"hold" <{s.caller.name}>'}, KEEPER_TIMEOUT)
-        s.keeper_name = (await asyncio.wait_for(entered, KEEPER_TIMEOUT)).get("Channel", "")
-        await self.conn.action({"Action": "Setvar", "Channel": s.caller.name,
-                                "Variable": "IVR_HOLD_AGENT", "Value": s.agent.name}, KEEPER_TIMEOUT)
-        await self.conn.action({"Action": "Redirect", "Channel": s.caller.name, "Context": HOLD_CONTEXT,
-                                "Exten": "held", "Priority": "1"}, KEEPER_TIMEOUT)
+        s.keeper = f"{KEEPER_PREFIX}{s.caller.uniqueid}-{int(self.wall() * 1000)}"
+        s.keeper_name = await step_out(
+            self.conn, self._waiters, caller=s.caller.name, agent=s.agent.name, keeper_id=s.keeper,
+            keeper=f"keep@{HOLD_CONTEXT}", variable="IVR_HOLD_AGENT", context=HOLD_CONTEXT, exten="held",
+            caller_id=f'"hold" <{s.caller.name}>', timeout=KEEPER_TIMEOUT)
 
     def _resume(self, s: HoldSession) -> None:
         if s.timer.state != "held":
@@ -249,16 +245,7 @@ class HoldService(HeldCaller):
 
     # -- AMI events -----------------------------------------------------------------
     def _on_event(self, event: Any) -> None:
-        for entry in list(self._waiters):
-            predicate, future = entry
-            if not future.done() and predicate(event):
-                future.set_result(event)
-                self._waiters.remove(entry)
-
-    def _expect(self, predicate: Callable[[Any], bool]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, future))
-        return future
+        self._waiters.feed(event)
 
     def _on_hold(self, event: Any) -> None:
         agent = self.tracker.get(event.get("Uniqueid", ""))
@@ -341,7 +328,7 @@ class HoldService(HeldCaller):
                 log.warning("hold.alert", agent=s.agent_name, held_seconds=round(action.held_seconds, 3),
                             caller=s.caller.name)
                 self._emit(s, "hold.choices", count=action.count, held_seconds=action.held_seconds)
-            elif isinstance(action, (Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
+            elif isinstance(action, (Announce, Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
                                      RequestCallback)):
                 s.pending.append(action)
                 self._wake(s)
@@ -395,18 +382,9 @@ class HoldService(HeldCaller):
         task.add_done_callback(self._tasks.discard)
 
     async def _hang_up_keeper(self, s: HoldSession) -> None:
-        if not s.keeper_name:
-            return
-        # The keeper has the Uniqueid we gave it (ChannelId): hung up by that, once the
-        # switch confirms it is there (already gone when the agent hung up: nothing to do).
-        await hang_up_confirmed(self.conn, s.keeper, uniqueid=s.keeper, cause="16", why="hold keeper")
+        await hang_up(self.conn, s.keeper_name, s.keeper)
 
     async def _rejoin(self, s: HoldSession) -> None:
         """After the AGI: the dialplan's BridgeAdd puts the caller back; then the keeper
         goes (before that it would leave the agent alone and the bridge would dissolve)."""
-        entered = self._expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == s.caller.uniqueid)
-        try:
-            await asyncio.wait_for(entered, KEEPER_TIMEOUT)
-        except TimeoutError:
-            log.error("hold.rejoin_not_seen", caller=s.caller.name)
-        await self._hang_up_keeper(s)
+        await rejoined(self.conn, self._waiters, s.caller.uniqueid, s.keeper_name, KEEPER_TIMEOUT, s.keeper)

@@ -15,7 +15,7 @@ from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import WAKE_DIGIT
 from ivr.ami.channels import Channel, device_of
 from ivr.errors import IvrError
-from ivr.rules.hold import HoldTimer
+from ivr.rules.hold import HoldTimer, announce_minutes
 from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
 
 HOLD_CONTEXT = "ivr-hold"
@@ -50,6 +50,7 @@ _HOLD, _SWITCH, _PROMPTS = HoldConfig(), SwitchConfig(), PromptsConfig()  # the 
 class HoldSettings:
     reminder_interval: float = _HOLD.reminder_interval
     choices_after: float = _HOLD.choices_after
+    announce: bool = _HOLD.announce
     language: str = _SWITCH.language
     sound_prefix: str = _PROMPTS.sound_prefix
     moh_class: str = _HOLD.moh_class
@@ -70,6 +71,7 @@ class HoldSettings:
         return cls(
             reminder_interval=hold.reminder_interval,
             choices_after=hold.choices_after,
+            announce=hold.announce,
             language=switch.language,
             sound_prefix=prompts.sound_prefix,
             moh_class=hold.moh_class,
@@ -78,6 +80,17 @@ class HoldSettings:
             message_max_seconds=hold.message_max_seconds,
             agents={device_of(a.device): a.name or a.number for a in agents},
         )
+
+    def __post_init__(self) -> None:
+        if self.announce:
+            announce_minutes(self.choices_after)  # ValueError at start-up if it cannot be said
+
+    def timer(self) -> HoldTimer:
+        return HoldTimer(self.reminder_interval, self.choices_after, self.announce)
+
+    @property
+    def announce_prompt(self) -> str:
+        return f"hold_announce_{announce_minutes(self.choices_after)}min"
 
     def sound(self, prompt: str) -> str:
         return f"{self.sound_prefix}/{self.language}/{prompt}"

@@ -48,7 +48,8 @@ from ivr.records.migrations import migrate
 
 log = structlog.get_logger("ivr.records")
 
-LIVE_STATES = ("arrived", "greeting", "silent", "ringing", "waiting", "talking", "hold", "transferring")
+LIVE_STATES = ("arrived", "greeting", "silent", "ringing", "waiting", "talking", "hold", "transferring",
+               "unclear")
 TRANSFER_FINAL = {"completed", "returned", "abandoned"}
 SILENT_LEFT = {"speech", "dtmf"}
 
@@ -101,6 +102,8 @@ class CallStore:
             "hold.choices": self._hold_choices,
             "hold.resume": self._hold_end("resumed"),
             "hold.abandon": self._hold_end("abandoned"),
+            "unclear.start": self._unclear_start,
+            "unclear.stage": self._unclear_stage,
             "message.recorded": self._message,
             "callback.requested": self._callback,
             "transfer.state": self._transfer,
@@ -288,6 +291,16 @@ class CallStore:
             "UPDATE holds SET choices_offered = 1, choice = COALESCE(?, choice) WHERE hold_id = ?",
             (_text(ev.data.get("choice")), hold["hold_id"]),
         )
+
+    async def _unclear_start(self, tx: Tx, ev: CallEvent) -> None:
+        """R3 unclear line: the caller is aside (every stage is kept in call_events)."""
+        await self._set_state(tx, ev, "unclear")
+
+    async def _unclear_stage(self, tx: Tx, ev: CallEvent) -> None:
+        if ev.data.get("stage") == "returned":
+            await self._set_state(tx, ev, "talking")
+        else:
+            await self._set_state(tx, ev, "unclear")
 
     def _hold_end(self, outcome: str) -> Handler:
         async def end(tx: Tx, ev: CallEvent) -> None:

@@ -13,7 +13,12 @@ If ``on_timer`` is called late, missed ticks are not replayed one after the othe
 latest due tick is played once (its count says how many ticks have passed), and the
 choices are still offered exactly once.
 
-Every action has a ``state`` (start, reminder, choices, resume, abandon, message,
+With ``announce`` (``[hold] announce``, on by default), the start is followed by
+:class:`Announce`: "please hold, I will be back within one minute", the limit being
+``choices_after`` rounded up to minutes (R4: give the caller a time limit). The reminders
+are still timed from the start, not from the end of the announcement.
+
+Every action has a ``state`` (start, announce, reminder, choices, resume, abandon, message,
 callback, keep) for ``UserEvent: IvrHold`` with ``Count`` and ``HeldSeconds``.
 """
 
@@ -27,6 +32,18 @@ from typing import ClassVar
 @dataclass(frozen=True)
 class HoldStarted:
     state: ClassVar[str] = "start"
+    count: int = 0
+    held_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Play the hold announcement with the time limit (R4: give the caller a time limit):
+    "please hold, I will be back within ``minutes`` minute(s)", the choices instant
+    rounded up to whole minutes. Music follows; the reminders keep their times."""
+
+    state: ClassVar[str] = "announce"
+    minutes: int
     count: int = 0
     held_seconds: float = 0.0
 
@@ -102,20 +119,35 @@ class Abandoned:
 
 
 HoldAction = (
-    HoldStarted | Remind | OfferChoices | AlertAgent | KeepWaiting | TakeMessage
+    HoldStarted | Announce | Remind | OfferChoices | AlertAgent | KeepWaiting | TakeMessage
     | RequestCallback | ThankCaller | Abandoned
 )
+MAX_ANNOUNCED_MINUTES = 5  # the prompt catalogs have hold_announce_1min .. _5min
+
+
+def announce_minutes(choices_after: float) -> int:
+    """The time limit the hold announcement promises: the choices instant (when the agent is
+    alerted) rounded up to whole minutes, so the promise is never shorter than the truth."""
+    minutes = max(1, math.ceil(choices_after / 60.0 - 1e-9))
+    if minutes > MAX_ANNOUNCED_MINUTES:
+        raise ValueError(f"hold.choices_after {choices_after} s is longer than the announcement "
+                         f"can promise ({MAX_ANNOUNCED_MINUTES} min); set hold.announce = false")
+    return minutes
+
+
 _DIGITS = {"1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
 
 
 class HoldTimer:
     """One held party. ``state``: idle, held, resumed, abandoned, message, callback."""
 
-    def __init__(self, reminder_interval: float = 30.0, choices_after: float = 60.0) -> None:
+    def __init__(self, reminder_interval: float = 30.0, choices_after: float = 60.0,
+                 announce: bool = False) -> None:
         if reminder_interval <= 0 or choices_after <= 0:
             raise ValueError("hold intervals must be positive")
         self.reminder_interval = reminder_interval
         self.choices_after = choices_after
+        self.announce = announce
         self.state = "idle"
         self.started: float | None = None
         self.count = 0  # reminder ticks passed (the choices tick included)
@@ -150,6 +182,8 @@ class HoldTimer:
         if self.state != "idle":
             return []
         self.state, self.started = "held", now
+        if self.announce:
+            return [HoldStarted(), Announce(announce_minutes(self.choices_after))]
         return [HoldStarted()]
 
     def on_timer(self, now: float) -> list[HoldAction]:

@@ -172,12 +172,21 @@ async def hang_up(ami: AmiRecorder, channel: str) -> None:
 
 # ---------------------------------------------------------------------------- scenarios
 async def held_95s_then_resumed(ami: AmiRecorder, rig: Rig) -> None:
-    """Reminders at 30, 60 (the choices) and 90 s, resume at 95 s, thanks before the
-    agent is back, the same bridge, and conversation audio flows again."""
+    """The announcement with the time limit first (R4), then music; reminders at 30, 60
+    (the choices) and 90 s from the start, resume at 95 s, thanks before the agent is back,
+    the same bridge, and conversation audio flows again."""
     call = await place_call(ami, "long", "dlong", "13800000001")
     await rig.service.hold(call.uid)
     [start] = await wait_hold(ami, call.uid, "start", 5)
     t0 = ts(start)
+    [announce] = await wait_hold(ami, call.uid, "announce", 5)
+    [music] = await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e["Channel"] == call.caller,
+                                 timeout=15)
+    [a_stream] = streams(ami, call.caller, "hold_announce_1min")
+    assert ts(start) <= ts(announce) <= ts(a_stream) < ts(music), "the announcement comes before the music"
+    assert ts(a_stream) - t0 < 0.5, ts(a_stream) - t0
+    assert played_fully(ami, a_stream, "hold_announce_1min")
+    print(f"hold announcement at {ts(a_stream) - t0:.3f} s, music at {ts(music) - t0:.3f} s")
     await wait_hold(ami, call.uid, "reminder", 100, count=2)  # 30 and 90 s
     await asyncio.sleep(t0 + 95.0 - time.time())  # the scenario: the agent resumes at 95 s
     await rig.service.resume(call.uid)

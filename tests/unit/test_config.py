@@ -238,3 +238,15 @@ def test_agi_key_from_env_file_or_inline(tmp_path):
     assert {p.split(" ")[0].rstrip(":") for p in err.value.details["problems"]} >= {
         "agi.key_file", "agi.max_sessions", "agi.header_timeout"}
     assert load_config(None, env={}).agi.key == ""  # no key: the server refuses every session
+
+
+def test_unclear_and_hold_announcement_limits(tmp_path: Path) -> None:
+    text = ("[hold]\nchoices_after = 360.0\n\n"
+            "[unclear]\nclear_min_ms = 800\nclear_max_ms = 700\nclear_threshold = 40000\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    message = str(info.value)
+    assert "hold.choices_after" in message and "at most five minutes" in message
+    assert "unclear.clear_max_ms" in message and "unclear.clear_threshold" in message
+    ok = load_config(write(tmp_path, "[hold]\nchoices_after = 360.0\nannounce = false\n"), env={})
+    assert ok.hold.announce is False and ok.unclear.pause == 5.0

@@ -5,12 +5,21 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.properties import examples
-
 from ivr.rules.hold import (
-    Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
-    RequestCallback, TakeMessage, ThankCaller,
+    Abandoned,
+    AlertAgent,
+    Announce,
+    HoldStarted,
+    HoldTimer,
+    KeepWaiting,
+    OfferChoices,
+    Remind,
+    RequestCallback,
+    TakeMessage,
+    ThankCaller,
+    announce_minutes,
 )
+from tests.properties import examples
 
 
 def drive(h: HoldTimer, until: float) -> list[tuple[float, object]]:
@@ -112,3 +121,20 @@ def test_reminders_every_interval_never_after_resume(
     assert h.next_deadline is None
     for later in (resume_at + 1, resume_at + 1000):
         assert h.on_timer(later) == []
+
+
+@settings(max_examples=examples(50))
+@given(start=st.floats(0, 1e6), choices_after=st.floats(1.0, 300.0))
+def test_announcement_gives_the_limit_and_keeps_the_schedule(start: float, choices_after: float) -> None:
+    """R4 time limit: the announcement follows the start and promises a limit never
+    shorter than the choices instant; the reminders are the same as without it."""
+    with_it, without = HoldTimer(30.0, choices_after, announce=True), HoldTimer(30.0, choices_after)
+    first = with_it.start(start)
+    assert first[0] == HoldStarted() and isinstance(first[1], Announce)
+    assert first[1].minutes * 60 >= choices_after and (first[1].minutes - 1) * 60 < choices_after
+    assert without.start(start) == [HoldStarted()]
+    assert drive(with_it, start + 400) == drive(without, start + 400)
+
+
+def test_announce_minutes() -> None:
+    assert [announce_minutes(s) for s in (1, 60, 60.5, 120, 300)] == [1, 1, 2, 2, 5]

@@ -4,6 +4,7 @@ the wake-up digit, reminders, choices, messages, call-backs, resume and abandon,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,10 @@ class FakeAgi:
 async def world(tmp_path: Path) -> Any:
     ami, tracker, clock = FakeAmi(), ChannelTracker(), Clock()
     timers, bus, metrics = TimerService(clock), EventBus(), HoldMetrics()
+    # The announcement (on by default) is off here, so the other tests see the reminders
+    # alone; test_announcement_first_then_reminders_from_the_start turns it on.
     settings = HoldSettings(language="en-US", messages_dir=tmp_path / "messages",
-                            agents={"PJSIP/1001": "Alice"})
+                            agents={"PJSIP/1001": "Alice"}, announce=False)
     service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)  # type: ignore[arg-type]
     tracker.attach(ami)  # type: ignore[arg-type]
     service.attach()
@@ -352,3 +355,29 @@ async def test_forged_hangup_of_the_held_caller_ends_nothing(world: Any, monkeyp
     assert service.sessions[CALLER].timer.state == "held" and not service.sessions[CALLER].agent_left
     assert ami.sent("Hangup") == [] and [e.kind for e in events] == ["hold.start"]
     task.cancel()
+
+
+async def test_announcement_first_then_reminders_from_the_start(world: Any) -> None:
+    """R4 time limit: "please hold, I will be back within one minute" before the music;
+    the first reminder still comes 30 s after the start."""
+    ami, service, clock, timers, events, _ = world
+    service.settings = dataclasses.replace(service.settings, announce=True)
+    agi, task = await start_held(ami, service)
+    assert agi.commands[:2] == ["STREAM FILE ivr/en-US/hold_announce_1min D", "SET MUSIC ON default"]
+    assert ami.states() == ["start", "announce"]
+    await advance(clock, timers, 29.9)
+    assert agi.played() == ["hold_announce_1min"]
+    await advance(clock, timers, 30.0)
+    await until(lambda: agi.played() == ["hold_announce_1min", "hold_reminder"])
+    await service.resume(CALLER)
+    await asyncio.wait_for(task, 2)
+    assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.resume"]
+
+
+def test_announced_limit_follows_choices_after() -> None:
+    assert HoldSettings(choices_after=60).announce_prompt == "hold_announce_1min"
+    assert HoldSettings(choices_after=61).announce_prompt == "hold_announce_2min"
+    assert HoldSettings(choices_after=300).announce_prompt == "hold_announce_5min"
+    with pytest.raises(ValueError, match="announce"):
+        HoldSettings(choices_after=301)
+    assert HoldSettings(choices_after=301, announce=False).timer().announce is False

@@ -325,7 +325,7 @@ def rms_dbfs(samples: array[int]) -> float:
 
 def test_make_test_audio(tmp_path: Path) -> None:
     durations = prompts.make_test_audio(tmp_path)
-    assert set(durations) == {"caller_speech", "line_noise", "silence"}
+    assert set(durations) == {"caller_speech", "line_noise", "silence", "caller_speech_faint", "line_noise_loud"}
     audio = {}
     for name in durations:
         rate, channels, width, frames = wav_info(tmp_path / f"{name}.wav")
@@ -349,6 +349,12 @@ def test_make_test_audio(tmp_path: Path) -> None:
     assert set(audio["silence"]) == {0}
     assert set((tmp_path / "silence.ulaw").read_bytes()) == {0xFF}
 
+    faint = audio["caller_speech_faint"]
+    assert durations["caller_speech_faint"] == durations["caller_speech"]
+    assert rms_dbfs(faint[8000:]) == pytest.approx(-40, abs=2)
+    assert durations["line_noise_loud"] == 20.0
+    assert rms_dbfs(audio["line_noise_loud"]) == pytest.approx(-20, abs=0.5)
+
 
 def test_full_en_us_set_builds_and_checks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -360,6 +366,6 @@ def test_full_en_us_set_builds_and_checks(
     args = ["--source", str(source), "--out", str(out), "--company", "Acme"]
     assert main(["prompts", "build", *args]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("en-US: 37 prompts, 37 built, 0 unchanged")
+    assert lines[0].startswith("en-US: 45 prompts, 45 built, 0 unchanged")
     assert prompts.check_prompts(out, ["en-US"], source) == []
     assert prompts.prompt_duration(out, "en-US", "silent_prompt3") > 3.0

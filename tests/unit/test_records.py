@@ -220,6 +220,20 @@ async def test_a_late_event_does_not_revive_an_ended_call(store: CallStore) -> N
     assert call is not None and call["state"] == "ended"
 
 
+async def test_unclear_line_shows_and_ends(store: CallStore) -> None:
+    """R3 unclear line: the call is "unclear" while aside, "talking" once returned; every
+    stage is kept among the call's events."""
+    await store.apply(ev("ring.answered", 0, "u1", agent="1001", rings=1))
+    await store.apply(ev("unclear.start", 10, "u1", reason="faint", via="key"))
+    await store.apply(ev("unclear.stage", 10.1, "u1", stage="ask", reason="faint"))
+    assert [r["call_id"] for r in await store.calls(CallFilter(state="unclear"))] == ["u1"]
+    await store.apply(ev("unclear.stage", 17, "u1", stage="returned", reason="faint", during="pause1"))
+    call = await store.call("u1")
+    assert call is not None and call["state"] == "talking"
+    assert [e["kind"] for e in call["events"] if e["kind"].startswith("unclear.")] == [
+        "unclear.start", "unclear.stage", "unclear.stage"]
+
+
 async def test_call_filters(store: CallStore) -> None:
     await store.apply(ev("ring.answered", 0, "a", agent="1001", rings=1))
     await store.apply(ev("ring.started", 100, "b", agent="1002"))

@@ -43,6 +43,7 @@ function stateBadge(call) {
       return el("span", { class: `badge ${cls}` }, `ringing ${call.agent || ""} · ring ${n}`);
     }
     case "hold": return el("span", { class: "badge hold" }, `on hold ${duration(since)}`);
+    case "unclear": return el("span", { class: "badge unclear" }, `unclear line ${duration(since)}`);
     case "silent": return el("span", { class: "badge silent" }, `silent · stage ${call.silent_stage || "1"}`);
     case "transferring": return el("span", { class: "badge transferring" }, `transferring · ${call.transfer_state || ""}`);
     case "talking": return el("span", { class: "badge talking" }, "talking");
@@ -175,6 +176,7 @@ function listen() {
   source.onmessage = reloadSoon;
   for (const kind of ["call.arrived", "greeting.played", "silent.stage", "ring.started", "ring.alarm",
     "ring.answered", "ring.noanswer", "hold.start", "hold.resume", "hold.abandon", "hold.choices",
+    "unclear.start", "unclear.stage",
     "message.recorded", "callback.requested", "transfer.state", "call.ended"]) {
     source.addEventListener(kind, reloadSoon);
   }

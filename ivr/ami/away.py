@@ -1,0 +1,116 @@
+"""Taking a caller out of the agent's bridge and back, keeping the agent's call up.
+
+Hold (R4) made this, and the unclear-line script (R3) uses it too; measured on the embedded
+Asterisk 22 (see ivr/hold/service.py): the controller originates a *keeper* Local channel
+whose ;1 half joins the agent's bridge (``Originate ... Application: BridgeAdd``), so the
+bridge and the agent's call stay up; sets a variable naming the agent's channel on the
+caller; and ``Redirect``\\ s the caller to a dialplan context that runs a FastAGI route.
+When that AGI ends, the context puts the caller back with ``BridgeAdd(${variable})``;
+only after the caller's ``BridgeEnter`` is the keeper hung up (before that the agent would
+be alone and the bridge would dissolve). Measured: the redirect takes 3 ms, the caller
+rejoins the *same* bridge, and the agent's call is never dropped.
+
+Keeper ids start with :data:`KEEPER_PREFIX`, so a feature counting a bridge's parties can
+leave keepers out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ivr.ami.channels import Channel, ChannelTracker
+from ivr.ami.confirm import hang_up_confirmed
+from ivr.ami.connection import AmiConnection
+
+log = structlog.get_logger("ivr.away")
+
+KEEPER_PREFIX = "ivrkeep-"
+TIMEOUT = 5.0
+
+
+def caller_of(tracker: ChannelTracker, call_id: str) -> Channel | None:
+    """The caller's channel of call ``call_id`` (its Linkedid, or a channel's Uniqueid)."""
+    chans = [c for c in tracker.channels.values() if call_id in (c.linkedid, c.uniqueid)]
+    return next((c for c in chans if c.uniqueid == c.linkedid), None) or next(
+        (c for c in chans if c.uniqueid == call_id), None)
+
+
+def bridge_others(tracker: ChannelTracker, ch: Channel) -> list[Channel]:
+    """The other parties in ``ch``'s bridge, keepers left out."""
+    return [c for c in tracker.channels.values() if ch.bridge and c.bridge == ch.bridge
+            and c.uniqueid != ch.uniqueid and not c.uniqueid.startswith(KEEPER_PREFIX)]
+
+
+class EventWaiters:
+    """One-shot futures on AMI events: ``fut = waiters.expect(pred)``; feed it every event
+    of the kinds it waits for (``BridgeEnter``, ``OriginateResponse``) with :meth:`feed`."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
+
+    def feed(self, event: Any) -> None:
+        for entry in list(self._waiters):
+            predicate, future = entry
+            if future.done():
+                self._waiters.remove(entry)
+            elif predicate(event):
+                future.set_result(event)
+                self._waiters.remove(entry)
+
+    def expect(self, predicate: Callable[[Any], bool]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, future))
+        return future
+
+
+async def step_out(conn: AmiConnection, waiters: EventWaiters, *, caller: str, agent: str,
+                   keeper_id: str, keeper: str, variable: str, context: str, exten: str,
+                   caller_id: str, timeout: float = TIMEOUT) -> str:
+    """Keep the agent's bridge with a keeper (``Local/<keeper>/n``), name the agent on the
+    caller (``variable`` = the agent's channel *name*: BridgeAdd finds its channel by name
+    prefix, so a Uniqueid is never safe there — "1795.2" is a prefix of "1795.22", and a
+    Local target "ivrx1-t" of its ;2 half "ivrx1-t-2"; seen on the switch when holding a
+    caller after a warm transfer to a Local target) and redirect the caller to
+    ``context,exten,1``. Returns the keeper's channel name (for :func:`hang_up`).
+    Raises :class:`AmiError` or :class:`TimeoutError`; the caller is then still with the
+    agent (or back with them through the dialplan)."""
+    entered = waiters.expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == keeper_id)
+    await conn.action({
+        "Action": "Originate", "Channel": f"Local/{keeper}/n", "Application": "BridgeAdd",
+        "Data": agent, "ChannelId": keeper_id, "OtherChannelId": f"{keeper_id}-2",
+        "Async": "true", "CallerID": caller_id}, timeout)
+    keeper_name = str((await asyncio.wait_for(entered, timeout)).get("Channel", ""))
+    await conn.action({"Action": "Setvar", "Channel": caller, "Variable": variable, "Value": agent},
+                      timeout)
+    await conn.action({"Action": "Redirect", "Channel": caller, "Context": context, "Exten": exten,
+                       "Priority": "1"}, timeout)
+    return keeper_name
+
+
+async def hang_up(conn: AmiConnection, keeper_name: str, keeper_id: str = "") -> None:
+    """Hang the keeper up once the switch confirms it is there (a no-op if it never came,
+    or is already gone: the agent hung up). By its Uniqueid (the ``ChannelId`` we gave it)
+    when known: names are reused, our ids are not."""
+    if not keeper_name:
+        return
+    await hang_up_confirmed(conn, keeper_id or keeper_name, uniqueid=keeper_id, cause="16", why="keeper",
+                            timeout=TIMEOUT)
+
+
+async def rejoined(conn: AmiConnection, waiters: EventWaiters, caller_uid: str, keeper_name: str,
+                   timeout: float = TIMEOUT, keeper_id: str = "") -> bool:
+    """After the caller's AGI ended: wait for the dialplan's BridgeAdd to put the caller
+    back (its ``BridgeEnter``), then hang the keeper up. False if the return was not seen."""
+    entered = waiters.expect(lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == caller_uid)
+    seen = True
+    try:
+        await asyncio.wait_for(entered, timeout)
+    except TimeoutError:
+        seen = False
+        log.error("away.rejoin_not_seen", caller_uid=caller_uid)
+    await hang_up(conn, keeper_name, keeper_id)
+    return seen

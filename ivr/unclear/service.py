@@ -1,0 +1,384 @@
+"""R3 a line too faint or too noisy, at the switch (AMI + FastAGI).
+
+The agent starts it (key ``*5`` faint / ``*6`` noisy, features.conf ``ivrfaint`` /
+``ivrnoisy``, agent legs only; or ``POST /api/calls/{id}/unclear``). The caller leaves the
+agent's bridge exactly as for hold (:mod:`ivr.ami.away`: a keeper Local channel holds the
+agent's bridge, ``IVR_UNCLEAR_AGENT`` names the agent, ``Redirect`` to ``ivr-unclear``),
+and the FastAGI route ``unclear`` runs the pure :class:`~ivr.rules.unclear.UnclearLine`:
+"sorry, I cannot hear you clearly, could you speak a little louder?"; 5 s after it ends
+without clear speech, the same again; 5 s later the goodbye ("your line is too faint /
+noisy, please call again from another phone, goodbye"); 5 s after the goodbye *ended*, the
+release, never sooner (each pause is one ``WAIT FOR DIGIT`` of the remaining time on
+Asterisk's own timer). Clear speech at any moment (even over a prompt, which it cuts
+short), or the agent's key again (or ``DELETE /api/calls/{id}/unclear``), sends the caller back: the AGI ends and the dialplan's ``BridgeAdd`` puts the caller
+into the agent's own bridge, then the keeper goes. On release the caller is hung up and
+the keeper too, so the agent's call ends. If the controller fails mid-script, the dialplan
+returns the caller to the agent; if the agent hung up, to the fallback queue.
+
+**What "clear" means on the audio**, measured on the embedded switch (Asterisk 22.10,
+Local-channel callers playing test audio into the caller's channel, ``TALK_DETECT`` events
+over AMI; see the README, "Unclear line", for the table): ``TALK_DETECT(set)=300,512``
+on the caller's channel; a *talk burst* is ``ChannelTalkingStart`` .. ``ChannelTalkingStop``
+(its ``Duration``). Clear speech is a burst of at least ``clear_min_ms`` (500 ms) that
+*ends* within ``clear_max_ms`` (10 s):
+
+* normal speech (-20 dBFS RMS, 2.2 s of words): one burst of 2160 ms: clear;
+* faint speech (-40 dBFS RMS, a caller far from the microphone): bursts of 0 and 41 ms:
+  not clear (at threshold 256 it gave 539 and 1000 ms, which would pass: hence 512);
+* a noisy line (pink noise at -20 dBFS RMS, 20 s): one burst lasting as long as the
+  noise (19979 ms): not clear; the -45 dBFS line noise of the silent-call tests raises
+  no burst at 512 (at 256: ten bursts of 0-300 ms and three that never ended).
+
+Measured in the scenarios: each pause 5.001-5.005 s (ask end to ask-again, ask-again end
+to goodbye, goodbye end to release), a clear speaker back with the agent 0.3 s after
+their words ended. Limit: a burst ends only on received audio; a phone that suppresses
+silence between words may never end one, and is then not returned by speech (the
+agent's key again brings them back).
+
+Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
+goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,
+which the records keep and the dashboard shows), counted (``ivr_unclear_*``) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.wake import WAKE_DIGIT, wake_until
+from ivr.ami.away import (
+    KEEPER_PREFIX,
+    EventWaiters,
+    bridge_others,
+    caller_of,
+    hang_up,
+    rejoined,
+    step_out,
+)
+from ivr.ami.channels import Channel, ChannelTracker
+from ivr.ami.connection import AmiConnection, AmiError
+from ivr.events import EventBus
+from ivr.rules.unclear import (
+    REASONS,
+    Release,
+    ReturnToAgent,
+    Say,
+    UnclearAction,
+    UnclearLine,
+)
+from ivr.unclear.metrics import UnclearMetrics
+from ivr.unclear.session import (
+    AGENT_VARIABLE,
+    CONTEXT,
+    KEEPER_TIMEOUT,
+    KEY_EVENT,
+    USER_EVENT,
+    BadReason,
+    NoSuchCall,
+    NotAside,
+    UnclearError,
+    UnclearSession,
+    UnclearSettings,
+)
+
+log = structlog.get_logger("ivr.unclear")
+
+AgentLeg = Callable[[str, str], bool]  # (uniqueid, channel name) -> is an agent's leg
+
+
+class UnclearService:
+    def __init__(self, conn: AmiConnection, tracker: ChannelTracker, settings: UnclearSettings, *,
+                 bus: EventBus | None = None, metrics: UnclearMetrics | None = None,
+                 agent_leg: AgentLeg | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.conn, self.tracker, self.settings = conn, tracker, settings
+        self.bus, self.metrics, self.clock, self.wall = bus, metrics, clock, wall
+        self.agent_leg: AgentLeg = agent_leg or self._bridged_non_caller
+        self.sessions: dict[str, UnclearSession] = {}  # caller Uniqueid -> session
+        self._waiters = EventWaiters()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- wiring ---------------------------------------------------------------------
+    def attach(self) -> None:
+        for name, handler in (("UserEvent", self._on_user_event), ("ChannelTalkingStart", self._on_talk_start),
+                              ("ChannelTalkingStop", self._on_talk_stop), ("BridgeEnter", self._waiters.feed),
+                              ("OriginateResponse", self._waiters.feed)):
+            self.conn.subscribe(name, handler)
+        self.tracker.on_gone(self._gone)
+
+    @property
+    def agi_routes(self) -> dict[str, Callable[[AgiChannel], Any]]:
+        return {"unclear": self.agi_unclear}
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the API --------------------------------------------------------------------
+    async def start(self, call_id: str, reason: str, via: str = "api") -> dict[str, Any]:
+        """Start the script on call ``call_id`` (the caller's Linkedid or Uniqueid)."""
+        if reason not in REASONS:
+            raise BadReason(f"reason must be one of {', '.join(REASONS)}", reason=reason[:20])
+        caller = self._caller_of(call_id)
+        if caller.uniqueid in self.sessions:
+            raise UnclearError(f"call {call_id} is already in the unclear-line script", call_id=call_id)
+        session = await self.start_agent(self._peer(caller), reason, via, caller=caller)
+        return self.describe(session)
+
+    async def take_back(self, call_id: str) -> dict[str, Any]:
+        """The agent takes the caller back before the script ends (``DELETE`` on the API)."""
+        for s in self.sessions.values():
+            if call_id in (s.call_id, s.caller.uniqueid):
+                self._take_back(s)
+                return self.describe(s)
+        self._caller_of(call_id)  # NoSuchCall if there is no such call at all
+        raise NotAside(f"call {call_id} is not in the unclear-line script", call_id=call_id)
+
+    def _take_back(self, s: UnclearSession) -> None:
+        log.info("unclear.take_back", agent=s.agent_name, caller=s.caller.name)
+        s.agent_back = True
+        s.clear.set()  # ends the prompt or pause in progress (the wake digit)
+
+    def active(self) -> list[dict[str, Any]]:
+        return [self.describe(s) for s in self.sessions.values()]
+
+    def describe(self, s: UnclearSession) -> dict[str, Any]:
+        return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "reason": s.reason,
+                "via": s.via, "state": s.script.state}
+
+    # -- lookups --------------------------------------------------------------------
+    def _caller_of(self, call_id: str) -> Channel:
+        first = caller_of(self.tracker, call_id)
+        if first is None:
+            raise NoSuchCall(f"no call {call_id} on the switch", call_id=call_id)
+        return first
+
+    def _peer(self, ch: Channel) -> Channel:
+        others = bridge_others(self.tracker, ch)
+        if len(others) != 1:
+            raise UnclearError(f"{ch.name} is not in a two-party call (bridge has {len(others) + 1})",
+                               channel=ch.name)
+        return others[0]
+
+    def _bridged_non_caller(self, uniqueid: str, channel: str) -> bool:
+        """Without the ring monitor's knowledge: a bridged channel that is not the call's
+        first (the caller's) channel. The controller passes ``rings.is_agent_leg``."""
+        ch = self.tracker.get(uniqueid)
+        return ch is not None and bool(ch.bridge) and ch.uniqueid != ch.linkedid
+
+    # -- start ----------------------------------------------------------------------
+    async def start_agent(self, agent: Channel, reason: str, via: str, *,
+                          caller: Channel | None = None) -> UnclearSession:
+        caller = caller or self._peer(agent)
+        if caller.uniqueid in self.sessions:
+            return self.sessions[caller.uniqueid]
+        name = self.settings.agents.get(agent.device) or agent.device
+        s = UnclearSession(caller, agent, reason, via, UnclearLine(reason, self.settings.pause), name)
+        self.sessions[caller.uniqueid] = s
+        log.info("unclear.start", reason=reason, via=via, caller=caller.name, agent=name)
+        self._emit(s, "unclear.start", reason=reason, via=via)
+        if self.metrics is not None:
+            self.metrics.started.labels(reason, via).inc()
+        s.keeper = f"{KEEPER_PREFIX}{caller.uniqueid}-{int(self.wall() * 1000)}"
+        try:
+            s.keeper_name = await step_out(
+                self.conn, self._waiters, caller=caller.name, agent=agent.name, keeper_id=s.keeper,
+                keeper=f"keep@{CONTEXT}", variable=AGENT_VARIABLE, context=CONTEXT, exten="unclear",
+                caller_id=f'"unclear" <{caller.uniqueid}>', timeout=KEEPER_TIMEOUT)
+        except (AmiError, TimeoutError) as exc:
+            log.error("unclear.failed", error=str(exc), caller=caller.name, agent=agent.name)
+            self._end(s, "failed")
+            await hang_up(self.conn, s.keeper_name, s.keeper)
+            raise UnclearError(f"could not take {caller.name} aside: {exc}", call_id=s.call_id) from exc
+        return s
+
+    # -- AMI events -----------------------------------------------------------------
+    def _on_user_event(self, event: Any) -> None:
+        if event.get("UserEvent") != KEY_EVENT:
+            return
+        uid, channel = str(event.get("Uniqueid", "")), str(event.get("Channel", ""))
+        reason = str(event.get("Reason", ""))
+        if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, channel):
+            # Only an agent starts the script; the key is armed on agent legs only, so this
+            # is a caller keying the code (or a forged event): nothing happens.
+            log.warning("unclear.key_refused", uniqueid=uid, channel=channel)
+            if self.metrics is not None:
+                self.metrics.keys_refused.inc()
+            return
+        mine = [s for s in self.sessions.values() if s.agent.uniqueid == uid]
+        if mine:  # the key again while the caller is aside: the agent takes them back
+            self._take_back(mine[0])
+            return
+        agent = self.tracker.get(uid)
+        if agent is None or reason not in REASONS:
+            log.warning("unclear.key_ignored", uniqueid=uid, reason=reason[:20])
+            return
+        self._spawn(self._start_quietly(agent, reason))
+
+    async def _start_quietly(self, agent: Channel, reason: str) -> None:
+        try:
+            await self.start_agent(agent, reason, "key")
+        except UnclearError as exc:
+            log.warning("unclear.not_started", agent=agent.name, error=str(exc))
+
+    def _on_talk_start(self, event: Any) -> None:
+        s = self.sessions.get(str(event.get("Uniqueid", "")))
+        if s is not None and s.listening:
+            s.bursts.append({"start": _ts(event), "ms": None})
+
+    def _on_talk_stop(self, event: Any) -> None:
+        s = self.sessions.get(str(event.get("Uniqueid", "")))
+        if s is None or not s.listening:
+            return
+        try:
+            duration = int(event.get("Duration", ""))
+        except ValueError:
+            return
+        clear = self.settings.is_clear(duration)
+        s.bursts.append({"stop": _ts(event), "ms": duration, "clear": clear})
+        log.info("unclear.talk_burst", duration_ms=duration, clear=clear, uniqueid=s.caller.uniqueid)
+        if clear:
+            s.clear.set()
+
+    def _gone(self, ch: Channel, reason: str) -> None:
+        for s in list(self.sessions.values()):
+            if ch.uniqueid == s.caller.uniqueid:
+                s.script.hangup(self.clock())
+                self._announce(s, "hungup")
+                self._end(s, "hungup")
+                self._spawn(hang_up(self.conn, s.keeper_name, s.keeper))
+            elif ch.uniqueid == s.agent.uniqueid and not s.ended:
+                log.warning("unclear.agent_left", agent=s.agent_name, caller=s.caller.name)
+                self._emit(s, "unclear.agent_left")
+
+    # -- the caller's FastAGI route -------------------------------------------------
+    async def agi_unclear(self, call: AgiChannel) -> None:
+        s = self.sessions.get(call.uniqueid)
+        if s is None:  # not ours (the controller restarted): the dialplan returns the caller
+            log.warning("unclear.agi_unknown", uniqueid=call.uniqueid)
+            return
+        s.agi = call
+        u = self.settings
+        try:
+            with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
+                await call.set_variable("TALK_DETECT(set)", f"{u.talk_silence_ms},{u.clear_threshold}")
+                s.listening = True
+                result = await self._run(s, call)
+                s.listening = False
+                with contextlib.suppress(AgiError):
+                    await call.set_variable("TALK_DETECT(remove)", "")
+                await call.set_variable("IVR_RESULT", result)
+        except AgiHangup:
+            return
+        finally:
+            s.listening = False
+            s.agi = None
+        if result == "back":
+            self._spawn(rejoined(self.conn, self._waiters, s.caller.uniqueid, s.keeper_name, KEEPER_TIMEOUT, s.keeper))
+        else:
+            await hang_up(self.conn, s.keeper_name, s.keeper)
+
+    async def _run(self, s: UnclearSession, call: AgiChannel) -> str:
+        now = self.clock()  # taken back before the script began: no prompt at all
+        actions: list[UnclearAction] = self._returned(s, now) if s.clear.is_set() else s.script.start(now)
+        while True:
+            if s.ended:  # the caller hung up under us
+                raise AgiHangup("caller gone")
+            if not actions:  # a pause: wait for its end or clear speech
+                await self._wait(s, call)
+                now = self.clock()
+                actions = self._returned(s, now) if s.clear.is_set() else s.script.on_timer(now)
+                continue
+            action = actions[0]  # UnclearLine returns one action at a time
+            if isinstance(action, ReturnToAgent):
+                self._announce(s, action.stage, During=action.during, By=action.by)
+                self._end(s, "returned")
+                return "back"
+            if isinstance(action, Release):
+                self._announce(s, action.stage)
+                self._emit(s, "call.released", reason=f"unclear-{s.reason}")
+                self._end(s, "released")
+                return "done"
+            assert isinstance(action, Say)
+            self._announce(s, action.stage)
+            await self._interruptible(s, call.stream_file(self.settings.sound(action.prompt), WAKE_DIGIT), call)
+            now = self.clock()
+            actions = self._returned(s, now) if s.clear.is_set() else s.script.prompt_finished(now, action.stage)
+
+    @staticmethod
+    def _returned(s: UnclearSession, now: float) -> list[UnclearAction]:
+        return s.script.agent_takes_back(now) if s.agent_back else s.script.clear_speech(now)
+
+    async def _wait(self, s: UnclearSession, call: AgiChannel) -> None:
+        deadline = s.script.next_deadline
+        assert deadline is not None
+        while not s.clear.is_set():
+            remaining_ms = math.ceil((deadline - self.clock()) * 1000)
+            if remaining_ms <= 0:
+                return
+            await self._interruptible(s, call.wait_for_digit(remaining_ms), call)
+
+    async def _interruptible(self, s: UnclearSession, command: Any, call: AgiChannel) -> Any:
+        """Run one AGI command; clear speech heard meanwhile ends it with the wake digit."""
+        woken = asyncio.Event()
+
+        async def waker() -> None:
+            await s.clear.wait()
+            await wake_until(self.conn, call.channel, woken)
+
+        task = asyncio.ensure_future(waker())
+        try:
+            return await command
+        finally:
+            woken.set()
+            task.cancel()
+
+    # -- telling the world ----------------------------------------------------------
+    def _announce(self, s: UnclearSession, stage: str, **extra: str) -> None:
+        log.info("unclear.stage", stage=stage, reason=s.reason, **extra)
+        self._emit(s, "unclear.stage", stage=stage, reason=s.reason, **{k.lower(): v for k, v in extra.items()})
+        if self.metrics is not None:
+            self.metrics.stages.labels(stage, s.reason).inc()
+        self._spawn(self._user_event(s, stage, extra))
+
+    async def _user_event(self, s: UnclearSession, stage: str, extra: dict[str, str]) -> None:
+        try:
+            await self.conn.action({
+                "Action": "UserEvent", "UserEvent": USER_EVENT, "Stage": stage, "Reason": s.reason,
+                "Uniqueid": s.caller.uniqueid, "Linkedid": s.call_id, "Agent": s.agent_name,
+                "AgentChannel": s.agent.name, "Via": s.via, **extra}, 5.0)
+        except AmiError as exc:
+            log.warning("unclear.user_event_failed", stage=stage, error=str(exc))
+
+    def _emit(self, s: UnclearSession, kind: str, **data: Any) -> None:
+        if self.bus is not None:
+            self.bus.emit(kind, s.call_id, caller=s.caller.name, uniqueid=s.caller.uniqueid,
+                          agent=s.agent_name, agent_channel=s.agent.name, **data)
+
+    def _end(self, s: UnclearSession, outcome: str) -> None:
+        if s.ended:
+            return
+        s.ended = outcome
+        self.sessions.pop(s.caller.uniqueid, None)
+        if self.metrics is not None:
+            self.metrics.outcomes.labels(outcome, s.reason).inc()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _ts(event: Any) -> float | None:
+    try:
+        return float(event["Timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return None

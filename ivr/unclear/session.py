@@ -1,0 +1,106 @@
+"""What one unclear-line script is made of: its errors, :class:`UnclearSettings` (from the
+typed ``[unclear]`` section; its defaults are the section's), one :class:`UnclearSession`
+per caller, and the switch names asterisk/ivr-unclear.conf shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr import errors
+from ivr.agi.channel import AgiChannel
+from ivr.ami.channels import Channel, device_of
+from ivr.errors import IvrError
+from ivr.rules.unclear import REASONS, UnclearLine
+from ivr.sections import AgentConfig, PromptsConfig, SwitchConfig, UnclearConfig
+
+CONTEXT = "ivr-unclear"
+AGENT_VARIABLE = "IVR_UNCLEAR_AGENT"
+KEY_EVENT = "IvrUnclearKey"  # features.conf ivrfaint / ivrnoisy
+USER_EVENT = "IvrUnclearLine"
+KEEPER_TIMEOUT = 5.0
+
+
+class UnclearError(IvrError):
+    error_id = "unclear-failed"
+    status = 409
+
+
+class NoSuchCall(UnclearError, errors.NoSuchCall):
+    error_id = errors.NoSuchCall.error_id
+    status = 404
+
+
+class NotAside(UnclearError):
+    error_id = "not-in-unclear-script"
+    status = 409
+
+
+class BadReason(UnclearError):
+    error_id = "bad-reason"
+    status = 400
+
+
+_U, _SWITCH, _PROMPTS = UnclearConfig(), SwitchConfig(), PromptsConfig()  # the defaults
+
+
+@dataclass(frozen=True)
+class UnclearSettings:
+    pause: float = _U.pause
+    clear_threshold: int = _U.clear_threshold
+    clear_min_ms: int = _U.clear_min_ms
+    clear_max_ms: int = _U.clear_max_ms
+    talk_silence_ms: int = _U.talk_silence_ms
+    language: str = _SWITCH.language
+    sound_prefix: str = _PROMPTS.sound_prefix
+    agents: dict[str, str] = field(default_factory=dict)  # device -> agent name
+
+    def __post_init__(self) -> None:
+        UnclearLine(REASONS[0], self.pause)  # a bad pause fails at start-up
+        if not 1 <= self.clear_threshold <= 32767:
+            raise ValueError(f"unclear.clear_threshold must be 1..32767, got {self.clear_threshold}")
+        if not 0 < self.clear_min_ms < self.clear_max_ms:
+            raise ValueError("unclear: need 0 < clear_min_ms < clear_max_ms")
+
+    @classmethod
+    def from_config(cls, unclear: UnclearConfig, switch: SwitchConfig, prompts: PromptsConfig,
+                    agents: Sequence[AgentConfig]) -> UnclearSettings:
+        return cls(pause=unclear.pause, clear_threshold=unclear.clear_threshold,
+                   clear_min_ms=unclear.clear_min_ms, clear_max_ms=unclear.clear_max_ms,
+                   talk_silence_ms=unclear.talk_silence_ms, language=switch.language,
+                   sound_prefix=prompts.sound_prefix,
+                   agents={device_of(a.device): a.name or a.number for a in agents})
+
+    def sound(self, prompt: str) -> str:
+        return f"{self.sound_prefix}/{self.language}/{prompt}"
+
+    def is_clear(self, duration_ms: int) -> bool:
+        """A talk burst of ``duration_ms`` (it reached the threshold and then ended) is
+        clear speech: long enough to be words, short enough not to be steady noise."""
+        return self.clear_min_ms <= duration_ms <= self.clear_max_ms
+
+
+@dataclass
+class UnclearSession:
+    """One caller taken out of the agent's bridge for the unclear-line script."""
+
+    caller: Channel
+    agent: Channel
+    reason: str
+    via: str  # key, api
+    script: UnclearLine
+    agent_name: str
+    keeper: str = ""
+    keeper_name: str = ""
+    agi: AgiChannel | None = None
+    listening: bool = False
+    clear: asyncio.Event = field(default_factory=asyncio.Event)  # clear speech, or the agent
+    agent_back: bool = False  # the agent took the caller back (key again, API)
+    bursts: list[dict[str, Any]] = field(default_factory=list)  # talk bursts heard (figures)
+    ended: str = ""  # returned, released, hungup, failed, agent_left
+
+    @property
+    def call_id(self) -> str:
+        return self.caller.linkedid or self.caller.uniqueid
