@@ -49,6 +49,11 @@ def locked(path: Path, mode: str = "EXCLUSIVE") -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+# Every wait here is for an event of the recorder, bounded generously: a loaded CI machine
+# (fsync per commit, synchronous = FULL) can take seconds where an idle one takes ms.
+BOUND = 20.0
+
+
 def keeper_for(url: str, bus: EventBus, tmp_path: Path, *, settings: RecordsSettings = QUICK,
                metrics: Metrics | None = None, **kw: object) -> RecordsKeeper:
     from dataclasses import replace
@@ -84,7 +89,7 @@ async def test_locked_sqlite_at_start_spools_and_replays(tmp_path: Path) -> None
         await keeper.start()
         assert time.monotonic() - started < 0.3  # start() never waits on the database (0.5 s timeouts)
         sent = emit(bus, 20)
-        await keeper.recorder.wait_state("down", 3)
+        await keeper.recorder.wait_state("down", BOUND)
         async with asyncio.timeout(3):
             while keeper.spool is not None and keeper.spool.pending < 20:
                 await asyncio.sleep(0.01)
@@ -94,7 +99,7 @@ async def test_locked_sqlite_at_start_spools_and_replays(tmp_path: Path) -> None
         with pytest.raises(DatabaseError, match="unavailable"):
             await keeper.ping()
     try:
-        store = await keeper.wait_open(5)  # the lock is gone: replayed, then up
+        store = await keeper.wait_open(BOUND)  # the lock is gone: replayed, then up
         assert await calls_on_record(store) == [e.id for e in sent]
         assert keeper.status()["spooled"] == 0 and (tmp_path / "spool" / FILE_NAME).stat().st_size == 0
     finally:
@@ -120,7 +125,7 @@ async def test_controller_serves_fastagi_while_sqlite_is_locked(tmp_path: Path) 
             reader, writer = await asyncio.open_connection("127.0.0.1", ctl.config.agi.port)
             writer.close()
             await writer.wait_closed()
-            await ctl.operations.records.recorder.wait_state("down", 3)
+            await ctl.operations.records.recorder.wait_state("down", BOUND)
         finally:
             await ctl.stop()
 
@@ -148,7 +153,7 @@ async def test_a_server_that_accepts_and_never_answers_is_down_within_the_timeou
         await keeper.start()
         assert time.monotonic() - started < 0.3  # not the 0.5 s connect_timeout
         sent = emit(bus, 3)
-        await keeper.recorder.wait_state("down", 2)
+        await keeper.recorder.wait_state("down", BOUND)
         first = keeper.attempts
         async with asyncio.timeout(3):  # it keeps trying, each attempt bounded
             while keeper.attempts < first + 2:
@@ -173,12 +178,12 @@ async def test_sqlite_locked_mid_run_spools_then_replays_in_order(tmp_path: Path
     keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, metrics=metrics)
     await keeper.start()
     try:
-        await keeper.wait_open(5)
+        await keeper.wait_open(BOUND)
         before = emit(bus, 5)
         await keeper.recorder.wait_applied(5)
         with capture_logs() as logs, locked(db, "IMMEDIATE"):
             during = emit(bus, 30, start=5)
-            await keeper.recorder.wait_state("down", 3)  # the write waited 0.4 s on the lock
+            await keeper.recorder.wait_state("down", BOUND)  # the write waited 0.4 s on the lock
             async with asyncio.timeout(3):
                 while keeper.status()["spooled"] < 30:
                     await asyncio.sleep(0.01)
@@ -186,7 +191,7 @@ async def test_sqlite_locked_mid_run_spools_then_replays_in_order(tmp_path: Path
             async with asyncio.timeout(3):  # several attempts while locked ...
                 while keeper.attempts < first + 2:
                     await asyncio.sleep(0.02)
-        store = await keeper.wait_open(5)
+        store = await keeper.wait_open(BOUND)
         after = emit(bus, 5, start=35)
         await keeper.recorder.wait_applied(40)
         assert await calls_on_record(store) == [e.id for e in before + during + after]
@@ -211,18 +216,18 @@ async def test_postgres_frozen_mid_run_spools_then_replays(tmp_path: Path, postg
         keeper = keeper_for(f"postgresql://ivr@127.0.0.1:{proxy.port}/{name}", bus, tmp_path)
         try:
             await keeper.start()
-            await keeper.wait_open(5)
+            await keeper.wait_open(BOUND)
             before = emit(bus, 3)
             await keeper.recorder.wait_applied(3)
             proxy.freeze()
             during = emit(bus, 10, start=3)
-            await keeper.recorder.wait_state("down", 3)
+            await keeper.recorder.wait_state("down", BOUND)
             async with asyncio.timeout(3):
                 while keeper.status()["spooled"] < 10:
                     await asyncio.sleep(0.01)
             proxy.thaw()
             proxy.cut()  # the old connections are gone for good
-            store = await keeper.wait_open(10)
+            store = await keeper.wait_open(BOUND)
             assert await calls_on_record(store) == [e.id for e in before + during]
             assert keeper.status()["dropped"] == 0
         finally:
@@ -269,7 +274,7 @@ async def test_the_retry_loop_survives_raw_driver_errors(tmp_path: Path) -> None
     await recorder.start()
     try:
         sent = emit(bus, 4)
-        await recorder.wait_state("up", 5)  # after three raw errors, the fourth try opens
+        await recorder.wait_state("up", BOUND)  # after three raw errors, the fourth try opens
         await recorder.wait_applied(4)
         assert opener.calls == 4 and await calls_on_record(store) == [e.id for e in sent]
     finally:
@@ -386,7 +391,7 @@ async def test_a_replay_cut_short_writes_nothing_twice(tmp_path: Path) -> None:
     keeper = keeper_for(url, bus, tmp_path)
     await keeper.start()
     try:
-        store = await keeper.wait_open(5)
+        store = await keeper.wait_open(BOUND)
         assert keeper.recorder.duplicates == 2 and keeper.recorder.applied == 2
         assert keeper.recorder.dropped == {"spool_corrupt": 1}
         call = await store.call("1.0")
@@ -405,14 +410,14 @@ async def test_events_queued_at_stop_survive_in_the_spool(tmp_path: Path) -> Non
         keeper = keeper_for(url, bus, tmp_path, settings=RecordsSettings(timeout=0.5, connect_timeout=0.5,
                                                                          retry_initial=60))
         await keeper.start()
-        await keeper.recorder.wait_state("down", 3)
+        await keeper.recorder.wait_state("down", BOUND)
         sent = emit(bus, 7)
         await keeper.stop()
     assert keeper.status()["dropped"] == 0
     keeper = keeper_for(url, EventBus(), tmp_path)
     await keeper.start()
     try:
-        store = await keeper.wait_open(5)
+        store = await keeper.wait_open(BOUND)
         assert await calls_on_record(store) == [e.id for e in sent]
     finally:
         await keeper.stop()
@@ -494,13 +499,13 @@ async def test_a_failed_health_ping_reopens_the_database_without_waiting_for_an_
     keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, on_open=opened.append)
     await keeper.start()
     try:
-        await keeper.wait_open(5)
+        await keeper.wait_open(BOUND)
         assert len(opened) == 1
         with locked(db, "IMMEDIATE"):
             with pytest.raises(DatabaseError, match="locked"):
                 await keeper.ping()
-            await keeper.recorder.wait_state("down", 3)  # no event needed to notice
-        await keeper.wait_open(5)
+            await keeper.recorder.wait_state("down", BOUND)  # no event needed to notice
+        await keeper.wait_open(BOUND)
         assert len(opened) == 2 and await keeper.ping() is True
     finally:
         await keeper.stop()
@@ -522,7 +527,7 @@ async def test_on_open_runs_once_the_spool_is_written(tmp_path: Path) -> None:
     keeper = keeper_for(url, EventBus(), tmp_path, on_open=on_open)
     await keeper.start()
     try:
-        await keeper.wait_open(5)
+        await keeper.wait_open(BOUND)
         assert seen == [[]]  # 1.0 is closed already: nothing for the controller to close
     finally:
         await keeper.stop()
@@ -536,7 +541,7 @@ async def test_1500_events_during_an_outage_are_all_written_after_it(tmp_path: P
     keeper = keeper_for(f"sqlite:///{blocker / 'ivr.db'}", bus, tmp_path)
     await keeper.start()
     try:
-        await keeper.recorder.wait_state("down", 3)
+        await keeper.recorder.wait_state("down", BOUND)
         sent = emit(bus, 1500)  # in one go: more than the queue holds
         blocker.unlink()
         started = time.monotonic()
@@ -571,7 +576,7 @@ async def test_a_refused_event_in_the_spool_costs_only_itself(tmp_path: Path) ->
     keeper = keeper_for(f"sqlite:///{tmp_path / 'ivr.db'}", EventBus(), tmp_path)
     await keeper.start()
     try:
-        store = await keeper.wait_open(5)
+        store = await keeper.wait_open(BOUND)
         assert await calls_on_record(store) == [e.id for e in good]
         assert keeper.recorder.dropped == {"rejected": 1} and keeper.status()["spooled"] == 0
     finally:
