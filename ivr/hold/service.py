@@ -343,8 +343,7 @@ class HoldService(HeldCaller):
                 self._emit(s, "hold.choices", count=action.count, held_seconds=action.held_seconds)
             elif isinstance(action, (Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
                                      RequestCallback)):
-                s.pending.append(action)
-                self._wake(s)
+                self._wake(s)  # queued in the timer: the caller's route plays its next_action()
             elif isinstance(action, Abandoned):
                 log.info("hold.abandon", caller=s.caller.name, held_seconds=round(action.held_seconds, 3))
                 self._user_event(s, action)

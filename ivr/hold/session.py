@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ivr import errors
 from ivr.agi.channel import AgiChannel
@@ -94,7 +93,6 @@ class HoldSession:
     agent_name: str
     keeper: str = ""  # the keeper's ;1 Uniqueid
     keeper_name: str = ""
-    pending: list[Any] = field(default_factory=list)
     agi: AgiChannel | None = None
     agent_left: bool = False
     ended: str = ""  # resume, abandon, message, callback, agent_left
