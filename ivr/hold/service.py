@@ -63,7 +63,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import wake
-from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
+from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg, device_key
 from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
@@ -207,7 +207,7 @@ class HoldService(HeldCaller):
         if caller.uniqueid in self.sessions:
             return self.sessions[caller.uniqueid]
         timer = HoldTimer(self.settings.reminder_interval, self.settings.choices_after)
-        name = self.settings.agents.get(agent.device) or agent.device
+        name = self.settings.agents.get(device_key(agent.name)) or agent.device
         session = HoldSession(caller, agent, via, timer, name)
         self.sessions[caller.uniqueid] = session
         self._apply(session, timer.start(self.timers.now()))
