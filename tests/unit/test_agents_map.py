@@ -6,16 +6,21 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.properties import examples
-
 from ivr.hold.session import HoldSettings
 from ivr.rings.settings import RingSettings
 from ivr.rules.dialing import device_key
 from ivr.sections import (
-    AgentConfig, HoldConfig, PromptsConfig, RingsConfig, SwitchConfig, TransferConfig, agents_by_device,
+    AgentConfig,
+    HoldConfig,
+    PromptsConfig,
+    RingsConfig,
+    SwitchConfig,
+    TransferConfig,
+    agents_by_device,
 )
 from ivr.transfer.service import TransferSettings
 from ivr.transfer.targets import agent_number
+from tests.properties import examples
 
 AGENTS = [
     AgentConfig("1001"),
