@@ -5,8 +5,10 @@ every default stated here and nowhere else. Features receive their own section
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ivr.rules.dialing import device_key
 from ivr.rules.rings import Cadence
 
 
@@ -69,6 +71,18 @@ class AgentConfig:
     def device(self) -> str:
         """The dial string, ``PJSIP/<number>`` when none is given."""
         return self.dial or f"PJSIP/{self.number}"
+
+    @property
+    def device_key(self) -> str:
+        """What this agent's channels, dial string and queue member interface map onto
+        (:func:`ivr.rules.dialing.device_key`): ``PJSIP/1001``, ``Local/1001@agents``."""
+        return device_key(self.device)
+
+
+def agents_by_device(agents: Iterable[AgentConfig]) -> dict[str, AgentConfig]:
+    """``[[agents]]`` by :attr:`AgentConfig.device_key`: the one map from a device to its
+    agent (the ring monitor, hold and transfer look channels up in it with ``device_key``)."""
+    return {a.device_key: a for a in agents}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from typing import Any
 import structlog
 
 from ivr.ami.connection import AmiConnection
+from ivr.rules.dialing import device_key, device_of
+
+__all__ = ["device_key", "device_of"]  # pure (ivr.rules.dialing), re-exported for the adapters
 
 log = structlog.get_logger("ivr.ami.channels")
 
@@ -32,22 +35,6 @@ def event_time(event: Any) -> float:
         return float(event["Timestamp"])
     except (KeyError, TypeError, ValueError):
         return time.time()
-
-
-def device_of(channel_name: str) -> str:
-    """``PJSIP/1001-0000002a`` -> ``PJSIP/1001``; ``Local/a1@ctx-00000001;1`` -> ``Local/a1@ctx``."""
-    name = channel_name.split(";", 1)[0]
-    head, sep, tail = name.rpartition("-")
-    if sep and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail.lower()):
-        return head
-    return name
-
-
-def device_key(name: str) -> str:
-    """One key for a dial string, a queue member interface and a channel name of the same
-    device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
-    ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
-    return "/".join(device_of(name).split("/")[:2])
 
 
 AgentLegCheck = Callable[[str, str], bool]

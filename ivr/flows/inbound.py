@@ -156,14 +156,8 @@ class _Session:
 
     def after_prompt(self, script: SilentCall, stage: str, digit: str | None,
                      watch: SpeechWatch) -> list[SilentAction]:
-        now = self.flow.clock()
-        if digit:
-            return script.dtmf(now, digit)
-        if watch.heard.is_set():  # heard while the prompt played
-            return script.speech(now)
-        if not watch.reliable:
-            return [RouteToAgent("deaf", stage)]  # cannot tell silence from speech
-        return script.prompt_finished(now, stage)
+        return script.after_prompt(self.flow.clock(), stage, digit=digit, heard=watch.heard.is_set(),
+                                   reliable=watch.reliable)
 
     async def run(self, greeting: Sequence[str], language: str, watch: SpeechWatch) -> str:
         """The script from the greeting on; returns the IVR_RESULT ("agents" or "done")."""
@@ -175,18 +169,10 @@ class _Session:
         while True:
             if not actions:  # in a pause: wait for its end, a digit or speech
                 digit = await self.wait(script, watch)
-                now = self.flow.clock()
-                if digit:
-                    actions = script.dtmf(now, digit)
-                elif watch.heard.is_set():
-                    actions = script.speech(now)
-                else:
-                    actions = script.on_timer(now)
+                actions = script.after_pause(self.flow.clock(), digit=digit, heard=watch.heard.is_set(),
+                                             reliable=watch.reliable)
                 continue
             action = actions[0]  # SilentCall returns one action at a time
-            if isinstance(action, Release) and not watch.reliable:
-                # The AMI connection dropped during the script: speech may have been missed.
-                action = RouteToAgent("deaf", "pause3")
             if isinstance(action, RouteToAgent):
                 await self.announce("responded", Reason=action.reason, From=action.stage)
                 return "agents"

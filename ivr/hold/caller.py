@@ -86,8 +86,9 @@ class HeldCaller:
             return None
 
     async def _held_loop(self, s: HoldSession, call: AgiChannel, caller_number: str) -> str:
-        if s.pending and isinstance(s.pending[0], Announce):  # before the music (R4: the time limit)
-            action = s.pending.pop(0)
+        if s.timer.queue and isinstance(s.timer.queue[0], Announce):  # before the music (R4: the limit)
+            action = s.timer.next_action()
+            assert isinstance(action, Announce)
             held = s.timer._held(self.timers.now())
             await self._send_user_event(s, action.state, action.count, held)
             log.info("hold.announce", minutes=action.minutes, held_seconds=round(held, 3))
@@ -98,15 +99,13 @@ class HeldCaller:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
                 self._end(s, "agent_left", s.timer._held(self.timers.now()))
                 return "agent_left"
-            if not s.pending:
+            action = s.timer.next_action()  # the machine picks what the caller gets next
+            if action is None:
                 s.wake.clear()
                 digit = await call.wait_for_digit(WAIT_SLICE_MS)
                 if digit and digit != WAKE:
                     self._apply(s, s.timer.digit(self.timers.now(), digit))
                 continue
-            if any(isinstance(a, ThankCaller) for a in s.pending):
-                s.pending = [a for a in s.pending if isinstance(a, ThankCaller)]
-            action = s.pending.pop(0)
             if isinstance(action, ThankCaller):
                 await self._send_user_event(s, action.state, action.count, action.held_seconds)
                 self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
@@ -128,7 +127,7 @@ class HeldCaller:
                 digit = await self._play(call, "hold_choices" if choices else "hold_reminder", escape)
                 if digit and digit != WAKE:
                     self._apply(s, s.timer.digit(self.timers.now(), digit))
-                if not s.pending or not isinstance(s.pending[0], (TakeMessage, RequestCallback, ThankCaller)):
+                if not s.timer.next_leaves_hold:
                     await self._music(call)
                 continue
             if isinstance(action, KeepWaiting):

@@ -71,7 +71,7 @@ from ivr.ami.away import (
     rejoined,
     step_out,
 )
-from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
+from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg, device_key
 from ivr.ami.confirm import really_gone
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
@@ -213,7 +213,7 @@ class HoldService(HeldCaller):
         if caller.uniqueid in self.sessions:
             return self.sessions[caller.uniqueid]
         timer = self.settings.timer()
-        name = self.settings.agents.get(agent.device) or agent.device
+        name = self.settings.agents.get(device_key(agent.name)) or agent.device
         session = HoldSession(caller, agent, via, timer, name)
         self.sessions[caller.uniqueid] = session
         self._apply(session, timer.start(self.timers.now()))
@@ -330,8 +330,7 @@ class HoldService(HeldCaller):
                 self._emit(s, "hold.choices", count=action.count, held_seconds=action.held_seconds)
             elif isinstance(action, (Announce, Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
                                      RequestCallback)):
-                s.pending.append(action)
-                self._wake(s)
+                self._wake(s)  # queued in the timer: the caller's route plays its next_action()
             elif isinstance(action, Abandoned):
                 log.info("hold.abandon", caller=s.caller.name, held_seconds=round(action.held_seconds, 3))
                 self._user_event(s, action)

@@ -8,15 +8,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ivr import errors
 from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import WAKE_DIGIT
-from ivr.ami.channels import Channel, device_of
+from ivr.ami.channels import Channel
 from ivr.errors import IvrError
 from ivr.rules.hold import HoldTimer, announce_minutes
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
+from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, agents_by_device
 
 HOLD_CONTEXT = "ivr-hold"
 WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
@@ -58,7 +57,7 @@ class HoldSettings:
     switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
     message_max_seconds: int = _HOLD.message_max_seconds
     message_silence_seconds: int = 3
-    agents: dict[str, str] = field(default_factory=dict)  # device ("PJSIP/1001") -> agent name
+    agents: dict[str, str] = field(default_factory=dict)  # device key ("PJSIP/1001") -> agent name
 
     @classmethod
     def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
@@ -78,7 +77,7 @@ class HoldSettings:
             messages_dir=messages_dir,
             switch_messages_dir=switch_path(messages_dir) if switch_path else "",
             message_max_seconds=hold.message_max_seconds,
-            agents={device_of(a.device): a.name or a.number for a in agents},
+            agents={key: a.name or a.number for key, a in agents_by_device(agents).items()},
         )
 
     def __post_init__(self) -> None:
@@ -107,7 +106,6 @@ class HoldSession:
     agent_name: str
     keeper: str = ""  # the keeper's ;1 Uniqueid
     keeper_name: str = ""
-    pending: list[Any] = field(default_factory=list)
     agi: AgiChannel | None = None
     agent_left: bool = False
     ended: str = ""  # resume, abandon, message, callback, agent_left

@@ -44,6 +44,7 @@ from ivr.rules.rings import (
     Reroute,
     RingAlarm,
     RingWatch,
+    answer_verdict,
 )
 from ivr.timers import TimerService
 
@@ -91,7 +92,6 @@ class Leg:
     watch: RingWatch
     caller: str = ""  # the caller's channel (Dial()/Queue() side), for a Redirect
     rerouted: bool = False
-    answered_at: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -231,8 +231,7 @@ class RingMonitor:
     def _ringing(self, leg: Leg, at: float) -> None:
         if leg.watch.state != "idle":
             return
-        leg.watch.start(at)
-        self.call_first_ring.setdefault(leg.linkedid, at)
+        leg.watch.start(at, call_started=self.call_first_ring.setdefault(leg.linkedid, at))
         self._fig(leg.agent).offered += 1
         log.info("ring.started", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, linkedid=leg.linkedid)
         self._emit("ring.started", leg)
@@ -285,7 +284,6 @@ class RingMonitor:
     def _answer(self, leg: Leg, at: float) -> None:
         if leg.watch.state == "idle":  # answered without ringing (auto-answer)
             self._ringing(leg, at)
-        leg.answered_at = at
         self._apply(leg, leg.watch.answer(at))
         self.timers.remove(leg.key)
 
@@ -384,23 +382,24 @@ class RingMonitor:
     # -- answer-time decision (the agent-answered FastAGI route) ------------------------
     def answer_decision(self, linkedid: str, peer_channel: str, member: str = "") -> AnswerDecision:
         """Rings the caller heard until ``peer_channel`` answered, and whether the caller
-        must hear the apology. Call-level: rings before a re-route count too. Queue()
-        gives no peer channel, only the ``member`` interface that answered
-        (MEMBERINTERFACE): the call's leg on that device is the one."""
+        must hear the apology: the answered leg's :class:`RingWatch` decided both
+        (call-level: rings before a re-route count too). Queue() gives no peer channel,
+        only the ``member`` interface that answered (MEMBERINTERFACE): the call's leg on
+        that device is the one."""
         leg = next((lg for lg in self.legs.values() if peer_channel and lg.channel == peer_channel), None)
         if leg is None and member:
             legs = [lg for lg in self.legs.values()
                     if lg.linkedid == linkedid and device_key(lg.channel) == device_key(member)]
-            leg = max(legs, key=lambda lg: lg.answered_at is not None, default=None)
+            leg = max(legs, key=lambda lg: lg.watch.answered is not None, default=None)
         now = self.timers.now()
-        if leg is not None and leg.answered_at is None:
+        if leg is not None and leg.watch.state in ("idle", "ringing"):
             self._answer(leg, now)  # the AGI request overtook the Newstate Up event
-        answered_at = leg.answered_at if leg is not None and leg.answered_at is not None else now
-        first = self.call_first_ring.get(linkedid, answered_at)
-        elapsed = max(answered_at - first, 0.0)
-        period = self.settings.cadence.period
-        return AnswerDecision(
-            agent=leg.agent if leg is not None else device_of(peer_channel or member),
-            rings=self.settings.cadence.ring_number(elapsed),
-            late=elapsed > self.settings.critical_rings * period,
-        )
+        agent = leg.agent if leg is not None else device_of(peer_channel or member)
+        answered = leg.watch.answered if leg is not None else None
+        if answered is not None:
+            return AnswerDecision(agent, answered.call_rings, answered.late)
+        # No watched leg answered (a dial the monitor does not follow): the same rule,
+        # counted from the call's first ring if any agent rang.
+        rings, late = answer_verdict(self.settings.cadence, self.settings.critical_rings,
+                                     self.call_first_ring.get(linkedid, now), now)
+        return AnswerDecision(agent, rings, late)

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ivr.ami.channels import device_key, device_of
+from ivr.ami.channels import device_key
 from ivr.rules.dialing import reroute_entry
 from ivr.rules.rings import Cadence
-from ivr.sections import AgentConfig, RingsConfig, SwitchConfig
+from ivr.sections import AgentConfig, RingsConfig, SwitchConfig, agents_by_device
 
 _RINGS = RingsConfig()  # the defaults
 
@@ -62,7 +62,7 @@ class RingSettings:
             warn_rings=rings.warn_rings,
             critical_rings=rings.critical_rings,
             reroute=rings.reroute,
-            agents={device_of(a.device): str(a.number) for a in agents},
+            agents={key: str(a.number) for key, a in agents_by_device(agents).items()},
             hunt="|".join(f"{a.number}={a.device}" for a in agents),
             reroute_target=reroute_entry(rings.reroute_target, agents),
             ring_timeout=rings.ring_timeout,

@@ -12,6 +12,22 @@ DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def device_of(channel_name: str) -> str:
+    """``PJSIP/1001-0000002a`` -> ``PJSIP/1001``; ``Local/a1@ctx-00000001;1`` -> ``Local/a1@ctx``."""
+    name = channel_name.split(";", 1)[0]
+    head, sep, tail = name.rpartition("-")
+    if sep and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail.lower()):
+        return head
+    return name
+
+
+def device_key(name: str) -> str:
+    """One key for a dial string, a queue member interface and a channel name of the same
+    device: ``PJSIP/1001/sip:1001@host``, ``PJSIP/1001-0000002a`` -> ``PJSIP/1001``;
+    ``Local/1001@agents/n``, ``Local/1001@agents-00000001;1`` -> ``Local/1001@agents``."""
+    return "/".join(device_of(name).split("/")[:2])
+
+
 def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
     """``[rings] reroute_target`` as an ivr-agents.conf hunt entry: ``queue:NAME`` ->
     ``queue=NAME``; an agent number of ``[[agents]]`` -> ``NUMBER=DIAL``; a dial string

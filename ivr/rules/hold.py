@@ -20,6 +20,11 @@ are still timed from the start, not from the end of the announcement.
 
 Every action has a ``state`` (start, announce, reminder, choices, resume, abandon, message,
 callback, keep) for ``UserEvent: IvrHold`` with ``Count`` and ``HeldSeconds``.
+
+What the held caller hears (or does) is queued in the machine as well as returned: the
+caller's side asks :meth:`HoldTimer.next_action` for the one to play next, oldest first.
+A thank-you wins over everything still waiting: resuming drops the waiting reminders,
+choices prompt or choice, and nothing is queued after it.
 """
 
 from __future__ import annotations
@@ -135,6 +140,10 @@ def announce_minutes(choices_after: float) -> int:
     return minutes
 
 
+# What the held caller hears or does (queued for :meth:`HoldTimer.next_action`), and of
+# those, the ones that end the caller's hold (no music before them).
+FOR_CALLER = (Announce, Remind, OfferChoices, KeepWaiting, TakeMessage, RequestCallback, ThankCaller)
+LEAVES_HOLD = (TakeMessage, RequestCallback, ThankCaller)
 _DIGITS = {"1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
 
 
@@ -152,6 +161,22 @@ class HoldTimer:
         self.started: float | None = None
         self.count = 0  # reminder ticks passed (the choices tick included)
         self.choices_offered = False
+        self.queue: list[HoldAction] = []  # for the held caller, oldest first
+
+    def _queued(self, actions: list[HoldAction]) -> list[HoldAction]:
+        self.queue += [a for a in actions if isinstance(a, FOR_CALLER)]
+        return actions
+
+    def next_action(self) -> HoldAction | None:
+        """The action the held caller hears (or does) next, taken off the queue; None when
+        nothing waits. (A thank-you is always alone: :meth:`resume` drops what waited.)"""
+        return self.queue.pop(0) if self.queue else None
+
+    @property
+    def next_leaves_hold(self) -> bool:
+        """The caller's next action ends the hold (thanks, message, call-back): no music
+        should start before it."""
+        return bool(self.queue) and isinstance(self.queue[0], LEAVES_HOLD)
 
     def _held(self, now: float) -> float:
         return now - (self.started if self.started is not None else now)
@@ -183,7 +208,7 @@ class HoldTimer:
             return []
         self.state, self.started = "held", now
         if self.announce:
-            return [HoldStarted(), Announce(announce_minutes(self.choices_after))]
+            return self._queued([HoldStarted(), Announce(announce_minutes(self.choices_after))])
         return [HoldStarted()]
 
     def on_timer(self, now: float) -> list[HoldAction]:
@@ -197,8 +222,8 @@ class HoldTimer:
         if not self.choices_offered and now >= self.started + self.choices_after:
             self.choices_offered = True
             # the choices replace a reminder falling at the same instant
-            return [OfferChoices(self.count, held), AlertAgent(self.count, held)]
-        return [Remind(self.count, held)] if new_tick else []
+            return self._queued([OfferChoices(self.count, held), AlertAgent(self.count, held)])
+        return self._queued([Remind(self.count, held)]) if new_tick else []
 
     def digit(self, now: float, digit: str) -> list[HoldAction]:
         """A DTMF digit from the held party; only 1/2/3 after the choices count."""
@@ -207,13 +232,14 @@ class HoldTimer:
         action = _DIGITS[digit](self.count, self._held(now))
         if digit != "1":
             self.state = action.state
-        return [action]
+        return self._queued([action])
 
     def resume(self, now: float) -> list[HoldAction]:
         if self.state != "held":
             return []
         self.state = "resumed"
-        return [ThankCaller(self.count, self._held(now))]
+        self.queue.clear()  # the agent is back: the thanks win over any reminder or choice waiting
+        return self._queued([ThankCaller(self.count, self._held(now))])
 
     def hangup(self, now: float) -> list[HoldAction]:
         if self.state != "held":

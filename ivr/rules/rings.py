@@ -4,7 +4,10 @@ A ring is one period of the ringing cadence; ring N starts at (N-1) periods afte
 began. :class:`RingWatch` follows one ringing agent leg: it raises a ``warning`` alarm when
 three periods have passed without answer (the fourth ring is starting) and a ``critical``
 alarm at six, each exactly once, and on answer reports the ring count and whether the
-caller must hear the apology (answered after more than six rings).
+caller must hear the apology (answered after more than six rings). The rings the caller
+heard are counted from the call's first ring (``call_started``: rings of agents tried
+before a re-route count too); this module is the only place that counts them and decides
+the apology (:func:`answer_verdict`), the ring monitor only reads :attr:`RingWatch.answered`.
 """
 
 from __future__ import annotations
@@ -113,6 +116,14 @@ def ring_number(elapsed: float, period: float) -> int:
     return math.floor(max(elapsed, 0.0) / period) + 1
 
 
+def answer_verdict(cadence: Cadence, critical_rings: int, call_started: float, now: float) -> tuple[int, bool]:
+    """Answered at ``now`` on a call whose caller began hearing ringing at ``call_started``:
+    the ring the caller was hearing, and whether they must hear the apology first (more
+    than ``critical_rings`` full rings have passed)."""
+    elapsed = max(now - call_started, 0.0)
+    return cadence.ring_number(elapsed), elapsed > critical_rings * cadence.period
+
+
 @dataclass(frozen=True)
 class RingAlarm:
     """The agent's device has rung ``rings`` full periods without answer."""
@@ -132,12 +143,15 @@ class Reroute:
 
 @dataclass(frozen=True)
 class Answered:
-    """Answered on ring ``rings``; ``late`` means the caller must hear ring_apology first."""
+    """This leg was answered on its ring ``rings`` (``within_three``: before the warning).
+    The caller heard ``call_rings`` rings on the call; ``late`` means they must hear
+    ring_apology first (answered after more than ``critical_rings`` of them)."""
 
     rings: int
     within_three: bool
     late: bool
     elapsed: float
+    call_rings: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,8 +176,10 @@ class RingWatch:
     reroute: bool = False
     reroute_target: str = ""
     started: float | None = None
+    call_started: float | None = None  # the call's first ring (an earlier agent's), else started
     state: str = "idle"  # idle | ringing | answered | stopped
     raised: set[str] = field(default_factory=set)
+    answered: Answered | None = None  # the decision, once answered
 
     def __post_init__(self) -> None:
         if not 0 < self.warn_rings <= self.critical_rings:
@@ -176,10 +192,13 @@ class RingWatch:
         assert self.started is not None
         return self.started + rings * self.cadence.period
 
-    def start(self, now: float) -> list[RingAction]:
+    def start(self, now: float, call_started: float | None = None) -> list[RingAction]:
+        """Ringing began at ``now``; the caller has heard ringing since ``call_started``
+        (an earlier leg of the same call), or since ``now``."""
         if self.state != "idle":
             return []
         self.started, self.state = now, "ringing"
+        self.call_started = min(now, call_started) if call_started is not None else now
         return []
 
     @property
@@ -214,8 +233,10 @@ class RingWatch:
         self.state = "answered"
         elapsed = now - self.started
         rings = self.cadence.ring_number(elapsed)
-        late = now > self._due_at(self.critical_rings)
-        actions.append(Answered(rings, now < self._due_at(self.warn_rings), late, elapsed))
+        call_started = self.call_started if self.call_started is not None else self.started
+        call_rings, late = answer_verdict(self.cadence, self.critical_rings, call_started, now)
+        self.answered = Answered(rings, now < self._due_at(self.warn_rings), late, elapsed, call_rings)
+        actions.append(self.answered)
         return actions
 
     def stop(self, now: float, reason: str = "noanswer") -> list[RingAction]:

@@ -9,6 +9,12 @@ A pause starts only when the prompt has *finished* playing, so prompt lengths co
 late timer can only delay, never shorten, the script: release is impossible before three
 prompts finished and three full pauses elapsed. Speech or a DTMF digit at any moment leaves
 the script (:class:`RouteToAgent`); a caller hang-up ends it with no further action.
+
+The flow reports what it observed when a prompt or a pause ends (:meth:`SilentCall.after_prompt`,
+:meth:`SilentCall.after_pause`: a key, speech heard, whether it could hear the caller at
+all) and executes the one action returned; all routing is decided here. A key wins over
+speech, speech over silence; a caller the controller cannot hear (``reliable`` False) is
+never released as silent but handed to the agents ("deaf").
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ class Release:
 
 @dataclass(frozen=True)
 class RouteToAgent:
-    """The caller responded (``reason``: "speech" | "dtmf"): stop the script, carry on."""
+    """The caller responded (``reason``: "speech" | "dtmf"), or cannot be heard ("deaf"):
+    stop the script, carry on to the agents."""
 
     reason: str
     stage: str
@@ -100,6 +107,32 @@ class SilentCall:
             self.state = _STAGE_OF_PROMPT[next_prompt]
             return [Play(next_prompt, self.state)]
         return []
+
+    def after_prompt(self, now: float, stage: str, *, digit: str | None = None, heard: bool = False,
+                     reliable: bool = True) -> list[SilentAction]:
+        """The prompt of ``stage`` ended (in full, or cut by ``digit``). ``heard``: speech
+        was heard while it played; ``reliable``: the controller could hear the caller.
+        ``[]`` means a pause began (wait for :attr:`next_deadline`)."""
+        if digit:
+            return self.dtmf(now, digit)
+        if heard:
+            return self.speech(now)
+        if not reliable:
+            return self._respond("deaf")  # silence cannot be told from speech
+        return self.prompt_finished(now, stage)
+
+    def after_pause(self, now: float, *, digit: str | None = None, heard: bool = False,
+                    reliable: bool = True) -> list[SilentAction]:
+        """A wait in the current pause ended: by ``digit``, by speech (``heard``), or on
+        the clock. ``[]`` means the pause is not over yet (wait again)."""
+        if digit:
+            return self.dtmf(now, digit)
+        if heard:
+            return self.speech(now)
+        deadline = self.next_deadline
+        if not reliable and self.state == SCRIPT[-1][1] and deadline is not None and now >= deadline:
+            return self._respond("deaf")  # hearing failed during the script: speech may be missed
+        return self.on_timer(now)
 
     def _respond(self, reason: str) -> list[SilentAction]:
         if self.done:

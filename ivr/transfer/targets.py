@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ivr.ami.channels import device_of
+from ivr.ami.channels import device_key, device_of
 from ivr.errors import IvrError
 from ivr.catalog import digits_prompts
 
@@ -94,7 +94,7 @@ def agent_number(channel_name: str, agents: Mapping[str, str], caller_id: str = 
     (``Local/1001@ctx`` -> ``1001``), else the channel's caller id number."""
     device = device_of(channel_name)
     for number, dial in agents.items():
-        if dial == device:
+        if device_key(dial) == device_key(device):
             return number
     resource = device.split("/", 1)[-1].split("@", 1)[0]
     if resource.isascii() and resource.isdigit():

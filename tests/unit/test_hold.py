@@ -138,3 +138,53 @@ def test_announcement_gives_the_limit_and_keeps_the_schedule(start: float, choic
 
 def test_announce_minutes() -> None:
     assert [announce_minutes(s) for s in (1, 60, 60.5, 120, 300)] == [1, 1, 2, 2, 5]
+
+
+# Steps of a hold as the service drives it: a timer firing after dt, a digit, the agent
+# resuming, or the caller's side taking its next action.
+HOLD_STEPS = st.lists(
+    st.tuples(st.sampled_from(["timer", "timer", "digit", "take", "resume"]), st.floats(0, 45),
+              st.sampled_from("1234")),
+    max_size=30,
+)
+
+
+@settings(max_examples=examples(200))
+@given(steps=HOLD_STEPS)
+def test_next_action_is_the_machines_choice(steps: list[tuple[str, float, str]]) -> None:
+    """The caller gets every action meant for them, oldest first, except that a thank-you
+    wins over anything still waiting (reminders, choices, a choice): it comes next, and
+    nothing after it. ``next_leaves_hold`` says whether the next one ends the hold."""
+    t = HoldTimer(30.0, 60.0)
+    t.start(0.0)
+    now = 0.0
+    expected: list = []  # what the caller should still get, oldest first
+    thanked = False
+    for kind, dt, digit in steps:
+        now += dt
+        if kind == "timer":
+            out = t.on_timer(now)
+        elif kind == "digit":
+            out = t.digit(now, digit)
+        elif kind == "resume":
+            out = t.resume(now)
+        else:
+            leaves = t.next_leaves_hold
+            action = t.next_action()
+            assert action == (expected[0] if expected else None)
+            assert leaves == isinstance(action, (TakeMessage, RequestCallback, ThankCaller))
+            expected = expected[1:]
+            continue
+        for action in out:
+            if isinstance(action, ThankCaller):
+                thanked = True
+                expected = [action]  # wins over whatever was waiting
+            elif isinstance(action, (Remind, OfferChoices, KeepWaiting, TakeMessage, RequestCallback)):
+                assert not thanked  # the machine never queues anything after the thanks
+                expected.append(action)
+    assert t.queue == expected
+    if t.state == "held":
+        t.resume(now)
+        assert t.next_leaves_hold
+        assert isinstance(t.next_action(), ThankCaller)  # a thank-you always wins
+        assert t.next_action() is None and not t.next_leaves_hold

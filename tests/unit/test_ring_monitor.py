@@ -218,6 +218,8 @@ async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
                     ChannelState="6")
     decision = rig.monitor.answer_decision("100.1", second["DestChannel"])
     assert (decision.rings, decision.late) == (7, True)
+    # one decision: the apology the caller hears is the one the figures count
+    assert rig.monitor.figures()["1001"]["apologised"] == 1
 
 
 async def test_agent_legs_for_the_key_checks() -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.properties import examples
 
-from ivr.rules.rings import Answered, Cadence, NotAnswered, RingAlarm, Reroute, RingWatch
+from ivr.rules.rings import Answered, Cadence, NotAnswered, RingAlarm, Reroute, RingWatch, answer_verdict
 
 INDICATIONS = """
 [general]
@@ -91,7 +91,7 @@ def test_reroute_at_warning() -> None:
 def test_answer(at: float, rings: int, within: bool, late: bool) -> None:
     w = watch()
     answered = w.answer(at)[-1]
-    assert answered == Answered(rings, within, late, pytest.approx(at - 100.0))
+    assert answered == Answered(rings, within, late, pytest.approx(at - 100.0), call_rings=rings)
     assert w.next_deadline is None
     assert w.on_timer(1000.0) == [] and w.answer(1000.0) == []
 
@@ -142,3 +142,47 @@ def test_each_alarm_exactly_once(start: float, calls: list[float], answer_at: fl
     assert ("critical" in levels) == (end >= start + 30.0)
     for alarm in alarms:  # never early
         assert alarm.elapsed >= alarm.rings * 5.0 - 1e-6 or elapsed >= alarm.rings * 5.0
+
+
+@settings(max_examples=examples(200))
+@given(
+    pattern=st.sampled_from([(1000, 4000), (2000, 4000), (400, 200, 400, 2000), (1500, 3500)]),
+    critical=st.integers(1, 10),
+    start=st.floats(0, 1e6),
+    earlier=st.floats(0, 120),
+    after=st.floats(0, 120),
+)
+def test_late_iff_more_than_critical_rings_on_the_call(
+    pattern: tuple[int, ...], critical: int, start: float, earlier: float, after: float
+) -> None:
+    """The apology is decided by the watch alone, from the call's first ring: late iff
+    more than ``critical_rings`` full rings passed (so late => the caller is on a ring
+    after the critical one; on such a ring but not late only at the instant it starts)."""
+    cadence = Cadence.from_pattern(pattern)
+    w = RingWatch(cadence, warn_rings=1, critical_rings=critical)
+    call_started = start - earlier  # an earlier agent rang first (re-route, hunt)
+    w.start(start, call_started=call_started)
+    now = start + after
+    answered = w.answer(now)[-1]
+    assert isinstance(answered, Answered) and w.answered == answered
+    elapsed = now - call_started
+    assert answered.late == (elapsed > critical * cadence.period)
+    assert answered.call_rings == cadence.ring_number(elapsed) >= answered.rings
+    if answered.late:
+        assert answered.call_rings > critical
+    elif answered.call_rings > critical:
+        assert elapsed == pytest.approx(critical * cadence.period)
+    assert answer_verdict(cadence, critical, call_started, now) == (answered.call_rings, answered.late)
+
+
+@settings(max_examples=examples(100))
+@given(ticks=st.lists(st.floats(0, 100), max_size=20), answer_after=st.floats(0, 100))
+def test_decision_fixed_at_answer(ticks: list[float], answer_after: float) -> None:
+    """Timers and a second answer after the answer never change the decision."""
+    w = RingWatch(Cadence(1000, 4000))
+    w.start(0.0)
+    w.answer(answer_after)
+    decision = w.answered
+    for t in sorted(ticks):
+        assert w.on_timer(answer_after + t) == [] and w.answer(answer_after + t) == []
+    assert w.answered == decision

@@ -82,3 +82,64 @@ def test_never_released_early(pause: float, steps: list[tuple[str, float]]) -> N
             assert now - finished_at[0] >= 3 * pause - 1e-9
     if c.state != "released":
         assert c.pauses_elapsed < 3
+
+
+# What the flow may observe when a prompt or a pause ends: (digit, heard, reliable).
+OBSERVED = st.tuples(st.sampled_from([None, None, None, "5", "#"]), st.booleans(), st.booleans())
+
+
+def _drive(pause: float, steps: list[tuple[float, tuple[str | None, bool, bool]]]):
+    """Run the flow's loop against the machine: after each prompt ``after_prompt``, in a
+    pause ``after_pause`` (one wait ends ``dt`` later). Yields (observation, actions)."""
+    c = SilentCall(pause=pause)
+    now, stage = 0.0, "greeting"
+    for dt, seen in steps:
+        if c.done:
+            break
+        digit, heard, reliable = seen
+        now += dt
+        if c.state.startswith("pause"):
+            actions = c.after_pause(now, digit=digit, heard=heard, reliable=reliable)
+        else:
+            actions = c.after_prompt(now, stage, digit=digit, heard=heard, reliable=reliable)
+        for action in actions:
+            if isinstance(action, Play):
+                stage = action.stage
+        yield c, now, seen, actions
+
+
+@settings(max_examples=examples(200))
+@given(pause=st.floats(0.5, 10.0), steps=st.lists(st.tuples(st.floats(0.0, 12.0), OBSERVED), max_size=40))
+def test_routing_decided_by_the_machine(pause: float, steps: list) -> None:
+    """Release never before three prompts and three full pauses, and never for a caller
+    the controller could not hear; a key or speech always goes to the agents (a key
+    first); at most one action per step, and nothing after the script ended."""
+    ended = False
+    for c, _now, (digit, heard, reliable), actions in _drive(pause, steps):
+        assert len(actions) <= 1 and not ended
+        if not actions:
+            continue
+        (action,) = actions
+        if digit:
+            assert action == RouteToAgent("dtmf", action.stage)
+        elif heard:
+            assert action == RouteToAgent("speech", action.stage)
+        elif isinstance(action, Release):
+            assert reliable
+            assert c.prompts_finished == 3 and c.pauses_elapsed == 3
+        elif isinstance(action, RouteToAgent):
+            assert action.reason == "deaf" and not reliable
+        ended = c.done
+
+
+@settings(max_examples=examples(100))
+@given(pause=st.floats(0.5, 10.0), deaf_at=st.integers(0, 6))
+def test_silent_caller_released_only_when_heard_throughout(pause: float, deaf_at: int) -> None:
+    """The whole silent script with hearing lost from step ``deaf_at`` on (6: never):
+    released after the apology's pause when heard throughout, else to the agents."""
+    silence = [(pause, (None, False, i < deaf_at)) for i in range(6)]  # prompt, pause, x3
+    outcome = [a for *_, actions in _drive(pause, silence) for a in actions if not isinstance(a, Play)]
+    if deaf_at == 6:
+        assert outcome == [Release()]
+    else:
+        assert len(outcome) == 1 and outcome[0].reason == "deaf"
