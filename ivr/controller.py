@@ -15,6 +15,7 @@ import structlog
 from ivr.agi.server import FastAgiServer
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
+from ivr.cluster import Lease
 from ivr.config import Config
 from ivr.doctor import build_doctor
 from ivr.events import EventBus
@@ -63,7 +64,10 @@ class Controller:
         self.ami = AmiConnection.from_config(config.ami)
         self.channels = ChannelTracker()
         self.channels.attach(self.ami)  # first: its resync runs before any feature's
-        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics)
+        # A controller pair ([cluster]): only the lease holder changes the switch.
+        self.lease = Lease.from_config(config) if config.cluster.node else None
+        acting = self.lease.may_act if self.lease is not None else (lambda: True)
+        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics, acting=acting)
         # The order features attach to AMI in is the order they see each event.
         inbound = build_inbound(rt, config, self.now)  # R2/R3: greeting, silent-call script
         rings = build_rings(rt, config)  # R1: ring alarms, apology and agent number
@@ -81,8 +85,48 @@ class Controller:
             if feature.http_routes or feature.openapi:
                 self.operations.add_feature(feature.name, list(feature.http_routes), dict(feature.openapi))
         self.agi = FastAgiServer(routes, config.agi.host, config.agi.port)
+        if self.lease is not None:
+            self._join_cluster(self.lease)
+        else:
+            self.metrics.leader.labels("").set(1)
+            self.operations.services.status["role"] = lambda: "leader"
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
+
+    def _join_cluster(self, lease: Lease) -> None:
+        """Gate the switch on the lease: every AMI action that changes the switch (one
+        place: the connection's guard) is sent only while this node holds the lease, or on
+        a channel whose FastAGI session runs here (no other node drives that channel);
+        a standby's FastAGI lets each call go to the next address; /healthz and the
+        metrics say the role."""
+        agi = self.agi
+
+        def guard(action: dict[str, Any]) -> bool:
+            if lease.may_act() or action.get("Channel") in agi.channels:
+                return True
+            lease.withheld += 1
+            log.info("cluster.withheld", action=action.get("Action"), node=lease.node)
+            return False
+
+        self.ami.guard = guard
+        agi.serving = lease.may_act
+        node = lease.node
+        self.metrics.leader.labels(node).set(0)
+
+        def on_change(role: str, token: int) -> None:
+            self.metrics.leader.labels(node).set(1 if role == "leader" else 0)
+            self.metrics.lease_token.labels(node).set(token)
+
+        lease.on_change(on_change)
+        status = self.operations.services.status
+        status["role"] = lambda: lease.role
+        status["cluster"] = lambda: {"node": lease.node, "switch": lease.switch, "token": lease.token,
+                                     "takeovers": lease.takeovers, "withheld": lease.withheld,
+                                     **({"error": lease.last_error} if lease.last_error else {})}
+
+    @property
+    def role(self) -> str:
+        return self.lease.role if self.lease is not None else "leader"
 
     async def start(self) -> None:
         # The records subscribe first (the first call's events are kept) without waiting
@@ -92,6 +136,8 @@ class Controller:
         await self.agi.start()
         for feature in self.features:
             await feature.start()
+        if self.lease is not None:
+            await self.lease.start()  # a standby until the lease is taken
         await self.ami.start()  # connects in the background, reconnects on its own
         await self.operations.start()
         log.info("controller.started", agi_port=self.agi.port)
@@ -101,6 +147,8 @@ class Controller:
         await self.ami.wait_ready(timeout)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.lease is not None:
+            await self.lease.close()  # hand the lease over before the calls in progress end
         await self.agi.close(grace)
         for feature in self.features:
             await feature.close()

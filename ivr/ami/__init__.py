@@ -6,6 +6,7 @@ from ivr.ami.connection import (
     AmiConnectionLost,
     AmiError,
     AmiNotConnected,
+    AmiNotLeader,
     AmiTimeout,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "AmiConnectionLost",
     "AmiError",
     "AmiNotConnected",
+    "AmiNotLeader",
     "AmiTimeout",
 ]

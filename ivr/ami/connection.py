@@ -79,6 +79,22 @@ class AmiLoginError(AmiError):
     error_id = "ami-login-refused"
 
 
+class AmiNotLeader(AmiError):
+    """This controller is a standby of a pair (or lost its lease): it does not change the
+    switch. The action was not sent."""
+
+    error_id = "ami-not-leader"
+
+
+# Actions that only read the switch: a standby sends them too (its view stays ready).
+READ_ACTIONS = frozenset({
+    "login", "logoff", "ping", "status", "coreshowchannels", "coresettings", "corestatus",
+    "getvar", "listcommands", "showdialplan", "queuestatus", "queuesummary", "devicestatelist",
+    "extensionstatelist", "pjsipshowendpoints", "pjsipshowcontacts", "bridgelist", "bridgeinfo",
+    "events", "waitevent",
+})
+
+
 class _NothingIsResent:
     """panoramisk's ``forgetable_actions``: contains every action name."""
 
@@ -188,6 +204,9 @@ class AmiConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Future[Any]] = set()
         self._closing = False
+        # The one gate of a controller pair: called with every action that is not in
+        # READ_ACTIONS just before it is written; False: refused with AmiNotLeader.
+        self.guard: Callable[[dict[str, Any]], bool] | None = None
         self.connects = 0  # successful logins so far (1 = first, 2+ = reconnects)
         self.last_error = ""
 
@@ -284,7 +303,9 @@ class AmiConnection:
         Never re-sent: if the connection drops before the reply, :class:`AmiConnectionLost`
         is raised and the action may or may not have run. Raises :class:`AmiNotConnected`
         if there is no connection within ``timeout``, :class:`AmiTimeout` if no reply
-        comes, :class:`AmiActionError` on ``Response: Error``.
+        comes, :class:`AmiActionError` on ``Response: Error``, :class:`AmiNotLeader` when
+        ``guard`` refuses an action that changes the switch (it is asked at the moment
+        of sending, after any wait for the connection).
         """
         name = str(action.get("Action", "?"))
         loop = asyncio.get_running_loop()
@@ -293,6 +314,8 @@ class AmiConnection:
         manager = self._manager
         if manager is None or manager.protocol is None or manager.protocol.closed:
             raise AmiNotConnected(f"AMI {name}: not connected", action=name)
+        if self.guard is not None and name.lower() not in READ_ACTIONS and not self.guard(action):
+            raise AmiNotLeader(f"AMI {name}: not sent, this controller is not the leader", action=name)
         try:
             future = manager.send_action(dict(action), as_list=as_list)
         except Exception as exc:  # transport already gone
