@@ -73,7 +73,8 @@ class Controller:
         rings = build_rings(rt, config)  # R1: ring alarms, apology and agent number
         # Records on the bus, hang-up order (R6), HTTP API and dashboard.
         self.operations = Operations(config, bus=self.bus, ami=self.ami, channels=self.channels,
-                                     metrics=self.metrics, fastagi=lambda: self.agi.listening)
+                                     metrics=self.metrics, fastagi=lambda: self.agi.listening,
+                                     acting=acting if self.lease is not None else None)
         transfer = build_transfer(rt, config)  # R5: confirmed warm transfer
         hold = build_hold(rt, config, switch_path=switch_view)  # R4: reminders, choices, thanks
         self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
@@ -92,6 +93,7 @@ class Controller:
             self.operations.services.status["role"] = lambda: "leader"
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
+        self._takeover: asyncio.Future[Any] | None = None
 
     def _join_cluster(self, lease: Lease) -> None:
         """Gate the switch on the lease: every AMI action that changes the switch (one
@@ -116,6 +118,8 @@ class Controller:
         def on_change(role: str, token: int) -> None:
             self.metrics.leader.labels(node).set(1 if role == "leader" else 0)
             self.metrics.lease_token.labels(node).set(token)
+            if role == "leader":  # calls that ended while nobody recorded them are closed
+                self._takeover = asyncio.ensure_future(self._after_takeover())
 
         lease.on_change(on_change)
         status = self.operations.services.status
@@ -123,6 +127,12 @@ class Controller:
         status["cluster"] = lambda: {"node": lease.node, "switch": lease.switch, "token": lease.token,
                                      "takeovers": lease.takeovers, "withheld": lease.withheld,
                                      **({"error": lease.last_error} if lease.last_error else {})}
+
+    async def _after_takeover(self) -> None:
+        try:
+            await self.operations.close_ended_calls(force=True)
+        except Exception as exc:  # noqa: BLE001 - the records catch up at the next resync
+            log.warning("cluster.reconcile_failed", error=str(exc))
 
     @property
     def role(self) -> str:
@@ -149,6 +159,8 @@ class Controller:
     async def stop(self, grace: float = 5.0) -> None:
         if self.lease is not None:
             await self.lease.close()  # hand the lease over before the calls in progress end
+            if self._takeover is not None:
+                await asyncio.gather(self._takeover, return_exceptions=True)
         await self.agi.close(grace)
         for feature in self.features:
             await feature.close()

@@ -49,7 +49,8 @@ class Operations:
     connection with its channel tracker, the metrics, and whether FastAGI listens."""
 
     def __init__(self, config: Config, *, bus: EventBus, ami: AmiConnection, channels: ChannelTracker,
-                 metrics: Metrics | None = None, fastagi: Callable[[], bool] = lambda: False) -> None:
+                 metrics: Metrics | None = None, fastagi: Callable[[], bool] = lambda: False,
+                 acting: Callable[[], bool] | None = None) -> None:
         long_call_seconds = config.http.long_call_seconds
         self.ami, self.channels = ami, channels
         self.hangups = HangupTracker(bus)
@@ -60,7 +61,7 @@ class Operations:
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
-            settings=RecordsSettings.from_config(config.database))
+            settings=RecordsSettings.from_config(config.database), accept=acting)
         if metrics is not None:
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)

@@ -143,7 +143,7 @@ async def test_pair_has_one_leader_and_says_so(pair: tuple[Node, Node]) -> None:
 
 
 async def test_leader_killed_mid_ring_standby_takes_over_nothing_twice_caller_kept(
-        pair: tuple[Node, Node], ami: AmiRecorder) -> None:
+        pair: tuple[Node, Node], ami: AmiRecorder, pg: str) -> None:
     """An agent rings 9 rings (1 s each). Both nodes follow the leg; only the leader
     raises the warning (3 rings). SIGKILL the leader right after it: the standby is the
     leader within 2 s, raises the critical alarm (6 rings) once and on time, and at the
@@ -185,6 +185,28 @@ async def test_leader_killed_mid_ring_standby_takes_over_nothing_twice_caller_ke
     assert not fallbacks(ami, since)
     hb = await b.health()
     assert hb["cluster"]["token"] >= 2 and hb["cluster"]["takeovers"] == 1
+    # The call records (one PostgreSQL for both nodes): only the leader of the moment
+    # recorded, so no event is there twice; the new leader recorded the rest of the call.
+    kinds = await recorded(pg, begin["Linkedid"], until_kind="call.ended")
+    assert kinds.count("ring.started") == 1 and kinds.count("ring.answered") == 1, kinds
+    assert kinds.count("call.ended") == 1 and kinds.count("ring.alarm") in (1, 2), kinds
+
+
+async def recorded(pg: str, call_id: str, until_kind: str, timeout: float = 15.0) -> list[str]:
+    """The kinds of the call's recorded events, once ``until_kind`` is among them."""
+    import asyncpg
+
+    end = time.monotonic() + timeout
+    conn = await asyncpg.connect(pg)
+    try:
+        while True:
+            rows = await conn.fetch("SELECT kind FROM call_events WHERE call_id = $1 ORDER BY at", call_id)
+            kinds = [r["kind"] for r in rows]
+            if until_kind in kinds or time.monotonic() > end:
+                return kinds
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 async def test_fastagi_failover_skips_a_dead_address_and_a_standby(

@@ -32,9 +32,6 @@ async def nodes(pg: str, request: pytest.FixtureRequest) -> AsyncIterator[list[L
         await lease.close()
 
 
-async def leaders(leases: list[Lease]) -> list[Lease]:
-    return [x for x in leases if x.may_act()]
-
 
 async def test_exactly_one_leader_and_it_stays(nodes: list[Lease]) -> None:
     for lease in nodes:
@@ -155,3 +152,34 @@ async def test_the_gate_refuses_changes_but_not_reads() -> None:
 async def _until(predicate) -> None:  # bounded by the caller's wait_for
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+def _config(tmp_path, text: str):
+    from ivr.config import load_config
+
+    path = tmp_path / "ivr.toml"
+    path.write_text(text)
+    return load_config(path, env={})
+
+
+def test_cluster_config_defaults_and_a_valid_pair(tmp_path) -> None:
+    c = _config(tmp_path, '[database]\nurl = "postgresql://ivr@db/ivr"\n[cluster]\nnode = "ivr-1"\n')
+    assert (c.cluster.node, c.cluster.switch, c.cluster.lease_ttl) == ("ivr-1", "default", 1.2)
+    assert _config(tmp_path, "").cluster.node == ""  # no [cluster]: always the leader
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('[cluster]\nnode = "a"\n', "database.url"),  # SQLite cannot be shared by a pair
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a b"\n', "cluster.node"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nswitch = "x;y"\n', "cluster.switch"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nmargin = 1.2\n', "cluster.margin"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nrenew_interval = 0.6\n',
+     "cluster.renew_interval"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\npoll_interval = 2\n', "cluster.poll_interval"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nlease_ttl = -1\n', "cluster.lease_ttl"),
+])
+def test_cluster_config_is_checked(tmp_path, text: str, where: str) -> None:
+    from ivr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        _config(tmp_path, text)
