@@ -6,8 +6,8 @@ share one row of ``ivr_lease``. A node that finds the row expired (by PostgreSQL
 it every ``renew_interval`` s while it has not expired. A lease that expired is never
 renewed, only taken again, so every leadership has a token of its own and tokens only grow.
 
-Timing (README "Controller pairs"): before each renewal the leader reads its monotonic
-clock (``t0``); a renewal that succeeds moves the server's expiry to ``now() + ttl``
+Timing (README "Controller pairs"): before each renewal the leader reads its clock
+(``t0``, :func:`boottime`); a renewal that succeeds moves the server's expiry to ``now() + ttl``
 where ``now() >= t0`` in real time, so the leader's own deadline ``t0 + ttl - margin``
 falls at least ``margin`` s before any other node can take the lease, whatever happens to
 the renewals that follow (a cut network, a hung socket, a paused process): :meth:`Lease.
@@ -54,13 +54,21 @@ WHERE switch = $1 AND node = $2 AND token = $3"""
 RoleCallback = Callable[[str, int], Any]
 
 
+def boottime() -> float:
+    """A clock that keeps counting while the host is suspended (a VM paused, a laptop
+    lid): CLOCK_MONOTONIC stops then, so a leader resumed after its lease expired would
+    still believe in it. Falls back to the monotonic clock where there is no BOOTTIME."""
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock_id) if clock_id is not None else time.monotonic()
+
+
 class Lease:
     """This node's side of the lease: ``role`` is ``"leader"`` or ``"standby"``; ``token``
     the fencing token of the current (or last) leadership."""
 
     def __init__(self, url: str, *, node: str, switch: str = "default", ttl: float = 1.2,
                  renew_interval: float = 0.3, poll_interval: float = 0.2, margin: float = 0.25,
-                 connect_timeout: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 connect_timeout: float = 5.0, clock: Callable[[], float] = boottime) -> None:
         self.url, self.node, self.switch = url, node, switch
         self.ttl, self.renew_interval, self.poll_interval = ttl, renew_interval, poll_interval
         self.margin, self.connect_timeout = margin, connect_timeout
