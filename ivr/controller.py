@@ -118,7 +118,7 @@ class Controller:
         def on_change(role: str, token: int) -> None:
             self.metrics.leader.labels(node).set(1 if role == "leader" else 0)
             self.metrics.lease_token.labels(node).set(token)
-            if role == "leader":  # calls that ended while nobody recorded them are closed
+            if role == "leader":
                 self._takeover = asyncio.ensure_future(self._after_takeover())
 
         lease.on_change(on_change)
@@ -129,10 +129,13 @@ class Controller:
                                      **({"error": lease.last_error} if lease.last_error else {})}
 
     async def _after_takeover(self) -> None:
+        """A new leader resyncs as after an AMI login: the channels, the ring legs, the
+        dialplan globals (a standby's were withheld) and the records of calls that ended
+        while nobody recorded them."""
         try:
-            await self.operations.close_ended_calls(force=True)
-        except Exception as exc:  # noqa: BLE001 - the records catch up at the next resync
-            log.warning("cluster.reconcile_failed", error=str(exc))
+            await self.ami.resync()
+        except Exception as exc:  # noqa: BLE001 - the next AMI login resyncs again
+            log.warning("cluster.resync_failed", error=str(exc))
 
     @property
     def role(self) -> str:

@@ -336,6 +336,24 @@ class AmiConnection:
                                  action=name, reply=dict(first))
         return reply
 
+    async def _run_connected(self) -> None:
+        for callback in list(self._on_connected):
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except AmiError as exc:
+                log.warning("ami.on_connected_failed", error=str(exc))
+            except Exception:
+                log.exception("ami.on_connected_failed")
+
+    async def resync(self) -> None:
+        """Run the ``on_connected`` callbacks again now, as after a login (a controller
+        pair's new leader: its view is rebuilt and what a standby withheld, such as the
+        dialplan globals, is published). Nothing when not connected: the next login will."""
+        if self._ready.is_set():
+            await self._run_connected()
+
     async def ping(self, timeout: float | None = None) -> None:
         await self.action({"Action": "Ping"}, timeout or self.ping_timeout)
 
@@ -443,15 +461,7 @@ class AmiConnection:
             self.last_error = ""
             self._up.set()
             log.info("ami.connected", host=self.host, port=self.port, connects=self.connects)
-            for callback in list(self._on_connected):
-                try:
-                    result = callback()
-                    if inspect.isawaitable(result):
-                        await result
-                except AmiError as exc:
-                    log.warning("ami.on_connected_failed", error=str(exc))
-                except Exception:
-                    log.exception("ami.on_connected_failed")
+            await self._run_connected()
             self._ready.set()
             reason = await self._watch()
             self._teardown(reason)

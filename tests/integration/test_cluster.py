@@ -58,7 +58,7 @@ class Node:
             f'[http]\nport = {self.http_port}\n\n'
             f'[database]\nurl = "{db_url or pg}"\nspool_dir = "{tmp / (name + "-spool")}"\n\n'
             f'[prompts]\nbuild = "{REPO / "prompts" / "build"}"\n\n'
-            f"[rings]\non_ms = {int(PERIOD * 500)}\noff_ms = {int(PERIOD * 500)}\n\n"
+            f"[rings]\non_ms = {int(PERIOD * 500)}\noff_ms = {int(PERIOD * 500)}\nring_timeout = 45\n\n"
             f'[cluster]\nnode = "{name}"\nswitch = "{tmp.name[:40]}"\n')
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -120,7 +120,7 @@ async def started_pair(switch: Any, pg: str, tmp: Path, ami: AmiRecorder,
         b = Node("b", switch, pg, tmp).start()
         try:
             await b.wait_role("standby")
-            old = (await ami.action({"Action": "Getvar", "Variable": "IVR_AGI"})).get("Value", "")
+            old = await getvar(ami, "IVR_AGI")
             await set_agi(ami, f"agi://127.0.0.1:{a.agi_port} agi://127.0.0.1:{b.agi_port}")
             try:
                 yield a, b
@@ -136,6 +136,10 @@ async def started_pair(switch: Any, pg: str, tmp: Path, ami: AmiRecorder,
 async def pair(switch, pg: str, tmp_path: Path, ami: AmiRecorder) -> AsyncIterator[tuple[Node, Node]]:
     async with started_pair(switch, pg, tmp_path, ami) as nodes:
         yield nodes
+
+
+async def getvar(ami: AmiRecorder, name: str) -> str:
+    return str((await ami.action({"Action": "Getvar", "Variable": name})).get("Value") or "")
 
 
 async def set_agi(ami: AmiRecorder, value: str) -> None:
@@ -180,6 +184,10 @@ async def _lose_leader_mid_ring(a: Node, b: Node, ami: AmiRecorder, pg: str, pro
     await call(ami, "7009=Local/r9@test-agent")
     warning = (await ami.wait_for(lambda e: e in alarms(ami, since) and e.get("Level") == "warning",
                                   timeout=10, since=since))[0]
+    # A global the leader publishes, changed behind its back: the new leader publishes
+    # its globals again at takeover (a standby's were withheld).
+    old_timeout = await getvar(ami, "IVR_AGENT_TIMEOUT")
+    await ami.action({"Action": "Setvar", "Variable": "IVR_AGENT_TIMEOUT", "Value": "7"})
     if death == "sigkill":
         a.kill()
     else:
@@ -192,6 +200,11 @@ async def _lose_leader_mid_ring(a: Node, b: Node, ami: AmiRecorder, pg: str, pro
     with (ARTIFACTS / "cluster-takeover.txt").open("a") as out:
         out.write(f"{death} {takeover:.3f}\n")
     assert takeover <= TAKEOVER, f"takeover took {takeover:.3f} s"
+    end = time.monotonic() + 3
+    while await getvar(ami, "IVR_AGENT_TIMEOUT") != "45":  # bounded: Asterisk's own state
+        assert time.monotonic() < end, "the new leader did not publish its dialplan globals"
+        await asyncio.sleep(0.05)
+    await ami.action({"Action": "Setvar", "Variable": "IVR_AGENT_TIMEOUT", "Value": old_timeout})
 
     critical = (await ami.wait_for(lambda e: e in alarms(ami, since) and e.get("Level") == "critical",
                                    timeout=10, since=since))[0]
