@@ -84,6 +84,7 @@ class AmiNotLeader(AmiError):
     switch. The action was not sent."""
 
     error_id = "ami-not-leader"
+    http_status = 503  # the API of a standby: ask the leader (README "Controller pairs")
 
 
 # Actions that only read the switch: a standby sends them too (its view stays ready).
