@@ -398,6 +398,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)
+    _validate_cluster(config, add)
     _validate_holidays(config, problems)
 
 
@@ -448,6 +449,29 @@ def _validate_database(db: DatabaseConfig, add: Any) -> None:
             add(f"database.{key}", f"must be positive, got {value}")
     if 0 < db.retry_max < db.retry_initial:
         add("database.retry_max", f"must be at least retry_initial ({db.retry_initial}), got {db.retry_max}")
+
+
+NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _validate_cluster(config: Config, add: Any) -> None:
+    c = config.cluster
+    if not c.node:
+        return
+    for key in ("node", "switch"):
+        if not NODE_RE.match(getattr(c, key)):
+            add(f"cluster.{key}", f"1-63 letters, digits, '.', '_' or '-', got {getattr(c, key)!r}")
+    if not re.match(r"^postgres(ql)?://", config.database.url):
+        add("database.url", "[cluster] needs the PostgreSQL database the nodes share (postgresql://...)")
+    # The timing argument (README "Controller pairs"): a leader stops acting `margin` s
+    # before its lease can expire, and renews often enough to survive a lost renewal.
+    if c.margin >= c.lease_ttl:
+        add("cluster.margin", f"must be less than lease_ttl ({c.lease_ttl}), got {c.margin}")
+    if c.renew_interval * 2 > c.lease_ttl - c.margin:
+        add("cluster.renew_interval", f"must be at most (lease_ttl - margin) / 2 "
+            f"({(c.lease_ttl - c.margin) / 2:g}), got {c.renew_interval}")
+    if c.poll_interval > c.lease_ttl:
+        add("cluster.poll_interval", f"must be at most lease_ttl ({c.lease_ttl}), got {c.poll_interval}")
 
 
 def _validate_holidays(config: Config, problems: _Problems) -> None:

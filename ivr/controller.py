@@ -16,6 +16,7 @@ import structlog
 from ivr.agi.server import FastAgiServer
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
+from ivr.cluster import Lease
 from ivr.config import Config
 from ivr.doctor import build_doctor
 from ivr.events import EventBus
@@ -66,7 +67,10 @@ class Controller:
         self.ami = AmiConnection.from_config(config.ami)
         self.channels = ChannelTracker()
         self.channels.attach(self.ami)  # first: its resync runs before any feature's
-        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics)
+        # A controller pair ([cluster]): only the lease holder changes the switch.
+        self.lease = Lease.from_config(config) if config.cluster.node else None
+        acting = self.lease.may_act if self.lease is not None else (lambda: True)
+        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics, acting=acting)
         # The order features attach to AMI in is the order they see each event.
         inbound = build_inbound(rt, config, self.now)  # R2/R3: greeting, silent-call script
         rings = build_rings(rt, config)  # R1: ring alarms, apology and agent number
@@ -77,7 +81,8 @@ class Controller:
         agi_config = dataclasses.replace(config.agi, max_sessions=max(agi_max - config.agi.max_pending, 1))
         self.operations = Operations(config, bus=self.bus, ami=self.ami, channels=self.channels,
                                      metrics=self.metrics, fastagi=lambda: self.agi.listening,
-                                     http_max_connections=http_max)
+                                     http_max_connections=http_max,
+                                     acting=acting if self.lease is not None else None)
         # The agent keys (hold, transfer) are honoured from agent legs only: the ring
         # monitor knows every leg dialled as an agent (issue 13).
         agent_leg = rings.service.is_agent_leg
@@ -95,9 +100,61 @@ class Controller:
                 self.operations.add_feature(feature.name, list(feature.http_routes), dict(feature.openapi))
         self.agi = FastAgiServer.from_config(routes, agi_config, metrics=self.metrics)
         self.accept_failures = AcceptFailures()
+        if self.lease is not None:
+            self._join_cluster(self.lease)
+        else:
+            self.metrics.leader.labels("").set(1)
+            self.operations.services.status["role"] = lambda: "leader"
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
         self.unclear = unclear.service
+        self._takeover: asyncio.Future[Any] | None = None
+
+    def _join_cluster(self, lease: Lease) -> None:
+        """Gate the switch on the lease: every AMI action that changes the switch (one
+        place: the connection's guard) is sent only while this node holds the lease, or on
+        a channel whose FastAGI session runs here (no other node drives that channel);
+        a standby's FastAGI lets each call go to the next address; /healthz and the
+        metrics say the role."""
+        agi = self.agi
+
+        def guard(action: dict[str, Any]) -> bool:
+            if lease.may_act() or action.get("Channel") in agi.channels:
+                return True
+            lease.withheld += 1
+            log.info("cluster.withheld", action=action.get("Action"), node=lease.node)
+            return False
+
+        self.ami.guard = guard
+        agi.serving = lease.may_act
+        node = lease.node
+        self.metrics.leader.labels(node).set(0)
+
+        def on_change(role: str, token: int) -> None:
+            self.metrics.leader.labels(node).set(1 if role == "leader" else 0)
+            self.metrics.lease_token.labels(node).set(token)
+            if role == "leader":
+                self._takeover = asyncio.ensure_future(self._after_takeover())
+
+        lease.on_change(on_change)
+        status = self.operations.services.status
+        status["role"] = lambda: lease.role
+        status["cluster"] = lambda: {"node": lease.node, "switch": lease.switch, "token": lease.token,
+                                     "takeovers": lease.takeovers, "withheld": lease.withheld,
+                                     **({"error": lease.last_error} if lease.last_error else {})}
+
+    async def _after_takeover(self) -> None:
+        """A new leader resyncs as after an AMI login: the channels, the ring legs, the
+        dialplan globals (a standby's were withheld) and the records of calls that ended
+        while nobody recorded them."""
+        try:
+            await self.ami.resync()
+        except Exception as exc:  # noqa: BLE001 - the next AMI login resyncs again
+            log.warning("cluster.resync_failed", error=str(exc))
+
+    @property
+    def role(self) -> str:
+        return self.lease.role if self.lease is not None else "leader"
 
     async def start(self) -> None:
         self.accept_failures.install(asyncio.get_running_loop())
@@ -108,6 +165,8 @@ class Controller:
         await self.agi.start()
         for feature in self.features:
             await feature.start()
+        if self.lease is not None:
+            await self.lease.start()  # a standby until the lease is taken
         await self.ami.start()  # connects in the background, reconnects on its own
         await self.operations.start()
         log.info("controller.started", agi_port=self.agi.port)
@@ -117,6 +176,10 @@ class Controller:
         await self.ami.wait_ready(timeout)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.lease is not None:
+            await self.lease.close()  # hand the lease over before the calls in progress end
+            if self._takeover is not None:
+                await asyncio.gather(self._takeover, return_exceptions=True)
         await self.agi.close(grace)
         for feature in self.features:
             await feature.close()

@@ -9,7 +9,8 @@ actually be allowed to do:
    (``Command``, config writes, dialplan edits, module loads...): least privilege.
 3. The ``ivr-inbound`` context is loaded.
 4. Asterisk reaches the controller's FastAGI (a Local call into ``ivr-doctor`` runs
-   ``AGI(${IVR_AGI}/doctor)``; if no controller is running, the doctor listens itself).
+   the ``doctor`` route through ``[ivr-agi]``, every address of ``IVR_AGI`` in turn; if no
+   controller is running, the doctor listens itself).
 5. Every prompt of every configured language is in Asterisk's sound path (checked by
    Asterisk itself: ``STREAM FILE`` from the end of each file, which plays nothing).
 6. The tone zone the controller counts rings with is the one the dialplan sets.

@@ -54,11 +54,15 @@ class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
         self._queues: dict[asyncio.Queue[CallEvent], Overflow | None] = {}
         self._overflowing: set[asyncio.Queue[CallEvent]] = set()
+        self._accept: dict[asyncio.Queue[CallEvent], Callable[[], bool]] = {}
         self.queue_size = queue_size
         self.dropped = 0
 
     def publish(self, event: CallEvent) -> None:
         for q, overflow in list(self._queues.items()):
+            accept = self._accept.get(q)
+            if accept is not None and not accept():
+                continue
             if q.full():
                 oldest = q.get_nowait()
                 if overflow is not None:
@@ -89,17 +93,23 @@ class EventBus:
             self.close_queue(q)
 
     def open_queue(self, overflow: Overflow | None = None,
-                   queue: asyncio.Queue[CallEvent] | None = None) -> asyncio.Queue[CallEvent]:
+                   queue: asyncio.Queue[CallEvent] | None = None, *,
+                   accept: Callable[[], bool] | None = None) -> asyncio.Queue[CallEvent]:
         """A subscription as a plain queue (``queue``, or a new one of ``queue_size``)
-        for a consumer that takes several at once; end it with :meth:`close_queue`."""
+        for a consumer that takes several at once; end it with :meth:`close_queue`.
+        With ``accept``, events published while it returns False are not queued."""
         q: asyncio.Queue[CallEvent] = asyncio.Queue(self.queue_size) if queue is None else queue
         self._queues[q] = overflow
+        if accept is not None:
+            self._accept[q] = accept
         return q
 
     def close_queue(self, q: asyncio.Queue[CallEvent]) -> None:
         self._queues.pop(q, None)
+        self._accept.pop(q, None)
         self._overflowing.discard(q)
 
     @property
     def subscribers(self) -> int:
         return len(self._queues)
+

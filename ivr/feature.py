@@ -41,6 +41,10 @@ class Runtime:
     timers: TimerService
     bus: EventBus
     metrics: Metrics  # the controller's registry (features add their own collectors to it)
+    # True while this controller may act on the switch: always, except a standby of a
+    # pair ([cluster]). AMI actions are gated in the connection itself (AmiConnection.guard);
+    # this is for what a feature does elsewhere (webhooks, alarm log lines).
+    acting: Callable[[], bool] = lambda: True
 
 
 @dataclass

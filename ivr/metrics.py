@@ -35,6 +35,13 @@ class Metrics:
             "ivr_http_connections_refused", "HTTP connections closed at the connection cap "
             "(evicted: an idle one made room; refused: none was idle)", ["reason"], registry=self.registry)
 
+        # A controller pair ([cluster]): 1 while this node is the leader, 0 as a standby
+        # (a controller without [cluster] is always the leader).
+        self.leader = Gauge("ivr_cluster_leader", "1 while this controller is the leader of its switch",
+                            ["node"], registry=self.registry)
+        self.lease_token = Gauge("ivr_cluster_token", "Fencing token of this node's current or last leadership",
+                                 ["node"], registry=self.registry)
+
     def exposition(self) -> bytes:
         """The text format for a /metrics endpoint."""
         return generate_latest(self.registry)

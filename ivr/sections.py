@@ -213,6 +213,19 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Controller pairs (README "Controller pairs"): nodes with the same ``switch`` name and
+    the same PostgreSQL ``[database] url`` elect one leader by a lease row in PostgreSQL."""
+
+    node: str = ""  # this node's name, unique in the pair ("" = no cluster: always the leader)
+    switch: str = "default"  # the lease's name: one leader per switch
+    lease_ttl: float = 1.2  # s the lease lasts after each renewal, by PostgreSQL's clock
+    renew_interval: float = 0.3  # s between the leader's renewals
+    poll_interval: float = 0.2  # s between a standby's attempts to take an expired lease
+    margin: float = 0.25  # s the leader stops acting before its lease can expire
+
+
+@dataclass(frozen=True)
 class Config:
     switch: SwitchConfig = field(default_factory=SwitchConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
@@ -228,5 +241,6 @@ class Config:
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     path: str = ""  # the file it was read from ("" = defaults)
     warnings: list[str] = field(default_factory=list)  # not errors: world-readable secrets

@@ -70,6 +70,10 @@ class FastAgiServer:
         self.sessions = 0  # authenticated sessions now
         self.refused: dict[str, int] = {}  # reason -> count (also in metrics)
         self.accepting = True
+        self.channels: set[str] = set()  # channel names in a session here (this node drives them)
+        # A controller pair's standby: False = every session is answered IVR_RESULT=standby
+        # and let go, so the dialplan tries the next FastAGI address (README "Controller pairs").
+        self.serving: Callable[[], bool] = lambda: True
         self._throttle = Throttled()
 
     @classmethod
@@ -158,10 +162,18 @@ class FastAgiServer:
         path = channel.script.split("?", 1)[0].strip("/")
         handler = self.routes.get(path)
         bound = log.bind(uniqueid=channel.uniqueid, channel=channel.channel, route=path)
+        if handler is not None and self.accepting and not self.serving():
+            bound.info("fastagi.standby")
+            try:
+                await channel.set_variable("IVR_RESULT", "standby")
+            except (AgiError, AgiHangup, ConnectionError) as exc:
+                bound.info("fastagi.standby_reply_failed", error=str(exc))
+            return
         if handler is None or not self.accepting:
             # Returning without IVR_RESULT sends the call to the dialplan fallback.
             bound.warning("fastagi.refused", reason="no such route" if handler is None else "shutting down")
             return
+        self.channels.add(channel.channel)
         try:
             await handler(channel)
         except AgiHangup:
@@ -171,6 +183,8 @@ class FastAgiServer:
             bound.error("fastagi.agi_error", error=str(exc))
         except Exception:
             bound.exception("fastagi.handler_failed")
+        finally:
+            self.channels.discard(channel.channel)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no call task is running; True if idle within ``timeout`` s."""

@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -235,10 +236,26 @@ class WebhookSink:
             self._session = None
 
 
-def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None) -> list[AlarmSink]:
+class LeaderOnly:
+    """A sink that emits only while ``acting()`` (the leader of a controller pair: a
+    standby follows the calls and raises the same alarms, which must not go out twice)."""
+
+    def __init__(self, sink: AlarmSink, acting: Callable[[], bool]) -> None:
+        self.sink, self.acting = sink, acting
+
+    def emit(self, notice: RingAlarmNotice) -> None:
+        if self.acting():
+            self.sink.emit(notice)
+
+    async def close(self) -> None:
+        await self.sink.close()
+
+
+def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None,
+                      acting: Callable[[], bool] | None = None) -> list[AlarmSink]:
     """The sinks ``[alarms]`` asks for: ``log``, ``userevent`` (needs the connection),
     ``webhook_url`` (off when empty) with its signing secret, retries, queue, timeout and
-    deadline."""
+    deadline; each only while ``acting()`` when that is given."""
     sinks: list[AlarmSink] = []
     if alarms.log:
         sinks.append(LogSink())
@@ -248,4 +265,6 @@ def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None) -> list[
         sinks.append(WebhookSink(alarms.webhook_url, secret=alarms.webhook_secret,
                                  retries=alarms.webhook_retries, queue_size=alarms.webhook_queue,
                                  timeout=alarms.webhook_timeout, deadline=alarms.webhook_deadline))
+    if acting is not None:
+        return [LeaderOnly(sink, acting) for sink in sinks]
     return sinks

@@ -116,6 +116,23 @@ def _refuse(action: str, header: str, why: str) -> None:
                          action=action, header=header)
 
 
+class AmiNotLeader(AmiError):
+    """This controller is a standby of a pair (or lost its lease): it does not change the
+    switch. The action was not sent."""
+
+    error_id = "ami-not-leader"
+    http_status = 503  # the API of a standby: ask the leader (README "Controller pairs")
+
+
+# Actions that only read the switch: a standby sends them too (its view stays ready).
+READ_ACTIONS = frozenset({
+    "login", "logoff", "ping", "status", "coreshowchannels", "coresettings", "corestatus",
+    "getvar", "listcommands", "showdialplan", "queuestatus", "queuesummary", "devicestatelist",
+    "extensionstatelist", "pjsipshowendpoints", "pjsipshowcontacts", "bridgelist", "bridgeinfo",
+    "events", "waitevent",
+})
+
+
 class _NothingIsResent:
     """panoramisk's ``forgetable_actions``: contains every action name."""
 
@@ -225,6 +242,9 @@ class AmiConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Future[Any]] = set()
         self._closing = False
+        # The one gate of a controller pair: called with every action that is not in
+        # READ_ACTIONS just before it is written; False: refused with AmiNotLeader.
+        self.guard: Callable[[dict[str, Any]], bool] | None = None
         self.connects = 0  # successful logins so far (1 = first, 2+ = reconnects)
         self.last_error = ""
 
@@ -321,7 +341,9 @@ class AmiConnection:
         Never re-sent: if the connection drops before the reply, :class:`AmiConnectionLost`
         is raised and the action may or may not have run. Raises :class:`AmiNotConnected`
         if there is no connection within ``timeout``, :class:`AmiTimeout` if no reply
-        comes, :class:`AmiActionError` on ``Response: Error``.
+        comes, :class:`AmiActionError` on ``Response: Error``, :class:`AmiNotLeader` when
+        ``guard`` refuses an action that changes the switch (it is asked at the moment
+        of sending, after any wait for the connection).
         """
         name = str(action.get("Action", "?"))
         check_action(action)  # before anything else: an unsafe action is never sent
@@ -331,6 +353,8 @@ class AmiConnection:
         manager = self._manager
         if manager is None or manager.protocol is None or manager.protocol.closed:
             raise AmiNotConnected(f"AMI {name}: not connected", action=name)
+        if self.guard is not None and name.lower() not in READ_ACTIONS and not self.guard(action):
+            raise AmiNotLeader(f"AMI {name}: not sent, this controller is not the leader", action=name)
         try:
             future = manager.send_action(dict(action), as_list=as_list)
         except Exception as exc:  # transport already gone
@@ -350,6 +374,24 @@ class AmiConnection:
             raise AmiActionError(f"AMI {name} failed: {first.get('Message', 'error')}",
                                  action=name, reply=dict(first))
         return reply
+
+    async def _run_connected(self) -> None:
+        for callback in list(self._on_connected):
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except AmiError as exc:
+                log.warning("ami.on_connected_failed", error=str(exc))
+            except Exception:
+                log.exception("ami.on_connected_failed")
+
+    async def resync(self) -> None:
+        """Run the ``on_connected`` callbacks again now, as after a login (a controller
+        pair's new leader: its view is rebuilt and what a standby withheld, such as the
+        dialplan globals, is published). Nothing when not connected: the next login will."""
+        if self._ready.is_set():
+            await self._run_connected()
 
     async def ping(self, timeout: float | None = None) -> None:
         await self.action({"Action": "Ping"}, timeout or self.ping_timeout)
@@ -460,15 +502,7 @@ class AmiConnection:
             self.last_error = ""
             self._up.set()
             log.info("ami.connected", host=self.host, port=self.port, connects=self.connects)
-            for callback in list(self._on_connected):
-                try:
-                    result = callback()
-                    if inspect.isawaitable(result):
-                        await result
-                except AmiError as exc:
-                    log.warning("ami.on_connected_failed", error=str(exc))
-                except Exception:
-                    log.exception("ami.on_connected_failed")
+            await self._run_connected()
             self._ready.set()
             reason = await self._watch()
             self._teardown(reason)

@@ -50,7 +50,8 @@ class Operations:
 
     def __init__(self, config: Config, *, bus: EventBus, ami: AmiConnection, channels: ChannelTracker,
                  metrics: Metrics | None = None, fastagi: Callable[[], bool] = lambda: False,
-                 http_max_connections: int | None = None) -> None:
+                 http_max_connections: int | None = None,
+                 acting: Callable[[], bool] | None = None) -> None:
         """``http_max_connections``: the HTTP cap the controller fitted under the fd limit
         beside FastAGI's (default ``[http] max_connections``)."""
         long_call_seconds = config.http.long_call_seconds
@@ -63,7 +64,7 @@ class Operations:
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
-            settings=RecordsSettings.from_config(config.database))
+            settings=RecordsSettings.from_config(config.database), accept=acting)
         if metrics is not None:
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)

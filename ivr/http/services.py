@@ -43,7 +43,7 @@ class Services:
     agents: dict[str, str] = field(default_factory=dict)  # number -> name
     health: dict[str, HealthCheck] = field(default_factory=dict)
     # Extra blocks of /healthz (name -> a function returning a JSON object), e.g. records.
-    status: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    status: dict[str, Callable[[], Any]] = field(default_factory=dict)
     registries: list[CollectorRegistry] = field(default_factory=lambda: [REGISTRY])
     ring_period: float = 5.0  # seconds per ring (tone-zone cadence)
     warn_rings: int = 3

@@ -67,7 +67,8 @@ class RecordsKeeper:
     def __init__(self, url: str, bus: EventBus, *, backoff: Backoff | None = None,
                  on_open: OnOpen | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, drain_timeout: float = 5.0,
-                 settings: RecordsSettings | None = None, spool: Spool | None = None) -> None:
+                 settings: RecordsSettings | None = None, spool: Spool | None = None,
+                 accept: Callable[[], bool] | None = None) -> None:
         self.url = url
         self.settings = settings or RecordsSettings()
         s = self.settings
@@ -79,7 +80,8 @@ class RecordsKeeper:
         self.recorder = CallRecorder(
             None, bus, drain_timeout=drain_timeout, opener=self._open, spool=spool,
             backoff=backoff or Backoff(initial=s.retry_initial, maximum=s.retry_max),
-            on_open=self._opened, on_down=on_down, on_drop=on_drop, queue_size=s.queue_size)
+            on_open=self._opened, on_down=on_down, on_drop=on_drop, queue_size=s.queue_size,
+            accept=accept)
 
     # The recorder owns the state; these read it.
     @property

@@ -70,9 +70,10 @@ class CallRecorder(RecorderProgress):
                  opener: Opener | None = None, spool: Spool | None = None, backoff: Backoff | None = None,
                  on_open: Hook | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, max_attempts: int = 3,
-                 queue_size: int | None = None) -> None:
+                 queue_size: int | None = None, accept: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.bus = bus
+        self.accept = accept  # events published while it says False are not recorded (a standby)
         self.drain_timeout = drain_timeout
         self.opener = opener
         self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
@@ -113,7 +114,7 @@ class CallRecorder(RecorderProgress):
                 if self.spool.pending:
                     log.warning("records.spool_found", spooled=self.spool.pending, path=str(self.spool.path))
         self._inbox = Inbox(self.queue_size)
-        self.bus.open_queue(self._overflow, queue=self._inbox)
+        self.bus.open_queue(self._overflow, queue=self._inbox, accept=self.accept)
         self._task = asyncio.create_task(self._run(), name="call-recorder")
 
     # -- the writer task ---------------------------------------------------------------

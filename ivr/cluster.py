@@ -1,0 +1,204 @@
+"""Leadership of a controller pair: a lease row in PostgreSQL with a fencing token.
+
+Nodes configured with the same ``[cluster] switch`` and the same PostgreSQL database
+share one row of ``ivr_lease``. A node that finds the row expired (by PostgreSQL's
+``now()``: one clock for every node) takes it and increments ``token``; the leader renews
+it every ``renew_interval`` s while it has not expired. A lease that expired is never
+renewed, only taken again, so every leadership has a token of its own and tokens only grow.
+
+Timing (README "Controller pairs"): before each renewal the leader reads its clock
+(``t0``, :func:`boottime`); a renewal that succeeds moves the server's expiry to ``now() + ttl``
+where ``now() >= t0`` in real time, so the leader's own deadline ``t0 + ttl - margin``
+falls at least ``margin`` s before any other node can take the lease, whatever happens to
+the renewals that follow (a cut network, a hung socket, a paused process): :meth:`Lease.
+may_act` is a clock comparison, not a database call. A dead leader's lease is taken at
+most ``ttl + poll_interval`` s (plus one query) after its last renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("ivr.cluster")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ivr_lease (
+    switch text PRIMARY KEY,
+    node text NOT NULL,
+    token bigint NOT NULL,
+    expires_at timestamptz NOT NULL,
+    renewed_at timestamptz NOT NULL
+)"""
+# Take the lease when nobody holds it or it has expired; a new token every time.
+ACQUIRE = """
+INSERT INTO ivr_lease AS l (switch, node, token, expires_at, renewed_at)
+VALUES ($1, $2, 1, now() + make_interval(secs => $3), now())
+ON CONFLICT (switch) DO UPDATE
+    SET node = EXCLUDED.node, token = l.token + 1, expires_at = EXCLUDED.expires_at, renewed_at = now()
+    WHERE l.expires_at < now()
+RETURNING token"""
+# Renew only our own leadership (same token) and only before it expired.
+RENEW = """
+UPDATE ivr_lease SET expires_at = now() + make_interval(secs => $4), renewed_at = now()
+WHERE switch = $1 AND node = $2 AND token = $3 AND expires_at >= now()
+RETURNING token"""
+RELEASE = """
+UPDATE ivr_lease SET expires_at = now() - interval '1 millisecond'
+WHERE switch = $1 AND node = $2 AND token = $3"""
+
+RoleCallback = Callable[[str, int], Any]
+
+
+def boottime() -> float:
+    """A clock that keeps counting while the host is suspended (a VM paused, a laptop
+    lid): CLOCK_MONOTONIC stops then, so a leader resumed after its lease expired would
+    still believe in it. Falls back to the monotonic clock where there is no BOOTTIME."""
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock_id) if clock_id is not None else time.monotonic()
+
+
+class Lease:
+    """This node's side of the lease: ``role`` is ``"leader"`` or ``"standby"``; ``token``
+    the fencing token of the current (or last) leadership."""
+
+    def __init__(self, url: str, *, node: str, switch: str = "default", ttl: float = 1.2,
+                 renew_interval: float = 0.3, poll_interval: float = 0.2, margin: float = 0.25,
+                 connect_timeout: float = 5.0, clock: Callable[[], float] = boottime) -> None:
+        self.url, self.node, self.switch = url, node, switch
+        self.ttl, self.renew_interval, self.poll_interval = ttl, renew_interval, poll_interval
+        self.margin, self.connect_timeout = margin, connect_timeout
+        self.clock = clock
+        self.token = 0
+        self.valid_until = float("-inf")  # local monotonic deadline of our leadership
+        self.takeovers = 0  # leaderships won by this node
+        self.withheld = 0  # actions refused because this node was not the leader
+        self.last_error = ""
+        self._leading = False  # the role last reported (may_act() is the truth)
+        self._callbacks: list[RoleCallback] = []
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> Lease:
+        c = config.cluster
+        return cls(config.database.url, node=c.node, switch=c.switch, ttl=c.lease_ttl,
+                   renew_interval=c.renew_interval, poll_interval=c.poll_interval, margin=c.margin,
+                   connect_timeout=config.database.connect_timeout)
+
+    # -- the question every action asks ------------------------------------------------
+    def may_act(self) -> bool:
+        """True while this node holds the lease with a deadline still ahead of it."""
+        return self.clock() < self.valid_until
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.may_act() else "standby"
+
+    def on_change(self, callback: RoleCallback) -> None:
+        """``callback(role, token)`` whenever this node becomes leader or stops being it."""
+        self._callbacks.append(callback)
+
+    async def wait_role(self, role: str, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while self.role != role:
+                await asyncio.sleep(0.02)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ivr-lease")
+
+    async def close(self) -> None:
+        """Stop; a leader hands the lease back at once so a standby need not wait it out."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        leading, self.valid_until = self.may_act(), float("-inf")
+        self._report()
+        if leading and self._conn is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._conn.execute(RELEASE, self.switch, self.node, self.token)
+                log.info("cluster.released", node=self.node, token=self.token)
+            except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
+                log.warning("cluster.release_failed", error=str(exc))
+        await self._disconnect()
+
+    # -- the loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self._conn is None:
+                    await self._connect()
+                t0 = self.clock()
+                if self.may_act():
+                    token = await self._query(RENEW, self.switch, self.node, self.token, self.ttl)
+                    if token is None:
+                        self.valid_until = float("-inf")
+                        log.warning("cluster.lease_lost", node=self.node, token=self.token)
+                    else:
+                        self.valid_until = t0 + self.ttl - self.margin
+                else:
+                    token = await self._query(ACQUIRE, self.switch, self.node, self.ttl)
+                    if token is not None:
+                        self.token, self.valid_until = int(token), t0 + self.ttl - self.margin
+                        self.takeovers += 1
+                self.last_error = ""
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect; may_act() runs out by itself
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("cluster.db_failed", node=self.node, error=self.last_error)
+                await self._disconnect()
+            self._report()
+            await asyncio.sleep(self._next_wait())
+
+    def _next_wait(self) -> float:
+        if self.may_act():
+            return self.renew_interval
+        return self.poll_interval
+
+    async def _query(self, sql: str, *args: Any) -> Any:
+        # A query may take at most what is left of our leadership (or a poll interval):
+        # a hung socket is dropped and opened again, never waited on.
+        budget = max(self.valid_until - self.clock(), self.poll_interval, 0.1)
+        async with asyncio.timeout(budget):
+            return await self._conn.fetchval(sql, *args)
+
+    async def _connect(self) -> None:
+        import asyncpg  # the PostgreSQL driver the records use too
+
+        self._conn = await asyncpg.connect(self.url, timeout=self.connect_timeout,
+                                           server_settings={"application_name": f"ivr-{self.node}"})
+        try:
+            await self._conn.execute(SCHEMA)
+        except asyncpg.UniqueViolationError:  # another node created it at the same moment
+            pass
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()  # never waits on a socket that may hang
+
+    def _report(self) -> None:
+        leading = self.may_act()
+        if leading == self._leading:
+            return
+        self._leading = leading
+        role = self.role
+        if leading:
+            log.warning("cluster.leader", node=self.node, switch=self.switch, token=self.token)
+        else:
+            log.warning("cluster.standby", node=self.node, switch=self.switch, token=self.token,
+                        error=self.last_error or None)
+        for callback in list(self._callbacks):
+            try:
+                callback(role, self.token)
+            except Exception:
+                log.exception("cluster.callback_failed")

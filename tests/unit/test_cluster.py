@@ -1,0 +1,209 @@
+"""The controller pair's lease on a real PostgreSQL: one leader, fencing tokens that only
+grow, a leader that cannot renew stops acting before the lease can be taken, takeover
+time, and the one gate for AMI actions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ivr.ami.connection import READ_ACTIONS, AmiConnection, AmiNotLeader
+from ivr.cluster import Lease
+from tests.pgserver import postgres_server
+
+FAST = {"ttl": 0.8, "renew_interval": 0.15, "poll_interval": 0.1, "margin": 0.2}
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def nodes(pg: str, request: pytest.FixtureRequest) -> AsyncIterator[list[Lease]]:
+    switch = request.node.name[:60].replace("[", "-").replace("]", "")
+    leases = [Lease(pg, node=n, switch=switch, **FAST) for n in ("a", "b", "c")]
+    yield leases
+    for lease in leases:
+        await lease.close()
+
+
+
+async def test_exactly_one_leader_and_it_stays(nodes: list[Lease]) -> None:
+    for lease in nodes:
+        await lease.start()
+    await asyncio.wait_for(_until(lambda: any(x.may_act() for x in nodes)), 5)
+    first = next(x for x in nodes if x.may_act())
+    # Several lease periods: renewals keep the same leader, same token, never two.
+    end = time.monotonic() + 3 * FAST["ttl"]
+    while time.monotonic() < end:
+        assert [x.node for x in nodes if x.may_act()] == [first.node]
+        await asyncio.sleep(0.02)
+    assert first.token >= 1 and first.takeovers == 1
+    assert {x.role for x in nodes} == {"leader", "standby"}
+
+
+async def test_a_stopped_leader_hands_over_at_once_with_a_higher_token(nodes: list[Lease]) -> None:
+    a, b, _ = nodes
+    await a.start()
+    await a.wait_role("leader", 5)
+    await b.start()
+    token = a.token
+    t0 = time.monotonic()
+    await a.close()
+    await b.wait_role("leader", 5)
+    assert time.monotonic() - t0 < FAST["poll_interval"] + 0.5  # released, not waited out
+    assert b.token == token + 1
+
+
+async def test_a_leader_cut_from_the_database_stops_acting_before_the_lease_can_be_taken(
+        nodes: list[Lease]) -> None:
+    """The timing argument: the cut leader's may_act() turns False at least `margin` s
+    before the standby may take the lease; the two never overlap."""
+    a, b, _ = nodes
+    await a.start()
+    await a.wait_role("leader", 5)
+    await b.start()
+    # Cut a off the database: its socket dies, every reconnect fails.
+    a.url = "postgresql://ivr@/postgres?host=/nonexistent"
+    a._conn.terminate()  # noqa: SLF001 - the test cuts the wire
+    a_stopped = b_started = None
+    end = time.monotonic() + 5
+    while time.monotonic() < end and b_started is None:
+        now = time.monotonic()
+        assert not (a.may_act() and b.may_act()), "two leaders at once"
+        if a_stopped is None and not a.may_act():
+            a_stopped = now
+        if b.may_act():
+            b_started = now
+        await asyncio.sleep(0.005)
+    assert a_stopped is not None and b_started is not None
+    assert b_started - a_stopped >= FAST["margin"] - 0.05
+    assert b.token == a.token + 1
+
+
+async def test_takeover_after_a_dead_leader_within_ttl_plus_poll(pg: str, nodes: list[Lease]) -> None:
+    """A leader that vanishes without a word (its task killed, its connection dropped):
+    the standby takes the lease within lease_ttl + poll_interval of the last renewal."""
+    a, b, _ = nodes
+    await a.start()
+    await a.wait_role("leader", 5)
+    await b.start()
+    await asyncio.sleep(FAST["renew_interval"] * 2)  # a renewed at least once since
+    assert a._task is not None  # noqa: SLF001
+    a._task.cancel()  # noqa: SLF001 - dies: no release, no more renewals
+    died = time.monotonic()
+    a._conn.terminate()  # noqa: SLF001
+    a._conn = None  # noqa: SLF001
+    a.valid_until = float("-inf")
+    await b.wait_role("leader", 5)
+    took = time.monotonic() - died
+    assert took <= FAST["ttl"] + FAST["poll_interval"] + 0.3, took
+
+
+async def test_tokens_only_grow_across_leaderships(nodes: list[Lease]) -> None:
+    a, b, _ = nodes
+    tokens = []
+    for _ in range(3):
+        for lease in (a, b):
+            await lease.start()
+            await lease.wait_role("leader", 5)
+            tokens.append(lease.token)
+            await lease.close()
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+
+
+async def test_the_gate_refuses_changes_but_not_reads() -> None:
+    conn = AmiConnection("127.0.0.1", 1, "u", "s")
+    asked: list[str] = []
+
+    def guard(action: dict[str, str]) -> bool:
+        asked.append(action["Action"])
+        return False
+
+    conn.guard = guard
+
+    class Proto:
+        closed = False
+
+    class Manager:
+        protocol = Proto()
+
+        def send_action(self, action: dict[str, str], as_list: bool | None = None) -> asyncio.Future[str]:
+            fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)  # type: ignore[arg-type]
+            return fut
+
+    conn._manager = Manager()  # type: ignore[assignment]  # noqa: SLF001
+    conn._up.set()  # noqa: SLF001
+    for name in ("Redirect", "Originate", "Hangup", "Setvar", "UserEvent", "PlayDTMF"):
+        with pytest.raises(AmiNotLeader):
+            await conn.action({"Action": name, "Channel": "PJSIP/1-1"})
+    for name in ("CoreShowChannels", "Status", "Getvar", "Ping"):
+        assert name.lower() in READ_ACTIONS
+        await conn.action({"Action": name})
+    assert asked == ["Redirect", "Originate", "Hangup", "Setvar", "UserEvent", "PlayDTMF"]
+
+
+async def _until(predicate) -> None:  # bounded by the caller's wait_for
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+def _config(tmp_path, text: str):
+    from ivr.config import load_config
+
+    path = tmp_path / "ivr.toml"
+    path.write_text(text)
+    return load_config(path, env={})
+
+
+def test_cluster_config_defaults_and_a_valid_pair(tmp_path) -> None:
+    c = _config(tmp_path, '[database]\nurl = "postgresql://ivr@db/ivr"\n[cluster]\nnode = "ivr-1"\n')
+    assert (c.cluster.node, c.cluster.switch, c.cluster.lease_ttl) == ("ivr-1", "default", 1.2)
+    assert _config(tmp_path, "").cluster.node == ""  # no [cluster]: always the leader
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('[cluster]\nnode = "a"\n', "database.url"),  # SQLite cannot be shared by a pair
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a b"\n', "cluster.node"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nswitch = "x;y"\n', "cluster.switch"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nmargin = 1.2\n', "cluster.margin"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nrenew_interval = 0.6\n',
+     "cluster.renew_interval"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\npoll_interval = 2\n', "cluster.poll_interval"),
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nlease_ttl = -1\n', "cluster.lease_ttl"),
+])
+def test_cluster_config_is_checked(tmp_path, text: str, where: str) -> None:
+    from ivr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        _config(tmp_path, text)
+
+
+def test_alarm_sinks_emit_only_while_acting() -> None:
+    from ivr.alarms.sinks import LeaderOnly, sinks_from_config
+    from ivr.sections import AlarmsConfig
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list[object] = []
+
+        def emit(self, notice: object) -> None:
+            self.got.append(notice)
+
+        async def close(self) -> None:
+            return None
+
+    leading = [False]
+    inner = Sink()
+    sink = LeaderOnly(inner, lambda: leading[0])
+    sink.emit("standby")  # type: ignore[arg-type]
+    leading[0] = True
+    sink.emit("leader")  # type: ignore[arg-type]
+    assert inner.got == ["leader"]
+    assert all(isinstance(s, LeaderOnly) for s in sinks_from_config(AlarmsConfig(), None, lambda: True))
