@@ -66,9 +66,13 @@ def test_render_config_points_at_instance_dirs_and_ports(tmp_path: Path):
     assert f"IVR_AGI_KEY = {sw.secrets().agi_key}\n" in key_file.read_text()
     assert len(sw.secrets().agi_key) >= 32 and sw.env()["IVR_AGI_KEY"] == sw.secrets().agi_key
     assert "#tryinclude ivr-agi-key.conf" in (etc / "ivr-globals.conf").read_text()
-    agi_calls = [line for p in etc.glob("ivr-*.conf") for line in p.read_text().splitlines()
-                 if "${IVR_AGI}/" in line and not line.lstrip().startswith(";")]
-    assert agi_calls and all("?ivr_key=${IVR_AGI_KEY}" in line for line in agi_calls), agi_calls
+    # Every FastAGI URI (the [ivr-agi] routine's AGI() lines, Queue()'s AGI argument)
+    # carries the key; every other context reaches the controller through [ivr-agi].
+    code = [line for p in etc.glob("ivr-*.conf") for line in p.read_text().splitlines()
+            if not line.lstrip().startswith(";")]
+    agi_uris = [line for line in code if "AGI(" in line or "/agent-answered" in line]
+    assert len(agi_uris) >= 4 and all("?ivr_key=${IVR_AGI_KEY}" in line for line in agi_uris), agi_uris
+    assert all("AGI(${addr}/" in line for line in code if "AGI(" in line), "AGI() only in [ivr-agi]"
     # No secret is in the shipped configuration itself.
     lines = [line.strip() for p in resources.asterisk_config_dir().glob("*.conf")
              for line in p.read_text().splitlines() if not line.strip().startswith(";")]
