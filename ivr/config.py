@@ -188,10 +188,10 @@ def _build(cls: Any, data: Any, path: str, problems: _Problems) -> Any:
         if converted is not None or value is None:
             kwargs[key] = converted
     for name, f in known.items():
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            if name not in kwargs:
-                problems.add(f"{path}.{name}" if path else name, "missing required key")
-                kwargs[name] = dt.date.min if hints[name] is dt.date else ""
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in kwargs:
+            problems.add(f"{path}.{name}" if path else name, "missing required key")
+            kwargs[name] = dt.date.min if hints[name] is dt.date else ""
     return cls(**kwargs)
 
 
@@ -367,7 +367,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("rings.on_ms" if r.on_ms is None else "rings.off_ms", "set both on_ms and off_ms, or neither")
     elif r.on_ms is not None and r.on_ms >= 0 and (r.off_ms or 0) >= 0 and r.on_ms + (r.off_ms or 0) <= 0:
         add("rings.on_ms", "cadence must be non-negative with a positive period")
-    if 0 < r.warn_rings and 0 < r.critical_rings < r.warn_rings:
+    if r.warn_rings > 0 and 0 < r.critical_rings < r.warn_rings:
         add("rings.critical_rings", "need 0 < warn_rings <= critical_rings")
     if r.reroute_target:
         try:
@@ -444,7 +444,7 @@ def _validate_database(db: DatabaseConfig, add: Any) -> None:
 def _validate_holidays(config: Config, problems: _Problems) -> None:
     h = config.holidays
     try:
-        import holidays as holidays_lib
+        import holidays as holidays_lib  # noqa: PLC0415 - the country tables load slowly; only to validate
 
         if h.country.upper() not in holidays_lib.list_supported_countries():
             problems.add("holidays.country", f"country {h.country!r} unknown to the holidays library")

@@ -35,15 +35,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from ivr import logs, resources
 from ivr.ami.connection import AmiConnection
@@ -199,9 +204,6 @@ class Timeline:
 def ensure_prompt_tools() -> None:
     """The prompts are spoken by espeak-ng and converted with ffmpeg: install them with
     apt on a fresh machine (as the embedded switch installs mmdebstrap)."""
-    import shutil
-    import subprocess
-
     missing = [pkg for pkg, exe in (("espeak-ng", "espeak-ng"), ("ffmpeg", "ffmpeg")) if not shutil.which(exe)]
     if missing:
         print(f"ivr demo: installing {' '.join(missing)} with apt-get ...", flush=True)
@@ -437,8 +439,6 @@ class Demo:
 
     async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """The controller's HTTP API, as an agent's desktop tool would call it."""
-        import aiohttp
-
         url = f"http://{self.config.http.host}:{self.config.http.port}{path}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
                 http.request(method, url, json=body, headers={"Authorization": f"Bearer {self.token}"}) as r:
@@ -516,8 +516,6 @@ def _exit_without_stragglers(code: int, budget: float = 0.5) -> int:
     """A non-daemon thread still alive here (a switch start still running in the default
     executor, a database worker nobody closed) would keep the interpreter alive at exit:
     wait ``budget`` s for them, then name them and leave without waiting."""
-    import threading
-
     deadline = time.monotonic() + budget
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:

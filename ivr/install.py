@@ -366,7 +366,7 @@ def reload_asterisk(cli: str, run: Callable[..., subprocess.CompletedProcess[str
 def agi_url(config: Config | None) -> str:
     agi = config.agi if config is not None else AgiConfig()
     host, port = agi.host, agi.port
-    if host in ("0.0.0.0", "", "::"):
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - a wildcard is recognised here, not bound
         host = "127.0.0.1"
     return f"agi://{host}:{port}"
 

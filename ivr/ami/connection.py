@@ -128,6 +128,7 @@ class _Manager(Manager):
 
     def __init__(self, on_lost: Callable[[object], None], **config: Any) -> None:
         self._routes: dict[str, tuple[list[str], list[list[Any]]]] = {}  # event name -> patterns, callbacks
+        self._pending: set[asyncio.Future[Any]] = set()  # coroutine callbacks running (kept from the GC)
         config.setdefault("protocol_factory", AmiProtocol)  # the lean reader (ivr/ami/protocol.py)
         super().__init__(forgetable_actions=_NothingIsResent(), ping_delay=0, ping_interval=0, **config)
         self._on_lost = on_lost
@@ -154,7 +155,9 @@ class _Manager(Manager):
             for callback in callbacks:
                 ret = callback(self, event)
                 if ret is not None and (asyncio.iscoroutine(ret) or isinstance(ret, asyncio.Future)):
-                    asyncio.ensure_future(ret, loop=self.loop)
+                    pending = asyncio.ensure_future(ret, loop=self.loop)
+                    self._pending.add(pending)
+                    pending.add_done_callback(self._pending.discard)
         return list(route[0])
 
     def attach(self, protocol: AMIProtocol) -> None:
@@ -184,7 +187,7 @@ class Backoff:
     def delays(self) -> Any:
         delay = self.initial
         while True:
-            yield delay * (1 + random.uniform(-self.jitter, self.jitter))
+            yield delay * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311 - jitter, not a secret
             delay = min(delay * self.factor, self.maximum)
 
 

@@ -66,7 +66,7 @@ class AmiMessage(Message):
         # What CaseInsensitiveDict.update(headers, content=content) leaves: for keys equal
         # but for case, the position of the first and the value (and spelling) of the last.
         self._headers = headers
-        self._values = values = dict(zip(map(_lower, headers), headers.values()))
+        self._values = values = dict(zip(map(_lower, headers), headers.values(), strict=True))
         values["content"] = content
         self._names: dict[str, str] | None = None
         self.manager = None
@@ -81,7 +81,7 @@ class AmiMessage(Message):
         names = self._names
         if names is None:
             headers = self._headers
-            names = self._names = dict(zip(map(_lower, headers), headers))
+            names = self._names = dict(zip(map(_lower, headers), headers, strict=True))
             names["content"] = "content"
         return names
 

@@ -27,7 +27,8 @@ CALL_STATES = (*LIVE_STATES, "ended", "live")
 CALLBACK_STATUSES = ("open", "done", "failed")
 
 
-def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
+def query_window(request: web.Request, tz: ZoneInfo, *,
+                 default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
     """``from`` / ``to`` (local dates, inclusive): the epoch window and the dates used."""
     raw_from, raw_to = request.query.get("from"), request.query.get("to")
     if raw_from is None and raw_to is None and not default_today:

@@ -210,10 +210,10 @@ class EmbeddedSwitch:
             raise SwitchError(f"{cmd[0]} is not installed and could not be run: {exc}") from exc
         tail: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-15:]
-            if line.startswith(("I: ", "E: ", "W: ")) or label == "apt" and line.startswith("Setting up"):
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            tail = [*tail, line][-15:]
+            if line.startswith(("I: ", "E: ", "W: ")) or (label == "apt" and line.startswith("Setting up")):
                 self.progress(f"  {label}: {line}")
         if proc.wait() != 0:
             hint = ""
@@ -325,15 +325,14 @@ class EmbeddedSwitch:
         self.render_config()
         for stale in (self.home / "run").glob("*"):
             stale.unlink(missing_ok=True)
-        log = open(self.log_file, "ab")
-        proc = subprocess.Popen(
-            ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-C", self.conf_inside],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-C", self.conf_inside],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._proc = proc  # kept, so that down() reaps it (no zombie, no ResourceWarning)
         (self.home / "asterisk.pid").write_text(str(proc.pid))
         try:
@@ -401,7 +400,7 @@ class EmbeddedSwitch:
         try:
             out = subprocess.run(
                 ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-C", self.conf_inside, "-rx", command],
-                capture_output=True, text=True, timeout=timeout,
+                capture_output=True, text=True, timeout=timeout, check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise SwitchError(f"asterisk CLI {command!r} did not answer within {timeout} s") from exc

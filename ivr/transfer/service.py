@@ -51,9 +51,6 @@ from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, TransferConfig
-from ivr.timers import TimerService
-from ivr.transfer.metrics import TransferMetrics
 from ivr.rules.transfer import (
     Announce,
     Connect,
@@ -65,6 +62,9 @@ from ivr.rules.transfer import (
     TransferAction,
     WarmTransfer,
 )
+from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, TransferConfig
+from ivr.timers import TimerService
+from ivr.transfer.metrics import TransferMetrics
 from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
 
 log = structlog.get_logger("ivr.transfer")

@@ -5,12 +5,19 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.properties import examples
-
 from ivr.rules.hold import (
-    Abandoned, AlertAgent, HoldStarted, HoldTimer, KeepWaiting, OfferChoices, Remind,
-    RequestCallback, TakeMessage, ThankCaller,
+    Abandoned,
+    AlertAgent,
+    HoldStarted,
+    HoldTimer,
+    KeepWaiting,
+    OfferChoices,
+    Remind,
+    RequestCallback,
+    TakeMessage,
+    ThankCaller,
 )
+from tests.properties import examples
 
 
 def drive(h: HoldTimer, until: float) -> list[tuple[float, object]]:
