@@ -97,7 +97,7 @@ def write_audio(seg: Any, out_dir: Path, name: str) -> float:
     wav_buf = seg.export(io.BytesIO(), format="wav")
     atomic_write(out_dir / f"{name}.wav", wav_buf.getvalue())
     atomic_write(out_dir / f"{name}.ulaw", audioop.lin2ulaw(seg.raw_data, SAMPLE_WIDTH))
-    return round(seg.frame_count() / SAMPLE_RATE, 3)
+    return round(float(seg.frame_count()) / SAMPLE_RATE, 3)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

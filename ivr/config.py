@@ -37,7 +37,7 @@ import stat
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -450,7 +450,9 @@ def _validate_holidays(config: Config, problems: _Problems) -> None:
             problems.add("holidays.country", f"country {h.country!r} unknown to the holidays library")
     except ImportError:  # pragma: no cover
         problems.add("holidays.country", "the holidays library is not installed")
-    for kind, entries in (("overrides", h.overrides), ("additions", h.additions)):
+    groups: tuple[tuple[str, Sequence[HolidayOverride | HolidayAddition]], ...] = (
+        ("overrides", h.overrides), ("additions", h.additions))
+    for kind, entries in groups:
         for i, entry in enumerate(entries):
             if not re.match(r"^[a-z][a-z0-9_]*$", entry.id):
                 problems.add(f"holidays.{kind}[{i}].id", f"id must be lower_snake_case, got {entry.id!r}")

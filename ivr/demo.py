@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ from ivr.config import load_config
 from ivr.controller import Controller
 from ivr.greeting import choose_greeting
 from ivr.prompts import build_prompts, make_test_audio, source_languages
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch
+from ivr.switch.host import Ports
 
 ROUND_TIMEOUT = 170.0  # a round must fit in three minutes
 STOP_BUDGET = 4.0  # s for the clean-up after Ctrl-C / SIGTERM (the promise is 5 s)
@@ -325,7 +326,7 @@ class Demo:
         self.out(f"  dashboard: http://{config.http.host}:{config.http.port}/dashboard?token={secrets.http_token}")
         self.out("  (the token is generated for this switch; `ivr asterisk env` prints it)")
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

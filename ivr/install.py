@@ -37,6 +37,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ivr import resources
 from ivr.errors import IvrError
@@ -285,7 +286,7 @@ class Installer:
                     f"{target}:{number}: `{line.strip()}` is outside the installer's block (a manual "
                     "set-up?): remove those lines, then run `ivr install` again")
 
-    def _manifest(self) -> dict:
+    def _manifest(self) -> dict[str, Any]:
         try:
             return dict(json.loads((self.dir / MANIFEST).read_text()))
         except (OSError, ValueError):

@@ -123,8 +123,10 @@ class _NothingIsResent:
         return True
 
 
-class _Manager(Manager):
+class _Manager(Manager):  # type: ignore[misc]  # panoramisk ships no types
     """panoramisk's Manager without its own connect/login/ping/reconnect logic."""
+
+    patterns: list[tuple[str, re.Pattern[str]]]  # the base class's (pattern, regexp) list
 
     def __init__(self, on_lost: Callable[[object], None], **config: Any) -> None:
         self._routes: dict[str, tuple[list[str], list[list[Any]]]] = {}  # event name -> patterns, callbacks

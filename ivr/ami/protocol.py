@@ -49,7 +49,7 @@ class _Lowered(dict[str, str]):
 _lower = _Lowered().__getitem__
 
 
-class AmiMessage(Message):
+class AmiMessage(Message):  # type: ignore[misc]  # panoramisk ships no types
     """A ``panoramisk.message.Message`` that is cheap to build.
 
     panoramisk keeps ``{lowercased key: (key as sent, value)}``; this keeps
@@ -150,8 +150,10 @@ def parse_message(frame: str) -> AmiMessage | None:
     return message
 
 
-class AmiProtocol(AMIProtocol):
+class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
     """panoramisk's ``AMIProtocol`` reading frames with :func:`parse_message`."""
+
+    version: str | None  # set by the base class, read here
 
     def data_received(self, data: bytes) -> None:
         encoding = getattr(self, "encoding", "ascii")

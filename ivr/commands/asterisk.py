@@ -6,10 +6,11 @@ import argparse
 import json
 import shlex
 
-from ivr.switch.embedded import EmbeddedSwitch, Ports
+from ivr.switch.embedded import EmbeddedSwitch
+from ivr.switch.host import Ports
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("asterisk", help="the embedded Asterisk (Debian sid chroot)")
     p.add_argument("--name", default="default", help="instance name (default: default)")
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -39,9 +39,10 @@ def query_window(request: web.Request, tz: ZoneInfo, *,
     first = first or last or today
     last = last or first
     if last < first:
-        raise BadRequest("to is before from", **{"from": first.isoformat(), "to": last.isoformat()})
+        raise BadRequest("to is before from", details={"from": first.isoformat(), "to": last.isoformat()})
     if (last - first).days > 366:
-        raise BadRequest("at most 367 days at a time", **{"from": first.isoformat(), "to": last.isoformat()})
+        raise BadRequest("at most 367 days at a time",
+                         details={"from": first.isoformat(), "to": last.isoformat()})
     since, until = day_window(first, last, tz)
     return since, until, {"from": first.isoformat(), "to": last.isoformat()}
 

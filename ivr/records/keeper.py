@@ -120,7 +120,7 @@ class RecordsKeeper:
         """Wait until the database is open and written to (``up``, the spool replayed)."""
         await self.recorder.wait_state("up", timeout)
         assert self.store is not None
-        return self.store  # type: ignore[return-value]
+        return self.store
 
     def status(self) -> dict[str, Any]:
         return self.recorder.status()

@@ -309,6 +309,7 @@ class CallRecorder(RecorderProgress):
     async def _replay_each(self, entries: list[Entry]) -> None:
         if self.store is None:
             return  # gone while writing the batch: left in the spool
+        assert self.spool is not None  # the entries were read from it
         for entry in entries:
             if entry.event is None:
                 self._drop("spool_corrupt", 1, "a spool line that cannot be read back",

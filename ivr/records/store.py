@@ -417,7 +417,8 @@ class CallStore:
     # -- reading ------------------------------------------------------------------------
 
     async def calls(self, f: CallFilter = CallFilter()) -> list[Row]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | float] = []
         if f.agent is not None:
             where.append("agent = ?")
             params.append(f.agent)
@@ -462,7 +463,8 @@ class CallStore:
 
     async def _window(self, table: str, col: str, since: float | None, until: float | None,
                       extra: dict[str, Any], limit: int) -> list[Row]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if since is not None:
             where.append(f"{col} >= ?")
             params.append(since)

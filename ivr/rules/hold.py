@@ -105,7 +105,8 @@ HoldAction = (
     HoldStarted | Remind | OfferChoices | AlertAgent | KeepWaiting | TakeMessage
     | RequestCallback | ThankCaller | Abandoned
 )
-_DIGITS = {"1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
+_DIGITS: dict[str, type[KeepWaiting | TakeMessage | RequestCallback]] = {
+    "1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
 
 
 class HoldTimer:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ivr import resources
 from ivr.errors import SwitchError
@@ -111,6 +112,7 @@ class EmbeddedSwitch:
         self.prompts_build = resources.prompts_build_dir(
             prompts_build or os.environ.get("IVR_PROMPTS_BUILD"))
         self._ports = ports
+        self._proc: subprocess.Popen[bytes] | None = None  # the asterisk this object started
         self.agi_host = agi_host
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
 
@@ -126,11 +128,12 @@ class EmbeddedSwitch:
             self._ports = Ports(**saved) if saved else Ports()
         return self._ports
 
-    def _read_state(self) -> dict:
+    def _read_state(self) -> dict[str, Any]:
         try:
-            return json.loads(self.state_file.read_text())
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return {}
+        return state
 
     def secrets(self) -> Secrets:
         """The instance's secrets, generated on first use and kept (mode 0600); a secret
@@ -376,14 +379,14 @@ class EmbeddedSwitch:
                     break
             if wait_gone(pid, timeout if sig is None else 3.0):
                 break
-        proc, self._proc = getattr(self, "_proc", None), None
+        proc, self._proc = self._proc, None
         if proc is not None:
             proc.wait(timeout=5)
         (self.home / "asterisk.pid").unlink(missing_ok=True)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         pid = self.pid()
-        info: dict = {"name": self.name, "built": self.is_built(), "running": pid is not None}
+        info: dict[str, Any] = {"name": self.name, "built": self.is_built(), "running": pid is not None}
         if pid is not None:
             info["pid"] = pid
             info["ports"] = asdict(self.ports)

@@ -36,6 +36,7 @@ Every state change goes out as ``UserEvent: IvrTransfer`` (``State``, ``Target``
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import re
@@ -240,7 +241,7 @@ class TransferService:
                             IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="")
         await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
         self.transfers[xid] = xfer
-        self.timers.add(xid, xfer.machine, lambda actions, x=xfer: self._apply(x, actions))
+        self.timers.add(xid, xfer.machine, functools.partial(self._apply, xfer))
         log.info("transfer.start", transfer=xid, call_id=xfer.call_id, caller=caller_uid,
                  agent=xfer.agent_number, target=tgt.label)
         try:
