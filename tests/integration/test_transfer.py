@@ -24,7 +24,8 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.prompts import prompt_duration
 from ivr.timers import TimerService
-from ivr.transfer.service import TransferService, TransferSettings
+from ivr.transfer.service import TransferService
+from ivr.transfer.settings import TransferSettings
 from ivr.transfer.targets import announcement
 from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
@@ -288,7 +289,7 @@ async def test_caller_hanging_up_ends_the_transfer(ami: AmiRecorder, ctl: Ctl) -
 
 
 async def test_transfer_refused_for_unknown_call_and_bad_target(ami: AmiRecorder, ctl: Ctl) -> None:
-    from ivr.transfer.service import NoSuchCall
+    from ivr.errors import NoSuchCall
     from ivr.transfer.targets import InvalidTarget
 
     with pytest.raises(NoSuchCall):
