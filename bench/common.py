@@ -56,7 +56,7 @@ def _git_commit() -> str:
 
 def asterisk_version() -> str:
     """The embedded switch's Asterisk package version (from the root filesystem's dpkg)."""
-    from ivr.switch.embedded import default_cache_dir
+    from ivr.switch.rootfs import default_cache_dir
 
     status = default_cache_dir() / "rootfs/var/lib/dpkg/status"
     try:

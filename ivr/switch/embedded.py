@@ -34,42 +34,11 @@ from ivr import resources
 from ivr.errors import SwitchError
 from ivr.switch.amiwait import wait_fully_booted
 from ivr.switch.host import Ports, find_moddir, require_root, rewrite_lines, wait_gone, write_private
+from ivr.switch.rootfs import PACKAGES, default_cache_dir, read_debian_mirror
 
-PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm")
 ADMIN_USER = "ivr-admin"
 CONTROLLER_USER = "ivr"
 AGENT_ENDPOINTS = ("1001", "1002", "1003")
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("IVR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ivr"
-    )
-    return Path(base)
-
-
-def read_debian_mirror(paths: list[Path] | None = None) -> str:
-    """The Debian archive URI of this machine's apt sources (deb822 or one-line)."""
-    if paths is None:
-        paths = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-        paths += sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
-        paths.append(Path("/etc/apt/sources.list"))
-    uris: list[str] = []
-    for path in paths:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        uris += re.findall(r"^\s*URIs:\s*(\S+)", text, flags=re.MULTILINE)
-        uris += re.findall(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, flags=re.MULTILINE)
-    for uri in uris:
-        if "security" not in uri and uri.rstrip("/").endswith("/debian"):
-            return uri.rstrip("/")
-    raise SwitchError(
-        "no Debian archive found in this machine's apt sources "
-        "(/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); "
-        "the embedded Asterisk needs one to build its root filesystem"
-    )
 
 
 @dataclass
