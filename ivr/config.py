@@ -7,7 +7,7 @@ zone, reversed holiday dates, missing prompt file, TOML syntax) is reported at o
 :class:`~ivr.errors.ConfigError`, each line naming the key path (``agents[1].dial``) and,
 where it can be found, the line in the file. ``deploy/ivr.toml`` shows every key.
 
-Secrets (:data:`SECRETS`): ``[ami] secret`` comes from the environment variable
+Secrets (:data:`~ivr.config_checks.SECRETS`): ``[ami] secret`` comes from the environment variable
 ``IVR_AMI_SECRET``, else from the systemd credential ``ami-secret`` (the file
 ``$CREDENTIALS_DIRECTORY/ami-secret``, when systemd set that variable), else from
 ``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``,
@@ -15,7 +15,7 @@ credential ``http-token`` or ``token_file``; ``[alarms] webhook_secret`` from
 ``IVR_WEBHOOK_SECRET``, credential ``webhook-secret`` or ``webhook_secret_file``; ``[agi] key``
 (the switch's FastAGI key) from ``IVR_AGI_KEY``, credential ``agi-key`` or ``key_file`` (a bare
 key, or the switch's include with its ``IVR_AGI_KEY = ...`` line). The HTTP
-token and the webhook secret need at least :data:`MIN_SECRET_LENGTH` visible ASCII
+token and the webhook secret need at least :data:`~ivr.config_checks.MIN_SECRET_LENGTH` visible ASCII
 characters. :attr:`Config.warnings` lists secret-holding files that anyone can read.
 
 Every number is checked (:data:`NUMBER_RANGES`): finite, and positive unless the table
@@ -33,7 +33,6 @@ import datetime as dt
 import math
 import os
 import re
-import stat
 import tomllib
 import types
 import typing
@@ -42,6 +41,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# Moved to ivr/config_checks.py; the names this module used are kept.
+from ivr.config_checks import SECRETS, world_readable
+from ivr.config_checks import Problems as _Problems
+from ivr.config_checks import check_secret as _check_secret
+from ivr.config_checks import read_secret as _read_secret
 from ivr.errors import ConfigError
 from ivr.greeting import holiday_ids, holiday_names, prompt_file
 from ivr.rules.dialing import DIAL_RE, reroute_entry
@@ -124,20 +128,6 @@ def _join(dotted: str) -> str:
     return ".".join(p.strip("\"'") for p in parts)
 
 
-class _Problems:
-    def __init__(self, lines: dict[str, int], source: str) -> None:
-        self.items: list[str] = []
-        self.lines = lines
-        self.source = source
-
-    def add(self, path: str, message: str) -> None:
-        probe = path
-        while probe and probe not in self.lines:  # nearest enclosing key with a line
-            probe = re.sub(r"(\[\d+\]|\.[^.\[]+|^[^.\[]+)$", "", probe)
-        where = f" (line {self.lines[probe]})" if probe else ""
-        self.items.append(f"{path}{where}: {message}")
-
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -193,64 +183,6 @@ def _build(cls: Any, data: Any, path: str, problems: _Problems) -> Any:
             problems.add(f"{path}.{name}" if path else name, "missing required key")
             kwargs[name] = dt.date.min if hints[name] is dt.date else ""
     return cls(**kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class Secret:
-    """Where one secret may come from, in this order: env, systemd credential, file, inline."""
-
-    key: str  # the inline key: "ami.secret"
-    file_key: str  # "ami.secret_file"
-    env: str  # "IVR_AMI_SECRET"
-    credential: str  # LoadCredential= name: read from $CREDENTIALS_DIRECTORY/<credential>
-
-
-SECRETS = (
-    Secret("ami.secret", "ami.secret_file", "IVR_AMI_SECRET", "ami-secret"),
-    Secret("http.token", "http.token_file", "IVR_HTTP_TOKEN", "http-token"),
-    Secret("alarms.webhook_secret", "alarms.webhook_secret_file", "IVR_WEBHOOK_SECRET", "webhook-secret"),
-    Secret("agi.key", "agi.key_file", "IVR_AGI_KEY", "agi-key"),
-)
-MIN_SECRET_LENGTH = 16  # characters (visible ASCII): the HTTP token and the webhook key
-
-
-def _read_secret(config: Config, secret: Secret, env: Mapping[str, str],
-                 problems: _Problems) -> tuple[str, str]:
-    """The secret's value and where it came from (an env name, a credential path or a key)."""
-    section, name = secret.key.split(".")
-    inline = getattr(getattr(config, section), name)
-    file = getattr(getattr(config, section), secret.file_key.split(".")[1])
-    if env.get(secret.env):
-        return env[secret.env], secret.env
-    sources = [(secret.file_key, file)] if file else []
-    if env.get("CREDENTIALS_DIRECTORY"):  # systemd's LoadCredential= directory
-        cred = Path(env["CREDENTIALS_DIRECTORY"]) / secret.credential
-        if cred.exists():
-            sources.insert(0, (f"credential {secret.credential}", str(cred)))
-    for source, path in sources:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip(), source
-        except OSError as exc:
-            problems.add(secret.file_key, f"cannot read {path}: {exc.strerror or exc}")
-            return "", source
-    return inline, secret.key
-
-
-def _check_secret(value: str, source: str, what: str, problems: _Problems) -> None:
-    if not value:
-        return
-    if len(value) < MIN_SECRET_LENGTH:
-        problems.add(source, f"{what} is {len(value)} characters long; at least {MIN_SECRET_LENGTH} are "
-                     "needed (e.g. openssl rand -hex 24)")
-    elif not all("!" <= ch <= "~" for ch in value):
-        problems.add(source, f"{what} may hold only visible ASCII characters (no spaces)")
-
-
-def world_readable(path: str | os.PathLike[str]) -> bool:
-    try:
-        return bool(os.stat(path).st_mode & stat.S_IROTH)
-    except OSError:
-        return False
 
 
 def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
