@@ -237,7 +237,7 @@ def quiet_logs() -> Iterator[None]:
     if _DEVNULL is None:
         # Kept open for the life of the process: a logger bound inside the block may be
         # kept by an object that outlives it (a closed file there broke later tests).
-        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - kept open on purpose (above)
         atexit.register(_DEVNULL.close)
     before = structlog.get_config()
     logs.configure(json=True)

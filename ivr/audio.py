@@ -66,7 +66,7 @@ def _to_telephony(path: Path) -> Any:
 
 
 def _trim(seg: Any) -> Any:
-    from pydub.silence import detect_leading_silence  # noqa: PLC0415
+    from pydub.silence import detect_leading_silence  # noqa: PLC0415 (pydub imports audioop)
 
     threshold = seg.max_dBFS - TRIM_BELOW_PEAK_DB
     start = detect_leading_silence(seg, silence_threshold=threshold, chunk_size=5)

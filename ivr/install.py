@@ -374,7 +374,7 @@ def agi_url(config: Config | None) -> str:
 
 def options_for(asterisk_dir: Path, config: Config | None, **kwargs: object) -> InstallOptions:
     return dataclasses.replace(InstallOptions(asterisk_dir=asterisk_dir, agi_url=agi_url(config)),
-                               **kwargs)  # type: ignore[arg-type]
+                               **kwargs)  # type: ignore[arg-type]  # replace() checks the field names at run time
 
 
 def utc_stamp() -> str:

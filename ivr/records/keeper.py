@@ -92,7 +92,7 @@ class RecordsKeeper:
 
     @property
     def store(self) -> CallStore | None:
-        return self.recorder.store  # type: ignore[return-value]
+        return self.recorder.store  # type: ignore[return-value]  # the keeper opens only CallStores
 
     @property
     def attempts(self) -> int:
@@ -139,4 +139,4 @@ class RecordsKeeper:
         store = self.recorder.store
         self.recorder.store = None
         if store is not None:
-            await store.close()  # type: ignore[attr-defined]
+            await store.close()  # type: ignore[attr-defined]  # a CallStore (above), not just a Store
