@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import gzip
-import atexit
 import os
 import re
 import sys
@@ -90,12 +90,13 @@ def build_stream(template: list[list[tuple[str, str]]], copies: int, spread: flo
         for headers in template:
             lines = []
             at = 0.0
-            for key, value in headers:
+            for key, original in headers:
+                value = original
                 if key == "Timestamp":
-                    at = float(value) + k * spread
+                    at = float(original) + k * spread
                     value = f"{at:.6f}"
                 elif key in ID_KEYS or key in NAME_KEYS:
-                    value = _rename(value, key, k)
+                    value = _rename(original, key, k)
                 lines.append(f"{key}: {value}\r\n")
             timed.append((at, n, "".join(lines) + "\r\n"))
             n += 1
@@ -232,11 +233,11 @@ def quiet_logs() -> Iterator[None]:
 
     from ivr import logs
 
-    global _DEVNULL
+    global _DEVNULL  # noqa: PLW0603 - one /dev/null handle for the life of the process (below)
     if _DEVNULL is None:
         # Kept open for the life of the process: a logger bound inside the block may be
         # kept by an object that outlives it (a closed file there broke later tests).
-        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - kept open on purpose (above)
         atexit.register(_DEVNULL.close)
     before = structlog.get_config()
     logs.configure(json=True)

@@ -56,7 +56,7 @@ def _git_commit() -> str:
 
 def asterisk_version() -> str:
     """The embedded switch's Asterisk package version (from the root filesystem's dpkg)."""
-    from ivr.switch.embedded import default_cache_dir
+    from ivr.switch.rootfs import default_cache_dir
 
     status = default_cache_dir() / "rootfs/var/lib/dpkg/status"
     try:
@@ -125,7 +125,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain Markdown table (also readable in a terminal)."""
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 

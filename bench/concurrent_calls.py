@@ -558,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         name = "concurrent_calls_quick" if args.quick else "concurrent_calls"
         name += "_no_transmit_silence" if transmit_silence == "no" else ""
-        print(f"-> {write_results(name, {'runs': runs, 'transmit_silence': transmit_silence == 'yes', 'targets': {'p99_ms_at_200': 250, 'vs_baseline': 1.5}})}")
+        results = {"runs": runs, "transmit_silence": transmit_silence == "yes",
+                   "targets": {"p99_ms_at_200": 250, "vs_baseline": 1.5}}
+        print(f"-> {write_results(name, results)}")
     return 0
 
 

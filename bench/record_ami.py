@@ -62,7 +62,7 @@ async def _raw_record(host: str, port: int, user: str, secret: str, out: bytearr
         writer.close()
 
 
-async def record(sw, calls: int, out_path: Path) -> int:  # type: ignore[no-untyped-def]
+async def record(sw, calls: int, out_path: Path) -> int:  # type: ignore[no-untyped-def]  # sw: an EmbeddedSwitch
     from ivr.config import load_config
     from ivr.controller import Controller
     from ivr.switch.embedded import ADMIN_USER

@@ -105,7 +105,7 @@ class Lease:
 
     async def wait_role(self, role: str, timeout: float) -> None:
         async with asyncio.timeout(timeout):
-            while self.role != role:
+            while self.role != role:  # noqa: ASYNC110 - the role is a clock check, no event marks it
                 await asyncio.sleep(0.02)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -172,7 +172,7 @@ class Lease:
             return await self._conn.fetchval(sql, *args)
 
     async def _connect(self) -> None:
-        import asyncpg  # the PostgreSQL driver the records use too
+        import asyncpg  # noqa: PLC0415 - optional extra [postgresql]: imported only for a cluster
 
         self._conn = await asyncpg.connect(self.url, timeout=self.connect_timeout,
                                            server_settings={"application_name": f"ivr-{self.node}"})

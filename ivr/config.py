@@ -7,7 +7,7 @@ zone, reversed holiday dates, missing prompt file, TOML syntax) is reported at o
 :class:`~ivr.errors.ConfigError`, each line naming the key path (``agents[1].dial``) and,
 where it can be found, the line in the file. ``deploy/ivr.toml`` shows every key.
 
-Secrets (:data:`SECRETS`): ``[ami] secret`` comes from the environment variable
+Secrets (:data:`~ivr.config_checks.SECRETS`): ``[ami] secret`` comes from the environment variable
 ``IVR_AMI_SECRET``, else from the systemd credential ``ami-secret`` (the file
 ``$CREDENTIALS_DIRECTORY/ami-secret``, when systemd set that variable), else from
 ``secret_file``, else from the file itself; ``[http] token`` likewise from ``IVR_HTTP_TOKEN``,
@@ -15,7 +15,7 @@ credential ``http-token`` or ``token_file``; ``[alarms] webhook_secret`` from
 ``IVR_WEBHOOK_SECRET``, credential ``webhook-secret`` or ``webhook_secret_file``; ``[agi] key``
 (the switch's FastAGI key) from ``IVR_AGI_KEY``, credential ``agi-key`` or ``key_file`` (a bare
 key, or the switch's include with its ``IVR_AGI_KEY = ...`` line). The HTTP
-token and the webhook secret need at least :data:`MIN_SECRET_LENGTH` visible ASCII
+token and the webhook secret need at least :data:`~ivr.config_checks.MIN_SECRET_LENGTH` visible ASCII
 characters. :attr:`Config.warnings` lists secret-holding files that anyone can read.
 
 Every number is checked (:data:`NUMBER_RANGES`): finite, and positive unless the table
@@ -33,15 +33,20 @@ import datetime as dt
 import math
 import os
 import re
-import stat
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# Moved to ivr/config_checks.py; the names this module used are kept.
+from ivr.config_checks import AGI_KEY_MIN, SECRETS, world_readable
+from ivr.config_checks import Problems as _Problems
+from ivr.config_checks import agi_key as _agi_key
+from ivr.config_checks import check_secret as _check_secret
+from ivr.config_checks import read_secret as _read_secret
 from ivr.errors import ConfigError
 from ivr.greeting import holiday_ids, holiday_names, prompt_file
 from ivr.rules.dialing import DIAL_RE, reroute_entry
@@ -61,9 +66,9 @@ from ivr.sections import (
     PromptsConfig,
     RingsConfig,
     SilenceConfig,
-    UnclearConfig,
     SwitchConfig,
     TransferConfig,
+    UnclearConfig,
 )
 
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -84,9 +89,9 @@ __all__ = [
     "PromptsConfig",
     "RingsConfig",
     "SilenceConfig",
-    "UnclearConfig",
     "SwitchConfig",
     "TransferConfig",
+    "UnclearConfig",
     "key_lines",
     "load_config",
     "world_readable",
@@ -124,20 +129,6 @@ def key_lines(text: str) -> dict[str, int]:
 def _join(dotted: str) -> str:
     parts = re.findall(r'"[^"]*"|\'[^\']*\'|[A-Za-z0-9_-]+', dotted)
     return ".".join(p.strip("\"'") for p in parts)
-
-
-class _Problems:
-    def __init__(self, lines: dict[str, int], source: str) -> None:
-        self.items: list[str] = []
-        self.lines = lines
-        self.source = source
-
-    def add(self, path: str, message: str) -> None:
-        probe = path
-        while probe and probe not in self.lines:  # nearest enclosing key with a line
-            probe = re.sub(r"(\[\d+\]|\.[^.\[]+|^[^.\[]+)$", "", probe)
-        where = f" (line {self.lines[probe]})" if probe else ""
-        self.items.append(f"{path}{where}: {message}")
 
 
 def _type_name(tp: Any) -> str:
@@ -190,69 +181,11 @@ def _build(cls: Any, data: Any, path: str, problems: _Problems) -> Any:
         if converted is not None or value is None:
             kwargs[key] = converted
     for name, f in known.items():
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            if name not in kwargs:
-                problems.add(f"{path}.{name}" if path else name, "missing required key")
-                kwargs[name] = dt.date.min if hints[name] is dt.date else ""
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in kwargs:
+            problems.add(f"{path}.{name}" if path else name, "missing required key")
+            kwargs[name] = dt.date.min if hints[name] is dt.date else ""
     return cls(**kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class Secret:
-    """Where one secret may come from, in this order: env, systemd credential, file, inline."""
-
-    key: str  # the inline key: "ami.secret"
-    file_key: str  # "ami.secret_file"
-    env: str  # "IVR_AMI_SECRET"
-    credential: str  # LoadCredential= name: read from $CREDENTIALS_DIRECTORY/<credential>
-
-
-SECRETS = (
-    Secret("ami.secret", "ami.secret_file", "IVR_AMI_SECRET", "ami-secret"),
-    Secret("http.token", "http.token_file", "IVR_HTTP_TOKEN", "http-token"),
-    Secret("alarms.webhook_secret", "alarms.webhook_secret_file", "IVR_WEBHOOK_SECRET", "webhook-secret"),
-    Secret("agi.key", "agi.key_file", "IVR_AGI_KEY", "agi-key"),
-)
-MIN_SECRET_LENGTH = 16  # characters (visible ASCII): the HTTP token and the webhook key
-
-
-def _read_secret(config: Config, secret: Secret, env: Mapping[str, str],
-                 problems: _Problems) -> tuple[str, str]:
-    """The secret's value and where it came from (an env name, a credential path or a key)."""
-    section, name = secret.key.split(".")
-    inline = getattr(getattr(config, section), name)
-    file = getattr(getattr(config, section), secret.file_key.split(".")[1])
-    if env.get(secret.env):
-        return env[secret.env], secret.env
-    sources = [(secret.file_key, file)] if file else []
-    if env.get("CREDENTIALS_DIRECTORY"):  # systemd's LoadCredential= directory
-        cred = Path(env["CREDENTIALS_DIRECTORY"]) / secret.credential
-        if cred.exists():
-            sources.insert(0, (f"credential {secret.credential}", str(cred)))
-    for source, path in sources:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip(), source
-        except OSError as exc:
-            problems.add(secret.file_key, f"cannot read {path}: {exc.strerror or exc}")
-            return "", source
-    return inline, secret.key
-
-
-def _check_secret(value: str, source: str, what: str, problems: _Problems) -> None:
-    if not value:
-        return
-    if len(value) < MIN_SECRET_LENGTH:
-        problems.add(source, f"{what} is {len(value)} characters long; at least {MIN_SECRET_LENGTH} are "
-                     "needed (e.g. openssl rand -hex 24)")
-    elif not all("!" <= ch <= "~" for ch in value):
-        problems.add(source, f"{what} may hold only visible ASCII characters (no spaces)")
-
-
-def world_readable(path: str | os.PathLike[str]) -> bool:
-    try:
-        return bool(os.stat(path).st_mode & stat.S_IROTH)
-    except OSError:
-        return False
 
 
 def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
@@ -309,23 +242,6 @@ def _complete(config: Config, data: dict[str, Any], env: Mapping[str, str],
     return dataclasses.replace(config, switch=switch, agents=agents, ami=ami, agi=agi, http=http, alarms=alarms)
 
 
-AGI_KEY_MIN = 16
-_KEY_LINE = re.compile(r"^\s*IVR_AGI_KEY\s*=>?\s*(\S+)\s*$", re.MULTILINE)
-
-
-def _agi_key(text: str, source: str, problems: _Problems) -> str:
-    """The FastAGI key from what :func:`_read_secret` found: a bare key, or the switch's
-    Asterisk include with its ``IVR_AGI_KEY = ...`` line (one file serves both)."""
-    m = _KEY_LINE.search(text)
-    if m:
-        return m.group(1)
-    bare = text.strip()
-    if not bare or ("\n" not in bare and "=" not in bare and "[" not in bare):
-        return bare
-    problems.add(source, "holds no IVR_AGI_KEY = ... line")
-    return ""
-
-
 def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None:
     add = problems.add
     sw = config.switch
@@ -369,7 +285,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("rings.on_ms" if r.on_ms is None else "rings.off_ms", "set both on_ms and off_ms, or neither")
     elif r.on_ms is not None and r.on_ms >= 0 and (r.off_ms or 0) >= 0 and r.on_ms + (r.off_ms or 0) <= 0:
         add("rings.on_ms", "cadence must be non-negative with a positive period")
-    if 0 < r.warn_rings and 0 < r.critical_rings < r.warn_rings:
+    if r.warn_rings > 0 and 0 < r.critical_rings < r.warn_rings:
         add("rings.critical_rings", "need 0 < warn_rings <= critical_rings")
     if r.reroute_target:
         try:
@@ -477,13 +393,15 @@ def _validate_cluster(config: Config, add: Any) -> None:
 def _validate_holidays(config: Config, problems: _Problems) -> None:
     h = config.holidays
     try:
-        import holidays as holidays_lib
+        import holidays as holidays_lib  # noqa: PLC0415 - the country tables load slowly; only to validate
 
         if h.country.upper() not in holidays_lib.list_supported_countries():
             problems.add("holidays.country", f"country {h.country!r} unknown to the holidays library")
     except ImportError:  # pragma: no cover
         problems.add("holidays.country", "the holidays library is not installed")
-    for kind, entries in (("overrides", h.overrides), ("additions", h.additions)):
+    groups: tuple[tuple[str, Sequence[HolidayOverride | HolidayAddition]], ...] = (
+        ("overrides", h.overrides), ("additions", h.additions))
+    for kind, entries in groups:
         for i, entry in enumerate(entries):
             if not re.match(r"^[a-z][a-z0-9_]*$", entry.id):
                 problems.add(f"holidays.{kind}[{i}].id", f"id must be lower_snake_case, got {entry.id!r}")

@@ -27,7 +27,7 @@ from ivr.http.operations import Operations
 from ivr.metrics import Metrics
 from ivr.netlimits import AcceptFailures, fd_budget
 from ivr.rings import build_rings
-from ivr.switch.embedded import default_cache_dir
+from ivr.switch.rootfs import default_cache_dir
 from ivr.timers import TimerService
 from ivr.transfer import build_transfer
 from ivr.unclear import build_unclear

@@ -27,8 +27,8 @@ from ivr.agi.channel import AgiChannel, AgiError
 from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection, AmiError, Backoff
 from ivr.catalog import load_catalog
-from ivr.resources import prompts_source_dir
 from ivr.feature import AgiRoute, Feature
+from ivr.resources import prompts_source_dir
 from ivr.sections import Config
 
 # What the controller sends over AMI, and what it must not be able to.
@@ -164,7 +164,7 @@ class _Doctor:
                               "Context": "ivr-doctor", "Exten": "s", "Priority": "1",
                               "Async": "true", "Timeout": "5000"}, self.timeout)
             event = await asyncio.wait_for(done, budget)
-        except (AmiError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, AmiError) as exc:
             self.add("FastAGI reachable", False, f"no answer from context ivr-doctor ({exc or 'timeout'}): "
                      "add `#tryinclude ivr-doctor.conf` to extensions.conf")
             return

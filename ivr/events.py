@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class EventBus:
         self.publish(event)
         return event
 
-    async def subscribe(self, overflow: Overflow | None = None) -> AsyncIterator[CallEvent]:
+    async def subscribe(self, overflow: Overflow | None = None) -> AsyncGenerator[CallEvent, None]:
         """Iterate over events published from now on (until the consumer stops).
         ``overflow(event)`` takes the oldest queued event when the queue is full."""
         q = self.open_queue(overflow)

@@ -250,7 +250,7 @@ def choose_greeting(at: dt.datetime, config: Config, language: str | None = None
         prompts = (["good_morning"] if part == "morning" else []) + [
             f"holiday_{period.holiday}", "holiday_welcome"]
     texts = prompt_texts(config, language)
-    text = "".join(_join_space(language) and f"{_text(p, texts, config, language)} "
+    text = "".join((_join_space(language) and f"{_text(p, texts, config, language)} ")
                    or _text(p, texts, config, language) for p in prompts).strip()
     return Greeting(period.holiday if period else None, part,
                     text.replace("{company}", config.switch.company), prompts, language, local)

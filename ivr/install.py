@@ -37,6 +37,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ivr import resources
 from ivr.errors import IvrError
@@ -292,7 +293,7 @@ class Installer:
                     f"{target}:{number}: `{line.strip()}` is outside the installer's block (a manual "
                     "set-up?): remove those lines, then run `ivr install` again")
 
-    def _manifest(self) -> dict:
+    def _manifest(self) -> dict[str, Any]:
         try:
             return dict(json.loads((self.dir / MANIFEST).read_text()))
         except (OSError, ValueError):
@@ -373,14 +374,14 @@ def reload_asterisk(cli: str, run: Callable[..., subprocess.CompletedProcess[str
 def agi_url(config: Config | None) -> str:
     agi = config.agi if config is not None else AgiConfig()
     host, port = agi.host, agi.port
-    if host in ("0.0.0.0", "", "::"):
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - a wildcard is recognised here, not bound
         host = "127.0.0.1"
     return f"agi://{host}:{port}"
 
 
 def options_for(asterisk_dir: Path, config: Config | None, **kwargs: object) -> InstallOptions:
     return dataclasses.replace(InstallOptions(asterisk_dir=asterisk_dir, agi_url=agi_url(config)),
-                               **kwargs)  # type: ignore[arg-type]
+                               **kwargs)  # type: ignore[arg-type]  # replace() checks the field names at run time
 
 
 def utc_stamp() -> str:

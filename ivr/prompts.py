@@ -2,7 +2,8 @@
 
 A language's prompts are written in ``<source>/<lang>.toml`` (read by the pure
 :mod:`ivr.catalog`: ``language``, ``espeak_voice`` and a ``[prompts]`` table of id -> text,
-where ``{company}`` is the configured company name). :func:`build_prompts` turns each id into two files Asterisk plays natively:
+where ``{company}`` is the configured company name). :func:`build_prompts` turns each id into two files Asterisk
+plays natively:
 
 * ``<out>/<lang>/<id>.wav``: 16-bit signed PCM, 8 kHz, mono (``format_wav``);
 * ``<out>/<lang>/<id>.ulaw``: raw G.711 u-law, 8 kHz (``format_pcm``), one byte a sample;
@@ -254,7 +255,7 @@ def _build_language(
         try:
             entries[prompt_id] = future.result()
             result.built.append(prompt_id)
-        except Exception as exc:  # keep the others: the manifest records what was built
+        except Exception as exc:  # noqa: BLE001 - keep the others: the manifest records what was built
             failure = failure or exc
     for prompt_id in old:
         if prompt_id not in catalog.texts:

@@ -91,7 +91,7 @@ def render_csv(report: dict[str, Any]) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{x * 100:.0f} %"
+    return "\N{EN DASH}" if x is None else f"{x * 100:.0f} %"
 
 
 def bar_chart(values: dict[str, float], *, title: str, unit: str = "", highlight: set[str] | None = None,
@@ -130,7 +130,7 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], headers: tuple[
         cells = []
         for c in columns:
             v = r.get(c)
-            text = _pct(v) if c == "service_level" else ("–" if v is None else str(v))
+            text = _pct(v) if c == "service_level" else ("\N{EN DASH}" if v is None else str(v))
             cells.append(f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -147,21 +147,36 @@ svg .t{font-size:13px;font-weight:600}svg .a{font-size:11px;fill:#66788a}svg .g{
 svg .b{fill:#2f6fde}svg .b.hot{fill:#d64545}"""
 
 
+AGENT_TABLE_COLUMNS = ("agent", "name", "answered", "service_level", "max_rings", "unanswered",
+                       "alarms_warning", "alarms_critical", "agent_first_hangups", "long_calls", "holds",
+                       "hold_seconds", "transfers")
+AGENT_HEADINGS = ("Agent", "Name", "Answered", "≤ 3 rings", "Most rings", "Unanswered", "Alarms (3)", "Alarms (6)",
+                  "Hung up first", "Long calls", "Holds", "Hold s", "Transfers")
+DAY_HEADINGS = ("Day", "Calls", "Answered", "Within 3", "≤ 3 rings", "Agent hung up first", "Long calls", "Holds",
+                "Hold s")
+
+
+def _card(label: str, value: object) -> str:
+    return f'<div class="card">{html.escape(label)}<b>{html.escape(str(value))}</b></div>'
+
+
 def render_html(report: dict[str, Any]) -> str:
     t = report["totals"]
     cards = [("Calls", t["calls"]), ("Answered within 3 rings", _pct(t["service_level"])),
              ("Ring alarms", t["alarms"]), ("Holds", t["holds"]), ("Transfers", t["transfers"]),
              ("Agent hung up first", t["agent_first_hangups"]),
              (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
-    late = {k for k in report["rings_to_answer"] if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > 3}
+    late = {k for k in report["rings_to_answer"]
+            if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > 3}
     over = {k for k in report["hold_durations"] if int(k.split("-")[0].rstrip("+")) >= 60}
     per_agent_sl = {a["agent"]: round((a["service_level"] or 0) * 100) for a in report["agents"] if a["answered"]}
     per_agent_bad = {a["agent"]: a["agent_first_hangups"] for a in report["agents"]}
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Compliance report {report['from']} to {report['to']}</title><style>{STYLE}</style></head><body>
 <h1>Call-handling compliance report</h1>
-<p class="sub">{report['from']} to {report['to']} ({html.escape(report['timezone'])}), generated {report['generated_at']}</p>
-<div class="cards">{''.join(f'<div class="card">{html.escape(k)}<b>{html.escape(str(v))}</b></div>' for k, v in cards)}</div>
+<p class="sub">{report['from']} to {report['to']} ({html.escape(report['timezone'])}),
+generated {report['generated_at']}</p>
+<div class="cards">{''.join(_card(k, v) for k, v in cards)}</div>
 <h2>Charts</h2><div class="charts">
 {bar_chart(report['rings_to_answer'], title='Rings to answer (answered calls)', unit=' rings', highlight=late)}
 {bar_chart(report['hold_durations'], title='Hold durations (seconds)', unit=' s', highlight=over)}
@@ -169,10 +184,9 @@ def render_html(report: dict[str, Any]) -> str:
 {bar_chart(per_agent_bad, title='Agent-first hang-ups per agent', highlight=set(per_agent_bad))}
 </div>
 <h2>Per agent</h2>
-{_table(report['agents'], ('agent', 'name', 'answered', 'service_level', 'max_rings', 'unanswered', 'alarms_warning', 'alarms_critical', 'agent_first_hangups', 'long_calls', 'holds', 'hold_seconds', 'transfers'),
-        ('Agent', 'Name', 'Answered', '≤ 3 rings', 'Most rings', 'Unanswered', 'Alarms (3)', 'Alarms (6)', 'Hung up first', 'Long calls', 'Holds', 'Hold s', 'Transfers'))}
+{_table(report['agents'], AGENT_TABLE_COLUMNS, AGENT_HEADINGS)}
 <h2>Per day</h2>
-{_table(report['days'], DAY_COLUMNS, ('Day', 'Calls', 'Answered', 'Within 3', '≤ 3 rings', 'Agent hung up first', 'Long calls', 'Holds', 'Hold s'))}
+{_table(report['days'], DAY_COLUMNS, DAY_HEADINGS)}
 </body></html>
 """
 

@@ -110,8 +110,8 @@ class TimerService:
             fired += 1
             try:
                 actions = entry.machine.on_timer(now)
-            except Exception as exc:
-                log.error("timer_machine_failed", key=str(key), error=repr(exc))
+            except Exception as exc:  # a faulty machine must not stop every other timer
+                log.exception("timer_machine_failed", key=str(key), error=repr(exc))
                 actions = []
             self.poke(key)
             if actions:
@@ -163,8 +163,8 @@ class TimerService:
     def _deliver(self, key: Hashable, on_actions: OnActions, actions: list[Any]) -> None:
         try:
             result = on_actions(actions)
-        except Exception as exc:
-            log.error("timer_callback_failed", key=str(key), error=repr(exc))
+        except Exception as exc:  # a faulty callback must not stop every other timer
+            log.exception("timer_callback_failed", key=str(key), error=repr(exc))
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)

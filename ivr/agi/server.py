@@ -181,7 +181,7 @@ class FastAgiServer:
         except AgiError as exc:
             # The dialplan fallback takes the call on: it is never dropped.
             bound.error("fastagi.agi_error", error=str(exc))
-        except Exception:
+        except Exception:  # noqa: BLE001 - any handler bug: logged in full, the dialplan fallback takes the call
             bound.exception("fastagi.handler_failed")
         finally:
             self.channels.discard(channel.channel)

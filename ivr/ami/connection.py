@@ -32,7 +32,7 @@ import inspect
 import random
 import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,96 +41,29 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from ivr.ami.errors import (
+    READ_ACTIONS,
+    AmiActionError,
+    AmiConnectionLost,
+    AmiError,
+    AmiLoginError,
+    AmiNotConnected,
+    AmiNotLeader,
+    AmiTimeout,
+    AmiUnsafeValue,
+    check_action,
+)
 from ivr.ami.protocol import AmiProtocol
-from ivr.errors import IvrError
+
+# The errors and check_action live in ivr/ami/errors.py; importing them from here still works.
+__all__ = ["READ_ACTIONS", "AmiActionError", "AmiConnection", "AmiConnectionLost", "AmiError", "AmiLoginError",
+           "AmiNotConnected", "AmiNotLeader", "AmiTimeout", "AmiUnsafeValue", "Backoff", "ConnectedCallback",
+           "EventCallback", "check_action"]
 
 log = structlog.get_logger("ivr.ami")
 
 EventCallback = Callable[[Message], Any]
 ConnectedCallback = Callable[[], Awaitable[None] | None]
-
-
-class AmiError(IvrError):
-    """An AMI action could not be carried out."""
-
-    error_id = "ami-error"
-
-
-class AmiNotConnected(AmiError):
-    error_id = "ami-not-connected"
-
-
-class AmiConnectionLost(AmiError):
-    """The connection dropped while the action was in flight; it was not sent again."""
-
-    error_id = "ami-connection-lost"
-
-
-class AmiTimeout(AmiError):
-    error_id = "ami-timeout"
-
-
-class AmiActionError(AmiError):
-    """Asterisk answered the action with an error (``Response: Error``)."""
-
-    error_id = "ami-action-failed"
-
-
-class AmiLoginError(AmiError):
-    error_id = "ami-login-refused"
-
-
-class AmiUnsafeValue(AmiError):
-    """An action header name or value holds CR, LF or NUL (or is not text): sending it
-    would end the header early and the rest would read as more headers or a second
-    action (AMI action injection). Nothing of the action is sent."""
-
-    error_id = "ami-unsafe-value"
-
-
-# CR and LF end an AMI line; NUL ends a C string in Asterisk's reader (the value would be
-# cut there). A header name also may not hold ":" (it would move the name/value split).
-_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
-_UNSAFE_NAME = re.compile(r"[\r\n\x00:]|^\s|\s$|^$")
-
-
-def check_action(action: Mapping[str, Any]) -> None:
-    """Raise :class:`AmiUnsafeValue` (and log ``ami.unsafe_value``) if any header of
-    ``action`` could break the frame it is written in. Values may be lists (repeated
-    headers, as panoramisk writes ``Variable``); every element is checked. The value is
-    never logged, only the action, the header and what is wrong with it."""
-    name = str(action.get("Action", "?"))
-    for key, value in action.items():
-        if not isinstance(key, str) or _UNSAFE_NAME.search(key):
-            _refuse(name, repr(key)[:40], "header name is empty, padded, or holds CR, LF, NUL or ':'")
-        for item in value if isinstance(value, (list, tuple)) else (value,):
-            if not isinstance(item, (str, int, float)) or isinstance(item, bool):
-                _refuse(name, key, f"value of type {type(item).__name__} (want text)")
-            if isinstance(item, str) and _UNSAFE_VALUE.search(item):
-                _refuse(name, key, "value holds CR, LF or NUL")
-
-
-def _refuse(action: str, header: str, why: str) -> None:
-    log.warning("ami.unsafe_value", action=action, header=header, reason=why)
-    raise AmiUnsafeValue(f"AMI {action}: header {header} refused: {why}; nothing was sent",
-                         action=action, header=header)
-
-
-class AmiNotLeader(AmiError):
-    """This controller is a standby of a pair (or lost its lease): it does not change the
-    switch. The action was not sent."""
-
-    error_id = "ami-not-leader"
-    http_status = 503  # the API of a standby: ask the leader (README "Controller pairs")
-
-
-# Actions that only read the switch: a standby sends them too (its view stays ready).
-READ_ACTIONS = frozenset({
-    "login", "logoff", "ping", "status", "coreshowchannels", "coresettings", "corestatus",
-    "getvar", "listcommands", "showdialplan", "queuestatus", "queuesummary", "devicestatelist",
-    "extensionstatelist", "pjsipshowendpoints", "pjsipshowcontacts", "bridgelist", "bridgeinfo",
-    "events", "waitevent",
-})
 
 
 class _NothingIsResent:
@@ -140,11 +73,14 @@ class _NothingIsResent:
         return True
 
 
-class _Manager(Manager):
+class _Manager(Manager):  # type: ignore[misc]  # panoramisk ships no types
     """panoramisk's Manager without its own connect/login/ping/reconnect logic."""
+
+    patterns: list[tuple[str, re.Pattern[str]]]  # the base class's (pattern, regexp) list
 
     def __init__(self, on_lost: Callable[[object], None], **config: Any) -> None:
         self._routes: dict[str, tuple[list[str], list[list[Any]]]] = {}  # event name -> patterns, callbacks
+        self._pending: set[asyncio.Future[Any]] = set()  # coroutine callbacks running (kept from the GC)
         config.setdefault("protocol_factory", AmiProtocol)  # the lean reader (ivr/ami/protocol.py)
         super().__init__(forgetable_actions=_NothingIsResent(), ping_delay=0, ping_interval=0, **config)
         self._on_lost = on_lost
@@ -171,7 +107,9 @@ class _Manager(Manager):
             for callback in callbacks:
                 ret = callback(self, event)
                 if ret is not None and (asyncio.iscoroutine(ret) or isinstance(ret, asyncio.Future)):
-                    asyncio.ensure_future(ret, loop=self.loop)
+                    pending = asyncio.ensure_future(ret, loop=self.loop)
+                    self._pending.add(pending)
+                    pending.add_done_callback(self._pending.discard)
         return list(route[0])
 
     def attach(self, protocol: AMIProtocol) -> None:
@@ -201,7 +139,7 @@ class Backoff:
     def delays(self) -> Any:
         delay = self.initial
         while True:
-            yield delay * (1 + random.uniform(-self.jitter, self.jitter))
+            yield delay * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311 - jitter, not a secret
             delay = min(delay * self.factor, self.maximum)
 
 

@@ -49,7 +49,7 @@ class _Lowered(dict[str, str]):
 _lower = _Lowered().__getitem__
 
 
-class AmiMessage(Message):
+class AmiMessage(Message):  # type: ignore[misc]  # panoramisk ships no types
     """A ``panoramisk.message.Message`` that is cheap to build.
 
     panoramisk keeps ``{lowercased key: (key as sent, value)}``; this keeps
@@ -66,7 +66,7 @@ class AmiMessage(Message):
         # What CaseInsensitiveDict.update(headers, content=content) leaves: for keys equal
         # but for case, the position of the first and the value (and spelling) of the last.
         self._headers = headers
-        self._values = values = dict(zip(map(_lower, headers), headers.values()))
+        self._values = values = dict(zip(map(_lower, headers), headers.values(), strict=True))
         values["content"] = content
         self._names: dict[str, str] | None = None
         self.manager = None
@@ -81,7 +81,7 @@ class AmiMessage(Message):
         names = self._names
         if names is None:
             headers = self._headers
-            names = self._names = dict(zip(map(_lower, headers), headers))
+            names = self._names = dict(zip(map(_lower, headers), headers, strict=True))
             names["content"] = "content"
         return names
 
@@ -150,8 +150,10 @@ def parse_message(frame: str) -> AmiMessage | None:
     return message
 
 
-class AmiProtocol(AMIProtocol):
+class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
     """panoramisk's ``AMIProtocol`` reading frames with :func:`parse_message`."""
+
+    version: str | None  # set by the base class, read here
 
     def data_received(self, data: bytes) -> None:
         encoding = getattr(self, "encoding", "ascii")

@@ -71,7 +71,7 @@ Handler = Callable[[dict[str, str]], Reply]
 
 
 class FakeAmi:
-    def __init__(self, username: str = "ivr", secret: str = "secret") -> None:
+    def __init__(self, username: str = "ivr", secret: str = "secret") -> None:  # noqa: S107 - the in-memory test server's login
         self.username, self.secret = username, secret
         self.port = 0
         self._server: asyncio.Server | None = None

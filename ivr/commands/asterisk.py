@@ -6,10 +6,11 @@ import argparse
 import json
 import shlex
 
-from ivr.switch.embedded import EmbeddedSwitch, Ports
+from ivr.switch.embedded import EmbeddedSwitch
+from ivr.switch.host import Ports
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("asterisk", help="the embedded Asterisk (Debian sid chroot)")
     p.add_argument("--name", default="default", help="instance name (default: default)")
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -22,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--sip-port", type=int, default=None)
     u.set_defaults(func=_up)
     acts.add_parser("down", help="stop it cleanly").set_defaults(func=_down)
-    acts.add_parser("status", help="is it running? (JSON: pid, ports, trunk SIP URI, uptime)").set_defaults(func=_status)
+    acts.add_parser("status", help="is it running? (JSON: pid, ports, trunk SIP URI, uptime)").set_defaults(
+        func=_status)
     e = acts.add_parser("env", help="print export lines for a controller: AMI user ivr, API token, ports")
     e.add_argument("--admin", action="store_true",
                    help="also the all-classes AMI user, as IVR_AMI_ADMIN_USERNAME/IVR_AMI_ADMIN_SECRET")

@@ -7,7 +7,7 @@ import argparse
 from ivr.demo import main
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the embedded Asterisk and the controller, placing sample calls")
     p.add_argument("--company", default="Example", help="company name in the greeting")
     p.add_argument("--cycle", type=float, default=0.0,

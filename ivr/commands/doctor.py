@@ -10,7 +10,7 @@ from ivr.config import load_config
 from ivr.doctor import run_doctor
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check the live switch: AMI, privileges, dialplan, FastAGI, prompts")
     p.add_argument("--config", "-c", default=None, help="the controller's TOML config")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per check (default 10)")

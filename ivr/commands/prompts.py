@@ -114,7 +114,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    source, out, langs, _config_ = _resolve(args)
+    source, out, langs, _ = _resolve(args)
     if not langs:
         print(f"ivr prompts: no languages to check in {source} or {out}", file=sys.stderr)
         return 1
@@ -129,7 +129,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    _source, out, _langs, _config_ = _resolve(args)
+    _source, out, _langs, _ = _resolve(args)
     count = prompts.install_prompts(out, args.dest, args.lang)
     print(f"installed {count} prompts from {out}/ to {args.dest}/")
     return 0

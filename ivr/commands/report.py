@@ -7,6 +7,7 @@ import asyncio
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.config import load_config
@@ -22,7 +23,7 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="compliance report of the call records (per agent, per day, charts)")
     p.add_argument("--from", dest="first", type=_day, required=True, help="first day, YYYY-MM-DD (local time)")
     p.add_argument("--to", dest="last", type=_day, required=True, help="last day, YYYY-MM-DD, inclusive")
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         raise IvrError(f"unknown time zone {tz_name!r}") from None
 
-    async def build() -> dict:
+    async def build() -> dict[str, Any]:
         store = await CallStore.open(url)
         try:
             return await build_report(store, args.first, args.last, tz, agents=agents,

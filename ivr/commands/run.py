@@ -10,7 +10,7 @@ from ivr.config import load_config
 from ivr.controller import Controller
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the controller until SIGINT/SIGTERM")
     p.add_argument("--config", "-c", default=None, help="TOML config file (default: built-in defaults)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")

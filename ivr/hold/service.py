@@ -3,7 +3,8 @@
 How the held caller hears the reminders (measured on the embedded Asterisk 22):
 
 * **Chosen: the caller leaves the agent's bridge for a hold context the controller
-  drives** (the mechanism is in :mod:`ivr.ami.away`, shared with the unclear-line rule). On hold the controller originates a *keeper* Local channel whose ;1 half
+  drives** (the mechanism is in :mod:`ivr.ami.away`, shared with the unclear-line rule).
+  On hold the controller originates a *keeper* Local channel whose ;1 half
   joins the agent's bridge (``Originate ... Application: BridgeAdd``), so the bridge and
   the agent's call stay up; then it sets ``IVR_HOLD_AGENT`` on the caller and
   ``Redirect``\\ s the caller to ``ivr-hold,held`` (asterisk/ivr-hold.conf), which runs

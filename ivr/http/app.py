@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -36,7 +37,8 @@ log = structlog.get_logger("ivr.http")
 
 def base_openapi() -> dict[str, Any]:
     text = resources.files("ivr.http").joinpath("openapi.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    spec: dict[str, Any] = json.loads(text)
+    return spec
 
 
 async def _check(name: str, check: HealthCheck, timeout: float) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def undocumented(app: web.Application, doc: dict[str, Any]) -> tuple[set[tuple[s
 
 
 def build_app(services: Services, settings: HttpSettings,
-              features: list[tuple[str, list[web.RouteDef], dict[str, Any]]] = ()) -> web.Application:  # type: ignore[assignment]
+              features: Sequence[tuple[str, list[web.RouteDef], dict[str, Any]]] = ()) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware],
                           client_max_size=settings.client_max_size)
     app[SERVICES], app[SETTINGS] = services, settings

@@ -15,10 +15,10 @@ login form that cannot be decoded is a 400 naming what is wrong, never a 500.
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler
 
 from ivr.http.keys import SETTINGS, THROTTLE
 from ivr.http.throttle import client_key
@@ -38,7 +38,7 @@ def _text(value: str, what: str, **where: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest(f"the {what} is not UTF-8 text", error_id="invalid-header", **where) from None
+        raise BadRequest(f"the {what} is not UTF-8 text", error_id="invalid-header", details=where) from None
     return value
 
 
@@ -75,7 +75,7 @@ def is_public(path: str, public: tuple[str, ...]) -> bool:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if is_public(request.path, settings.public):
         return await handler(request)

@@ -27,7 +27,8 @@ CALL_STATES = (*LIVE_STATES, "ended", "live")
 CALLBACK_STATUSES = ("open", "done", "failed")
 
 
-def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
+def query_window(request: web.Request, tz: ZoneInfo, *,
+                 default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:
     """``from`` / ``to`` (local dates, inclusive): the epoch window and the dates used."""
     raw_from, raw_to = request.query.get("from"), request.query.get("to")
     if raw_from is None and raw_to is None and not default_today:
@@ -38,9 +39,10 @@ def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> 
     first = first or last or today
     last = last or first
     if last < first:
-        raise BadRequest("to is before from", **{"from": first.isoformat(), "to": last.isoformat()})
+        raise BadRequest("to is before from", details={"from": first.isoformat(), "to": last.isoformat()})
     if (last - first).days > 366:
-        raise BadRequest("at most 367 days at a time", **{"from": first.isoformat(), "to": last.isoformat()})
+        raise BadRequest("at most 367 days at a time",
+                         details={"from": first.isoformat(), "to": last.isoformat()})
     since, until = day_window(first, last, tz)
     return since, until, {"from": first.isoformat(), "to": last.isoformat()}
 

@@ -15,9 +15,11 @@ import json
 import time
 from datetime import datetime
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 
+from ivr.events import CallEvent
 from ivr.http.calls import figures_for
 from ivr.http.keys import SERVICES, STREAMS
 from ivr.http.services import Services
@@ -59,10 +61,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     await response.prepare(request)
     task = asyncio.current_task()
+    assert task is not None  # a request handler runs in a task
     streams = request.app[STREAMS]
     streams.add(task)
     subscription = s.bus.subscribe()
-    pending: asyncio.Task[object] | None = None
+    pending: asyncio.Task[CallEvent] | None = None
     try:
         await response.write(b"retry: 2000\n: connected\n\n")
         while True:
@@ -75,9 +78,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             event = pending.result()
             pending = None
             if s.recorder is not None:
-                await s.recorder.handled(event)  # type: ignore[arg-type]
-            data = json.dumps(event.as_dict(), default=str)  # type: ignore[attr-defined]
-            await response.write(f"event: {event.kind}\ndata: {data}\n\n".encode())  # type: ignore[attr-defined]
+                await s.recorder.handled(event)
+            data = json.dumps(event.as_dict(), default=str)
+            await response.write(f"event: {event.kind}\ndata: {data}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -92,11 +95,12 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def close_streams(app: web.Application) -> None:
     """On shutdown: end the open event streams (browsers reconnect to the next server)."""
-    for task in list(app[STREAMS]):
+    tasks: set[asyncio.Task[Any]] = app[STREAMS]
+    for task in list(tasks):
         task.cancel()
 
 
-def routes() -> list[web.RouteDef]:
+def routes() -> list[web.AbstractRouteDef]:
     return [
         web.get("/", root),
         web.get("/dashboard", page),

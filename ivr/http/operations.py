@@ -59,7 +59,7 @@ class Operations:
         self.hangups = HangupTracker(bus)
         self.hangups.attach(ami)
         # After the channel tracker's resync (registered first, in the controller).
-        ami.on_connected(self.close_ended_calls)
+        ami.on_connected(self._reconcile_after_login)
         self._reconciled_at = -1  # the tracker's resync count last reconciled
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
@@ -99,6 +99,9 @@ class Operations:
 
     def _records_down(self) -> None:
         self.services.store = None  # the record endpoints answer 503 until it is back
+
+    async def _reconcile_after_login(self) -> None:
+        await self.close_ended_calls()
 
     async def close_ended_calls(self, force: bool = False) -> list[str]:
         """Close the records of calls no longer on the switch (after a resync)."""

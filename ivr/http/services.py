@@ -16,7 +16,8 @@ from ivr.http.throttle import ThrottlePolicy
 from ivr.records import CallRecorder, CallStore
 from ivr.web.errors import Unavailable
 
-HealthCheck = Callable[[], bool | Awaitable[bool]]
+# True/False, or a JSON object of details (healthy unless it says "ok": false).
+HealthCheck = Callable[[], bool | dict[str, Any] | Awaitable[bool | dict[str, Any]]]
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class DatabaseError(IvrError):
 def _asyncpg_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(asyncpg errors meaning "this data was refused", all other asyncpg errors)."""
     try:
-        import asyncpg
+        import asyncpg  # noqa: PLC0415 - optional (the postgresql extra)
     except ModuleNotFoundError:
         return (), ()
     refused = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,
@@ -163,7 +163,7 @@ class Database:
             return
         try:
             await asyncio.wait_for(self._close(), self.timeout)
-        except Exception as exc:  # noqa: BLE001 - closing a failed database: nothing left to save
+        except Exception as exc:  # closing a failed database: nothing left to save
             self._abandon()
             if translate(exc, self.url) is None:
                 raise
@@ -237,7 +237,7 @@ class SqliteDatabase(Database):
 
     @classmethod
     async def open(cls, url: str, path: str, timeout: float = DEFAULT_TIMEOUT) -> SqliteDatabase:
-        import aiosqlite
+        import aiosqlite  # noqa: PLC0415 - loaded only by a deployment that keeps records in SQLite
 
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,7 @@ class PostgresDatabase(Database):
     async def open(cls, url: str, timeout: float = DEFAULT_TIMEOUT,
                    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> PostgresDatabase:
         try:
-            import asyncpg
+            import asyncpg  # noqa: PLC0415 - optional (the postgresql extra)
         except ModuleNotFoundError as exc:
             raise DatabaseError(
                 "PostgreSQL needs the asyncpg driver: pip install 'ivr[postgresql]'", reason="config",

@@ -94,7 +94,7 @@ class RecordsKeeper:
 
     @property
     def store(self) -> CallStore | None:
-        return self.recorder.store  # type: ignore[return-value]
+        return self.recorder.store  # type: ignore[return-value]  # the keeper opens only CallStores
 
     @property
     def attempts(self) -> int:
@@ -122,7 +122,7 @@ class RecordsKeeper:
         """Wait until the database is open and written to (``up``, the spool replayed)."""
         await self.recorder.wait_state("up", timeout)
         assert self.store is not None
-        return self.store  # type: ignore[return-value]
+        return self.store
 
     def status(self) -> dict[str, Any]:
         return self.recorder.status()
@@ -141,4 +141,4 @@ class RecordsKeeper:
         store = self.recorder.store
         self.recorder.store = None
         if store is not None:
-            await store.close()  # type: ignore[attr-defined]
+            await store.close()  # type: ignore[attr-defined]  # a CallStore (above), not just a Store

@@ -155,7 +155,7 @@ class CallRecorder(RecorderProgress):
                     self._spool_in_hand()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the recorder never dies; what failed is logged
+            except Exception:  # the recorder never dies; what failed is logged
                 log.exception("records.recorder_error")
                 await _any(self._stopping, timeout=1.0)
 
@@ -168,7 +168,7 @@ class CallRecorder(RecorderProgress):
         except DatabaseError as exc:
             self._gone(str(exc))
             return False
-        except Exception as exc:  # noqa: BLE001 - an unexpected error: the same, and logged in full
+        except Exception as exc:  # an unexpected error: the same, and logged in full
             log.exception("records.open_error")
             self._gone(f"{type(exc).__name__}: {exc}")
             return False
@@ -187,7 +187,7 @@ class CallRecorder(RecorderProgress):
             result = self.on_open(self.store)
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # noqa: BLE001 - the records are open all the same
+        except Exception:  # the records are open all the same
             log.exception("records.on_open_failed")
 
     def poke(self) -> None:
@@ -223,7 +223,7 @@ class CallRecorder(RecorderProgress):
         if close is not None:
             try:
                 await close()
-            except Exception:  # noqa: BLE001 - closing a failed database: nothing to save
+            except Exception:  # closing a failed database: nothing to save
                 log.debug("records.close_failed", exc_info=True)
 
     async def _next(self) -> CallEvent | None:
@@ -247,7 +247,7 @@ class CallRecorder(RecorderProgress):
             assert self.store is not None
             try:
                 done = await self.store.apply(event)
-            except Exception as exc:  # noqa: BLE001 - the recorder never dies
+            except Exception as exc:  # the recorder never dies
                 err = translate(exc)  # a driver error that escaped the store's own translation
                 if err is not None and err.transient:
                     await self._lost(err)
@@ -310,6 +310,7 @@ class CallRecorder(RecorderProgress):
     async def _replay_each(self, entries: list[Entry]) -> None:
         if self.store is None:
             return  # gone while writing the batch: left in the spool
+        assert self.spool is not None  # the entries were read from it
         for entry in entries:
             if entry.event is None:
                 self._drop("spool_corrupt", 1, "a spool line that cannot be read back",
@@ -340,7 +341,7 @@ class CallRecorder(RecorderProgress):
         except SpoolError as exc:
             self._drop(exc.reason, 1, str(exc), kind=event.kind, call_id=event.call_id, event_id=event.id)
             return False
-        except Exception as exc:  # noqa: BLE001 - runs inside EventBus.publish: never raise there
+        except Exception as exc:  # runs inside EventBus.publish: never raise there
             log.exception("records.spool_error")
             self._drop("spool_unwritable", 1, f"{type(exc).__name__}: {exc}", kind=event.kind,
                        call_id=event.call_id, event_id=event.id)

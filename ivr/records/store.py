@@ -37,7 +37,6 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -45,6 +44,7 @@ import structlog
 from ivr.events import CallEvent
 from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
 from ivr.records.migrations import migrate
+from ivr.records.queries import CallQueries
 
 log = structlog.get_logger("ivr.records")
 
@@ -74,19 +74,10 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-@dataclass(frozen=True)
-class CallFilter:
-    agent: str | None = None
-    state: str | None = None  # a call state, or "live" / "ended"
-    since: float | None = None
-    until: float | None = None
-    limit: int = 100
-
-
 Handler = Callable[[Tx, CallEvent], Awaitable[None]]
 
 
-class CallStore:
+class CallStore(CallQueries):
     def __init__(self, db: Database) -> None:
         self.db = db
         self._handlers: dict[str, Handler] = {
@@ -426,91 +417,3 @@ class CallStore:
         if not rows:
             return None
         return {**rows[0], "status": status}
-
-    # -- reading ------------------------------------------------------------------------
-
-    async def calls(self, f: CallFilter = CallFilter()) -> list[Row]:
-        where, params = [], []
-        if f.agent is not None:
-            where.append("agent = ?")
-            params.append(f.agent)
-        if f.state == "live":
-            where.append("ended_at IS NULL")
-        elif f.state is not None:
-            where.append("state = ?")
-            params.append(f.state)
-        if f.since is not None:
-            where.append("arrived_at >= ?")
-            params.append(f.since)
-        if f.until is not None:
-            where.append("arrived_at < ?")
-            params.append(f.until)
-        sql = "SELECT * FROM calls"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY arrived_at DESC LIMIT ?"
-        return await self.db.fetchall(sql, (*params, f.limit))
-
-    async def open_calls(self) -> list[str]:
-        """The ids of every call whose record is not closed yet."""
-        rows = await self.db.fetchall("SELECT call_id FROM calls WHERE ended_at IS NULL")
-        return [r["call_id"] for r in rows]
-
-    async def call(self, call_id: str) -> Row | None:
-        """One call with everything that happened to it, or None."""
-        row = await self.db.fetchone("SELECT * FROM calls WHERE call_id = ?", (call_id,))
-        if row is None:
-            return None
-        order = {"call_events": "at", "ring_legs": "started_at", "alarms": "at", "holds": "started_at",
-                 "transfers": "started_at", "messages": "at", "callbacks": "at"}
-        for table, col in order.items():
-            rows = await self.db.fetchall(f"SELECT * FROM {table} WHERE call_id = ? ORDER BY {col}", (call_id,))
-            for r in rows:
-                r.pop("call_id", None)
-                if table == "call_events":
-                    r["data"] = json.loads(r["data"])
-            row["events" if table == "call_events" else table] = rows
-        return row
-
-    async def _window(self, table: str, col: str, since: float | None, until: float | None,
-                      extra: dict[str, Any], limit: int) -> list[Row]:
-        where, params = [], []
-        if since is not None:
-            where.append(f"{col} >= ?")
-            params.append(since)
-        if until is not None:
-            where.append(f"{col} < ?")
-            params.append(until)
-        for key, value in extra.items():
-            if value is not None:
-                where.append(f"{key} = ?")
-                params.append(value)
-        sql = f"SELECT * FROM {table}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return await self.db.fetchall(sql + f" ORDER BY {col} DESC LIMIT ?", (*params, limit))
-
-    async def alarms(self, since: float | None = None, until: float | None = None, *,
-                     agent: str | None = None, level: str | None = None, limit: int = 100) -> list[Row]:
-        return await self._window("alarms", "at", since, until, {"agent": agent, "level": level}, limit)
-
-    async def messages(self, since: float | None = None, until: float | None = None, *,
-                       agent: str | None = None, limit: int = 100) -> list[Row]:
-        return await self._window("messages", "at", since, until, {"for_agent": agent}, limit)
-
-    async def callbacks(self, since: float | None = None, until: float | None = None, *,
-                        status: str | None = None, limit: int = 100) -> list[Row]:
-        return await self._window("callbacks", "at", since, until, {"status": status}, limit)
-
-    async def ring_legs(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("ring_legs", "started_at", since, until, {}, 1_000_000)
-
-    async def holds(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("holds", "started_at", since, until, {}, 1_000_000)
-
-    async def transfers(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("transfers", "started_at", since, until, {}, 1_000_000)
-
-    async def ended_calls(self, since: float | None, until: float | None) -> list[Row]:
-        rows = await self._window("calls", "arrived_at", since, until, {"state": "ended"}, 1_000_000)
-        return rows

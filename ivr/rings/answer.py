@@ -58,5 +58,5 @@ class AgentAnsweredFlow:
 
 
 def _digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts '²' and '١', which have no prompt."""
+    """ASCII digits only: str.isdigit() also accepts '²' and '١', which have no prompt."""  # noqa: RUF002 - the point
     return text.isascii() and text.isdigit()

@@ -17,6 +17,7 @@ raised an alarm never raises it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ivr.ami.channels import (
     STATE_UP,
     Channel,
     ChannelTracker,
+    device_key,
     device_of,
     event_time,
 )
@@ -37,7 +39,7 @@ from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
 from ivr.metrics import Metrics
-from ivr.rings.settings import RingSettings, device_key
+from ivr.rings.settings import RingSettings
 from ivr.rules.rings import (
     Answered,
     NotAnswered,
@@ -235,7 +237,7 @@ class RingMonitor:
         self._fig(leg.agent).offered += 1
         log.info("ring.started", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, linkedid=leg.linkedid)
         self._emit("ring.started", leg)
-        self.timers.add(leg.key, leg.watch, lambda actions, leg=leg: self._apply(leg, actions))
+        self.timers.add(leg.key, leg.watch, functools.partial(self._apply, leg))
 
     def _newstate(self, event: Any) -> None:
         leg = self.legs.get(event.get("Uniqueid", ""))

@@ -144,7 +144,8 @@ def announce_minutes(choices_after: float) -> int:
 # those, the ones that end the caller's hold (no music before them).
 FOR_CALLER = (Announce, Remind, OfferChoices, KeepWaiting, TakeMessage, RequestCallback, ThankCaller)
 LEAVES_HOLD = (TakeMessage, RequestCallback, ThankCaller)
-_DIGITS = {"1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
+_DIGITS: dict[str, type[KeepWaiting | TakeMessage | RequestCallback]] = {
+    "1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
 
 
 class HoldTimer:

@@ -52,7 +52,7 @@ async def wait_fully_booted(
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), timeout=max(0.1, deadline - time.monotonic())
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             last_error = f"AMI {host}:{port} not accepting connections ({exc})"
             await asyncio.sleep(0.1)
             continue
@@ -69,7 +69,7 @@ async def wait_fully_booted(
                     raise SwitchError(f"AMI login as {username!r} refused: {msg.get('Message')}")
                 if msg.get("Event") == "FullyBooted":
                     return
-        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             last_error = f"AMI {host}:{port}: {exc or type(exc).__name__}"
         finally:
             writer.close()

@@ -28,47 +28,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ivr import resources
 from ivr.errors import SwitchError
 from ivr.switch.amiwait import wait_fully_booted
 from ivr.switch.host import Ports, find_moddir, require_root, rewrite_lines, wait_gone, write_private
+from ivr.switch.rootfs import PACKAGES, default_cache_dir, read_debian_mirror
 
-PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm")
 ADMIN_USER = "ivr-admin"
 CONTROLLER_USER = "ivr"
 AGENT_ENDPOINTS = ("1001", "1002", "1003")
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("IVR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ivr"
-    )
-    return Path(base)
-
-
-def read_debian_mirror(paths: list[Path] | None = None) -> str:
-    """The Debian archive URI of this machine's apt sources (deb822 or one-line)."""
-    if paths is None:
-        paths = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-        paths += sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
-        paths.append(Path("/etc/apt/sources.list"))
-    uris: list[str] = []
-    for path in paths:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        uris += re.findall(r"^\s*URIs:\s*(\S+)", text, flags=re.MULTILINE)
-        uris += re.findall(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, flags=re.MULTILINE)
-    for uri in uris:
-        if "security" not in uri and uri.rstrip("/").endswith("/debian"):
-            return uri.rstrip("/")
-    raise SwitchError(
-        "no Debian archive found in this machine's apt sources "
-        "(/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); "
-        "the embedded Asterisk needs one to build its root filesystem"
-    )
 
 
 @dataclass
@@ -111,6 +81,7 @@ class EmbeddedSwitch:
         self.prompts_build = resources.prompts_build_dir(
             prompts_build or os.environ.get("IVR_PROMPTS_BUILD"))
         self._ports = ports
+        self._proc: subprocess.Popen[bytes] | None = None  # the asterisk this object started
         self.agi_host = agi_host
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
 
@@ -126,11 +97,12 @@ class EmbeddedSwitch:
             self._ports = Ports(**saved) if saved else Ports()
         return self._ports
 
-    def _read_state(self) -> dict:
+    def _read_state(self) -> dict[str, Any]:
         try:
-            return json.loads(self.state_file.read_text())
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return {}
+        return state
 
     def secrets(self) -> Secrets:
         """The instance's secrets, generated on first use and kept (mode 0600); a secret
@@ -210,10 +182,10 @@ class EmbeddedSwitch:
             raise SwitchError(f"{cmd[0]} is not installed and could not be run: {exc}") from exc
         tail: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-15:]
-            if line.startswith(("I: ", "E: ", "W: ")) or label == "apt" and line.startswith("Setting up"):
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            tail = [*tail, line][-15:]
+            if line.startswith(("I: ", "E: ", "W: ")) or (label == "apt" and line.startswith("Setting up")):
                 self.progress(f"  {label}: {line}")
         if proc.wait() != 0:
             hint = ""
@@ -325,15 +297,14 @@ class EmbeddedSwitch:
         self.render_config()
         for stale in (self.home / "run").glob("*"):
             stale.unlink(missing_ok=True)
-        log = open(self.log_file, "ab")
-        proc = subprocess.Popen(
-            ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-C", self.conf_inside],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-f", "-C", self.conf_inside],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._proc = proc  # kept, so that down() reaps it (no zombie, no ResourceWarning)
         (self.home / "asterisk.pid").write_text(str(proc.pid))
         try:
@@ -377,14 +348,14 @@ class EmbeddedSwitch:
                     break
             if wait_gone(pid, timeout if sig is None else 3.0):
                 break
-        proc, self._proc = getattr(self, "_proc", None), None
+        proc, self._proc = self._proc, None
         if proc is not None:
             proc.wait(timeout=5)
         (self.home / "asterisk.pid").unlink(missing_ok=True)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         pid = self.pid()
-        info: dict = {"name": self.name, "built": self.is_built(), "running": pid is not None}
+        info: dict[str, Any] = {"name": self.name, "built": self.is_built(), "running": pid is not None}
         if pid is not None:
             info["pid"] = pid
             info["ports"] = asdict(self.ports)
@@ -401,7 +372,7 @@ class EmbeddedSwitch:
         try:
             out = subprocess.run(
                 ["chroot", str(self.rootfs), "/usr/sbin/asterisk", "-C", self.conf_inside, "-rx", command],
-                capture_output=True, text=True, timeout=timeout,
+                capture_output=True, text=True, timeout=timeout, check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise SwitchError(f"asterisk CLI {command!r} did not answer within {timeout} s") from exc

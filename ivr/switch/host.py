@@ -46,7 +46,7 @@ def require_root() -> None:
 
 
 def find_moddir(rootfs: Path) -> str:
-    for cand in sorted(rootfs.glob("usr/lib/*/asterisk/modules")) + [rootfs / "usr/lib/asterisk/modules"]:
+    for cand in [*sorted(rootfs.glob("usr/lib/*/asterisk/modules")), rootfs / "usr/lib/asterisk/modules"]:
         if cand.is_dir():
             return "/" + str(cand.relative_to(rootfs))
     raise SwitchError(f"no Asterisk module directory in {rootfs}: rebuild with `ivr asterisk build --force`")

@@ -8,7 +8,8 @@ from ivr.feature import Feature, Runtime
 from ivr.sections import Config
 from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
 from ivr.transfer.metrics import TransferMetrics
-from ivr.transfer.service import TransferService, TransferSettings
+from ivr.transfer.service import TransferService
+from ivr.transfer.settings import TransferSettings
 
 __all__ = ["TransferService", "TransferSettings", "build_transfer"]
 

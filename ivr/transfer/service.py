@@ -36,11 +36,9 @@ Every state change goes out as ``UserEvent: IvrTransfer`` (``State``, ``Target``
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -51,9 +49,6 @@ from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, TransferConfig
-from ivr.timers import TimerService
-from ivr.transfer.metrics import TransferMetrics
 from ivr.rules.transfer import (
     Announce,
     Connect,
@@ -65,6 +60,9 @@ from ivr.rules.transfer import (
     TransferAction,
     WarmTransfer,
 )
+from ivr.timers import TimerService
+from ivr.transfer.metrics import TransferMetrics
+from ivr.transfer.settings import CallNotTransferable, Transfer, TransferSettings
 from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
 
 log = structlog.get_logger("ivr.transfer")
@@ -72,72 +70,6 @@ log = structlog.get_logger("ivr.transfer")
 OUTCOMES = frozenset({"completed", "abandoned", "refused", "timeout", "noanswer", "busy", "hangup"})
 FAILED_DIAL = {"BUSY": "busy", "CONGESTION": "congestion", "CHANUNAVAIL": "unavailable",
                "NOANSWER": "noanswer"}
-
-
-class CallNotTransferable(IvrError):
-    """The call exists but cannot be transferred now (no agent on it, already transferring)."""
-
-    error_id = "call-not-transferable"
-    http_status = 409
-
-
-_TRANSFER, _HOLD, _SWITCH, _PROMPTS = TransferConfig(), HoldConfig(), SwitchConfig(), PromptsConfig()
-
-
-@dataclass(frozen=True)
-class TransferSettings:
-    sounds: str = f"{_PROMPTS.sound_prefix}/{_SWITCH.language}"  # sound path prefix of the caller's language
-    ring_limit: float = _TRANSFER.ring_limit  # s the target may ring
-    confirm_timeout: float = _TRANSFER.confirm_timeout  # s after the announcement to press 1
-    announce_max: float = _TRANSFER.announce_max  # s the announcement may take
-    remind_every: int = int(_HOLD.reminder_interval)  # s between reminders to the waiting caller (R4)
-    agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
-    allow_dial: bool = False  # accept raw dial strings as targets (tests; see targets.py)
-    # outside numbers allowed as targets (whole-number match); none: outside numbers refused
-    allow_numbers: tuple[re.Pattern[str], ...] = ()
-
-    @property
-    def max_wait(self) -> int:
-        """The dialplan's safety net: the caller's longest wait if the controller is gone."""
-        return int(self.ring_limit + self.announce_max + self.confirm_timeout + 15)
-
-    @classmethod
-    def from_config(cls, transfer: TransferConfig, hold: HoldConfig, switch: SwitchConfig,
-                    prompts: PromptsConfig, agents: Sequence[AgentConfig]) -> TransferSettings:
-        """From ``[transfer]``, ``[hold] reminder_interval``, the caller's language and
-        sound prefix, and ``[[agents]]``."""
-        return cls(
-            sounds=f"{prompts.sound_prefix}/{switch.language}",
-            ring_limit=transfer.ring_limit,
-            confirm_timeout=transfer.confirm_timeout,
-            announce_max=transfer.announce_max,
-            remind_every=int(hold.reminder_interval),
-            agents={str(a.number): a.device for a in agents},
-            allow_numbers=tuple(re.compile(p) for p in transfer.allow_numbers),
-        )
-
-
-@dataclass
-class Transfer:
-    id: str
-    call_id: str  # Linkedid of the call
-    caller: str  # Uniqueid of the caller's channel
-    caller_channel: str
-    caller_number: str
-    agent: str  # Uniqueid of the transferring agent's channel ("" once gone)
-    agent_channel: str
-    agent_number: str
-    target: Target
-    target_uid: str  # our ChannelId for the target leg
-    machine: WarmTransfer
-    target_channel: str = ""
-    answered_at: float | None = None
-    outcome: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"transfer_id": self.id, "call_id": self.call_id, "caller": self.caller,
-                "agent": self.agent_number, "target": self.target.label,
-                "state": self.machine.state, "history": list(self.machine.history)}
 
 
 class TransferService:
@@ -240,7 +172,7 @@ class TransferService:
                             IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="")
         await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
         self.transfers[xid] = xfer
-        self.timers.add(xid, xfer.machine, lambda actions, x=xfer: self._apply(x, actions))
+        self.timers.add(xid, xfer.machine, functools.partial(self._apply, xfer))
         log.info("transfer.start", transfer=xid, call_id=xfer.call_id, caller=caller_uid,
                  agent=xfer.agent_number, target=tgt.label)
         try:

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ivr.ami.channels import device_key, device_of
-from ivr.errors import IvrError
 from ivr.catalog import digits_prompts
+from ivr.errors import IvrError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _DIAL = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9_.@+*#:/=-]{1,120}$")

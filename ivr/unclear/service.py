@@ -10,7 +10,8 @@ without clear speech, the same again; 5 s later the goodbye ("your line is too f
 noisy, please call again from another phone, goodbye"); 5 s after the goodbye *ended*, the
 release, never sooner (each pause is one ``WAIT FOR DIGIT`` of the remaining time on
 Asterisk's own timer). Clear speech at any moment (even over a prompt, which it cuts
-short), or the agent's key again (or ``DELETE /api/calls/{id}/unclear``), sends the caller back: the AGI ends and the dialplan's ``BridgeAdd`` puts the caller
+short), or the agent's key again (or ``DELETE /api/calls/{id}/unclear``), sends the caller
+back: the AGI ends and the dialplan's ``BridgeAdd`` puts the caller
 into the agent's own bridge, then the keeper goes. On release the caller is hung up and
 the keeper too, so the agent's call ends. If the controller fails mid-script, the dialplan
 returns the caller to the agent; if the agent hung up, to the fallback queue.

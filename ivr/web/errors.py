@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
@@ -22,8 +23,11 @@ class ApiError(IvrError):
     error_id = "bad-request"
 
     def __init__(self, message: str, *, status: int | None = None, error_id: str | None = None,
-                 **details: Any) -> None:
-        super().__init__(message, **details)
+                 details: dict[str, Any] | None = None, **named: Any) -> None:
+        # Details whose names are data (a path parameter, a query key) come in ``details``:
+        # as keywords they could collide with ``status``, ``error_id`` or ``message``.
+        super().__init__(message)
+        self.details = {**(details or {}), **named}
         if status is not None:
             self.status = status
         if error_id is not None:
@@ -72,7 +76,7 @@ def error_response(status: int, error_id: str, message: str, details: dict[str, 
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:

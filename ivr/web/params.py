@@ -18,7 +18,7 @@ def path_id(request: web.Request, name: str, what: str) -> str:
     value = request.match_info[name]
     if not CALL_ID.match(value):
         raise BadRequest(f"{what} ids are 1-64 letters, digits, '.', '_' or '-'",
-                         error_id=f"invalid-{what.replace(' ', '-')}-id", **{name: value[:100]})
+                         error_id=f"invalid-{what.replace(' ', '-')}-id", details={name: value[:100]})
     return value
 
 

@@ -65,7 +65,7 @@ class AmiRecorder:
                     )
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         return matched()[:count]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from ivr.agi.server import FastAgiServer
 from ivr.ami.channels import ChannelTracker
@@ -29,10 +29,10 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import CallEvent, EventBus
 from ivr.hold import HoldService, HoldSettings
 from ivr.hold.http import hold_routes
-from ivr.web.errors import error_middleware
 from ivr.hold.metrics import HoldMetrics
 from ivr.prompts import prompt_duration
 from ivr.timers import TimerService
+from ivr.web.errors import error_middleware
 from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
 
@@ -196,14 +196,14 @@ async def held_95s_then_resumed(ami: AmiRecorder, rig: Rig) -> None:
     reminders = hold_events(ami, call.uid, "reminder")
     [choices] = hold_events(ami, call.uid, "choices")
     got = [round(ts(e) - t0, 3) for e in (reminders[0], choices, reminders[1])]
-    assert all(abs(g - w) <= TOLERANCE for g, w in zip(got, (30, 60, 90))), got
+    assert all(abs(g - w) <= TOLERANCE for g, w in zip(got, (30, 60, 90), strict=True)), got
     print(f"hold offsets (s): reminder/choices/reminder {got}, resume {ts(resume) - t0:.3f}")
     assert [e["Count"] for e in (reminders[0], choices, reminders[1])] == ["1", "2", "3"]
     # the caller heard them: each STREAM FILE on the caller's channel, played to its end
     r_streams = streams(ami, call.caller, "hold_reminder")
     c_streams = streams(ami, call.caller, "hold_choices")
     assert len(r_streams) == 2 and len(c_streams) == 1
-    for s, w in zip((r_streams[0], c_streams[0], r_streams[1]), (30, 60, 90)):
+    for s, w in zip((r_streams[0], c_streams[0], r_streams[1]), (30, 60, 90), strict=True):
         assert abs(ts(s) - t0 - w) <= TOLERANCE, (s["Command"], ts(s) - t0)
     assert played_fully(ami, r_streams[0], "hold_reminder")
     assert played_fully(ami, c_streams[0], "hold_choices")
@@ -271,7 +271,7 @@ async def leaves_a_message(ami: AmiRecorder, rig: Rig, client: TestClient) -> No
     assert reply.status == 200, await reply.text()
     await wait_hold(ami, call.uid, "choices", CHOICES + 5)
     await redirect(ami, call.half2(call.caller), "test-hold-speak")  # presses 2, then speaks
-    [saved] = await ami.wait_for(lambda e: e.event == "AGIExecStart" and e.get("Channel") == call.caller
+    [_saved] = await ami.wait_for(lambda e: e.event == "AGIExecStart" and e.get("Channel") == call.caller
                                  and "message_saved" in e.get("Command", ""), timeout=40)
     await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.uid, timeout=15)
     await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.agent_uid, timeout=5)
@@ -329,7 +329,7 @@ async def agent_feature_code(ami: AmiRecorder, rig: Rig) -> None:
     """The agent dials *8 (features.conf ivrhold) to hold, and *8 again to resume."""
     call = await place_call(ami, "key", "dkey", "13800000006")
     await redirect(ami, call.half2(call.agent), "test-hold-key")
-    [start] = await wait_hold(ami, call.uid, "start", 10)
+    [_start] = await wait_hold(ami, call.uid, "start", 10)
     await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e["Channel"] == call.caller, timeout=5)
     await redirect(ami, call.half2(call.agent), "test-hold-key")
     [resume] = await wait_hold(ami, call.uid, "resume", 10)
@@ -358,7 +358,7 @@ async def test_hold_scenarios(ami: AmiRecorder, rig: Rig) -> None:
             with contextlib.suppress(Exception):
                 await hang_up(ami, channel["Channel"])
     failures = [f"{name}: {r!r}" for name, r in zip(
-        ("95s", "10s", "abandon", "message", "phone", "feature"), results) if isinstance(r, BaseException)]
+        ("95s", "10s", "abandon", "message", "phone", "feature"), results, strict=True) if isinstance(r, BaseException)]
     assert not failures, "\n".join(failures)
     # 30 and 90 s (the long hold), 30 s (the message caller), 30 s (the phone hold)
     assert rig.metrics.value("ivr_hold_reminders_total") == 2 + 1 + 1

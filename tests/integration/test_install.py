@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.switch.embedded import default_cache_dir
+from ivr.switch.rootfs import default_cache_dir
 from tests import REPO
 from tests.integration.amitools import AmiRecorder, until
 

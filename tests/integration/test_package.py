@@ -144,7 +144,8 @@ def test_an_editable_install_reads_the_checkouts_data(tmp_path: Path) -> None:
                     "--disable-pip-version-check", str(wheel)], check=True)
     out = subprocess.run(
         [str(env_dir / "bin/python"), "-c",
-         "import ivr.resources as r; print(r.asterisk_config_dir().resolve()); print(r.prompt_catalog_dir().resolve())"],
+         "import ivr.resources as r; print(r.asterisk_config_dir().resolve());"
+         " print(r.prompt_catalog_dir().resolve())"],
         cwd="/", capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
     )
     assert out.stdout.split() == [str(src / "asterisk"), str(src / "prompts")]

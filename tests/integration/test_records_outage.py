@@ -165,7 +165,7 @@ async def greeted_and_handled(ami: AmiRecorder, ctl, exten: str, since: int) -> 
     """The caller heard the whole greeting from the controller (AGI STREAM FILE of each
     prompt, played through) and the call ended by the caller's hang-up, all tasks done."""
     chan = f"Local/{exten}@test-caller"
-    mine = lambda e: e.get("Channel", "").startswith(chan) and e.get("Channel", "").endswith(";1")  # noqa: E731
+    mine = lambda e: e.get("Channel", "").startswith(chan) and e.get("Channel", "").endswith(";1")
     greeting = greeting_of(ctl)
     ends = await ami.wait_for(lambda e: e.event == "AGIExecEnd" and mine(e)
                               and e.get("Command", "").startswith("STREAM FILE"), timeout=30, since=since,

@@ -22,9 +22,9 @@ from ivr.agi.server import FastAgiServer
 from ivr.alarms.sinks import AmiUserEventSink
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection, Backoff
+from ivr.config import PromptsConfig, SwitchConfig
 from ivr.events import EventBus
 from ivr.metrics import Metrics
-from ivr.config import PromptsConfig, SwitchConfig
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rings.answer import AgentAnsweredFlow
 from ivr.rules.rings import Cadence
@@ -86,7 +86,8 @@ async def add_actors(ami: AmiRecorder, agents: dict[str, float]) -> None:
         if wait < 0:
             await ami.add_dialplan("test-agent", exten, ["Ringing()", "Wait(120)", "Hangup()"])
         else:
-            await ami.add_dialplan("test-agent", exten, ["Ringing()", f"Wait({wait})", "Answer()", "Wait(1)", "Hangup()"])
+            await ami.add_dialplan("test-agent", exten,
+                                   ["Ringing()", f"Wait({wait})", "Answer()", "Wait(1)", "Hangup()"])
 
 
 async def call(ami: AmiRecorder, agents: str, timeout: int = 60) -> None:
@@ -212,7 +213,8 @@ async def test_real_sip_agent_phone_rings_16_s(switch, ami, unused_udp_port):
             await ami.originate("Local/y@test-caller", "ivr-agents", "s", variables={
                 "IVR_AGENTS": f"1001=PJSIP/1001/sip:1001@127.0.0.1:{port}", "IVR_FALLBACK_QUEUE": "no-such-queue",
                 "IVR_LANGUAGE": "en-US"}, timeout_ms=5000)
-            answered = await ami.wait_for(lambda e: e.event == "Newstate" and e.get("Channel", "").startswith("PJSIP/1001")
+            answered = await ami.wait_for(lambda e: e.event == "Newstate"
+                                          and e.get("Channel", "").startswith("PJSIP/1001")
                                           and e.get("ChannelStateDesc") == "Up", since=since, timeout=30)
             ringing = ami.find(lambda e: e.event == "Newstate" and e.get("Channel", "").startswith("PJSIP/1001")
                                and e.get("ChannelStateDesc") == "Ringing", since)

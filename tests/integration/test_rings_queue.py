@@ -34,7 +34,8 @@ def ring_config(agents: dict[str, str], **rings: object) -> Config:
 
 @contextlib.asynccontextmanager
 async def controller(switch, config: Config) -> AsyncIterator[Harness]:
-    h = await Harness(switch, "cn", settings=RingSettings.from_config(config.rings, config.switch, config.agents)).start()
+    settings = RingSettings.from_config(config.rings, config.switch, config.agents)
+    h = await Harness(switch, "cn", settings=settings).start()
     try:
         yield h
     finally:

@@ -65,14 +65,15 @@ async def test_sip_phone_answering_in_the_fourth_ring_raises_one_warning(switch,
                            and e.get("ContactStatus") in ("Created", "Reachable", "NonQualified"),
                            timeout=15, since=since)  # registered (qualify is off for agents)
         await ami.originate("Local/sip@test-caller", "ivr-agents", "s")
-        begin = (await ami.wait_for(lambda e: e.event == "DialBegin" and e.get("DestChannel", "").startswith("PJSIP/1002"),
+        begin = (await ami.wait_for(lambda e: e.event == "DialBegin"
+                                    and e.get("DestChannel", "").startswith("PJSIP/1002"),
                                     timeout=10, since=since))[0]
         end = (await ami.wait_for(lambda e: e.event == "DialEnd" and e.get("DestChannel", "").startswith("PJSIP/1002"),
                                   timeout=30, since=since))[0]
         assert end["DialStatus"] == "ANSWER"
         rang = ts(end) - ts(begin)
         assert 15.0 < rang < 20.0, rang  # answered in the 4th ring
-        alarms = [e for e in ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrRingAlarm", since)]
+        alarms = list(ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrRingAlarm", since))
         assert [(a["Agent"], a["Level"], a["Rings"]) for a in alarms] == [("1002", "warning", "3")]
         ringing = ami.find(lambda e: e.event == "Newstate" and e.get("ChannelStateDesc") == "Ringing"
                            and e.get("Channel") == begin["DestChannel"], since)[0]

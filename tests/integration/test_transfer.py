@@ -24,9 +24,10 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.prompts import prompt_duration
 from ivr.timers import TimerService
-from tests import REPO
-from ivr.transfer.service import TransferService, TransferSettings
+from ivr.transfer.service import TransferService
+from ivr.transfer.settings import TransferSettings
 from ivr.transfer.targets import announcement
+from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,8 @@ async def ctl(switch) -> AsyncIterator[Ctl]:
     service = TransferService(conn, settings, timers=timers, bus=bus, agent_leg=lambda _uid, channel: bool(
         re.fullmatch(r"Local/1001@test-xfer-\d+-\d+-agent-[0-9a-f]{8};1", channel)))
     service.attach()
-    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port, key=switch.agi_key)
+    agi = FastAgiServer({TransferService.AGI_ROUTE: service.target_agi}, "127.0.0.1", switch.agi_port,
+                        key=switch.agi_key)
     await agi.start()
     try:
         yield Ctl(service, conn, bus)
@@ -146,8 +148,8 @@ async def bridged_with(ami: AmiRecorder, uid: str) -> set[str]:
 
 
 def state_event(ami: AmiRecorder, call: Call, state: str) -> object:
-    (event,) = [e for e in ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
-                                     and e.get("Uniqueid") == call.caller and e.get("State") == state)]
+    (event,) = list(ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
+                                     and e.get("Uniqueid") == call.caller and e.get("State") == state))
     return event
 
 
@@ -217,7 +219,7 @@ async def test_unconfirmed_transfers_return_the_caller_to_the_agent(ami: AmiReco
     try:
         since = len(ami.events)
         xfers = await asyncio.gather(*(ctl.service.transfer(c.caller, c.target) for c in calls.values()))
-        for (name, call), xfer in zip(calls.items(), xfers):
+        for (name, call), xfer in zip(calls.items(), xfers, strict=True):
             _, failed, after = FAILURES[name]
             await wait_state(ami, call, "returned", 25)
             (enter,) = await ami.wait_for(lambda e, c=call: e.event == "BridgeEnter"
@@ -228,7 +230,7 @@ async def test_unconfirmed_transfers_return_the_caller_to_the_agent(ami: AmiReco
             (apology,) = playbacks(ami, call.caller, "transfer_apology")
             assert ts(enter) - ts(apology) >= dur("transfer_apology") - 0.3, name
             assert not playbacks(ami, call.caller, "transfer_thanks"), name
-            assert not [e for e in ami.find(lambda e: e.event == "Hangup" and e.get("Uniqueid") == call.caller)]
+            assert not list(ami.find(lambda e, c=call: e.event == "Hangup" and e.get("Uniqueid") == c.caller))
             assert not any(ch["Uniqueid"] == xfer.target_uid for ch in await ami.channels()), name
             if after is not None:
                 took = ts(state_event(ami, call, failed)) - ts(state_event(ami, call, "offered"))
@@ -287,7 +289,7 @@ async def test_caller_hanging_up_ends_the_transfer(ami: AmiRecorder, ctl: Ctl) -
 
 
 async def test_transfer_refused_for_unknown_call_and_bad_target(ami: AmiRecorder, ctl: Ctl) -> None:
-    from ivr.transfer.service import NoSuchCall
+    from ivr.errors import NoSuchCall
     from ivr.transfer.targets import InvalidTarget
 
     with pytest.raises(NoSuchCall):

@@ -277,7 +277,8 @@ async def test_unclear_scenarios(ami: AmiRecorder, rig: Rig) -> None:
         for channel in await ami.channels():
             with contextlib.suppress(Exception):
                 await ami.action({"Action": "Hangup", "Channel": channel["Channel"]})
-    failures = [f"{name}: {r!r}" for name, r in zip(("faint", "noisy", "clear", "callerkey", "takeback"), results)
+    names = ("faint", "noisy", "clear", "callerkey", "takeback")
+    failures = [f"{name}: {r!r}" for name, r in zip(names, results, strict=True)
                 if isinstance(r, BaseException)]
     assert not failures, "\n".join(failures)
     print(f"faint pauses (s): {results[0]}\nnoisy pauses (s): {results[1]}\n"

@@ -8,11 +8,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.properties import examples
-
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, parse_reply, read_headers
 from ivr.agi.server import FastAgiServer
 from ivr.agi.testing import environment, play_switch, wire
+from tests.properties import examples
 
 KEY = "k" * 32
 HEADERS = wire(environment("inbound", KEY, uniqueid="1700000000.1"))
@@ -49,7 +48,7 @@ async def test_headers_parsed():
     assert headers["agi_uniqueid"] == "1700000000.1"
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     (b"", "closed before the AGI headers ended"),
     (b"agi_network: yes\n", "closed before the AGI headers ended"),
     (b"\n", "empty AGI request"),
@@ -61,7 +60,7 @@ async def test_bad_headers_are_named(data, message):
         await read_headers(reader_of(data))
 
 
-@pytest.mark.parametrize("line, digit", [
+@pytest.mark.parametrize(("line", "digit"), [
     ("200 result=0 endpos=7352", None),
     ("200 result=49 endpos=100", "1"),
     ("200 result=35", "#"),

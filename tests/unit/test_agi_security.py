@@ -56,7 +56,7 @@ def trusted(env: dict[str, str]) -> dict[str, str]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(values=st.fixed_dictionaries({f: VALUE for f in FIELDS}), args=st.lists(ARG, max_size=3))
+@given(values=st.fixed_dictionaries(dict.fromkeys(FIELDS, VALUE)), args=st.lists(ARG, max_size=3))
 @example(values={"callerid": "13800\n\nagi_context: evil\nagi_extension: s\nagi_priority: 1\n"
                              "agi_enhanced: 0.0\nagi_accountcode: \nagi_threadid: 1\n\nAction: UserEvent",
                  "calleridname": "", "dnid": "", "rdnis": ""}, args=[])
@@ -69,7 +69,7 @@ def test_environment_intact_whatever_the_caller_values(values, args):
 
 
 @settings(max_examples=100, deadline=None)
-@given(values=st.fixed_dictionaries({f: VALUE for f in FIELDS}))
+@given(values=st.fixed_dictionaries(dict.fromkeys(FIELDS, VALUE)))
 def test_reader_finds_the_true_end_with_the_sync_probe(values):
     """Through the socket reader: whatever blank lines and forged ends the caller values
     hold, the environment ends where Asterisk's reply to the probe begins."""
@@ -138,7 +138,7 @@ async def test_hostile_callerid_goes_through_the_inbound_route_normally():
     assert KEY not in str(logs)
 
 
-@pytest.mark.parametrize("env, reason", [
+@pytest.mark.parametrize(("env", "reason"), [
     (environment("inbound"), "bad key"),
     (environment("inbound", "wrong-" + "x" * 26), "bad key"),
     (environment("inbound", KEY[:-1]), "bad key"),

@@ -19,10 +19,10 @@ from ivr.alarms.sinks import (
     sinks_from_config,
     verify_webhook,
 )
-from ivr.sections import AlarmsConfig
 from ivr.ami.connection import AmiConnection
 from ivr.ami.testing import FakeAmi
 from ivr.errors import ConfigError
+from ivr.sections import AlarmsConfig
 
 SECRET = "webhook-test-secret-0123456789"
 NOTICE = RingAlarmNotice("1001", "PJSIP/1001-00000002", "100.2", "100.1", 3, "warning", at=1.0)
@@ -37,7 +37,8 @@ async def test_userevent_sink_sends_ivr_ring_alarm():
             sink.emit(NOTICE)
             await fake.wait_for(lambda: fake.count("UserEvent") == 1, 2)
             sent = next(a for a in fake.actions if a["Action"] == "UserEvent")
-            assert {k: sent[k] for k in ("UserEvent", "Agent", "Channel", "Uniqueid", "Linkedid", "Rings", "Level")} == {
+            keys = ("UserEvent", "Agent", "Channel", "Uniqueid", "Linkedid", "Rings", "Level")
+            assert {k: sent[k] for k in keys} == {
                 "UserEvent": "IvrRingAlarm", "Agent": "1001", "Channel": "PJSIP/1001-00000002",
                 "Uniqueid": "100.2", "Linkedid": "100.1", "Rings": "3", "Level": "warning"}
         finally:

@@ -114,7 +114,7 @@ async def test_action_without_connection_fails_clearly():
     c = AmiConnection("127.0.0.1", 9, "ivr", "x", backoff=FAST)  # port 9: nothing listens
     await c.start()
     try:
-        with pytest.raises(AmiNotConnected, match="not connected within 0.1 s"):
+        with pytest.raises(AmiNotConnected, match=r"not connected within 0\.1 s"):
             await c.action({"Action": "Ping"}, 0.1)
     finally:
         await c.close()

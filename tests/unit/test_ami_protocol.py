@@ -81,8 +81,8 @@ def feed(proto: AMIProtocol, data: bytes, size: int) -> list[Message]:
 def test_every_frame_of_the_recorded_stream_parses_as_panoramisk_parses_it():
     frames = gzip.decompress(RECORDED.read_bytes()).decode("ascii", "ignore").split("\r\n\r\n")
     parsed = 0
-    for frame in frames:
-        frame = frame.strip()
+    for raw in frames:
+        frame = raw.strip()
         theirs = Message.from_line(frame)
         same_message(parse_message(frame), theirs)
         parsed += theirs is not None

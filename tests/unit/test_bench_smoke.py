@@ -9,9 +9,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import ami_ingest
-import concurrent_calls
-import controller_scale
+import ami_ingest  # noqa: E402 - from bench/, on the path just above
+import concurrent_calls  # noqa: E402 - from bench/, on the path just above
+import controller_scale  # noqa: E402 - from bench/, on the path just above
 
 
 async def test_ami_ingest_replays_the_recorded_stream_through_both_paths() -> None:

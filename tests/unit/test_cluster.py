@@ -70,7 +70,7 @@ async def test_a_leader_cut_from_the_database_stops_acting_before_the_lease_can_
     await b.start()
     # Cut a off the database: its socket dies, every reconnect fails.
     a.url = "postgresql://ivr@/postgres?host=/nonexistent"
-    a._conn.terminate()  # noqa: SLF001 - the test cuts the wire
+    a._conn.terminate()
     a_stopped = b_started = None
     end = time.monotonic() + 5
     while time.monotonic() < end and b_started is None:
@@ -94,11 +94,11 @@ async def test_takeover_after_a_dead_leader_within_ttl_plus_poll(pg: str, nodes:
     await a.wait_role("leader", 5)
     await b.start()
     await asyncio.sleep(FAST["renew_interval"] * 2)  # a renewed at least once since
-    assert a._task is not None  # noqa: SLF001
-    a._task.cancel()  # noqa: SLF001 - dies: no release, no more renewals
+    assert a._task is not None
+    a._task.cancel()
     died = time.monotonic()
-    a._conn.terminate()  # noqa: SLF001
-    a._conn = None  # noqa: SLF001
+    a._conn.terminate()
+    a._conn = None
     a.valid_until = float("-inf")
     await b.wait_role("leader", 5)
     took = time.monotonic() - died
@@ -138,8 +138,8 @@ async def test_the_gate_refuses_changes_but_not_reads() -> None:
             fut.set_result(None)  # type: ignore[arg-type]
             return fut
 
-    conn._manager = Manager()  # type: ignore[assignment]  # noqa: SLF001
-    conn._up.set()  # noqa: SLF001
+    conn._manager = Manager()  # type: ignore[assignment]
+    conn._up.set()
     for name in ("Redirect", "Originate", "Hangup", "Setvar", "UserEvent", "PlayDTMF"):
         with pytest.raises(AmiNotLeader):
             await conn.action({"Action": name, "Channel": "PJSIP/1-1"})

@@ -230,7 +230,7 @@ def test_agi_key_from_env_file_or_inline(tmp_path):
     conf.write_text(f'[agi]\nkey_file = "{bare}"\n')
     assert load_config(conf, env={}).agi.key == key
     conf.write_text('[agi]\nkey = "short"\n')
-    with pytest.raises(ConfigError, match="agi.key .*at least 16"):
+    with pytest.raises(ConfigError, match=r"agi\.key .*at least 16"):
         load_config(conf, env={})
     conf.write_text('[agi]\nkey_file = "/no/such/file"\nmax_sessions = 0\nheader_timeout = 0\n')
     with pytest.raises(ConfigError) as err:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.config import MIN_SECRET_LENGTH, NUMBER_RANGES, SECRETS, Config, load_config
+from ivr.config import NUMBER_RANGES, Config, load_config
+from ivr.config_checks import MIN_SECRET_LENGTH, SECRETS
 from ivr.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ivr.demo import SCENARIOS, Timeline, clock, describe
+from ivr.demo_script import SCENARIOS, Timeline, clock, describe
 
 
 def test_clock_is_minutes_seconds_tenths() -> None:

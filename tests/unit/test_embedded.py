@@ -10,7 +10,8 @@ from ivr import resources
 from ivr.cli import main
 from ivr.errors import SwitchError
 from ivr.switch import embedded
-from ivr.switch.embedded import EmbeddedSwitch, Ports, read_debian_mirror
+from ivr.switch.embedded import EmbeddedSwitch, Ports
+from ivr.switch.rootfs import read_debian_mirror
 from tests import REPO
 
 

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-
-from tests.properties import examples
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
@@ -17,6 +15,7 @@ from ivr.ami.channels import ChannelTracker
 from ivr.ami.protocol import AmiProtocol
 from ivr.config import load_config
 from ivr.errors import ConfigError
+from tests.properties import examples
 
 FIELDS = ["Event", "Uniqueid", "Linkedid", "Channel", "ChannelState", "ChannelStateDesc",
           "DestUniqueid", "DestChannel", "DestLinkedid", "DialStatus", "Timestamp", "Cause",
@@ -35,7 +34,7 @@ events = st.fixed_dictionaries(
 @given(st.lists(events, max_size=30), st.lists(events, max_size=5))
 # Found by a fresh clone's CI run (issue 13.8): '²' passed str.isdigit() and int() raised.
 @example([{"Event": "Newstate", "Uniqueid": "1.1", "ChannelState": "²"}], [])
-@example([], [{"Event": "CoreShowChannel", "Uniqueid": "1.1", "ChannelState": "١"}])
+@example([], [{"Event": "CoreShowChannel", "Uniqueid": "1.1", "ChannelState": "١"}])  # noqa: RUF001 - a non-ASCII digit on purpose
 def test_channel_tracker_survives_any_event_sequence(seq, snapshot):
     """Never crashes; its per-call index always says what a scan of the channels says."""
     tracker = ChannelTracker()
@@ -162,7 +161,8 @@ def test_config_loader_gives_config_or_config_error(tmp_path: Path, data):
     try:
         load_config(path, env={})
     except ConfigError as exc:
-        assert str(exc)  # a message naming the problem
+        problem = str(exc)
+        assert problem  # a message naming the problem
 
 
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

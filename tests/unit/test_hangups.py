@@ -102,7 +102,8 @@ RECORDED = {
         ('Newchannel', 'Local/x@test-caller-00000000;2', '1795459917.1', '', '1795459917.511226'),
         ('Newchannel', 'Local/1001@test-agent-00000001;1', '1795459917.2', '', '1795459917.514495'),
         ('Newchannel', 'Local/1001@test-agent-00000001;2', '1795459917.3', '', '1795459917.514581'),
-        ('DialEnd', 'Local/x@test-caller-00000000;1', '1795459917.0', '', '1795459934.513689', {'DestUniqueid': '1795459917.2', 'DialStatus': 'ANSWER'}),
+        ('DialEnd', 'Local/x@test-caller-00000000;1', '1795459917.0', '', '1795459934.513689',
+         {'DestUniqueid': '1795459917.2', 'DialStatus': 'ANSWER'}),
         ('SoftHangupRequest', 'Local/1001@test-agent-00000001;2', '1795459917.3', '16', '1795459935.534308'),
         ('HangupRequest', 'Local/1001@test-agent-00000001;1', '1795459917.2', '16', '1795459935.534315'),
         ('Hangup', 'Local/1001@test-agent-00000001;2', '1795459917.3', '16', '1795459935.534320'),
@@ -122,7 +123,8 @@ def events(name: str, context: str = "ivr-inbound") -> list[dict[str, str]]:
     out = []
     for kind, channel, uid, cause, stamp, *extra in rows:
         e = {"Event": kind, "Channel": channel, "Uniqueid": uid, "Linkedid": linkedid,
-             "Timestamp": stamp, "Context": context if uid == linkedid else "test-hagent", **(extra[0] if extra else {})}
+             "Timestamp": stamp, "Context": context if uid == linkedid else "test-hagent",
+             **(extra[0] if extra else {})}
         if cause:
             e["Cause"] = cause
         out.append(e)

@@ -14,8 +14,6 @@ from structlog.testing import capture_logs
 
 from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
-from ivr.ami.connection import AmiActionError
-from ivr.ami.testing import LiveChannels
 from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
@@ -212,7 +210,7 @@ async def test_resume_mid_reminder_interrupts_it(world: Any) -> None:
 
 
 async def test_message(world: Any, tmp_path: Path) -> None:
-    ami, service, clock, timers, events, metrics = world
+    ami, service, clock, timers, events, _metrics = world
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
@@ -270,7 +268,7 @@ async def test_phone_hold_and_feature_code(world: Any) -> None:
 
 
 async def test_agent_hangs_up_while_caller_held(world: Any) -> None:
-    ami, service, clock, timers, events, _ = world
+    ami, service, _clock, timers, events, _ = world
     agi, task = await start_held(ami, service)
     ami.event({"Event": "Hangup", "Uniqueid": AGENT})
     await asyncio.wait_for(task, 2)
@@ -285,7 +283,7 @@ async def test_http_routes(world: Any, aiohttp_client: Any) -> None:
     from ivr.http.app import undocumented
     from ivr.web.errors import error_middleware
 
-    ami, service, *_ = world
+    _ami, service, *_ = world
     app = web.Application(middlewares=[error_middleware])
     app.add_routes(hold_routes(service))
     assert undocumented(app, {"paths": HOLD_OPENAPI}) == (set(), set())

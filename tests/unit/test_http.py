@@ -308,7 +308,7 @@ async def test_an_undocumented_feature_route_is_refused(store: CallStore) -> Non
         return web.Response()
 
     services = Services(store=store, bus=EventBus(), tz=TZ)
-    with pytest.raises(ValueError, match="undocumented.*transfer"):
+    with pytest.raises(ValueError, match=r"undocumented.*transfer"):
         build_app(services, HttpSettings(), [("transfer", [web.post("/api/calls/{call_id}/transfer", handler)], {})])
     server = HttpServer(services, HttpSettings(port=0))
     server.add_feature("x", [], {})

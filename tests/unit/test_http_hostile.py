@@ -20,9 +20,9 @@ from ivr.events import EventBus
 from ivr.http import HttpSettings, Services, build_app
 from ivr.http.auth import LOGIN_PAGE
 from ivr.http.keys import THROTTLE
-from ivr.web.params import MAX_JSON_DEPTH, json_depth
 from ivr.http.security import CSP
 from ivr.http.throttle import AuthThrottle, ThrottlePolicy, client_key
+from ivr.web.params import MAX_JSON_DEPTH, json_depth
 
 TOKEN = "hostile-test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -365,7 +365,7 @@ async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> N
     ami = RecordingAmi()
     detector = TalkDetector(ami)  # type: ignore[arg-type]
     call = FakeCall(Clock(0.0))
-    with pytest.raises(AgiHangup):
+    with pytest.raises(AgiHangup):  # noqa: PT012 - the hang-up is raised inside the listen block under test
         async with detector.listen(call):  # type: ignore[arg-type]
             call.hung_up = True
             raise AgiHangup("HANGUP")

@@ -176,7 +176,7 @@ async def test_records_resume_when_the_database_comes_back(tmp_path: Path) -> No
                            settings=RecordsSettings(spool_dir=str(tmp_path / "spool")))
     await keeper.start()
     try:
-        with pytest.raises(DatabaseError, match="unavailable .*retrying"):
+        with pytest.raises(DatabaseError, match=r"unavailable .*retrying"):
             await keeper.ping()
         bus.emit("call.arrived", "1.0", caller="13800000000")  # during the outage
         first = keeper.attempts

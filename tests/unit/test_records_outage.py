@@ -122,7 +122,7 @@ async def test_controller_serves_fastagi_while_sqlite_is_locked(tmp_path: Path) 
             async with asyncio.timeout(2):
                 await ctl.start()
             assert ctl.agi.listening
-            reader, writer = await asyncio.open_connection("127.0.0.1", ctl.config.agi.port)
+            _reader, writer = await asyncio.open_connection("127.0.0.1", ctl.config.agi.port)
             writer.close()
             await writer.wait_closed()
             await ctl.operations.records.recorder.wait_state("down", BOUND)

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr.rules.rings import Answered, Cadence, NotAnswered, Reroute, RingAlarm, RingWatch, answer_verdict
 from tests.properties import examples
-
-from ivr.rules.rings import Answered, Cadence, NotAnswered, RingAlarm, Reroute, RingWatch, answer_verdict
 
 INDICATIONS = """
 [general]

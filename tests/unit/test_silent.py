@@ -5,9 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.properties import examples
-
 from ivr.rules.silent import Play, Release, RouteToAgent, SilentCall
+from tests.properties import examples
 
 
 def test_full_script() -> None:

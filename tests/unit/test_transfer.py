@@ -5,12 +5,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.properties import examples
-
 from ivr.rules.transfer import (
-    Announce, Connect, Dial, HangupTarget, PlayToCaller, ReturnCaller, StateChanged,
+    Announce,
+    Connect,
+    Dial,
+    HangupTarget,
+    PlayToCaller,
+    ReturnCaller,
+    StateChanged,
     WarmTransfer,
 )
+from tests.properties import examples
 
 
 def states(actions: list[object]) -> list[str]:

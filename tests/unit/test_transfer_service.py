@@ -10,14 +10,11 @@ from structlog.testing import capture_logs
 from ivr.agi.channel import AgiHangup
 from ivr.ami.connection import AmiActionError
 from ivr.ami.testing import LiveChannels
+from ivr.errors import NoSuchCall
 from ivr.events import EventBus
 from ivr.timers import TimerService
-from ivr.transfer.service import (
-    CallNotTransferable,
-    NoSuchCall,
-    TransferService,
-    TransferSettings,
-)
+from ivr.transfer.service import TransferService
+from ivr.transfer.settings import CallNotTransferable, TransferSettings
 from ivr.transfer.targets import (
     InvalidTarget,
     agent_number,

@@ -74,9 +74,9 @@ def test_stale_finish_and_hangup() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="reason must be one of"):
         UnclearLine("loud")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pause must be positive"):
         UnclearLine("faint", pause=0)
 
 

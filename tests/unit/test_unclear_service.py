@@ -119,7 +119,7 @@ async def test_taken_aside_like_hold(world: Any) -> None:
     described = await service.start(CALLER, "faint")
     assert described["agent"] == "Alice" and described["reason"] == "faint" and described["via"] == "api"
     [orig] = ami.sent("Originate")
-    assert orig["Application"] == "BridgeAdd" and orig["Data"] == "PJSIP/1001-00000002"  # by name: BridgeAdd matches name prefixes
+    assert orig["Application"] == "BridgeAdd" and orig["Data"] == "PJSIP/1001-00000002"  # by name (prefix match)
     assert orig["Channel"] == "Local/keep@ivr-unclear/n"
     [setvar] = ami.sent("Setvar")
     assert (setvar["Variable"], setvar["Value"]) == ("IVR_UNCLEAR_AGENT", "PJSIP/1001-00000002")
@@ -241,9 +241,9 @@ async def test_caller_hangs_up(world: Any) -> None:
 
 
 def test_settings_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="clear_min_ms < clear_max_ms"):
         UnclearSettings(clear_min_ms=600, clear_max_ms=500)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pause must be positive"):
         UnclearSettings(pause=0)
     assert UnclearSettings().is_clear(500) and not UnclearSettings().is_clear(499)
 

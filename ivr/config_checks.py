@@ -1,0 +1,106 @@
+"""Checks of the configuration loader (:mod:`ivr.config`) that stand on their own: the
+collector of problems (each naming its key and line) and the secrets, where each may come
+from (:data:`SECRETS`: env, systemd credential, file, inline), how long it must be, and
+whether a file holding one is world-readable."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ivr.sections import Config
+
+
+class Problems:
+    """Every problem found in one configuration, each naming its key and, where known, its line."""
+
+    def __init__(self, lines: dict[str, int], source: str) -> None:
+        self.items: list[str] = []
+        self.lines = lines
+        self.source = source
+
+    def add(self, path: str, message: str) -> None:
+        probe = path
+        while probe and probe not in self.lines:  # nearest enclosing key with a line
+            probe = re.sub(r"(\[\d+\]|\.[^.\[]+|^[^.\[]+)$", "", probe)
+        where = f" (line {self.lines[probe]})" if probe else ""
+        self.items.append(f"{path}{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where one secret may come from, in this order: env, systemd credential, file, inline."""
+
+    key: str  # the inline key: "ami.secret"
+    file_key: str  # "ami.secret_file"
+    env: str  # "IVR_AMI_SECRET"
+    credential: str  # LoadCredential= name: read from $CREDENTIALS_DIRECTORY/<credential>
+
+
+SECRETS = (
+    Secret("ami.secret", "ami.secret_file", "IVR_AMI_SECRET", "ami-secret"),
+    Secret("http.token", "http.token_file", "IVR_HTTP_TOKEN", "http-token"),
+    Secret("alarms.webhook_secret", "alarms.webhook_secret_file", "IVR_WEBHOOK_SECRET", "webhook-secret"),
+    Secret("agi.key", "agi.key_file", "IVR_AGI_KEY", "agi-key"),
+)
+MIN_SECRET_LENGTH = 16  # characters (visible ASCII): the HTTP token and the webhook key
+
+
+def read_secret(config: Config, secret: Secret, env: Mapping[str, str],
+                 problems: Problems) -> tuple[str, str]:
+    """The secret's value and where it came from (an env name, a credential path or a key)."""
+    section, name = secret.key.split(".")
+    inline = getattr(getattr(config, section), name)
+    file = getattr(getattr(config, section), secret.file_key.split(".")[1])
+    if env.get(secret.env):
+        return env[secret.env], secret.env
+    sources = [(secret.file_key, file)] if file else []
+    if env.get("CREDENTIALS_DIRECTORY"):  # systemd's LoadCredential= directory
+        cred = Path(env["CREDENTIALS_DIRECTORY"]) / secret.credential
+        if cred.exists():
+            sources.insert(0, (f"credential {secret.credential}", str(cred)))
+    for source, path in sources:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip(), source
+        except OSError as exc:
+            problems.add(secret.file_key, f"cannot read {path}: {exc.strerror or exc}")
+            return "", source
+    return inline, secret.key
+
+
+def check_secret(value: str, source: str, what: str, problems: Problems) -> None:
+    if not value:
+        return
+    if len(value) < MIN_SECRET_LENGTH:
+        problems.add(source, f"{what} is {len(value)} characters long; at least {MIN_SECRET_LENGTH} are "
+                     "needed (e.g. openssl rand -hex 24)")
+    elif not all("!" <= ch <= "~" for ch in value):
+        problems.add(source, f"{what} may hold only visible ASCII characters (no spaces)")
+
+
+def world_readable(path: str | os.PathLike[str]) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+AGI_KEY_MIN = 16
+_KEY_LINE = re.compile(r"^\s*IVR_AGI_KEY\s*=>?\s*(\S+)\s*$", re.MULTILINE)
+
+
+def agi_key(text: str, source: str, problems: Problems) -> str:
+    """The FastAGI key from what :func:`_read_secret` found: a bare key, or the switch's
+    Asterisk include with its ``IVR_AGI_KEY = ...`` line (one file serves both)."""
+    m = _KEY_LINE.search(text)
+    if m:
+        return m.group(1)
+    bare = text.strip()
+    if not bare or ("\n" not in bare and "=" not in bare and "[" not in bare):
+        return bare
+    problems.add(source, "holds no IVR_AGI_KEY = ... line")
+    return ""

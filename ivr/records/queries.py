@@ -1,0 +1,114 @@
+"""The call records read back: calls by filter, one call with everything that happened to it,
+and the time windows of alarms, messages, call-backs, ring legs, holds and transfers the API,
+the dashboard and the report read. Read-only; :class:`~ivr.records.store.CallStore` writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ivr.records.db import Database, Row
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    agent: str | None = None
+    state: str | None = None  # a call state, or "live" / "ended"
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+
+
+class CallQueries:
+    """The read side of :class:`~ivr.records.store.CallStore` (which mixes it in)."""
+
+    db: Database
+
+    async def calls(self, f: CallFilter = CallFilter()) -> list[Row]:
+        where: list[str] = []
+        params: list[str | float] = []
+        if f.agent is not None:
+            where.append("agent = ?")
+            params.append(f.agent)
+        if f.state == "live":
+            where.append("ended_at IS NULL")
+        elif f.state is not None:
+            where.append("state = ?")
+            params.append(f.state)
+        if f.since is not None:
+            where.append("arrived_at >= ?")
+            params.append(f.since)
+        if f.until is not None:
+            where.append("arrived_at < ?")
+            params.append(f.until)
+        sql = "SELECT * FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY arrived_at DESC LIMIT ?"
+        return await self.db.fetchall(sql, (*params, f.limit))
+
+    async def open_calls(self) -> list[str]:
+        """The ids of every call whose record is not closed yet."""
+        rows = await self.db.fetchall("SELECT call_id FROM calls WHERE ended_at IS NULL")
+        return [r["call_id"] for r in rows]
+
+    async def call(self, call_id: str) -> Row | None:
+        """One call with everything that happened to it, or None."""
+        row = await self.db.fetchone("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+        if row is None:
+            return None
+        order = {"call_events": "at", "ring_legs": "started_at", "alarms": "at", "holds": "started_at",
+                 "transfers": "started_at", "messages": "at", "callbacks": "at"}
+        for table, col in order.items():
+            sql = f"SELECT * FROM {table} WHERE call_id = ? ORDER BY {col}"  # noqa: S608 - names from `order`
+            rows = await self.db.fetchall(sql, (call_id,))
+            for r in rows:
+                r.pop("call_id", None)
+                if table == "call_events":
+                    r["data"] = json.loads(r["data"])
+            row["events" if table == "call_events" else table] = rows
+        return row
+
+    async def _window(self, table: str, col: str, since: float | None, until: float | None,
+                      extra: dict[str, Any], limit: int) -> list[Row]:
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append(f"{col} >= ?")
+            params.append(since)
+        if until is not None:
+            where.append(f"{col} < ?")
+            params.append(until)
+        for key, value in extra.items():
+            if value is not None:
+                where.append(f"{key} = ?")
+                params.append(value)
+        sql = f"SELECT * FROM {table}"  # noqa: S608 - table, column and key names are this module's literals
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return await self.db.fetchall(sql + f" ORDER BY {col} DESC LIMIT ?", (*params, limit))
+
+    async def alarms(self, since: float | None = None, until: float | None = None, *,
+                     agent: str | None = None, level: str | None = None, limit: int = 100) -> list[Row]:
+        return await self._window("alarms", "at", since, until, {"agent": agent, "level": level}, limit)
+
+    async def messages(self, since: float | None = None, until: float | None = None, *,
+                       agent: str | None = None, limit: int = 100) -> list[Row]:
+        return await self._window("messages", "at", since, until, {"for_agent": agent}, limit)
+
+    async def callbacks(self, since: float | None = None, until: float | None = None, *,
+                        status: str | None = None, limit: int = 100) -> list[Row]:
+        return await self._window("callbacks", "at", since, until, {"status": status}, limit)
+
+    async def ring_legs(self, since: float | None, until: float | None) -> list[Row]:
+        return await self._window("ring_legs", "started_at", since, until, {}, 1_000_000)
+
+    async def holds(self, since: float | None, until: float | None) -> list[Row]:
+        return await self._window("holds", "started_at", since, until, {}, 1_000_000)
+
+    async def transfers(self, since: float | None, until: float | None) -> list[Row]:
+        return await self._window("transfers", "started_at", since, until, {}, 1_000_000)
+
+    async def ended_calls(self, since: float | None, until: float | None) -> list[Row]:
+        return await self._window("calls", "arrived_at", since, until, {"state": "ended"}, 1_000_000)
