@@ -23,7 +23,9 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``hold.abandon``       ``held_seconds``
 ``message.recorded``   ``item`` (its id), ``name``, ``company``, ``phone`` or ``caller_number``,
                        ``best_time``, ``for_agent`` or ``agent``, ``recording`` or ``file``, ``note``
-``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``
+``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``,
+                       ``target`` (agent number, ``queue:NAME``, "" any), ``held_by``: merged into
+                       the open call-back of (phone, target) if there is one (records/callbacks.py)
 ``transfer.state``     ``state``, ``target``, ``reason``
 ``call.hangup``        ``channel``, ``side``, ``cause``
 ``call.ended``         ``hung_up_first`` (caller/agent/system/unknown), ``cause``, ``started_at``,
@@ -43,6 +45,7 @@ from typing import Any
 import structlog
 
 from ivr.events import CallEvent
+from ivr.records import callbacks as cbq
 from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
 from ivr.records.migrations import migrate
 
@@ -88,6 +91,7 @@ Handler = Callable[[Tx, CallEvent], Awaitable[None]]
 class CallStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.queue = cbq.CallbackQueue(db)  # the call-backs the switch places (issue 18)
         self._handlers: dict[str, Handler] = {
             "call.arrived": self._arrived,
             "greeting.played": self._greeting,
@@ -249,6 +253,10 @@ class CallStore:
             (_text(d.get("agent")), rings, ev.at, _flag(within), ev.call_id),
         )
         await self._set_state(tx, ev, "talking")
+        # The number reached an agent on its own: its call-backs are not needed any more.
+        rows = await tx.fetchall("SELECT caller FROM calls WHERE call_id = ?", (ev.call_id,))
+        if rows and await cbq.cancel_for_caller(tx, rows[0]["caller"], ev.at):
+            log.info("callbacks.cancelled_called_in", call_id=ev.call_id)
 
     async def _ring_noanswer(self, tx: Tx, ev: CallEvent) -> None:
         await self._close_leg(tx, ev, _text(ev.data.get("reason")) or "noanswer")
@@ -326,12 +334,11 @@ class CallStore:
 
     async def _callback(self, tx: Tx, ev: CallEvent) -> None:
         d = ev.data
-        await tx.execute(
-            "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
-            (_text(d.get("item")) or _new_id(), ev.call_id, ev.at, _text(d.get("phone", d.get("caller_number"))),
-             _text(d.get("best_time")), _text(d.get("for_agent", d.get("agent")))),
-        )
+        agent = _text(d.get("for_agent", d.get("agent")))
+        await cbq.request(
+            tx, callback_id=_text(d.get("item")) or _new_id(), call_id=ev.call_id, at=ev.at,
+            phone=_text(d.get("phone", d.get("caller_number"))), target=_text(d.get("target")) or "",
+            best_time=_text(d.get("best_time")), held_by=_text(d.get("held_by")) or agent)
         await self._close_hold(tx, ev, "callback")
 
     async def _transfer(self, tx: Tx, ev: CallEvent) -> None:
