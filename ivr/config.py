@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError
 from ivr.greeting import holiday_ids, holiday_names, prompt_file
+from ivr.rules.callback import parse_span
 from ivr.rules.dialing import DIAL_RE, reroute_entry
 from ivr.rules.rings import TONE_ZONE_CADENCES, Cadence
 from ivr.sections import (
@@ -49,6 +50,7 @@ from ivr.sections import (
     AgiConfig,
     AlarmsConfig,
     AmiConfig,
+    CallbacksConfig,
     Config,
     DatabaseConfig,
     HoldConfig,
@@ -71,6 +73,7 @@ __all__ = [
     "AgiConfig",
     "AlarmsConfig",
     "AmiConfig",
+    "CallbacksConfig",
     "Config",
     "DatabaseConfig",
     "HoldConfig",
@@ -355,6 +358,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
     if config.alarms.webhook_url and not re.match(r"^https?://", config.alarms.webhook_url):
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)
+    _validate_callbacks(config.callbacks, add)
     _validate_holidays(config, problems)
 
 
@@ -394,6 +398,17 @@ def _check_number(value: float, path: str, problems: _Problems) -> None:
         problems.add(path, f"must be greater than 0, got {value}")
     elif bounds is not None and not bounds[0] <= value <= bounds[1]:
         problems.add(path, f"must be between {bounds[0]} and {bounds[1]}, got {value}")
+
+def _validate_callbacks(cb: CallbacksConfig, add: Any) -> None:
+    try:
+        parse_span(cb.hours)
+    except ValueError as exc:
+        add("callbacks.hours", str(exc))
+    if not cb.days or any(not 1 <= d <= 7 for d in cb.days):
+        add("callbacks.days", f"ISO weekdays 1 (Monday) to 7, got {cb.days}")
+    if not cb.backoff:
+        add("callbacks.backoff", "at least one wait (s)")
+
 
 def _validate_database(db: DatabaseConfig, add: Any) -> None:
     if not re.match(r"^(sqlite|postgres(ql)?)://", db.url):

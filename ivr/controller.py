@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.server import FastAgiServer
+from ivr.callbacks import build_callbacks
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
 from ivr.config import Config
@@ -72,7 +73,10 @@ class Controller:
                                      metrics=self.metrics, fastagi=lambda: self.agi.listening)
         transfer = build_transfer(rt, config)  # R5: confirmed warm transfer
         hold = build_hold(rt, config, switch_path=switch_view)  # R4: reminders, choices, thanks
-        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, build_doctor(config)]
+        records = self.operations.records
+        callbacks = build_callbacks(  # issue 18: call-backs placed by the switch, queue in the records
+            rt, config, lambda: records.store.queue if records.store is not None else None)
+        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, callbacks, build_doctor(config)]
         routes: dict[str, Any] = {}
         for feature in self.features:
             if taken := routes.keys() & feature.agi_routes.keys():
@@ -82,7 +86,7 @@ class Controller:
                 self.operations.add_feature(feature.name, list(feature.http_routes), dict(feature.openapi))
         self.agi = FastAgiServer(routes, config.agi.host, config.agi.port)
         self.inbound, self.rings = inbound.service, rings.service
-        self.transfer, self.hold = transfer.service, hold.service
+        self.transfer, self.hold, self.callbacks = transfer.service, hold.service, callbacks.service
 
     async def start(self) -> None:
         # The records subscribe first (the first call's events are kept) without waiting

@@ -161,7 +161,7 @@ async def test_install_on_debians_stock_asterisk(stock: Stock, tmp_path: Path) -
     changed = {p for p in set(snapshot(stock.etc)) | set(before) if snapshot(stock.etc).get(p) != before.get(p)}
     assert {Path(p).name for p in changed} == {
         "extensions.conf", "manager.conf", "features.conf", ".ivr-install.json", "ivr-globals.conf",
-        "ivr-inbound.conf", "ivr-agents.conf", "ivr-hold.conf", "ivr-transfer.conf", "ivr-doctor.conf",
+        "ivr-inbound.conf", "ivr-agents.conf", "ivr-hold.conf", "ivr-transfer.conf", "ivr-callback.conf", "ivr-doctor.conf",
         "ivr-manager.conf", "ivr-manager-secret.conf", "ivr-features.conf"}
     assert "ivrtransfer" in stock.cli("features show").stdout
 

@@ -11,8 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ivr.rules.callback import (
-    AGENT_OUTCOMES, CUSTOMER_OUTCOMES, OUTCOMES, Callback, CallbackPolicy, Hours, after_attempt, expired,
-    parse_span, pick,
+    AGENT_OUTCOMES,
+    CUSTOMER_OUTCOMES,
+    OUTCOMES,
+    Callback,
+    CallbackPolicy,
+    Hours,
+    after_attempt,
+    expired,
+    parse_span,
+    pick,
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
