@@ -24,7 +24,7 @@ from ivr.web.params import (
 )
 
 CALL_STATES = (*LIVE_STATES, "ended", "live")
-CALLBACK_STATUSES = ("open", "done", "failed")
+CALLBACK_STATUSES = ("open", "dialling", "done", "failed", "cancelled", "expired", "merged")
 
 
 def query_window(request: web.Request, tz: ZoneInfo, *, default_today: bool) -> tuple[float | None, float | None, dict[str, str]]:

@@ -82,6 +82,18 @@ class CallbackQueue:
                 " WHERE callback_id = ? ORDER BY started_at", (callback_id,))
         return row
 
+    async def attempts(self, since: float | None, until: float | None) -> list[Row]:
+        """Attempts started in [since, until)."""
+        where, params = [], []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            params.append(until)
+        sql = "SELECT * FROM callback_attempts" + (" WHERE " + " AND ".join(where) if where else "")
+        return await self.db.fetchall(sql + " ORDER BY started_at", tuple(params))
+
     async def recover(self, at: float | None = None) -> int:
         """After a restart: attempts left ``dialling`` by a previous controller end as
         ``agent-no-answer`` (not the customer's fault) and the call-back is due again."""

@@ -136,6 +136,17 @@ function renderToday() {
   $("transfers-sub").textContent = Object.entries(t.transfer_outcomes).map(([k, v]) => `${v} ${k}`).join(", ");
 }
 
+function renderCallbacks() {
+  const rows = state.snap.callbacks || [];
+  $("callbacks").tBodies[0].replaceChildren(...rows.map((c) => el("tr", { "data-callback": c.callback_id },
+    el("td", {}, c.place), el("td", {}, c.phone || "?"), el("td", {}, clock(c.at)), el("td", {}, c.held_by || "–"),
+    el("td", {}, c.best_time || "today"), el("td", {}, c.attempts), el("td", {}, c.status),
+    el("td", {}, c.status === "dialling" ? "now" : c.next_attempt ? clock(c.next_attempt) : "–"),
+    el("td", {}, c.outcome || "–"))));
+  $("callbacks-empty").hidden = rows.length > 0;
+  $("callbacks").hidden = rows.length === 0;
+}
+
 function render() {
   if (!state.snap) return;
   $("day").textContent = state.snap.day;
@@ -144,6 +155,7 @@ function render() {
   renderAlarms();
   renderAgents();
   renderToday();
+  renderCallbacks();
 }
 
 async function load() {
@@ -175,7 +187,7 @@ function listen() {
   source.onmessage = reloadSoon;
   for (const kind of ["call.arrived", "greeting.played", "silent.stage", "ring.started", "ring.alarm",
     "ring.answered", "ring.noanswer", "hold.start", "hold.resume", "hold.abandon", "hold.choices",
-    "message.recorded", "callback.requested", "transfer.state", "call.ended"]) {
+    "message.recorded", "callback.requested", "callback.stage", "transfer.state", "call.ended"]) {
     source.addEventListener(kind, reloadSoon);
   }
 }
