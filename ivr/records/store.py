@@ -46,7 +46,14 @@ import structlog
 
 from ivr.events import CallEvent
 from ivr.records import callbacks as cbq
-from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
+from ivr.records.db import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Database,
+    Row,
+    Tx,
+    connect,
+)
 from ivr.records.migrations import migrate
 
 log = structlog.get_logger("ivr.records")

@@ -22,13 +22,13 @@ BACKOFF = 2.0
 AGENT_RETRY = 1.0
 
 
-def config(agents: dict[str, str], max_attempts: int = 3) -> str:
+def config(agents: list[str], max_attempts: int = 3) -> str:
     text = (
         "[hold]\nreminder_interval = 1.0\nchoices_after = 2.0\n\n"
         "[callbacks]\nenabled = true\nhours = \"00:00-24:00\"\npoll = 0.3\n"
         f"max_attempts = {max_attempts}\nbackoff = [{BACKOFF}]\nagent_retry = {AGENT_RETRY}\n"
         "agent_ring = 3.0\nagent_confirm = 4.0\ncustomer_ring = 3.0\nlive_timeout = 4.0\n\n")
-    for number, steps in agents.items():
+    for number in agents:
         text += f'[[agents]]\nnumber = "{number}"\ndial = "Local/{number}@test-cb-agents"\n\n'
     return text
 
@@ -90,7 +90,7 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     await ami.add_dialplan("test-cb-dial", "d", ["Dial(Local/a@test-cb-held-agent/n)", "Hangup()"])
     await ami.add_dialplan("test-cb-held-agent", "a", ["Answer()", "Wait(120)"])
     await ami.add_dialplan("test-cb-press", "3", ["SendDTMF(3,,120)", "Wait(30)"])
-    ctl = await make_controller(config({"2001": "accepts"}))
+    ctl = await make_controller(config(["2001"]))
     await queue_of(ctl)
     since = len(ami.events)
     await ami.originate("Local/c@test-cb-caller/n", "test-cb-dial", "d", caller_id=f"Held <{number}>")
@@ -143,7 +143,7 @@ async def test_no_answer_and_busy_retry_on_schedule(ami: AmiRecorder, make_contr
     after the backoff; after max_attempts the call-back has failed."""
     rings_out, busy = "13900000002", "13900000003"
     await setup(ami, {"2002": ACCEPTS}, {rings_out: RINGS_OUT, busy: BUSY})
-    ctl = await make_controller(config({"2002": "accepts"}, max_attempts=2))
+    ctl = await make_controller(config(["2002"], max_attempts=2))
     await queue_of(ctl)
     since = len(ami.events)
     await request(ctl, rings_out, "test-cb-2", "cb-rings")
@@ -173,7 +173,7 @@ async def test_agent_decline_and_no_answer_do_not_use_the_customers_attempt(
     their attempts; the call-back comes round again after agent_retry."""
     number = "13900000004"
     await setup(ami, {"2003": DECLINES}, {number: LIVE})
-    ctl = await make_controller(config({"2003": "declines"}))
+    ctl = await make_controller(config(["2003"]))
     await queue_of(ctl)
     since = len(ami.events)
     await request(ctl, number, "test-cb-4", "cb-declined")
@@ -186,7 +186,7 @@ async def test_agent_decline_and_no_answer_do_not_use_the_customers_attempt(
     await ctl.stop()
 
     await setup(ami, {"2004": NEVER_ANSWERS}, {})
-    ctl = await make_controller(config({"2004": "never"}))
+    ctl = await make_controller(config(["2004"]))
     await queue_of(ctl)
     since = len(ami.events)
     await request(ctl, number, "test-cb-5", "cb-noanswer")
@@ -203,7 +203,7 @@ async def test_duplicates_merged_and_a_restart_loses_nothing(ami: AmiRecorder, m
     the controller restarts, and the next controller calls back from the same store."""
     number = "13900000006"
     await setup(ami, {"2005": ACCEPTS}, {number: BUSY})
-    ctl = await make_controller(config({"2005": "accepts"}))
+    ctl = await make_controller(config(["2005"]))
     store = await queue_of(ctl)
     since = len(ami.events)
     await request(ctl, number, "test-cb-6", "cb-first")
@@ -216,12 +216,13 @@ async def test_duplicates_merged_and_a_restart_loses_nothing(ami: AmiRecorder, m
 
     await ami.add_dialplan("ivr-callback-number", number, LIVE)  # the customer is back home
     since = len(ami.events)
-    ctl2 = await make_controller(config({"2005": "accepts"}))
+    ctl2 = await make_controller(config(["2005"]))
     [c] = await wait_stage(ami, "connected", timeout=30, since=since)
     assert c["CallbackId"] == "cb-first"
     await until(lambda: _status(ctl2, "cb-first", "done"), 10, "done after the restart")
     r = await row(ctl2, "cb-first")
-    assert [h["outcome"] for h in r["history"]][0] == "busy" and r["history"][-1]["outcome"] == "connected"
+    outcomes = [h["outcome"] for h in r["history"]]
+    assert outcomes[0] == "busy" and outcomes[-1] == "connected", outcomes
     await remove_customers(ami, [number])
 
 
