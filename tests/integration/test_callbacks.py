@@ -226,6 +226,26 @@ async def test_duplicates_merged_and_a_restart_loses_nothing(ami: AmiRecorder, m
     await remove_customers(ami, [number])
 
 
+async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecorder, make_controller: Any) -> None:
+    """The customer calls in before being called back and reaches an agent through the
+    inbound flow: the call-back is cancelled (outcome called-in)."""
+    number = "13900000007"
+    await ami.add_dialplan("test-cb-agents", "2006", ["Ringing()", "Wait(1)", "Answer()", "Wait(60)"])
+    await ami.add_dialplan("test-cb-caller", "speaker", ["Answer()", "Playback(ivr-test/caller_speech)", "Wait(60)"])
+    ctl = await make_controller(config(["2006"]).replace("enabled = true", "enabled = false"))
+    await request(ctl, number, "test-cb-8", "cb-calls-in")
+    await until(lambda: row(ctl, "cb-calls-in"), 10, "the call-back stored")
+    since = len(ami.events)
+    await ami.originate("Local/speaker@test-cb-caller", "ivr-inbound", "s", caller_id=number)
+    [entered] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Channel", "").startswith("Local/2006@"),
+                                   timeout=30, since=since)
+    await until(lambda: _status(ctl, "cb-calls-in", "cancelled"), 10, "cancelled once the number reached an agent")
+    assert (await row(ctl, "cb-calls-in"))["outcome"] == "called-in"
+    for ch in await ami.channels():
+        if ch["Channel"].startswith(("Local/speaker@test-cb-caller", "Local/2006@test-cb-agents")):
+            await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
+
+
 @pytest.fixture(autouse=True)
 async def _bounded() -> Any:
     # every scenario above is bounded by its own waits; this only catches a hang
