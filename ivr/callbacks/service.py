@@ -229,6 +229,10 @@ class CallbackService:
                 await store.cancel(cb.id, now, reason="expired")
                 log.info("callbacks.expired", callback_id=cb.id)
                 continue
+            if cb.status == "open" and not NUMBER.match(cb.phone):  # caller data: never dialled
+                await store.cancel(cb.id, now, reason="invalid-number")
+                log.warning("callbacks.invalid_number", callback_id=cb.id)
+                continue
             waiting.append((cb, row))
         self.metrics.pending.set(len(waiting))
         started: list[Attempt] = []
@@ -246,9 +250,7 @@ class CallbackService:
 
     async def _begin(self, store: CallbackQueueStore, cb: Callback, call_id: str, agent: str,
                      now: float) -> Attempt | None:
-        if not NUMBER.match(cb.phone):
-            await store.cancel(cb.id, now, reason="invalid-number")
-            log.warning("callbacks.invalid_number", callback_id=cb.id)
+        if not NUMBER.match(cb.phone):  # checked again where it is dialled
             return None
         attempt_id = await store.start_attempt(cb.id, agent, now)
         if attempt_id is None:
@@ -384,6 +386,10 @@ class CallbackService:
         await self._stage(att, "customer-dialling")
 
     # -- the customer's FastAGI session (before the bridge) ---------------------------------
+    def greeting(self, att: Attempt) -> list[str]:
+        """What the customer hears before the key is asked for: the greeting, the agent's number."""
+        return ["callback_greeting", "agent_intro", *digits_prompts(att.agent), "agent_service"]
+
     async def customer_agi(self, call: AgiChannel) -> None:
         """FastAGI route ``callback-customer``: the greeting with the agent's number, then
         a key from a live person."""
@@ -392,14 +398,12 @@ class CallbackService:
             log.warning("callbacks.unknown_customer_leg", uniqueid=call.uniqueid)
             return  # IVR_CB_LIVE stays empty: the dialplan drops this leg
         await self._stage(att, "customer-answered")
-        prompts = ["callback_greeting", "agent_intro", *digits_prompts(att.agent), "agent_service", "callback_press"]
         keys = "0123456789*#"
-        digit: str | None = None
         try:
-            for prompt in prompts:
-                digit = await call.stream_file(f"{self.settings.sounds}/{prompt}", keys)
-                if digit:
-                    break
+            # The greeting and the agent's number are heard whole; the key is asked for after.
+            for prompt in self.greeting(att):
+                await call.stream_file(f"{self.settings.sounds}/{prompt}")
+            digit = await call.stream_file(f"{self.settings.sounds}/callback_press", keys)
             if not digit:
                 digit = await call.wait_for_digit(int(self.settings.live_timeout * 1000))
             if not digit:

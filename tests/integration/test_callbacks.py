@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from ivr.catalog import digits_prompts
+from ivr.prompts import prompt_duration
+from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts, until
 
 BACKOFF = 2.0
@@ -36,7 +39,16 @@ def config(agents: list[str], max_attempts: int = 3) -> str:
 ACCEPTS = ["Answer()", "Wait(1)", "SendDTMF(1)", "Wait(60)", "Hangup()"]
 DECLINES = ["Answer()", "Wait(1)", "SendDTMF(2)", "Wait(60)", "Hangup()"]
 NEVER_ANSWERS = ["Ringing()", "Wait(60)", "Hangup()"]
-LIVE = ["Answer()", "Wait(1.5)", "SendDTMF(5)", "Wait(4)", "Hangup()"]
+
+
+def live(agent: str) -> list[str]:
+    """A person: hears the greeting and the agent's number out, then presses a key (a key
+    pressed during the greeting is not heard: the greeting is played whole)."""
+    heard = sum(prompt_duration(REPO / "prompts" / "build", "zh-CN", p)
+                for p in ["callback_greeting", "agent_intro", *digits_prompts(agent), "agent_service"])
+    return ["Answer()", f"Wait({heard + 1.0:.1f})", "SendDTMF(5)", "Wait(4)", "Hangup()"]
+
+
 RINGS_OUT = ["Ringing()", "Wait(60)", "Hangup()"]
 BUSY = ["Busy(2)"]
 
@@ -85,7 +97,7 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     only then the customer is dialled through ivr-callback-number, hears the greeting,
     presses a key and is bridged with that agent."""
     number = "13900000001"
-    await setup(ami, {"2001": ACCEPTS}, {number: LIVE})
+    await setup(ami, {"2001": ACCEPTS}, {number: live("2001")})
     await ami.add_dialplan("test-cb-caller", "c", ["Answer()", "Wait(120)"])
     await ami.add_dialplan("test-cb-dial", "d", ["Dial(Local/a@test-cb-held-agent/n)", "Hangup()"])
     await ami.add_dialplan("test-cb-held-agent", "a", ["Answer()", "Wait(120)"])
@@ -164,7 +176,17 @@ async def test_no_answer_and_busy_retry_on_schedule(ami: AmiRecorder, make_contr
     assert r["attempts"] == 1 and r["next_attempt"] >= float(b1["Timestamp"]) + BACKOFF - 0.5
     await wait_stage(ami, "busy", timeout=30, count=2, since=since)
     await until(lambda: _status(ctl, "cb-busy", "failed"), 10, "failed after two busy attempts")
-    await remove_customers(ami, [rings_out, busy])
+
+    # answered, but nobody presses a key after the greeting: a machine, one attempt used
+    machine = "13900000005"
+    await ami.add_dialplan("ivr-callback-number", machine, ["Answer()", "Wait(40)", "Hangup()"])
+    since = len(ami.events)
+    await request(ctl, machine, "test-cb-9", "cb-machine")
+    [m] = await wait_stage(ami, "machine", timeout=40, since=since)
+    assert m["Status"] == "open" and (await row(ctl, "cb-machine"))["attempts"] == 1
+    assert not ami.find(lambda e: e.event == "BridgeEnter" and machine in e.get("Channel", ""), since), "never bridged"
+    await ctl.callbacks.cancel("cb-machine")
+    await remove_customers(ami, [rings_out, busy, machine])
 
 
 async def test_agent_decline_and_no_answer_do_not_use_the_customers_attempt(
@@ -172,7 +194,7 @@ async def test_agent_decline_and_no_answer_do_not_use_the_customers_attempt(
     """The agent presses 2, or never answers: the customer is never dialled and keeps all
     their attempts; the call-back comes round again after agent_retry."""
     number = "13900000004"
-    await setup(ami, {"2003": DECLINES}, {number: LIVE})
+    await setup(ami, {"2003": DECLINES}, {number: live("2003")})
     ctl = await make_controller(config(["2003"]))
     await queue_of(ctl)
     since = len(ami.events)
@@ -214,7 +236,7 @@ async def test_duplicates_merged_and_a_restart_loses_nothing(ami: AmiRecorder, m
     assert rows[0]["requests"] == 2
     await ctl.stop()
 
-    await ami.add_dialplan("ivr-callback-number", number, LIVE)  # the customer is back home
+    await ami.add_dialplan("ivr-callback-number", number, live("2005"))  # the customer is back home
     since = len(ami.events)
     ctl2 = await make_controller(config(["2005"]))
     [c] = await wait_stage(ami, "connected", timeout=30, since=since)
