@@ -31,7 +31,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.ami.channels import ChannelTracker
+from ivr.ami.channels import ChannelTracker, device_of
 from ivr.ami.connection import AmiError
 from ivr.callbacks.metrics import CallbackMetrics
 from ivr.catalog import digits_prompts
@@ -86,6 +86,7 @@ class CallbackSettings:
     enabled: bool = _CB.enabled
     policy: CallbackPolicy = field(default_factory=CallbackPolicy)
     agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
+    names: Mapping[str, str] = field(default_factory=dict)  # agent name -> number
     sounds: str = f"{_PROMPTS.sound_prefix}/{_SWITCH.language}"
     tz: str = _SWITCH.timezone
     agent_ring: float = _CB.agent_ring
@@ -100,6 +101,16 @@ class CallbackSettings:
         event must not keep an agent "busy" for ever)."""
         return self.agent_ring + 60 + self.agent_confirm + self.customer_ring + 60 + self.live_timeout + 30
 
+    def agent_number(self, label: str) -> str:
+        """The agent number behind what the hold feature calls the agent (a number, a
+        configured name or a device), else ``label`` itself."""
+        if label in self.agents:
+            return label
+        for number, dial in self.agents.items():
+            if label in (dial, device_of(dial)):
+                return number
+        return self.names.get(label, label)
+
     @classmethod
     def from_config(cls, cb: CallbacksConfig, switch: SwitchConfig, prompts: PromptsConfig,
                     agents: Sequence[AgentConfig]) -> CallbackSettings:
@@ -109,6 +120,7 @@ class CallbackSettings:
             policy=CallbackPolicy(max_attempts=cb.max_attempts, backoff=tuple(cb.backoff),
                                   agent_retry=cb.agent_retry, hours=Hours(start, end, frozenset(cb.days))),
             agents={str(a.number): a.device for a in agents},
+            names={a.name: str(a.number) for a in agents if a.name},
             sounds=f"{prompts.sound_prefix}/{switch.language}", tz=switch.timezone,
             agent_ring=cb.agent_ring, agent_confirm=cb.agent_confirm, customer_ring=cb.customer_ring,
             live_timeout=cb.live_timeout, poll=cb.poll)
@@ -225,6 +237,7 @@ class CallbackService:
         waiting = []
         for row in rows:
             cb = to_callback(row)
+            cb = replace(cb, held_by=self.settings.agent_number(cb.held_by))
             if expired(cb, local):
                 await store.cancel(cb.id, now, reason="expired")
                 log.info("callbacks.expired", callback_id=cb.id)

@@ -259,7 +259,7 @@ async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecor
     await until(lambda: row(ctl, "cb-calls-in"), 10, "the call-back stored")
     since = len(ami.events)
     await ami.originate("Local/speaker@test-cb-caller", "ivr-inbound", "s", caller_id=number)
-    [entered] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Channel", "").startswith("Local/2006@"),
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Channel", "").startswith("Local/2006@"),
                                    timeout=30, since=since)
     await until(lambda: _status(ctl, "cb-calls-in", "cancelled"), 10, "cancelled once the number reached an agent")
     assert (await row(ctl, "cb-calls-in"))["outcome"] == "called-in"

@@ -75,7 +75,8 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[CallbackService, Recordin
     settings = CallbackSettings(
         enabled=True, policy=CallbackPolicy(max_attempts=2, backoff=(120.0,), agent_retry=30.0,
                                             hours=Hours(9 * 60, 18 * 60)),
-        agents={"1001": "PJSIP/1001", "1002": "Local/1002@agents"}, tz="Asia/Shanghai", poll=60.0)
+        agents={"1001": "PJSIP/1001", "1002": "Local/1002@agents"}, names={"Two": "1002"}, tz="Asia/Shanghai",
+        poll=60.0)
     service = CallbackService(ami, tracker, settings, store=lambda: store.queue, wall=wall)
     service.attach()
     yield service, ami, store, wall, tracker
@@ -105,7 +106,7 @@ async def settled(service: CallbackService) -> None:
 
 
 async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
-    service, ami, store, wall, _ = world
+    service, ami, store, _, _ = world
     await ask(store, "13900000001", "cb-1", NOON - 600)
     [att] = await service.tick()
     assert att.agent == "1002", "the agent who held the caller, being free"
@@ -135,9 +136,15 @@ async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
                       "customer-answered", "connected", "connected"]
 
 
+def test_the_agent_who_held_by_number_name_or_device(world: Any) -> None:
+    settings = world[0].settings
+    assert [settings.agent_number(x) for x in ("1001", "Two", "Local/1002@agents", "PJSIP/1001", "Who")] == [
+        "1001", "1002", "1002", "1001", "Who"]
+
+
 async def test_the_agent_announcement_says_who_when_and_who_held(world: Any) -> None:
     service, _, store, _, _ = world
-    await ask(store, "139", "cb-1", datetime(2026, 12, 1, 9, 5, tzinfo=TZ).timestamp())
+    await ask(store, "139", "cb-1", datetime(2026, 12, 1, 9, 5, tzinfo=TZ).timestamp(), held_by="Two")
     [att] = await service.tick()
     assert service.announcement(att) == [
         "callback_announce", "digit_1", "digit_3", "digit_9", "callback_announce_time", "digit_0", "digit_9",

@@ -94,3 +94,25 @@ async def test_cancel_and_retry_now(store: CallStore) -> None:  # noqa: F811
                                      next_attempt=None, burned=True, at=T0 + 60)
     row = await store.queue.retry_now("cb-b", T0 + 70)
     assert row is not None and (row["status"], row["attempts"], row["next_attempt"]) == ("open", 0, T0 + 70)
+
+
+async def test_migration_merges_requests_kept_before_it(db_url: str) -> None:  # noqa: F811
+    """A version-1 database with the same number asked twice: after the migration one open
+    call-back stays (the earliest), the other is 'merged', due at its request time."""
+    from ivr.records import connect
+    from ivr.records.migrations import bundled, migrate
+
+    db = await connect(db_url)
+    try:
+        await migrate(db, [m for m in bundled() if m.version == 1])
+        await db.execute("INSERT INTO calls (call_id, arrived_at, state, state_since, updated_at)"
+                         " VALUES ('1.0', 1, 'ended', 1, 1)")
+        for cb, at in (("cb-b", 20.0), ("cb-a", 10.0), ("cb-c", 30.0)):
+            await db.execute("INSERT INTO callbacks (callback_id, call_id, at, phone, for_agent) VALUES (?, '1.0', ?, ?, '1001')",
+                             (cb, at, "139" if cb != "cb-c" else "137"))
+        assert await migrate(db) == [2]
+        rows = {r["callback_id"]: r for r in await db.fetchall("SELECT * FROM callbacks")}
+        assert {k: r["status"] for k, r in rows.items()} == {"cb-a": "open", "cb-b": "merged", "cb-c": "open"}
+        assert (rows["cb-a"]["target"], rows["cb-a"]["held_by"], rows["cb-a"]["next_attempt"]) == ("", "1001", 10.0)
+    finally:
+        await db.close()

@@ -11,7 +11,7 @@ ALTER TABLE callbacks ADD COLUMN outcome TEXT;
 ALTER TABLE callbacks ADD COLUMN requests INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE callbacks ADD COLUMN updated_at DOUBLE PRECISION;
 
-UPDATE callbacks SET target = COALESCE(for_agent, ''), next_attempt = at, updated_at = at;
+UPDATE callbacks SET held_by = for_agent, next_attempt = at, updated_at = at;
 
 -- Requests kept before this version may repeat a (phone, target): the earliest stays.
 UPDATE callbacks SET status = 'merged'
