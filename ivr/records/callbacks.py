@@ -118,11 +118,12 @@ class CallbackQueue:
         attempt = _id()
 
         async def run(tx: Tx) -> str | None:
-            rows = await tx.fetchall("SELECT status FROM callbacks WHERE callback_id = ?", (callback_id,))
-            if not rows or rows[0]["status"] != "open":
+            # One statement claims it: of two controllers on one database only one gets the row.
+            claimed = await tx.fetchall(
+                "UPDATE callbacks SET status = 'dialling', updated_at = ? WHERE callback_id = ? AND status = 'open'"
+                " RETURNING callback_id", (at, callback_id))
+            if not claimed:
                 return None
-            await tx.execute("UPDATE callbacks SET status = 'dialling', updated_at = ? WHERE callback_id = ?",
-                             (at, callback_id))
             await tx.execute(
                 "INSERT INTO callback_attempts (attempt_id, callback_id, started_at, agent) VALUES (?, ?, ?, ?)",
                 (attempt, callback_id, at, agent))

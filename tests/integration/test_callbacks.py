@@ -143,7 +143,15 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     await until(lambda: _status(ctl, cb_id, "done"), 10, "the call-back done")
     assert done["phone"] == number and done["held_by"]
     assert ctl.callbacks.metrics.value("ivr_callback_attempts_total", {"outcome": "connected"}) == 1
+    # the agent's leg was watched by the ring monitor like any other (R1 alarms apply to it)
+    legs = await until(lambda: _legs(ctl, "2001"), 10, "the agent's ring leg recorded")
+    assert legs[0]["outcome"] == "answered" and legs[0]["rings"] >= 1
     await remove_customers(ami, [number])
+
+
+async def _legs(ctl: Any, agent: str) -> list[dict[str, Any]]:
+    return [leg for leg in await ctl.operations.records.store.ring_legs(None, None)
+            if leg["agent"] == agent and leg["outcome"]]
 
 
 async def _status(ctl: Any, cb_id: str, status: str) -> bool:
