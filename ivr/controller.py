@@ -49,7 +49,8 @@ class Controller:
     channel tracker, one timer service driving every rule machine, one event bus feeding
     the call records, the dashboard and the metrics) and hands it to each feature's
     builder; it registers what the features offer: FastAGI routes (``inbound``,
-    ``agent-answered``, ``doctor``, ``hold``, ``transfer-target``) on one FastAGI server,
+    ``agent-answered``, ``doctor``, ``hold``, ``transfer-target``, ``callback-agent``,
+    ``callback-customer``) on one FastAGI server,
     HTTP routes on the operations surface. ``now`` is the wall clock the greeting is
     chosen by (injectable, so a test can make it a Mid-Autumn morning).
     """
