@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.server import FastAgiServer
-from ivr.callbacks import build_callbacks
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
+from ivr.callbacks import build_callbacks
 from ivr.config import Config
 from ivr.doctor import build_doctor
 from ivr.events import EventBus
@@ -88,6 +88,7 @@ class Controller:
         self.agi = FastAgiServer(routes, config.agi.host, config.agi.port)
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold, self.callbacks = transfer.service, hold.service, callbacks.service
+        self.operations.services.extra["callbacks"] = self.callbacks.queue  # the dashboard's pending list
 
     async def start(self) -> None:
         # The records subscribe first (the first call's events are kept) without waiting

@@ -45,7 +45,9 @@ _CALLBACK: dict[str, Any] = {"type": "object", "properties": {
     "requests": {"type": "integer", "description": "requests merged into this call-back"},
     "place": {"type": "integer", "description": "1 = next in line (queue only)"},
     "agent": {"type": ["string", "null"], "description": "agent of the attempt under way (queue only)"},
-    "stage": {"type": ["string", "null"], "description": "stage of the attempt under way (queue only)"}}}
+    "stage": {"type": ["string", "null"], "description": "stage of the attempt under way (queue only)"},
+    "next_attempt_at": {"type": ["number", "null"], "description": "when it can next be placed, inside business "
+                        "hours and the caller's window; null: never again (queue only)"}}}
 _ID = [{"name": "callback_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 

@@ -51,6 +51,7 @@ from ivr.rules.callback import (
     Hours,
     after_attempt,
     expired,
+    next_opportunity,
     parse_span,
     pick,
 )
@@ -431,15 +432,21 @@ class CallbackService:
 
     # -- operations (API) ----------------------------------------------------------------
     async def queue(self) -> list[Row]:
-        """Open call-backs in line: their place (1 = next) and next attempt."""
+        """Open call-backs in line: their place (1 = next), the attempt under way (agent,
+        stage) and ``next_attempt_at``: when it can next be placed, moved into business
+        hours and the caller's window (None: never again, e.g. a ``today`` past its hours)."""
         store = self._store()
         rows = await store.open()
         placing = {a.callback.id: a for a in self.attempts.values()}
+        now = self.wall()
+        local = self.local(now)
         out = []
         for place, row in enumerate(rows, 1):
             att = placing.get(str(row["callback_id"]))
+            cb = to_callback(row)
             out.append({**row, "place": place, "agent": att.agent if att else None,
-                        "stage": att.stages[-1] if att and att.stages else None})
+                        "stage": att.stages[-1] if att and att.stages else None,
+                        "next_attempt_at": now if att else next_opportunity(cb, now, local, self.settings.policy)})
         return out
 
     async def cancel(self, callback_id: str) -> Row:

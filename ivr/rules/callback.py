@@ -175,3 +175,36 @@ def after_attempt(cb: Callback, outcome: str, now: float, policy: CallbackPolicy
         return AfterAttempt("failed", used, None, burned=True)
     wait = policy.backoff[min(used, len(policy.backoff)) - 1]
     return AfterAttempt(OPEN, used, now + wait, burned=True)
+
+
+def next_opportunity(cb: Callback, now: float, local: datetime, policy: CallbackPolicy) -> float | None:
+    """When the call-back can next be placed (an agent permitting): its next attempt, moved
+    into business hours and the caller's window; None when it never can again (a ``today``
+    call-back past its day, or no opening within a week). ``local`` is ``now`` in the
+    switch's zone."""
+    if cb.status != OPEN:
+        return None
+    tz = local.tzinfo
+    start = datetime.fromtimestamp(max(now, cb.next_attempt), tz)
+    span = (policy.hours.start, policy.hours.end)
+    text = cb.best_time.strip().lower()
+    if text not in ("", "today", "any"):
+        try:
+            w = parse_span(text)
+            span = (max(span[0], w[0]), min(span[1], w[1]))
+        except ValueError:
+            pass
+    if span[1] <= span[0]:
+        return None
+    for offset in range(8):
+        day = start.date() + timedelta(days=offset)
+        midnight = datetime.combine(day, datetime.min.time(), tz)
+        if midnight.isoweekday() not in policy.hours.days:
+            continue
+        opens, closes = midnight + timedelta(minutes=span[0]), midnight + timedelta(minutes=span[1])
+        at = max(start, opens)
+        if at < closes:
+            if expired(cb, at):
+                return None
+            return max(now, cb.next_attempt) if at == start else at.timestamp()  # exact, not to the µs
+    return None

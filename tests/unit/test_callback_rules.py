@@ -137,3 +137,36 @@ def test_a_call_back_ends_within_max_attempts_customer_failures(outcomes: list[s
     assert used <= POLICY.max_attempts
     if status == "failed":
         assert used == POLICY.max_attempts
+
+
+def test_next_opportunity_moves_into_hours_and_window() -> None:
+    from ivr.rules.callback import next_opportunity
+
+    office = CallbackPolicy(hours=Hours(9 * 60, 18 * 60, frozenset({1, 2, 3, 4, 5})))
+    due = cb("a", T - 100, best_time="09:00-10:00")  # Tuesday noon: past today's window
+    wed = datetime(2026, 12, 2, 9, 0, tzinfo=TZ).timestamp()
+    assert next_opportunity(due, T, NOON, office) == wed
+    assert next_opportunity(cb("b", T - 100), T, NOON, office) == T  # due now
+    assert next_opportunity(cb("c", T - 100, next_attempt=T + 60), T, NOON, office) == T + 60
+    fri_eve = datetime(2026, 12, 4, 19, 0, tzinfo=TZ)
+    weekly = cb("d", T - 100, best_time="10:00-11:00")
+    assert next_opportunity(weekly, fri_eve.timestamp(), fri_eve, office) == datetime(
+        2026, 12, 7, 10, 0, tzinfo=TZ).timestamp()  # Monday
+    late_today = cb("e", T - 100)  # today, but hours are over: never
+    evening = datetime(2026, 12, 1, 19, 0, tzinfo=TZ)
+    assert next_opportunity(late_today, evening.timestamp(), evening, office) is None
+    assert next_opportunity(cb("f", T, best_time="19:00-20:00"), T, NOON, office) is None  # window outside hours
+
+
+@given(callbacks, st.floats(0, 7 * 86400))
+def test_the_next_opportunity_is_callable(cbs: list[Callback], later: float) -> None:
+    from ivr.rules.callback import callable_now, next_opportunity
+
+    office = CallbackPolicy(hours=Hours(9 * 60, 18 * 60, frozenset({1, 2, 3, 4, 5})))
+    now = T + later
+    local = datetime.fromtimestamp(now, TZ)
+    for c in cbs:
+        c = Callback(c.id, c.phone, c.requested_at, c.next_attempt, best_time="any")
+        at = next_opportunity(c, now, local, office)
+        assert at is not None and at >= now
+        assert callable_now(c, at, datetime.fromtimestamp(at, TZ), office)

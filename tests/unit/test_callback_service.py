@@ -226,6 +226,12 @@ async def test_busy_agents_closed_hours_and_the_line(world: Any) -> None:
     wall.t = datetime(2026, 12, 1, 19, 0, tzinfo=TZ).timestamp()  # after hours
     assert await service.tick() == []
     assert len(ami.sent("Originate")) == 1
+    await ask(store, "13900000003", "cb-window", NOON - 50)
+    await store.apply(CallEvent("callback.requested", "call-w", {
+        "item": "cb-w2", "caller_number": "13900000003", "best_time": "10:00-11:00", "target": ""}, at=NOON - 40))
+    nxt = {r["callback_id"]: r["next_attempt_at"] for r in await service.queue()}
+    assert nxt["cb-late"] is None, "a today call-back after hours: no opening left"
+    assert nxt["cb-window"] == datetime(2026, 12, 2, 10, 0, tzinfo=TZ).timestamp(), "its window, tomorrow"
 
 
 async def test_cancel_and_retry_now_through_the_service(world: Any) -> None:
