@@ -17,9 +17,26 @@ import time
 import uuid
 from typing import Any
 
+from ivr.errors import IvrError
 from ivr.records.db import Database, Row, Tx
 
 OPEN_STATES = ("open", "dialling")
+
+
+class CallbackConflict(IvrError):
+    """Another call-back for this number and target is open already."""
+
+    error_id = "callback-conflict"
+    http_status = 409
+
+
+async def check_reopen(tx: Tx, row: Row) -> None:
+    other = await tx.fetchall(
+        "SELECT callback_id FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')"
+        " AND callback_id <> ?", (row["phone"], row["target"], row["callback_id"]))
+    if other:
+        raise CallbackConflict("another call-back for this number is open", callback_id=row["callback_id"],
+                               open=other[0]["callback_id"])
 
 
 def _id() -> str:
@@ -158,9 +175,11 @@ class CallbackQueue:
     async def _set(self, callback_id: str, assignments: str, params: tuple[Any, ...], at: float,
                    allowed: tuple[str, ...] = OPEN_STATES) -> Row | None:
         async def run(tx: Tx) -> bool:
-            rows = await tx.fetchall("SELECT status FROM callbacks WHERE callback_id = ?", (callback_id,))
+            rows = await tx.fetchall("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
             if not rows or rows[0]["status"] not in allowed:
                 return bool(rows)
+            if "status = 'open'" in assignments and rows[0]["status"] not in OPEN_STATES:
+                await check_reopen(tx, rows[0])
             await tx.execute(f"UPDATE callbacks SET {assignments}, updated_at = ? WHERE callback_id = ?",
                              (*params, at, callback_id))
             return True

@@ -410,11 +410,15 @@ class CallStore:
         )
 
     async def set_callback_status(self, callback_id: str, status: str, at: float | None = None) -> Row | None:
-        """Mark a call-back request (open/done/failed); None if there is no such request."""
+        """Mark a call-back request (open/done/failed/cancelled); None if there is no such
+        request. Opening one again while another is open for the same number and target
+        raises :class:`~ivr.records.callbacks.CallbackConflict` (409): one open call-back each."""
         async def mark(tx: Tx) -> list[Row]:
             rows = await tx.fetchall("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
             if not rows:
                 return rows
+            if status in cbq.OPEN_STATES and rows[0]["status"] not in cbq.OPEN_STATES:
+                await cbq.check_reopen(tx, rows[0])
             await tx.execute("UPDATE callbacks SET status = ? WHERE callback_id = ?", (status, callback_id))
             await tx.execute(
                 "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",

@@ -4,6 +4,8 @@ number calling in cancels it, a restart mid-attempt loses nothing."""
 
 from __future__ import annotations
 
+import pytest
+
 from ivr.records import CallStore
 from tests.unit.test_records import T0, db_url, ev, postgres, store  # noqa: F401  (fixtures)
 
@@ -116,3 +118,18 @@ async def test_migration_merges_requests_kept_before_it(db_url: str) -> None:  #
         assert (rows["cb-a"]["target"], rows["cb-a"]["held_by"], rows["cb-a"]["next_attempt"]) == ("", "1001", 10.0)
     finally:
         await db.close()
+
+
+async def test_reopening_beside_an_open_one_is_a_conflict(store: CallStore) -> None:  # noqa: F811
+    from ivr.records.callbacks import CallbackConflict
+
+    await store.apply(request(10, "1.0", item="cb-a"))
+    await store.queue.cancel("cb-a", T0 + 20)
+    await store.apply(request(30, "2.0", item="cb-b"))  # a new one: cb-a is not open any more
+    with pytest.raises(CallbackConflict):
+        await store.set_callback_status("cb-a", "open")
+    await store.set_callback_status("cb-a", "failed")
+    with pytest.raises(CallbackConflict):
+        await store.queue.retry_now("cb-a", T0 + 40)  # a failed one opens again only alone
+    assert [r["callback_id"] for r in await store.queue.open()] == ["cb-b"]
+    assert (await store.set_callback_status("cb-a", "done"))["status"] == "done"
