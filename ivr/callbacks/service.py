@@ -133,7 +133,7 @@ def to_callback(row: Row) -> Callback:
         next_attempt=float(row["next_attempt"] if row.get("next_attempt") is not None else row["at"]),
         attempts=int(row.get("attempts") or 0), target=str(row.get("target") or ""),
         held_by=str(row.get("held_by") or ""), best_time=str(row.get("best_time") or "today"),
-        last_request=float(row["updated_at"]) if row.get("updated_at") is not None else None,
+        last_request=float(row["last_request"]) if row.get("last_request") is not None else None,
         status=str(row["status"]))
 
 

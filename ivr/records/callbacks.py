@@ -56,14 +56,14 @@ async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: s
             "UPDATE callbacks SET at = CASE WHEN ? < at THEN ? ELSE at END, best_time = COALESCE(?, best_time),"
             " held_by = COALESCE(?, held_by), for_agent = COALESCE(?, for_agent), requests = requests + 1,"
             " attempts = 0, next_attempt = CASE WHEN status = 'open' THEN ? ELSE next_attempt END,"
-            " updated_at = ? WHERE callback_id = ?",
-            (at, at, best_time, held_by, held_by, at, at, cb))
+            " last_request = ?, updated_at = ? WHERE callback_id = ?",
+            (at, at, best_time, held_by, held_by, at, at, at, cb))
         return str(cb)
     await tx.execute(
         "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent, status, target, held_by,"
-        " attempts, next_attempt, requests, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?)"
-        " ON CONFLICT (callback_id) DO NOTHING",
-        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, at, at))
+        " attempts, next_attempt, requests, last_request, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
+        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, at, at, at))
     return callback_id
 
 

@@ -22,7 +22,7 @@ async def test_a_second_request_is_merged_and_keeps_its_place(store: CallStore) 
     assert [r["callback_id"] for r in rows] == ["cb-a", "cb-b"]  # no duplicate, first in line
     a = rows[0]
     assert (a["at"], a["requests"], a["best_time"], a["held_by"]) == (T0 + 10, 2, "14:00-16:00", "1001")
-    assert a["next_attempt"] == T0 + 30
+    assert (a["next_attempt"], a["last_request"]) == (T0 + 30, T0 + 30)  # "today" counts from the latest request
     # a different target is a different call-back
     await store.apply(request(40, "4.0", item="cb-d", target="1002"))
     assert len(await store.queue.open()) == 3

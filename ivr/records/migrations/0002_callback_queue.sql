@@ -9,9 +9,10 @@ ALTER TABLE callbacks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE callbacks ADD COLUMN next_attempt DOUBLE PRECISION;
 ALTER TABLE callbacks ADD COLUMN outcome TEXT;
 ALTER TABLE callbacks ADD COLUMN requests INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE callbacks ADD COLUMN last_request DOUBLE PRECISION;
 ALTER TABLE callbacks ADD COLUMN updated_at DOUBLE PRECISION;
 
-UPDATE callbacks SET held_by = for_agent, next_attempt = at, updated_at = at;
+UPDATE callbacks SET held_by = for_agent, next_attempt = at, updated_at = at, last_request = at;
 
 -- Requests kept before this version may repeat a (phone, target): the earliest stays.
 UPDATE callbacks SET status = 'merged'
