@@ -170,3 +170,28 @@ def test_the_next_opportunity_is_callable(cbs: list[Callback], later: float) -> 
         at = next_opportunity(c, now, local, office)
         assert at is not None and at >= now
         assert callable_now(c, at, datetime.fromtimestamp(at, TZ), office)
+
+
+def test_callbacks_config_is_checked(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ivr.config import load_config
+    from ivr.errors import ConfigError
+
+    path = Path(str(tmp_path)) / "ivr.toml"
+    path.write_text('[callbacks]\nhours = "18:00-09:00"\ndays = [0, 8]\nbackoff = []\nmax_attempts = 0\n'
+                    "agent_retry = -1.0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    for expected in ("callbacks.hours (line 2): '18:00-09:00': the end must be after the start",
+                     "callbacks.days (line 3): ISO weekdays 1 (Monday) to 7", "callbacks.backoff (line 4)",
+                     "callbacks.max_attempts (line 5): must be greater than 0",
+                     "callbacks.agent_retry (line 6): must be greater than 0"):
+        assert expected in message, message
+    path.write_text('[callbacks]\nenabled = true\nhours = "08:30-21:00"\nbackoff = [60.0, 300.0]\n')
+    cfg = load_config(path, env={})
+    from ivr.callbacks.service import CallbackSettings
+
+    s = CallbackSettings.from_config(cfg.callbacks, cfg.switch, cfg.prompts, cfg.agents)
+    assert (s.enabled, s.policy.hours.start, s.policy.hours.end, s.policy.backoff) == (True, 510, 1260, (60.0, 300.0))
