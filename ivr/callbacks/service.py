@@ -77,6 +77,7 @@ class CallbackQueueStore(Protocol):
                              attempts: int, next_attempt: float | None, burned: bool, at: float) -> None: ...
     async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None: ...
     async def retry_now(self, callback_id: str, at: float) -> Row | None: ...
+    async def expire(self, callback_id: str, at: float) -> Row | None: ...
 
 
 _CB, _SWITCH, _PROMPTS = CallbacksConfig(), SwitchConfig(), PromptsConfig()
@@ -240,7 +241,7 @@ class CallbackService:
             cb = to_callback(row)
             cb = replace(cb, held_by=self.settings.agent_number(cb.held_by))
             if expired(cb, local):
-                await store.cancel(cb.id, now, reason="expired")
+                await store.expire(cb.id, now)
                 log.info("callbacks.expired", callback_id=cb.id)
                 continue
             if cb.status == "open" and not NUMBER.match(cb.phone):  # caller data: never dialled

@@ -165,6 +165,10 @@ class CallbackQueue:
     async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None:
         return await self._set(callback_id, "status = 'cancelled', outcome = ?", (reason,), at)
 
+    async def expire(self, callback_id: str, at: float) -> Row | None:
+        """A ``today`` call-back whose day is over without an attempt getting through."""
+        return await self._set(callback_id, "status = 'expired', outcome = 'expired'", (), at, allowed=("open",))
+
     async def retry_now(self, callback_id: str, at: float) -> Row | None:
         """Due now (an open, failed or expired call-back is opened again, attempts reset
         when it had failed)."""

@@ -232,6 +232,12 @@ async def test_busy_agents_closed_hours_and_the_line(world: Any) -> None:
     nxt = {r["callback_id"]: r["next_attempt_at"] for r in await service.queue()}
     assert nxt["cb-late"] is None, "a today call-back after hours: no opening left"
     assert nxt["cb-window"] == datetime(2026, 12, 2, 10, 0, tzinfo=TZ).timestamp(), "its window, tomorrow"
+    wall.t = datetime(2026, 12, 2, 9, 30, tzinfo=TZ).timestamp()  # the next morning, before the window
+    assert await service.tick() == []
+    assert {r["callback_id"]: (r["status"], r["outcome"]) for r in await store.callbacks()
+            if r["callback_id"] in ("cb-first", "cb-late")} == {
+        "cb-first": ("expired", "expired"), "cb-late": ("expired", "expired")}
+    assert [r["callback_id"] for r in await service.queue()] == ["cb-window"]
 
 
 async def test_cancel_and_retry_now_through_the_service(world: Any) -> None:
