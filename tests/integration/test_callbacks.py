@@ -261,7 +261,9 @@ async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecor
     inbound flow: the call-back is cancelled (outcome called-in)."""
     number = "13900000007"
     await ami.add_dialplan("test-cb-agents", "2006", ["Ringing()", "Wait(1)", "Answer()", "Wait(60)"])
-    await ami.add_dialplan("test-cb-caller", "speaker", ["Answer()", "Playback(ivr-test/caller_speech)", "Wait(60)"])
+    # the caller responds to the greeting (R3) by key and by speech: either routes it to the agents
+    await ami.add_dialplan("test-cb-caller", "speaker", [
+        "Answer()", "Wait(2)", "SendDTMF(1)", "Playback(ivr-test/caller_speech)", "SendDTMF(1)", "Wait(60)"])
     ctl = await make_controller(config(["2006"]).replace("enabled = true", "enabled = false"))
     await request(ctl, number, "test-cb-8", "cb-calls-in")
     await until(lambda: row(ctl, "cb-calls-in"), 10, "the call-back stored")
