@@ -11,10 +11,7 @@ AMI event (``UserEvent: IvrCallback`` stages) or on the store, bounded.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-
-import pytest
 
 from ivr.catalog import digits_prompts
 from ivr.prompts import prompt_duration
@@ -276,10 +273,3 @@ async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecor
     for ch in await ami.channels():
         if ch["Channel"].startswith(("Local/speaker@test-cb-caller", "Local/2006@test-cb-agents")):
             await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
-
-
-@pytest.fixture(autouse=True)
-async def _bounded() -> Any:
-    # every scenario above is bounded by its own waits; this only catches a hang
-    async with asyncio.timeout(150):
-        yield
