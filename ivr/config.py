@@ -47,6 +47,7 @@ from ivr.config_checks import Problems as _Problems
 from ivr.config_checks import agi_key as _agi_key
 from ivr.config_checks import check_secret as _check_secret
 from ivr.config_checks import read_secret as _read_secret
+from ivr.config_checks import validate_callbacks as _validate_callbacks
 from ivr.errors import ConfigError
 from ivr.greeting import holiday_ids, holiday_names, prompt_file
 from ivr.rules.dialing import DIAL_RE, reroute_entry
@@ -56,6 +57,7 @@ from ivr.sections import (
     AgiConfig,
     AlarmsConfig,
     AmiConfig,
+    CallbacksConfig,
     Config,
     DatabaseConfig,
     HoldConfig,
@@ -79,6 +81,7 @@ __all__ = [
     "AgiConfig",
     "AlarmsConfig",
     "AmiConfig",
+    "CallbacksConfig",
     "Config",
     "DatabaseConfig",
     "HoldConfig",
@@ -315,6 +318,7 @@ def _validate(config: Config, data: dict[str, Any], problems: _Problems) -> None
         add("alarms.webhook_url", "must be an http:// or https:// URL")
     _validate_database(config.database, add)
     _validate_cluster(config, add)
+    _validate_callbacks(config.callbacks, add)
     _validate_holidays(config, problems)
 
 

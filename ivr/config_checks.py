@@ -11,8 +11,10 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ivr.sections import Config
+from ivr.rules.callback import parse_span
+from ivr.sections import CallbacksConfig, Config
 
 
 class Problems:
@@ -104,3 +106,14 @@ def agi_key(text: str, source: str, problems: Problems) -> str:
         return bare
     problems.add(source, "holds no IVR_AGI_KEY = ... line")
     return ""
+
+
+def validate_callbacks(cb: CallbacksConfig, add: Any) -> None:
+    try:
+        parse_span(cb.hours)
+    except ValueError as exc:
+        add("callbacks.hours", str(exc))
+    if not cb.days or any(not 1 <= d <= 7 for d in cb.days):
+        add("callbacks.days", f"ISO weekdays 1 (Monday) to 7, got {cb.days}")
+    if not cb.backoff:
+        add("callbacks.backoff", "at least one wait (s)")

@@ -16,6 +16,7 @@ import structlog
 from ivr.agi.server import FastAgiServer
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
+from ivr.callbacks import build_callbacks
 from ivr.cluster import Lease
 from ivr.config import Config
 from ivr.doctor import build_doctor
@@ -52,7 +53,8 @@ class Controller:
     channel tracker, one timer service driving every rule machine, one event bus feeding
     the call records, the dashboard and the metrics) and hands it to each feature's
     builder; it registers what the features offer: FastAGI routes (``inbound``,
-    ``agent-answered``, ``doctor``, ``hold``, ``unclear``, ``transfer-target``) on one FastAGI server,
+    ``agent-answered``, ``doctor``, ``hold``, ``unclear``, ``transfer-target``, ``callback-agent``,
+    ``callback-customer``) on one FastAGI server,
     HTTP routes on the operations surface. ``now`` is the wall clock the greeting is
     chosen by (injectable, so a test can make it a Mid-Autumn morning).
     """
@@ -90,7 +92,11 @@ class Controller:
         hold = build_hold(rt, config, switch_path=switch_view, agent_leg=agent_leg)  # R4
         # R3: a line too faint or too noisy (agent key, API)
         unclear = build_unclear(rt, config, agent_leg=agent_leg)
-        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, unclear, build_doctor(config)]
+        records = self.operations.records
+        callbacks = build_callbacks(  # issue 18: call-backs placed by the switch, queue in the records
+            rt, config, lambda: records.store.queue if records.store is not None else None)
+        self.features: list[Feature[Any]] = [inbound, rings, transfer, hold, unclear, callbacks,
+                                              build_doctor(config)]
         routes: dict[str, Any] = {}
         for feature in self.features:
             if taken := routes.keys() & feature.agi_routes.keys():
@@ -107,7 +113,8 @@ class Controller:
             self.operations.services.status["role"] = lambda: "leader"
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
-        self.unclear = unclear.service
+        self.unclear, self.callbacks = unclear.service, callbacks.service
+        self.operations.services.extra["callbacks"] = self.callbacks.queue  # the dashboard's pending list
         self._takeover: asyncio.Future[Any] | None = None
 
     def _join_cluster(self, lease: Lease) -> None:

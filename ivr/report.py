@@ -36,6 +36,8 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
     holds = await store.holds(since, until)
     alarms = await store.alarms(since, until, limit=10_000_000)
     transfers = await store.transfers(since, until)
+    callbacks = callback_figures(await store.callbacks(since, until, limit=10_000_000),
+                                 await store.queue.attempts(since, until))
     answered = [leg for leg in legs if leg.get("outcome") == "answered"]
     within = sum(1 for leg in answered if leg.get("within_three"))
     return {
@@ -47,6 +49,7 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
             "service_level": round(within / len(answered), 4) if answered else None,
             "alarms": len(alarms), "holds": sum(1 for h in holds if h.get("duration") is not None),
             "transfers": len(transfers),
+            "callbacks": callbacks["requested"], "callbacks_done": callbacks["status"].get("done", 0),
             "agent_first_hangups": sum(1 for c in calls if c.get("hung_up_first") == "agent"),
             "long_calls": sum(1 for c in calls if c.get("answered_at") is not None and c.get("ended_at") is not None
                               and c["ended_at"] - c["answered_at"] > long_call_seconds),
@@ -56,7 +59,23 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
         "days": day_figures(legs=legs, calls=calls, holds=holds, tz=tz, long_call_seconds=long_call_seconds),
         "rings_to_answer": rings_histogram(legs),
         "hold_durations": hold_distribution(holds),
+        "callbacks": callbacks,
     }
+
+
+def callback_figures(callbacks: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Call-backs asked for in the period by status now, and the attempts made in it by
+    outcome (how many used one of the customer's attempts)."""
+    status: dict[str, int] = {}
+    for c in callbacks:
+        status[c["status"]] = status.get(c["status"], 0) + 1
+    outcomes: dict[str, int] = {}
+    for a in attempts:
+        key = a.get("outcome") or "under way"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return {"requested": len(callbacks), "requests": sum(int(c.get("requests") or 1) for c in callbacks),
+            "status": status, "attempts": outcomes,
+            "customer_attempts": sum(1 for a in attempts if a.get("burned"))}
 
 
 def render_json(report: dict[str, Any]) -> str:
@@ -87,6 +106,10 @@ def render_csv(report: dict[str, Any]) -> str:
         w.writerow(["rings_to_answer", k, v])
     for k, v in report["hold_durations"].items():
         w.writerow(["hold_seconds", k, v])
+    for k, v in report["callbacks"]["status"].items():
+        w.writerow(["callback_status", k, v])
+    for k, v in report["callbacks"]["attempts"].items():
+        w.writerow(["callback_attempt", k, v])
     return out.getvalue()
 
 
@@ -165,6 +188,7 @@ def render_html(report: dict[str, Any]) -> str:
     cards = [("Calls", t["calls"]), ("Answered within 3 rings", _pct(t["service_level"])),
              ("Ring alarms", t["alarms"]), ("Holds", t["holds"]), ("Transfers", t["transfers"]),
              ("Agent hung up first", t["agent_first_hangups"]),
+             ("Call-backs done", f"{t['callbacks_done']} of {t['callbacks']}"),
              (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
     late = {k for k in report["rings_to_answer"]
             if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > 3}
@@ -182,6 +206,7 @@ generated {report['generated_at']}</p>
 {bar_chart(report['hold_durations'], title='Hold durations (seconds)', unit=' s', highlight=over)}
 {bar_chart(per_agent_sl, title='Answered within three rings, % per agent', unit=' %')}
 {bar_chart(per_agent_bad, title='Agent-first hang-ups per agent', highlight=set(per_agent_bad))}
+{bar_chart(report['callbacks']['attempts'], title='Call-back attempts by outcome')}
 </div>
 <h2>Per agent</h2>
 {_table(report['agents'], AGENT_TABLE_COLUMNS, AGENT_HEADINGS)}

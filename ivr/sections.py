@@ -144,6 +144,25 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class CallbacksConfig:
+    """Call-backs the switch places itself (issue 18): agent first, then the customer
+    through the dialplan context ``ivr-callback-number`` (shipped closed: route it to your
+    trunk, then set ``enabled``)."""
+
+    enabled: bool = False  # place call-backs (requests are kept either way)
+    hours: str = "09:00-20:00"  # business hours, switch local time (HH:MM-HH:MM)
+    days: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])  # ISO weekdays, Monday = 1
+    max_attempts: int = 3  # customer attempts (no answer, busy, machine) before "failed"
+    backoff: list[float] = field(default_factory=lambda: [600.0, 1800.0, 3600.0])  # s after each used attempt
+    agent_retry: float = 60.0  # s to wait after an agent declined or did not answer
+    agent_ring: float = 30.0  # s the agent's phone may ring
+    agent_confirm: float = 10.0  # s for the agent to press 1 after the announcement
+    customer_ring: float = 40.0  # s the customer's phone may ring
+    live_timeout: float = 8.0  # s for the customer to press a key after the greeting (else "machine")
+    poll: float = 5.0  # s between looks at the queue (a request or a free agent also wakes it)
+
+
+@dataclass(frozen=True)
 class HolidayOverride:
     """The year's notice: ``id`` is greeted from ``start`` to ``end`` (inclusive) that year."""
 
@@ -237,6 +256,7 @@ class Config:
     hold: HoldConfig = field(default_factory=HoldConfig)
     unclear: UnclearConfig = field(default_factory=UnclearConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     holidays: HolidaysConfig = field(default_factory=HolidaysConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)

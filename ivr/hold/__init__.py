@@ -1,7 +1,8 @@
 """Rule R4 at the switch: a held caller hears music, a reminder every 30 s, the choices
 at one minute (keep waiting, leave a message, call-back) and a thank-you on resume.
 
-``service.HoldService`` (AMI + FastAGI), ``store.HoldStore`` (messages and call-backs),
+``service.HoldService`` (AMI + FastAGI), ``store.HoldStore`` (messages; call-backs are
+the call records', fed by the ``callback.requested`` event),
 ``metrics.HoldMetrics``, ``http.hold_routes`` (the HTTP API); :func:`build_hold` plugs
 them into the app as one :class:`~ivr.feature.Feature`."""
 

@@ -171,10 +171,11 @@ class HeldCaller:
         at = self.wall()
         item = item_id(s.caller.uniqueid, at)
         self._end(s, "callback", held)
-        self.store.add_callback(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
-                                held_seconds=held, at=at)
+        # The event is the request's one source: the call records keep it as the durable
+        # call-back (merged with an open one for this number), the scheduler places it.
         log.info("hold.callback", item=item, caller=caller, agent=s.agent_name)
-        self._emit(s, "callback.requested", item=item, caller_number=caller)
+        self._emit(s, "callback.requested", item=item, caller_number=caller, best_time="today",
+                   target="", held_by=s.agent_name, held_seconds=round(held, 3))
         self._spawn(self._send_user_event(s, "callback", s.timer.count, held))
         await self._play(call, "callback_confirm")
         await call.set_variable("IVR_RESULT", "done")

@@ -7,7 +7,8 @@ errors (``IvrError``) are rendered by the server's error middleware.
     POST /api/calls/{call_id}/resume   take it off hold (the caller hears the thank-you first)
     GET  /api/hold                     calls on hold now
     GET  /api/hold/messages            messages left by held callers
-    GET  /api/hold/callbacks           call-back requests
+
+Call-back requests (choice 3) are call-backs: ``/api/callbacks`` (the call records).
 """
 
 from __future__ import annotations
@@ -33,15 +34,11 @@ def hold_routes(service: HoldService) -> list[web.RouteDef]:
     async def messages(_request: web.Request) -> web.Response:
         return web.json_response({"messages": service.messages()})
 
-    async def callbacks(_request: web.Request) -> web.Response:
-        return web.json_response({"callbacks": service.callbacks()})
-
     return [
         web.post("/api/calls/{call_id}/hold", hold),
         web.post("/api/calls/{call_id}/resume", resume),
         web.get("/api/hold", held),
         web.get("/api/hold/messages", messages),
-        web.get("/api/hold/callbacks", callbacks),
     ]
 
 
@@ -58,7 +55,6 @@ _ITEM_PROPS: dict[str, Any] = {
     "at": {"type": "string", "format": "date-time"}, "held_seconds": {"type": "number"}}
 _MESSAGE: dict[str, Any] = {"type": "object", "properties": {
     **_ITEM_PROPS, "file": {"type": "string"}, "recorded": {"type": "boolean"}}}
-_CALLBACK: dict[str, Any] = {"type": "object", "properties": _ITEM_PROPS}
 
 
 def _list(key: str, item: dict[str, Any], summary: str) -> dict[str, Any]:
@@ -79,5 +75,4 @@ HOLD_OPENAPI: dict[str, Any] = {
     "/api/calls/{call_id}/resume": _action("Resume: the caller hears the thank-you, then the agent"),
     "/api/hold": _list("held", _HELD, "Calls on hold now"),
     "/api/hold/messages": _list("messages", _MESSAGE, "Messages left by held callers (choice 2)"),
-    "/api/hold/callbacks": _list("callbacks", _CALLBACK, "Call-back requests of held callers (choice 3)"),
 }

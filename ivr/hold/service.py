@@ -174,9 +174,6 @@ class HoldService(HeldCaller):
     def messages(self) -> list[dict[str, Any]]:
         return [m.as_dict() for m in self.store.messages()]
 
-    def callbacks(self) -> list[dict[str, Any]]:
-        return [c.as_dict() for c in self.store.callbacks()]
-
     def describe(self, s: HoldSession) -> dict[str, Any]:
         held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,

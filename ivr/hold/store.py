@@ -1,11 +1,14 @@
-"""Messages and call-back requests left by held callers (R4, R6 message taking).
+"""Messages left by held callers (R4, R6 message taking).
 
-One JSON file per item, written atomically next to the recording, so the API, the
+One JSON file per message, written atomically next to the recording, so the API, the
 dashboard and a person with ``ls`` all see the same thing::
 
     <messages_dir>/<id>.wav          the recording (written by Asterisk's Record)
     <messages_dir>/<id>.json         caller number, time, agent, call id, held seconds
-    <messages_dir>/callbacks/<id>.json
+
+Call-backs are not kept here: the ``callback.requested`` event is their one source, and
+the call records keep the durable call-back (``ivr/records/callbacks.py``) that the
+call-back scheduler (``ivr/callbacks``) places.
 """
 
 from __future__ import annotations
@@ -35,19 +38,6 @@ class Message:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Callback:
-    id: str
-    caller: str
-    agent: str
-    call_id: str
-    at: str  # when the caller asked, ISO 8601, UTC
-    held_seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def item_id(uniqueid: str, at: float) -> str:
     """``20250101T120000Z-1712345678.12``: sortable by time, safe as a file name."""
     stamp = datetime.fromtimestamp(at, UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -61,11 +51,10 @@ def iso(at: float) -> str:
 class HoldStore:
     def __init__(self, messages_dir: str | Path) -> None:
         self.dir = Path(messages_dir)
-        self.callbacks_dir = self.dir / "callbacks"
 
     def prepare(self) -> None:
         """Create the directories (Asterisk records into ``dir``: it must exist)."""
-        self.callbacks_dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o770)  # noqa: S103 - Asterisk (group ivr) records into it; no world access
 
     def recording(self, item: str) -> Path:
@@ -79,17 +68,8 @@ class HoldStore:
         _write_json(self.dir / f"{item}.json", msg.as_dict())
         return msg
 
-    def add_callback(self, *, item: str, caller: str, agent: str, call_id: str, held_seconds: float,
-                     at: float | None = None) -> Callback:
-        cb = Callback(item, caller, agent, call_id, iso(at or time.time()), round(held_seconds, 3))
-        _write_json(self.callbacks_dir / f"{item}.json", cb.as_dict())
-        return cb
-
     def messages(self) -> list[Message]:
         return [Message(**d) for d in _read_all(self.dir)]
-
-    def callbacks(self) -> list[Callback]:
-        return [Callback(**d) for d in _read_all(self.callbacks_dir)]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -24,7 +24,8 @@ from ivr.web.params import (
 )
 
 CALL_STATES = (*LIVE_STATES, "ended", "live")
-CALLBACK_STATUSES = ("open", "done", "failed")
+CALLBACK_STATUSES = ("open", "dialling", "done", "failed", "cancelled", "expired", "merged")
+CALLBACK_SETTABLE = ("open", "done", "failed", "cancelled")  # by hand; the scheduler sets the rest
 
 
 def query_window(request: web.Request, tz: ZoneInfo, *,
@@ -116,8 +117,8 @@ async def update_callback(request: web.Request) -> web.Response:
     if unknown:
         raise BadRequest("unknown fields", fields=unknown)
     status = body.get("status")
-    if status not in CALLBACK_STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(CALLBACK_STATUSES)}", field="status",
+    if status not in CALLBACK_SETTABLE:
+        raise BadRequest(f"status must be one of {', '.join(CALLBACK_SETTABLE)}", field="status",
                          value=str(status)[:100])
     row = await _services(request).records.set_callback_status(callback_id, status)
     if row is None:

@@ -51,6 +51,10 @@ async def snapshot(request: web.Request) -> web.Response:
         "now": time.time(), "day": now.date().isoformat(), "timezone": str(s.tz), "ring_period": s.ring_period,
         "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
         "agents": await figures_for(s, since, until),
+        # Pending call-backs in their place in line (issue 18), with the next attempt: from
+        # the call-back feature when the app registered it (next attempt within hours).
+        "callbacks": await s.extra["callbacks"]() if "callbacks" in s.extra
+        else [{**r, "place": i} for i, r in enumerate(await s.records.queue.open(), 1)],
     })
 
 

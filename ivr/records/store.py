@@ -23,7 +23,9 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``hold.abandon``       ``held_seconds``
 ``message.recorded``   ``item`` (its id), ``name``, ``company``, ``phone`` or ``caller_number``,
                        ``best_time``, ``for_agent`` or ``agent``, ``recording`` or ``file``, ``note``
-``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``
+``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``,
+                       ``target`` (agent number, ``queue:NAME``, "" any), ``held_by``: merged into
+                       the open call-back of (phone, target) if there is one (records/callbacks.py)
 ``transfer.state``     ``state``, ``target``, ``reason``
 ``call.hangup``        ``channel``, ``side``, ``cause``
 ``call.ended``         ``hung_up_first`` (caller/agent/system/unknown), ``cause``, ``started_at``,
@@ -42,7 +44,15 @@ from typing import Any
 import structlog
 
 from ivr.events import CallEvent
-from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
+from ivr.records import callbacks as cbq
+from ivr.records.db import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Database,
+    Row,
+    Tx,
+    connect,
+)
 from ivr.records.migrations import migrate
 from ivr.records.queries import CallQueries
 
@@ -80,6 +90,7 @@ Handler = Callable[[Tx, CallEvent], Awaitable[None]]
 class CallStore(CallQueries):
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.queue = cbq.CallbackQueue(db)  # the call-backs the switch places (issue 18)
         self._handlers: dict[str, Handler] = {
             "call.arrived": self._arrived,
             "greeting.played": self._greeting,
@@ -243,6 +254,10 @@ class CallStore(CallQueries):
             (_text(d.get("agent")), rings, ev.at, _flag(within), ev.call_id),
         )
         await self._set_state(tx, ev, "talking")
+        # The number reached an agent on its own: its call-backs are not needed any more.
+        rows = await tx.fetchall("SELECT caller FROM calls WHERE call_id = ?", (ev.call_id,))
+        if rows and await cbq.cancel_for_caller(tx, rows[0]["caller"], ev.at):
+            log.info("callbacks.cancelled_called_in", call_id=ev.call_id)
 
     async def _ring_noanswer(self, tx: Tx, ev: CallEvent) -> None:
         await self._close_leg(tx, ev, _text(ev.data.get("reason")) or "noanswer")
@@ -330,12 +345,11 @@ class CallStore(CallQueries):
 
     async def _callback(self, tx: Tx, ev: CallEvent) -> None:
         d = ev.data
-        await tx.execute(
-            "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
-            (_text(d.get("item")) or _new_id(), ev.call_id, ev.at, _text(d.get("phone", d.get("caller_number"))),
-             _text(d.get("best_time")), _text(d.get("for_agent", d.get("agent")))),
-        )
+        agent = _text(d.get("for_agent", d.get("agent")))
+        await cbq.request(
+            tx, callback_id=_text(d.get("item")) or _new_id(), call_id=ev.call_id, at=ev.at,
+            phone=_text(d.get("phone", d.get("caller_number"))), target=_text(d.get("target")) or "",
+            best_time=_text(d.get("best_time")), held_by=_text(d.get("held_by")) or agent)
         await self._close_hold(tx, ev, "callback")
 
     async def _transfer(self, tx: Tx, ev: CallEvent) -> None:
@@ -400,11 +414,15 @@ class CallStore(CallQueries):
         )
 
     async def set_callback_status(self, callback_id: str, status: str, at: float | None = None) -> Row | None:
-        """Mark a call-back request (open/done/failed); None if there is no such request."""
+        """Mark a call-back request (open/done/failed/cancelled); None if there is no such
+        request. Opening one again while another is open for the same number and target
+        raises :class:`~ivr.records.callbacks.CallbackConflict` (409): one open call-back each."""
         async def mark(tx: Tx) -> list[Row]:
             rows = await tx.fetchall("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
             if not rows:
                 return rows
+            if status in cbq.OPEN_STATES and rows[0]["status"] not in cbq.OPEN_STATES:
+                await cbq.check_reopen(tx, rows[0])
             await tx.execute("UPDATE callbacks SET status = ? WHERE callback_id = ?", (status, callback_id))
             await tx.execute(
                 "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",

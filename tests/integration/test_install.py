@@ -163,7 +163,7 @@ async def test_install_on_debians_stock_asterisk(stock: Stock, tmp_path: Path) -
     assert {Path(p).name for p in changed} == {
         "extensions.conf", "manager.conf", "features.conf", ".ivr-install.json", "ivr-globals.conf",
         "ivr-inbound.conf", "ivr-agents.conf", "ivr-hold.conf", "ivr-unclear.conf",
-        "ivr-transfer.conf", "ivr-doctor.conf",
+        "ivr-transfer.conf", "ivr-callback.conf", "ivr-doctor.conf",
         "ivr-manager.conf", "ivr-manager-secret.conf", "ivr-features.conf", "ivr-agi-key.conf"}
     assert "ivrtransfer" in stock.cli("features show").stdout
 

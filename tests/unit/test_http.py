@@ -114,7 +114,8 @@ async def test_dashboard_sign_in_by_form_and_by_token_link(make_client: ClientMa
     assert cookie.value == TOKEN and cookie["httponly"] and cookie["samesite"] == "Strict"
     page = await client.get("/dashboard")  # the cookie now goes with every request
     assert page.status == 200 and "Calls in progress" in await page.text()
-    assert (await client.get("/api/dashboard")).status == 200
+    snap = await (await client.get("/api/dashboard")).json()
+    assert [(c["place"], c["callback_id"], c["status"]) for c in snap["callbacks"]] == [(1, "cb-1", "open")]
 
     other = await make_client()
     resp = await other.post("/login", data={"token": TOKEN}, allow_redirects=False)

@@ -63,7 +63,8 @@ def test_freepbx_layout_writes_only_the_custom_files(freepbx: Path, capsys: pyte
     added = {n for n in after if n not in before}
     assert {n for n in added if ".ivr-backup-" not in n} == {
         "features_applicationmap_custom.conf", ".ivr-install.json", "ivr-globals.conf", "ivr-inbound.conf",
-        "ivr-agents.conf", "ivr-hold.conf", "ivr-unclear.conf", "ivr-transfer.conf", "ivr-doctor.conf",
+        "ivr-agents.conf", "ivr-hold.conf", "ivr-unclear.conf", "ivr-transfer.conf", "ivr-callback.conf",
+        "ivr-doctor.conf",
         "ivr-manager.conf",
         "ivr-manager-secret.conf", "ivr-features.conf", "ivr-agi-key.conf"}
     assert {re.sub(r"\.ivr-backup-.*", "", n) for n in added if ".ivr-backup-" in n} == {

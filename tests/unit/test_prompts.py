@@ -366,6 +366,6 @@ def test_full_en_us_set_builds_and_checks(
     args = ["--source", str(source), "--out", str(out), "--company", "Acme"]
     assert main(["prompts", "build", *args]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("en-US: 45 prompts, 45 built, 0 unchanged")
+    assert lines[0].startswith("en-US: 51 prompts, 51 built, 0 unchanged")
     assert prompts.check_prompts(out, ["en-US"], source) == []
     assert prompts.prompt_duration(out, "en-US", "silent_prompt3") > 3.0

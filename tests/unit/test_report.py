@@ -54,6 +54,16 @@ def db(tmp_path: Path) -> str:
             *call("e", at(6, 8), "1001", rings=1, talk=10, first="caller"),            # outside the window
         ]:
             await store.apply(e)
+        # call-backs: one asked twice (merged) and placed twice (busy, connected), one still open
+        requests = (("a", at(3, 9, 2), "139001"), ("b", at(3, 10, 2), "139001"), ("c", at(4, 0, 1), "139002"))
+        for cid, t, number in requests:
+            data = {"item": f"cb-{cid}", "caller_number": number}
+            await store.apply(CallEvent("callback.requested", cid, data, at=t))
+        for outcome, status, n in (("busy", "open", 1), ("connected", "done", 2)):
+            attempt = await store.queue.start_attempt("cb-a", "1001", at(3, 11, n))
+            assert attempt is not None
+            await store.queue.finish_attempt("cb-a", attempt, outcome=outcome, status=status, attempts=n,
+                                             next_attempt=None, burned=True, at=at(3, 11, n, 30))
         await store.close()
 
     asyncio.run(fill())
@@ -85,6 +95,9 @@ def test_json_figures(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (days["2025-03-04"]["agent_first_hangups"], days["2025-03-04"]["long_calls"]) == (1, 1)
     assert r["rings_to_answer"]["1"] == 1 and r["rings_to_answer"]["4"] == 1 and r["rings_to_answer"]["7"] == 1
     assert r["hold_durations"] == {"0-30": 0, "30-60": 1, "60-90": 1, "90-120": 0, "120+": 0}
+    assert (t["callbacks"], t["callbacks_done"]) == (2, 1)
+    assert r["callbacks"] == {"requested": 2, "requests": 3, "status": {"done": 1, "open": 1},
+                              "attempts": {"busy": 1, "connected": 1}, "customer_attempts": 2}
 
 
 def test_long_call_limit_is_configurable(db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,7 +119,7 @@ def test_html_is_one_page_with_charts(db: str, tmp_path: Path, capsys: pytest.Ca
     out = tmp_path / "report.html"
     report(db, capsys, "--out", str(out))
     page = out.read_text()
-    assert page.startswith("<!doctype html>") and page.count("<svg") == 4
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 5 and "Call-backs done" in page
     assert "Rings to answer" in page and "Hold durations" in page and "Agent-first hang-ups" in page
     assert "<script" not in page and "http" not in page.split("</style>")[1]  # self-contained
     assert ">50 %<" in page  # answered within three rings, overall

@@ -137,6 +137,23 @@ function renderToday() {
   $("transfers-sub").textContent = Object.entries(t.transfer_outcomes).map(([k, v]) => `${v} ${k}`).join(", ");
 }
 
+function nextAttempt(c) {
+  const at = "next_attempt_at" in c ? c.next_attempt_at : c.next_attempt;
+  if (at === null || at === undefined) return "no opening";
+  return at <= now() ? "due" : clock(at);
+}
+
+function renderCallbacks() {
+  const rows = state.snap.callbacks || [];
+  $("callbacks").tBodies[0].replaceChildren(...rows.map((c) => el("tr", { "data-callback": c.callback_id },
+    el("td", {}, c.place), el("td", {}, c.phone || "?"), el("td", {}, clock(c.at)), el("td", {}, c.held_by || "–"),
+    el("td", {}, c.best_time || "today"), el("td", {}, c.attempts), el("td", {}, c.status),
+    el("td", {}, c.status === "dialling" ? "now" : nextAttempt(c)),
+    el("td", {}, c.outcome || "–"))));
+  $("callbacks-empty").hidden = rows.length > 0;
+  $("callbacks").hidden = rows.length === 0;
+}
+
 function render() {
   if (!state.snap) return;
   $("day").textContent = state.snap.day;
@@ -145,6 +162,7 @@ function render() {
   renderAlarms();
   renderAgents();
   renderToday();
+  renderCallbacks();
 }
 
 async function load() {
@@ -177,7 +195,7 @@ function listen() {
   for (const kind of ["call.arrived", "greeting.played", "silent.stage", "ring.started", "ring.alarm",
     "ring.answered", "ring.noanswer", "hold.start", "hold.resume", "hold.abandon", "hold.choices",
     "unclear.start", "unclear.stage",
-    "message.recorded", "callback.requested", "transfer.state", "call.ended"]) {
+    "message.recorded", "callback.requested", "callback.stage", "transfer.state", "call.ended"]) {
     source.addEventListener(kind, reloadSoon);
   }
 }

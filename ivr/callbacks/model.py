@@ -1,0 +1,132 @@
+"""The call-backs feature's data: what may be dialled, the queue store it needs (a
+protocol the records implement), its settings, and one attempt in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ivr.ami.channels import device_of
+from ivr.errors import IvrError
+from ivr.rules.callback import (
+    Callback,
+    CallbackPolicy,
+    Hours,
+    parse_span,
+)
+from ivr.sections import AgentConfig, CallbacksConfig, PromptsConfig, SwitchConfig
+
+log = structlog.get_logger("ivr.callbacks")
+
+
+NUMBER = re.compile(r"^\+?[0-9]{2,20}$")  # what may be dialled: digits and a leading +
+DIAL_OUTCOMES = {"NOANSWER": "no-answer", "BUSY": "busy", "CONGESTION": "busy", "CHANUNAVAIL": "busy",
+                 "CANCEL": "agent-declined"}
+
+Row = dict[str, Any]
+
+
+class CallbackQueueStore(Protocol):
+    """What the service needs of the durable store (``ivr.records.callbacks.CallbackQueue``)."""
+
+    async def open(self) -> list[Row]: ...
+    async def get(self, callback_id: str) -> Row | None: ...
+    async def recover(self, at: float | None = None) -> int: ...
+    async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None: ...
+    async def finish_attempt(self, callback_id: str, attempt_id: str, *, outcome: str, status: str,
+                             attempts: int, next_attempt: float | None, burned: bool, at: float) -> None: ...
+    async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None: ...
+    async def retry_now(self, callback_id: str, at: float) -> Row | None: ...
+    async def expire(self, callback_id: str, at: float) -> Row | None: ...
+
+
+_CB, _SWITCH, _PROMPTS = CallbacksConfig(), SwitchConfig(), PromptsConfig()
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    enabled: bool = _CB.enabled
+    policy: CallbackPolicy = field(default_factory=CallbackPolicy)
+    agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
+    names: Mapping[str, str] = field(default_factory=dict)  # agent name -> number
+    sounds: str = f"{_PROMPTS.sound_prefix}/{_SWITCH.language}"
+    tz: str = _SWITCH.timezone
+    agent_ring: float = _CB.agent_ring
+    agent_confirm: float = _CB.agent_confirm
+    customer_ring: float = _CB.customer_ring
+    live_timeout: float = _CB.live_timeout
+    poll: float = _CB.poll
+
+    @property
+    def attempt_limit(self) -> float:
+        """The longest an attempt may take before the controller gives it up (a lost
+        event must not keep an agent "busy" for ever)."""
+        return self.agent_ring + 60 + self.agent_confirm + self.customer_ring + 60 + self.live_timeout + 30
+
+    def agent_number(self, label: str) -> str:
+        """The agent number behind what the hold feature calls the agent (a number, a
+        configured name or a device), else ``label`` itself."""
+        if label in self.agents:
+            return label
+        for number, dial in self.agents.items():
+            if label in (dial, device_of(dial)):
+                return number
+        return self.names.get(label, label)
+
+    @classmethod
+    def from_config(cls, cb: CallbacksConfig, switch: SwitchConfig, prompts: PromptsConfig,
+                    agents: Sequence[AgentConfig]) -> CallbackSettings:
+        start, end = parse_span(cb.hours)
+        return cls(
+            enabled=cb.enabled,
+            policy=CallbackPolicy(max_attempts=cb.max_attempts, backoff=tuple(cb.backoff),
+                                  agent_retry=cb.agent_retry, hours=Hours(start, end, frozenset(cb.days))),
+            agents={str(a.number): a.device for a in agents},
+            names={a.name: str(a.number) for a in agents if a.name},
+            sounds=f"{prompts.sound_prefix}/{switch.language}", tz=switch.timezone,
+            agent_ring=cb.agent_ring, agent_confirm=cb.agent_confirm, customer_ring=cb.customer_ring,
+            live_timeout=cb.live_timeout, poll=cb.poll)
+
+
+def to_callback(row: Row) -> Callback:
+    return Callback(
+        id=str(row["callback_id"]), phone=str(row.get("phone") or ""), requested_at=float(row["at"]),
+        next_attempt=float(row["next_attempt"] if row.get("next_attempt") is not None else row["at"]),
+        attempts=int(row.get("attempts") or 0), target=str(row.get("target") or ""),
+        held_by=str(row.get("held_by") or ""), best_time=str(row.get("best_time") or "today"),
+        last_request=float(row["last_request"]) if row.get("last_request") is not None else None,
+        status=str(row["status"]))
+
+
+@dataclass
+class Attempt:
+    uid: str  # ChannelId of the agent's leg; IVR_CB_ID in the dialplan
+    attempt_id: str
+    callback: Callback
+    call_id: str  # the original call
+    agent: str
+    device: str
+    number: str
+    done: asyncio.Future[str]
+    agi: bool = False  # the agent answered (the announcement started)
+    accepted: bool = False
+    stages: list[str] = field(default_factory=list)
+
+    def resolve(self, outcome: str) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
+
+
+class NoSuchCallback(IvrError):
+    error_id = "no-such-callback"
+    http_status = 404
+
+
+class CallbacksUnavailable(IvrError):
+    error_id = "callbacks-unavailable"
+    http_status = 503

@@ -1,0 +1,380 @@
+"""Call-backs the switch places itself (issue 18): the I/O around
+:mod:`ivr.rules.callback`.
+
+The queue lives in the call records (``ivr/records/callbacks.py``); the app hands this
+service a function returning it (None while the database is away: nothing is placed
+then). A loop looks at the queue every ``poll`` seconds, and at once when a request
+arrives or an attempt ends; the machine picks the call-back first in line that is due
+and has a free agent (no channel of the agent's device on the switch). Then, agent first:
+
+* the agent's device is originated (``ChannelId`` chosen here) into
+  ``[ivr-callback-agent]``: an ordinary ringing leg that the ring monitor alarms on;
+* on answer, the FastAGI route ``callback-agent`` tells the agent who is called back
+  (number, time of the original call, the agent who held them) and waits for 1 (accept)
+  or 2 (decline);
+* accepted: the dialplan dials ``Local/<number>@ivr-callback-number``; on answer, before
+  the bridge, the route ``callback-customer`` plays the greeting with the agent's number
+  and waits for a key: a key is a live person (connected), none is a machine;
+* the dial's outcome comes back as ``UserEvent: IvrCallbackDial`` (no answer, busy).
+
+Every stage goes out as ``UserEvent: IvrCallback`` (``Stage``, ``CallbackId``,
+``Attempt``, ``Agent``, ``Number``) and as a ``callback.stage`` event on the bus (kept in
+the original call's event log). A restart loses nothing: the store is durable and an
+attempt a previous controller left ``dialling`` is reopened (not the customer's fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiError
+from ivr.callbacks.metrics import CallbackMetrics
+from ivr.callbacks.model import (
+    DIAL_OUTCOMES,
+    NUMBER,
+    Attempt,
+    CallbackQueueStore,
+    CallbackSettings,
+    CallbacksUnavailable,
+    NoSuchCallback,
+    Row,
+    to_callback,
+)
+from ivr.catalog import digits_prompts
+from ivr.events import EventBus
+from ivr.rules.callback import (
+    Callback,
+    after_attempt,
+    expired,
+    next_opportunity,
+    pick,
+)
+
+log = structlog.get_logger("ivr.callbacks")
+
+class CallbackService:
+    AGENT_ROUTE = "callback-agent"
+    CUSTOMER_ROUTE = "callback-customer"
+
+    def __init__(self, ami: Any, channels: ChannelTracker, settings: CallbackSettings, *,
+                 store: Callable[[], CallbackQueueStore | None], bus: EventBus | None = None,
+                 metrics: CallbackMetrics | None = None, wall: Callable[[], float] = time.time) -> None:
+        self.ami, self.channels, self.settings = ami, channels, settings
+        self.store = store
+        self.bus = bus or EventBus()
+        self.metrics = metrics or CallbackMetrics()
+        self.wall = wall
+        self.tz = ZoneInfo(settings.tz)
+        self.attempts: dict[str, Attempt] = {}  # by agent leg ChannelId
+        self.wake = asyncio.Event()
+        self._recovered = False
+        self._ids = itertools.count(1)
+        self._prefix = f"ivrcb{os.getpid():x}{id(self) & 0xffff:x}"
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def agi_routes(self) -> dict[str, Any]:
+        return {self.AGENT_ROUTE: self.agent_agi, self.CUSTOMER_ROUTE: self.customer_agi}
+
+    def attach(self) -> None:
+        for name in ("Hangup", "UserEvent"):
+            self.ami.subscribe(name, self.handle_event)
+
+    async def start(self) -> None:
+        if self.settings.enabled and self._loop_task is None:
+            self._loop_task = asyncio.ensure_future(self._loop())
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._loop_task] if self._loop_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    # -- the queue ---------------------------------------------------------------------
+    def local(self, at: float) -> datetime:
+        return datetime.fromtimestamp(at, self.tz)
+
+    def free_agents(self) -> list[str]:
+        """Configured agents with no channel of their device on the switch and no attempt."""
+        busy_devices = {ch.device for ch in self.channels.channels.values()}
+        placing = {a.agent for a in self.attempts.values()}
+        return [n for n, dev in self.settings.agents.items() if dev not in busy_devices and n not in placing]
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.settings.poll)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a database or AMI failure: the next tick tries again
+                log.warning("callbacks.tick_failed", error=str(exc))
+
+    async def tick(self) -> list[Attempt]:
+        """Place what is due now; returns the attempts started."""
+        store = self.store()
+        if store is None or not getattr(self.ami, "connected", True):
+            return []
+        now = self.wall()
+        if not self._recovered:
+            if reopened := await store.recover(now):
+                log.info("callbacks.recovered", reopened=reopened)
+            self._recovered = True
+        rows = await store.open()
+        local = self.local(now)
+        waiting = []
+        for row in rows:
+            cb = to_callback(row)
+            cb = replace(cb, held_by=self.settings.agent_number(cb.held_by))
+            if expired(cb, local):
+                await store.expire(cb.id, now)
+                log.info("callbacks.expired", callback_id=cb.id)
+                continue
+            if cb.status == "open" and not NUMBER.match(cb.phone):  # caller data: never dialled
+                await store.cancel(cb.id, now, reason="invalid-number")
+                log.warning("callbacks.invalid_number", callback_id=cb.id)
+                continue
+            waiting.append((cb, row))
+        self.metrics.pending.set(len(waiting))
+        started: list[Attempt] = []
+        free = self.free_agents()
+        candidates = [cb for cb, _ in waiting]
+        while (chosen := pick(candidates, now, local, free, self.settings.policy)) is not None:
+            cb = chosen.callback
+            candidates = [c for c in candidates if c.id != cb.id]
+            free = [a for a in free if a != chosen.agent]
+            row = next(r for c, r in waiting if c.id == cb.id)
+            attempt = await self._begin(store, cb, str(row.get("call_id") or ""), chosen.agent, now)
+            if attempt is not None:
+                started.append(attempt)
+        return started
+
+    async def _begin(self, store: CallbackQueueStore, cb: Callback, call_id: str, agent: str,
+                     now: float) -> Attempt | None:
+        if not NUMBER.match(cb.phone):  # checked again where it is dialled
+            return None
+        attempt_id = await store.start_attempt(cb.id, agent, now)
+        if attempt_id is None:
+            return None
+        att = Attempt(uid=f"{self._prefix}-{next(self._ids)}", attempt_id=attempt_id, callback=cb,
+                      call_id=call_id, agent=agent, device=self.settings.agents[agent], number=cb.phone,
+                      done=asyncio.get_running_loop().create_future())
+        self.attempts[att.uid] = att
+        self._spawn(self._run(store, att))
+        return att
+
+    async def _run(self, store: CallbackQueueStore, att: Attempt) -> None:
+        try:
+            await self._stage(att, "agent-ringing")
+            originate = {
+                "Action": "Originate", "Channel": att.device, "Context": "ivr-callback-agent",
+                "Exten": "s", "Priority": "1", "Async": "true",
+                "Timeout": str(int(self.settings.agent_ring * 1000)), "ChannelId": att.uid,
+                "CallerID": f'"{att.number}" <{att.number}>', "Variable": f"IVR_CB_ID={att.uid}",
+            }
+            if att.device.startswith("Local/"):
+                originate["OtherChannelId"] = f"{att.uid}-2"
+            try:
+                await self.ami.action(originate, as_list=False)
+            except AmiError as exc:
+                log.warning("callbacks.originate_failed", callback_id=att.callback.id, error=str(exc))
+                att.resolve("agent-no-answer")
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(att.done), self.settings.attempt_limit)
+            except TimeoutError:
+                outcome = "agent-no-answer" if not att.accepted else "no-answer"
+                await self._hangup(att.uid)
+            await self._finish(store, att, outcome)
+        finally:
+            self.attempts.pop(att.uid, None)
+            self.poke()
+
+    async def _finish(self, store: CallbackQueueStore, att: Attempt, outcome: str) -> None:
+        now = self.wall()
+        after = after_attempt(att.callback, outcome, now, self.settings.policy)
+        await store.finish_attempt(att.callback.id, att.attempt_id, outcome=outcome, status=after.status,
+                                   attempts=after.attempts, next_attempt=after.next_attempt,
+                                   burned=after.burned, at=now)
+        self.metrics.attempts.labels(outcome=outcome).inc()
+        log.info("callbacks.attempt", callback_id=att.callback.id, agent=att.agent, outcome=outcome,
+                 status=after.status, attempts=after.attempts, next_attempt=after.next_attempt)
+        await self._stage(att, outcome, status=after.status, next_attempt=after.next_attempt)
+
+    async def _stage(self, att: Attempt, stage: str, **extra: Any) -> None:
+        att.stages.append(stage)
+        self.bus.emit("callback.stage", att.call_id or att.callback.id, callback_id=att.callback.id,
+                      stage=stage, agent=att.agent, number=att.number, attempt=att.callback.attempts + 1, **extra)
+        fields = {"Action": "UserEvent", "UserEvent": "IvrCallback", "Stage": stage,
+                  "CallbackId": att.callback.id, "Attempt": str(att.callback.attempts + 1),
+                  "Agent": att.agent, "Number": att.number, "Uniqueid": att.uid}
+        if "status" in extra:
+            fields["Status"] = str(extra["status"])
+        try:
+            await self.ami.action(fields, 5.0)
+        except AmiError as exc:
+            log.warning("callbacks.userevent_failed", callback_id=att.callback.id, error=str(exc))
+
+    async def _hangup(self, channel: str) -> None:
+        try:
+            await self.ami.action({"Action": "Hangup", "Channel": channel})
+        except AmiError as exc:
+            log.debug("callbacks.hangup_failed", channel=channel, error=str(exc))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("callbacks.task_failed", exc_info=task.exception())
+
+    # -- AMI events --------------------------------------------------------------------
+    def handle_event(self, event: Any) -> None:
+        kind = event.get("Event", "")
+        if kind == "UserEvent":
+            if event.get("UserEvent") != "IvrCallbackDial":
+                return
+            att = self.attempts.get(event.get("CallbackId", ""))
+            if att is not None:
+                status = event.get("DialStatus", "")
+                # ANSWER without a live key: the customer route has said "machine" already.
+                att.resolve(DIAL_OUTCOMES.get(status, "machine" if status == "ANSWER" else "no-answer"))
+            return
+        if kind == "Hangup":
+            att = self.attempts.get(event.get("Uniqueid", ""))
+            if att is not None:
+                att.resolve("agent-declined" if att.agi else "agent-no-answer")
+
+    # -- the agent's FastAGI session ---------------------------------------------------
+    def announcement(self, att: Attempt) -> list[str]:
+        t = self.local(att.callback.requested_at)
+        prompts = ["callback_announce", *digits_prompts(att.number),
+                   "callback_announce_time", *digits_prompts(f"{t.hour:02d}{t.minute:02d}")]
+        if att.callback.held_by.isdigit():
+            prompts += ["callback_announce_agent", *digits_prompts(att.callback.held_by)]
+        return [*prompts, "callback_announce_menu"]
+
+    async def agent_agi(self, call: AgiChannel) -> None:
+        """FastAGI route ``callback-agent``: who is called back and why; 1 accepts."""
+        uid = call.headers.get("agi_arg_1", "")
+        att = self.attempts.get(uid)
+        if att is None or call.uniqueid != uid:
+            log.warning("callbacks.unknown_agent_leg", uniqueid=call.uniqueid, arg=uid)
+            return  # the dialplan hangs this leg up
+        att.agi = True
+        await self._stage(att, "agent-answered")
+        digit: str | None = None
+        try:
+            for prompt in self.announcement(att):
+                digit = await call.stream_file(f"{self.settings.sounds}/{prompt}", "12")
+                if digit:
+                    break
+            if not digit:
+                digit = await call.wait_for_digit(int(self.settings.agent_confirm * 1000))
+            if digit != "1":
+                att.resolve("agent-declined")
+                return
+            await call.set_variable("IVR_CB_NUMBER", att.number)
+            await call.set_variable("IVR_CB_RING", str(int(self.settings.customer_ring)))
+            await call.set_variable("IVR_CB_RESULT", "accepted")
+            att.accepted = True
+        except (AgiHangup, AgiError):
+            att.resolve("agent-declined")
+            return
+        await self._stage(att, "agent-accepted")
+        await self._stage(att, "customer-dialling")
+
+    # -- the customer's FastAGI session (before the bridge) ---------------------------------
+    def greeting(self, att: Attempt) -> list[str]:
+        """What the customer hears before the key is asked for: the greeting, the agent's number."""
+        return ["callback_greeting", "agent_intro", *digits_prompts(att.agent), "agent_service"]
+
+    async def customer_agi(self, call: AgiChannel) -> None:
+        """FastAGI route ``callback-customer``: the greeting with the agent's number, then
+        a key from a live person."""
+        att = self.attempts.get(call.headers.get("agi_arg_1", ""))
+        if att is None or not att.accepted:
+            log.warning("callbacks.unknown_customer_leg", uniqueid=call.uniqueid)
+            return  # IVR_CB_LIVE stays empty: the dialplan drops this leg
+        await self._stage(att, "customer-answered")
+        keys = "0123456789*#"
+        try:
+            # The greeting and the agent's number are heard whole; the key is asked for after.
+            for prompt in self.greeting(att):
+                await call.stream_file(f"{self.settings.sounds}/{prompt}")
+            digit = await call.stream_file(f"{self.settings.sounds}/callback_press", keys)
+            if not digit:
+                digit = await call.wait_for_digit(int(self.settings.live_timeout * 1000))
+            if not digit:
+                att.resolve("machine")
+                return
+            await call.set_variable("IVR_CB_LIVE", "yes")
+        except (AgiHangup, AgiError):
+            att.resolve("machine")
+            return
+        att.resolve("connected")
+        await self._stage(att, "connected")
+
+    # -- operations (API) ----------------------------------------------------------------
+    async def queue(self) -> list[Row]:
+        """Open call-backs in line: their place (1 = next), the attempt under way (agent,
+        stage) and ``next_attempt_at``: when it can next be placed, moved into business
+        hours and the caller's window (None: never again, e.g. a ``today`` past its hours)."""
+        store = self._store()
+        rows = await store.open()
+        placing = {a.callback.id: a for a in self.attempts.values()}
+        now = self.wall()
+        local = self.local(now)
+        out = []
+        for place, row in enumerate(rows, 1):
+            att = placing.get(str(row["callback_id"]))
+            cb = to_callback(row)
+            out.append({**row, "place": place, "agent": att.agent if att else None,
+                        "stage": att.stages[-1] if att and att.stages else None,
+                        "next_attempt_at": now if att else next_opportunity(cb, now, local, self.settings.policy)})
+        return out
+
+    async def cancel(self, callback_id: str) -> Row:
+        row = await self._store().cancel(callback_id, self.wall(), reason="cancelled")
+        if row is None:
+            raise NoSuchCallback(f"no call-back {callback_id}", callback_id=callback_id)
+        for att in self.attempts.values():
+            if att.callback.id == callback_id and not att.accepted:
+                await self._hangup(att.uid)  # an agent still deciding is let go
+        return row
+
+    async def retry_now(self, callback_id: str) -> Row:
+        row = await self._store().retry_now(callback_id, self.wall())
+        if row is None:
+            raise NoSuchCallback(f"no call-back {callback_id}", callback_id=callback_id)
+        self.poke()
+        return row
+
+    def _store(self) -> CallbackQueueStore:
+        store = self.store()
+        if store is None:
+            raise CallbacksUnavailable("the call-back store is unavailable: the database could not be opened")
+        return store

@@ -1,0 +1,196 @@
+"""The durable call-back store (issue 18): the ``callbacks`` table and its attempts.
+
+One open call-back (status ``open`` or ``dialling``) per (phone, target): a second
+request for it updates the row (best time, requests count, attempts reset, due now) and
+keeps the first call's time (``at``) as its place in line. A unique partial index
+(``callbacks_one_open``) guards it. Every attempt is a row of ``callback_attempts``
+(agent, outcome, whether it used one of the customer's attempts).
+
+Requests come from the event log (``callback.requested`` through
+:meth:`~ivr.records.store.CallStore.apply`, so a request made while the database is away
+waits in the spool); the scheduler (``ivr/callbacks``) reads and updates the rows here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from ivr.errors import IvrError
+from ivr.records.db import Database, Row, Tx
+
+OPEN_STATES = ("open", "dialling")
+
+
+class CallbackConflict(IvrError):
+    """Another call-back for this number and target is open already."""
+
+    error_id = "callback-conflict"
+    http_status = 409
+
+
+async def check_reopen(tx: Tx, row: Row) -> None:
+    other = await tx.fetchall(
+        "SELECT callback_id FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')"
+        " AND callback_id <> ?", (row["phone"], row["target"], row["callback_id"]))
+    if other:
+        raise CallbackConflict("another call-back for this number is open", callback_id=row["callback_id"],
+                               open=other[0]["callback_id"])
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: str | None,
+                  target: str, best_time: str | None, held_by: str | None) -> str:
+    """Add a request, or merge it into the open call-back of the same (phone, target);
+    returns the id of the call-back that holds it."""
+    rows = await tx.fetchall(
+        "SELECT callback_id, at FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')",
+        (phone, target))
+    if rows:
+        cb = rows[0]["callback_id"]
+        await tx.execute(
+            "UPDATE callbacks SET at = CASE WHEN ? < at THEN ? ELSE at END, best_time = COALESCE(?, best_time),"
+            " held_by = COALESCE(?, held_by), for_agent = COALESCE(?, for_agent), requests = requests + 1,"
+            " attempts = 0, next_attempt = CASE WHEN status = 'open' THEN ? ELSE next_attempt END,"
+            " last_request = ?, updated_at = ? WHERE callback_id = ?",
+            (at, at, best_time, held_by, held_by, at, at, at, cb))
+        return str(cb)
+    await tx.execute(
+        "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent, status, target, held_by,"
+        " attempts, next_attempt, requests, last_request, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
+        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, at, at, at))
+    return callback_id
+
+
+async def cancel_for_caller(tx: Tx, phone: str | None, at: float) -> int:
+    """The number called in and reached an agent: its open call-backs are cancelled."""
+    if not phone:
+        return 0
+    rows = await tx.fetchall(
+        "SELECT callback_id FROM callbacks WHERE phone = ? AND status = 'open' AND at <= ?", (phone, at))
+    for r in rows:
+        await tx.execute(
+            "UPDATE callbacks SET status = 'cancelled', outcome = 'called-in', updated_at = ? WHERE callback_id = ?",
+            (at, r["callback_id"]))
+    return len(rows)
+
+
+class CallbackQueue:
+    """The scheduler's and the API's view of the call-backs."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def open(self) -> list[Row]:
+        """Open call-backs in their place in line."""
+        return await self.db.fetchall(
+            "SELECT * FROM callbacks WHERE status IN ('open', 'dialling') ORDER BY at, callback_id")
+
+    async def get(self, callback_id: str) -> Row | None:
+        row = await self.db.fetchone("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
+        if row is not None:
+            row["history"] = await self.db.fetchall(
+                "SELECT started_at, ended_at, agent, outcome, burned FROM callback_attempts"
+                " WHERE callback_id = ? ORDER BY started_at", (callback_id,))
+        return row
+
+    async def attempts(self, since: float | None, until: float | None) -> list[Row]:
+        """Attempts started in [since, until)."""
+        where, params = [], []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            params.append(until)
+        # only fixed clauses of this function are joined; every value is a bound parameter
+        sql = "SELECT * FROM callback_attempts" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+        return await self.db.fetchall(sql + " ORDER BY started_at", tuple(params))
+
+    async def recover(self, at: float | None = None) -> int:
+        """After a restart: attempts left ``dialling`` by a previous controller end as
+        ``agent-no-answer`` (not the customer's fault) and the call-back is due again."""
+        now = time.time() if at is None else at
+
+        async def run(tx: Tx) -> int:
+            rows = await tx.fetchall("SELECT callback_id FROM callbacks WHERE status = 'dialling'")
+            for r in rows:
+                await tx.execute(
+                    "UPDATE callback_attempts SET ended_at = ?, outcome = 'interrupted', burned = 0"
+                    " WHERE callback_id = ? AND ended_at IS NULL", (now, r["callback_id"]))
+                await tx.execute(
+                    "UPDATE callbacks SET status = 'open', next_attempt = ?, updated_at = ? WHERE callback_id = ?",
+                    (now, now, r["callback_id"]))
+            return len(rows)
+
+        return await self.db.run(run)
+
+    async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None:
+        """Mark an open call-back ``dialling``; returns the attempt id (None: it is not
+        open any more, e.g. cancelled meanwhile)."""
+        attempt = _id()
+
+        async def run(tx: Tx) -> str | None:
+            # One statement claims it: of two controllers on one database only one gets the row.
+            claimed = await tx.fetchall(
+                "UPDATE callbacks SET status = 'dialling', updated_at = ? WHERE callback_id = ? AND status = 'open'"
+                " RETURNING callback_id", (at, callback_id))
+            if not claimed:
+                return None
+            await tx.execute(
+                "INSERT INTO callback_attempts (attempt_id, callback_id, started_at, agent) VALUES (?, ?, ?, ?)",
+                (attempt, callback_id, at, agent))
+            return attempt
+
+        return await self.db.run(run)
+
+    async def finish_attempt(self, callback_id: str, attempt_id: str, *, outcome: str, status: str,
+                             attempts: int, next_attempt: float | None, burned: bool, at: float) -> None:
+        async def run(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE callback_attempts SET ended_at = ?, outcome = ?, burned = ? WHERE attempt_id = ?",
+                (at, outcome, int(burned), attempt_id))
+            # A call-back cancelled while dialling stays cancelled.
+            await tx.execute(
+                "UPDATE callbacks SET status = CASE WHEN status = 'dialling' THEN ? ELSE status END,"
+                " attempts = ?, next_attempt = ?, outcome = ?, updated_at = ? WHERE callback_id = ?",
+                (status, attempts, next_attempt, outcome, at, callback_id))
+
+        await self.db.run(run)
+
+    async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None:
+        return await self._set(callback_id, "status = 'cancelled', outcome = ?", (reason,), at)
+
+    async def expire(self, callback_id: str, at: float) -> Row | None:
+        """A ``today`` call-back whose day is over without an attempt getting through."""
+        return await self._set(callback_id, "status = 'expired', outcome = 'expired'", (), at, allowed=("open",))
+
+    async def retry_now(self, callback_id: str, at: float) -> Row | None:
+        """Due now (an open, failed or expired call-back is opened again, attempts reset
+        when it had failed)."""
+        return await self._set(
+            callback_id, "status = 'open', next_attempt = ?,"
+            " attempts = CASE WHEN status = 'open' THEN attempts ELSE 0 END", (at,), at,
+            allowed=("open", "failed", "expired"))
+
+    async def _set(self, callback_id: str, assignments: str, params: tuple[Any, ...], at: float,
+                   allowed: tuple[str, ...] = OPEN_STATES) -> Row | None:
+        async def run(tx: Tx) -> bool:
+            rows = await tx.fetchall("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
+            if not rows or rows[0]["status"] not in allowed:
+                return bool(rows)
+            if "status = 'open'" in assignments and rows[0]["status"] not in OPEN_STATES:
+                await check_reopen(tx, rows[0])
+            # assignments are this module's own constant SQL; values are bound parameters
+            await tx.execute(f"UPDATE callbacks SET {assignments}, updated_at = ? WHERE callback_id = ?",  # noqa: S608
+                             (*params, at, callback_id))
+            return True
+
+        if not await self.db.run(run):
+            return None
+        return await self.get(callback_id)

@@ -1,0 +1,210 @@
+"""Call-backs the switch places itself: which one is due, and what an attempt's outcome
+does to it. Pure: times are arguments (``now`` as seconds since the epoch and as the
+switch's local :class:`~datetime.datetime`), nothing here reads a clock.
+
+Place in line: the time of the caller's first request (a second request for the same
+number and target keeps it). A call-back is *callable* when its next attempt is due, the
+switch is inside business hours and the caller's best time (``today``: until the end of
+the local day of the latest request; ``HH:MM-HH:MM``: that window every day). The first
+callable call-back in line that has a free agent is placed: its target agent, else the
+agent who held the caller, else the first free agent. A call-back waiting for a busy
+agent does not hold up those behind it.
+
+Outcomes of an attempt::
+
+    connected                    -> done
+    no-answer | busy | machine   -> the customer's attempt is used: retried after
+                                    backoff[n-1] (the last repeats), failed after
+                                    max_attempts
+    agent-declined |             -> not the customer's fault: the attempt is not counted,
+    agent-no-answer | agent-busy    retried after agent_retry
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+CUSTOMER_OUTCOMES = frozenset({"no-answer", "busy", "machine"})
+AGENT_OUTCOMES = frozenset({"agent-declined", "agent-no-answer", "agent-busy"})
+OUTCOMES = CUSTOMER_OUTCOMES | AGENT_OUTCOMES | {"connected"}
+OPEN = "open"  # waiting for its next attempt
+DIALLING = "dialling"  # an attempt is under way
+FINAL = frozenset({"done", "failed", "cancelled", "expired", "merged"})
+
+_HHMM = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+
+
+def minute_of(text: str) -> int:
+    """``"09:30"`` -> 570; ``"24:00"`` -> 1440. ValueError otherwise."""
+    m = _HHMM.match(text.strip())
+    if m is None or (int(m.group(1)) == 24 and m.group(2) != "00"):
+        raise ValueError(f"{text!r} is not a time HH:MM")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+def parse_span(text: str) -> tuple[int, int]:
+    """``"09:00-18:00"`` -> (540, 1080); the end after the start. ValueError otherwise."""
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError(f"{text!r} is not a span HH:MM-HH:MM")
+    span = minute_of(start), minute_of(end)
+    if span[1] <= span[0]:
+        raise ValueError(f"{text!r}: the end must be after the start")
+    return span
+
+
+@dataclass(frozen=True)
+class Hours:
+    """Business hours: ``start`` to ``end`` (minutes of the local day) on ``days``
+    (ISO weekdays, Monday = 1)."""
+
+    start: int = 9 * 60
+    end: int = 20 * 60
+    days: frozenset[int] = frozenset(range(1, 8))
+
+    def contains(self, local: datetime) -> bool:
+        minute = local.hour * 60 + local.minute
+        return local.isoweekday() in self.days and self.start <= minute < self.end
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    max_attempts: int = 3  # customer attempts (no answer, busy, machine) before "failed"
+    backoff: tuple[float, ...] = (600.0, 1800.0, 3600.0)  # s after the 1st, 2nd, ... used attempt
+    agent_retry: float = 60.0  # s after an agent declined or did not answer
+    hours: Hours = field(default_factory=Hours)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or not self.backoff or min(self.backoff) < 0 or self.agent_retry < 0:
+            raise ValueError("max_attempts >= 1, a non-empty backoff and waits >= 0 are required")
+
+
+@dataclass(frozen=True)
+class Callback:
+    """What the scheduler needs of one stored call-back."""
+
+    id: str
+    phone: str
+    requested_at: float  # the original call: its place in line
+    next_attempt: float
+    attempts: int = 0
+    target: str = ""  # an agent number, "queue:NAME" or "" (any agent)
+    held_by: str = ""  # the agent who held the caller (preferred when free)
+    best_time: str = "today"  # "today" or "HH:MM-HH:MM"
+    last_request: float | None = None  # the latest request (``today`` counts from it)
+    status: str = OPEN
+
+
+def in_line(callbacks: Iterable[Callback]) -> list[Callback]:
+    """Open call-backs in their place in line (first request first)."""
+    return sorted((c for c in callbacks if c.status == OPEN), key=lambda c: (c.requested_at, c.id))
+
+
+def expired(cb: Callback, local: datetime) -> bool:
+    """A ``today`` call-back whose day (of its latest request, in ``local``'s zone) is over."""
+    if cb.status != OPEN or cb.best_time.strip().lower() != "today":
+        return False
+    asked = datetime.fromtimestamp(cb.last_request or cb.requested_at, local.tzinfo)
+    end_of_day = datetime.combine(asked.date() + timedelta(days=1), datetime.min.time(), local.tzinfo)
+    return local >= end_of_day
+
+
+def in_window(cb: Callback, local: datetime) -> bool:
+    text = cb.best_time.strip().lower()
+    if text in ("", "today", "any"):
+        return True
+    try:
+        start, end = parse_span(text)
+    except ValueError:
+        return True  # an unreadable best time never strands a call-back
+    minute = local.hour * 60 + local.minute
+    return start <= minute < end
+
+
+def callable_now(cb: Callback, now: float, local: datetime, policy: CallbackPolicy) -> bool:
+    return (cb.status == OPEN and cb.next_attempt <= now and policy.hours.contains(local)
+            and in_window(cb, local) and not expired(cb, local))
+
+
+def choose_agent(cb: Callback, free: Sequence[str]) -> str | None:
+    if cb.target and not cb.target.startswith("queue:"):
+        return cb.target if cb.target in free else None
+    if cb.held_by and cb.held_by in free:
+        return cb.held_by
+    return free[0] if free else None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    callback: Callback
+    agent: str
+
+
+def pick(callbacks: Iterable[Callback], now: float, local: datetime, free: Sequence[str],
+         policy: CallbackPolicy) -> Assignment | None:
+    """The call-back to place now and the agent to ring first, or None."""
+    for cb in in_line(callbacks):
+        if not callable_now(cb, now, local, policy):
+            continue
+        agent = choose_agent(cb, free)
+        if agent is not None:
+            return Assignment(cb, agent)
+    return None
+
+
+@dataclass(frozen=True)
+class AfterAttempt:
+    status: str
+    attempts: int
+    next_attempt: float | None
+    burned: bool  # the customer's attempt was used
+
+
+def after_attempt(cb: Callback, outcome: str, now: float, policy: CallbackPolicy) -> AfterAttempt:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    if outcome == "connected":
+        return AfterAttempt("done", cb.attempts + 1, None, burned=True)
+    if outcome in AGENT_OUTCOMES:
+        return AfterAttempt(OPEN, cb.attempts, now + policy.agent_retry, burned=False)
+    used = cb.attempts + 1
+    if used >= policy.max_attempts:
+        return AfterAttempt("failed", used, None, burned=True)
+    wait = policy.backoff[min(used, len(policy.backoff)) - 1]
+    return AfterAttempt(OPEN, used, now + wait, burned=True)
+
+
+def next_opportunity(cb: Callback, now: float, local: datetime, policy: CallbackPolicy) -> float | None:
+    """When the call-back can next be placed (an agent permitting): its next attempt, moved
+    into business hours and the caller's window; None when it never can again (a ``today``
+    call-back past its day, or no opening within a week). ``local`` is ``now`` in the
+    switch's zone."""
+    if cb.status != OPEN:
+        return None
+    tz = local.tzinfo
+    start = datetime.fromtimestamp(max(now, cb.next_attempt), tz)
+    span = (policy.hours.start, policy.hours.end)
+    text = cb.best_time.strip().lower()
+    if text not in ("", "today", "any"):
+        try:
+            w = parse_span(text)
+            span = (max(span[0], w[0]), min(span[1], w[1]))
+        except ValueError:
+            pass
+    if span[1] <= span[0]:
+        return None
+    for offset in range(8):
+        day = start.date() + timedelta(days=offset)
+        midnight = datetime.combine(day, datetime.min.time(), tz)
+        if midnight.isoweekday() not in policy.hours.days:
+            continue
+        opens, closes = midnight + timedelta(minutes=span[0]), midnight + timedelta(minutes=span[1])
+        at = max(start, opens)
+        if at < closes:
+            if expired(cb, at):
+                return None
+            return max(now, cb.next_attempt) if at == start else at.timestamp()  # exact, not to the µs
+    return None

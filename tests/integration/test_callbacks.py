@@ -1,0 +1,276 @@
+"""Call-backs placed by the switch (issue 18), on the real switch with the whole controller.
+
+Actors are Local channels added at run time: the held caller (``Local/c@test-cb-caller``,
+its ;1 half Dials an agent), the agents the controller calls back from
+(``Local/<n>@test-cb-agents``: answer and press 1, press 2, or never answer) and the
+customers, routed at run time into the shipped-closed ``ivr-callback-number`` (an exact
+extension beats its ``_[+0-9].`` Busy pattern): answer and press a key, ring out, or busy.
+Short backoffs (2 s) and ring limits (3 s) from the test configuration; every wait is on an
+AMI event (``UserEvent: IvrCallback`` stages) or on the store, bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ivr.catalog import digits_prompts
+from ivr.prompts import prompt_duration
+from tests import REPO
+from tests.integration.amitools import AmiRecorder, ts, until
+
+BACKOFF = 2.0
+AGENT_RETRY = 1.0
+
+
+def config(agents: list[str], max_attempts: int = 3) -> str:
+    text = (
+        "[hold]\nreminder_interval = 1.0\nchoices_after = 2.0\n\n"
+        "[callbacks]\nenabled = true\nhours = \"00:00-24:00\"\npoll = 0.3\n"
+        f"max_attempts = {max_attempts}\nbackoff = [{BACKOFF}]\nagent_retry = {AGENT_RETRY}\n"
+        "agent_ring = 3.0\nagent_confirm = 4.0\ncustomer_ring = 3.0\nlive_timeout = 4.0\n\n")
+    for number in agents:
+        text += f'[[agents]]\nnumber = "{number}"\ndial = "Local/{number}@test-cb-agents"\n\n'
+    return text
+
+
+ACCEPTS = ["Answer()", "Wait(1)", "SendDTMF(1)", "Wait(60)", "Hangup()"]
+DECLINES = ["Answer()", "Wait(1)", "SendDTMF(2)", "Wait(60)", "Hangup()"]
+NEVER_ANSWERS = ["Ringing()", "Wait(60)", "Hangup()"]
+
+
+def live(agent: str) -> list[str]:
+    """A person: hears the greeting and the agent's number out, then presses a key (a key
+    pressed during the greeting is not heard: the greeting is played whole)."""
+    heard = sum(prompt_duration(REPO / "prompts" / "build", "zh-CN", p)
+                for p in ["callback_greeting", "agent_intro", *digits_prompts(agent), "agent_service"])
+    return ["Answer()", f"Wait({heard + 1.0:.1f})", "SendDTMF(5)", "Wait(4)", "Hangup()"]
+
+
+RINGS_OUT = ["Ringing()", "Wait(60)", "Hangup()"]
+BUSY = ["Busy(2)"]
+
+
+async def setup(ami: AmiRecorder, agents: dict[str, list[str]], customers: dict[str, list[str]]) -> None:
+    for number, steps in agents.items():
+        await ami.add_dialplan("test-cb-agents", number, steps)
+    for number, steps in customers.items():
+        await ami.add_dialplan("ivr-callback-number", number, steps)
+
+
+async def remove_customers(ami: AmiRecorder, numbers: list[str]) -> None:
+    for n in numbers:
+        await ami.action({"Action": "DialplanExtensionRemove", "Context": "ivr-callback-number", "Extension": n})
+
+
+def stages(ami: AmiRecorder, callback_id: str | None = None) -> list[Any]:
+    return ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrCallback"
+                    and (callback_id is None or e.get("CallbackId") == callback_id))
+
+
+async def wait_stage(ami: AmiRecorder, stage: str, *, timeout: float, count: int = 1, since: int = 0) -> list[Any]:
+    return await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrCallback"
+                              and e.get("Stage") == stage, timeout=timeout, count=count, since=since)
+
+
+async def queue_of(ctl: Any) -> Any:
+    await until(lambda: ctl.operations.records.store is not None, 10, "the records database open")
+    return ctl.operations.records.store.queue
+
+
+async def request(ctl: Any, number: str, call_id: str, item: str) -> None:
+    """A call-back request as the hold feature makes it (the event is its one source)."""
+    ctl.bus.emit("callback.requested", call_id, item=item, caller_number=number, best_time="today",
+                 target="", held_by="1001", agent="1001")
+
+
+async def row(ctl: Any, callback_id: str) -> dict[str, Any]:
+    got = await (await queue_of(ctl)).get(callback_id)
+    assert got is not None
+    return got
+
+
+async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_controller: Any) -> None:
+    """A held caller presses 3 and hangs up; an agent is rung, hears who and presses 1;
+    only then the customer is dialled through ivr-callback-number, hears the greeting,
+    presses a key and is bridged with that agent."""
+    number = "13900000001"
+    await setup(ami, {"2001": ACCEPTS}, {number: live("2001")})
+    await ami.add_dialplan("test-cb-caller", "c", ["Answer()", "Wait(120)"])
+    await ami.add_dialplan("test-cb-dial", "d", ["Dial(Local/a@test-cb-held-agent/n)", "Hangup()"])
+    await ami.add_dialplan("test-cb-held-agent", "a", ["Answer()", "Wait(120)"])
+    await ami.add_dialplan("test-cb-press", "3", ["SendDTMF(3,,120)", "Wait(30)"])
+    ctl = await make_controller(config(["2001"]))
+    await queue_of(ctl)
+    since = len(ami.events)
+    await ami.originate("Local/c@test-cb-caller/n", "test-cb-dial", "d", caller_id=f"Held <{number}>")
+    [caller] = await ami.wait_for(lambda e: e.event == "BridgeEnter"
+                                  and e["Channel"].startswith("Local/c@test-cb-caller")
+                                  and e["Channel"].endswith(";1"), timeout=10, since=since)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == caller["BridgeUniqueid"]
+                       and e["Uniqueid"] != caller["Uniqueid"], timeout=10, since=since)
+    await ctl.hold.hold(caller["Uniqueid"])
+    await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
+                       and e.get("State") == "choices", timeout=15, since=since)
+    reply = await ami.action({"Action": "Redirect", "Channel": caller["Channel"][:-1] + "2",
+                              "Context": "test-cb-press", "Exten": "3", "Priority": "1"})
+    assert reply.success, reply
+    await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == caller["Uniqueid"], timeout=20,
+                       since=since)
+    hung_up = len(ami.events)
+    [connected] = await wait_stage(ami, "connected", timeout=30, since=hung_up)
+    cb_id = connected["CallbackId"]
+    seen = [e["Stage"] for e in stages(ami, cb_id)]
+    assert seen[:6] == ["agent-ringing", "agent-answered", "agent-accepted", "customer-dialling",
+                        "customer-answered", "connected"], seen
+    assert connected["Agent"] == "2001" and connected["Number"] == number
+    # the agent heard the number before the customer was dialled
+    agent_uid = connected["Uniqueid"]
+    heard = ami.find(lambda e: e.event == "AGIExecStart" and e.get("Uniqueid") == agent_uid
+                     and "callback_announce" in e.get("Command", ""))
+    dialled = ami.find(lambda e: e.event == "DialBegin" and e.get("Uniqueid") == agent_uid
+                       and f"Local/{number}@ivr-callback-number" in e.get("DestChannel", ""))
+    assert heard and dialled and ts(heard[0]) < ts(dialled[0])
+    # the customer heard the greeting, then agent and customer share a bridge
+    [agent_in] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == agent_uid,
+                                    timeout=10, since=hung_up)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == agent_in["BridgeUniqueid"]
+                       and e["Channel"].startswith(f"Local/{number}@ivr-callback-number"), timeout=10, since=hung_up)
+    assert ami.find(lambda e: e.event == "AGIExecStart" and "callback_greeting" in e.get("Command", "")
+                    and e.get("Channel", "").startswith(f"Local/{number}@ivr-callback-number"))
+    done = await until(lambda: row(ctl, cb_id), 10, "the call-back row")
+    await until(lambda: _status(ctl, cb_id, "done"), 10, "the call-back done")
+    assert done["phone"] == number and done["held_by"]
+    assert ctl.callbacks.metrics.value("ivr_callback_attempts_total", {"outcome": "connected"}) == 1
+    # the agent's leg was watched by the ring monitor like any other (R1 alarms apply to it)
+    legs = await until(lambda: _legs(ctl, "2001"), 10, "the agent's ring leg recorded")
+    assert legs[0]["outcome"] == "answered" and legs[0]["rings"] >= 1
+    await remove_customers(ami, [number])
+
+
+async def _legs(ctl: Any, agent: str) -> list[dict[str, Any]]:
+    return [leg for leg in await ctl.operations.records.store.ring_legs(None, None)
+            if leg["agent"] == agent and leg["outcome"]]
+
+
+async def _status(ctl: Any, cb_id: str, status: str) -> bool:
+    return (await row(ctl, cb_id))["status"] == status
+
+
+async def test_no_answer_and_busy_retry_on_schedule(ami: AmiRecorder, make_controller: Any) -> None:
+    """No answer, then busy: each uses one of the customer's attempts and the next comes
+    after the backoff; after max_attempts the call-back has failed."""
+    rings_out, busy = "13900000002", "13900000003"
+    await setup(ami, {"2002": ACCEPTS}, {rings_out: RINGS_OUT, busy: BUSY})
+    ctl = await make_controller(config(["2002"], max_attempts=2))
+    await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, rings_out, "test-cb-2", "cb-rings")
+    first = (await wait_stage(ami, "no-answer", timeout=30, since=since))[0]
+    second = (await wait_stage(ami, "agent-ringing", timeout=30, since=len(ami.events)))[0]
+    assert ts(second) - ts(first) >= BACKOFF - 0.3, "the retry waited for the backoff"
+    final = (await wait_stage(ami, "no-answer", timeout=30, count=2, since=since))[-1]
+    assert final["Status"] == "failed"
+    r = await row(ctl, "cb-rings")
+    assert (r["status"], r["attempts"]) == ("failed", 2)
+    assert [(h["outcome"], h["burned"]) for h in r["history"]] == [("no-answer", 1), ("no-answer", 1)]
+
+    since = len(ami.events)
+    await request(ctl, busy, "test-cb-3", "cb-busy")
+    [b1] = await wait_stage(ami, "busy", timeout=30, since=since)
+    assert b1["Status"] == "open"
+    r = await row(ctl, "cb-busy")
+    assert r["attempts"] == 1 and r["next_attempt"] >= float(b1["Timestamp"]) + BACKOFF - 0.5
+    await wait_stage(ami, "busy", timeout=30, count=2, since=since)
+    await until(lambda: _status(ctl, "cb-busy", "failed"), 10, "failed after two busy attempts")
+
+    # answered, but nobody presses a key after the greeting: a machine, one attempt used
+    machine = "13900000005"
+    await ami.add_dialplan("ivr-callback-number", machine, ["Answer()", "Wait(40)", "Hangup()"])
+    since = len(ami.events)
+    await request(ctl, machine, "test-cb-9", "cb-machine")
+    [m] = await wait_stage(ami, "machine", timeout=40, since=since)
+    assert m["Status"] == "open" and (await row(ctl, "cb-machine"))["attempts"] == 1
+    assert not ami.find(lambda e: e.event == "BridgeEnter" and machine in e.get("Channel", ""), since), "never bridged"
+    await ctl.callbacks.cancel("cb-machine")
+    await remove_customers(ami, [rings_out, busy, machine])
+
+
+async def test_agent_decline_and_no_answer_do_not_use_the_customers_attempt(
+        ami: AmiRecorder, make_controller: Any) -> None:
+    """The agent presses 2, or never answers: the customer is never dialled and keeps all
+    their attempts; the call-back comes round again after agent_retry."""
+    number = "13900000004"
+    await setup(ami, {"2003": DECLINES}, {number: live("2003")})
+    ctl = await make_controller(config(["2003"]))
+    await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, number, "test-cb-4", "cb-declined")
+    await wait_stage(ami, "agent-declined", timeout=30, count=2, since=since)
+    r = await row(ctl, "cb-declined")
+    assert r["attempts"] == 0 and r["status"] in ("open", "dialling")
+    assert {h["burned"] for h in r["history"] if h["outcome"]} == {0}
+    assert not ami.find(lambda e: e.event == "DialBegin" and number in e.get("DestChannel", ""))
+    await ctl.callbacks.cancel("cb-declined")
+    await ctl.stop()
+
+    await setup(ami, {"2004": NEVER_ANSWERS}, {})
+    ctl = await make_controller(config(["2004"]))
+    await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, number, "test-cb-5", "cb-noanswer")
+    [e] = await wait_stage(ami, "agent-no-answer", timeout=30, since=since)
+    assert e["Status"] == "open"
+    r = await row(ctl, "cb-noanswer")
+    assert r["attempts"] == 0 and [h["burned"] for h in r["history"]][:1] == [0]
+    await ctl.callbacks.cancel("cb-noanswer")
+    await remove_customers(ami, [number])
+
+
+async def test_duplicates_merged_and_a_restart_loses_nothing(ami: AmiRecorder, make_controller: Any) -> None:
+    """Two requests from one number are one call-back in its first place; a busy attempt,
+    the controller restarts, and the next controller calls back from the same store."""
+    number = "13900000006"
+    await setup(ami, {"2005": ACCEPTS}, {number: BUSY})
+    ctl = await make_controller(config(["2005"]))
+    store = await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, number, "test-cb-6", "cb-first")
+    await request(ctl, number, "test-cb-7", "cb-second")
+    await wait_stage(ami, "busy", timeout=30, since=since)
+    rows = [r for r in await store.open() if r["phone"] == number]
+    assert [r["callback_id"] for r in rows] == ["cb-first"]
+    assert rows[0]["requests"] == 2
+    await ctl.stop()
+
+    await ami.add_dialplan("ivr-callback-number", number, live("2005"))  # the customer is back home
+    since = len(ami.events)
+    ctl2 = await make_controller(config(["2005"]))
+    [c] = await wait_stage(ami, "connected", timeout=30, since=since)
+    assert c["CallbackId"] == "cb-first"
+    await until(lambda: _status(ctl2, "cb-first", "done"), 10, "done after the restart")
+    r = await row(ctl2, "cb-first")
+    outcomes = [h["outcome"] for h in r["history"]]
+    assert outcomes[0] == "busy" and outcomes[-1] == "connected", outcomes
+    await remove_customers(ami, [number])
+
+
+async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecorder, make_controller: Any) -> None:
+    """The customer calls in before being called back and reaches an agent through the
+    inbound flow: the call-back is cancelled (outcome called-in)."""
+    number = "13900000007"
+    await ami.add_dialplan("test-cb-agents", "2006", ["Ringing()", "Wait(1)", "Answer()", "Wait(60)"])
+    # the caller responds to the greeting (R3) by key and by speech: either routes it to the agents
+    await ami.add_dialplan("test-cb-caller", "speaker", [
+        "Answer()", "Wait(2)", "SendDTMF(1)", "Playback(ivr-test/caller_speech)", "SendDTMF(1)", "Wait(60)"])
+    ctl = await make_controller(config(["2006"]).replace("enabled = true", "enabled = false"))
+    await request(ctl, number, "test-cb-8", "cb-calls-in")
+    await until(lambda: row(ctl, "cb-calls-in"), 10, "the call-back stored")
+    since = len(ami.events)
+    await ami.originate("Local/speaker@test-cb-caller", "ivr-inbound", "s", caller_id=number)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Channel", "").startswith("Local/2006@"),
+                                   timeout=30, since=since)
+    await until(lambda: _status(ctl, "cb-calls-in", "cancelled"), 10, "cancelled once the number reached an agent")
+    assert (await row(ctl, "cb-calls-in"))["outcome"] == "called-in"
+    for ch in await ami.channels():
+        if ch["Channel"].startswith(("Local/speaker@test-cb-caller", "Local/2006@test-cb-agents")):
+            await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})

@@ -1,0 +1,197 @@
+"""The call-back scheduler's machine (ivr/rules/callback.py): place in line, agents,
+business hours and the caller's window, retries with backoff, whose attempt is used."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ivr.rules.callback import (
+    AGENT_OUTCOMES,
+    CUSTOMER_OUTCOMES,
+    OUTCOMES,
+    Callback,
+    CallbackPolicy,
+    Hours,
+    after_attempt,
+    expired,
+    parse_span,
+    pick,
+)
+
+TZ = ZoneInfo("Asia/Shanghai")
+NOON = datetime(2026, 12, 1, 12, 0, tzinfo=TZ)  # a Tuesday
+T = NOON.timestamp()
+POLICY = CallbackPolicy(max_attempts=3, backoff=(60.0, 300.0), agent_retry=30.0)
+
+
+def cb(id: str, at: float, **kw: object) -> Callback:
+    return Callback(id=id, phone="139" + id, requested_at=at, next_attempt=kw.pop("next_attempt", at),  # type: ignore[arg-type]
+                    last_request=at, **kw)  # type: ignore[arg-type]
+
+
+def test_first_in_line_gets_the_first_free_agent() -> None:
+    a, b = cb("a", T - 100), cb("b", T - 200)
+    got = pick([a, b], T, NOON, ["1001", "1002"], POLICY)
+    assert got is not None and (got.callback.id, got.agent) == ("b", "1001")
+
+
+def test_the_agent_who_held_is_preferred_and_a_busy_target_does_not_block() -> None:
+    a = cb("a", T - 300, target="1003")  # for agent 1003, who is busy
+    b = cb("b", T - 200, held_by="1002")
+    got = pick([a, b], T, NOON, ["1001", "1002"], POLICY)
+    assert got is not None and (got.callback.id, got.agent) == ("b", "1002")
+    assert pick([a], T, NOON, [], POLICY) is None  # nobody free
+
+
+def test_not_before_its_next_attempt_outside_hours_or_window() -> None:
+    assert pick([cb("a", T - 10, next_attempt=T + 1)], T, NOON, ["1001"], POLICY) is None
+    closed = CallbackPolicy(hours=Hours(13 * 60, 18 * 60))
+    assert pick([cb("a", T - 10)], T, NOON, ["1001"], closed) is None
+    weekend_only = CallbackPolicy(hours=Hours(0, 1440, frozenset({6, 7})))
+    assert pick([cb("a", T - 10)], T, NOON, ["1001"], weekend_only) is None
+    assert pick([cb("a", T - 10, best_time="14:00-16:00")], T, NOON, ["1001"], POLICY) is None
+    assert pick([cb("a", T - 10, best_time="11:30-12:30")], T, NOON, ["1001"], POLICY) is not None
+
+
+def test_today_expires_at_the_end_of_the_local_day() -> None:
+    c = cb("a", T - 10)
+    assert not expired(c, NOON)
+    assert expired(c, datetime(2026, 12, 2, 0, 0, tzinfo=TZ))
+    assert not expired(cb("b", T - 10, best_time="09:00-10:00"), datetime(2026, 12, 9, tzinfo=TZ))
+    assert pick([c], T + 86400, datetime(2026, 12, 2, 12, tzinfo=TZ), ["1001"], POLICY) is None
+
+
+def test_backoff_and_final_failure() -> None:
+    c = cb("a", T)
+    r1 = after_attempt(c, "no-answer", T, POLICY)
+    assert (r1.status, r1.attempts, r1.next_attempt, r1.burned) == ("open", 1, T + 60, True)
+    r2 = after_attempt(cb("a", T, attempts=1), "busy", T, POLICY)
+    assert (r2.status, r2.attempts, r2.next_attempt) == ("open", 2, T + 300)
+    r3 = after_attempt(cb("a", T, attempts=2), "machine", T, POLICY)
+    assert (r3.status, r3.attempts, r3.next_attempt) == ("failed", 3, None)
+    assert after_attempt(c, "connected", T, POLICY).status == "done"
+    with pytest.raises(ValueError, match="whatever"):
+        after_attempt(c, "whatever", T, POLICY)
+
+
+def test_spans() -> None:
+    assert parse_span("09:00-18:00") == (540, 1080)
+    assert parse_span("00:00-24:00") == (0, 1440)
+    for bad in ("9-18", "18:00-09:00", "25:00-26:00", "24:30-24:40", ""):
+        with pytest.raises(ValueError):  # noqa: PT011 - each bad span has its own message
+            parse_span(bad)
+
+
+callbacks = st.lists(
+    st.builds(lambda i, at, nxt, att, held: Callback(
+        id=f"c{i}", phone=f"1{i}", requested_at=T - at, next_attempt=T - nxt, attempts=att, held_by=held,
+        last_request=T - at),
+        st.integers(0, 10**6), st.floats(0, 3600), st.floats(-600, 600), st.integers(0, 2),
+        st.sampled_from(["", "1001", "1002", "1009"])),
+    max_size=8, unique_by=lambda c: c.id)
+free = st.lists(st.sampled_from(["1001", "1002", "1003"]), unique=True, max_size=3)
+
+
+@given(callbacks, free)
+def test_pick_is_the_first_due_in_line_and_a_free_agent(cbs: list[Callback], agents: list[str]) -> None:
+    got = pick(cbs, T, NOON, agents, POLICY)
+    due = sorted((c for c in cbs if c.next_attempt <= T), key=lambda c: (c.requested_at, c.id))
+    if not agents or not due:
+        assert got is None
+        return
+    assert got is not None
+    assert got.callback == due[0] and got.agent in agents  # no target: anyone free serves the first
+    if due[0].held_by in agents:
+        assert got.agent == due[0].held_by
+
+
+@given(st.integers(0, 5), st.sampled_from(sorted(OUTCOMES)), st.floats(0, 1e9))
+def test_only_the_customers_outcomes_use_an_attempt(attempts: int, outcome: str, now: float) -> None:
+    c = Callback("a", "139", 0.0, 0.0, attempts=attempts)
+    r = after_attempt(c, outcome, now, POLICY)
+    if outcome in AGENT_OUTCOMES:
+        assert (r.status, r.attempts, r.burned, r.next_attempt) == ("open", attempts, False, now + 30.0)
+    elif outcome in CUSTOMER_OUTCOMES:
+        assert r.burned and r.attempts == attempts + 1
+        assert (r.status == "failed") == (attempts + 1 >= POLICY.max_attempts)
+        assert r.next_attempt is None if r.status == "failed" else r.next_attempt is not None and r.next_attempt >= now
+    else:
+        assert r.status == "done"
+
+
+@given(st.lists(st.sampled_from(sorted(OUTCOMES)), max_size=30))
+def test_a_call_back_ends_within_max_attempts_customer_failures(outcomes: list[str]) -> None:
+    c = Callback("a", "139", 0.0, 0.0)
+    status, used = "open", 0
+    for o in outcomes:
+        if status != "open":
+            break
+        r = after_attempt(c, o, 0.0, POLICY)
+        c = Callback("a", "139", 0.0, r.next_attempt or 0.0, attempts=r.attempts)
+        status, used = r.status, used + (o in CUSTOMER_OUTCOMES)
+    assert used <= POLICY.max_attempts
+    if status == "failed":
+        assert used == POLICY.max_attempts
+
+
+def test_next_opportunity_moves_into_hours_and_window() -> None:
+    from ivr.rules.callback import next_opportunity
+
+    office = CallbackPolicy(hours=Hours(9 * 60, 18 * 60, frozenset({1, 2, 3, 4, 5})))
+    due = cb("a", T - 100, best_time="09:00-10:00")  # Tuesday noon: past today's window
+    wed = datetime(2026, 12, 2, 9, 0, tzinfo=TZ).timestamp()
+    assert next_opportunity(due, T, NOON, office) == wed
+    assert next_opportunity(cb("b", T - 100), T, NOON, office) == T  # due now
+    assert next_opportunity(cb("c", T - 100, next_attempt=T + 60), T, NOON, office) == T + 60
+    fri_eve = datetime(2026, 12, 4, 19, 0, tzinfo=TZ)
+    weekly = cb("d", T - 100, best_time="10:00-11:00")
+    assert next_opportunity(weekly, fri_eve.timestamp(), fri_eve, office) == datetime(
+        2026, 12, 7, 10, 0, tzinfo=TZ).timestamp()  # Monday
+    late_today = cb("e", T - 100)  # today, but hours are over: never
+    evening = datetime(2026, 12, 1, 19, 0, tzinfo=TZ)
+    assert next_opportunity(late_today, evening.timestamp(), evening, office) is None
+    assert next_opportunity(cb("f", T, best_time="19:00-20:00"), T, NOON, office) is None  # window outside hours
+
+
+@given(callbacks, st.floats(0, 7 * 86400))
+def test_the_next_opportunity_is_callable(cbs: list[Callback], later: float) -> None:
+    from ivr.rules.callback import callable_now, next_opportunity
+
+    office = CallbackPolicy(hours=Hours(9 * 60, 18 * 60, frozenset({1, 2, 3, 4, 5})))
+    now = T + later
+    local = datetime.fromtimestamp(now, TZ)
+    for asked in cbs:
+        c = Callback(asked.id, asked.phone, asked.requested_at, asked.next_attempt, best_time="any")
+        at = next_opportunity(c, now, local, office)
+        assert at is not None and at >= now
+        assert callable_now(c, at, datetime.fromtimestamp(at, TZ), office)
+
+
+def test_callbacks_config_is_checked(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ivr.config import load_config
+    from ivr.errors import ConfigError
+
+    path = Path(str(tmp_path)) / "ivr.toml"
+    path.write_text('[callbacks]\nhours = "18:00-09:00"\ndays = [0, 8]\nbackoff = []\nmax_attempts = 0\n'
+                    "agent_retry = -1.0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    for expected in ("callbacks.hours (line 2): '18:00-09:00': the end must be after the start",
+                     "callbacks.days (line 3): ISO weekdays 1 (Monday) to 7", "callbacks.backoff (line 4)",
+                     "callbacks.max_attempts (line 5): must be greater than 0",
+                     "callbacks.agent_retry (line 6): must be greater than 0"):
+        assert expected in message, message
+    path.write_text('[callbacks]\nenabled = true\nhours = "08:30-21:00"\nbackoff = [60.0, 300.0]\n')
+    cfg = load_config(path, env={})
+    from ivr.callbacks.model import CallbackSettings
+
+    s = CallbackSettings.from_config(cfg.callbacks, cfg.switch, cfg.prompts, cfg.agents)
+    assert (s.enabled, s.policy.hours.start, s.policy.hours.end, s.policy.backoff) == (True, 510, 1260, (60.0, 300.0))

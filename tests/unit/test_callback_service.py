@@ -1,0 +1,256 @@
+"""The call-back service (ivr/callbacks/service.py) with a recording AMI, fake FastAGI
+channels and the real store on SQLite: agent first, the customer only after the agent's 1,
+outcomes into the store, hostile numbers never dialled, busy agents and closed hours."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ivr.agi.channel import AgiHangup
+from ivr.ami.channels import ChannelTracker
+from ivr.callbacks.model import CallbackSettings
+from ivr.callbacks.service import CallbackService
+from ivr.events import CallEvent
+from ivr.records import CallStore
+from ivr.rules.callback import CallbackPolicy, Hours
+from tests.fakes import RecordingAmi
+
+TZ = ZoneInfo("Asia/Shanghai")
+NOON = datetime(2026, 12, 1, 12, 0, tzinfo=TZ).timestamp()
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.t = NOON
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Agi:
+    """A FastAGI channel as the routes use it: digits queued by the test."""
+
+    def __init__(self, uniqueid: str, arg: str) -> None:
+        self.uniqueid, self.channel = uniqueid, f"Local/x-00000001;1 {uniqueid}"
+        self.headers = {"agi_arg_1": arg}
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self.played: list[str] = []
+        self.variables: dict[str, str] = {}
+        self.press_on: dict[str, str] = {}  # prompt -> the digit pressed while it plays
+
+    async def _next(self, timeout: float) -> str | None:
+        try:
+            digit = await asyncio.wait_for(self.digits.get(), timeout)
+        except TimeoutError:
+            return None
+        if digit == "hangup":
+            raise AgiHangup("gone")
+        return digit
+
+    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
+        name = prompt.rsplit("/", 1)[1]
+        self.played.append(name)
+        if name in self.press_on:
+            self.digits.put_nowait(self.press_on.pop(name))
+        digit = await self._next(0.005)
+        return digit if digit and digit in escape else None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        return await self._next(min(timeout_ms / 1000, 0.2))
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[CallbackService, RecordingAmi, CallStore, Wall, ChannelTracker]]:
+    store = await CallStore.open(f"sqlite:///{tmp_path / 'cb.db'}")
+    ami, wall, tracker = RecordingAmi(), Wall(), ChannelTracker()
+    settings = CallbackSettings(
+        enabled=True, policy=CallbackPolicy(max_attempts=2, backoff=(120.0,), agent_retry=30.0,
+                                            hours=Hours(9 * 60, 18 * 60)),
+        agents={"1001": "PJSIP/1001", "1002": "Local/1002@agents"}, names={"Two": "1002"}, tz="Asia/Shanghai",
+        poll=60.0)
+    service = CallbackService(ami, tracker, settings, store=lambda: store.queue, wall=wall)
+    service.attach()
+    yield service, ami, store, wall, tracker
+    await service.close()
+    await store.close()
+
+
+async def ask(store: CallStore, number: str, item: str, at: float, held_by: str = "1002") -> None:
+    await store.apply(CallEvent("callback.requested", f"call-{item}", {
+        "item": item, "caller_number": number, "best_time": "today", "target": "", "held_by": held_by}, at=at))
+
+
+async def originated(ami: RecordingAmi, n: int = 1) -> list[dict[str, Any]]:
+    for _ in range(200):
+        if len(ami.sent("Originate")) >= n:
+            return ami.sent("Originate")
+        await asyncio.sleep(0.01)  # the attempt's task starts
+    raise AssertionError("no Originate")
+
+
+async def settled(service: CallbackService) -> None:
+    for _ in range(200):
+        if not service.attempts:
+            return
+        await asyncio.sleep(0.01)  # the attempt's task writes its outcome
+    raise AssertionError("the attempt did not end")
+
+
+async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
+    service, ami, store, _, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    assert att.agent == "1002", "the agent who held the caller, being free"
+    [orig] = await originated(ami)
+    assert (orig["Channel"], orig["Context"], orig["ChannelId"]) == ("Local/1002@agents", "ivr-callback-agent", att.uid)
+    assert orig["OtherChannelId"] == f"{att.uid}-2"
+    assert all("\r" not in str(v) and "\n" not in str(v) for a in ami.actions for v in a.values())
+    assert (await store.queue.get("cb-1"))["status"] == "dialling"
+
+    agent = Agi(att.uid, att.uid)
+    agent.digits.put_nowait("1")
+    await service.agent_agi(agent)
+    assert agent.played[0] == "callback_announce" and "callback_announce_menu" not in agent.played[:1]
+    assert agent.variables == {"IVR_CB_NUMBER": "13900000001", "IVR_CB_RING": "40", "IVR_CB_RESULT": "accepted"}
+    customer = Agi("9.9", att.uid)
+    customer.press_on["agent_intro"] = "7"  # during the greeting: not heard (STREAM FILE without escape digits)
+    customer.press_on["callback_press"] = "5"
+    await service.customer_agi(customer)
+    assert customer.variables == {"IVR_CB_LIVE": "yes"}
+    assert customer.played == ["callback_greeting", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_2",
+                               "agent_service", "callback_press"], "heard whole before the key"
+    await settled(service)
+    row = await store.queue.get("cb-1")
+    assert (row["status"], row["attempts"], row["outcome"]) == ("done", 1, "connected")
+    stages = [a["Stage"] for a in ami.sent("UserEvent") if a["UserEvent"] == "IvrCallback"]
+    assert stages == ["agent-ringing", "agent-answered", "agent-accepted", "customer-dialling",
+                      "customer-answered", "connected", "connected"]
+
+
+def test_the_agent_who_held_by_number_name_or_device(world: Any) -> None:
+    settings = world[0].settings
+    assert [settings.agent_number(x) for x in ("1001", "Two", "Local/1002@agents", "PJSIP/1001", "Who")] == [
+        "1001", "1002", "1002", "1001", "Who"]
+
+
+async def test_the_agent_announcement_says_who_when_and_who_held(world: Any) -> None:
+    service, _, store, _, _ = world
+    await ask(store, "139", "cb-1", datetime(2026, 12, 1, 9, 5, tzinfo=TZ).timestamp(), held_by="Two")
+    [att] = await service.tick()
+    assert service.announcement(att) == [
+        "callback_announce", "digit_1", "digit_3", "digit_9", "callback_announce_time", "digit_0", "digit_9",
+        "digit_0", "digit_5", "callback_announce_agent", "digit_1", "digit_0", "digit_0", "digit_2",
+        "callback_announce_menu"]
+    service.handle_event({"Event": "Hangup", "Uniqueid": att.uid})
+    await settled(service)
+
+
+async def test_agent_declines_or_does_not_answer_keeps_the_customers_attempts(world: Any) -> None:
+    service, _, store, wall, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    agent = Agi(att.uid, att.uid)
+    agent.digits.put_nowait("2")
+    await service.agent_agi(agent)
+    await settled(service)
+    row = await store.queue.get("cb-1")
+    assert (row["status"], row["attempts"], row["next_attempt"]) == ("open", 0, NOON + 30)
+    assert await service.tick() == [], "not before agent_retry"
+    wall.t += 30
+    [att] = await service.tick()
+    service.handle_event({"Event": "Hangup", "Uniqueid": att.uid})  # rang out, never answered
+    await settled(service)
+    row = await store.queue.get("cb-1")
+    assert (row["attempts"], row["outcome"]) == (0, "agent-no-answer")
+    assert [(h["outcome"], h["burned"]) for h in row["history"]] == [("agent-declined", 0), ("agent-no-answer", 0)]
+
+
+async def test_busy_and_no_answer_use_attempts_then_fail(world: Any) -> None:
+    service, _, store, wall, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    for status, expected in (("BUSY", ("open", 1, "busy")), ("NOANSWER", ("failed", 2, "no-answer"))):
+        [att] = await service.tick()
+        att.accepted = True
+        service.handle_event({"Event": "UserEvent", "UserEvent": "IvrCallbackDial", "CallbackId": att.uid,
+                              "DialStatus": status})
+        await settled(service)
+        row = await store.queue.get("cb-1")
+        assert (row["status"], row["attempts"], row["outcome"]) == expected
+        if status == "BUSY":
+            assert row["next_attempt"] == NOON + 120
+            wall.t += 120
+
+
+async def test_a_customer_who_never_presses_is_a_machine(world: Any) -> None:
+    service, _, store, _, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    att.accepted = True
+    customer = Agi("9.9", att.uid)
+    await service.customer_agi(customer)
+    assert customer.variables == {}
+    await settled(service)
+    assert (await store.queue.get("cb-1"))["outcome"] == "machine"
+
+
+async def test_hostile_numbers_are_never_dialled(world: Any) -> None:
+    service, ami, store, _, _ = world
+    for i, number in enumerate(("1390\r\nAction: Originate", "139@evil", "", "1", "13900000001&PJSIP/x")):
+        await ask(store, number, f"cb-{i}", NOON - 600 + i)
+    assert await service.tick() == []
+    assert not ami.sent("Originate")
+    assert {r["outcome"] for r in await store.callbacks()} == {"invalid-number"}
+
+
+async def test_busy_agents_closed_hours_and_the_line(world: Any) -> None:
+    service, ami, store, wall, tracker = world
+    await ask(store, "13900000002", "cb-late", NOON - 100)
+    await ask(store, "13900000001", "cb-first", NOON - 600, held_by="1009")
+    tracker.handle({"Event": "Newchannel", "Uniqueid": "1.1", "Linkedid": "1.1", "Channel": "PJSIP/1001-0000000a"})
+    [att] = await service.tick()  # 1001 is on a call: only 1002 is free, for the first in line
+    assert (att.callback.id, att.agent) == ("cb-first", "1002")
+    assert await service.tick() == [], "nobody else is free"
+    queue = await service.queue()
+    assert [(r["callback_id"], r["place"], r["agent"]) for r in queue] == [
+        ("cb-first", 1, "1002"), ("cb-late", 2, None)]
+    service.handle_event({"Event": "Hangup", "Uniqueid": att.uid})
+    await settled(service)
+    wall.t = datetime(2026, 12, 1, 19, 0, tzinfo=TZ).timestamp()  # after hours
+    assert await service.tick() == []
+    assert len(ami.sent("Originate")) == 1
+    await ask(store, "13900000003", "cb-window", NOON - 50)
+    await store.apply(CallEvent("callback.requested", "call-w", {
+        "item": "cb-w2", "caller_number": "13900000003", "best_time": "10:00-11:00", "target": ""}, at=NOON - 40))
+    nxt = {r["callback_id"]: r["next_attempt_at"] for r in await service.queue()}
+    assert nxt["cb-late"] is None, "a today call-back after hours: no opening left"
+    assert nxt["cb-window"] == datetime(2026, 12, 2, 10, 0, tzinfo=TZ).timestamp(), "its window, tomorrow"
+    wall.t = datetime(2026, 12, 2, 9, 30, tzinfo=TZ).timestamp()  # the next morning, before the window
+    assert await service.tick() == []
+    assert {r["callback_id"]: (r["status"], r["outcome"]) for r in await store.callbacks()
+            if r["callback_id"] in ("cb-first", "cb-late")} == {
+        "cb-first": ("expired", "expired"), "cb-late": ("expired", "expired")}
+    assert [r["callback_id"] for r in await service.queue()] == ["cb-window"]
+
+
+async def test_cancel_and_retry_now_through_the_service(world: Any) -> None:
+    service, ami, store, _, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    row = await service.cancel("cb-1")
+    assert row["status"] == "cancelled"
+    assert ami.sent("Hangup")[-1]["Channel"] == att.uid, "the agent still deciding is let go"
+    service.handle_event({"Event": "Hangup", "Uniqueid": att.uid})
+    await settled(service)
+    assert (await store.queue.get("cb-1"))["status"] == "cancelled", "an attempt ending late does not reopen it"
+    with pytest.raises(Exception, match="no call-back"):
+        await service.cancel("cb-nope")
