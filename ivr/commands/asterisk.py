@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--sip-port", type=int, default=None)
     u.set_defaults(func=_up)
     acts.add_parser("down", help="stop it cleanly").set_defaults(func=_down)
-    acts.add_parser("status", help="is it running?").set_defaults(func=_status)
+    acts.add_parser("status", help="is it running? (JSON: pid, ports, trunk SIP URI, uptime)").set_defaults(func=_status)
     e = acts.add_parser("env", help="print export lines for a controller: AMI user ivr, API token, ports")
     e.add_argument("--admin", action="store_true",
                    help="also the all-classes AMI user, as IVR_AMI_ADMIN_USERNAME/IVR_AMI_ADMIN_SECRET")

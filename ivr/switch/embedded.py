@@ -148,6 +148,12 @@ class EmbeddedSwitch:
         return current
 
     @property
+    def trunk_uri(self) -> str:
+        """Where an unregistered SIP caller calls in: the inbound trunk (pjsip.conf
+        ``[anonymous]``, context ivr-inbound); the From user becomes the caller's number."""
+        return f"sip:ivr@127.0.0.1:{self.ports.sip}"
+
+    @property
     def log_file(self) -> Path:
         return self.home / "log" / "asterisk.console.log"
 
@@ -341,7 +347,8 @@ class EmbeddedSwitch:
         took = time.monotonic() - started
         self.progress(
             f"embedded asterisk '{self.name}' fully booted in {took:.1f} s: "
-            f"AMI 127.0.0.1:{self.ports.ami}, SIP udp 127.0.0.1:{self.ports.sip}, "
+            f"AMI 127.0.0.1:{self.ports.ami}, SIP udp 127.0.0.1:{self.ports.sip} "
+            f"(inbound trunk {self.trunk_uri}), "
             f"FastAGI expected at {self.agi_host}:{self.ports.agi}"
         )
         return took
@@ -379,6 +386,7 @@ class EmbeddedSwitch:
         if pid is not None:
             info["pid"] = pid
             info["ports"] = asdict(self.ports)
+            info["trunk"] = self.trunk_uri
             try:
                 info["uptime"] = self.cli("core show uptime seconds", timeout=5).strip()
             except SwitchError as exc:
