@@ -1,0 +1,241 @@
+"""The rules with SIP on both sides: callers through the inbound trunk (pjsip.conf
+``[anonymous]``) and agents as registered SIP phones, with real RTP audio.
+
+SIPp does the signalling (tests/integration/sipp/: ``trunk_caller.xml``,
+``agent_register.xml``, ``agent_phone.xml``, ``agent_hold_button.xml``); the media is
+a ``tests.rtp.RtpPeer`` per phone, named in the SDP: it sends the caller's audio (line
+noise, nothing at all, comfort noise, speech; u-law or A-law) and RFC 4733 digits, and
+records what the phone hears. What the caller heard is checked on that recording
+(``tests.rtp.Heard``: voice vs. silence in time windows, where each prompt was heard by
+cross-correlation with the prompt file), and the timings on Asterisk's AMI timestamps
+(the same wall clock on this machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from ivr.prompts import prompt_duration
+from tests import REPO
+from tests.integration.amitools import AmiRecorder, ts
+from tests.rtp import PCMA, PCMU, Audio, ComfortNoise, Digit, Heard, Quiet, RtpPeer, linear, silence, tone, ulaw_file
+
+pytestmark = pytest.mark.integration
+
+AFTERNOON = datetime(2027, 3, 10, 15, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+BUILD = REPO / "prompts" / "build"
+LANG = "zh-CN"
+SIPP = Path(__file__).parent / "sipp"
+PAUSE = 5.0
+STAMP = 0.002  # AMI timestamps of one instant may differ by this
+JITTER = 0.06  # packet arrival vs. the switch's own timestamps, on a loaded 2-core machine
+HEARD = 0.9  # correlation above which a prompt counts as heard
+
+
+def dur(prompt: str) -> float:
+    return prompt_duration(BUILD, LANG, prompt)
+
+
+def prompt(name: str) -> np.ndarray:
+    return linear(BUILD / LANG / f"{name}.ulaw")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_sipp(switch: Any, scenario: str, *args: str, cwd: Path, port: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(port),
+        "-m", "1", "-nostdin", "-timeout", "300s", "-timeout_error", *args, f"127.0.0.1:{switch.sip_port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd)
+
+
+async def finished(proc: asyncio.subprocess.Process, timeout: float) -> str:
+    """Wait for a SIPp run to end; its output if it failed."""
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return "" if proc.returncode == 0 else (out + err).decode(errors="replace")[-1500:]
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+# ---------------------------------------------------------------------------- phones
+@dataclass
+class SipCaller:
+    """A caller through the trunk: SIPp for SIP, an RtpPeer for the audio."""
+
+    number: str
+    peer: RtpPeer
+    sipp: asyncio.subprocess.Process
+    uid: str = ""
+    channel: str = ""
+
+    async def answered(self, ami: AmiRecorder, since: int, timeout: float = 15) -> SipCaller:
+        [ev] = await ami.wait_for(lambda e: e.event == "Newexten" and e.get("Application") == "AGI"
+                                  and e.get("Channel", "").startswith("PJSIP/anonymous-")
+                                  and e.get("CallerIDNum") == self.number, timeout=timeout, since=since)
+        self.uid, self.channel = ev["Uniqueid"], ev["Channel"]
+        return self
+
+    def heard(self) -> Heard:
+        return self.peer.heard()
+
+
+@contextlib.asynccontextmanager
+async def sip_caller(switch: Any, tmp_path: Path, number: str, pt: int = PCMU) -> AsyncIterator[SipCaller]:
+    peer = await RtpPeer.open(pt)
+    codec = "PCMU" if pt == PCMU else "PCMA"
+    proc = await run_sipp(switch, "trunk_caller.xml", "-set", "rtp_port", str(peer.port), "-set", "pt", str(pt),
+                          "-set", "codec", codec, "-set", "number", number, cwd=tmp_path, port=free_udp_port())
+    try:
+        yield SipCaller(number, peer, proc)
+    finally:
+        await stop(proc)
+        peer.close()
+
+
+@contextlib.asynccontextmanager
+async def agent_phone(switch: Any, ami: AmiRecorder, tmp_path: Path, number: str, ring: float,
+                      scenario: str = "agent_phone.xml", *extra: str) -> AsyncIterator[RtpPeer]:
+    """Agent ``number`` registers (digest auth) and waits for a call, which it lets ring
+    ``ring`` s before answering; yields the phone's RtpPeer."""
+    port = free_udp_port()
+    since = len(ami.events)
+    secret = switch.embedded.secrets().agents[number]
+    reg = await run_sipp(switch, "agent_register.xml", "-au", number, "-ap", secret, "-s", number,
+                         cwd=tmp_path, port=port)
+    failed = await finished(reg, 20)
+    assert not failed, failed
+    await ami.wait_for(lambda e: e.event == "ContactStatus" and e.get("AOR") == number
+                       and e.get("ContactStatus") in ("Created", "Reachable", "NonQualified", "Updated"),
+                       timeout=10, since=since)
+    peer = await RtpPeer.open(PCMU)
+    proc = await run_sipp(switch, scenario, "-set", "ring_ms", str(int(ring * 1000)), "-set", "rtp_port",
+                          str(peer.port), "-s", number, *extra, cwd=tmp_path, port=port)
+    try:
+        yield peer
+    finally:
+        await stop(proc)
+        peer.close()
+
+
+async def hang_up_sip(ami: AmiRecorder) -> None:
+    """Hang up every PJSIP channel left (a failed test; the controller stops after)."""
+    for ch in await ami.channels():
+        if ch["Channel"].startswith("PJSIP/"):
+            await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
+
+
+def released(uid: str) -> Any:
+    return lambda e: e.event == "Hangup" and e.get("Uniqueid") == uid
+
+
+# ---------------------------------------------------------------------------- R3 silent callers
+def check_silent_script(ami: AmiRecorder, caller: SipCaller, since: int, greeting: list[str]) -> dict[str, float]:
+    """From AMI: three prompts in full, three pauses of 5 s (never shorter), release by
+    the controller (cause 16). From the caller's audio: the greeting, prompt 2 and
+    prompt 3 heard in that order with silence between, nothing after prompt 3 until the
+    BYE came no sooner than 5 s later. Returns the pauses as heard."""
+    uid = caller.uid
+
+    def stream(event: str) -> list[Any]:
+        return ami.find(lambda e: e.event == event and e.get("Uniqueid") == uid
+                        and e.get("Command", "").startswith("STREAM FILE"), since)
+
+    ends, starts = stream("AGIExecEnd"), stream("AGIExecStart")
+    assert [e["Command"].split()[2].rsplit("/", 1)[1] for e in ends] == [*greeting, "silent_prompt2",
+                                                                            "silent_prompt3"]
+    greeting_end, p2_start, p2_end, p3_start, p3_end = (ts(ends[len(greeting) - 1]), ts(starts[-2]),
+                                                        ts(ends[-2]), ts(starts[-1]), ts(ends[-1]))
+    stages = ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrSilentCall"
+                      and e.get("Uniqueid") == uid, since)
+    assert [e["Stage"] for e in stages] == ["prompt2", "prompt3", "release"]
+    release = ts(stages[-1])
+    [hangup] = ami.find(released(uid), since)
+    assert hangup["Cause"] == "16", hangup  # released by the controller, not by RTP timeout
+    for label, pause in (("pause1", p2_start - greeting_end), ("pause2", p3_start - p2_end),
+                         ("pause3", release - p3_end)):
+        assert PAUSE - STAMP <= pause <= PAUSE + 0.6, f"{caller.number} {label} lasted {pause:.3f} s (AMI)"
+
+    heard = caller.heard()
+    at_greeting, score_g = heard.find(prompt(greeting[-1]))
+    at_p2, score_2 = heard.find(prompt("silent_prompt2"), after=at_greeting)
+    at_p3, score_3 = heard.find(prompt("silent_prompt3"), after=at_p2)
+    assert min(score_g, score_2, score_3) >= HEARD, (caller.number, score_g, score_2, score_3)
+    g_end, p2_end_heard, p3_end_heard = (at_greeting + dur(greeting[-1]), at_p2 + dur("silent_prompt2"),
+                                         at_p3 + dur("silent_prompt3"))
+    heard_pauses = {"pause1": at_p2 - g_end, "pause2": at_p3 - p2_end_heard, "pause3": ts(hangup) - p3_end_heard}
+    for label, pause in heard_pauses.items():
+        assert pause >= PAUSE - JITTER, f"{caller.number} heard {label} of {pause:.3f} s"
+    # Silence in the pauses (the prompts' own trailing quiet aside): no sound reached the caller.
+    for t0, t1 in ((g_end + 0.3, at_p2 - 0.1), (p2_end_heard + 0.3, at_p3 - 0.1), (p3_end_heard + 0.3, ts(hangup))):
+        assert heard.sound(t0, t1) == 0.0, (caller.number, t0, t1)
+    return heard_pauses
+
+
+def noise(switch: Any, seconds: float, pt: int) -> bytes:
+    """The switch's ivr-test line noise (pink, -45 dBFS RMS), looped to ``seconds``."""
+    one = ulaw_file(switch.embedded.rootfs / "usr/share/asterisk/sounds/ivr-test/line_noise.ulaw", pt)
+    return (one * (int(seconds * 8000) // len(one) + 1))[: int(seconds * 8000)]
+
+
+async def test_silent_sip_callers_get_three_prompts_then_release(switch, ami: AmiRecorder, make_controller,
+                                                                 tmp_path: Path) -> None:
+    """Four silent SIP callers at once, each hears three prompts with 5 s pauses and is
+    released no sooner: line noise at -45 dBFS (u-law), a phone that sends no RTP at all
+    (silence suppression), one that sends only comfort noise (payload type 13), and line
+    noise over A-law. None is cut by PJSIP's rtp_timeout (the trunk has it off)."""
+    ctl = await make_controller(now=lambda: AFTERNOON)
+    greeting = list(ctl.inbound.choose_greeting(AFTERNOON, ctl.config).prompts)
+    script = 60.0
+    callers = {
+        "13800000001": (PCMU, [Audio(noise(switch, script, PCMU))]),
+        "13800000002": (PCMU, [Quiet(script)]),
+        "13800000003": (PCMU, [ComfortNoise(script)]),
+        "13800000004": (PCMA, [Audio(noise(switch, script, PCMA))]),
+    }
+    since = len(ami.events)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(hang_up_sip, ami)
+        running = []
+        for number, (pt, steps) in callers.items():
+            caller = await stack.enter_async_context(sip_caller(switch, tmp_path, number, pt))
+            caller.peer.play(*steps)
+            running.append(caller)
+        with capture_logs() as logs:
+            for caller in running:
+                await caller.answered(ami, since)
+            for caller in running:
+                await ami.wait_for(released(caller.uid), timeout=70, since=since)
+            for caller in running:
+                failed = await finished(caller.sipp, 10)  # the BYE reached SIPp and it answered
+                assert not failed, failed
+        for caller, (number, (pt, _)) in zip(running, callers.items()):
+            pauses = check_silent_script(ami, caller, since, greeting)
+            kinds = caller.peer.heard().payload_types()
+            assert kinds == {pt}, kinds  # the switch answered in the caller's codec
+            print(f"{number} ({'A-law' if pt == PCMA else 'u-law'}, sent {caller.peer.sent} packets): "
+                  + ", ".join(f"{k} {v:.3f} s" for k, v in pauses.items()))
+    assert not ami.find(lambda e: e.event == "ChannelTalkingStart"
+                        and e.get("Uniqueid") in {c.uid for c in running}, since), "noise or CN counted as speech"
+    assert [c.peer.sent > 0 for c in running] == [True, False, True, True]
+    bad = [e for e in logs if e.get("log_level") in ("error", "critical")]
+    assert not bad, bad
