@@ -239,3 +239,171 @@ async def test_silent_sip_callers_get_three_prompts_then_release(switch, ami: Am
     assert [c.peer.sent > 0 for c in running] == [True, False, True, True]
     bad = [e for e in logs if e.get("log_level") in ("error", "critical")]
     assert not bad, bad
+
+
+# ---------------------------------------------------------------------------- to an agent
+AGENT_HZ = {"1001": 440.0, "1002": 1000.0}  # each agent phone "speaks" its own tone
+
+
+def agents_config(*numbers: str, extra: str = "") -> str:
+    return extra + "".join(f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\ndial = "PJSIP/{n}"\n\n'
+                           for n in numbers)
+
+
+async def bridged_with(ami: AmiRecorder, uid: str, agent: str, since: int, timeout: float) -> tuple[Any, Any]:
+    """The caller's BridgeEnter and agent ``agent``'s SIP channel's, in the same bridge."""
+    [mine] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid,
+                                timeout=timeout, since=since)
+    [peer] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") != uid
+                                and e.get("BridgeUniqueid") == mine["BridgeUniqueid"], timeout=10, since=since)
+    assert peer["Channel"].startswith(f"PJSIP/{agent}-"), peer["Channel"]
+    return mine, peer
+
+
+def heard_in_order(heard: Heard, names: list[str], after: float = 0.0) -> list[float]:
+    """Each prompt heard in full, one after the other; their start times."""
+    starts = []
+    for name in names:
+        at, score = heard.find(prompt(name), after=after)
+        assert score >= HEARD, (name, score)
+        starts.append(at)
+        after = at + dur(name) - 0.05
+    return starts
+
+
+def speech(switch: Any, pt: int = PCMU) -> bytes:
+    return ulaw_file(switch.embedded.rootfs / "usr/share/asterisk/sounds/ivr-test/caller_speech.ulaw", pt)
+
+
+@pytest.mark.parametrize("prompts_before", [[], ["silent_prompt2"]], ids=["speaks-in-pause1", "speaks-in-pause2"])
+async def test_speaking_sip_caller_reaches_a_sip_agent(switch, ami: AmiRecorder, make_controller, tmp_path: Path,
+                                                      prompts_before: list[str]) -> None:
+    """A SIP caller silent through the greeting (and prompt 2), then speaking 1.5 s into
+    the pause: the controller hears the speech on the RTP, hands the call to the agents,
+    agent 1001's registered SIP phone rings and answers; the caller hears the agent's
+    number, then the agent (its tone) and is never released."""
+    ctl = await make_controller(agents_config("1001"), now=lambda: AFTERNOON)
+    greeting = list(ctl.inbound.choose_greeting(AFTERNOON, ctl.config).prompts)
+    quiet_for = sum(dur(p) for p in [*greeting, *prompts_before]) + PAUSE * len(prompts_before) + 0.5
+    since = len(ami.events)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(hang_up_sip, ami)
+        agent = await stack.enter_async_context(agent_phone(switch, ami, tmp_path, "1001", ring=1.0))
+        agent.play(Audio(tone(AGENT_HZ["1001"], 60, PCMU)), timeout=60)
+        caller = await stack.enter_async_context(sip_caller(switch, tmp_path, "13800000011"))
+        caller.peer.play(Audio(silence(quiet_for, PCMU)), Audio(speech(switch)), Audio(silence(40, PCMU)))
+        await caller.answered(ami, since)
+        [responded] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("Uniqueid") == caller.uid
+                                         and e.get("Stage") == "responded", timeout=40, since=since)
+        assert responded["Reason"] == "speech" and responded["From"] == f"pause{len(prompts_before) + 1}"
+        _, leg = await bridged_with(ami, caller.uid, "1001", since, timeout=30)
+        t_bridge = ts(leg)
+        await asyncio.sleep(2.0)  # two seconds of conversation to listen to
+        heard = caller.heard()
+        assert not ami.find(lambda e: e.get("Uniqueid") == caller.uid and e.get("Stage") == "release", since)
+    stages = [e["Stage"] for e in ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrSilentCall"
+                                           and e.get("Uniqueid") == caller.uid, since)]
+    assert stages == [*(p.removeprefix("silent_") for p in prompts_before), "responded"]
+    heard_in_order(heard, [greeting[-1], *prompts_before])
+    intro = heard_in_order(heard, ["agent_intro", "digit_1", "digit_0", "digit_0", "digit_1", "agent_service"])
+    assert intro[-1] + dur("agent_service") <= t_bridge + JITTER  # the number, then the agent
+    pitch = heard.pitch(t_bridge + 0.5, t_bridge + 1.8)
+    assert abs(pitch - AGENT_HZ["1001"]) < 20, pitch  # the caller hears agent 1001
+    print(f"speech heard, handed on; bridged with {leg['Channel']}, caller hears {pitch:.0f} Hz")
+
+
+def press_after_greeting(ctl: Any, digit: str = "5") -> tuple[Audio, Digit, Audio]:
+    """A caller who keys ``digit`` (RFC 4733) half a second after the greeting."""
+    greeting = list(ctl.inbound.choose_greeting(AFTERNOON, ctl.config).prompts)
+    return Audio(silence(sum(dur(p) for p in greeting) + 0.5, PCMU)), Digit(digit), Audio(silence(120, PCMU))
+
+
+def user_events(ami: AmiRecorder, name: str, since: int, **match: str) -> list[Any]:
+    return ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == name
+                    and all(e.get(k) == v for k, v in match.items()), since)
+
+
+async def test_sip_agent_letting_it_ring_raises_alarms_and_the_caller_hears_the_apology(
+        switch, ami: AmiRecorder, make_controller, tmp_path: Path) -> None:
+    """Agent 1001's registered SIP phone rings 22 s (cn: a ring is 5 s) before answering:
+    the warning alarm at 3 rings, the critical one at 4 (critical_rings = 4 here), and
+    the SIP caller hears ringing, then the apology and the agent's number, then the agent."""
+    ctl = await make_controller(agents_config("1001", extra="[rings]\ncritical_rings = 4\n\n"), now=lambda: AFTERNOON)
+    since = len(ami.events)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(hang_up_sip, ami)
+        agent = await stack.enter_async_context(agent_phone(switch, ami, tmp_path, "1001", ring=22.0))
+        agent.play(Audio(tone(AGENT_HZ["1001"], 90, PCMU)), timeout=90)
+        caller = await stack.enter_async_context(sip_caller(switch, tmp_path, "13800000021"))
+        caller.peer.play(*press_after_greeting(ctl))
+        await caller.answered(ami, since)
+        [responded] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("Uniqueid") == caller.uid
+                                         and e.get("Stage") == "responded", timeout=30, since=since)
+        assert responded["Reason"] == "dtmf"
+        [ringing] = await ami.wait_for(lambda e: e.event == "Newstate" and e.get("ChannelStateDesc") == "Ringing"
+                                       and e.get("Channel", "").startswith("PJSIP/1001-"), timeout=15, since=since)
+        _, leg = await bridged_with(ami, caller.uid, "1001", since, timeout=40)
+        t_bridge = ts(leg)
+        await asyncio.sleep(2.0)
+        heard = caller.heard()
+    alarms = user_events(ami, "IvrRingAlarm", since)
+    assert [(a["Agent"], a["Level"], a["Rings"]) for a in alarms] == [("1001", "warning", "3"), ("1001", "critical", "4")]
+    for alarm, rings in zip(alarms, (3, 4)):
+        assert rings * 5.0 - 0.6 <= ts(alarm) - ts(ringing) <= rings * 5.0 + 0.6, ts(alarm) - ts(ringing)
+    # While the agent's phone rang the caller heard the cn ring cadence (1 s on, 4 s off).
+    t0 = ts(ringing) + 0.3
+    on = [heard.sound(t0 + 5 * k + 0.1, t0 + 5 * k + 0.6) for k in range(3)]
+    off = [heard.sound(t0 + 5 * k + 1.5, t0 + 5 * k + 4.0) for k in range(3)]
+    assert min(on) > 0.8 and max(off) == 0.0, (on, off)
+    said = heard_in_order(heard, ["ring_apology", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_1",
+                                  "agent_service"], after=ts(ringing) + 15)
+    assert said[-1] + dur("agent_service") <= t_bridge + JITTER
+    assert abs(heard.pitch(t_bridge + 0.5, t_bridge + 1.8) - AGENT_HZ["1001"]) < 20
+
+
+async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_controller, tmp_path: Path) -> None:
+    """Agent 1001 presses its SIP phone's hold button (re-INVITE sendonly) 3 s into the
+    call and resume after the second reminder: the SIP caller hears music, a reminder
+    every 6 s (reminder_interval = 6 here), the thank-you on resume, then the agent again."""
+    unhold_ms = int((2 * 6.0 + dur("hold_reminder") + 1.5) * 1000)
+    ctl = await make_controller(agents_config("1001", extra="[hold]\nreminder_interval = 6.0\nchoices_after = 100.0\n\n"),
+                                now=lambda: AFTERNOON)
+    since = len(ami.events)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(hang_up_sip, ami)
+        agent = await stack.enter_async_context(agent_phone(
+            switch, ami, tmp_path, "1001", 1.0, "agent_hold_button.xml", "-set", "hold_ms", "3000",
+            "-set", "unhold_ms", str(unhold_ms)))
+        agent.play(Audio(tone(AGENT_HZ["1001"], 90, PCMU)), timeout=90)
+        caller = await stack.enter_async_context(sip_caller(switch, tmp_path, "13800000031"))
+        caller.peer.play(*press_after_greeting(ctl))
+        await caller.answered(ami, since)
+        await bridged_with(ami, caller.uid, "1001", since, timeout=40)
+        [start] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
+                                     and e.get("Uniqueid") == caller.uid and e.get("State") == "start",
+                                     timeout=15, since=since)
+        [hold] = ami.find(lambda e: e.event == "Hold" and e.get("Channel", "").startswith("PJSIP/1001-"), since)
+        [resume] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
+                                      and e.get("Uniqueid") == caller.uid and e.get("State") == "resume",
+                                      timeout=30, since=since)
+        await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == caller.uid
+                           and ts(e) > ts(start), timeout=15, since=since)  # back in the agent's bridge
+        await asyncio.sleep(dur("hold_thanks") + 2.0)
+        heard = caller.heard()
+    reminders = user_events(ami, "IvrHold", since, Uniqueid=caller.uid, State="reminder")
+    assert len(reminders) == 2, [ts(r) - ts(start) for r in reminders]
+    t_start, t_resume = ts(start), ts(resume)
+    assert t_start - ts(hold) < 1.0
+    # What the caller heard, on its RTP: the two reminders about 6 and 12 s in, music
+    # around them (sound all the time on hold), the thank-you after the resume.
+    at = heard_in_order(heard, ["hold_reminder", "hold_reminder"], after=t_start)
+    for k, t in enumerate(at, start=1):
+        assert abs(t - (t_start + 6.0 * k)) < 0.5, (k, t - t_start)
+    music = [(t_start + 0.5, at[0] - 0.2), (at[0] + dur("hold_reminder") + 0.2, at[1] - 0.2)]
+    for t0, t1 in music:
+        assert heard.sound(t0, t1) > 0.8, (t0 - t_start, t1 - t_start, heard.sound(t0, t1))
+        assert heard.find(prompt("hold_reminder"), after=t0)[0] >= t1  # music, not a prompt
+    [thanks] = heard_in_order(heard, ["hold_thanks"], after=t_resume - 0.5)
+    assert thanks >= t_resume - JITTER
+    assert abs(heard.pitch(thanks + dur("hold_thanks") + 0.5, thanks + dur("hold_thanks") + 1.5)
+               - AGENT_HZ["1001"]) < 20  # back with the agent
