@@ -364,9 +364,10 @@ async def test_sip_agent_letting_it_ring_raises_alarms_and_the_caller_hears_the_
 async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_controller, tmp_path: Path) -> None:
     """Agent 1001 presses its SIP phone's hold button (re-INVITE sendonly) 3 s into the
     call and resume after the second reminder: the SIP caller hears music, a reminder
-    every 6 s (reminder_interval = 6 here), the thank-you on resume, then the agent again."""
-    unhold_ms = int((2 * 6.0 + dur("hold_reminder") + 1.5) * 1000)
-    ctl = await make_controller(agents_config("1001", extra="[hold]\nreminder_interval = 6.0\nchoices_after = 100.0\n\n"),
+    every 8 s (reminder_interval = 8 here), the thank-you on resume, then the agent again."""
+    interval = 8.0
+    unhold_ms = int((2 * interval + dur("hold_reminder") + 1.0) * 1000)  # 1.2 s before a third
+    ctl = await make_controller(agents_config("1001", extra=f"[hold]\nreminder_interval = {interval}\nchoices_after = 100.0\n\n"),
                                 now=lambda: AFTERNOON)
     since = len(ami.events)
     async with contextlib.AsyncExitStack() as stack:
@@ -394,11 +395,11 @@ async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_control
     assert len(reminders) == 2, [ts(r) - ts(start) for r in reminders]
     t_start, t_resume = ts(start), ts(resume)
     assert t_start - ts(hold) < 1.0
-    # What the caller heard, on its RTP: the two reminders about 6 and 12 s in, music
+    # What the caller heard, on its RTP: the two reminders about 8 and 16 s in, music
     # around them (sound all the time on hold), the thank-you after the resume.
     at = heard_in_order(heard, ["hold_reminder", "hold_reminder"], after=t_start)
     for k, t in enumerate(at, start=1):
-        assert abs(t - (t_start + 6.0 * k)) < 0.5, (k, t - t_start)
+        assert abs(t - (t_start + interval * k)) < 0.5, (k, t - t_start)
     music = [(t_start + 0.5, at[0] - 0.2), (at[0] + dur("hold_reminder") + 0.2, at[1] - 0.2)]
     for t0, t1 in music:
         assert heard.sound(t0, t1) > 0.8, (t0 - t_start, t1 - t_start, heard.sound(t0, t1))
