@@ -34,7 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import proc_cpu_seconds, start_switch, stop_switch, summary_ms, table, write_results
+from common import (
+    proc_cpu_seconds,
+    start_switch,
+    stop_switch,
+    summary_ms,
+    table,
+    write_results,
+)
 from concurrent_calls import (
     HOLD_FOR,
     TOKEN,
@@ -95,7 +102,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
     noise = sw.rootfs / "usr/share/asterisk/sounds/ivr-test/line_noise.ulaw"
     scenario = tmp / "silent_caller.xml"
     scenario.write_text(SCENARIO.read_text().replace("NOISE_FILE", str(noise)))
-    proc, http, cfg = start_controller(sw, tmp)
+    proc, http, _cfg = start_controller(sw, tmp)
     usage, ast = Usage(proc.pid), Usage(sw.pid() or 0)
     rec: Recorder | None = None
     sipp: subprocess.Popen[bytes] | None = None
@@ -153,7 +160,9 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         holds = asyncio.gather(*(held_call(i) for i in range(held)))
         # SIPp in the foreground of its own process group; it ends when its 2N calls have.
         command = sipp_command(sw, scenario, n, 2 * n, rate, tmp)
-        sipp = subprocess.Popen(command, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A blocking Popen in a coroutine, like concurrent_calls' controller: it returns at once.
+        sipp = subprocess.Popen(command, cwd=tmp, stdout=subprocess.DEVNULL,  # noqa: ASYNC220
+                                stderr=subprocess.DEVNULL)
         sipp_cmd = " ".join(command)
         await holds
         while sipp.poll() is None and time.monotonic() - t_start < 240:

@@ -14,7 +14,7 @@ Times are ``time.time()`` seconds, the clock of AMI ``Timestamp``s on this machi
 from __future__ import annotations
 
 import asyncio
-import audioop  # noqa: deprecated in 3.11, gone in 3.13; ASTERISK.md notes pyVoIP needs it too
+import audioop  # deprecated in 3.11, gone in 3.13 (pydub and pyVoIP here use it too)
 import random
 import struct
 import time
@@ -226,7 +226,7 @@ class Heard:
         pos = 0
         for p in audio:
             pcm = np.frombuffer(decode(p.payload, p.pt), dtype="<i2")
-            at = int(round((p.t - self.start) * RATE))
+            at = round((p.t - self.start) * RATE)
             # Frames of one talk spurt are laid end to end (arrival jitter would tear the
             # waveform apart); a packet arriving well after the last one ended starts a new
             # spurt at its arrival time: the gap was silence.

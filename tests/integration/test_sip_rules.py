@@ -30,7 +30,20 @@ from structlog.testing import capture_logs
 from ivr.prompts import prompt_duration
 from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
-from tests.rtp import PCMA, PCMU, Audio, ComfortNoise, Digit, Heard, Quiet, RtpPeer, linear, silence, tone, ulaw_file
+from tests.rtp import (
+    PCMA,
+    PCMU,
+    Audio,
+    ComfortNoise,
+    Digit,
+    Heard,
+    Quiet,
+    RtpPeer,
+    linear,
+    silence,
+    tone,
+    ulaw_file,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -408,3 +421,62 @@ async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_control
     assert thanks >= t_resume - JITTER
     assert abs(heard.pitch(thanks + dur("hold_thanks") + 0.5, thanks + dur("hold_thanks") + 1.5)
                - AGENT_HZ["1001"]) < 20  # back with the agent
+
+
+def keys(text: str) -> list[Any]:
+    """Digits pressed one by one (RFC 4733), a little apart."""
+    out: list[Any] = []
+    for d in text:
+        out += [Digit(d), Audio(silence(0.15, PCMU))]
+    return out
+
+
+@pytest.mark.parametrize("presses", [True, False], ids=["target-presses-1", "target-never-presses"])
+async def test_warm_transfer_between_sip_phones(switch, ami: AmiRecorder, make_controller, tmp_path: Path,
+                                               presses: bool) -> None:
+    """Agent 1001's SIP phone keys *2 1002# (RFC 4733) during the call; agent 1002's SIP
+    phone rings, answers and hears the announcement, then presses 1 (RFC 4733) or
+    nothing. The SIP caller ends up bridged with 1002 after the thank-you, or back with
+    1001 after the apology; it hears that party (its tone) on its RTP."""
+    ctl = await make_controller(agents_config("1001", "1002", extra="[transfer]\nconfirm_timeout = 3.0\n\n"),
+                                now=lambda: AFTERNOON)
+    since = len(ami.events)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(hang_up_sip, ami)
+        first = await stack.enter_async_context(agent_phone(switch, ami, tmp_path, "1001", ring=1.0))
+        target = await stack.enter_async_context(agent_phone(switch, ami, tmp_path, "1002", ring=2.0))
+        caller = await stack.enter_async_context(sip_caller(switch, tmp_path, "13800000041"))
+        caller.peer.play(*press_after_greeting(ctl))
+        await caller.answered(ami, since)
+        await bridged_with(ami, caller.uid, "1001", since, timeout=40)
+        first.play(Audio(tone(AGENT_HZ["1001"], 1.0, PCMU)), *keys("*2"), Audio(silence(1.0, PCMU)),
+                   *keys("1002#"), Audio(tone(AGENT_HZ["1001"], 90, PCMU)))
+        [request] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrTransferRequest",
+                                       timeout=20, since=since)
+        assert request["Target"] == "1002" and request["Channel"].startswith("PJSIP/1001-")
+        [confirm] = await ami.wait_for(lambda e: e.event == "AGIExecStart" and e.get("Channel", "").startswith(
+            "PJSIP/1002-") and e.get("Command", "").startswith("WAIT FOR DIGIT"), timeout=40, since=since)
+        if presses:
+            target.play(*keys("1"), Audio(tone(AGENT_HZ["1002"], 90, PCMU)))
+        else:
+            target.play(Audio(tone(AGENT_HZ["1002"], 90, PCMU)))
+        final = "completed" if presses else "returned"
+        await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
+                                    and e.get("Uniqueid") == caller.uid and e.get("State") == final,
+                                    timeout=30, since=since)
+        party = "1002" if presses else "1001"
+        [joined] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == caller.uid
+                                      and ts(e) >= ts(confirm), timeout=15, since=since)
+        [other] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") != caller.uid
+                                     and e.get("BridgeUniqueid") == joined["BridgeUniqueid"]
+                                     and e.get("Channel", "").startswith("PJSIP/"), timeout=10, since=since)
+        assert other["Channel"].startswith(f"PJSIP/{party}-"), other["Channel"]
+        await asyncio.sleep(2.5)
+        heard = caller.heard()
+    states = [e["State"] for e in user_events(ami, "IvrTransfer", since, Uniqueid=caller.uid)]
+    assert states[-1] == final and ("confirmed" in states) == presses, states
+    heard_in_order(heard, ["transfer_thanks" if presses else "transfer_apology"], after=ts(confirm) - 1)
+    t_with = max(ts(joined), ts(other))
+    pitch = heard.pitch(t_with + 0.8, t_with + 2.2)
+    assert abs(pitch - AGENT_HZ[party]) < 20, (party, pitch)
+    print(f"transfer {final}: the caller hears agent {party} ({pitch:.0f} Hz)")
