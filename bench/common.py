@@ -194,12 +194,13 @@ def with_transmit_silence(asterisk_conf: str, value: str | None) -> str:
     return text if n else text.replace("[options]\n", f"[options]\ntransmit_silence = {value}\n", 1)
 
 
-def start_switch(name: str, *, transmit_silence: str | None = None) -> Any:
+def start_switch(name: str, *, transmit_silence: str | None = None, rtp_ports: tuple[int, int] | None = None) -> Any:
     """An embedded Asterisk instance on free loopback ports running the shipped
     configuration plus :data:`BENCH_CONFIG`, with the built prompts and the test audio
     (``ivr-test/caller_speech`` ...). Stop it with :func:`stop_switch`.
     ``transmit_silence`` "yes" or "no" overrides the shipped asterisk.conf's (to measure
-    what it costs); None runs it as shipped."""
+    what it costs); None runs it as shipped. ``rtp_ports`` (first, last) widens
+    rtp.conf's range for SIP calls (the free-port default has 100 ports: 50 calls)."""
     import shutil
     import tempfile
 
@@ -216,7 +217,10 @@ def start_switch(name: str, *, transmit_silence: str | None = None) -> Any:
     for fname, extra in BENCH_CONFIG.items():
         with open(conf / fname, "a") as f:
             f.write(extra)
-    sw = EmbeddedSwitch(name, ports=Ports.free(), config_dir=conf, prompts_build=built, progress=lambda _l: None)
+    ports = Ports.free()
+    if rtp_ports is not None:
+        ports = Ports(ami=ports.ami, agi=ports.agi, sip=ports.sip, rtp_start=rtp_ports[0], rtp_end=rtp_ports[1])
+    sw = EmbeddedSwitch(name, ports=ports, config_dir=conf, prompts_build=built, progress=lambda _l: None)
     sounds = sw.rootfs / "usr/share/asterisk/sounds"
     make_test_audio(sounds / "ivr-test")
     (sounds / "ivr-bench-silence").mkdir(exist_ok=True)

@@ -101,3 +101,22 @@ def test_benchmarks_run_the_shipped_transmit_silence_by_default(capsys) -> None:
         concurrent_calls.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"as shipped in asterisk/asterisk.conf, which says {value})" in help_text
+
+
+def test_sip_calls_analysis_on_synthetic_events(tmp_path) -> None:
+    import sip_calls
+
+    ch = "PJSIP/anonymous-00000001"
+    events = [_agi("AGIExecEnd", 10.0, ch, "STREAM FILE ivr/zh-CN/welcome \"\"")]
+    for k, t in enumerate((15.01, 22.02, 29.03)):
+        events.append(_agi("AGIExecStart", t, ch, f"EXEC UserEvent IvrSilentCall,Stage: s{k}"))
+        events.append(_agi("AGIExecEnd", t + 2.0, ch, "STREAM FILE ivr/zh-CN/silent_prompt2 \"\""))
+    events.append({"Event": "Hangup", "Timestamp": "35.0", "Channel": ch, "Cause": "16", "Uniqueid": "u1"})
+    result = sip_calls.analyse_sip(events)
+    assert result["pause_error"]["n"] == 3
+    assert result["sip_calls_ended"] == 1 and result["sip_calls_released_by_controller"] == 1
+    assert result["sip_calls_with_three_pauses"] == 1
+    command = sip_calls.sipp_command(type("Sw", (), {"ports": type("P", (), {"sip": 5999})()})(),
+                                     tmp_path / "s.xml", 300, 600, 50, tmp_path)
+    assert command[command.index("-l") + 1] == "300" and command[-1] == "127.0.0.1:5999"
+    assert (sip_calls.SCENARIO.read_text().count("NOISE_FILE")) == 2  # the comment and the rtp_stream
