@@ -49,7 +49,7 @@ class Node:
         self.agi_port, self.http_port = _free_tcp_port(), _free_tcp_port()
         user, secret = ("ivr", switch.embedded.secrets().controller) if switch.embedded else (
             switch.username, switch.secret)
-        self.secret = secret
+        self.secret, self.agi_key = secret, switch.agi_key
         self.config = tmp / f"{name}.toml"
         self.config.write_text(
             f'[ami]\nhost = "{switch.ami_host}"\nport = {switch.ami_port}\nusername = "{user}"\n'
@@ -64,7 +64,7 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Node:
-        env = {**os.environ, "IVR_AMI_SECRET": self.secret, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "IVR_AMI_SECRET": self.secret, "IVR_AGI_KEY": self.agi_key, "PYTHONPATH": str(REPO)}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "ivr", "run", "--config", str(self.config)],
                                          stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
