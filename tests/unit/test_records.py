@@ -8,11 +8,7 @@ on a Unix socket only.
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,42 +17,17 @@ import pytest
 from ivr.events import CallEvent, EventBus
 from ivr.records import CallFilter, CallRecorder, CallStore, DatabaseError, connect
 from ivr.records.migrations import Migration, bundled, current_version, migrate
+from tests.pgserver import postgres_server
 
 T0 = 1_760_000_000.0  # a fixed wall-clock time for events
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    """A PostgreSQL cluster on a Unix socket (no TCP), for the session: its base URL."""
-    bindir = _pg_bin()
-    if bindir is None:
-        # tests/run installs it: in CI a missing server is a failure, not a skip.
-        message = "PostgreSQL server binaries not installed (Debian package postgresql)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    home = Path(tempfile.mkdtemp(prefix="ivr-pg-"))
-    data, sock = home / "data", home / "sock"
-    sock.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(home, "postgres")
-        shutil.chown(sock, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)
-    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "ivr", "--no-sync")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "log"), "-o",
-        f"-c listen_addresses='' -k {sock} -c fsync=off", "start")
-    try:
-        yield f"postgresql://ivr@/postgres?host={sock}"
-    finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
+    """A PostgreSQL cluster on a Unix socket (no TCP), for the session: its base URL (in CI
+    a missing server is a failure, not a skip: tests/run installs it)."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
