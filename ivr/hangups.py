@@ -128,7 +128,17 @@ class HangupTracker:
 
     def attach(self, ami: Any) -> list[Callable[[], None]]:
         """Subscribe to an :class:`~ivr.ami.AmiConnection`; returns the unsubscribe functions."""
-        return [ami.subscribe(name, self.on_event) for name in TRACKED]
+        return [*(ami.subscribe(name, self.on_event) for name in TRACKED),
+                ami.subscribe("Newexten", self.on_step)]
+
+    def on_step(self, e: AmiEvent) -> None:
+        """A dialplan step in a call context marks its Linkedid as a call. The other
+        events may all carry another context: a caller who hangs up while the controller
+        talks to it is inside the ``[ivr-agi]`` routine (Gosub) when its Hangup comes."""
+        if str(e.get("Context", "")) in self.call_contexts:
+            call = self.calls.get(str(e.get("Linkedid") or ""))
+            if call is not None:
+                call.is_call = True
 
     def on_event(self, e: AmiEvent) -> None:
         linkedid = str(e.get("Linkedid") or "")

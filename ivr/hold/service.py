@@ -247,7 +247,8 @@ class HoldService(HeldCaller):
 
     def _on_hold(self, event: Any) -> None:
         agent = self.tracker.get(event.get("Uniqueid", ""))
-        if agent is None or agent.context == HOLD_CONTEXT or agent.uniqueid == agent.linkedid:
+        # (a channel in [ivr-agi] is one the controller itself is talking to: never an agent)
+        if agent is None or agent.context in (HOLD_CONTEXT, "ivr-agi") or agent.uniqueid == agent.linkedid:
             return  # not an agent leg (the caller's own phone holding is not rule R4)
         if any(s.agent.uniqueid == agent.uniqueid for s in self.sessions.values()):
             return

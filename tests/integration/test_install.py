@@ -182,7 +182,7 @@ async def test_install_on_debians_stock_asterisk(stock: Stock, tmp_path: Path) -
         key = re.search(r"(?m)^IVR_AGI_KEY = (\S+)$", (stock.etc / "ivr-agi-key.conf").read_text())
         assert key is not None and len(key.group(1)) >= 32
         assert seen[0]["agi_request"] == f"agi://127.0.0.1:{agi_port}/inbound?ivr_key={key.group(1)}"
-        assert seen[0]["agi_context"] == "ivr-inbound"
+        assert seen[0]["agi_context"] == "ivr-agi"  # ivr-inbound reaches FastAGI through [ivr-agi]
         await until(lambda: _no_channels(rec), 15, "the test call to end")
     finally:
         rec.close()
