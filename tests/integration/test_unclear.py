@@ -54,7 +54,7 @@ async def rig(switch) -> AsyncIterator[Rig]:
     tracker.attach(conn)
     service = UnclearService(conn, tracker, SETTINGS, bus=bus, metrics=metrics)
     service.attach()
-    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port)
+    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port, key=switch.agi_key)
     await agi.start()
     await conn.start()
     await conn.wait_connected(10)
@@ -84,7 +84,8 @@ async def add_test_dialplan(ami: AmiRecorder) -> None:
     await ami.add_dialplan("test-unclear-caller", "_q.", ["Answer()", "Wait(300)"])
     await ami.add_dialplan("test-unclear-caller", "_f.", loop_audio("caller_speech_faint"))
     await ami.add_dialplan("test-unclear-caller", "_b.", loop_audio("line_noise_loud"))  # not n: a wildcard
-    await ami.add_dialplan("test-unclear-dial", "_d.", ["Dial(Local/a${EXTEN:1}@test-unclear-agent/n)", "Hangup()"])
+    await ami.add_dialplan("test-unclear-dial", "_d.", [
+        "Dial(Local/a${EXTEN:1}@test-unclear-agent/n,,b(ivr-agent-keys^s^1))", "Hangup()"])
     await ami.add_dialplan("test-unclear-agent", "_a.", ["Answer()", "Wait(300)"])
     # redirect targets for a far half
     await ami.add_dialplan("test-unclear-key", "_X", ["SendDTMF(*${EXTEN},,120)", "Wait(300)"])
