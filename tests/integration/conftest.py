@@ -169,14 +169,26 @@ def controller_config(switch: Switch, tmp_path: Path):
 
 
 @pytest.fixture
-async def make_controller(controller_config):
-    """Start controllers on the test switch's FastAGI port; all are stopped afterwards.
+async def make_controller(controller_config, switch):
+    """Start controllers on the test switch's FastAGI port; all are stopped afterwards,
+    and the dialplan globals they published are put back as they were, so one test's
+    agents never answer another test's calls.
 
     ``ctl = await make_controller("extra toml", now=lambda: datetime(...))``
     """
     from ivr.controller import Controller
 
     started: list[Controller] = []
+    rec = await AmiRecorder(switch.ami_host, switch.ami_port, switch.username, switch.secret).connect()
+    published = ("IVR_AGENTS", "IVR_AGENT_TIMEOUT", "IVR_REROUTE_TARGET")
+    before: dict[str, str] = {}
+    try:
+        for name in published:
+            reply = await rec.action({"Action": "Getvar", "Variable": name})
+            before[name] = str(reply.get("Value") or "")
+    except BaseException:
+        rec.close()
+        raise
 
     async def make(extra_toml: str = "", **kwargs: object) -> Controller:
         ctl = Controller(controller_config(extra_toml), **kwargs)
@@ -185,8 +197,15 @@ async def make_controller(controller_config):
         await ctl.ready(15)  # AMI logged in, channels resynced, dialplan globals published
         return ctl
 
-    yield make
-    for ctl in started:
-        await ctl.stop()
-        leaked = [t for t in ctl.agi.calls if not t.done()]
-        assert not leaked, f"call tasks still running after stop: {leaked}"
+    try:
+        yield make
+        for ctl in started:
+            await ctl.stop()
+            leaked = [t for t in ctl.agi.calls if not t.done()]
+            assert not leaked, f"call tasks still running after stop: {leaked}"
+    finally:
+        try:
+            for name, value in before.items():
+                await rec.action({"Action": "Setvar", "Variable": name, "Value": value})
+        finally:
+            rec.close()
