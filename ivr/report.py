@@ -3,7 +3,8 @@ with charts, from the call records, as JSON, CSV or one self-contained HTML page
 
 Figures: service level (share answered within three rings, R1), rings-to-answer
 histogram, ring alarms, hold-duration distribution (R4), agent-first hang-ups and calls
-over the long-call limit (R6), transfers (R5).
+over the long-call limit (R6), transfers (R5), messages left by held callers (R4; the
+call records' ``messages`` table, their one store) and call-backs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
     holds = await store.holds(since, until)
     alarms = await store.alarms(since, until, limit=10_000_000)
     transfers = await store.transfers(since, until)
+    messages = await store.messages(since, until, limit=10_000_000)
     callbacks = callback_figures(await store.callbacks(since, until, limit=10_000_000),
                                  await store.queue.attempts(since, until))
     answered = [leg for leg in legs if leg.get("outcome") == "answered"]
@@ -49,6 +51,7 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
             "service_level": round(within / len(answered), 4) if answered else None,
             "alarms": len(alarms), "holds": sum(1 for h in holds if h.get("duration") is not None),
             "transfers": len(transfers),
+            "messages": len(messages), "messages_recorded": sum(1 for m in messages if m.get("recorded")),
             "callbacks": callbacks["requested"], "callbacks_done": callbacks["status"].get("done", 0),
             "agent_first_hangups": sum(1 for c in calls if c.get("hung_up_first") == "agent"),
             "long_calls": sum(1 for c in calls if c.get("answered_at") is not None and c.get("ended_at") is not None
@@ -189,6 +192,7 @@ def render_html(report: dict[str, Any]) -> str:
              ("Ring alarms", t["alarms"]), ("Holds", t["holds"]), ("Transfers", t["transfers"]),
              ("Agent hung up first", t["agent_first_hangups"]),
              ("Call-backs done", f"{t['callbacks_done']} of {t['callbacks']}"),
+             ("Messages left", t["messages"]),
              (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
     late = {k for k in report["rings_to_answer"]
             if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > 3}

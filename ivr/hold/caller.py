@@ -161,11 +161,12 @@ class HeldCaller:
             await self._play(call, "message_saved")
             await call.set_variable("IVR_RESULT", "done")
         finally:  # a caller who hangs up mid-message still leaves one (Record's k option)
-            msg = self.store.add_message(item=item, caller=caller, agent=s.agent_name, call_id=s.call_id,
-                                         held_seconds=held, at=at)
-            log.info("hold.message", item=item, caller=caller, agent=s.agent_name, recorded=msg.recorded)
-            self._emit(s, "message.recorded", item=item, caller_number=caller, file=msg.file,
-                       recorded=msg.recorded)
+            # The event is the message's one source: the call records keep it (through
+            # their spool while the database is away); the recording stays a file.
+            recorded = self.store.recorded(item)
+            log.info("hold.message", item=item, caller=caller, agent=s.agent_name, recorded=recorded)
+            self._emit(s, "message.recorded", item=item, caller_number=caller,
+                       file=str(self.store.recording(item)), recorded=recorded, held_seconds=round(held, 3))
 
     async def _take_callback(self, s: HoldSession, call: AgiChannel, caller: str, held: float) -> None:
         at = self.wall()

@@ -6,8 +6,9 @@ errors (``IvrError``) are rendered by the server's error middleware.
     POST /api/calls/{call_id}/hold     put the call on hold (call id = the caller's Linkedid)
     POST /api/calls/{call_id}/resume   take it off hold (the caller hears the thank-you first)
     GET  /api/hold                     calls on hold now
-    GET  /api/hold/messages            messages left by held callers
 
+Messages left by held callers (choice 2) are the call records': ``/api/messages`` (the
+one store; ``/api/hold/messages``, which read JSON files beside the recordings, is gone).
 Call-back requests (choice 3) are call-backs: ``/api/callbacks`` (the call records).
 """
 
@@ -31,14 +32,10 @@ def hold_routes(service: HoldService) -> list[web.RouteDef]:
     async def held(_request: web.Request) -> web.Response:
         return web.json_response({"held": service.held()})
 
-    async def messages(_request: web.Request) -> web.Response:
-        return web.json_response({"messages": service.messages()})
-
     return [
         web.post("/api/calls/{call_id}/hold", hold),
         web.post("/api/calls/{call_id}/resume", resume),
         web.get("/api/hold", held),
-        web.get("/api/hold/messages", messages),
     ]
 
 
@@ -49,12 +46,6 @@ _HELD: dict[str, Any] = {"type": "object", "properties": {
     "call_id": {"type": "string"}, "caller": {"type": "string"}, "agent": {"type": "string"},
     "via": {"type": "string", "enum": ["phone", "feature", "api"]},
     "state": {"type": "string"}, "count": {"type": "integer"}, "held_seconds": {"type": "number"}}}
-_ITEM_PROPS: dict[str, Any] = {
-    "id": {"type": "string"}, "caller": {"type": "string", "description": "the caller's number"},
-    "agent": {"type": "string"}, "call_id": {"type": "string"},
-    "at": {"type": "string", "format": "date-time"}, "held_seconds": {"type": "number"}}
-_MESSAGE: dict[str, Any] = {"type": "object", "properties": {
-    **_ITEM_PROPS, "file": {"type": "string"}, "recorded": {"type": "boolean"}}}
 
 
 def _list(key: str, item: dict[str, Any], summary: str) -> dict[str, Any]:
@@ -74,5 +65,4 @@ HOLD_OPENAPI: dict[str, Any] = {
         "Hold (R4): the caller hears music, a reminder every 30 s and the choices at one minute"),
     "/api/calls/{call_id}/resume": _action("Resume: the caller hears the thank-you, then the agent"),
     "/api/hold": _list("held", _HELD, "Calls on hold now"),
-    "/api/hold/messages": _list("messages", _MESSAGE, "Messages left by held callers (choice 2)"),
 }

@@ -171,9 +171,6 @@ class HoldService(HeldCaller):
     def held(self) -> list[dict[str, Any]]:
         return [self.describe(s) for s in self.sessions.values()]
 
-    def messages(self) -> list[dict[str, Any]]:
-        return [m.as_dict() for m in self.store.messages()]
-
     def describe(self, s: HoldSession) -> dict[str, Any]:
         held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,

@@ -1,41 +1,24 @@
-"""Messages left by held callers (R4, R6 message taking).
+"""Where held callers' messages are recorded (R4, R6 message taking).
 
-One JSON file per message, written atomically next to the recording, so the API, the
-dashboard and a person with ``ls`` all see the same thing::
+The recording is a file Asterisk's ``Record`` writes, ``<messages_dir>/<id>.wav``; what
+is known of it (caller number, time, agent, call id, held seconds, whether anything was
+recorded, the file) is the ``message.recorded`` event, and the call records keep it
+(table ``messages``, ``GET /api/messages``): the one store of messages. Nothing else is
+written here. JSON files an earlier version wrote beside the recordings are taken into
+the call records on start (:mod:`ivr.records.legacy`).
 
-    <messages_dir>/<id>.wav          the recording (written by Asterisk's Record)
-    <messages_dir>/<id>.json         caller number, time, agent, call id, held seconds
-
-Call-backs are not kept here: the ``callback.requested`` event is their one source, and
-the call records keep the durable call-back (``ivr/records/callbacks.py``) that the
-call-back scheduler (``ivr/callbacks``) places.
+Call-backs are not kept here either: the ``callback.requested`` event is their one
+source, and the call records keep the durable call-back (``ivr/records/callbacks.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import time
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-
-@dataclass(frozen=True)
-class Message:
-    id: str
-    caller: str
-    agent: str
-    call_id: str
-    at: str  # ISO 8601, UTC
-    held_seconds: float
-    file: str  # the recording, as the controller sees it
-    recorded: bool  # Asterisk left a non-empty file
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+WAV_HEADER = 44  # bytes: a recording no longer than this holds no audio
 
 
 def item_id(uniqueid: str, at: float) -> str:
@@ -44,46 +27,24 @@ def item_id(uniqueid: str, at: float) -> str:
     return f"{stamp}-{re.sub(r'[^A-Za-z0-9.-]', '_', uniqueid)}"
 
 
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
-
-
 class HoldStore:
+    """The directory of message recordings."""
+
     def __init__(self, messages_dir: str | Path) -> None:
         self.dir = Path(messages_dir)
 
     def prepare(self) -> None:
-        """Create the directories (Asterisk records into ``dir``: it must exist)."""
+        """Create the directory (Asterisk records into ``dir``: it must exist)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o770)  # noqa: S103 - Asterisk (group ivr) records into it; no world access
 
     def recording(self, item: str) -> Path:
         return self.dir / f"{item}.wav"
 
-    def add_message(self, *, item: str, caller: str, agent: str, call_id: str, held_seconds: float,
-                    at: float | None = None) -> Message:
+    def recorded(self, item: str) -> bool:
+        """Asterisk left a recording with audio in it."""
         wav = self.recording(item)
-        msg = Message(item, caller, agent, call_id, iso(at or time.time()), round(held_seconds, 3),
-                      str(wav), wav.exists() and wav.stat().st_size > 44)
-        _write_json(self.dir / f"{item}.json", msg.as_dict())
-        return msg
-
-    def messages(self) -> list[Message]:
-        return [Message(**d) for d in _read_all(self.dir)]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
-    tmp.replace(path)
-
-
-def _read_all(directory: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted(directory.glob("*.json")):
         try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue  # a half-written or foreign file is not an item
-    return out
+            return wav.stat().st_size > WAV_HEADER
+        except OSError:
+            return False

@@ -51,6 +51,8 @@ async def snapshot(request: web.Request) -> web.Response:
         "now": time.time(), "day": now.date().isoformat(), "timezone": str(s.tz), "ring_period": s.ring_period,
         "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
         "agents": await figures_for(s, since, until),
+        # Messages left today by held callers: the call records, their one store.
+        "messages": await s.records.messages(since, until, limit=50),
         # Pending call-backs in their place in line (issue 18), with the next attempt: from
         # the call-back feature when the app registered it (next attempt within hours).
         "callbacks": await s.extra["callbacks"]() if "callbacks" in s.extra

@@ -11,12 +11,15 @@ port is taken it runs on without the API (logged as ``http.unavailable``).
 After every AMI (re)connect and channel resync, and when the database opens, the records
 of calls that are no longer on the switch are closed (``call.ended`` with
 ``hung_up_first = "unknown"``, ``reason = "ended-while-disconnected"``): their hang-up fell
-in an outage, or in a previous controller's lifetime.
+in an outage, or in a previous controller's lifetime. When the database opens, messages
+an earlier version kept as JSON files in ``[hold] messages_dir`` are taken into the
+records (``ivr/records/legacy.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,7 +35,9 @@ from ivr.http.app import HttpServer
 from ivr.http.services import HttpSettings, Services
 from ivr.metrics import Metrics
 from ivr.records import CallStore
+from ivr.records.db import DatabaseError
 from ivr.records.keeper import RecordsKeeper, RecordsSettings
+from ivr.records.legacy import import_json_messages
 from ivr.rings.settings import RingSettings
 from ivr.sections import Config
 
@@ -61,6 +66,7 @@ class Operations:
         # After the channel tracker's resync (registered first, in the controller).
         ami.on_connected(self._reconcile_after_login)
         self._reconciled_at = -1  # the tracker's resync count last reconciled
+        self._legacy_messages = Path(config.hold.messages_dir)  # JSON files of an earlier version
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
@@ -96,6 +102,10 @@ class Operations:
     async def _records_open(self, store: CallStore) -> None:
         self.services.store, self.services.recorder = store, self.records.recorder
         await self.close_ended_calls(force=True)
+        try:  # an upgrade loses no message: the old JSON files go into the records (once)
+            await import_json_messages(store, self._legacy_messages)
+        except DatabaseError as exc:  # the files stay; tried again at the next opening
+            log.warning("records.legacy_import_failed", error=str(exc))
 
     def _records_down(self) -> None:
         self.services.store = None  # the record endpoints answer 503 until it is back

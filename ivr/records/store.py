@@ -22,7 +22,9 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``hold.resume``        ``held_seconds``
 ``hold.abandon``       ``held_seconds``
 ``message.recorded``   ``item`` (its id), ``name``, ``company``, ``phone`` or ``caller_number``,
-                       ``best_time``, ``for_agent`` or ``agent``, ``recording`` or ``file``, ``note``
+                       ``best_time``, ``for_agent`` or ``agent``, ``recording`` or ``file``, ``note``,
+                       ``recorded`` (the recording is not empty), ``held_seconds``: the one store
+                       of messages (the recording itself stays a file)
 ``callback.requested`` ``item``, ``phone`` or ``caller_number``, ``best_time``, ``for_agent`` or ``agent``,
                        ``target`` (agent number, ``queue:NAME``, "" any), ``held_by``: merged into
                        the open call-back of (phone, target) if there is one (records/callbacks.py)
@@ -74,6 +76,10 @@ def _int(value: Any) -> int | None:
 
 def _flag(value: Any) -> int | None:
     return None if value is None else int(bool(value))
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _text(value: Any) -> str | None:
@@ -335,11 +341,12 @@ class CallStore(CallQueries):
         d = ev.data
         await tx.execute(
             "INSERT INTO messages (message_id, call_id, at, name, company, phone, best_time, for_agent,"
-            " recording, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+            " recording, note, recorded, held_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (message_id) DO NOTHING",
             (_text(d.get("item")) or _new_id(), ev.call_id, ev.at, _text(d.get("name")), _text(d.get("company")),
              _text(d.get("phone", d.get("caller_number"))), _text(d.get("best_time")),
              _text(d.get("for_agent", d.get("agent"))), _text(d.get("recording", d.get("file"))),
-             _text(d.get("note"))),
+             _text(d.get("note")), _flag(d.get("recorded")), _float(d.get("held_seconds"))),
         )
         await self._close_hold(tx, ev, "message")
 

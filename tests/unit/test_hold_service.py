@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
+from ivr.records import CallStore
 from ivr.timers import TimerService
 from tests.fakes import Clock, RecordingAmi
 
@@ -218,11 +218,21 @@ async def test_message(world: Any, tmp_path: Path) -> None:
     await asyncio.wait_for(task, 2)
     assert agi.played()[-2:] == ["message_instructions", "message_saved"]
     assert agi.variables == {"IVR_RESULT": "done"}
-    [msg] = service.messages()
-    assert msg["caller"] == "13800000001" and msg["agent"] == "Alice" and msg["call_id"] == CALLER
-    assert msg["recorded"] and Path(msg["file"]).parent == tmp_path / "messages"
-    assert json.loads(Path(msg["file"]).with_suffix(".json").read_text())["id"] == msg["id"]
-    assert "message.recorded" in [e.kind for e in events]
+    [msg] = [e for e in events if e.kind == "message.recorded"]  # the message's one source
+    d = msg.data
+    assert (msg.call_id, d["caller_number"], d["agent"], d["held_seconds"]) == (CALLER, "13800000001", "Alice", 60.0)
+    assert d["recorded"] is True and d["item"].endswith(CALLER)
+    assert Path(d["file"]) == tmp_path / "messages" / f"{d['item']}.wav"
+    assert [p.name for p in (tmp_path / "messages").iterdir()] == [f"{d['item']}.wav"], "no JSON beside it"
+    store = await CallStore.open(f"sqlite:///{tmp_path / 'calls.db'}")  # what the call records make of it
+    try:
+        assert await store.apply(msg)
+        [row] = await store.messages()
+        assert (row["message_id"], row["call_id"], row["phone"], row["for_agent"]) == (
+            d["item"], CALLER, "13800000001", "Alice")
+        assert (row["recording"], row["recorded"], row["held_seconds"]) == (d["file"], 1, 60.0)
+    finally:
+        await store.close()
     await until(lambda: "message" in ami.states())
     assert ami.sent("Hangup"), "the keeper goes: the agent's call ends, the agent was told"
 
@@ -296,7 +306,7 @@ async def test_http_routes(world: Any, aiohttp_client: Any) -> None:
     reply = await client.post(f"/api/calls/{CALLER}/hold")
     assert reply.status == 200 and (await reply.json())["state"] == "held"
     assert [h["call_id"] for h in (await (await client.get("/api/hold")).json())["held"]] == [CALLER]
-    assert (await (await client.get("/api/hold/messages")).json()) == {"messages": []}
+    assert (await client.get("/api/hold/messages")).status == 404  # messages: /api/messages (the records)
 
 
 async def test_hold_key_only_from_an_agent_leg(world: Any) -> None:

@@ -99,7 +99,9 @@ async def test_no_token_configured_refuses_clearly(make_client: ClientMaker) -> 
     assert (await client.get("/healthz")).status == 200
 
 
-async def test_dashboard_sign_in_by_form_and_by_token_link(make_client: ClientMaker) -> None:
+async def test_dashboard_sign_in_by_form_and_by_token_link(make_client: ClientMaker, store: CallStore) -> None:
+    await store.apply(CallEvent("message.recorded", "200.1", {  # today's: on the dashboard
+        "item": "m-today", "caller_number": "13800000002", "agent": "1002", "recorded": True, "held_seconds": 61.0}))
     client = await make_client()
     resp = await client.get("/dashboard", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/login"
@@ -116,6 +118,7 @@ async def test_dashboard_sign_in_by_form_and_by_token_link(make_client: ClientMa
     assert page.status == 200 and "Calls in progress" in await page.text()
     snap = await (await client.get("/api/dashboard")).json()
     assert [(c["place"], c["callback_id"], c["status"]) for c in snap["callbacks"]] == [(1, "cb-1", "open")]
+    assert [(m["message_id"], m["recorded"], m["held_seconds"]) for m in snap["messages"]] == [("m-today", 1, 61.0)]
 
     other = await make_client()
     resp = await other.post("/login", data={"token": TOKEN}, allow_redirects=False)

@@ -54,6 +54,10 @@ def db(tmp_path: Path) -> str:
             *call("e", at(6, 8), "1001", rings=1, talk=10, first="caller"),            # outside the window
         ]:
             await store.apply(e)
+        # messages (the call records, their one store): one with audio, one empty, one outside
+        for cid, t, recorded in (("b", at(3, 10, 1), True), ("c", at(4, 0, 0, 30), False), ("e", at(6, 8, 1), True)):
+            await store.apply(CallEvent("message.recorded", cid, {"item": f"m-{cid}", "caller_number": "139003",
+                                                                   "recorded": recorded, "held_seconds": 61.0}, at=t))
         # call-backs: one asked twice (merged) and placed twice (busy, connected), one still open
         requests = (("a", at(3, 9, 2), "139001"), ("b", at(3, 10, 2), "139001"), ("c", at(4, 0, 1), "139002"))
         for cid, t, number in requests:
@@ -96,6 +100,7 @@ def test_json_figures(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert r["rings_to_answer"]["1"] == 1 and r["rings_to_answer"]["4"] == 1 and r["rings_to_answer"]["7"] == 1
     assert r["hold_durations"] == {"0-30": 0, "30-60": 1, "60-90": 1, "90-120": 0, "120+": 0}
     assert (t["callbacks"], t["callbacks_done"]) == (2, 1)
+    assert (t["messages"], t["messages_recorded"]) == (2, 1)
     assert r["callbacks"] == {"requested": 2, "requests": 3, "status": {"done": 1, "open": 1},
                               "attempts": {"busy": 1, "connected": 1}, "customer_attempts": 2}
 

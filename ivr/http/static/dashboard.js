@@ -154,6 +154,16 @@ function renderCallbacks() {
   $("callbacks").hidden = rows.length === 0;
 }
 
+function renderMessages() {
+  const rows = state.snap.messages || [];
+  $("messages").tBodies[0].replaceChildren(...rows.map((m) => el("tr", { "data-message": m.message_id },
+    el("td", {}, clock(m.at)), el("td", {}, m.phone || "?"), el("td", {}, m.for_agent || "–"),
+    el("td", {}, m.held_seconds === null || m.held_seconds === undefined ? "–" : duration(m.held_seconds)),
+    el("td", {}, m.recorded === 0 ? "empty" : (m.recording || "–")))));
+  $("messages-empty").hidden = rows.length > 0;
+  $("messages").hidden = rows.length === 0;
+}
+
 function render() {
   if (!state.snap) return;
   $("day").textContent = state.snap.day;
@@ -163,6 +173,7 @@ function render() {
   renderAgents();
   renderToday();
   renderCallbacks();
+  renderMessages();
 }
 
 async function load() {
