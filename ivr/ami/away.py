@@ -12,24 +12,74 @@ rejoins the *same* bridge, and the agent's call is never dropped.
 
 Keeper ids start with :data:`KEEPER_PREFIX`, so a feature counting a bridge's parties can
 leave keepers out.
+
+What every such feature is made of, once: :class:`AwaySettings` (the prompts' language and
+prefix, the agents by device: the base of ``HoldSettings`` and ``UnclearSettings``) and
+:class:`AwaySession` (one caller taken aside: the base of ``HoldSession`` and
+``UnclearSession``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from ivr.ami.channels import Channel, ChannelTracker
+from ivr.agi.channel import AgiChannel
+from ivr.ami.channels import Channel, ChannelTracker, device_key
 from ivr.ami.confirm import hang_up_confirmed
 from ivr.ami.connection import AmiConnection
+from ivr.sections import AgentConfig, PromptsConfig, SwitchConfig, agents_by_device
 
 log = structlog.get_logger("ivr.away")
 
 KEEPER_PREFIX = "ivrkeep-"
 TIMEOUT = 5.0
+_SWITCH, _PROMPTS = SwitchConfig(), PromptsConfig()  # the defaults
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwaySettings:
+    """What a feature that takes callers aside is given of ``[switch] language``,
+    ``[prompts] sound_prefix`` and ``[[agents]]`` (defaults: the sections')."""
+
+    language: str = _SWITCH.language
+    sound_prefix: str = _PROMPTS.sound_prefix
+    agents: dict[str, str] = field(default_factory=dict)  # device key ("PJSIP/1001") -> agent name
+
+    @staticmethod
+    def shared(switch: SwitchConfig, prompts: PromptsConfig, agents: Sequence[AgentConfig]) -> dict[str, Any]:
+        """These fields from the typed sections, for a subclass's ``from_config``."""
+        return {"language": switch.language, "sound_prefix": prompts.sound_prefix,
+                "agents": {key: a.name or a.number for key, a in agents_by_device(agents).items()}}
+
+    def sound(self, prompt: str) -> str:
+        return f"{self.sound_prefix}/{self.language}/{prompt}"
+
+    def agent_name(self, agent: Channel) -> str:
+        """The configured name of the agent on ``agent`` (matched by ``device_key``), else its device."""
+        return self.agents.get(device_key(agent.name)) or agent.device
+
+
+@dataclass(kw_only=True)
+class AwaySession:
+    """One caller taken out of the agent's bridge (the agent's call kept by a keeper)."""
+
+    caller: Channel
+    agent: Channel
+    via: str  # how it started: phone, feature, key, api
+    agent_name: str
+    keeper: str = ""  # the keeper's ;1 Uniqueid (the ChannelId given to it)
+    keeper_name: str = ""
+    agi: AgiChannel | None = None  # the caller's FastAGI session while aside
+    ended: str = ""  # the outcome, once over
+
+    @property
+    def call_id(self) -> str:
+        return self.caller.linkedid or self.caller.uniqueid
 
 
 def caller_of(tracker: ChannelTracker, call_id: str) -> Channel | None:

@@ -72,7 +72,7 @@ from ivr.ami.away import (
     rejoined,
     step_out,
 )
-from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg, device_key
+from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
 from ivr.ami.confirm import really_gone
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.events import EventBus
@@ -208,8 +208,8 @@ class HoldService(HeldCaller):
         if caller.uniqueid in self.sessions:
             return self.sessions[caller.uniqueid]
         timer = self.settings.timer()
-        name = self.settings.agents.get(device_key(agent.name)) or agent.device
-        session = HoldSession(caller, agent, via, timer, name)
+        name = self.settings.agent_name(agent)
+        session = HoldSession(caller=caller, agent=agent, via=via, timer=timer, agent_name=name)
         self.sessions[caller.uniqueid] = session
         self._apply(session, timer.start(self.timers.now()))
         self.timers.add(session.key, timer, lambda actions: self._apply(session, actions))

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr import errors
-from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import WAKE_DIGIT
-from ivr.ami.channels import Channel
+from ivr.ami.away import AwaySession, AwaySettings
 from ivr.errors import IvrError
 from ivr.rules.hold import HoldTimer, announce_minutes
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, agents_by_device
+from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
 
 HOLD_CONTEXT = "ivr-hold"
 WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
@@ -42,22 +41,21 @@ class NotHeld(HoldError):
     status = 409
 
 
-_HOLD, _SWITCH, _PROMPTS = HoldConfig(), SwitchConfig(), PromptsConfig()  # the defaults
+_HOLD = HoldConfig()  # the defaults
 
 
-@dataclass(frozen=True)
-class HoldSettings:
+@dataclass(frozen=True, kw_only=True)
+class HoldSettings(AwaySettings):
+    """``[hold]``; the language, prompt prefix and agents are :class:`AwaySettings`'."""
+
     reminder_interval: float = _HOLD.reminder_interval
     choices_after: float = _HOLD.choices_after
     announce: bool = _HOLD.announce
-    language: str = _SWITCH.language
-    sound_prefix: str = _PROMPTS.sound_prefix
     moh_class: str = _HOLD.moh_class
     messages_dir: Path = Path(_HOLD.messages_dir)
     switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
     message_max_seconds: int = _HOLD.message_max_seconds
     message_silence_seconds: int = 3
-    agents: dict[str, str] = field(default_factory=dict)  # device key ("PJSIP/1001") -> agent name
 
     @classmethod
     def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
@@ -71,13 +69,11 @@ class HoldSettings:
             reminder_interval=hold.reminder_interval,
             choices_after=hold.choices_after,
             announce=hold.announce,
-            language=switch.language,
-            sound_prefix=prompts.sound_prefix,
             moh_class=hold.moh_class,
             messages_dir=messages_dir,
             switch_messages_dir=switch_path(messages_dir) if switch_path else "",
             message_max_seconds=hold.message_max_seconds,
-            agents={key: a.name or a.number for key, a in agents_by_device(agents).items()},
+            **cls.shared(switch, prompts, agents),
         )
 
     def __post_init__(self) -> None:
@@ -91,30 +87,16 @@ class HoldSettings:
     def announce_prompt(self) -> str:
         return f"hold_announce_{announce_minutes(self.choices_after)}min"
 
-    def sound(self, prompt: str) -> str:
-        return f"{self.sound_prefix}/{self.language}/{prompt}"
 
+@dataclass(kw_only=True)
+class HoldSession(AwaySession):
+    """One held caller (``via``: phone, feature, api; ``ended``: resume, abandon,
+    message, callback, agent_left)."""
 
-@dataclass
-class HoldSession:
-    """One held caller."""
-
-    caller: Channel
-    agent: Channel
-    via: str  # phone, feature, api
     timer: HoldTimer
-    agent_name: str
-    keeper: str = ""  # the keeper's ;1 Uniqueid
-    keeper_name: str = ""
-    agi: AgiChannel | None = None
     agent_left: bool = False
-    ended: str = ""  # resume, abandon, message, callback, agent_left
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def key(self) -> tuple[str, str]:
         return ("hold", self.caller.uniqueid)
-
-    @property
-    def call_id(self) -> str:
-        return self.caller.linkedid or self.caller.uniqueid

@@ -181,8 +181,9 @@ class UnclearService:
         caller = caller or self._peer(agent)
         if caller.uniqueid in self.sessions:
             return self.sessions[caller.uniqueid]
-        name = self.settings.agents.get(agent.device) or agent.device
-        s = UnclearSession(caller, agent, reason, via, UnclearLine(reason, self.settings.pause), name)
+        name = self.settings.agent_name(agent)
+        s = UnclearSession(caller=caller, agent=agent, reason=reason, via=via, agent_name=name,
+                           script=UnclearLine(reason, self.settings.pause))
         self.sessions[caller.uniqueid] = s
         log.info("unclear.start", reason=reason, via=via, caller=caller.name, agent=name)
         self._emit(s, "unclear.start", reason=reason, via=via)

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr import errors
-from ivr.agi.channel import AgiChannel
-from ivr.ami.channels import Channel, device_of
+from ivr.ami.away import AwaySession, AwaySettings
 from ivr.errors import IvrError
 from ivr.rules.unclear import REASONS, UnclearLine
 from ivr.sections import AgentConfig, PromptsConfig, SwitchConfig, UnclearConfig
@@ -43,19 +42,18 @@ class BadReason(UnclearError):
     status = 400
 
 
-_U, _SWITCH, _PROMPTS = UnclearConfig(), SwitchConfig(), PromptsConfig()  # the defaults
+_U = UnclearConfig()  # the defaults
 
 
-@dataclass(frozen=True)
-class UnclearSettings:
+@dataclass(frozen=True, kw_only=True)
+class UnclearSettings(AwaySettings):
+    """``[unclear]``; the language, prompt prefix and agents are :class:`AwaySettings`'."""
+
     pause: float = _U.pause
     clear_threshold: int = _U.clear_threshold
     clear_min_ms: int = _U.clear_min_ms
     clear_max_ms: int = _U.clear_max_ms
     talk_silence_ms: int = _U.talk_silence_ms
-    language: str = _SWITCH.language
-    sound_prefix: str = _PROMPTS.sound_prefix
-    agents: dict[str, str] = field(default_factory=dict)  # device -> agent name
 
     def __post_init__(self) -> None:
         UnclearLine(REASONS[0], self.pause)  # a bad pause fails at start-up
@@ -69,12 +67,7 @@ class UnclearSettings:
                     agents: Sequence[AgentConfig]) -> UnclearSettings:
         return cls(pause=unclear.pause, clear_threshold=unclear.clear_threshold,
                    clear_min_ms=unclear.clear_min_ms, clear_max_ms=unclear.clear_max_ms,
-                   talk_silence_ms=unclear.talk_silence_ms, language=switch.language,
-                   sound_prefix=prompts.sound_prefix,
-                   agents={device_of(a.device): a.name or a.number for a in agents})
-
-    def sound(self, prompt: str) -> str:
-        return f"{self.sound_prefix}/{self.language}/{prompt}"
+                   talk_silence_ms=unclear.talk_silence_ms, **cls.shared(switch, prompts, agents))
 
     def is_clear(self, duration_ms: int) -> bool:
         """A talk burst of ``duration_ms`` (it reached the threshold and then ended) is
@@ -82,25 +75,14 @@ class UnclearSettings:
         return self.clear_min_ms <= duration_ms <= self.clear_max_ms
 
 
-@dataclass
-class UnclearSession:
-    """One caller taken out of the agent's bridge for the unclear-line script."""
+@dataclass(kw_only=True)
+class UnclearSession(AwaySession):
+    """One caller taken out of the agent's bridge for the unclear-line script (``via``:
+    key, api; ``ended``: returned, released, hungup, failed, agent_left)."""
 
-    caller: Channel
-    agent: Channel
     reason: str
-    via: str  # key, api
     script: UnclearLine
-    agent_name: str
-    keeper: str = ""
-    keeper_name: str = ""
-    agi: AgiChannel | None = None
     listening: bool = False
     clear: asyncio.Event = field(default_factory=asyncio.Event)  # clear speech, or the agent
     agent_back: bool = False  # the agent took the caller back (key again, API)
     bursts: list[dict[str, Any]] = field(default_factory=list)  # talk bursts heard (figures)
-    ended: str = ""  # returned, released, hungup, failed, agent_left
-
-    @property
-    def call_id(self) -> str:
-        return self.caller.linkedid or self.caller.uniqueid

@@ -6,6 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr.ami.away import AwaySettings
+from ivr.ami.channels import Channel
 from ivr.hold.session import HoldSettings
 from ivr.rings.settings import RingSettings
 from ivr.rules.dialing import device_key
@@ -16,10 +18,12 @@ from ivr.sections import (
     RingsConfig,
     SwitchConfig,
     TransferConfig,
+    UnclearConfig,
     agents_by_device,
 )
 from ivr.transfer.service import TransferSettings
 from ivr.transfer.targets import agent_number
+from ivr.unclear.session import UnclearSettings
 from tests.properties import examples
 
 AGENTS = [
@@ -43,6 +47,25 @@ def test_one_map_for_rings_hold_and_transfer() -> None:
         assert rings.agents[device_key(channel)] == number
         assert hold.agents[device_key(channel)] in (number, "Bob")
         assert agent_number(channel, transfer.agents) == number
+
+
+def test_hold_and_unclear_share_one_settings_shape() -> None:
+    """Both features take callers aside: the same fields from the same sections, one
+    lookup of the agent's name (the unclear line once keyed its map by the dial string,
+    so an agent dialled as ``PJSIP/1002/sip:...`` had no name there)."""
+    switch, prompts = SwitchConfig(language="zh-CN"), PromptsConfig(sound_prefix="custom")
+    hold = HoldSettings.from_config(HoldConfig(), switch, prompts, AGENTS)
+    unclear = UnclearSettings.from_config(UnclearConfig(), switch, prompts, AGENTS)
+    shared = AwaySettings(**AwaySettings.shared(switch, prompts, AGENTS))
+    for s in (hold, unclear):
+        assert isinstance(s, AwaySettings)
+        assert (s.language, s.sound_prefix, s.agents) == (shared.language, shared.sound_prefix, shared.agents)
+        assert s.sound("hold_thanks") == "custom/zh-CN/hold_thanks"
+    for channel, number in CHANNELS.items():
+        ch = Channel(uniqueid="1.1", linkedid="1.1", name=channel)
+        assert hold.agent_name(ch) == unclear.agent_name(ch) == ("Bob" if number == "1002" else number)
+    stranger = Channel(uniqueid="1.2", linkedid="1.2", name="PJSIP/9999-00000001")
+    assert unclear.agent_name(stranger) == "PJSIP/9999"
 
 
 @settings(max_examples=examples(100))
