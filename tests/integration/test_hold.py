@@ -5,36 +5,32 @@ user (least privilege) and FastAGI port. Calls are deterministic Local channels:
 caller ``Local/cN@test-hold-caller`` (its ;1 half is the inbound call, which Dials the
 agent), agents are Local channels or a SIPp phone that holds by re-INVITE. Every timing
 is taken from Asterisk's own AMI event timestamps. The scenarios run concurrently in one
-test (the long one lasts 95 s).
+test (the long one lasts 95 s). The rig (the service on the switch, its events, call
+records of its own, the Local-channel calls) is tests/integration/aside.py, shared with
+the unclear line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from ivr.agi.server import FastAgiServer
-from ivr.ami.channels import ChannelTracker
-from ivr.ami.connection import AmiConnection
-from ivr.events import CallEvent, EventBus
 from ivr.hold import HoldService, HoldSettings
 from ivr.hold.http import hold_routes
 from ivr.hold.metrics import HoldMetrics
 from ivr.prompts import prompt_duration
 from ivr.timers import TimerService
-from ivr.web.errors import error_middleware
 from tests import REPO
-from tests.integration.amitools import AmiRecorder, ts
+from tests.integration import aside
+from tests.integration.amitools import AmiRecorder, ts, until
+from tests.integration.aside import Call, hang_up, prompt_runs, redirect, run_scenarios, service_rig
 
 INTERVAL, CHOICES = 30.0, 60.0
 TOLERANCE = 0.5
@@ -43,17 +39,7 @@ SIPP_SCENARIO = Path(__file__).parent / "sipp" / "hold_agent.xml"
 BUILD = REPO / "prompts" / "build"
 
 
-@dataclass
-class Rig:
-    service: HoldService
-    conn: AmiConnection
-    timers: TimerService
-    metrics: HoldMetrics
-    messages_dir: Path
-    events: list[CallEvent] = field(default_factory=list)
-
-    def kinds(self, call_id: str) -> list[str]:
-        return [e.kind for e in self.events if e.call_id == call_id]
+Rig = aside.Rig[HoldService]
 
 
 @pytest.fixture
@@ -65,32 +51,12 @@ async def rig(switch, tmp_path: Path) -> AsyncIterator[Rig]:
                             message_max_seconds=20,
                             # the agent that keys *8 (agent_feature_code): a known agent leg
                             agents={"Local/akey@test-hold-agent": "key agent"})
-    conn = AmiConnection(switch.ami_host, switch.ami_port, "ivr", switch.embedded.secrets().controller)
-    tracker, timers, bus, metrics = ChannelTracker(), TimerService(), EventBus(), HoldMetrics()
-    tracker.attach(conn)
-    service = HoldService(conn, tracker, timers, settings, bus=bus, metrics=metrics)
-    service.attach()
-    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port, key=switch.agi_key)
-    await agi.start()
-    await conn.start()
-    await conn.wait_connected(10)
-    rig = Rig(service, conn, timers, metrics, messages)
-
-    async def collect() -> None:
-        async for event in bus.subscribe():
-            rig.events.append(event)
-
-    collector = asyncio.ensure_future(collect())
-    await asyncio.sleep(0)  # let the collector subscribe before any call starts
-    try:
+    timers, metrics = TimerService(), HoldMetrics()
+    async with service_rig(switch, lambda conn, tracker, bus: HoldService(
+            conn, tracker, timers, settings, bus=bus, metrics=metrics), metrics, records=tmp_path) as rig:
         yield rig
-    finally:
-        collector.cancel()
-        await service.close()
-        await agi.close(2.0)
-        await timers.close()
-        await conn.close()
-        assert len(timers) == 0, "hold timers left behind"
+    await timers.close()
+    assert len(timers) == 0, "hold timers left behind"
 
 
 async def add_test_dialplan(ami: AmiRecorder) -> None:
@@ -111,29 +77,8 @@ async def add_test_dialplan(ami: AmiRecorder) -> None:
         "WaitForNoise(300,1,15)", "UserEvent(HoldListen,Phase: talk,Status: ${WAITSTATUS})", "Wait(300)"])
 
 
-@dataclass
-class Call:
-    caller: str  # the caller's ;1 half: the inbound call
-    uid: str
-    agent: str
-    agent_uid: str
-    bridge: str
-
-    def half2(self, name: str) -> str:
-        return name[:-1] + "2"
-
-
 async def place_call(ami: AmiRecorder, tag: str, dial_exten: str, number: str) -> Call:
-    since = len(ami.events)
-    await ami.originate(f"Local/c{tag}@test-hold-caller/n", "test-hold-dial", dial_exten, caller_id=number)
-    [caller] = await ami.wait_for(
-        lambda e: e.event == "BridgeEnter" and e["Channel"].startswith(f"Local/c{tag}@")
-        and e["Channel"].endswith(";1"), timeout=10, since=since)
-    bridge = caller["BridgeUniqueid"]
-    [agent] = await ami.wait_for(
-        lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == bridge and e["Uniqueid"] != caller["Uniqueid"],
-        timeout=10, since=since)
-    return Call(caller["Channel"], caller["Uniqueid"], agent["Channel"], agent["Uniqueid"], bridge)
+    return await aside.place_call(ami, f"c{tag}@test-hold-caller", "test-hold-dial", dial_exten, number)
 
 
 def hold_events(ami: AmiRecorder, uid: str, state: str | None = None) -> list[Any]:
@@ -148,26 +93,14 @@ async def wait_hold(ami: AmiRecorder, uid: str, state: str, timeout: float, coun
 
 
 def streams(ami: AmiRecorder, channel: str, prompt: str) -> list[Any]:
-    return ami.find(lambda e: e.event == "AGIExecStart" and e.get("Channel") == channel
-                    and e.get("Command", "").startswith(f"STREAM FILE ivr/{LANG}/{prompt} "))
+    return [start for start, _length in prompt_runs(ami, channel, LANG, prompt)]
 
 
 def played_fully(ami: AmiRecorder, start: Any, prompt: str) -> bool:
     """That STREAM FILE ran as long as the prompt lasts (AGIExecStart to AGIExecEnd):
     the caller heard all of it (STREAM FILE ends early only on a digit or a hang-up)."""
-    end = ami.find(lambda e: e.event == "AGIExecEnd" and e.get("CommandId") == start.get("CommandId")
-                   and e.get("Channel") == start.get("Channel"))
-    return bool(end) and abs(ts(end[0]) - ts(start) - prompt_duration(BUILD, LANG, prompt)) < 0.3
-
-
-async def redirect(ami: AmiRecorder, channel: str, context: str, exten: str = "s") -> None:
-    reply = await ami.action({"Action": "Redirect", "Channel": channel, "Context": context,
-                              "Exten": exten, "Priority": "1"})
-    assert reply.success, reply
-
-
-async def hang_up(ami: AmiRecorder, channel: str) -> None:
-    await ami.action({"Action": "Hangup", "Channel": channel})
+    [length] = [n for s, n in prompt_runs(ami, start["Channel"], LANG, prompt) if s is start]
+    return abs(length - prompt_duration(BUILD, LANG, prompt)) < 0.3
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -257,7 +190,7 @@ async def caller_hangs_up_while_held(ami: AmiRecorder, rig: Rig) -> None:
     await hang_up(ami, call.half2(call.caller))  # the caller's phone hangs up
     [abandon] = await wait_hold(ami, call.uid, "abandon", 5)
     assert ts(abandon) - ts(start) < 10
-    assert ("hold", call.uid) not in rig.timers and call.uid not in rig.service.sessions
+    assert ("hold", call.uid) not in rig.service.timers and call.uid not in rig.service.sessions
     # the agent's leg goes too (the keeper is hung up)
     await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.agent_uid, timeout=5)
     await ami.expect_none(lambda e: e.get("UserEvent") == "IvrHold" and e.get("Uniqueid") == call.uid
@@ -275,14 +208,15 @@ async def leaves_a_message(ami: AmiRecorder, rig: Rig, client: TestClient) -> No
                                  and "message_saved" in e.get("Command", ""), timeout=40)
     await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.uid, timeout=15)
     await ami.wait_for(lambda e: e.event == "Hangup" and e["Uniqueid"] == call.agent_uid, timeout=5)
-    listed = (await (await client.get("/api/hold/messages")).json())["messages"]
-    mine = [m for m in listed if m["call_id"] == call.uid]
-    assert len(mine) == 1, listed
-    msg = mine[0]
-    assert msg["caller"] == "13800000004" and msg["agent"] and msg["recorded"]
-    wav = Path(msg["file"])
+    # The call records are the message's one store (what GET /api/messages answers).
+    assert rig.records is not None
+    [msg] = await until(lambda: _messages_of(rig, call.uid), 10, "the message on record")
+    assert msg["phone"] == "13800000004" and msg["for_agent"] and msg["recorded"] == 1
+    assert msg["held_seconds"] >= CHOICES - TOLERANCE
+    wav = Path(msg["recording"])
     assert wav.exists() and wav.stat().st_size > 8000, "at least half a second of the caller's words"
-    assert wav.parent == rig.messages_dir
+    assert wav.parent == rig.service.settings.messages_dir
+    assert [p.suffix for p in wav.parent.iterdir()] == [".wav"], "no second copy beside the recording"
     assert "message.recorded" in rig.kinds(call.uid)
     assert rig.metrics.value("ivr_hold_choices_total", {"choice": "message"}) == 1
 
@@ -339,27 +273,22 @@ async def agent_feature_code(ami: AmiRecorder, rig: Rig) -> None:
     await hang_up(ami, call.caller)
 
 
+async def _messages_of(rig: Rig, call_id: str) -> list[Any]:
+    assert rig.records is not None
+    return [m for m in await rig.records.messages() if m["call_id"] == call_id]
+
+
 # ---------------------------------------------------------------------------- the tests
 async def test_hold_scenarios(ami: AmiRecorder, rig: Rig) -> None:
     await add_test_dialplan(ami)
-    app = web.Application(middlewares=[error_middleware])
-    app.add_routes(hold_routes(rig.service))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        results = await asyncio.gather(
-            held_95s_then_resumed(ami, rig),
-            resumed_at_10s(ami, rig),
-            caller_hangs_up_while_held(ami, rig),
-            leaves_a_message(ami, rig, client),
-            phone_holds_by_reinvite(ami, rig, hold_for=INTERVAL + 3),
-            agent_feature_code(ami, rig),
-            return_exceptions=True,
-        )
-        for channel in await ami.channels():
-            with contextlib.suppress(Exception):
-                await hang_up(ami, channel["Channel"])
-    failures = [f"{name}: {r!r}" for name, r in zip(
-        ("95s", "10s", "abandon", "message", "phone", "feature"), results, strict=True) if isinstance(r, BaseException)]
-    assert not failures, "\n".join(failures)
+    await run_scenarios(ami, hold_routes(rig.service), {
+        "95s": lambda _http: held_95s_then_resumed(ami, rig),
+        "10s": lambda _http: resumed_at_10s(ami, rig),
+        "abandon": lambda _http: caller_hangs_up_while_held(ami, rig),
+        "message": lambda http: leaves_a_message(ami, rig, http),
+        "phone": lambda _http: phone_holds_by_reinvite(ami, rig, hold_for=INTERVAL + 3),
+        "feature": lambda _http: agent_feature_code(ami, rig),
+    })
     # 30 and 90 s (the long hold), 30 s (the message caller), 30 s (the phone hold)
     assert rig.metrics.value("ivr_hold_reminders_total") == 2 + 1 + 1
     assert rig.metrics.value("ivr_hold_abandons_total") == 1

@@ -6,32 +6,25 @@ caller keying the agent's code (nothing happens).
 The controller side is the real :class:`~ivr.unclear.UnclearService` on the controller's
 AMI user and FastAGI port; callers and agents are Local channels whose far halves play the
 test audio (ivr-test/caller_speech, caller_speech_faint, line_noise, line_noise_loud). Every
-time is an Asterisk event timestamp.
+time is an Asterisk event timestamp. The rig is tests/integration/aside.py, shared with hold.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from ivr.agi.server import FastAgiServer
-from ivr.ami.channels import ChannelTracker
-from ivr.ami.connection import AmiConnection
-from ivr.events import CallEvent, EventBus
 from ivr.prompts import prompt_duration
 from ivr.unclear import UnclearService, UnclearSettings
 from ivr.unclear.http import unclear_routes
 from ivr.unclear.metrics import UnclearMetrics
-from ivr.web.errors import error_middleware
 from tests import REPO
+from tests.integration import aside
 from tests.integration.amitools import AmiRecorder, ts, until
+from tests.integration.aside import Call, prompt_runs, redirect, run_scenarios, service_rig
 
 LANG = "en-US"
 BUILD = REPO / "prompts" / "build"
@@ -39,40 +32,15 @@ SETTINGS = UnclearSettings(language=LANG)
 TEST_AUDIO = ("caller_speech", "caller_speech_faint", "line_noise", "line_noise_loud")
 
 
-@dataclass
-class Rig:
-    service: UnclearService
-    metrics: UnclearMetrics
-    events: list[CallEvent]
+Rig = aside.Rig[UnclearService]
 
 
 @pytest.fixture
 async def rig(switch) -> AsyncIterator[Rig]:
-    assert switch.embedded is not None
-    conn = AmiConnection(switch.ami_host, switch.ami_port, "ivr", switch.embedded.secrets().controller)
-    tracker, bus, metrics = ChannelTracker(), EventBus(), UnclearMetrics()
-    tracker.attach(conn)
-    service = UnclearService(conn, tracker, SETTINGS, bus=bus, metrics=metrics)
-    service.attach()
-    agi = FastAgiServer(service.agi_routes, "127.0.0.1", switch.agi_port, key=switch.agi_key)
-    await agi.start()
-    await conn.start()
-    await conn.wait_connected(10)
-    events: list[CallEvent] = []
-
-    async def collect() -> None:
-        async for event in bus.subscribe():
-            events.append(event)
-
-    collector = asyncio.ensure_future(collect())
-    await asyncio.sleep(0)  # let the collector subscribe before any call starts
-    try:
-        yield Rig(service, metrics, events)
-    finally:
-        collector.cancel()
-        await service.close()
-        await agi.close(2.0)
-        await conn.close()
+    metrics = UnclearMetrics()
+    async with service_rig(switch, lambda conn, tracker, bus: UnclearService(
+            conn, tracker, SETTINGS, bus=bus, metrics=metrics), metrics) as rig:
+        yield rig
 
 
 def loop_audio(name: str) -> list[str]:
@@ -99,31 +67,8 @@ async def add_test_dialplan(ami: AmiRecorder) -> None:
             "Answer()", f"Playback(ivr-test/{name})", "Playback(ivr-test/silence)", "Wait(30)"])
 
 
-@dataclass
-class Call:
-    caller: str  # the caller's ;1 half: the inbound call
-    uid: str
-    agent: str
-    agent_uid: str
-    bridge: str
-
-    @staticmethod
-    def half2(name: str) -> str:
-        return name[:-1] + "2"
-
-
 async def place_call(ami: AmiRecorder, phone: str, tag: str, number: str) -> Call:
-    since = len(ami.events)
-    await ami.originate(f"Local/{phone}{tag}@test-unclear-caller/n", "test-unclear-dial", f"d{tag}",
-                        caller_id=number)
-    [caller] = await ami.wait_for(
-        lambda e: e.event == "BridgeEnter" and e["Channel"].startswith(f"Local/{phone}{tag}@")
-        and e["Channel"].endswith(";1"), timeout=10, since=since)
-    bridge = caller["BridgeUniqueid"]
-    [agent] = await ami.wait_for(
-        lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == bridge and e["Uniqueid"] != caller["Uniqueid"],
-        timeout=10, since=since)
-    return Call(caller["Channel"], caller["Uniqueid"], agent["Channel"], agent["Uniqueid"], bridge)
+    return await aside.place_call(ami, f"{phone}{tag}@test-unclear-caller", "test-unclear-dial", f"d{tag}", number)
 
 
 def stage_events(ami: AmiRecorder, uid: str) -> list[Any]:
@@ -139,19 +84,7 @@ async def wait_stage(ami: AmiRecorder, uid: str, stage: str, timeout: float) -> 
 
 def prompt_run(ami: AmiRecorder, channel: str, prompt: str) -> list[tuple[float, float]]:
     """(start, end) of each STREAM FILE of ``prompt`` on ``channel`` (AGIExecStart/End)."""
-    runs = []
-    for start in ami.find(lambda e: e.event == "AGIExecStart" and e.get("Channel") == channel
-                          and e.get("Command", "").startswith(f"STREAM FILE ivr/{LANG}/{prompt} ")):
-        end = ami.find(lambda e, s=start: e.event == "AGIExecEnd" and e.get("CommandId") == s.get("CommandId")
-                       and e.get("Channel") == channel)
-        runs.append((ts(start), ts(end[0]) if end else float("nan")))
-    return runs
-
-
-async def redirect(ami: AmiRecorder, channel: str, context: str, exten: str = "s") -> None:
-    reply = await ami.action({"Action": "Redirect", "Channel": channel, "Context": context,
-                              "Exten": exten, "Priority": "1"})
-    assert reply.success, reply
+    return [(ts(start), ts(start) + length) for start, length in prompt_runs(ami, channel, LANG, prompt)]
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -264,26 +197,15 @@ async def test_clear_speech_measured(ami: AmiRecorder) -> None:
 
 async def test_unclear_scenarios(ami: AmiRecorder, rig: Rig) -> None:
     await add_test_dialplan(ami)
-    app = web.Application(middlewares=[error_middleware])
-    app.add_routes(unclear_routes(rig.service))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        results = await asyncio.gather(
-            stays_unclear(ami, "f", "5", "faint", "13900000001"),
-            stays_unclear(ami, "b", "6", "noisy", "13900000002"),
-            clear_after_first_ask(ami, rig, client),
-            caller_keys_the_code(ami, rig),
-            agent_takes_back(ami),
-            return_exceptions=True,
-        )
-        for channel in await ami.channels():
-            with contextlib.suppress(Exception):
-                await ami.action({"Action": "Hangup", "Channel": channel["Channel"]})
-    names = ("faint", "noisy", "clear", "callerkey", "takeback")
-    failures = [f"{name}: {r!r}" for name, r in zip(names, results, strict=True)
-                if isinstance(r, BaseException)]
-    assert not failures, "\n".join(failures)
-    print(f"faint pauses (s): {results[0]}\nnoisy pauses (s): {results[1]}\n"
-          f"clear speech -> returned, from the end of the first ask: {results[2]:.3f} s")
+    results = await run_scenarios(ami, unclear_routes(rig.service), {
+        "faint": lambda _http: stays_unclear(ami, "f", "5", "faint", "13900000001"),
+        "noisy": lambda _http: stays_unclear(ami, "b", "6", "noisy", "13900000002"),
+        "clear": lambda http: clear_after_first_ask(ami, rig, http),
+        "callerkey": lambda _http: caller_keys_the_code(ami, rig),
+        "takeback": lambda _http: agent_takes_back(ami),
+    })
+    print(f"faint pauses (s): {results['faint']}\nnoisy pauses (s): {results['noisy']}\n"
+          f"clear speech -> returned, from the end of the first ask: {results['clear']:.3f} s")
     assert rig.metrics.value("ivr_unclear_outcomes_total", {"outcome": "released", "reason": "faint"}) == 1
     assert rig.metrics.value("ivr_unclear_outcomes_total", {"outcome": "released", "reason": "noisy"}) == 1
     assert rig.metrics.value("ivr_unclear_outcomes_total", {"outcome": "returned", "reason": "noisy"}) == 1
