@@ -8,7 +8,9 @@ errors (``IvrError``) are rendered by the server's error middleware.
     GET  /api/hold                     calls on hold now
 
 Messages left by held callers (choice 2) are the call records': ``/api/messages`` (the
-one store; ``/api/hold/messages``, which read JSON files beside the recordings, is gone).
+one store; ``/api/hold/messages``, which read JSON files beside the recordings, is gone:
+not redirected, because its answer had other field names (``id``, ``caller``, ``file``)
+and a redirect would hand an old client rows it cannot read without telling it; a 404 does).
 Call-back requests (choice 3) are call-backs: ``/api/callbacks`` (the call records).
 """
 
