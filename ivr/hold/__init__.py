@@ -1,8 +1,9 @@
 """Rule R4 at the switch: a held caller hears music, a reminder every 30 s, the choices
 at one minute (keep waiting, leave a message, call-back) and a thank-you on resume.
 
-``service.HoldService`` (AMI + FastAGI), ``store.HoldStore`` (messages; call-backs are
-the call records', fed by the ``callback.requested`` event),
+``service.HoldService`` (AMI + FastAGI), ``store.HoldStore`` (the directory Asterisk
+records messages into; the messages and call-backs themselves are the call records', fed
+by the ``message.recorded`` and ``callback.requested`` events),
 ``metrics.HoldMetrics``, ``http.hold_routes`` (the HTTP API); :func:`build_hold` plugs
 them into the app as one :class:`~ivr.feature.Feature`."""
 
