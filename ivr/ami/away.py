@@ -22,9 +22,9 @@ prefix, the agents by device: the base of ``HoldSettings`` and ``UnclearSettings
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -80,6 +80,21 @@ class AwaySession:
     @property
     def call_id(self) -> str:
         return self.caller.linkedid or self.caller.uniqueid
+
+
+S = TypeVar("S", bound=AwaySession)
+
+
+def session_of(sessions: Mapping[str, S], call: AgiChannel, unknown: str) -> S | None:
+    """The session of the caller whose FastAGI route has started, now holding ``call``;
+    None, logged as the event ``unknown``, when it is not ours (the controller restarted
+    while the caller was aside: the dialplan returns the caller to the agent)."""
+    s = sessions.get(call.uniqueid)
+    if s is None:
+        log.warning(unknown, uniqueid=call.uniqueid)
+        return None
+    s.agi = call
+    return s
 
 
 def caller_of(tracker: ChannelTracker, call_id: str) -> Channel | None:

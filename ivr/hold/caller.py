@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.ami.away import session_of
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.session import (
     CHOICE_DIGITS,
@@ -53,13 +54,9 @@ class HeldCaller:
     _rejoin: Callable[[HoldSession], Awaitable[None]]
 
     async def agi_hold(self, call: AgiChannel) -> None:
-        s = self.sessions.get(call.uniqueid)
-        if s is None:
-            # Not ours (the controller restarted mid-hold): IVR_RESULT stays unset and
-            # the dialplan returns the caller to the agent.
-            log.warning("hold.agi_unknown", uniqueid=call.uniqueid)
+        s = session_of(self.sessions, call, "hold.agi_unknown")
+        if s is None:  # IVR_RESULT stays unset: the dialplan returns the caller to the agent
             return
-        s.agi = call
         caller_number = call.caller
         try:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):

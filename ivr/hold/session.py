@@ -28,12 +28,9 @@ class HoldError(IvrError):
     status = 409
 
 
-class NoSuchCall(HoldError, errors.NoSuchCall):
-    """A hold error (callers of the hold service catch HoldError) that is also the one
-    API-wide ``no-such-call``."""
-
-    error_id = errors.NoSuchCall.error_id
-    status = 404
+class NoSuchCall(errors.NoSuchCall, HoldError):
+    """The one API-wide ``no-such-call`` (its id and 404 come first), also a hold error
+    (callers of the hold service catch HoldError)."""
 
 
 class NotHeld(HoldError):

@@ -61,6 +61,7 @@ from ivr.ami.away import (
     caller_of,
     hang_up,
     rejoined,
+    session_of,
     step_out,
 )
 from ivr.ami.channels import Channel, ChannelTracker
@@ -263,11 +264,9 @@ class UnclearService:
 
     # -- the caller's FastAGI route -------------------------------------------------
     async def agi_unclear(self, call: AgiChannel) -> None:
-        s = self.sessions.get(call.uniqueid)
-        if s is None:  # not ours (the controller restarted): the dialplan returns the caller
-            log.warning("unclear.agi_unknown", uniqueid=call.uniqueid)
+        s = session_of(self.sessions, call, "unclear.agi_unknown")
+        if s is None:  # the dialplan returns the caller
             return
-        s.agi = call
         u = self.settings
         try:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):

@@ -27,9 +27,8 @@ class UnclearError(IvrError):
     status = 409
 
 
-class NoSuchCall(UnclearError, errors.NoSuchCall):
-    error_id = errors.NoSuchCall.error_id
-    status = 404
+class NoSuchCall(errors.NoSuchCall, UnclearError):
+    """The one API-wide ``no-such-call``, also an unclear-line error."""
 
 
 class NotAside(UnclearError):

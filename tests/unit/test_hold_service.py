@@ -388,3 +388,14 @@ def test_announced_limit_follows_choices_after() -> None:
     with pytest.raises(ValueError, match="announce"):
         HoldSettings(choices_after=301)
     assert HoldSettings(choices_after=301, announce=False).timer().announce is False
+
+
+async def test_an_agi_session_for_no_held_caller_is_left_to_the_dialplan(world: Any) -> None:
+    """The controller restarted while the caller was aside: no session, IVR_RESULT stays
+    unset (the dialplan returns the caller to the agent), logged."""
+    _ami, service, *_ = world
+    agi = FakeAgi("9999.1")
+    with capture_logs() as logs:
+        await asyncio.wait_for(service.agi_hold(agi), 2)  # type: ignore[arg-type]
+    assert agi.variables == {} and agi.commands == []
+    assert [e["uniqueid"] for e in logs if e["event"] == "hold.agi_unknown"] == ["9999.1"]
