@@ -153,7 +153,8 @@ def greeting_seconds(cfg: Path) -> float:
 
     config = load_config(cfg, env={})
     greeting = choose_greeting(datetime.now(ZoneInfo(config.switch.timezone)), config)
-    build = ROOT / config.prompts.build if not Path(config.prompts.build).is_absolute() else Path(config.prompts.build)
+    # (empty: the built prompts the switch plays, which start_switch builds into prompts/build)
+    build = ROOT / (config.prompts.build or "prompts/build")
     return sum(prompt_duration(build, greeting.language, p) for p in greeting.prompts)
 
 
