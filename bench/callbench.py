@@ -232,20 +232,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_controller(sw: Any, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+@dataclass(frozen=True)
+class HoldTiming:
+    """The held calls' schedule: the shipped reminder interval and choices, resumed at 65 s
+    (shorter only for a smoke run; the controller is configured to match)."""
+
+    interval: float = INTERVAL
+    choices_at: float = CHOICES_AT
+    hold_for: float = HOLD_FOR
+
+    def toml(self) -> str:
+        if (self.interval, self.choices_at) == (INTERVAL, CHOICES_AT):
+            return ""
+        return f"reminder_interval = {self.interval}\nchoices_after = {self.choices_at}\n"
+
+
+SHIPPED_HOLD = HoldTiming()
+
+
+def start_controller(sw: Any, tmp: Path, hold: HoldTiming = SHIPPED_HOLD) -> tuple[subprocess.Popen[bytes], int, Path]:
     http = _free_port()
     cfg = tmp / "ivr.toml"
     cfg.write_text(
         f'[ami]\nhost = "127.0.0.1"\nport = {sw.ports.ami}\nusername = "ivr"\n\n'
         f'[agi]\nhost = "127.0.0.1"\nport = {sw.ports.agi}\n\n'
         f'[http]\nport = {http}\n\n[database]\nurl = "sqlite:///{tmp / "ivr.db"}"\n\n'
-        f'[hold]\nmessages_dir = "{tmp / "messages"}"\n'
+        f'[hold]\nmessages_dir = "{tmp / "messages"}"\n{hold.toml()}'
     )
     env = {**os.environ, "IVR_AMI_SECRET": sw.secrets().controller, "IVR_HTTP_TOKEN": TOKEN,
            "IVR_AGI_KEY": sw.secrets().agi_key}  # the switch proves itself to FastAGI with it
-    log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - the child writes to it
-    proc = subprocess.Popen([sys.executable, "-m", "ivr", "run", "--config", str(cfg)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp / "controller.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "ivr", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     return proc, http, cfg
 
 

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from callbench import (
-    HOLD_FOR,
+    SHIPPED_HOLD,
+    HoldTiming,
     Recorder,
     Sampling,
     Usage,
@@ -73,10 +74,10 @@ RTP_PORTS = (30000, 39999)  # the switch's RTP range for this benchmark (2 ports
 SIPP_MEDIA = {"silent": 41000, "held": 46000, "agents": 52000}  # each SIPp's own RTP ports from here
 
 
-def analyse_sip(events: list[dict[str, Any]]) -> dict[str, Any]:
+def analyse_sip(events: list[dict[str, Any]], timing: HoldTiming = SHIPPED_HOLD) -> dict[str, Any]:
     agi = agi_by_channel(events)
     rtt, turn = agi_latency(agi)
-    hold = hold_errors(events, agi)
+    hold = hold_errors(events, agi, timing.interval, timing.choices_at)
     base = baseline_errors(events)
     pauses = pause_errors(agi, marker=SIP_CHANNEL)
     released = [e for e in events if e.get("Event") == "Hangup" and e.get("Channel", "").startswith(SIP_CHANNEL)
@@ -135,9 +136,12 @@ def scenario_files(sw: Any, tmp: Path) -> dict[str, Path]:
     return out
 
 
-async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str, Any]:
+async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path, *, rounds: int = 2,
+                timing: HoldTiming = SHIPPED_HOLD) -> dict[str, Any]:
+    """N silent SIP callers at a time, ``rounds`` x N in all; ``held`` SIP holds on
+    ``timing``; as many app_queue baseline callers."""
     scenarios = scenario_files(sw, tmp)
-    proc, _http, _cfg = start_controller(sw, tmp)
+    proc, _http, _cfg = start_controller(sw, tmp, timing)
     usage, ast = Usage(proc.pid), Usage(sw.pid() or 0)
     rec: Recorder | None = None
     sipps: dict[str, subprocess.Popen[bytes]] = {}
@@ -162,7 +166,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         agents = sipp_command(sw, scenarios["agents"], held, held, rate, tmp, media=SIPP_MEDIA["agents"],
                               name="agents", uas=True, extra=(
                                   "-set", "ring_ms", "500", "-set", "hold_ms", str(int(HOLD_AFTER * 1000)),
-                                  "-set", "unhold_ms", str(int(HOLD_FOR * 1000)),
+                                  "-set", "unhold_ms", str(int(timing.hold_for * 1000)),
                                   "-set", "bye_ms", str(int(BYE_AFTER * 1000))))
         launch("agents", agents)
         agent_port = agents[agents.index("-p") + 1]
@@ -170,7 +174,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
             f"Dial(PJSIP/anonymous/sip:agent@127.0.0.1:{agent_port})", "Hangup()"])
         launch("held", sipp_command(sw, scenarios["held"], held, held, rate, tmp, media=SIPP_MEDIA["held"],
                                     name="held"))
-        launch("silent", sipp_command(sw, scenarios["silent"], n, 2 * n, rate, tmp, name="silent"))
+        launch("silent", sipp_command(sw, scenarios["silent"], n, rounds * n, rate, tmp, name="silent"))
         while any(p.poll() is None for p in sipps.values()) and time.monotonic() - t_start < 240:
             await asyncio.sleep(0.5)  # the SIPp runs end with their calls; bounded
         for name, p in sipps.items():
@@ -183,7 +187,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         await rec.hang_up_all(SIP_CHANNEL)
         await sampling.stop()
         duration = time.monotonic() - t_start
-        result = analyse_sip(rec.events)
+        result = analyse_sip(rec.events, timing)
         cpu = cpu_end - usage.samples[0][1]
         ast_cpu = ast_end - ast.samples[0][1]
         errors = {}
@@ -191,7 +195,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
             log = tmp / f"{name}_errors.log"
             errors[name] = log.read_text(errors="replace")[-600:] if log.exists() else ""
         result.update({
-            "n": n, "sip_calls_planned": 2 * n, "held_calls": held, "baseline_callers": held,
+            "n": n, "sip_calls_planned": rounds * n, "held_calls": held, "baseline_callers": held,
             "sipp_returncodes": {k: p.returncode for k, p in sipps.items()}, "sipp_errors_tail": errors,
             "sipp_commands": commands, "duration_s": round(duration, 1), "failures": failures[:20],
             "controller_cpu_pct_avg": round(100 * cpu / duration, 1),
