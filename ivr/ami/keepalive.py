@@ -5,7 +5,12 @@ a saturated Asterisk answers a ``Ping`` late but keeps writing events. So a Pong
 after ``timeout`` s is fatal only if not one byte arrived in that window; while bytes keep
 coming the Pong is awaited up to ``busy_timeout`` s. Reconnecting to a busy switch would
 only add a login and a ``CoreShowChannels`` of every channel to its load, and blind the
-controller (events during the gap are lost) exactly when it is most needed.
+controller (events during the gap are lost) exactly when it is most needed. (Asterisk's
+manager writes a session's events and its replies from that session's one thread, so a
+Pong queued behind a backlog of events comes late while the backlog's bytes keep coming.)
+``busy_timeout`` still bounds the wait, so a session that streams events but no longer
+runs actions is recovered too. Defaults (``[ami]``, ivr/sections.py): Ping every 5 s,
+3 s of silence, 30 s busy.
 """
 
 from __future__ import annotations
