@@ -234,3 +234,5 @@ def stop_switch(sw: Any) -> None:
 
     sw.down()
     shutil.rmtree(sw.home, ignore_errors=True)
+    if Path(sw.config_dir).parent.name.startswith("ivr-bench-conf-"):  # start_switch's copy of asterisk/
+        shutil.rmtree(Path(sw.config_dir).parent, ignore_errors=True)

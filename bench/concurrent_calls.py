@@ -47,30 +47,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import itertools
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from callbench import (
+    HOLD_FOR,
+    TOKEN,
+    Recorder,
+    Sampling,
+    Usage,
+    _ts,
+    add_baseline_dialplan,
+    agi_by_channel,
+    agi_latency,
+    baseline_errors,
+    controller_log_figures,
+    hold_errors,
+    pause_errors,
+    queue_callers,
+    start_controller,
+    stop_controller,
+    wait_healthy,
+)
 from common import (
-    BASELINE_QUEUE,
     ROOT,
     add_transmit_silence_option,
-    proc_cpu_seconds,
-    proc_rss_kb,
     start_switch,
     stop_switch,
     summary_ms,
@@ -78,68 +86,10 @@ from common import (
     write_results,
 )
 
-PAUSE = 5.0
-INTERVAL, CHOICES_AT, HOLD_FOR = 30.0, 60.0, 65.0
 NEW_CALLS_UNTIL = 42.0  # s after the holds start: the last silent calls end after the choices
-TOKEN = "bench-token-0123456"
-FILTERS = ("AGIExecStart", "AGIExecEnd", "UserEvent", "QueueCallerJoin", "ChannelTalkingStart",
-           "BridgeEnter", "Hangup", "OriginateResponse")  # panoramisk waits for the last one
-QUICK_COMMANDS = ("SET VARIABLE", "GET VARIABLE", "EXEC UserEvent", "ANSWER", "EXEC USEREVENT")
 
 
-# -- analysis (pure: events are dicts as AMI sent them) -------------------------------
-def _ts(e: dict[str, Any]) -> float:
-    return float(e["Timestamp"])
-
-
-def agi_by_channel(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in events:
-        if e.get("Event") in ("AGIExecStart", "AGIExecEnd"):
-            out[e.get("Channel", "")].append(e)
-    for lst in out.values():
-        lst.sort(key=_ts)
-    return out
-
-
-def pause_errors(agi: dict[str, list[dict[str, Any]]], pause: float = PAUSE,
-                 marker: str = "@bench-silent-") -> list[float]:
-    """End of each prompt -> the controller's next ``EXEC UserEvent IvrSilentCall``, minus
-    the pause, for the silent callers' inbound channels."""
-    errors = []
-    for channel, evs in agi.items():
-        if marker not in channel:
-            continue
-        prompt_end: float | None = None
-        for e in evs:
-            cmd = e.get("Command", "")
-            if e["Event"] == "AGIExecEnd" and cmd.startswith("STREAM FILE"):
-                prompt_end = _ts(e)
-            elif e["Event"] == "AGIExecStart" and "IvrSilentCall" in cmd and prompt_end is not None:
-                errors.append(_ts(e) - prompt_end - pause)
-                prompt_end = None
-            elif e["Event"] == "AGIExecStart" and cmd.startswith("STREAM FILE"):
-                prompt_end = None
-    return errors
-
-
-def agi_latency(agi: dict[str, list[dict[str, Any]]]) -> tuple[list[float], list[float]]:
-    """(round trips of quick commands, turnarounds) over every AGI session."""
-    rtt, turn = [], []
-    for evs in agi.values():
-        last_end: float | None = None
-        for e in evs:
-            if e["Event"] == "AGIExecStart":
-                if last_end is not None:
-                    turn.append(_ts(e) - last_end)
-            else:
-                cmd = e.get("Command", "")
-                if last_end is not None and cmd.upper().startswith(tuple(c.upper() for c in QUICK_COMMANDS)):
-                    rtt.append(_ts(e) - last_end)
-                last_end = _ts(e)
-    return rtt, turn
-
-
+# -- analysis (pure: events are dicts as AMI sent them; the shared parts in callbench.py) --
 def speech_latency(events: list[dict[str, Any]], agi: dict[str, list[dict[str, Any]]],
                    marker: str = "@bench-speaks-") -> dict[str, list[float]]:
     """Speaking callers heard in a pause: ChannelTalkingStart -> the end of the woken
@@ -168,55 +118,6 @@ def speech_latency(events: list[dict[str, Any]], agi: dict[str, list[dict[str, A
     return out
 
 
-def hold_errors(events: list[dict[str, Any]], agi: dict[str, list[dict[str, Any]]],
-                interval: float = INTERVAL, choices_at: float = CHOICES_AT) -> dict[str, list[float]]:
-    """Reminder and choices prompt starts vs. hold start + 30 s / + 60 s."""
-    starts: dict[str, tuple[float, str]] = {}
-    names: dict[str, str] = {}
-    for e in events:
-        if e.get("Event") == "UserEvent" and e.get("UserEvent") == "IvrHold" and e.get("State") == "start":
-            starts[e.get("Uniqueid", "")] = (_ts(e), "")
-    for channel, evs in agi.items():
-        for e in evs:
-            if e.get("Uniqueid") in starts:
-                names[e["Uniqueid"]] = channel
-    out: dict[str, list[float]] = {"reminder": [], "choices": []}
-    for uid, (t0, _) in starts.items():
-        for e in agi.get(names.get(uid, ""), []):
-            if e["Event"] != "AGIExecStart" or not e.get("Command", "").startswith("STREAM FILE"):
-                continue
-            if "/hold_reminder" in e["Command"]:
-                out["reminder"].append(_ts(e) - t0 - interval)
-            elif "/hold_choices" in e["Command"]:
-                out["choices"].append(_ts(e) - t0 - choices_at)
-    return out
-
-
-def baseline_errors(events: list[dict[str, Any]], interval: float = INTERVAL,
-                    marker: str = "@bench-queue-listen-") -> dict[str, list[float]]:
-    """app_queue's periodic announcements: join -> first, and between consecutive ones."""
-    joins: dict[str, float] = {}
-    talks: dict[str, list[float]] = defaultdict(list)
-    for e in events:
-        chan = e.get("Channel", "")
-        if marker not in chan:
-            continue
-        base = chan.rsplit(";", 1)[0]
-        if e.get("Event") == "QueueCallerJoin":
-            joins[base] = _ts(e)
-        elif e.get("Event") == "ChannelTalkingStart" and chan.endswith(";2"):
-            talks[base].append(_ts(e))
-    first, spacing = [], []
-    for base, times in talks.items():
-        announcements: list[float] = []
-        for t in sorted(times):  # one announcement may hold several talk bursts
-            if not announcements or t - announcements[-1] > interval / 3:
-                announcements.append(t)
-        if base in joins and announcements:
-            first.append(announcements[0] - joins[base] - interval)
-        spacing += [b - a - interval for a, b in itertools.pairwise(announcements)]
-    return {"first": first, "spacing": spacing}
-
 
 def analyse(events: list[dict[str, Any]]) -> dict[str, Any]:
     agi = agi_by_channel(events)
@@ -239,84 +140,8 @@ def analyse(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+
 # -- the run --------------------------------------------------------------------------
-class Recorder:
-    """An admin AMI connection keeping the filtered events (as plain dicts) and waking
-    per-channel waiters on Hangup, cheaply enough for thousands of events a second."""
-
-    def __init__(self, port: int, secret: str) -> None:
-        from panoramisk import Manager
-
-        from ivr.switch.embedded import ADMIN_USER
-
-        self.events: list[dict[str, Any]] = []
-        self.hangups: dict[str, asyncio.Future[float]] = {}
-        self.bridged: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._login = asyncio.Event()
-        self.manager = Manager(host="127.0.0.1", port=port, username=ADMIN_USER, secret=secret, ping_delay=3600,
-                               loop=asyncio.get_running_loop(), on_login=lambda _m: self._login.set())
-        self.manager.register_event("*", self._on_event)
-
-    def _on_event(self, _m: Any, e: Any) -> None:
-        d = dict(e)
-        self.events.append(d)
-        chan = d.get("Channel", "")
-        key = chan.split("@", 1)[0]
-        if d.get("Event") == "Hangup" and chan.endswith(";1"):
-            fut = self.hangups.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_result(_ts(d))
-        elif d.get("Event") == "BridgeEnter" and chan.endswith(";1"):
-            fut2 = self.bridged.pop(key, None)
-            if fut2 is not None and not fut2.done():
-                fut2.set_result(d)
-
-    async def connect(self) -> Recorder:
-        self.manager.connect()
-        await asyncio.wait_for(self._login.wait(), 10)
-        for name in FILTERS:
-            await self.action({"Action": "Filter", "Operation": "Add", "Filter": f"Event: {name}"})
-        return self
-
-    async def action(self, action: dict[str, Any], *, as_list: bool | None = None) -> Any:
-        return await asyncio.wait_for(self.manager.send_action(dict(action), as_list=as_list), 15)
-
-    async def add_dialplan(self, context: str, exten: str, steps: list[str]) -> None:
-        for prio, step in enumerate(steps, start=1):
-            app, _, rest = step.partition("(")
-            await self.action({"Action": "DialplanExtensionAdd", "Context": context, "Extension": exten,
-                               "Priority": str(prio), "Application": app, "ApplicationData": rest[:-1],
-                               "Replace": "yes"})
-
-    def expect_hangup(self, key: str) -> asyncio.Future[float]:
-        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.hangups[key] = fut
-        return fut
-
-    def expect_bridge(self, key: str) -> asyncio.Future[dict[str, Any]]:
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.bridged[key] = fut
-        return fut
-
-    async def originate(self, channel: str, context: str, exten: str, caller_id: str = "") -> None:
-        await self.action({"Action": "Originate", "Channel": channel, "Context": context, "Exten": exten,
-                           "Priority": "1", "Async": "true", "Timeout": "15000",
-                           **({"CallerID": caller_id} if caller_id else {})})
-
-    async def channels(self) -> list[Any]:
-        replies = await self.action({"Action": "CoreShowChannels"}, as_list=True)
-        return [m for m in replies if m.get("Event") == "CoreShowChannel"]
-
-    async def hang_up_all(self, contains: str = "@bench-") -> None:
-        for ch in await self.channels():
-            if contains in ch.get("Channel", ""):
-                with contextlib.suppress(Exception):  # already gone
-                    await self.action({"Action": "Hangup", "Channel": ch["Channel"]})
-
-    def close(self) -> None:
-        self.manager.close()
-
-
 SPEECH_ONSET = 1.0  # ivr-test/caller_speech starts with 1 s of digital silence
 
 
@@ -328,7 +153,8 @@ def greeting_seconds(cfg: Path) -> float:
 
     config = load_config(cfg, env={})
     greeting = choose_greeting(datetime.now(ZoneInfo(config.switch.timezone)), config)
-    build = ROOT / config.prompts.build if not Path(config.prompts.build).is_absolute() else Path(config.prompts.build)
+    # (empty: the built prompts the switch plays, which start_switch builds into prompts/build)
+    build = ROOT / (config.prompts.build or "prompts/build")
     return sum(prompt_duration(build, greeting.language, p) for p in greeting.prompts)
 
 
@@ -341,61 +167,7 @@ async def add_dialplan(rec: Recorder, greeting: float) -> None:
     await rec.add_dialplan("bench-hold-caller", "_c.", ["Answer()", "Wait(300)", "Hangup()"])
     await rec.add_dialplan("bench-hold-dial", "_d.", ["Dial(Local/a${EXTEN:1}@bench-hold-agent/n)", "Hangup()"])
     await rec.add_dialplan("bench-hold-agent", "_a.", ["Answer()", "Wait(300)", "Hangup()"])
-    await rec.add_dialplan("bench-queue-listen", "_q.", [
-        "Answer()", "Set(TALK_DETECT(set)=1000,512)", "Wait(300)", "Hangup()"])
-    await rec.add_dialplan("bench-queue", "_q.", [f"Queue({BASELINE_QUEUE},,,,300)", "Hangup()"])
-
-
-@dataclass
-class Usage:
-    pid: int
-    samples: list[tuple[float, float, int]] = field(default_factory=list)  # (t, cpu s, rss kB)
-
-    def sample(self) -> None:
-        try:
-            self.samples.append((time.monotonic(), proc_cpu_seconds(self.pid), proc_rss_kb(self.pid)))
-        except OSError:
-            pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_controller(sw: Any, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    http = _free_port()
-    cfg = tmp / "ivr.toml"
-    cfg.write_text(
-        f'[ami]\nhost = "127.0.0.1"\nport = {sw.ports.ami}\nusername = "ivr"\n\n'
-        f'[agi]\nhost = "127.0.0.1"\nport = {sw.ports.agi}\n\n'
-        f'[http]\nport = {http}\n\n[database]\nurl = "sqlite:///{tmp / "ivr.db"}"\n\n'
-        f'[hold]\nmessages_dir = "{tmp / "messages"}"\n'
-    )
-    env = {**os.environ, "IVR_AMI_SECRET": sw.secrets().controller, "IVR_HTTP_TOKEN": TOKEN}
-    log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - the child writes to it
-    proc = subprocess.Popen([sys.executable, "-m", "ivr", "run", "--config", str(cfg)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    return proc, http, cfg
-
-
-async def wait_healthy(http: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    import aiohttp
-
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"controller exited with {proc.returncode}")
-            try:
-                async with s.get(f"http://127.0.0.1:{http}/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)  # polling the controller's own readiness, bounded
-    raise RuntimeError("controller not healthy in time")
+    await add_baseline_dialplan(rec)
 
 
 async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str, Any]:
@@ -410,21 +182,8 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         await wait_healthy(http, proc)
         rec = await Recorder(sw.ports.ami, sw.secrets().admin).connect()
         await add_dialplan(rec, greeting_seconds(cfg))
-        usage.sample()
-        ast.sample()
+        sampling = Sampling(usage, ast).start()
         idle_rss = usage.samples[-1][2]
-        stop_sampling = asyncio.Event()
-
-        async def sampler() -> None:
-            while not stop_sampling.is_set():
-                usage.sample()
-                ast.sample()
-                try:
-                    await asyncio.wait_for(stop_sampling.wait(), 1.0)
-                except TimeoutError:
-                    pass
-
-        sampling = asyncio.ensure_future(sampler())
         api = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
         t_start = time.monotonic()
         active = [0]
@@ -452,9 +211,6 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
                 if r.status != 200:
                     failures.append(f"resume {call_id}: {await r.text()}")
 
-        async def queue_caller(i: int) -> None:
-            await rec.originate(f"Local/q{i}@bench-queue-listen/n", "bench-queue", f"q{i}")
-
         async def call_slot(i: int, speaks: bool = False) -> None:
             await asyncio.sleep(i / rate)
             k = 0
@@ -474,7 +230,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
                     active[0] -= 1
                 k += 1
 
-        await asyncio.gather(*(queue_caller(i) for i in range(held)))
+        await queue_callers(rec, held)
         holds = asyncio.gather(*(held_call(i) for i in range(held)))
         await asyncio.gather(*(call_slot(i) for i in range(n)),
                              *(call_slot(i, speaks=True) for i in range(speakers)))
@@ -483,8 +239,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
         cpu_end = usage.samples[-1][1] if usage.samples else 0.0
         await rec.hang_up_all()
         await api.close()
-        stop_sampling.set()
-        await sampling
+        await sampling.stop()
         duration = time.monotonic() - t_start
         result = analyse(rec.events)
         cpu = cpu_end - usage.samples[0][1]
@@ -502,18 +257,13 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path) -> dict[str,
                 "rss_kb_per_concurrent_call": round((peak_rss - idle_rss) / max(peak[0] + held, 1), 1),
             },
             "asterisk_cpu_pct_avg": round(100 * ast_cpu / duration, 1),
-            "concurrent_channels_approx": concurrent,
+            "concurrent_channels_approx": concurrent, **controller_log_figures(tmp / "controller.log"),
         })
         return result
     finally:
         if rec is not None:
             rec.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_controller(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,9 @@ class AmiConfig:
     username: str = "ivr"
     secret: str = ""  # env IVR_AMI_SECRET > secret_file > this
     secret_file: str = ""
-    ping_interval: float | None = None  # None: the connection's own default
-    ping_timeout: float | None = None
+    ping_interval: float = 5.0  # s between keep-alive Pings
+    ping_timeout: float = 3.0  # s: no Pong and not one byte from the switch = the socket is dead
+    ping_busy_timeout: float = 30.0  # s: how late a Pong may be while the switch still sends (busy)
     connect_timeout: float | None = None
     backoff_initial: float | None = None
     backoff_max: float | None = None

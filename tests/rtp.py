@@ -164,6 +164,13 @@ class RtpPeer(asyncio.DatagramProtocol):
         self._task = asyncio.ensure_future(self._play(steps, timeout))
         return self._task
 
+    async def replace(self, *steps: Step) -> asyncio.Task[None]:
+        """Stop what :meth:`play` is sending and send ``steps`` instead (same stream)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        return self.play(*steps)
+
     async def _play(self, steps: tuple[Step, ...], timeout: float) -> None:
         await self.wait_remote(timeout)
         loop = asyncio.get_running_loop()

@@ -7,8 +7,10 @@ part over (see ASTERISK.md, "panoramisk traps"):
 * **Reconnect** with capped exponential backoff, and log in again, here; the Manager's
   own fixed-delay reconnect is switched off.
 * **Half-open sockets**: the Manager pings but never looks at the reply. Here a ``Ping``
-  is sent every ``ping_interval`` s and a reply missing after ``ping_timeout`` s means the
-  socket is dead: it is closed and the connection is made again.
+  is sent every ``ping_interval`` s; no Pong *and not one byte from the switch* within
+  ``ping_timeout`` s means the socket is dead: it is closed and the connection is made
+  again. While bytes keep arriving (a busy switch) the Pong may take up to
+  ``ping_busy_timeout`` s (see ivr/ami/keepalive.py).
 * **No action runs twice**: the Manager re-sends actions that had no reply once it is
   connected again, so an ``Originate`` or ``Redirect`` in flight could run twice. Here
   nothing is ever re-sent (every action is "forgetable" to panoramisk); an action in
@@ -29,11 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
 import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -53,7 +53,9 @@ from ivr.ami.errors import (
     AmiUnsafeValue,
     check_action,
 )
+from ivr.ami.keepalive import Backoff, ping_once
 from ivr.ami.protocol import AmiProtocol
+from ivr.sections import AmiConfig
 
 # The errors and check_action live in ivr/ami/errors.py; importing them from here still works.
 __all__ = ["READ_ACTIONS", "AmiActionError", "AmiConnection", "AmiConnectionLost", "AmiError", "AmiLoginError",
@@ -129,20 +131,6 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk ships no types
         self._on_lost(exc)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    initial: float = 0.5
-    factor: float = 2.0
-    maximum: float = 30.0
-    jitter: float = 0.1  # fraction of the delay, randomised, so many controllers spread out
-
-    def delays(self) -> Any:
-        delay = self.initial
-        while True:
-            yield delay * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311 - jitter, not a secret
-            delay = min(delay * self.factor, self.maximum)
-
-
 class AmiConnection:
     """One logged-in AMI connection that keeps itself alive.
 
@@ -157,8 +145,9 @@ class AmiConnection:
         username: str,
         secret: str,
         *,
-        ping_interval: float = 5.0,
-        ping_timeout: float = 3.0,
+        ping_interval: float = AmiConfig.ping_interval,
+        ping_timeout: float = AmiConfig.ping_timeout,
+        ping_busy_timeout: float = AmiConfig.ping_busy_timeout,
         connect_timeout: float = 5.0,
         backoff: Backoff | None = None,
         events: str = "on",
@@ -166,6 +155,8 @@ class AmiConnection:
         self.host, self.port = host, port
         self.username, self._secret = username, secret
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self.ping_busy_timeout = max(ping_busy_timeout, ping_timeout)
+        self.pings_late = 0  # Pongs that came after ping_timeout while the switch kept sending
         self.connect_timeout = connect_timeout
         self.backoff = backoff or Backoff()
         self.events = events
@@ -189,9 +180,9 @@ class AmiConnection:
     @classmethod
     def from_config(cls, ami: Any, **overrides: Any) -> AmiConnection:
         """Build from a config's ``[ami]`` section (host, port, username, secret, and the
-        optional ping_interval, ping_timeout, backoff_initial, backoff_max)."""
+        optional ping_interval, ping_timeout, ping_busy_timeout, backoff_initial, backoff_max)."""
         kwargs: dict[str, Any] = {}
-        for name in ("ping_interval", "ping_timeout", "connect_timeout"):
+        for name in ("ping_interval", "ping_timeout", "ping_busy_timeout", "connect_timeout"):
             if getattr(ami, name, None) is not None:
                 kwargs[name] = float(getattr(ami, name))
         initial, maximum = getattr(ami, "backoff_initial", None), getattr(ami, "backoff_max", None)
@@ -416,12 +407,21 @@ class AmiConnection:
                 lost.cancel()
             if done:
                 return self.last_error or "connection lost"
-            try:
-                await self.ping()
-            except AmiTimeout:
-                return f"no reply to Ping within {self.ping_timeout} s (half-open socket)"
-            except AmiError as exc:
-                return str(exc)
+            reason = await self._keep_alive()
+            if reason:
+                return reason
+
+    async def _keep_alive(self) -> str:
+        """One Ping: "" when its Pong came, else why the connection is taken for dead."""
+        def received() -> int:
+            return int(getattr(self._manager.protocol if self._manager else None, "received", 0))
+
+        reason, late = await ping_once(lambda: self.action({"Action": "Ping"}, self.ping_busy_timeout),
+                                       self._lost, received, self.ping_timeout, self.ping_busy_timeout)
+        if not reason and late > self.ping_timeout:
+            self.pings_late += 1
+            log.warning("ami.ping_late", seconds=round(late, 2), pings_late=self.pings_late)
+        return (self.last_error or reason) if reason and self._lost.is_set() else reason
 
     async def _run(self) -> None:
         delays = self.backoff.delays()

@@ -154,8 +154,10 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no typ
     """panoramisk's ``AMIProtocol`` reading frames with :func:`parse_message`."""
 
     version: str | None  # set by the base class, read here
+    received = 0  # bytes read so far: the keep-alive tells a busy switch from a dead socket
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         encoding = getattr(self, "encoding", "ascii")
         text = data.decode(encoding, "ignore")
         stream = getattr(self.factory, "save_stream", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from structlog.testing import capture_logs
 
 from ivr.ami import AmiActionError, AmiConnection, AmiConnectionLost, AmiNotConnected
 from ivr.ami.connection import Backoff
@@ -116,5 +117,89 @@ async def test_action_without_connection_fails_clearly():
     try:
         with pytest.raises(AmiNotConnected, match=r"not connected within 0\.1 s"):
             await c.action({"Action": "Ping"}, 0.1)
+    finally:
+        await c.close()
+
+
+async def pinging(fake: FakeAmi, busy_timeout: float) -> AmiConnection:
+    """A connection pinging every 50 ms, dead after 0.1 s of silence or ``busy_timeout``."""
+    c = AmiConnection("127.0.0.1", fake.port, "ivr", "s3cret", ping_interval=0.05, ping_timeout=0.1,
+                      ping_busy_timeout=busy_timeout, backoff=FAST)
+    await c.start()
+    return c
+
+
+class BusySwitch:
+    """A switch too busy to answer Pings in time that still writes events every 20 ms;
+    the Pongs it owes are sent by :meth:`pong`."""
+
+    def __init__(self, fake: FakeAmi) -> None:
+        self.fake, self.owed = fake, []
+        fake.handlers["ping"] = lambda a: self.owed.append(a["ActionID"]) or []
+        self.task = asyncio.ensure_future(self._events())
+
+    async def _events(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            self.fake.event({"Event": "Newexten", "Uniqueid": f"9.{n}"}, learn=False)
+            await asyncio.sleep(0.02)  # the switch's event rate
+
+    def pong(self) -> None:
+        for aid in self.owed:
+            self.fake.event({"Response": "Success", "ActionID": aid, "Ping": "Pong"}, learn=False)
+        self.owed.clear()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def test_a_busy_switch_answering_late_is_not_taken_for_dead(fake):
+    """Pongs 0.5 s late (5 x ping_timeout) while events keep coming: no reconnect, the
+    late Pongs are counted."""
+    c = await pinging(fake, busy_timeout=2.0)
+    busy = BusySwitch(fake)
+    try:
+        await c.wait_connected(2)
+        for _ in range(3):
+            await fake.wait_for(lambda: bool(busy.owed), 2)
+            await asyncio.sleep(0.5)  # the switch is this late
+            busy.pong()
+            await fake.wait_for(lambda: c.pings_late >= 1, 2)
+        await fake.wait_for(lambda: c.pings_late >= 3, 2)
+        assert fake.logins == 1 and c.connects == 1
+    finally:
+        busy.stop()
+        await c.close()
+
+
+async def test_a_switch_that_sends_but_never_answers_is_dropped_after_the_busy_timeout(fake):
+    c = await pinging(fake, busy_timeout=0.6)
+    busy = BusySwitch(fake)
+    try:
+        await c.wait_connected(2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with capture_logs() as logs:
+            await fake.wait_for(lambda: fake.logins == 2, 3)
+        assert loop.time() - started >= 0.6  # not at the first late window
+        [why] = [e["reason"] for e in logs if e["event"] == "ami.reconnecting"]
+        assert why == "no reply to Ping within 0.6 s although the switch still sends"
+    finally:
+        busy.stop()
+        await c.close()
+
+
+async def test_silence_is_still_found_within_ping_interval_plus_timeout(fake):
+    """The half-open case with the busy tolerance on: nothing at all arrives, so the
+    socket is dropped after one ping_timeout, not after ping_busy_timeout."""
+    c = await pinging(fake, busy_timeout=30.0)
+    try:
+        await c.wait_connected(2)
+        fake.mute("Ping")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await fake.wait_for(lambda: fake.logins == 2, 2)
+        assert loop.time() - started < 1.0
     finally:
         await c.close()

@@ -120,3 +120,37 @@ def test_sip_calls_analysis_on_synthetic_events(tmp_path) -> None:
                                      tmp_path / "s.xml", 300, 600, 50, tmp_path)
     assert command[command.index("-l") + 1] == "300" and command[-1] == "127.0.0.1:5999"
     assert (sip_calls.SCENARIO.read_text().count("NOISE_FILE")) == 2  # the comment and the rtp_stream
+
+
+def test_sip_calls_held_sip_calls_on_synthetic_events(tmp_path) -> None:
+    """Held calls are SIP calls: the hold reminder on the caller's PJSIP channel counts, the
+    agent leg's and the held caller's hang-ups are not silent callers', and the three
+    scenarios are written with the switch's audio and the hold extension."""
+    import sip_calls
+
+    caller, agent = "PJSIP/anonymous-00000002", "PJSIP/anonymous-00000003"
+    events = [
+        {"Event": "UserEvent", "UserEvent": "IvrHold", "State": "start", "Uniqueid": "h1", "Channel": caller,
+         "Timestamp": "100.0"},
+        _agi("AGIExecStart", 130.020, caller, 'STREAM FILE ivr/zh-CN/hold_reminder "D"', "h1"),
+        _agi("AGIExecStart", 160.030, caller, 'STREAM FILE ivr/zh-CN/hold_choices "123D"', "h1"),
+        {"Event": "UserEvent", "UserEvent": "IvrHold", "State": "resume", "Uniqueid": "h1", "Channel": caller,
+         "Timestamp": "165.0"},
+        {"Event": "Hangup", "Timestamp": "170.0", "Channel": agent, "Cause": "16", "CallerIDNum": "1370"},
+        {"Event": "Hangup", "Timestamp": "170.1", "Channel": caller, "Cause": "16", "CallerIDNum": "1370"},
+    ]
+    r = sip_calls.analyse_sip(events)
+    assert r["reminder_only"]["n"] == 1 and r["choices_only"]["n"] == 1
+    assert abs(r["reminder_only"]["p50_ms"] - 20.0) < 0.01
+    assert r["sip_holds_started"] == 1 and r["sip_holds_resumed"] == 1
+    assert r["sip_calls_ended"] == 0 and r["pause_error"]["n"] == 0
+    rootfs = tmp_path / "rootfs"
+    files = sip_calls.scenario_files(type("Sw", (), {"rootfs": rootfs})(), tmp_path)
+    noise = str(rootfs / "usr/share/asterisk/sounds/ivr-test/line_noise.ulaw")
+    held = files["held"].read_text()
+    assert f"INVITE sip:{sip_calls.HOLD_EXTEN}@" in held and "137[call_number]" in held and noise in held
+    assert "139[call_number]" in files["silent"].read_text()
+    agent = files["agents"].read_text()
+    assert noise in agent and "a=sendonly" in agent and "BYE [$remcontact]" in agent
+    uas = sip_calls.sipp_command(None, files["agents"], 5, 5, 50, tmp_path, uas=True, name="agents")
+    assert "-l" not in uas and uas[uas.index("-m") + 1] == "5" and not uas[-1].startswith("127.0.0.1:")
