@@ -39,6 +39,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.ami.channels import ChannelTracker
+from ivr.ami.confirm import hang_up_confirmed
 from ivr.ami.connection import AmiError
 from ivr.callbacks.metrics import CallbackMetrics
 from ivr.callbacks.model import (
@@ -61,6 +62,7 @@ from ivr.rules.callback import (
     next_opportunity,
     pick,
 )
+from ivr.tasks import TaskSet
 
 log = structlog.get_logger("ivr.callbacks")
 
@@ -83,7 +85,7 @@ class CallbackService:
         self._ids = itertools.count(1)
         self._prefix = f"ivrcb{os.getpid():x}{id(self) & 0xffff:x}"
         self._loop_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("callbacks.task_failed")
 
     @property
     def agi_routes(self) -> dict[str, Any]:
@@ -98,10 +100,7 @@ class CallbackService:
             self._loop_task = asyncio.ensure_future(self._loop())
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *([self._loop_task] if self._loop_task else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close(self._loop_task)
         self._loop_task = None
 
     def poke(self) -> None:
@@ -181,7 +180,7 @@ class CallbackService:
                       call_id=call_id, agent=agent, device=self.settings.agents[agent], number=cb.phone,
                       done=asyncio.get_running_loop().create_future())
         self.attempts[att.uid] = att
-        self._spawn(self._run(store, att))
+        self._tasks.spawn(self._run(store, att))
         return att
 
     async def _run(self, store: CallbackQueueStore, att: Attempt) -> None:
@@ -235,21 +234,9 @@ class CallbackService:
         except AmiError as exc:
             log.warning("callbacks.userevent_failed", callback_id=att.callback.id, error=str(exc))
 
-    async def _hangup(self, channel: str) -> None:
-        try:
-            await self.ami.action({"Action": "Hangup", "Channel": channel})
-        except AmiError as exc:
-            log.debug("callbacks.hangup_failed", channel=channel, error=str(exc))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("callbacks.task_failed", exc_info=task.exception())
+    async def _hangup(self, uid: str) -> None:
+        """Hang up our leg (its ChannelId is ``uid``) once the switch confirms it is ours."""
+        await hang_up_confirmed(self.ami, uid, uniqueid=uid, why="callback")
 
     # -- AMI events --------------------------------------------------------------------
     def handle_event(self, event: Any) -> None:
