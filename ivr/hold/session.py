@@ -14,8 +14,16 @@ from ivr.agi.channel import AgiChannel
 from ivr.agi.wake import WAKE_DIGIT
 from ivr.ami.channels import Channel
 from ivr.errors import IvrError
+from ivr.rules.callback import Window, parse_window
 from ivr.rules.hold import HoldTimer, announce_minutes
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig, agents_by_device
+from ivr.sections import (
+    AgentConfig,
+    CallbacksConfig,
+    HoldConfig,
+    PromptsConfig,
+    SwitchConfig,
+    agents_by_device,
+)
 
 HOLD_CONTEXT = "ivr-hold"
 WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
@@ -42,7 +50,7 @@ class NotHeld(HoldError):
     status = 409
 
 
-_HOLD, _SWITCH, _PROMPTS = HoldConfig(), SwitchConfig(), PromptsConfig()  # the defaults
+_HOLD, _SWITCH, _PROMPTS, _CB = HoldConfig(), SwitchConfig(), PromptsConfig(), CallbacksConfig()  # the defaults
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,16 @@ class HoldSettings:
     message_max_seconds: int = _HOLD.message_max_seconds
     message_silence_seconds: int = 3
     agents: dict[str, str] = field(default_factory=dict)  # device key ("PJSIP/1001") -> agent name
+    # after 3 (a call-back): the best times offered, keys 1.. ([callbacks] windows)
+    callback_windows: tuple[Window, ...] = tuple(parse_window(w) for w in _CB.windows)
+    callback_window_timeout: float = _CB.window_timeout
+    timezone: str = _SWITCH.timezone  # the windows are the switch's local time
 
     @classmethod
     def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
                     agents: Sequence[AgentConfig], *,
-                    switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
+                    switch_path: Callable[[Path], str] | None = None,
+                    callbacks: CallbacksConfig = _CB) -> HoldSettings:
         """From ``[hold]``, ``[switch] language``, ``[prompts] sound_prefix`` and
         ``[[agents]]``. ``switch_path`` maps the messages directory to Asterisk's view
         (the embedded switch runs in a chroot; the app passes the mapping in)."""
@@ -78,6 +91,8 @@ class HoldSettings:
             switch_messages_dir=switch_path(messages_dir) if switch_path else "",
             message_max_seconds=hold.message_max_seconds,
             agents={key: a.name or a.number for key, a in agents_by_device(agents).items()},
+            callback_windows=tuple(parse_window(w) for w in callbacks.windows),
+            callback_window_timeout=callbacks.window_timeout, timezone=switch.timezone,
         )
 
     def __post_init__(self) -> None:

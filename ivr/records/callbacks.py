@@ -44,9 +44,12 @@ def _id() -> str:
 
 
 async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: str | None,
-                  target: str, best_time: str | None, held_by: str | None) -> str:
+                  target: str, best_time: str | None, held_by: str | None,
+                  not_before: float | None = None) -> str:
     """Add a request, or merge it into the open call-back of the same (phone, target);
-    returns the id of the call-back that holds it."""
+    returns the id of the call-back that holds it. ``not_before``: the caller's window
+    opens then (no attempt before it)."""
+    due = max(at, not_before) if not_before is not None else at
     rows = await tx.fetchall(
         "SELECT callback_id, at FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')",
         (phone, target))
@@ -57,13 +60,13 @@ async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: s
             " held_by = COALESCE(?, held_by), for_agent = COALESCE(?, for_agent), requests = requests + 1,"
             " attempts = 0, next_attempt = CASE WHEN status = 'open' THEN ? ELSE next_attempt END,"
             " last_request = ?, updated_at = ? WHERE callback_id = ?",
-            (at, at, best_time, held_by, held_by, at, at, at, cb))
+            (at, at, best_time, held_by, held_by, due, at, at, cb))
         return str(cb)
     await tx.execute(
         "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent, status, target, held_by,"
         " attempts, next_attempt, requests, last_request, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
-        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, at, at, at))
+        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, due, at, at))
     return callback_id
 
 

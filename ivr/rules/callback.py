@@ -208,3 +208,90 @@ def next_opportunity(cb: Callback, now: float, local: datetime, policy: Callback
                 return None
             return max(now, cb.next_attempt) if at == start else at.timestamp()  # exact, not to the µs
     return None
+
+
+# -- the caller's choice of a best time (after pressing 3 at the hold choices) ---------------
+
+ASAP = "asap"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A best time offered to the caller: ``asap`` (as soon as possible today), or
+    ``HH:00-HH:00`` (the next such window: today if it has not ended yet, else tomorrow),
+    or ``tomorrow HH:00-HH:00``. Whole hours, so the window can be said back."""
+
+    text: str
+    start: int = 0  # minutes of the local day
+    end: int = 0
+    tomorrow: bool = False
+
+    @property
+    def asap(self) -> bool:
+        return self.text == ASAP
+
+
+def parse_window(text: str) -> Window:
+    """One configured window (see :class:`Window`). ValueError with what is wrong."""
+    t = " ".join(text.strip().lower().split())
+    if t == ASAP:
+        return Window(ASAP)
+    tomorrow = t.startswith("tomorrow ")
+    span = t.removeprefix("tomorrow ") if tomorrow else t
+    try:
+        start, end = parse_span(span)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: a window is 'asap', 'HH:00-HH:00' or 'tomorrow HH:00-HH:00' ({exc})") from None
+    if start % 60 or end % 60:
+        raise ValueError(f"{text!r}: a window starts and ends on the hour (it is said back to the caller)")
+    return Window(t, start, end, tomorrow)
+
+
+@dataclass(frozen=True)
+class ChosenWindow:
+    window: Window
+    best_time: str  # as stored: "today" or "HH:MM-HH:MM"
+    not_before: float  # epoch s: no attempt before (the window's opening)
+    day: str  # "today" or "tomorrow": as said to the caller
+
+
+def plan_window(window: Window, local: datetime) -> ChosenWindow:
+    """The call-back a choice made at ``local`` (the switch's local time) asks for."""
+    if window.asap:
+        return ChosenWindow(window, "today", local.timestamp(), "today")
+    minute = local.hour * 60 + local.minute
+    offset = 1 if window.tomorrow or minute >= window.end else 0
+    midnight = datetime.combine(local.date() + timedelta(days=offset), datetime.min.time(), local.tzinfo)
+    opens = max(local, midnight + timedelta(minutes=window.start))
+    best = f"{window.start // 60:02d}:00-{window.end // 60:02d}:00"
+    return ChosenWindow(window, best, opens.timestamp(), "tomorrow" if offset else "today")
+
+
+def describe(chosen: ChosenWindow) -> list[str]:
+    """Prompt ids naming the window: "today between 2 p.m. and 8 p.m." (asap: its own)."""
+    w = chosen.window
+    if w.asap:
+        return ["callback_asap"]
+    return [f"callback_{chosen.day}", "callback_from", f"hour_{w.start // 60}", "callback_to", f"hour_{w.end // 60}"]
+
+
+def window_menu(windows: Sequence[Window], local: datetime) -> list[str]:
+    """The menu after pressing 3: "when should we call you back? <window>, press 1; ..."."""
+    prompts = ["callback_when"]
+    for key, w in enumerate(windows, 1):
+        prompts += [*describe(plan_window(w, local)), "callback_menu_press", f"digit_{key}"]
+    return prompts
+
+
+def window_said_back(chosen: ChosenWindow) -> list[str]:
+    """What the caller hears once the call-back is registered."""
+    if chosen.window.asap:
+        return ["callback_confirm"]
+    return ["callback_will", *describe(chosen), "callback_end"]
+
+
+def window_for_key(windows: Sequence[Window], digit: str | None) -> Window | None:
+    """The window of an offered key; None for a timeout or a key not offered."""
+    if digit and digit.isdigit() and 1 <= int(digit) <= len(windows):
+        return windows[int(digit) - 1]
+    return None
