@@ -86,6 +86,7 @@ class CallbackService:
         self._prefix = f"ivrcb{os.getpid():x}{id(self) & 0xffff:x}"
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet("callbacks.task_failed")
+        self.ticks = 0  # looks at the queue so far (a test waits for some to pass)
 
     @property
     def agi_routes(self) -> dict[str, Any]:
@@ -167,6 +168,7 @@ class CallbackService:
             attempt = await self._begin(store, cb, str(row.get("call_id") or ""), chosen.agent, now)
             if attempt is not None:
                 started.append(attempt)
+        self.ticks += 1
         return started
 
     async def _begin(self, store: CallbackQueueStore, cb: Callback, call_id: str, agent: str,

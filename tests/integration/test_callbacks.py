@@ -11,7 +11,10 @@ AMI event (``UserEvent: IvrCallback`` stages) or on the store, bounded.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ivr.catalog import digits_prompts
 from ivr.prompts import prompt_duration
@@ -89,18 +92,14 @@ async def row(ctl: Any, callback_id: str) -> dict[str, Any]:
     return got
 
 
-async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_controller: Any) -> None:
-    """A held caller presses 3 and hangs up; an agent is rung, hears who and presses 1;
-    only then the customer is dialled through ivr-callback-number, hears the greeting,
-    presses a key and is bridged with that agent."""
-    number = "13900000001"
-    await setup(ami, {"2001": ACCEPTS}, {number: live("2001")})
+async def hold_and_choose(ami: AmiRecorder, ctl: Any, number: str, window_key: str) -> Any:
+    """A caller talking with an agent is put on hold, presses 3 at the choices, hears the
+    menu of windows and presses ``window_key``; returns the caller's BridgeEnter."""
     await ami.add_dialplan("test-cb-caller", "c", ["Answer()", "Wait(120)"])
     await ami.add_dialplan("test-cb-dial", "d", ["Dial(Local/a@test-cb-held-agent/n)", "Hangup()"])
     await ami.add_dialplan("test-cb-held-agent", "a", ["Answer()", "Wait(120)"])
-    await ami.add_dialplan("test-cb-press", "3", ["SendDTMF(3,,120)", "Wait(30)"])
-    ctl = await make_controller(config(["2001"]))
-    await queue_of(ctl)
+    for key in {"3", window_key}:
+        await ami.add_dialplan("test-cb-press", key, [f"SendDTMF({key},,120)", "Wait(30)"])
     since = len(ami.events)
     await ami.originate("Local/c@test-cb-caller/n", "test-cb-dial", "d", caller_id=f"Held <{number}>")
     [caller] = await ami.wait_for(lambda e: e.event == "BridgeEnter"
@@ -111,11 +110,29 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     await ctl.hold.hold(caller["Uniqueid"])
     await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
                        and e.get("State") == "choices", timeout=15, since=since)
-    reply = await ami.action({"Action": "Redirect", "Channel": caller["Channel"][:-1] + "2",
+    caller_side = caller["Channel"][:-1] + "2"
+    reply = await ami.action({"Action": "Redirect", "Channel": caller_side,
                               "Context": "test-cb-press", "Exten": "3", "Priority": "1"})
     assert reply.success, reply
-    await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == caller["Uniqueid"], timeout=20,
+    await ami.wait_for(lambda e: e.event == "AGIExecStart" and e.get("Uniqueid") == caller["Uniqueid"]
+                       and "callback_when" in e.get("Command", ""), timeout=15, since=since)
+    reply = await ami.action({"Action": "Redirect", "Channel": caller_side,
+                              "Context": "test-cb-press", "Exten": window_key, "Priority": "1"})
+    assert reply.success, reply
+    await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == caller["Uniqueid"], timeout=40,
                        since=since)
+    return caller
+
+
+async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_controller: Any) -> None:
+    """A held caller presses 3, chooses "as soon as possible" (key 1) and hangs up; an agent
+    is rung, hears who and presses 1; only then the customer is dialled through
+    ivr-callback-number, hears the greeting, presses a key and is bridged with that agent."""
+    number = "13900000001"
+    await setup(ami, {"2001": ACCEPTS}, {number: live("2001")})
+    ctl = await make_controller(config(["2001"]))
+    await queue_of(ctl)
+    await hold_and_choose(ami, ctl, number, "1")
     hung_up = len(ami.events)
     [connected] = await wait_stage(ami, "connected", timeout=30, since=hung_up)
     cb_id = connected["CallbackId"]
@@ -145,6 +162,36 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     legs = await until(lambda: _legs(ctl, "2001"), 10, "the agent's ring leg recorded")
     assert legs[0]["outcome"] == "answered" and legs[0]["rings"] >= 1
     await remove_customers(ami, [number])
+
+
+async def test_a_window_tomorrow_is_kept_and_not_placed_before_it(ami: AmiRecorder, make_controller: Any) -> None:
+    """The held caller presses 3, then 3 again: "tomorrow between 9 and 12". The row has that
+    window, its next attempt is tomorrow 09:00 (the switch's zone); the caller hears it back;
+    the scheduler looks at the queue again and again and places nothing."""
+    number = "13900000011"
+    await setup(ami, {"2011": ACCEPTS}, {number: live("2011")})
+    ctl = await make_controller(config(["2011"]))
+    await queue_of(ctl)
+    caller = await hold_and_choose(ami, ctl, number, "3")
+    [r] = await until(lambda: _open_for(ctl, number), 10, "the call-back stored")
+    tz = ZoneInfo(ctl.config.switch.timezone)
+    nine = datetime.combine(datetime.now(tz).date() + timedelta(days=1), dtime(9), tz).timestamp()
+    assert (r["best_time"], r["next_attempt"]) == ("09:00-12:00", nine)
+    played = [e["Command"].split()[2].rsplit("/", 1)[1] for e in ami.find(
+        lambda e: e.event == "AGIExecStart" and e.get("Uniqueid") == caller["Uniqueid"]
+        and e.get("Command", "").startswith("STREAM FILE"))]
+    said = played[played.index("callback_will"):]
+    assert said == ["callback_will", "callback_tomorrow", "callback_from", "hour_9", "callback_to", "hour_12",
+                    "callback_end"], played
+    ticks = ctl.callbacks.ticks
+    await until(lambda: ctl.callbacks.ticks >= ticks + 5, 15, "five more looks at the queue")
+    assert not stages(ami, r["callback_id"]), "placed before the window the caller chose"
+    await ctl.callbacks.cancel(r["callback_id"])
+    await remove_customers(ami, [number])
+
+
+async def _open_for(ctl: Any, number: str) -> list[dict[str, Any]]:
+    return [r for r in await (await queue_of(ctl)).open() if r["phone"] == number]
 
 
 async def _legs(ctl: Any, agent: str) -> list[dict[str, Any]]:
