@@ -4,7 +4,6 @@ protocol the records implement), its settings, and one attempt in flight."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,12 +18,13 @@ from ivr.rules.callback import (
     Hours,
     parse_span,
 )
+from ivr.rules.dialing import PHONE_RE
 from ivr.sections import AgentConfig, CallbacksConfig, PromptsConfig, SwitchConfig
 
 log = structlog.get_logger("ivr.callbacks")
 
 
-NUMBER = re.compile(r"^\+?[0-9]{2,20}$")  # what may be dialled: digits and a leading +
+NUMBER = PHONE_RE  # what may be dialled: digits and a leading +
 DIAL_OUTCOMES = {"NOANSWER": "no-answer", "BUSY": "busy", "CONGESTION": "busy", "CHANUNAVAIL": "busy",
                  "CANCEL": "agent-declined"}
 
@@ -43,6 +43,8 @@ class CallbackQueueStore(Protocol):
     async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None: ...
     async def retry_now(self, callback_id: str, at: float) -> Row | None: ...
     async def expire(self, callback_id: str, at: float) -> Row | None: ...
+    async def create(self, *, phone: str, target: str, best_time: str, not_before: float, held_by: str | None,
+                     call_id: str | None, at: float) -> Row | None: ...
 
 
 _CB, _SWITCH, _PROMPTS = CallbacksConfig(), SwitchConfig(), PromptsConfig()
@@ -130,3 +132,10 @@ class NoSuchCallback(IvrError):
 class CallbacksUnavailable(IvrError):
     error_id = "callbacks-unavailable"
     http_status = 503
+
+
+class InvalidCallback(IvrError):
+    """A call-back request the API refuses; ``field`` names what is wrong."""
+
+    error_id = "invalid-callback"
+    http_status = 400

@@ -48,25 +48,22 @@ from ivr.callbacks.model import (
     Attempt,
     CallbackQueueStore,
     CallbackSettings,
-    CallbacksUnavailable,
-    NoSuchCallback,
-    Row,
     to_callback,
 )
+from ivr.callbacks.operations import CallbackOperations
 from ivr.catalog import digits_prompts
 from ivr.events import EventBus
 from ivr.rules.callback import (
     Callback,
     after_attempt,
     expired,
-    next_opportunity,
     pick,
 )
 from ivr.tasks import TaskSet
 
 log = structlog.get_logger("ivr.callbacks")
 
-class CallbackService:
+class CallbackService(CallbackOperations):
     AGENT_ROUTE = "callback-agent"
     CUSTOMER_ROUTE = "callback-customer"
 
@@ -326,44 +323,3 @@ class CallbackService:
             return
         att.resolve("connected")
         await self._stage(att, "connected")
-
-    # -- operations (API) ----------------------------------------------------------------
-    async def queue(self) -> list[Row]:
-        """Open call-backs in line: their place (1 = next), the attempt under way (agent,
-        stage) and ``next_attempt_at``: when it can next be placed, moved into business
-        hours and the caller's window (None: never again, e.g. a ``today`` past its hours)."""
-        store = self._store()
-        rows = await store.open()
-        placing = {a.callback.id: a for a in self.attempts.values()}
-        now = self.wall()
-        local = self.local(now)
-        out = []
-        for place, row in enumerate(rows, 1):
-            att = placing.get(str(row["callback_id"]))
-            cb = to_callback(row)
-            out.append({**row, "place": place, "agent": att.agent if att else None,
-                        "stage": att.stages[-1] if att and att.stages else None,
-                        "next_attempt_at": now if att else next_opportunity(cb, now, local, self.settings.policy)})
-        return out
-
-    async def cancel(self, callback_id: str) -> Row:
-        row = await self._store().cancel(callback_id, self.wall(), reason="cancelled")
-        if row is None:
-            raise NoSuchCallback(f"no call-back {callback_id}", callback_id=callback_id)
-        for att in self.attempts.values():
-            if att.callback.id == callback_id and not att.accepted:
-                await self._hangup(att.uid)  # an agent still deciding is let go
-        return row
-
-    async def retry_now(self, callback_id: str) -> Row:
-        row = await self._store().retry_now(callback_id, self.wall())
-        if row is None:
-            raise NoSuchCallback(f"no call-back {callback_id}", callback_id=callback_id)
-        self.poke()
-        return row
-
-    def _store(self) -> CallbackQueueStore:
-        store = self.store()
-        if store is None:
-            raise CallbacksUnavailable("the call-back store is unavailable: the database could not be opened")
-        return store

@@ -13,6 +13,7 @@ waits in the spool); the scheduler (``ivr/callbacks``) reads and updates the row
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -132,6 +133,32 @@ class CallbackQueue:
             return len(rows)
 
         return await self.db.run(run)
+
+    async def create(self, *, phone: str, target: str, best_time: str, not_before: float, held_by: str | None,
+                     call_id: str | None, at: float) -> Row | None:
+        """A call-back asked for through the API: kept like a held caller's request (merged
+        into the open one of (phone, target), which keeps its place). Without ``call_id``
+        the request is a record of its own in ``calls`` (state ``callback-request``,
+        ended at once: no call to count); with one, that call must be on record (None if
+        not). Returns the call-back that holds the request."""
+        async def run(tx: Tx) -> str | None:
+            cid = call_id
+            if cid is None:
+                cid = f"api-{_id()}"
+                await tx.execute(
+                    "INSERT INTO calls (call_id, arrived_at, caller, state, state_since, ended_at, duration,"
+                    " updated_at) VALUES (?, ?, ?, 'callback-request', ?, ?, 0, ?)", (cid, at, phone, at, at, at))
+            elif not await tx.fetchall("SELECT 1 AS x FROM calls WHERE call_id = ?", (cid,)):
+                return None
+            data = {"phone": phone, "target": target, "best_time": best_time, "not_before": not_before,
+                    "held_by": held_by, "via": "api"}
+            await tx.execute("INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+                             (_id(), cid, "callback.requested", at, json.dumps(data)))
+            return await request(tx, callback_id=_id(), call_id=cid, at=at, phone=phone, target=target,
+                                 best_time=best_time, held_by=held_by, not_before=not_before)
+
+        callback_id = await self.db.run(run)
+        return None if callback_id is None else await self.get(callback_id)
 
     async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None:
         """Mark an open call-back ``dialling``; returns the attempt id (None: it is not

@@ -231,10 +231,11 @@ class Window:
         return self.text == ASAP
 
 
-def parse_window(text: str) -> Window:
-    """One configured window (see :class:`Window`). ValueError with what is wrong."""
+def parse_window(text: str, *, whole_hours: bool = True) -> Window:
+    """One window (see :class:`Window`; ``today`` is ``asap``). ValueError with what is
+    wrong. ``whole_hours``: the window is said to the caller (the menu), so on the hour."""
     t = " ".join(text.strip().lower().split())
-    if t == ASAP:
+    if t in (ASAP, "today"):
         return Window(ASAP)
     tomorrow = t.startswith("tomorrow ")
     span = t.removeprefix("tomorrow ") if tomorrow else t
@@ -242,7 +243,7 @@ def parse_window(text: str) -> Window:
         start, end = parse_span(span)
     except ValueError as exc:
         raise ValueError(f"{text!r}: a window is 'asap', 'HH:00-HH:00' or 'tomorrow HH:00-HH:00' ({exc})") from None
-    if start % 60 or end % 60:
+    if whole_hours and (start % 60 or end % 60):
         raise ValueError(f"{text!r}: a window starts and ends on the hour (it is said back to the caller)")
     return Window(t, start, end, tomorrow)
 
@@ -263,7 +264,7 @@ def plan_window(window: Window, local: datetime) -> ChosenWindow:
     offset = 1 if window.tomorrow or minute >= window.end else 0
     midnight = datetime.combine(local.date() + timedelta(days=offset), datetime.min.time(), local.tzinfo)
     opens = max(local, midnight + timedelta(minutes=window.start))
-    best = f"{window.start // 60:02d}:00-{window.end // 60:02d}:00"
+    best = "-".join(f"{m // 60:02d}:{m % 60:02d}" for m in (window.start, window.end))
     return ChosenWindow(window, best, opens.timestamp(), "tomorrow" if offset else "today")
 
 
