@@ -41,6 +41,7 @@ from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.confirm import hang_up_confirmed
 from ivr.ami.connection import AmiError
+from ivr.ami.queues import queue_members
 from ivr.callbacks.metrics import CallbackMetrics
 from ivr.callbacks.model import (
     DIAL_OUTCOMES,
@@ -59,6 +60,7 @@ from ivr.rules.callback import (
     expired,
     pick,
 )
+from ivr.rules.dialing import device_key
 from ivr.tasks import TaskSet
 
 log = structlog.get_logger("ivr.callbacks")
@@ -114,6 +116,22 @@ class CallbackService(CallbackOperations):
         placing = {a.agent for a in self.attempts.values()}
         return [n for n, dev in self.settings.agents.items() if dev not in busy_devices and n not in placing]
 
+    async def queue_agents(self, queues: set[str]) -> dict[str, list[str]]:
+        """The configured agents the switch has in each queue now (QueueStatus; paused
+        members left out). A queue the switch cannot tell of is left out: nobody of it is
+        rung this time."""
+        by_device = {device_key(dial): number for number, dial in self.settings.agents.items()}
+        out: dict[str, list[str]] = {}
+        for name in sorted(queues):
+            try:
+                members = await queue_members(self.ami, name)
+            except (AmiError, ValueError) as exc:
+                log.warning("callbacks.queue_unknown", queue=name, error=str(exc))
+                continue
+            out[name] = [by_device[device_key(m.interface)] for m in members or ()
+                         if not m.paused and device_key(m.interface) in by_device]
+        return out
+
     async def _loop(self) -> None:
         while True:
             try:
@@ -157,7 +175,9 @@ class CallbackService(CallbackOperations):
         started: list[Attempt] = []
         free = self.free_agents()
         candidates = [cb for cb, _ in waiting]
-        while (chosen := pick(candidates, now, local, free, self.settings.policy)) is not None:
+        members = await self.queue_agents({cb.target.removeprefix("queue:") for cb in candidates
+                                           if cb.target.startswith("queue:")})
+        while (chosen := pick(candidates, now, local, free, self.settings.policy, members)) is not None:
             cb = chosen.callback
             candidates = [c for c in candidates if c.id != cb.id]
             free = [a for a in free if a != chosen.agent]

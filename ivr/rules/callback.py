@@ -6,8 +6,9 @@ Place in line: the time of the caller's first request (a second request for the 
 number and target keeps it). A call-back is *callable* when its next attempt is due, the
 switch is inside business hours and the caller's best time (``today``: until the end of
 the local day of the latest request; ``HH:MM-HH:MM``: that window every day). The first
-callable call-back in line that has a free agent is placed: its target agent, else the
-agent who held the caller, else the first free agent. A call-back waiting for a busy
+callable call-back in line that has a free agent is placed: its target agent; else (any
+agent, or a queue: then only the queue's members) the agent who held the caller, else the
+first free one. A call-back waiting for a busy
 agent does not hold up those behind it.
 
 Outcomes of an attempt::
@@ -23,7 +24,7 @@ Outcomes of an attempt::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -129,9 +130,17 @@ def callable_now(cb: Callback, now: float, local: datetime, policy: CallbackPoli
             and in_window(cb, local) and not expired(cb, local))
 
 
-def choose_agent(cb: Callback, free: Sequence[str]) -> str | None:
+def choose_agent(cb: Callback, free: Sequence[str],
+                 members: Mapping[str, Collection[str]] | None = None) -> str | None:
+    """The agent to ring first: the target agent; for a ``queue:NAME`` target a free member
+    of that queue (``members``: queue name -> agent numbers the switch has in it, paused
+    ones left out; a queue not in it has nobody now); the agent who held the caller
+    before any other when eligible."""
     if cb.target and not cb.target.startswith("queue:"):
         return cb.target if cb.target in free else None
+    if cb.target:
+        queue = set((members or {}).get(cb.target.removeprefix("queue:"), ()))
+        free = [a for a in free if a in queue]
     if cb.held_by and cb.held_by in free:
         return cb.held_by
     return free[0] if free else None
@@ -144,12 +153,12 @@ class Assignment:
 
 
 def pick(callbacks: Iterable[Callback], now: float, local: datetime, free: Sequence[str],
-         policy: CallbackPolicy) -> Assignment | None:
+         policy: CallbackPolicy, members: Mapping[str, Collection[str]] | None = None) -> Assignment | None:
     """The call-back to place now and the agent to ring first, or None."""
     for cb in in_line(callbacks):
         if not callable_now(cb, now, local, policy):
             continue
-        agent = choose_agent(cb, free)
+        agent = choose_agent(cb, free, members)
         if agent is not None:
             return Assignment(cb, agent)
     return None

@@ -257,3 +257,15 @@ def test_windows_config_is_checked(tmp_path: object) -> None:
     path.write_text("[callbacks]\nwindows = []\n")
     with pytest.raises(ConfigError, match="1 to 9 windows"):
         load_config(path, env={})
+
+
+def test_a_queue_target_goes_to_a_free_member_of_that_queue() -> None:
+    from ivr.rules.callback import choose_agent
+
+    cb = Callback("q", "139", T, T, target="queue:support", held_by="1003")
+    members = {"support": ["1002", "1003"], "sales": ["1001"]}
+    assert choose_agent(cb, ["1001", "1002", "1003"], members) == "1003", "the agent who held, a member, first"
+    assert choose_agent(cb, ["1001", "1002"], members) == "1002", "a free member, not any agent"
+    assert choose_agent(cb, ["1001"], members) is None, "no member free: it waits"
+    assert choose_agent(cb, ["1002"], {}) is None, "a queue the switch did not tell of: nobody"
+    assert choose_agent(Callback("a", "139", T, T, held_by="1003"), ["1001", "1003"], members) == "1003"

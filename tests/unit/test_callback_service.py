@@ -254,3 +254,30 @@ async def test_cancel_and_retry_now_through_the_service(world: Any) -> None:
     assert (await store.queue.get("cb-1"))["status"] == "cancelled", "an attempt ending late does not reopen it"
     with pytest.raises(Exception, match="no call-back"):
         await service.cancel("cb-nope")
+
+
+async def test_a_queue_target_rings_a_free_member_of_that_queue(world: Any) -> None:
+    """Target queue:support: the switch's members (QueueStatus) are 1001 and 1002 paused;
+    the caller was held by 1002. 1001 is rung, not the paused 1002. A queue the switch does
+    not have rings nobody."""
+    service, ami, store, _, _ = world
+
+    def status(action: dict[str, Any]) -> list[dict[str, str]]:
+        if action["Queue"] != "support":
+            return [{"Response": "Success"}, {"Event": "QueueStatusComplete"}]
+        return [{"Response": "Success"}, {"Event": "QueueParams", "Queue": "support"},
+                {"Event": "QueueMember", "Queue": "support", "Interface": "PJSIP/1001", "Paused": "0"},
+                {"Event": "QueueMember", "Queue": "support", "Interface": "Local/1002@agents/n", "Paused": "1"},
+                {"Event": "QueueMember", "Queue": "support", "Interface": "PJSIP/7777", "Paused": "0"},
+                {"Event": "QueueStatusComplete"}]
+
+    ami.replies["QueueStatus"] = status
+    await store.apply(CallEvent("callback.requested", "call-q", {
+        "item": "cb-q", "caller_number": "13900000009", "target": "queue:nosuch", "held_by": "1002"}, at=NOON - 60))
+    assert await service.tick() == [], "no such queue: nobody rung"
+    assert await service.queue_agents({"support"}) == {"support": ["1001"]}
+    await store.apply(CallEvent("callback.requested", "call-s", {
+        "item": "cb-s", "caller_number": "13900000010", "target": "queue:support", "held_by": "1002"}, at=NOON - 30))
+    [att] = await service.tick()
+    assert (att.callback.id, att.agent) == ("cb-s", "1001")
+    await service.cancel("cb-s")
