@@ -4,7 +4,7 @@ protocol the records implement), its settings, and one attempt in flight."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,8 +36,10 @@ class CallbackQueueStore(Protocol):
 
     async def open(self) -> list[Row]: ...
     async def get(self, callback_id: str) -> Row | None: ...
-    async def recover(self, at: float | None = None) -> int: ...
-    async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None: ...
+    async def in_flight(self) -> list[Row]: ...
+    async def recover(self, at: float | None = None, keep: Collection[str] = ()) -> int: ...
+    async def start_attempt(self, callback_id: str, agent: str, at: float, *, channel: str | None = None,
+                            node: str | None = None) -> str | None: ...
     async def finish_attempt(self, callback_id: str, attempt_id: str, *, outcome: str, status: str,
                              attempts: int, next_attempt: float | None, burned: bool, at: float) -> None: ...
     async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None: ...
@@ -118,6 +120,7 @@ class Attempt:
     agi: bool = False  # the agent answered (the announcement started)
     accepted: bool = False
     stages: list[str] = field(default_factory=list)
+    adopted: bool = False  # placed by another controller (or before a restart), still on the switch
 
     def resolve(self, outcome: str) -> None:
         if not self.done.done():

@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -39,7 +41,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.ami.channels import ChannelTracker
-from ivr.ami.confirm import hang_up_confirmed
+from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiError
 from ivr.ami.queues import queue_members
 from ivr.callbacks.metrics import CallbackMetrics
@@ -49,9 +51,11 @@ from ivr.callbacks.model import (
     Attempt,
     CallbackQueueStore,
     CallbackSettings,
+    Row,
     to_callback,
 )
 from ivr.callbacks.operations import CallbackOperations
+from ivr.callbacks.recovery import resolve_in_flight
 from ivr.catalog import digits_prompts
 from ivr.events import EventBus
 from ivr.rules.callback import (
@@ -71,8 +75,11 @@ class CallbackService(CallbackOperations):
 
     def __init__(self, ami: Any, channels: ChannelTracker, settings: CallbackSettings, *,
                  store: Callable[[], CallbackQueueStore | None], bus: EventBus | None = None,
-                 metrics: CallbackMetrics | None = None, wall: Callable[[], float] = time.time) -> None:
+                 metrics: CallbackMetrics | None = None, wall: Callable[[], float] = time.time,
+                 acting: Callable[[], bool] = lambda: True, node: str = "") -> None:
         self.ami, self.channels, self.settings = ami, channels, settings
+        self.acting = acting  # a controller pair: only the lease holder places call-backs
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self.store = store
         self.bus = bus or EventBus()
         self.metrics = metrics or CallbackMetrics()
@@ -80,9 +87,8 @@ class CallbackService(CallbackOperations):
         self.tz = ZoneInfo(settings.tz)
         self.attempts: dict[str, Attempt] = {}  # by agent leg ChannelId
         self.wake = asyncio.Event()
-        self._recovered = False
         self._ids = itertools.count(1)
-        self._prefix = f"ivrcb{os.getpid():x}{id(self) & 0xffff:x}"
+        self._prefix = f"ivrcb{uuid.uuid4().hex[:10]}"  # ChannelIds unique across restarts and nodes
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet("callbacks.task_failed")
         self.ticks = 0  # looks at the queue so far (a test waits for some to pass)
@@ -149,13 +155,10 @@ class CallbackService(CallbackOperations):
     async def tick(self) -> list[Attempt]:
         """Place what is due now; returns the attempts started."""
         store = self.store()
-        if store is None or not getattr(self.ami, "connected", True):
+        if store is None or not getattr(self.ami, "connected", True) or not self.acting():
             return []
         now = self.wall()
-        if not self._recovered:
-            if reopened := await store.recover(now):
-                log.info("callbacks.recovered", reopened=reopened)
-            self._recovered = True
+        await resolve_in_flight(self, store, now)  # attempts under way that this controller is not running
         rows = await store.open()
         local = self.local(now)
         waiting = []
@@ -192,18 +195,48 @@ class CallbackService(CallbackOperations):
                      now: float) -> Attempt | None:
         if not NUMBER.match(cb.phone):  # checked again where it is dialled
             return None
-        attempt_id = await store.start_attempt(cb.id, agent, now)
+        uid = f"{self._prefix}-{next(self._ids)}"
+        attempt_id = await store.start_attempt(cb.id, agent, now, channel=uid, node=self.node)
         if attempt_id is None:
             return None
-        att = Attempt(uid=f"{self._prefix}-{next(self._ids)}", attempt_id=attempt_id, callback=cb,
+        att = Attempt(uid=uid, attempt_id=attempt_id, callback=cb,
                       call_id=call_id, agent=agent, device=self.settings.agents[agent], number=cb.phone,
                       done=asyncio.get_running_loop().create_future())
         self.attempts[att.uid] = att
         self._tasks.spawn(self._run(store, att))
         return att
 
+    def adopt(self, store: CallbackQueueStore, row: Row) -> Attempt:
+        """Follow an attempt another controller placed whose agent leg is still on the switch
+        (:mod:`ivr.callbacks.recovery`): its events and FastAGI sessions are served here."""
+        cb = to_callback(row)
+        cb = replace(cb, held_by=self.settings.agent_number(cb.held_by))
+        agent = str(row.get("attempt_agent") or "")
+        att = Attempt(uid=str(row["channel"]), attempt_id=str(row["attempt_id"]), callback=cb,
+                      call_id=str(row.get("call_id") or ""), agent=agent, device=self.settings.agents.get(agent, ""),
+                      number=cb.phone, done=asyncio.get_running_loop().create_future(), adopted=True)
+        self.attempts[att.uid] = att
+        self._tasks.spawn(self._run(store, att))
+        return att
+
+    async def _follow(self, att: Attempt) -> str:
+        """An adopted attempt's outcome: its events, or (a Hangup missed while nobody
+        listened) its leg gone from the switch: not the customer's fault."""
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(att.done), self.settings.poll)
+            except TimeoutError:
+                try:
+                    if await channel_facts(self.ami, att.uid) is None:
+                        att.resolve("agent-no-answer")
+                except AmiError as exc:
+                    log.debug("callbacks.follow_unconfirmed", callback_id=att.callback.id, error=str(exc))
+
     async def _run(self, store: CallbackQueueStore, att: Attempt) -> None:
         try:
+            if att.adopted:
+                await self._finish(store, att, await self._follow(att))
+                return
             await self._stage(att, "agent-ringing")
             originate = {
                 "Action": "Originate", "Channel": att.device, "Context": "ivr-callback-agent",
@@ -267,7 +300,10 @@ class CallbackService(CallbackOperations):
             if att is not None:
                 status = event.get("DialStatus", "")
                 # ANSWER without a live key: the customer route has said "machine" already.
-                att.resolve(DIAL_OUTCOMES.get(status, "machine" if status == "ANSWER" else "no-answer"))
+                # Adopted before the agent answered here: the bridge happened (a customer with
+                # no key is dropped with the agent by the dialplan, and no event comes).
+                answered = "connected" if att.adopted and not att.agi else "machine"
+                att.resolve(DIAL_OUTCOMES.get(status, answered if status == "ANSWER" else "no-answer"))
             return
         if kind == "Hangup":
             att = self.attempts.get(event.get("Uniqueid", ""))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from ivr.errors import IvrError
@@ -116,20 +117,31 @@ class CallbackQueue:
         sql = "SELECT * FROM callback_attempts" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
         return await self.db.fetchall(sql + " ORDER BY started_at", tuple(params))
 
-    async def recover(self, at: float | None = None) -> int:
-        """After a restart: attempts left ``dialling`` by a previous controller end as
-        ``agent-no-answer`` (not the customer's fault) and the call-back is due again."""
+    async def in_flight(self) -> list[Row]:
+        """Attempts under way (their call-back ``dialling``): the call-back's row with the
+        attempt's ``attempt_id``, ``channel`` (the agent leg's ChannelId), ``node`` and
+        ``attempt_agent``; ``channel`` is None for attempts kept before migration 4."""
+        return await self.db.fetchall(
+            "SELECT c.*, a.attempt_id, a.channel, a.node, a.agent AS attempt_agent FROM callbacks c"
+            " JOIN callback_attempts a ON a.callback_id = c.callback_id AND a.ended_at IS NULL"
+            " WHERE c.status = 'dialling' ORDER BY c.at, c.callback_id")
+
+    async def recover(self, at: float | None = None, keep: Collection[str] = ()) -> int:
+        """After a restart or a takeover: attempts left ``dialling`` by a previous controller
+        end as ``interrupted`` (not the customer's fault) and the call-back is due again;
+        except the call-backs in ``keep`` (their attempt is still on the switch)."""
         now = time.time() if at is None else at
 
         async def run(tx: Tx) -> int:
             rows = await tx.fetchall("SELECT callback_id FROM callbacks WHERE status = 'dialling'")
+            rows = [r for r in rows if r["callback_id"] not in keep]
             for r in rows:
                 await tx.execute(
                     "UPDATE callback_attempts SET ended_at = ?, outcome = 'interrupted', burned = 0"
                     " WHERE callback_id = ? AND ended_at IS NULL", (now, r["callback_id"]))
                 await tx.execute(
-                    "UPDATE callbacks SET status = 'open', next_attempt = ?, updated_at = ? WHERE callback_id = ?",
-                    (now, now, r["callback_id"]))
+                    "UPDATE callbacks SET status = 'open', next_attempt = ?, updated_at = ?"
+                    " WHERE callback_id = ? AND status = 'dialling'", (now, now, r["callback_id"]))
             return len(rows)
 
         return await self.db.run(run)
@@ -160,9 +172,11 @@ class CallbackQueue:
         callback_id = await self.db.run(run)
         return None if callback_id is None else await self.get(callback_id)
 
-    async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None:
+    async def start_attempt(self, callback_id: str, agent: str, at: float, *, channel: str | None = None,
+                            node: str | None = None) -> str | None:
         """Mark an open call-back ``dialling``; returns the attempt id (None: it is not
-        open any more, e.g. cancelled meanwhile)."""
+        open any more, e.g. cancelled meanwhile). ``channel``: the agent leg's ChannelId;
+        ``node``: the controller placing it."""
         attempt = _id()
 
         async def run(tx: Tx) -> str | None:
@@ -173,8 +187,8 @@ class CallbackQueue:
             if not claimed:
                 return None
             await tx.execute(
-                "INSERT INTO callback_attempts (attempt_id, callback_id, started_at, agent) VALUES (?, ?, ?, ?)",
-                (attempt, callback_id, at, agent))
+                "INSERT INTO callback_attempts (attempt_id, callback_id, started_at, agent, channel, node)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (attempt, callback_id, at, agent, channel, node))
             return attempt
 
         return await self.db.run(run)
@@ -182,9 +196,13 @@ class CallbackQueue:
     async def finish_attempt(self, callback_id: str, attempt_id: str, *, outcome: str, status: str,
                              attempts: int, next_attempt: float | None, burned: bool, at: float) -> None:
         async def run(tx: Tx) -> None:
-            await tx.execute(
-                "UPDATE callback_attempts SET ended_at = ?, outcome = ?, burned = ? WHERE attempt_id = ?",
-                (at, outcome, int(burned), attempt_id))
+            # The first outcome written stands: an attempt followed by two controllers (one
+            # lost the lease, the other adopted it) is finished once.
+            ended = await tx.fetchall(
+                "UPDATE callback_attempts SET ended_at = ?, outcome = ?, burned = ? WHERE attempt_id = ?"
+                " AND ended_at IS NULL RETURNING attempt_id", (at, outcome, int(burned), attempt_id))
+            if not ended:
+                return
             # A call-back cancelled while dialling stays cancelled.
             await tx.execute(
                 "UPDATE callbacks SET status = CASE WHEN status = 'dialling' THEN ? ELSE status END,"
