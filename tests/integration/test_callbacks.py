@@ -11,10 +11,13 @@ AMI event (``UserEvent: IvrCallback`` stages) or on the store, bounded.
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import aiohttp
 
 from ivr.catalog import digits_prompts
 from ivr.prompts import prompt_duration
@@ -190,8 +193,72 @@ async def test_a_window_tomorrow_is_kept_and_not_placed_before_it(ami: AmiRecord
     await remove_customers(ami, [number])
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def _open_for(ctl: Any, number: str) -> list[dict[str, Any]]:
     return [r for r in await (await queue_of(ctl)).open() if r["phone"] == number]
+
+
+async def test_a_call_back_created_by_the_api_is_placed(ami: AmiRecorder, make_controller: Any) -> None:
+    """POST /api/callbacks (a number, an agent, as soon as possible): 201 with the row; the
+    switch places it agent first and bridges the customer; a hostile body is a 400."""
+    number = "13900000012"
+    await setup(ami, {"2012": ACCEPTS}, {number: live("2012")})
+    port = _free_port()
+    ctl = await make_controller(f'[http]\nport = {port}\ntoken = "callback-test-token-0123"\n\n' + config(["2012"]))
+    await queue_of(ctl)
+    url = f"http://127.0.0.1:{port}/api/callbacks"
+    since = len(ami.events)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                     headers={"Authorization": "Bearer callback-test-token-0123"}) as http:
+        async with http.post(url, json={"phone": "139\r\nAction: Originate"}) as reply:
+            assert reply.status == 400 and "phone" in (await reply.json())["message"]
+        async with http.post(url, json={"phone": number, "target": "2012", "best_time": "asap"}) as reply:
+            assert reply.status == 201, await reply.text()
+            created = await reply.json()
+    assert (created["phone"], created["target"], created["status"]) == (number, "2012", "open")
+    [connected] = await wait_stage(ami, "connected", timeout=30, since=since)
+    assert (connected["CallbackId"], connected["Agent"], connected["Number"]) == (
+        created["callback_id"], "2012", number)
+    [agent_in] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == connected["Uniqueid"],
+                                    timeout=10, since=since)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == agent_in["BridgeUniqueid"]
+                       and e["Channel"].startswith(f"Local/{number}@ivr-callback-number"), timeout=10, since=since)
+    await until(lambda: _status(ctl, created["callback_id"], "done"), 10, "the call-back done")
+    await remove_customers(ami, [number])
+
+
+async def test_a_restart_while_the_agent_rings_adopts_the_attempt(ami: AmiRecorder, make_controller: Any) -> None:
+    """The controller stops while the agent's phone rings for a call-back; the next one asks
+    the switch, finds the ringing leg and adopts it: no second call to the agent; the agent
+    answers, is told by the new controller, accepts, and the customer is bridged."""
+    number = "13900000013"
+    ring = ["Ringing()", "Wait(6)", "Answer()", "Wait(1)", "SendDTMF(1)", "Wait(60)", "Hangup()"]
+    await setup(ami, {"2013": ring}, {number: live("2013")})
+    slow = config(["2013"]).replace("agent_ring = 3.0", "agent_ring = 12.0")
+    ctl = await make_controller(slow)
+    await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, number, "test-cb-13", "cb-adopt")
+    [ringing] = await wait_stage(ami, "agent-ringing", timeout=15, since=since)
+    await ami.wait_for(lambda e: e.event == "Newchannel" and e.get("Uniqueid") == ringing["Uniqueid"],
+                       timeout=10, since=since)
+    await ctl.stop()
+    ctl2 = await make_controller(slow)
+    [c] = await wait_stage(ami, "connected", timeout=30, since=since)
+    assert (c["CallbackId"], c["Uniqueid"]) == ("cb-adopt", ringing["Uniqueid"]), "the same attempt, adopted"
+    assert len(ami.find(lambda e: e.event == "Newchannel" and e.get("Channel", "").startswith("Local/2013@"),
+                        since)) == 2, "one call to the agent (a Local channel's two halves)"
+    assert len(stages(ami, "cb-adopt")) >= 1 and [e["Stage"] for e in stages(ami, "cb-adopt")].count(
+        "agent-ringing") == 1
+    await until(lambda: _status(ctl2, "cb-adopt", "done"), 15, "done by the controller that adopted it")
+    r = await row(ctl2, "cb-adopt")
+    assert [h["outcome"] for h in r["history"]] == ["connected"], r["history"]
+    await remove_customers(ami, [number])
 
 
 async def _legs(ctl: Any, agent: str) -> list[dict[str, Any]]:
