@@ -232,6 +232,31 @@ async def test_a_call_back_created_by_the_api_is_placed(ami: AmiRecorder, make_c
     await remove_customers(ami, [number])
 
 
+async def test_a_queue_call_back_goes_to_a_free_member_of_that_queue(ami: AmiRecorder,
+                                                                     make_controller: Any) -> None:
+    """Target queue:agents (the shipped queue); the caller was held by 2014, who is not a
+    member. The switch's member 2015 is rung and bridged, never 2014."""
+    number = "13900000014"
+    await setup(ami, {"2014": ACCEPTS, "2015": ACCEPTS}, {number: live("2015")})
+    iface = "Local/2015@test-cb-agents/n"
+    reply = await ami.action({"Action": "QueueAdd", "Queue": "agents", "Interface": iface}, as_list=False)
+    assert reply.success, reply
+    try:
+        ctl = await make_controller(config(["2014", "2015"]))
+        await queue_of(ctl)
+        since = len(ami.events)
+        ctl.bus.emit("callback.requested", "test-cb-14", item="cb-queue", caller_number=number, best_time="today",
+                     target="queue:agents", held_by="2014")
+        [c] = await wait_stage(ami, "connected", timeout=30, since=since)
+        assert (c["CallbackId"], c["Agent"]) == ("cb-queue", "2015")
+        assert not ami.find(lambda e: e.event == "Newchannel" and e.get("Channel", "").startswith("Local/2014@"),
+                            since), "the agent who is no member of the queue was never rung"
+        await until(lambda: _status(ctl, "cb-queue", "done"), 10, "the call-back done")
+    finally:
+        await ami.action({"Action": "QueueRemove", "Queue": "agents", "Interface": iface}, as_list=False)
+        await remove_customers(ami, [number])
+
+
 async def test_a_restart_while_the_agent_rings_adopts_the_attempt(ami: AmiRecorder, make_controller: Any) -> None:
     """The controller stops while the agent's phone rings for a call-back; the next one asks
     the switch, finds the ringing leg and adopts it: no second call to the agent; the agent
