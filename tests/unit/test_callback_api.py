@@ -13,6 +13,8 @@ from aiohttp import web
 from ivr.callbacks.http import CALLBACK_OPENAPI, callback_routes
 from ivr.events import CallEvent
 from ivr.http.app import undocumented
+from ivr.records.figures import day_figures
+from ivr.records.queries import CallFilter
 from ivr.web.errors import error_middleware
 from tests.unit.test_callback_service import NOON, TZ, world  # noqa: F401  (fixture)
 
@@ -98,6 +100,8 @@ async def test_created_then_a_duplicate_merges_keeping_its_place(client: Any, wo
     # the request is no call: the daily figures do not count it
     call = await store.call(first["call_id"])
     assert call["state"] == "callback-request" and call["ended_at"] == NOON
+    days = day_figures(legs=[], calls=await store.calls(CallFilter()), holds=[], tz=TZ)
+    assert sum(d["calls"] for d in days) == 0
     assert [e["kind"] for e in call["events"]] == ["callback.requested"]  # the first request's record
 
 
