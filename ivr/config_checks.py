@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ivr.rules.callback import parse_span
+from ivr.rules.callback import parse_span, parse_window
 from ivr.sections import CallbacksConfig, Config
 
 
@@ -117,3 +117,10 @@ def validate_callbacks(cb: CallbacksConfig, add: Any) -> None:
         add("callbacks.days", f"ISO weekdays 1 (Monday) to 7, got {cb.days}")
     if not cb.backoff:
         add("callbacks.backoff", "at least one wait (s)")
+    if not 1 <= len(cb.windows) <= 9:
+        add("callbacks.windows", f"1 to 9 windows (keys 1-9), got {len(cb.windows)}")
+    for i, text in enumerate(cb.windows):
+        try:
+            parse_window(str(text))
+        except ValueError as exc:
+            add(f"callbacks.windows[{i}]", str(exc))

@@ -35,7 +35,7 @@ from ivr.sections import Config
 # (tests/unit/test_doctor.py checks this covers every action the package sends.)
 NEEDED_ACTIONS = frozenset({
     "Originate", "Redirect", "Hangup", "UserEvent", "CoreShowChannels", "Getvar",
-    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping", "Status",
+    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping", "Status", "QueueStatus",
 })
 DANGEROUS_ACTIONS = frozenset({
     "Command", "UpdateConfig", "GetConfig", "GetConfigJSON", "CreateConfig",

@@ -161,6 +161,11 @@ class CallbacksConfig:
     customer_ring: float = 40.0  # s the customer's phone may ring
     live_timeout: float = 8.0  # s for the customer to press a key after the greeting (else "machine")
     poll: float = 5.0  # s between looks at the queue (a request or a free agent also wakes it)
+    # The best times a held caller may choose after pressing 3, keys 1, 2, ... in this order:
+    # "asap" (as soon as possible today), "HH:00-HH:00" (the next such window, today or
+    # tomorrow), "tomorrow HH:00-HH:00". A timeout or a key not offered, twice: asap.
+    windows: list[str] = field(default_factory=lambda: ["asap", "14:00-20:00", "tomorrow 09:00-12:00"])
+    window_timeout: float = 5.0  # s for the caller's key after the menu of windows
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from ivr.rules import Machine
+from ivr.tasks import TaskSet
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ class TimerService:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._callbacks: set[asyncio.Task[Any]] = set()
+        self._callbacks = TaskSet("timer_callback_failed")
         self._closed = False
 
     # -- public API -----------------------------------------------------------------
@@ -136,12 +137,8 @@ class TimerService:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._task, *self._callbacks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._callbacks.close(self._task)
         self._task = None
-        self._callbacks.clear()
         self._entries.clear()
         self._heap.clear()
 
@@ -167,14 +164,7 @@ class TimerService:
             log.exception("timer_callback_failed", key=str(key), error=repr(exc))
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._callbacks.add(task)
-            task.add_done_callback(self._callback_done)
-
-    def _callback_done(self, task: asyncio.Task[Any]) -> None:
-        self._callbacks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("timer_callback_failed", error=repr(task.exception()))
+            self._callbacks.spawn(result)
 
     def _ensure_task(self) -> None:
         if self._task is None and not self._closed:

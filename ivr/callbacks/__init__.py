@@ -22,7 +22,8 @@ def build_callbacks(rt: Runtime, config: Config,
     service = CallbackService(
         rt.ami, rt.channels, CallbackSettings.from_config(config.callbacks, config.switch, config.prompts,
                                                           config.agents),
-        store=store, bus=rt.bus, metrics=CallbackMetrics(rt.metrics.registry))
+        store=store, bus=rt.bus, metrics=CallbackMetrics(rt.metrics.registry), acting=rt.acting,
+        node=config.cluster.node)
     service.attach()
     return Feature("callbacks", service, agi_routes=service.agi_routes, http_routes=callback_routes(service),
                    openapi=CALLBACK_OPENAPI, on_start=service.start, on_close=service.close)

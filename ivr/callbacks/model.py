@@ -4,8 +4,7 @@ protocol the records implement), its settings, and one attempt in flight."""
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,12 +18,13 @@ from ivr.rules.callback import (
     Hours,
     parse_span,
 )
+from ivr.rules.dialing import PHONE_RE
 from ivr.sections import AgentConfig, CallbacksConfig, PromptsConfig, SwitchConfig
 
 log = structlog.get_logger("ivr.callbacks")
 
 
-NUMBER = re.compile(r"^\+?[0-9]{2,20}$")  # what may be dialled: digits and a leading +
+NUMBER = PHONE_RE  # what may be dialled: digits and a leading +
 DIAL_OUTCOMES = {"NOANSWER": "no-answer", "BUSY": "busy", "CONGESTION": "busy", "CHANUNAVAIL": "busy",
                  "CANCEL": "agent-declined"}
 
@@ -36,13 +36,17 @@ class CallbackQueueStore(Protocol):
 
     async def open(self) -> list[Row]: ...
     async def get(self, callback_id: str) -> Row | None: ...
-    async def recover(self, at: float | None = None) -> int: ...
-    async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None: ...
+    async def in_flight(self) -> list[Row]: ...
+    async def recover(self, at: float | None = None, keep: Collection[str] = ()) -> int: ...
+    async def start_attempt(self, callback_id: str, agent: str, at: float, *, channel: str | None = None,
+                            node: str | None = None) -> str | None: ...
     async def finish_attempt(self, callback_id: str, attempt_id: str, *, outcome: str, status: str,
                              attempts: int, next_attempt: float | None, burned: bool, at: float) -> None: ...
     async def cancel(self, callback_id: str, at: float, reason: str = "cancelled") -> Row | None: ...
     async def retry_now(self, callback_id: str, at: float) -> Row | None: ...
     async def expire(self, callback_id: str, at: float) -> Row | None: ...
+    async def create(self, *, phone: str, target: str, best_time: str, not_before: float, held_by: str | None,
+                     call_id: str | None, at: float) -> Row | None: ...
 
 
 _CB, _SWITCH, _PROMPTS = CallbacksConfig(), SwitchConfig(), PromptsConfig()
@@ -116,6 +120,7 @@ class Attempt:
     agi: bool = False  # the agent answered (the announcement started)
     accepted: bool = False
     stages: list[str] = field(default_factory=list)
+    adopted: bool = False  # placed by another controller (or before a restart), still on the switch
 
     def resolve(self, outcome: str) -> None:
         if not self.done.done():
@@ -130,3 +135,10 @@ class NoSuchCallback(IvrError):
 class CallbacksUnavailable(IvrError):
     error_id = "callbacks-unavailable"
     http_status = 503
+
+
+class InvalidCallback(IvrError):
+    """A call-back request the API refuses; ``field`` names what is wrong."""
+
+    error_id = "invalid-callback"
+    http_status = 400

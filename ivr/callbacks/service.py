@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -39,7 +41,9 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 from ivr.ami.channels import ChannelTracker
+from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiError
+from ivr.ami.queues import queue_members
 from ivr.callbacks.metrics import CallbackMetrics
 from ivr.callbacks.model import (
     DIAL_OUTCOMES,
@@ -47,31 +51,35 @@ from ivr.callbacks.model import (
     Attempt,
     CallbackQueueStore,
     CallbackSettings,
-    CallbacksUnavailable,
-    NoSuchCallback,
     Row,
     to_callback,
 )
+from ivr.callbacks.operations import CallbackOperations
+from ivr.callbacks.recovery import resolve_in_flight
 from ivr.catalog import digits_prompts
 from ivr.events import EventBus
 from ivr.rules.callback import (
     Callback,
     after_attempt,
     expired,
-    next_opportunity,
     pick,
 )
+from ivr.rules.dialing import device_key
+from ivr.tasks import TaskSet
 
 log = structlog.get_logger("ivr.callbacks")
 
-class CallbackService:
+class CallbackService(CallbackOperations):
     AGENT_ROUTE = "callback-agent"
     CUSTOMER_ROUTE = "callback-customer"
 
     def __init__(self, ami: Any, channels: ChannelTracker, settings: CallbackSettings, *,
                  store: Callable[[], CallbackQueueStore | None], bus: EventBus | None = None,
-                 metrics: CallbackMetrics | None = None, wall: Callable[[], float] = time.time) -> None:
+                 metrics: CallbackMetrics | None = None, wall: Callable[[], float] = time.time,
+                 acting: Callable[[], bool] = lambda: True, node: str = "") -> None:
         self.ami, self.channels, self.settings = ami, channels, settings
+        self.acting = acting  # a controller pair: only the lease holder places call-backs
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self.store = store
         self.bus = bus or EventBus()
         self.metrics = metrics or CallbackMetrics()
@@ -79,11 +87,11 @@ class CallbackService:
         self.tz = ZoneInfo(settings.tz)
         self.attempts: dict[str, Attempt] = {}  # by agent leg ChannelId
         self.wake = asyncio.Event()
-        self._recovered = False
         self._ids = itertools.count(1)
-        self._prefix = f"ivrcb{os.getpid():x}{id(self) & 0xffff:x}"
+        self._prefix = f"ivrcb{uuid.uuid4().hex[:10]}"  # ChannelIds unique across restarts and nodes
         self._loop_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("callbacks.task_failed")
+        self.ticks = 0  # looks at the queue so far (a test waits for some to pass)
 
     @property
     def agi_routes(self) -> dict[str, Any]:
@@ -98,10 +106,7 @@ class CallbackService:
             self._loop_task = asyncio.ensure_future(self._loop())
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *([self._loop_task] if self._loop_task else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close(self._loop_task)
         self._loop_task = None
 
     def poke(self) -> None:
@@ -116,6 +121,22 @@ class CallbackService:
         busy_devices = {ch.device for ch in self.channels.channels.values()}
         placing = {a.agent for a in self.attempts.values()}
         return [n for n, dev in self.settings.agents.items() if dev not in busy_devices and n not in placing]
+
+    async def queue_agents(self, queues: set[str]) -> dict[str, list[str]]:
+        """The configured agents the switch has in each queue now (QueueStatus; paused
+        members left out). A queue the switch cannot tell of is left out: nobody of it is
+        rung this time."""
+        by_device = {device_key(dial): number for number, dial in self.settings.agents.items()}
+        out: dict[str, list[str]] = {}
+        for name in sorted(queues):
+            try:
+                members = await queue_members(self.ami, name)
+            except (AmiError, ValueError) as exc:
+                log.warning("callbacks.queue_unknown", queue=name, error=str(exc))
+                continue
+            out[name] = [by_device[device_key(m.interface)] for m in members or ()
+                         if not m.paused and device_key(m.interface) in by_device]
+        return out
 
     async def _loop(self) -> None:
         while True:
@@ -134,13 +155,10 @@ class CallbackService:
     async def tick(self) -> list[Attempt]:
         """Place what is due now; returns the attempts started."""
         store = self.store()
-        if store is None or not getattr(self.ami, "connected", True):
+        if store is None or not getattr(self.ami, "connected", True) or not self.acting():
             return []
         now = self.wall()
-        if not self._recovered:
-            if reopened := await store.recover(now):
-                log.info("callbacks.recovered", reopened=reopened)
-            self._recovered = True
+        await resolve_in_flight(self, store, now)  # attempts under way that this controller is not running
         rows = await store.open()
         local = self.local(now)
         waiting = []
@@ -160,7 +178,9 @@ class CallbackService:
         started: list[Attempt] = []
         free = self.free_agents()
         candidates = [cb for cb, _ in waiting]
-        while (chosen := pick(candidates, now, local, free, self.settings.policy)) is not None:
+        members = await self.queue_agents({cb.target.removeprefix("queue:") for cb in candidates
+                                           if cb.target.startswith("queue:")})
+        while (chosen := pick(candidates, now, local, free, self.settings.policy, members)) is not None:
             cb = chosen.callback
             candidates = [c for c in candidates if c.id != cb.id]
             free = [a for a in free if a != chosen.agent]
@@ -168,24 +188,55 @@ class CallbackService:
             attempt = await self._begin(store, cb, str(row.get("call_id") or ""), chosen.agent, now)
             if attempt is not None:
                 started.append(attempt)
+        self.ticks += 1
         return started
 
     async def _begin(self, store: CallbackQueueStore, cb: Callback, call_id: str, agent: str,
                      now: float) -> Attempt | None:
         if not NUMBER.match(cb.phone):  # checked again where it is dialled
             return None
-        attempt_id = await store.start_attempt(cb.id, agent, now)
+        uid = f"{self._prefix}-{next(self._ids)}"
+        attempt_id = await store.start_attempt(cb.id, agent, now, channel=uid, node=self.node)
         if attempt_id is None:
             return None
-        att = Attempt(uid=f"{self._prefix}-{next(self._ids)}", attempt_id=attempt_id, callback=cb,
+        att = Attempt(uid=uid, attempt_id=attempt_id, callback=cb,
                       call_id=call_id, agent=agent, device=self.settings.agents[agent], number=cb.phone,
                       done=asyncio.get_running_loop().create_future())
         self.attempts[att.uid] = att
-        self._spawn(self._run(store, att))
+        self._tasks.spawn(self._run(store, att))
         return att
+
+    def adopt(self, store: CallbackQueueStore, row: Row) -> Attempt:
+        """Follow an attempt another controller placed whose agent leg is still on the switch
+        (:mod:`ivr.callbacks.recovery`): its events and FastAGI sessions are served here."""
+        cb = to_callback(row)
+        cb = replace(cb, held_by=self.settings.agent_number(cb.held_by))
+        agent = str(row.get("attempt_agent") or "")
+        att = Attempt(uid=str(row["channel"]), attempt_id=str(row["attempt_id"]), callback=cb,
+                      call_id=str(row.get("call_id") or ""), agent=agent, device=self.settings.agents.get(agent, ""),
+                      number=cb.phone, done=asyncio.get_running_loop().create_future(), adopted=True)
+        self.attempts[att.uid] = att
+        self._tasks.spawn(self._run(store, att))
+        return att
+
+    async def _follow(self, att: Attempt) -> str:
+        """An adopted attempt's outcome: its events, or (a Hangup missed while nobody
+        listened) its leg gone from the switch: not the customer's fault."""
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(att.done), self.settings.poll)
+            except TimeoutError:
+                try:
+                    if await channel_facts(self.ami, att.uid) is None:
+                        att.resolve("agent-no-answer")
+                except AmiError as exc:
+                    log.debug("callbacks.follow_unconfirmed", callback_id=att.callback.id, error=str(exc))
 
     async def _run(self, store: CallbackQueueStore, att: Attempt) -> None:
         try:
+            if att.adopted:
+                await self._finish(store, att, await self._follow(att))
+                return
             await self._stage(att, "agent-ringing")
             originate = {
                 "Action": "Originate", "Channel": att.device, "Context": "ivr-callback-agent",
@@ -235,21 +286,9 @@ class CallbackService:
         except AmiError as exc:
             log.warning("callbacks.userevent_failed", callback_id=att.callback.id, error=str(exc))
 
-    async def _hangup(self, channel: str) -> None:
-        try:
-            await self.ami.action({"Action": "Hangup", "Channel": channel})
-        except AmiError as exc:
-            log.debug("callbacks.hangup_failed", channel=channel, error=str(exc))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("callbacks.task_failed", exc_info=task.exception())
+    async def _hangup(self, uid: str) -> None:
+        """Hang up our leg (its ChannelId is ``uid``) once the switch confirms it is ours."""
+        await hang_up_confirmed(self.ami, uid, uniqueid=uid, why="callback")
 
     # -- AMI events --------------------------------------------------------------------
     def handle_event(self, event: Any) -> None:
@@ -261,7 +300,10 @@ class CallbackService:
             if att is not None:
                 status = event.get("DialStatus", "")
                 # ANSWER without a live key: the customer route has said "machine" already.
-                att.resolve(DIAL_OUTCOMES.get(status, "machine" if status == "ANSWER" else "no-answer"))
+                # Adopted before the agent answered here: the bridge happened (a customer with
+                # no key is dropped with the agent by the dialplan, and no event comes).
+                answered = "connected" if att.adopted and not att.agi else "machine"
+                att.resolve(DIAL_OUTCOMES.get(status, answered if status == "ANSWER" else "no-answer"))
             return
         if kind == "Hangup":
             att = self.attempts.get(event.get("Uniqueid", ""))
@@ -337,44 +379,3 @@ class CallbackService:
             return
         att.resolve("connected")
         await self._stage(att, "connected")
-
-    # -- operations (API) ----------------------------------------------------------------
-    async def queue(self) -> list[Row]:
-        """Open call-backs in line: their place (1 = next), the attempt under way (agent,
-        stage) and ``next_attempt_at``: when it can next be placed, moved into business
-        hours and the caller's window (None: never again, e.g. a ``today`` past its hours)."""
-        store = self._store()
-        rows = await store.open()
-        placing = {a.callback.id: a for a in self.attempts.values()}
-        now = self.wall()
-        local = self.local(now)
-        out = []
-        for place, row in enumerate(rows, 1):
-            att = placing.get(str(row["callback_id"]))
-            cb = to_callback(row)
-            out.append({**row, "place": place, "agent": att.agent if att else None,
-                        "stage": att.stages[-1] if att and att.stages else None,
-                        "next_attempt_at": now if att else next_opportunity(cb, now, local, self.settings.policy)})
-        return out
-
-    async def cancel(self, callback_id: str) -> Row:
-        row = await self._store().cancel(callback_id, self.wall(), reason="cancelled")
-        if row is None:
-            raise NoSuchCallback(f"no call-back {callback_id}", callback_id=callback_id)
-        for att in self.attempts.values():
-            if att.callback.id == callback_id and not att.accepted:
-                await self._hangup(att.uid)  # an agent still deciding is let go
-        return row
-
-    async def retry_now(self, callback_id: str) -> Row:
-        row = await self._store().retry_now(callback_id, self.wall())
-        if row is None:
-            raise NoSuchCallback(f"no call-back {callback_id}", callback_id=callback_id)
-        self.poke()
-        return row
-
-    def _store(self) -> CallbackQueueStore:
-        store = self.store()
-        if store is None:
-            raise CallbacksUnavailable("the call-back store is unavailable: the database could not be opened")
-        return store

@@ -34,7 +34,7 @@ def build_hold(rt: Runtime, config: Config, *,
     service = HoldService(
         rt.ami, rt.channels, rt.timers,
         HoldSettings.from_config(config.hold, config.switch, config.prompts, config.agents,
-                                 switch_path=switch_path),
+                                 switch_path=switch_path, callbacks=config.callbacks),
         bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry), agent_leg=agent_leg)
     service.attach()
     return Feature("hold", service, agi_routes=service.agi_routes, http_routes=hold_routes(service),

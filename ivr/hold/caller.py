@@ -8,7 +8,9 @@ keeps the keeper channel (AMI); this is what the caller hears (FastAGI)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -23,6 +25,15 @@ from ivr.hold.session import (
     HoldSettings,
 )
 from ivr.hold.store import HoldStore, item_id
+from ivr.rules.callback import (
+    ASAP,
+    ChosenWindow,
+    Window,
+    plan_window,
+    window_for_key,
+    window_menu,
+    window_said_back,
+)
 from ivr.rules.hold import (
     Announce,
     KeepWaiting,
@@ -169,11 +180,44 @@ class HeldCaller:
         at = self.wall()
         item = item_id(s.caller.uniqueid, at)
         self._end(s, "callback", held)
-        # The event is the request's one source: the call records keep it as the durable
-        # call-back (merged with an open one for this number), the scheduler places it.
-        log.info("hold.callback", item=item, caller=caller, agent=s.agent_name)
-        self._emit(s, "callback.requested", item=item, caller_number=caller, best_time="today",
-                   target="", held_by=s.agent_name, held_seconds=round(held, 3))
         self._spawn(self._send_user_event(s, "callback", s.timer.count, held))
-        await self._play(call, "callback_confirm")
+        chosen = plan_window(Window(ASAP), self._local(at))
+        try:
+            chosen = await self._choose_window(call)
+        finally:
+            # The event is the request's one source: the call records keep it as the durable
+            # call-back (merged with an open one for this number), the scheduler places it.
+            # A caller who hangs up during the menu is called back as soon as possible.
+            log.info("hold.callback", item=item, caller=caller, agent=s.agent_name, best_time=chosen.best_time)
+            self._emit(s, "callback.requested", item=item, caller_number=caller, best_time=chosen.best_time,
+                       not_before=chosen.not_before, target="", held_by=s.agent_name,
+                       held_seconds=round(held, 3))
+        for prompt in window_said_back(chosen):  # "we will call you back tomorrow between 9 and 12"
+            await self._play(call, prompt)
         await call.set_variable("IVR_RESULT", "done")
+
+    def _local(self, at: float) -> datetime:
+        return datetime.fromtimestamp(at, ZoneInfo(self.settings.timezone))
+
+    async def _choose_window(self, call: AgiChannel) -> ChosenWindow:
+        """The caller's best time: the menu of windows, keys 1..n; a timeout or a key not
+        offered hears the menu once more, then "as soon as possible" is taken."""
+        windows = self.settings.callback_windows
+        if len(windows) <= 1:
+            return plan_window(windows[0] if windows else Window(ASAP), self._local(self.wall()))
+        keys = "".join(str(k) for k in range(1, len(windows) + 1))
+        for _ in range(2):
+            local = self._local(self.wall())
+            digit: str | None = None
+            for prompt in window_menu(windows, local):
+                digit = await self._play(call, prompt, keys)
+                if digit and digit != WAKE:
+                    break
+            if not digit or digit == WAKE:
+                digit = await call.wait_for_digit(int(self.settings.callback_window_timeout * 1000))
+            window = window_for_key(windows, digit)
+            if window is not None:
+                log.info("hold.callback_window", key=digit, window=window.text)
+                return plan_window(window, local)
+            log.info("hold.callback_window_missing", key=digit or None)
+        return plan_window(Window(ASAP), self._local(self.wall()))

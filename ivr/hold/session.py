@@ -13,8 +13,9 @@ from ivr import errors
 from ivr.agi.wake import WAKE_DIGIT
 from ivr.ami.away import AwaySession, AwaySettings
 from ivr.errors import IvrError
+from ivr.rules.callback import Window, parse_window
 from ivr.rules.hold import HoldTimer, announce_minutes
-from ivr.sections import AgentConfig, HoldConfig, PromptsConfig, SwitchConfig
+from ivr.sections import AgentConfig, CallbacksConfig, HoldConfig, PromptsConfig, SwitchConfig
 
 HOLD_CONTEXT = "ivr-hold"
 WAKE = WAKE_DIGIT  # the digit the controller "receives" on the held channel to wake its AGI
@@ -38,7 +39,7 @@ class NotHeld(HoldError):
     status = 409
 
 
-_HOLD = HoldConfig()  # the defaults
+_HOLD, _SWITCH, _CB = HoldConfig(), SwitchConfig(), CallbacksConfig()  # the defaults
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,11 +54,16 @@ class HoldSettings(AwaySettings):
     switch_messages_dir: str = ""  # the same directory as Asterisk sees it ("" = same path)
     message_max_seconds: int = _HOLD.message_max_seconds
     message_silence_seconds: int = 3
+    # after 3 (a call-back): the best times offered, keys 1.. ([callbacks] windows)
+    callback_windows: tuple[Window, ...] = tuple(parse_window(w) for w in _CB.windows)
+    callback_window_timeout: float = _CB.window_timeout
+    timezone: str = _SWITCH.timezone  # the windows are the switch's local time
 
     @classmethod
     def from_config(cls, hold: HoldConfig, switch: SwitchConfig, prompts: PromptsConfig,
                     agents: Sequence[AgentConfig], *,
-                    switch_path: Callable[[Path], str] | None = None) -> HoldSettings:
+                    switch_path: Callable[[Path], str] | None = None,
+                    callbacks: CallbacksConfig = _CB) -> HoldSettings:
         """From ``[hold]``, ``[switch] language``, ``[prompts] sound_prefix`` and
         ``[[agents]]``. ``switch_path`` maps the messages directory to Asterisk's view
         (the embedded switch runs in a chroot; the app passes the mapping in)."""
@@ -71,6 +77,8 @@ class HoldSettings(AwaySettings):
             switch_messages_dir=switch_path(messages_dir) if switch_path else "",
             message_max_seconds=hold.message_max_seconds,
             **cls.shared(switch, prompts, agents),
+            callback_windows=tuple(parse_window(w) for w in callbacks.windows),
+            callback_window_timeout=callbacks.window_timeout, timezone=switch.timezone,
         )
 
     def __post_init__(self) -> None:

@@ -111,9 +111,9 @@ def build_app(services: Services, settings: HttpSettings,
     for name, routes, paths in features:
         app.add_routes(routes)
         for path, item in paths.items():
-            if path in doc["paths"]:
+            if doc["paths"].get(path, {}).keys() & item.keys():  # another method on a path is fine
                 raise ValueError(f"feature {name}: {path} is documented twice")
-            doc["paths"][path] = item
+            doc["paths"][path] = {**doc["paths"].get(path, {}), **item}
     app[OPENAPI] = doc
     missing, stale = undocumented(app, doc)
     if missing or stale:

@@ -13,8 +13,10 @@ waits in the spool); the scheduler (``ivr/callbacks``) reads and updates the row
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from ivr.errors import IvrError
@@ -44,9 +46,12 @@ def _id() -> str:
 
 
 async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: str | None,
-                  target: str, best_time: str | None, held_by: str | None) -> str:
+                  target: str, best_time: str | None, held_by: str | None,
+                  not_before: float | None = None) -> str:
     """Add a request, or merge it into the open call-back of the same (phone, target);
-    returns the id of the call-back that holds it."""
+    returns the id of the call-back that holds it. ``not_before``: the caller's window
+    opens then (no attempt before it)."""
+    due = max(at, not_before) if not_before is not None else at
     rows = await tx.fetchall(
         "SELECT callback_id, at FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')",
         (phone, target))
@@ -57,13 +62,13 @@ async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: s
             " held_by = COALESCE(?, held_by), for_agent = COALESCE(?, for_agent), requests = requests + 1,"
             " attempts = 0, next_attempt = CASE WHEN status = 'open' THEN ? ELSE next_attempt END,"
             " last_request = ?, updated_at = ? WHERE callback_id = ?",
-            (at, at, best_time, held_by, held_by, at, at, at, cb))
+            (at, at, best_time, held_by, held_by, due, at, at, cb))
         return str(cb)
     await tx.execute(
         "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent, status, target, held_by,"
         " attempts, next_attempt, requests, last_request, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
-        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, at, at, at))
+        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, due, at, at))
     return callback_id
 
 
@@ -112,27 +117,66 @@ class CallbackQueue:
         sql = "SELECT * FROM callback_attempts" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
         return await self.db.fetchall(sql + " ORDER BY started_at", tuple(params))
 
-    async def recover(self, at: float | None = None) -> int:
-        """After a restart: attempts left ``dialling`` by a previous controller end as
-        ``agent-no-answer`` (not the customer's fault) and the call-back is due again."""
+    async def in_flight(self) -> list[Row]:
+        """Attempts under way (their call-back ``dialling``): the call-back's row with the
+        attempt's ``attempt_id``, ``channel`` (the agent leg's ChannelId), ``node`` and
+        ``attempt_agent``; ``channel`` is None for attempts kept before migration 4."""
+        return await self.db.fetchall(
+            "SELECT c.*, a.attempt_id, a.channel, a.node, a.agent AS attempt_agent FROM callbacks c"
+            " JOIN callback_attempts a ON a.callback_id = c.callback_id AND a.ended_at IS NULL"
+            " WHERE c.status = 'dialling' ORDER BY c.at, c.callback_id")
+
+    async def recover(self, at: float | None = None, keep: Collection[str] = ()) -> int:
+        """After a restart or a takeover: attempts left ``dialling`` by a previous controller
+        end as ``interrupted`` (not the customer's fault) and the call-back is due again;
+        except the call-backs in ``keep`` (their attempt is still on the switch)."""
         now = time.time() if at is None else at
 
         async def run(tx: Tx) -> int:
             rows = await tx.fetchall("SELECT callback_id FROM callbacks WHERE status = 'dialling'")
+            rows = [r for r in rows if r["callback_id"] not in keep]
             for r in rows:
                 await tx.execute(
                     "UPDATE callback_attempts SET ended_at = ?, outcome = 'interrupted', burned = 0"
                     " WHERE callback_id = ? AND ended_at IS NULL", (now, r["callback_id"]))
                 await tx.execute(
-                    "UPDATE callbacks SET status = 'open', next_attempt = ?, updated_at = ? WHERE callback_id = ?",
-                    (now, now, r["callback_id"]))
+                    "UPDATE callbacks SET status = 'open', next_attempt = ?, updated_at = ?"
+                    " WHERE callback_id = ? AND status = 'dialling'", (now, now, r["callback_id"]))
             return len(rows)
 
         return await self.db.run(run)
 
-    async def start_attempt(self, callback_id: str, agent: str, at: float) -> str | None:
+    async def create(self, *, phone: str, target: str, best_time: str, not_before: float, held_by: str | None,
+                     call_id: str | None, at: float) -> Row | None:
+        """A call-back asked for through the API: kept like a held caller's request (merged
+        into the open one of (phone, target), which keeps its place). Without ``call_id``
+        the request is a record of its own in ``calls`` (state ``callback-request``,
+        ended at once: no call to count); with one, that call must be on record (None if
+        not). Returns the call-back that holds the request."""
+        async def run(tx: Tx) -> str | None:
+            cid = call_id
+            if cid is None:
+                cid = f"api-{_id()}"
+                await tx.execute(
+                    "INSERT INTO calls (call_id, arrived_at, caller, state, state_since, ended_at, duration,"
+                    " updated_at) VALUES (?, ?, ?, 'callback-request', ?, ?, 0, ?)", (cid, at, phone, at, at, at))
+            elif not await tx.fetchall("SELECT 1 AS x FROM calls WHERE call_id = ?", (cid,)):
+                return None
+            data = {"phone": phone, "target": target, "best_time": best_time, "not_before": not_before,
+                    "held_by": held_by, "via": "api"}
+            await tx.execute("INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+                             (_id(), cid, "callback.requested", at, json.dumps(data)))
+            return await request(tx, callback_id=_id(), call_id=cid, at=at, phone=phone, target=target,
+                                 best_time=best_time, held_by=held_by, not_before=not_before)
+
+        callback_id = await self.db.run(run)
+        return None if callback_id is None else await self.get(callback_id)
+
+    async def start_attempt(self, callback_id: str, agent: str, at: float, *, channel: str | None = None,
+                            node: str | None = None) -> str | None:
         """Mark an open call-back ``dialling``; returns the attempt id (None: it is not
-        open any more, e.g. cancelled meanwhile)."""
+        open any more, e.g. cancelled meanwhile). ``channel``: the agent leg's ChannelId;
+        ``node``: the controller placing it."""
         attempt = _id()
 
         async def run(tx: Tx) -> str | None:
@@ -143,8 +187,8 @@ class CallbackQueue:
             if not claimed:
                 return None
             await tx.execute(
-                "INSERT INTO callback_attempts (attempt_id, callback_id, started_at, agent) VALUES (?, ?, ?, ?)",
-                (attempt, callback_id, at, agent))
+                "INSERT INTO callback_attempts (attempt_id, callback_id, started_at, agent, channel, node)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (attempt, callback_id, at, agent, channel, node))
             return attempt
 
         return await self.db.run(run)
@@ -152,9 +196,13 @@ class CallbackQueue:
     async def finish_attempt(self, callback_id: str, attempt_id: str, *, outcome: str, status: str,
                              attempts: int, next_attempt: float | None, burned: bool, at: float) -> None:
         async def run(tx: Tx) -> None:
-            await tx.execute(
-                "UPDATE callback_attempts SET ended_at = ?, outcome = ?, burned = ? WHERE attempt_id = ?",
-                (at, outcome, int(burned), attempt_id))
+            # The first outcome written stands: an attempt followed by two controllers (one
+            # lost the lease, the other adopted it) is finished once.
+            ended = await tx.fetchall(
+                "UPDATE callback_attempts SET ended_at = ?, outcome = ?, burned = ? WHERE attempt_id = ?"
+                " AND ended_at IS NULL RETURNING attempt_id", (at, outcome, int(burned), attempt_id))
+            if not ended:
+                return
             # A call-back cancelled while dialling stays cancelled.
             await tx.execute(
                 "UPDATE callbacks SET status = CASE WHEN status = 'dialling' THEN ? ELSE status END,"

@@ -131,6 +131,8 @@ def day_figures(
         "holds": 0, "hold_seconds": 0.0,
     })
     for call in calls:
+        if call.get("state") == "callback-request":  # a call-back asked for through the API: no call
+            continue
         d = days[day_of(float(call["arrived_at"]), tz)]
         d["calls"] += 1
         if call.get("answered_at") is not None and call.get("ended_at") is not None:

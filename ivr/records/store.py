@@ -356,7 +356,8 @@ class CallStore(CallQueries):
         await cbq.request(
             tx, callback_id=_text(d.get("item")) or _new_id(), call_id=ev.call_id, at=ev.at,
             phone=_text(d.get("phone", d.get("caller_number"))), target=_text(d.get("target")) or "",
-            best_time=_text(d.get("best_time")), held_by=_text(d.get("held_by")) or agent)
+            best_time=_text(d.get("best_time")), held_by=_text(d.get("held_by")) or agent,
+            not_before=nb if isinstance(nb := d.get("not_before"), (int, float)) else None)
         await self._close_hold(tx, ev, "callback")
 
     async def _transfer(self, tx: Tx, ev: CallEvent) -> None:

@@ -6,8 +6,9 @@ Place in line: the time of the caller's first request (a second request for the 
 number and target keeps it). A call-back is *callable* when its next attempt is due, the
 switch is inside business hours and the caller's best time (``today``: until the end of
 the local day of the latest request; ``HH:MM-HH:MM``: that window every day). The first
-callable call-back in line that has a free agent is placed: its target agent, else the
-agent who held the caller, else the first free agent. A call-back waiting for a busy
+callable call-back in line that has a free agent is placed: its target agent; else (any
+agent, or a queue: then only the queue's members) the agent who held the caller, else the
+first free one. A call-back waiting for a busy
 agent does not hold up those behind it.
 
 Outcomes of an attempt::
@@ -23,7 +24,7 @@ Outcomes of an attempt::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -129,9 +130,17 @@ def callable_now(cb: Callback, now: float, local: datetime, policy: CallbackPoli
             and in_window(cb, local) and not expired(cb, local))
 
 
-def choose_agent(cb: Callback, free: Sequence[str]) -> str | None:
+def choose_agent(cb: Callback, free: Sequence[str],
+                 members: Mapping[str, Collection[str]] | None = None) -> str | None:
+    """The agent to ring first: the target agent; for a ``queue:NAME`` target a free member
+    of that queue (``members``: queue name -> agent numbers the switch has in it, paused
+    ones left out; a queue not in it has nobody now); the agent who held the caller
+    before any other when eligible."""
     if cb.target and not cb.target.startswith("queue:"):
         return cb.target if cb.target in free else None
+    if cb.target:
+        queue = set((members or {}).get(cb.target.removeprefix("queue:"), ()))
+        free = [a for a in free if a in queue]
     if cb.held_by and cb.held_by in free:
         return cb.held_by
     return free[0] if free else None
@@ -144,12 +153,12 @@ class Assignment:
 
 
 def pick(callbacks: Iterable[Callback], now: float, local: datetime, free: Sequence[str],
-         policy: CallbackPolicy) -> Assignment | None:
+         policy: CallbackPolicy, members: Mapping[str, Collection[str]] | None = None) -> Assignment | None:
     """The call-back to place now and the agent to ring first, or None."""
     for cb in in_line(callbacks):
         if not callable_now(cb, now, local, policy):
             continue
-        agent = choose_agent(cb, free)
+        agent = choose_agent(cb, free, members)
         if agent is not None:
             return Assignment(cb, agent)
     return None
@@ -207,4 +216,92 @@ def next_opportunity(cb: Callback, now: float, local: datetime, policy: Callback
             if expired(cb, at):
                 return None
             return max(now, cb.next_attempt) if at == start else at.timestamp()  # exact, not to the µs
+    return None
+
+
+# -- the caller's choice of a best time (after pressing 3 at the hold choices) ---------------
+
+ASAP = "asap"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A best time offered to the caller: ``asap`` (as soon as possible today), or
+    ``HH:00-HH:00`` (the next such window: today if it has not ended yet, else tomorrow),
+    or ``tomorrow HH:00-HH:00``. Whole hours, so the window can be said back."""
+
+    text: str
+    start: int = 0  # minutes of the local day
+    end: int = 0
+    tomorrow: bool = False
+
+    @property
+    def asap(self) -> bool:
+        return self.text == ASAP
+
+
+def parse_window(text: str, *, whole_hours: bool = True) -> Window:
+    """One window (see :class:`Window`; ``today`` is ``asap``). ValueError with what is
+    wrong. ``whole_hours``: the window is said to the caller (the menu), so on the hour."""
+    t = " ".join(text.strip().lower().split())
+    if t in (ASAP, "today"):
+        return Window(ASAP)
+    tomorrow = t.startswith("tomorrow ")
+    span = t.removeprefix("tomorrow ") if tomorrow else t
+    try:
+        start, end = parse_span(span)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: a window is 'asap', 'HH:00-HH:00' or 'tomorrow HH:00-HH:00' ({exc})") from None
+    if whole_hours and (start % 60 or end % 60):
+        raise ValueError(f"{text!r}: a window starts and ends on the hour (it is said back to the caller)")
+    return Window(t, start, end, tomorrow)
+
+
+@dataclass(frozen=True)
+class ChosenWindow:
+    window: Window
+    best_time: str  # as stored: "today" or "HH:MM-HH:MM"
+    not_before: float  # epoch s: no attempt before (the window's opening)
+    day: str  # "today" or "tomorrow": as said to the caller
+
+
+def plan_window(window: Window, local: datetime) -> ChosenWindow:
+    """The call-back a choice made at ``local`` (the switch's local time) asks for."""
+    if window.asap:
+        return ChosenWindow(window, "today", local.timestamp(), "today")
+    minute = local.hour * 60 + local.minute
+    offset = 1 if window.tomorrow or minute >= window.end else 0
+    midnight = datetime.combine(local.date() + timedelta(days=offset), datetime.min.time(), local.tzinfo)
+    opens = max(local, midnight + timedelta(minutes=window.start))
+    best = "-".join(f"{m // 60:02d}:{m % 60:02d}" for m in (window.start, window.end))
+    return ChosenWindow(window, best, opens.timestamp(), "tomorrow" if offset else "today")
+
+
+def describe(chosen: ChosenWindow) -> list[str]:
+    """Prompt ids naming the window: "today between 2 p.m. and 8 p.m." (asap: its own)."""
+    w = chosen.window
+    if w.asap:
+        return ["callback_asap"]
+    return [f"callback_{chosen.day}", "callback_from", f"hour_{w.start // 60}", "callback_to", f"hour_{w.end // 60}"]
+
+
+def window_menu(windows: Sequence[Window], local: datetime) -> list[str]:
+    """The menu after pressing 3: "when should we call you back? <window>, press 1; ..."."""
+    prompts = ["callback_when"]
+    for key, w in enumerate(windows, 1):
+        prompts += [*describe(plan_window(w, local)), "callback_menu_press", f"digit_{key}"]
+    return prompts
+
+
+def window_said_back(chosen: ChosenWindow) -> list[str]:
+    """What the caller hears once the call-back is registered."""
+    if chosen.window.asap:
+        return ["callback_confirm"]
+    return ["callback_will", *describe(chosen), "callback_end"]
+
+
+def window_for_key(windows: Sequence[Window], digit: str | None) -> Window | None:
+    """The window of an offered key; None for a timeout or a key not offered."""
+    if digit and digit.isdigit() and 1 <= int(digit) <= len(windows):
+        return windows[int(digit) - 1]
     return None

@@ -10,6 +10,8 @@ from typing import Any
 
 DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# A phone number the switch may dial for a customer (a call-back): digits, a leading +.
+PHONE_RE = re.compile(r"^\+?[0-9]{2,20}$")
 
 
 def device_of(channel_name: str) -> str:

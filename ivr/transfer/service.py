@@ -60,6 +60,7 @@ from ivr.rules.transfer import (
     TransferAction,
     WarmTransfer,
 )
+from ivr.tasks import TaskSet
 from ivr.timers import TimerService
 from ivr.transfer.metrics import TransferMetrics
 from ivr.transfer.settings import CallNotTransferable, Transfer, TransferSettings
@@ -91,16 +92,14 @@ class TransferService:
         self._ids = itertools.count(1)
         self._prefix = f"ivrx{os.getpid():x}{id(self) & 0xffff:x}"
         self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("transfer.task_failed")
 
     def attach(self) -> None:
         for name in ("Hangup", "Newstate", "DialBegin", "DialEnd", "BridgeEnter", "UserEvent"):
             self.ami.subscribe(name, self.handle_event)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     # -- lookups --------------------------------------------------------------------
     def by_caller(self, uid: str) -> Transfer | None:
@@ -319,14 +318,7 @@ class TransferService:
         self._locks.pop(xfer.id, None)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("transfer.task_failed", exc_info=task.exception())
+        self._tasks.spawn(coro)
 
     # -- AMI events -----------------------------------------------------------------
     def handle_event(self, event: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ivr.rules.dialing import PHONE_RE
 from ivr.web.errors import BadRequest
 
 CALL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -108,3 +109,33 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", error_id="invalid-json")
     return body
+
+
+def body_phone(body: dict[str, Any], name: str = "phone", *, required: bool = True) -> str | None:
+    """A phone number from a JSON body: 2-20 digits, an optional leading ``+`` (what the
+    switch may dial); 400 naming the field otherwise."""
+    raw = body.get(name)
+    if raw is None and not required:
+        return None
+    if not isinstance(raw, str) or not PHONE_RE.match(raw):
+        raise BadRequest(f'"{name}" must be a phone number: 2-20 digits, an optional leading +',
+                         error_id="invalid-phone", details={"field": name, "value": str(raw)[:100]})
+    return raw
+
+
+def body_text(body: dict[str, Any], name: str, pattern: str, what: str, default: str = "") -> str:
+    """An optional string field of a JSON body matching ``pattern`` in full; 400 naming
+    the field and ``what`` it should be otherwise."""
+    raw = body.get(name, default)
+    if not isinstance(raw, str) or not re.fullmatch(pattern, raw):
+        raise BadRequest(f'"{name}" must be {what}', error_id="invalid-field",
+                         details={"field": name, "value": str(raw)[:100]})
+    return raw
+
+
+def body_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """400 naming any field of the body that is not one of ``allowed``."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(repr(u[:40]) for u in unknown[:5])}; allowed: "
+                         f"{', '.join(allowed)}", error_id="invalid-field", details={"fields": unknown[:5]})

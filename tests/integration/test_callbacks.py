@@ -11,7 +11,13 @@ AMI event (``UserEvent: IvrCallback`` stages) or on the store, bounded.
 
 from __future__ import annotations
 
+import socket
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
 
 from ivr.catalog import digits_prompts
 from ivr.prompts import prompt_duration
@@ -89,18 +95,14 @@ async def row(ctl: Any, callback_id: str) -> dict[str, Any]:
     return got
 
 
-async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_controller: Any) -> None:
-    """A held caller presses 3 and hangs up; an agent is rung, hears who and presses 1;
-    only then the customer is dialled through ivr-callback-number, hears the greeting,
-    presses a key and is bridged with that agent."""
-    number = "13900000001"
-    await setup(ami, {"2001": ACCEPTS}, {number: live("2001")})
+async def hold_and_choose(ami: AmiRecorder, ctl: Any, number: str, window_key: str) -> Any:
+    """A caller talking with an agent is put on hold, presses 3 at the choices, hears the
+    menu of windows and presses ``window_key``; returns the caller's BridgeEnter."""
     await ami.add_dialplan("test-cb-caller", "c", ["Answer()", "Wait(120)"])
     await ami.add_dialplan("test-cb-dial", "d", ["Dial(Local/a@test-cb-held-agent/n)", "Hangup()"])
     await ami.add_dialplan("test-cb-held-agent", "a", ["Answer()", "Wait(120)"])
-    await ami.add_dialplan("test-cb-press", "3", ["SendDTMF(3,,120)", "Wait(30)"])
-    ctl = await make_controller(config(["2001"]))
-    await queue_of(ctl)
+    for key in {"3", window_key}:
+        await ami.add_dialplan("test-cb-press", key, [f"SendDTMF({key},,120)", "Wait(30)"])
     since = len(ami.events)
     await ami.originate("Local/c@test-cb-caller/n", "test-cb-dial", "d", caller_id=f"Held <{number}>")
     [caller] = await ami.wait_for(lambda e: e.event == "BridgeEnter"
@@ -111,11 +113,29 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     await ctl.hold.hold(caller["Uniqueid"])
     await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
                        and e.get("State") == "choices", timeout=15, since=since)
-    reply = await ami.action({"Action": "Redirect", "Channel": caller["Channel"][:-1] + "2",
+    caller_side = caller["Channel"][:-1] + "2"
+    reply = await ami.action({"Action": "Redirect", "Channel": caller_side,
                               "Context": "test-cb-press", "Exten": "3", "Priority": "1"})
     assert reply.success, reply
-    await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == caller["Uniqueid"], timeout=20,
+    await ami.wait_for(lambda e: e.event == "AGIExecStart" and e.get("Uniqueid") == caller["Uniqueid"]
+                       and "callback_when" in e.get("Command", ""), timeout=15, since=since)
+    reply = await ami.action({"Action": "Redirect", "Channel": caller_side,
+                              "Context": "test-cb-press", "Exten": window_key, "Priority": "1"})
+    assert reply.success, reply
+    await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == caller["Uniqueid"], timeout=40,
                        since=since)
+    return caller
+
+
+async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_controller: Any) -> None:
+    """A held caller presses 3, chooses "as soon as possible" (key 1) and hangs up; an agent
+    is rung, hears who and presses 1; only then the customer is dialled through
+    ivr-callback-number, hears the greeting, presses a key and is bridged with that agent."""
+    number = "13900000001"
+    await setup(ami, {"2001": ACCEPTS}, {number: live("2001")})
+    ctl = await make_controller(config(["2001"]))
+    await queue_of(ctl)
+    await hold_and_choose(ami, ctl, number, "1")
     hung_up = len(ami.events)
     [connected] = await wait_stage(ami, "connected", timeout=30, since=hung_up)
     cb_id = connected["CallbackId"]
@@ -144,6 +164,125 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
     # the agent's leg was watched by the ring monitor like any other (R1 alarms apply to it)
     legs = await until(lambda: _legs(ctl, "2001"), 10, "the agent's ring leg recorded")
     assert legs[0]["outcome"] == "answered" and legs[0]["rings"] >= 1
+    await remove_customers(ami, [number])
+
+
+async def test_a_window_tomorrow_is_kept_and_not_placed_before_it(ami: AmiRecorder, make_controller: Any) -> None:
+    """The held caller presses 3, then 3 again: "tomorrow between 9 and 12". The row has that
+    window, its next attempt is tomorrow 09:00 (the switch's zone); the caller hears it back;
+    the scheduler looks at the queue again and again and places nothing."""
+    number = "13900000011"
+    await setup(ami, {"2011": ACCEPTS}, {number: live("2011")})
+    ctl = await make_controller(config(["2011"]))
+    await queue_of(ctl)
+    caller = await hold_and_choose(ami, ctl, number, "3")
+    [r] = await until(lambda: _open_for(ctl, number), 10, "the call-back stored")
+    tz = ZoneInfo(ctl.config.switch.timezone)
+    nine = datetime.combine(datetime.now(tz).date() + timedelta(days=1), dtime(9), tz).timestamp()
+    assert (r["best_time"], r["next_attempt"]) == ("09:00-12:00", nine)
+    played = [e["Command"].split()[2].rsplit("/", 1)[1] for e in ami.find(
+        lambda e: e.event == "AGIExecStart" and e.get("Uniqueid") == caller["Uniqueid"]
+        and e.get("Command", "").startswith("STREAM FILE"))]
+    said = played[played.index("callback_will"):]
+    assert said == ["callback_will", "callback_tomorrow", "callback_from", "hour_9", "callback_to", "hour_12",
+                    "callback_end"], played
+    ticks = ctl.callbacks.ticks
+    await until(lambda: ctl.callbacks.ticks >= ticks + 5, 15, "five more looks at the queue")
+    assert not stages(ami, r["callback_id"]), "placed before the window the caller chose"
+    await ctl.callbacks.cancel(r["callback_id"])
+    await remove_customers(ami, [number])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _open_for(ctl: Any, number: str) -> list[dict[str, Any]]:
+    return [r for r in await (await queue_of(ctl)).open() if r["phone"] == number]
+
+
+async def test_a_call_back_created_by_the_api_is_placed(ami: AmiRecorder, make_controller: Any) -> None:
+    """POST /api/callbacks (a number, an agent, as soon as possible): 201 with the row; the
+    switch places it agent first and bridges the customer; a hostile body is a 400."""
+    number = "13900000012"
+    await setup(ami, {"2012": ACCEPTS}, {number: live("2012")})
+    port = _free_port()
+    ctl = await make_controller(f'[http]\nport = {port}\ntoken = "callback-test-token-0123"\n\n' + config(["2012"]))
+    await queue_of(ctl)
+    url = f"http://127.0.0.1:{port}/api/callbacks"
+    since = len(ami.events)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                     headers={"Authorization": "Bearer callback-test-token-0123"}) as http:
+        async with http.post(url, json={"phone": "139\r\nAction: Originate"}) as reply:
+            assert reply.status == 400 and "phone" in (await reply.json())["message"]
+        async with http.post(url, json={"phone": number, "target": "2012", "best_time": "asap"}) as reply:
+            assert reply.status == 201, await reply.text()
+            created = await reply.json()
+    assert (created["phone"], created["target"], created["status"]) == (number, "2012", "open")
+    [connected] = await wait_stage(ami, "connected", timeout=30, since=since)
+    assert (connected["CallbackId"], connected["Agent"], connected["Number"]) == (
+        created["callback_id"], "2012", number)
+    [agent_in] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == connected["Uniqueid"],
+                                    timeout=10, since=since)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == agent_in["BridgeUniqueid"]
+                       and e["Channel"].startswith(f"Local/{number}@ivr-callback-number"), timeout=10, since=since)
+    await until(lambda: _status(ctl, created["callback_id"], "done"), 10, "the call-back done")
+    await remove_customers(ami, [number])
+
+
+async def test_a_queue_call_back_goes_to_a_free_member_of_that_queue(ami: AmiRecorder,
+                                                                     make_controller: Any) -> None:
+    """Target queue:agents (the shipped queue); the caller was held by 2014, who is not a
+    member. The switch's member 2015 is rung and bridged, never 2014."""
+    number = "13900000014"
+    await setup(ami, {"2014": ACCEPTS, "2015": ACCEPTS}, {number: live("2015")})
+    iface = "Local/2015@test-cb-agents/n"
+    reply = await ami.action({"Action": "QueueAdd", "Queue": "agents", "Interface": iface}, as_list=False)
+    assert reply.success, reply
+    try:
+        ctl = await make_controller(config(["2014", "2015"]))
+        await queue_of(ctl)
+        since = len(ami.events)
+        ctl.bus.emit("callback.requested", "test-cb-14", item="cb-queue", caller_number=number, best_time="today",
+                     target="queue:agents", held_by="2014")
+        [c] = await wait_stage(ami, "connected", timeout=30, since=since)
+        assert (c["CallbackId"], c["Agent"]) == ("cb-queue", "2015")
+        assert not ami.find(lambda e: e.event == "Newchannel" and e.get("Channel", "").startswith("Local/2014@"),
+                            since), "the agent who is no member of the queue was never rung"
+        await until(lambda: _status(ctl, "cb-queue", "done"), 10, "the call-back done")
+    finally:
+        await ami.action({"Action": "QueueRemove", "Queue": "agents", "Interface": iface}, as_list=False)
+        await remove_customers(ami, [number])
+
+
+async def test_a_restart_while_the_agent_rings_adopts_the_attempt(ami: AmiRecorder, make_controller: Any) -> None:
+    """The controller stops while the agent's phone rings for a call-back; the next one asks
+    the switch, finds the ringing leg and adopts it: no second call to the agent; the agent
+    answers, is told by the new controller, accepts, and the customer is bridged."""
+    number = "13900000013"
+    ring = ["Ringing()", "Wait(6)", "Answer()", "Wait(1)", "SendDTMF(1)", "Wait(60)", "Hangup()"]
+    await setup(ami, {"2013": ring}, {number: live("2013")})
+    slow = config(["2013"]).replace("agent_ring = 3.0", "agent_ring = 12.0")
+    ctl = await make_controller(slow)
+    await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, number, "test-cb-13", "cb-adopt")
+    [ringing] = await wait_stage(ami, "agent-ringing", timeout=15, since=since)
+    await ami.wait_for(lambda e: e.event == "Newchannel" and e.get("Uniqueid") == ringing["Uniqueid"],
+                       timeout=10, since=since)
+    await ctl.stop()
+    ctl2 = await make_controller(slow)
+    [c] = await wait_stage(ami, "connected", timeout=30, since=since)
+    assert (c["CallbackId"], c["Uniqueid"]) == ("cb-adopt", ringing["Uniqueid"]), "the same attempt, adopted"
+    assert len(ami.find(lambda e: e.event == "Newchannel" and e.get("Channel", "").startswith("Local/2013@"),
+                        since)) == 2, "one call to the agent (a Local channel's two halves)"
+    assert len(stages(ami, "cb-adopt")) >= 1 and [e["Stage"] for e in stages(ami, "cb-adopt")].count(
+        "agent-ringing") == 1
+    await until(lambda: _status(ctl2, "cb-adopt", "done"), 15, "done by the controller that adopted it")
+    r = await row(ctl2, "cb-adopt")
+    assert [h["outcome"] for h in r["history"]] == ["connected"], r["history"]
     await remove_customers(ami, [number])
 
 

@@ -20,7 +20,12 @@ from ivr.rules.callback import (
     after_attempt,
     expired,
     parse_span,
+    parse_window,
     pick,
+    plan_window,
+    window_for_key,
+    window_menu,
+    window_said_back,
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -195,3 +200,72 @@ def test_callbacks_config_is_checked(tmp_path: object) -> None:
 
     s = CallbackSettings.from_config(cfg.callbacks, cfg.switch, cfg.prompts, cfg.agents)
     assert (s.enabled, s.policy.hours.start, s.policy.hours.end, s.policy.backoff) == (True, 510, 1260, (60.0, 300.0))
+
+
+def test_windows_parse_and_refuse() -> None:
+    assert parse_window(" ASAP ").asap
+    w = parse_window("tomorrow  09:00-12:00")
+    assert (w.start, w.end, w.tomorrow) == (540, 720, True)
+    for bad, why in (("09:30-12:00", "on the hour"), ("noon", "'asap', 'HH:00-HH:00'"),
+                     ("12:00-09:00", "end must be after"), ("yesterday 09:00-10:00", "'asap'")):
+        with pytest.raises(ValueError, match=why):
+            parse_window(bad)
+
+
+def test_a_window_is_the_next_one_and_said_back() -> None:
+    morning = datetime(2026, 12, 1, 8, 0, tzinfo=TZ)
+    evening = datetime(2026, 12, 1, 21, 0, tzinfo=TZ)
+    afternoon = parse_window("14:00-20:00")
+    today = plan_window(afternoon, morning)
+    assert (today.best_time, today.day) == ("14:00-20:00", "today")
+    assert today.not_before == datetime(2026, 12, 1, 14, 0, tzinfo=TZ).timestamp()
+    inside = plan_window(afternoon, datetime(2026, 12, 1, 15, 30, tzinfo=TZ))
+    assert inside.not_before == datetime(2026, 12, 1, 15, 30, tzinfo=TZ).timestamp()  # open now: at once
+    late = plan_window(afternoon, evening)  # today's is over: tomorrow's
+    assert (late.day, late.not_before) == ("tomorrow", datetime(2026, 12, 2, 14, 0, tzinfo=TZ).timestamp())
+    tomorrow = plan_window(parse_window("tomorrow 09:00-12:00"), morning)
+    assert (tomorrow.day, tomorrow.not_before) == ("tomorrow", datetime(2026, 12, 2, 9, 0, tzinfo=TZ).timestamp())
+    assert window_said_back(tomorrow) == ["callback_will", "callback_tomorrow", "callback_from", "hour_9",
+                                          "callback_to", "hour_12", "callback_end"]
+    asap = plan_window(parse_window("asap"), evening)
+    assert (asap.best_time, asap.not_before) == ("today", evening.timestamp())
+    assert window_said_back(asap) == ["callback_confirm"]
+
+
+def test_window_keys_and_menu() -> None:
+    windows = [parse_window(w) for w in ("asap", "14:00-20:00", "tomorrow 09:00-12:00")]
+    assert [window_for_key(windows, k) for k in ("1", "3")] == [windows[0], windows[2]]
+    assert [window_for_key(windows, k) for k in (None, "", "0", "4", "*", "#", "12")] == [None] * 7
+    menu = window_menu(windows, datetime(2026, 12, 1, 21, 0, tzinfo=TZ))
+    assert menu[:4] == ["callback_when", "callback_asap", "callback_menu_press", "digit_1"]
+    assert menu[4:6] == ["callback_tomorrow", "callback_from"], "after 20:00 the afternoon offered is tomorrow's"
+
+
+def test_windows_config_is_checked(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ivr.config import load_config
+    from ivr.errors import ConfigError
+
+    path = Path(str(tmp_path)) / "ivr.toml"
+    path.write_text('[callbacks]\nwindows = ["asap", "09:30-10:00"]\nwindow_timeout = 0\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert "callbacks.windows[1]" in message and "on the hour" in message, message
+    assert "callbacks.window_timeout" in message, message
+    path.write_text("[callbacks]\nwindows = []\n")
+    with pytest.raises(ConfigError, match="1 to 9 windows"):
+        load_config(path, env={})
+
+
+def test_a_queue_target_goes_to_a_free_member_of_that_queue() -> None:
+    from ivr.rules.callback import choose_agent
+
+    cb = Callback("q", "139", T, T, target="queue:support", held_by="1003")
+    members = {"support": ["1002", "1003"], "sales": ["1001"]}
+    assert choose_agent(cb, ["1001", "1002", "1003"], members) == "1003", "the agent who held, a member, first"
+    assert choose_agent(cb, ["1001", "1002"], members) == "1002", "a free member, not any agent"
+    assert choose_agent(cb, ["1001"], members) is None, "no member free: it waits"
+    assert choose_agent(cb, ["1002"], {}) is None, "a queue the switch did not tell of: nobody"
+    assert choose_agent(Callback("a", "139", T, T, held_by="1003"), ["1001", "1003"], members) == "1003"

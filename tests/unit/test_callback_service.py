@@ -15,6 +15,7 @@ import pytest
 
 from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
+from ivr.ami.connection import AmiNotConnected
 from ivr.callbacks.model import CallbackSettings
 from ivr.callbacks.service import CallbackService
 from ivr.events import CallEvent
@@ -254,3 +255,87 @@ async def test_cancel_and_retry_now_through_the_service(world: Any) -> None:
     assert (await store.queue.get("cb-1"))["status"] == "cancelled", "an attempt ending late does not reopen it"
     with pytest.raises(Exception, match="no call-back"):
         await service.cancel("cb-nope")
+
+
+async def test_a_queue_target_rings_a_free_member_of_that_queue(world: Any) -> None:
+    """Target queue:support: the switch's members (QueueStatus) are 1001 and 1002 paused;
+    the caller was held by 1002. 1001 is rung, not the paused 1002. A queue the switch does
+    not have rings nobody."""
+    service, ami, store, _, _ = world
+
+    def status(action: dict[str, Any]) -> list[dict[str, str]]:
+        if action["Queue"] != "support":
+            return [{"Response": "Success"}, {"Event": "QueueStatusComplete"}]
+        return [{"Response": "Success"}, {"Event": "QueueParams", "Queue": "support"},
+                {"Event": "QueueMember", "Queue": "support", "Interface": "PJSIP/1001", "Paused": "0"},
+                {"Event": "QueueMember", "Queue": "support", "Interface": "Local/1002@agents/n", "Paused": "1"},
+                {"Event": "QueueMember", "Queue": "support", "Interface": "PJSIP/7777", "Paused": "0"},
+                {"Event": "QueueStatusComplete"}]
+
+    ami.replies["QueueStatus"] = status
+    await store.apply(CallEvent("callback.requested", "call-q", {
+        "item": "cb-q", "caller_number": "13900000009", "target": "queue:nosuch", "held_by": "1002"}, at=NOON - 60))
+    assert await service.tick() == [], "no such queue: nobody rung"
+    assert await service.queue_agents({"support"}) == {"support": ["1001"]}
+    await store.apply(CallEvent("callback.requested", "call-s", {
+        "item": "cb-s", "caller_number": "13900000010", "target": "queue:support", "held_by": "1002"}, at=NOON - 30))
+    [att] = await service.tick()
+    assert (att.callback.id, att.agent) == ("cb-s", "1001")
+    await service.cancel("cb-s")
+
+
+async def in_flight_elsewhere(store: CallStore, item: str, channel: str, number: str) -> None:
+    """An attempt another controller (node "other") placed and left ``dialling``."""
+    await ask(store, number, item, NOON - 300)
+    assert await store.queue.start_attempt(item, "1002", NOON - 200, channel=channel, node="other")
+
+
+async def test_an_attempt_still_on_the_switch_is_adopted_not_placed_again(world: Any) -> None:
+    """Takeover: the attempt's agent leg is still on the switch (Status finds it): no second
+    Originate; its events are followed here and its outcome written once."""
+    service, ami, store, _, _ = world
+    await in_flight_elsewhere(store, "cb-ring", "ivrcbother-1", "13900000011")
+    ami.fire("Newchannel", Uniqueid="ivrcbother-1", Channel="Local/1002@agents-00000001;1", Linkedid="ivrcbother-1")
+    assert await service.tick() == []
+    assert not ami.sent("Originate"), "never a second call for an attempt still ringing"
+    assert [a.adopted for a in service.attempts.values()] == [True]
+    assert (await store.queue.get("cb-ring"))["status"] == "dialling"
+    await service.tick()  # looked at again: still ours, still no call
+    assert not ami.sent("Originate") and len(service.attempts) == 1
+    # bridged and over: the dial's outcome comes as usual (the customer answered)
+    ami.fire("UserEvent", UserEvent="IvrCallbackDial", CallbackId="ivrcbother-1", DialStatus="ANSWER")
+    await settled(service)
+    row = await store.queue.get("cb-ring")
+    assert (row["status"], row["outcome"]) == ("done", "connected")
+    assert [(h["agent"], h["outcome"]) for h in row["history"]] == [("1002", "connected")]
+
+
+async def test_an_attempt_the_switch_no_longer_has_is_reopened_and_placed(world: Any) -> None:
+    service, ami, store, _, _ = world
+    await in_flight_elsewhere(store, "cb-gone", "ivrcbother-2", "13900000012")
+    [att] = await service.tick()  # Status: no such channel -> interrupted, due again, placed
+    assert att.callback.id == "cb-gone" and not att.adopted
+    row = await store.queue.get("cb-gone")
+    assert (row["history"][0]["outcome"], row["history"][0]["burned"]) == ("interrupted", 0)
+    assert ami.sent("Status")[0]["Channel"] == "ivrcbother-2"
+    await service.cancel("cb-gone")
+
+
+async def test_a_switch_that_cannot_be_asked_resets_nothing(world: Any) -> None:
+    service, ami, store, _, _ = world
+    await in_flight_elsewhere(store, "cb-unknown", "ivrcbother-3", "13900000013")
+    def lost(_action: dict[str, Any]) -> Any:  # AmiActionError is "no such channel"; a lost connection is not
+        raise AmiNotConnected("AMI Status: not connected")
+
+    ami.replies["Status"] = lost
+    with pytest.raises(AmiNotConnected):
+        await service.tick()
+    assert (await store.queue.get("cb-unknown"))["status"] == "dialling" and not ami.sent("Originate")
+
+
+async def test_a_standby_places_nothing_and_recovers_nothing(world: Any) -> None:
+    service, ami, store, _, _ = world
+    await in_flight_elsewhere(store, "cb-standby", "ivrcbother-4", "13900000014")
+    service.acting = lambda: False
+    assert await service.tick() == [] and not ami.sent("Status") and not ami.sent("Originate")
+    assert (await store.queue.get("cb-standby"))["status"] == "dialling"

@@ -113,7 +113,7 @@ async def test_migration_merges_requests_kept_before_it(db_url: str) -> None:  #
             await db.execute("INSERT INTO callbacks (callback_id, call_id, at, phone, for_agent)"
                              " VALUES (?, '1.0', ?, ?, '1001')",
                              (cb, at, "139" if cb != "cb-c" else "137"))
-        assert (await migrate(db))[:1] == [2]  # then the later ones
+        assert await migrate(db, [m for m in bundled() if m.version <= 2]) == [2]
         rows = {r["callback_id"]: r for r in await db.fetchall("SELECT * FROM callbacks")}
         assert {k: r["status"] for k, r in rows.items()} == {"cb-a": "open", "cb-b": "merged", "cb-c": "open"}
         assert (rows["cb-a"]["target"], rows["cb-a"]["held_by"], rows["cb-a"]["next_attempt"]) == ("", "1001", 10.0)
@@ -134,3 +134,14 @@ async def test_reopening_beside_an_open_one_is_a_conflict(store: CallStore) -> N
         await store.queue.retry_now("cb-a", T0 + 40)  # a failed one opens again only alone
     assert [r["callback_id"] for r in await store.queue.open()] == ["cb-b"]
     assert (await store.set_callback_status("cb-a", "done"))["status"] == "done"
+
+
+async def test_a_window_chosen_by_the_caller_is_not_due_before_it_opens(store: CallStore) -> None:  # noqa: F811
+    """The caller chose a window that opens later (``not_before``): stored with the window,
+    due at its opening; a merged request with a window moves the next attempt too."""
+    await store.apply(request(10, "1.0", item="cb-w", best_time="09:00-12:00", not_before=T0 + 5000))
+    [row] = await store.queue.open()
+    assert (row["best_time"], row["next_attempt"], row["at"]) == ("09:00-12:00", T0 + 5000, T0 + 10)
+    await store.apply(request(20, "2.0", item="cb-w2", best_time="today", not_before=T0 + 20))
+    [row] = await store.queue.open()
+    assert (row["callback_id"], row["best_time"], row["next_attempt"]) == ("cb-w", "today", T0 + 20)

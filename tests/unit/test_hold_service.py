@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from structlog.testing import capture_logs
@@ -243,11 +245,79 @@ async def test_callback(world: Any) -> None:
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
     agi.digits.put_nowait("3")
+    await until(lambda: "callback_when" in agi.played())
+    agi.digits.put_nowait("1")  # as soon as possible today
     await asyncio.wait_for(task, 2)
     assert agi.played()[-1] == "callback_confirm"
     [req] = [e for e in events if e.kind == "callback.requested"]  # the call-back's one source
     assert (req.data["caller_number"], req.data["best_time"], req.data["target"]) == ("13800000001", "today", "")
+    assert req.data["not_before"] == 1.7e9
     assert not list(service.store.dir.rglob("*.json")), "no second copy under the messages directory"
+
+
+async def choose_window(world: Any, *keys: str, after: str = "callback_when") -> tuple[FakeAgi, Any]:
+    ami, service, clock, timers, events, _ = world
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 60.0)
+    await until(lambda: "hold_choices" in agi.played())
+    agi.digits.put_nowait("3")
+    for n, key in enumerate(keys, 1):
+        await until(lambda n=n: agi.played().count(after) >= n)  # type: ignore[misc]
+        agi.digits.put_nowait(key)
+    await asyncio.wait_for(task, 2)
+    [req] = [e for e in events if e.kind == "callback.requested"]
+    return agi, req
+
+
+async def test_callback_window_tomorrow_morning_is_stored_and_said_back(world: Any) -> None:
+    """Key 3 of the windows (default "tomorrow 09:00-12:00"): the request carries the window
+    and its opening; the caller hears it back. 1.7e9 is 06:13 on 15 Nov in Asia/Shanghai."""
+    agi, req = await choose_window(world, "3")
+    assert req.data["best_time"] == "09:00-12:00"
+    assert req.data["not_before"] == datetime(2023, 11, 16, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    assert agi.played()[-7:] == ["callback_will", "callback_tomorrow", "callback_from", "hour_9", "callback_to",
+                                 "hour_12", "callback_end"]
+
+
+async def test_callback_window_menu_names_each_key(world: Any) -> None:
+    agi, _ = await choose_window(world, "2", after="digit_3")  # the whole menu, then the key
+    played = agi.played()
+    menu = played[played.index("callback_when"):]
+    assert menu[:1 + 3] == ["callback_when", "callback_asap", "callback_menu_press", "digit_1"]
+    assert menu[4:11] == ["callback_today", "callback_from", "hour_14", "callback_to", "hour_20",
+                          "callback_menu_press", "digit_2"]
+
+
+async def test_callback_window_invalid_keys_twice_take_asap(world: Any) -> None:
+    """A key not offered (after the menu) hears the menu again; a second one takes "as soon
+    as possible". A key not offered during the menu is not heard (STREAM FILE escape keys)."""
+    ami, service, clock, timers, events, _ = world
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 60.0)
+    await until(lambda: "hold_choices" in agi.played())
+    agi.digits.put_nowait("3")
+    await until(lambda: "callback_when" in agi.played())
+    for n, key in enumerate(("9", "*"), 1):
+        start = agi.commands.index(next(c for c in agi.commands if "callback_when" in c))
+        await until(lambda n=n, start=start: agi.commands[start:].count("WAIT FOR DIGIT") >= n)  # type: ignore[misc]
+        agi.digits.put_nowait(key)
+    await asyncio.wait_for(task, 2)
+    [req] = [e for e in events if e.kind == "callback.requested"]
+    assert agi.played().count("callback_when") == 2
+    assert req.data["best_time"] == "today" and agi.played()[-1] == "callback_confirm"
+
+
+async def test_callback_caller_hangs_up_in_the_menu_still_called_back(world: Any) -> None:
+    ami, service, clock, timers, events, _ = world
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 60.0)
+    await until(lambda: "hold_choices" in agi.played())
+    agi.digits.put_nowait("3")
+    await until(lambda: "callback_when" in agi.played())
+    agi.digits.put_nowait("hangup")
+    await asyncio.wait_for(task, 2)
+    [req] = [e for e in events if e.kind == "callback.requested"]
+    assert req.data["best_time"] == "today"
 
 
 async def test_caller_hangs_up(world: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import subprocess
+import tomllib
 import wave
 from array import array
 from pathlib import Path
@@ -366,6 +367,7 @@ def test_full_en_us_set_builds_and_checks(
     args = ["--source", str(source), "--out", str(out), "--company", "Acme"]
     assert main(["prompts", "build", *args]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("en-US: 51 prompts, 51 built, 0 unchanged")
+    n = len(tomllib.loads((SOURCE / "en-US.toml").read_text(encoding="utf-8"))["prompts"])
+    assert lines[0].startswith(f"en-US: {n} prompts, {n} built, 0 unchanged")
     assert prompts.check_prompts(out, ["en-US"], source) == []
     assert prompts.prompt_duration(out, "en-US", "silent_prompt3") > 3.0
