@@ -106,12 +106,13 @@ class Forwarder:
 
     async def register(self, db: Any) -> None:
         """Publish this node's API address (when the records open: the table may be new)."""
-        if not self.advertise or getattr(db, "dialect", "") != "postgresql":
+        if getattr(db, "dialect", "") != "postgresql":
             return
 
         async def run(tx: Any) -> None:
-            await tx.execute(NODES_SCHEMA)
-            await tx.execute(REGISTER, (self.switch, self.node, self.advertise))
+            await tx.execute(NODES_SCHEMA)  # the standbys look the leader up in it, advertised or not
+            if self.advertise:
+                await tx.execute(REGISTER, (self.switch, self.node, self.advertise))
 
         try:
             await db.run(run)
@@ -126,9 +127,10 @@ class Forwarder:
                                     switch=switch)
         try:
             row = await db.fetchone(LEADER, (switch,))
-        except Exception as exc:
-            raise LeaderUnavailable(f"switch {switch}: the leader cannot be looked up: {exc}",
-                                    switch=switch) from exc
+        except Exception as exc:  # noqa: BLE001 - no lease table yet, or the database failed: said in the log
+            log.warning("api.leader_lookup_failed", switch=switch, error=str(exc))
+            raise LeaderUnavailable(f"switch {switch}: the leader cannot be looked up (no lease on record, "
+                                    "or the database failed)", switch=switch) from None
         if row is None:
             return Leader(switch)
         node = str(row["node"]) if NAME.match(str(row["node"])) else None
