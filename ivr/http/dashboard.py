@@ -55,6 +55,7 @@ async def snapshot(request: web.Request) -> web.Response:
         "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
         "agents": await figures_for(s, since, until, switch),
         "switch": s.switch, "switches": await r.switches(), "filter": switch,
+        "role": s.status["role"]() if "role" in s.status else "leader",
         "callbacks": await _callbacks(s, switch),
     })
 

@@ -2,7 +2,8 @@
 // /api/events. No polling: the snapshot is reloaded only when an event arrives; a
 // one-second timer re-renders the running counters from the times already known.
 // Many switches (issue 17): this node's event stream carries its own switch's events only,
-// so while other switches are shown the snapshot is also reloaded every OTHERS_RELOAD ms.
+// and a standby's none of the calls it does not record, so while other switches are shown,
+// or on a standby, the snapshot is also reloaded every OTHERS_RELOAD ms.
 "use strict";
 
 const state = { snap: null, offset: 0, reload: null, others: null, fresh: new Map() };
@@ -188,7 +189,7 @@ async function load() {
   state.snap = snap;
   render();
   clearTimeout(state.others);
-  if (filter !== snap.switch && snap.switches.some((n) => n !== snap.switch)) {
+  if (snap.role !== "leader" || (filter !== snap.switch && snap.switches.some((n) => n !== snap.switch))) {
     state.others = setTimeout(load, OTHERS_RELOAD); // other switches' events never reach this node
   }
 }
