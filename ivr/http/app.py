@@ -121,6 +121,13 @@ def build_app(services: Services, settings: HttpSettings,
         raise ValueError(f"the OpenAPI document is out of step: undocumented {sorted(missing)}, "
                          f"no route for {sorted(stale)}")
     app.on_shutdown.append(dashboard.close_streams)
+    if services.forwarder is not None:
+        forwarder = services.forwarder
+
+        async def close_forwarder(_app: web.Application) -> None:
+            await forwarder.close()
+
+        app.on_cleanup.append(close_forwarder)
     return app
 
 

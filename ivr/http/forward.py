@@ -175,9 +175,8 @@ class Forwarder:
         try:
             async with asyncio.timeout(self.timeout), self.session().request(
                     request.method, url, data=body, headers=headers, allow_redirects=False) as resp:
-                status = resp.status
-                raw = await resp.content.read(MAX_ANSWER + 1)
-                content_type = resp.content_type
+                status, content_type = resp.status, resp.content_type
+                raw = await _bounded(resp.content)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._count("failed")
             reason = f"no answer within {self.timeout:g} s" if isinstance(exc, TimeoutError) \
@@ -221,6 +220,17 @@ class Forwarder:
 
     def status(self) -> dict[str, Any]:
         return {"advertise": self.advertise or None, "forwarded": self.forwarded, "failed": self.failed}
+
+
+async def _bounded(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, or its first MAX_ANSWER + 1 bytes (a larger one is refused)."""
+    chunks, size = [], 0
+    async for chunk in content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            break
+    return b"".join(chunks)
 
 
 @web.middleware

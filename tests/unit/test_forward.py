@@ -156,6 +156,20 @@ async def test_a_request_forwarded_once_is_never_forwarded_again(cluster: Callab
     assert seen == []
 
 
+async def test_a_large_answer_comes_back_whole(cluster: Callable[..., Any]) -> None:
+    """Up to MAX_ANSWER bytes, in as many chunks as the network makes of it."""
+    big = {"rows": ["r" * 100] * 5000}  # about 520 kB
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response(big)
+
+    app = web.Application()
+    app.add_routes([web.post("/api/calls/{call_id}/hold", answer)])
+    client, _, _, _ = await cluster(leader_app=app)
+    resp = await client.post("/api/calls/c-1.5/hold", headers=AUTH)
+    assert resp.status == 200 and await resp.json() == big
+
+
 def hostile_leader(kind: str, hits: list[str]) -> web.Application:
     async def answer(request: web.Request) -> web.StreamResponse:
         hits.append(request.path)
