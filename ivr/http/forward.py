@@ -162,7 +162,7 @@ class Forwarder:
             raise LeaderUnavailable(
                 f"switch {leader.switch}: its leader {leader.node} publishes no API address ([cluster] advertise)",
                 error_id="leader-no-address", details=leader.where())
-        headers = {FORWARDED: self.node}
+        headers = {FORWARDED: self.node, "Accept-Encoding": "identity"}
         token = request_token(request)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -210,7 +210,8 @@ class Forwarder:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             # Never the environment's proxies: the leader is on the operators' own network.
-            self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
+            # Never decompressed: a small compressed answer could inflate past any bound.
+            self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=False)
         return self._session
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ that is unknown, has no address, is unreachable or answers badly gives a clear 5
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -177,6 +178,9 @@ def hostile_leader(kind: str, hits: list[str]) -> web.Application:
             raise web.HTTPFound("/elsewhere")
         if kind == "html":
             return web.Response(text="<h1>hello</h1>", content_type="text/html")
+        if kind == "gzip":  # 1 kB that would inflate to 10 MB
+            body = gzip.compress(b'"' + b"x" * 10_000_000 + b'"')
+            return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
         if kind == "bad-json":
             return web.Response(text="{not json", content_type="application/json")
         if kind == "huge":
@@ -196,7 +200,7 @@ def hostile_leader(kind: str, hits: list[str]) -> web.Application:
 
 @pytest.mark.parametrize(("kind", "status", "error_id"), [
     ("redirect", 502, "leader-bad-answer"), ("html", 502, "leader-bad-answer"),
-    ("bad-json", 502, "leader-bad-answer"), ("huge", 502, "leader-bad-answer"),
+    ("bad-json", 502, "leader-bad-answer"), ("huge", 502, "leader-bad-answer"), ("gzip", 502, "leader-bad-answer"),
     ("slow", 503, "leader-unreachable"),
 ])
 async def test_a_hostile_leader_answer_is_not_passed_on(cluster: Callable[..., Any], kind: str, status: int,
