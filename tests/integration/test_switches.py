@@ -31,6 +31,7 @@ import pytest
 
 from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
+from tests.integration.conftest import ARTIFACTS
 from tests.integration.test_cluster import Node, getvar, pg, set_agi  # noqa: F401 - pg: fixture
 
 pytestmark = pytest.mark.integration
@@ -127,6 +128,34 @@ async def listed_everywhere(nodes: list[SwitchNode], want: dict[str, str], timeo
         assert {c["switch"] for c in only_b["calls"]} == {"sw-b"}
 
 
+async def dashboard_shows_both(node: SwitchNode, want: dict[str, str], profile: Path) -> None:
+    """The dashboard page of ``node`` in a real headless browser: each call's row with its
+    switch, and the switch chooser listing both switches."""
+    from playwright.async_api import async_playwright
+
+    from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed (tests/run installs it)", pytrace=False)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.pages[0] if browser.pages else await browser.new_page()
+            await page.goto(f"{node.url}/dashboard?token={TOKEN}")
+            for call_id, switch_name in want.items():
+                row = page.locator(f'#live tr[data-call="{call_id}"][data-switch="{switch_name}"]')
+                await row.wait_for(timeout=10_000)
+                assert (await row.locator("td").all_inner_texts())[0] == switch_name
+            options = await page.locator("#switch option").all_inner_texts()
+            assert options[0] == "every switch" and f"{node.switch_name} (this node)" in options, options
+            assert {"sw-a", "sw-b"} - {node.switch_name} <= set(options)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-switches.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
 def report(pg_url: str, *extra: str) -> dict[str, Any]:
     today = datetime.now(UTC).date().isoformat()
     out = subprocess.run([sys.executable, "-m", "ivr", "report", "--database", pg_url, "--timezone", "UTC",
@@ -154,6 +183,7 @@ async def test_two_switches_one_database_any_node_answers(
         id_a, id_b = call_a["Linkedid"], call_b["Linkedid"]
         assert id_a != id_b and id_b.startswith("swb-")
         await listed_everywhere(nodes, {id_a: "sw-a", id_b: "sw-b"})
+        await dashboard_shows_both(a2, {id_a: "sw-a", id_b: "sw-b"}, tmp_path / "chromium-profile")
         every = report(pg)
         assert {s["switch"] for s in every["switches"]} >= {"sw-a", "sw-b"}
         assert {s["switch"] for s in report(pg, "--switch", "sw-b")["switches"]} == {"sw-b"}
