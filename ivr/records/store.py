@@ -36,6 +36,7 @@ Event data read here (every key is optional; other keys are kept in the event lo
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,7 @@ LIVE_STATES = ("arrived", "greeting", "silent", "ringing", "waiting", "talking",
                "unclear")
 TRANSFER_FINAL = {"completed", "returned", "abandoned"}
 SILENT_LEFT = {"speech", "dtmf"}
+BARE_ID = re.compile(r"\d+\.\d+")  # a Uniqueid of a switch with no asterisk.conf systemname
 
 
 def _new_id() -> str:
@@ -93,6 +95,7 @@ class CallStore(CallQueries):
 
     def __init__(self, db: Database, switch: str = "default") -> None:
         self.db, self.switch = db, switch
+        self._bare_ids_said = False  # a call id without the switch's systemname, logged once
         self.queue = cbq.CallbackQueue(db, switch)  # the call-backs this switch places (issue 18)
         self._handlers: dict[str, Handler] = {
             "call.arrived": self._arrived,
@@ -173,6 +176,9 @@ class CallStore(CallQueries):
         return True
 
     async def _ensure_call(self, tx: Tx, ev: CallEvent) -> None:
+        if self.switch != "default" and not self._bare_ids_said and BARE_ID.fullmatch(ev.call_id):
+            self._bare_ids_said = True  # README "Many switches": another switch makes the same ids
+            log.warning("records.call_ids_without_systemname", switch=self.switch, call_id=ev.call_id)
         await tx.execute(
             "INSERT INTO calls (call_id, arrived_at, state, state_since, updated_at, switch) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (call_id) DO NOTHING",

@@ -50,7 +50,9 @@ class SwitchNode(Node):
         self.switch_name = switch_name
         messages = switch.embedded.home / "messages" / f"{tmp.name}-{name}"
         text = self.config.read_text().replace(f'switch = "{tmp.name[:40]}"', f'switch = "{switch_name}"')
-        self.config.write_text(text + f'advertise = "http://127.0.0.1:{self.http_port}"\n\n'
+        # Switch A's nodes say where their API is; B's leave it to the default (http host:port).
+        advertise = f'advertise = "http://127.0.0.1:{self.http_port}"\n' if switch_name == "sw-a" else ""
+        self.config.write_text(text + advertise + "\n"
                                f"[hold]\nreminder_interval = {INTERVAL}\nchoices_after = 120\nannounce = false\n"
                                f'messages_dir = "{messages}"\n')
 
@@ -177,6 +179,7 @@ async def test_two_switches_one_database_any_node_answers(
         for node in nodes:  # the switch in /healthz and the metrics
             health = await node.health()
             assert health["switch"] == node.switch_name and health["cluster"]["switch"] == node.switch_name
+            assert health["forwarding"]["advertise"] == node.url  # given (A) or http host:port (B)
             assert f'ivr_switch_info{{node="{node.name}",switch="{node.switch_name}"}} 1.0' \
                 in await node.metric("ivr_switch_info")
         call_a, call_b = await answered_call(ami), await answered_call(ami_b)

@@ -226,3 +226,21 @@ async def test_the_api_lists_every_switch_and_filters_by_one(pair: tuple[CallSto
         resp = await client.get(f"/api/calls?switch={bad}", headers=auth)
         body = await resp.json()
         assert resp.status == 400 and body["error_id"] == "invalid-switch", body
+
+
+async def test_call_ids_without_a_systemname_are_said_once(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    named, default = await CallStore.open(url, switch="sw-a"), await CallStore.open(url)
+    try:
+        with capture_logs() as logs:
+            await named.apply(ev("call.arrived", "swa-1760000000.1", 0))
+            await default.apply(ev("call.arrived", "1760000000.2", 0))  # one switch: nothing to collide with
+            for n in (3, 4):
+                await named.apply(ev("call.arrived", f"1760000000.{n}", 0))
+        said = [e for e in logs if e["event"] == "records.call_ids_without_systemname"]
+        assert [(e["switch"], e["call_id"]) for e in said] == [("sw-a", "1760000000.3")]
+    finally:
+        await named.close()
+        await default.close()
