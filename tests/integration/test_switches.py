@@ -193,7 +193,9 @@ async def test_two_switches_one_database_any_node_answers(
 
         # A hold asked of switch A's standby: carried out by A's leader, a reminder heard.
         since_a = len(ami.events)
+        asked = time.monotonic()
         status, body, headers = await a2.api("POST", f"/api/calls/{id_a}/hold")
+        print(f"\nhold asked of the standby, answered by the leader in {time.monotonic() - asked:.3f} s")
         assert status == 200 and headers.get("X-Ivr-Answered-By") == "a1", (status, body)
         [reminder] = await wait_hold(ami, call_a["Uniqueid"], "reminder", INTERVAL + 5, since=since_a)
         [start] = hold_events(ami, call_a["Uniqueid"], "start", since_a)
