@@ -42,7 +42,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Moved to ivr/config_checks.py; the names this module used are kept.
-from ivr.config_checks import AGI_KEY_MIN, SECRETS, world_readable
+from ivr.config_checks import AGI_KEY_MIN, SECRETS, advertise_problem, world_readable
 from ivr.config_checks import Problems as _Problems
 from ivr.config_checks import agi_key as _agi_key
 from ivr.config_checks import check_secret as _check_secret
@@ -328,6 +328,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "ami.port": (1, 65535),
     "agi.port": (1, 65535),
     "http.port": (1, 65535),
+    "cluster.forward_timeout": (0.1, 60),
     "rings.on_ms": (0, 60_000),
     "rings.off_ms": (0, 60_000),
     "alarms.webhook_retries": (0, 100),
@@ -376,9 +377,13 @@ NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def _validate_cluster(config: Config, add: Any) -> None:
     c = config.cluster
+    if not NODE_RE.match(c.switch):  # a name on every record, even without a cluster
+        add("cluster.switch", f"1-63 letters, digits, '.', '_' or '-', got {c.switch!r}")
+    if c.advertise and (problem := advertise_problem(c.advertise)):
+        add("cluster.advertise", problem)
     if not c.node:
         return
-    for key in ("node", "switch"):
+    for key in ("node",):
         if not NODE_RE.match(getattr(c, key)):
             add(f"cluster.{key}", f"1-63 letters, digits, '.', '_' or '-', got {getattr(c, key)!r}")
     if not re.match(r"^postgres(ql)?://", config.database.url):

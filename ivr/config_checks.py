@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ivr.rules.callback import parse_span, parse_window
 from ivr.sections import CallbacksConfig, Config
@@ -124,3 +125,20 @@ def validate_callbacks(cb: CallbacksConfig, add: Any) -> None:
             parse_window(str(text))
         except ValueError as exc:
             add(f"callbacks.windows[{i}]", str(exc))
+
+
+def advertise_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a node's advertised API (None: it can): http(s)://host[:port]."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be http://host:port or https://host:port, got {url[:100]!r}"
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment \
+            or parts.path not in ("", "/") or any(ch in url for ch in "\r\n\0 "):
+        return f"only scheme, host and port (no credentials, path or query), got {url[:100]!r}"
+    if port == 0:
+        return "port 0 cannot be reached"
+    return None

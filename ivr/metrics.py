@@ -41,6 +41,11 @@ class Metrics:
                             ["node"], registry=self.registry)
         self.lease_token = Gauge("ivr_cluster_token", "Fencing token of this node's current or last leadership",
                                  ["node"], registry=self.registry)
+        # Many switches (issue 17): the switch this node serves, as a label set to 1.
+        self.switch = Gauge("ivr_switch_info", "The switch this controller serves ([cluster] switch)",
+                            ["switch", "node"], registry=self.registry)
+        self.forwarded = Counter("ivr_api_forwarded", "Changing API requests sent on to a switch's leader, "
+                                 "by outcome (answered, failed)", ["outcome"], registry=self.registry)
 
     def exposition(self) -> bytes:
         """The text format for a /metrics endpoint."""

@@ -30,22 +30,25 @@ FORMATS = ("html", "csv", "json")
 
 
 async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, *,
-                       agents: dict[str, str] | None = None, long_call_seconds: float = 180.0) -> dict[str, Any]:
+                       agents: dict[str, str] | None = None, long_call_seconds: float = 180.0,
+                       switch: str | None = None) -> dict[str, Any]:
+    """The figures of every switch's calls, or of ``switch``'s only (issue 17)."""
     since, until = day_window(first, last, tz)
-    legs = await store.ring_legs(since, until)
-    calls = await store.calls(CallFilter(since=since, until=until, limit=10_000_000))
-    holds = await store.holds(since, until)
-    alarms = await store.alarms(since, until, limit=10_000_000)
-    transfers = await store.transfers(since, until)
-    messages = await store.messages(since, until, limit=10_000_000)
-    callbacks = callback_figures(await store.callbacks(since, until, limit=10_000_000),
-                                 await store.queue.attempts(since, until))
+    legs = await store.ring_legs(since, until, switch)
+    calls = await store.calls(CallFilter(since=since, until=until, limit=10_000_000, switch=switch))
+    holds = await store.holds(since, until, switch)
+    alarms = await store.alarms(since, until, limit=10_000_000, switch=switch)
+    transfers = await store.transfers(since, until, switch)
+    messages = await store.messages(since, until, limit=10_000_000, switch=switch)
+    callbacks = callback_figures(await store.callbacks(since, until, limit=10_000_000, switch=switch),
+                                 await store.queue.attempts(since, until, switch))
     answered = [leg for leg in legs if leg.get("outcome") == "answered"]
     within = sum(1 for leg in answered if leg.get("within_three"))
     return {
         "from": first.isoformat(), "to": last.isoformat(), "timezone": str(tz),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "long_call_seconds": long_call_seconds,
+        "long_call_seconds": long_call_seconds, "switch": switch,
+        "switches": switch_figures(calls, legs, alarms),
         "totals": {
             "calls": len(calls), "answered": len(answered), "within_three": within,
             "service_level": round(within / len(answered), 4) if answered else None,
@@ -64,6 +67,30 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
         "hold_durations": hold_distribution(holds),
         "callbacks": callbacks,
     }
+
+
+def switch_figures(calls: list[dict[str, Any]], legs: list[dict[str, Any]],
+                   alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per switch: calls, answers (ring legs answered), within three rings, service level, alarms."""
+    of_call = {c["call_id"]: c.get("switch") or "default" for c in calls}
+    out: dict[str, dict[str, Any]] = {}
+
+    def row(name: str) -> dict[str, Any]:
+        return out.setdefault(name, {"switch": name, "calls": 0, "answered": 0, "within_three": 0, "alarms": 0})
+
+    for c in calls:
+        row(of_call[c["call_id"]])["calls"] += 1
+    for leg in legs:
+        if leg.get("outcome") == "answered" and leg["call_id"] in of_call:
+            r = row(of_call[leg["call_id"]])
+            r["answered"] += 1
+            r["within_three"] += 1 if leg.get("within_three") else 0
+    for a in alarms:
+        if a["call_id"] in of_call:
+            row(of_call[a["call_id"]])["alarms"] += 1
+    for r in out.values():
+        r["service_level"] = round(r["within_three"] / r["answered"], 4) if r["answered"] else None
+    return [out[k] for k in sorted(out)]
 
 
 def callback_figures(callbacks: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,6 +115,7 @@ def render_json(report: dict[str, Any]) -> str:
 AGENT_COLUMNS = ("agent", "name", "answered", "within_three", "service_level", "max_rings", "unanswered",
                  "alarms_warning", "alarms_critical", "agent_first_hangups", "long_calls", "calls",
                  "talk_seconds", "holds", "hold_seconds", "transfers")
+SWITCH_COLUMNS = ("switch", "calls", "answered", "within_three", "service_level", "alarms")
 DAY_COLUMNS = ("day", "calls", "answered", "within_three", "service_level", "agent_first_hangups", "long_calls",
                "holds", "hold_seconds")
 
@@ -103,6 +131,10 @@ def render_csv(report: dict[str, Any]) -> str:
     w.writerow(["section", *DAY_COLUMNS])
     for d in report["days"]:
         w.writerow(["day", *("" if d[c] is None else d[c] for c in DAY_COLUMNS)])
+    w.writerow([])
+    w.writerow(["section", *SWITCH_COLUMNS])
+    for sw in report["switches"]:
+        w.writerow(["switch", *("" if sw[c] is None else sw[c] for c in SWITCH_COLUMNS)])
     w.writerow([])
     w.writerow(["section", "bucket", "count"])
     for k, v in report["rings_to_answer"].items():
@@ -203,6 +235,7 @@ def render_html(report: dict[str, Any]) -> str:
 <title>Compliance report {report['from']} to {report['to']}</title><style>{STYLE}</style></head><body>
 <h1>Call-handling compliance report</h1>
 <p class="sub">{report['from']} to {report['to']} ({html.escape(report['timezone'])}),
+{html.escape(f"switch {report['switch']}" if report['switch'] else "every switch")},
 generated {report['generated_at']}</p>
 <div class="cards">{''.join(_card(k, v) for k, v in cards)}</div>
 <h2>Charts</h2><div class="charts">
@@ -212,6 +245,8 @@ generated {report['generated_at']}</p>
 {bar_chart(per_agent_bad, title='Agent-first hang-ups per agent', highlight=set(per_agent_bad))}
 {bar_chart(report['callbacks']['attempts'], title='Call-back attempts by outcome')}
 </div>
+<h2>Per switch</h2>
+{_table(report['switches'], SWITCH_COLUMNS, ("Switch", "Calls", "Answered", "Within 3", "≤ 3 rings", "Alarms"))}
 <h2>Per agent</h2>
 {_table(report['agents'], AGENT_TABLE_COLUMNS, AGENT_HEADINGS)}
 <h2>Per day</h2>

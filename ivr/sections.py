@@ -243,7 +243,12 @@ class ClusterConfig:
     the same PostgreSQL ``[database] url`` elect one leader by a lease row in PostgreSQL."""
 
     node: str = ""  # this node's name, unique in the pair ("" = no cluster: always the leader)
-    switch: str = "default"  # the lease's name: one leader per switch
+    switch: str = "default"  # the lease's name: one leader per switch; on every record (issue 17)
+    # This node's API as the other nodes reach it (http://host:port): a standby forwards a
+    # changing request to its switch's leader there ("" = http://[http] host:port unless
+    # that is a wildcard address: then no node can forward to this one).
+    advertise: str = ""
+    forward_timeout: float = 5.0  # s a standby waits for the leader's answer to a forwarded request
     lease_ttl: float = 1.2  # s the lease lasts after each renewal, by PostgreSQL's clock
     renew_interval: float = 0.3  # s between the leader's renewals
     poll_interval: float = 0.2  # s between a standby's attempts to take an expired lease

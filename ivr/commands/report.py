@@ -1,4 +1,4 @@
-"""``ivr report --from D --to D [--format html|csv|json]``: the compliance report."""
+"""``ivr report --from D --to D [--format html|csv|json] [--switch NAME]``: the compliance report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ivr.config import load_config
 from ivr.errors import IvrError
 from ivr.records import CallStore
 from ivr.report import RENDERERS, build_report
+from ivr.web.params import SWITCH_NAME
 
 
 def _day(text: str) -> date:
@@ -21,6 +22,12 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _switch(text: str) -> str:
+    if not SWITCH_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a switch name (1-63 letters, digits, '.', '_', '-'): {text[:100]!r}")
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", "-o", default=None, help="write to this file (default: standard output)")
     p.add_argument("--database", default=None, help="database URL (overrides [database] url)")
     p.add_argument("--timezone", default=None, help="time zone of the days (overrides [switch] timezone)")
+    p.add_argument("--switch", type=_switch, default=None,
+                   help="only this switch's calls (default: every switch on record, each shown)")
     p.add_argument("--long-call", type=float, default=180.0, metavar="SECONDS",
                    help="calls longer than this count as long (default 180)")
     p.set_defaults(func=_run)
@@ -62,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         store = await CallStore.open(url)
         try:
             return await build_report(store, args.first, args.last, tz, agents=agents,
-                                      long_call_seconds=args.long_call)
+                                      long_call_seconds=args.long_call, switch=args.switch)
         finally:
             await store.close()
 

@@ -26,6 +26,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr.http import auth, calls, dashboard
+from ivr.http.forward import forward_middleware
 from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS, THROTTLE
 from ivr.http.security import add_security_headers
 from ivr.http.services import HealthCheck, HttpSettings, Services
@@ -95,7 +96,7 @@ def undocumented(app: web.Application, doc: dict[str, Any]) -> tuple[set[tuple[s
 
 def build_app(services: Services, settings: HttpSettings,
               features: Sequence[tuple[str, list[web.RouteDef], dict[str, Any]]] = ()) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth.auth_middleware],
+    app = web.Application(middlewares=[error_middleware, auth.auth_middleware, forward_middleware],
                           client_max_size=settings.client_max_size)
     app[SERVICES], app[SETTINGS] = services, settings
     app[CLIENT_MAX_SIZE] = settings.client_max_size
@@ -120,6 +121,13 @@ def build_app(services: Services, settings: HttpSettings,
         raise ValueError(f"the OpenAPI document is out of step: undocumented {sorted(missing)}, "
                          f"no route for {sorted(stale)}")
     app.on_shutdown.append(dashboard.close_streams)
+    if services.forwarder is not None:
+        forwarder = services.forwarder
+
+        async def close_forwarder(_app: web.Application) -> None:
+            await forwarder.close()
+
+        app.on_cleanup.append(close_forwarder)
     return app
 
 

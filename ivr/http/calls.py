@@ -20,6 +20,7 @@ from ivr.web.params import (
     path_id,
     query_choice,
     query_int,
+    query_switch,
     query_text,
 )
 
@@ -56,7 +57,8 @@ async def list_calls(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=False)
     f = CallFilter(agent=query_text(request, "agent"), state=query_choice(request, "state", CALL_STATES),
-                   since=since, until=until, limit=query_int(request, "limit", 100, 1, 1000))
+                   since=since, until=until, limit=query_int(request, "limit", 100, 1, 1000),
+                   switch=query_switch(request))
     return web.json_response({"calls": await s.records.calls(f), **window})
 
 
@@ -73,16 +75,19 @@ async def list_alarms(request: web.Request) -> web.Response:
     since, until, window = query_window(request, s.tz, default_today=False)
     rows = await s.records.alarms(since, until, agent=query_text(request, "agent"),
                                 level=query_choice(request, "level", ("warning", "critical")),
-                                limit=query_int(request, "limit", 100, 1, 1000))
+                                limit=query_int(request, "limit", 100, 1, 1000), switch=query_switch(request))
     return web.json_response({"alarms": rows, **window})
 
 
-async def figures_for(s: Services, since: float | None, until: float | None) -> list[dict[str, Any]]:
+async def figures_for(s: Services, since: float | None, until: float | None,
+                      switch: str | None = None) -> list[dict[str, Any]]:
+    """Each agent's figures (of one switch's calls when ``switch`` is given)."""
+    r = s.records
     return agent_figures(
-        legs=await s.records.ring_legs(since, until), calls=await s.records.ended_calls(since, until)
-        + await s.records.calls(CallFilter(state="live", since=since, until=until, limit=10_000)),
-        alarms=await s.records.alarms(since, until, limit=1_000_000),
-        transfers=await s.records.transfers(since, until), names=s.agents,
+        legs=await r.ring_legs(since, until, switch), calls=await r.ended_calls(since, until, switch)
+        + await r.calls(CallFilter(state="live", since=since, until=until, limit=10_000, switch=switch)),
+        alarms=await r.alarms(since, until, limit=1_000_000, switch=switch),
+        transfers=await r.transfers(since, until, switch), names=s.agents,
         long_call_seconds=s.long_call_seconds,
     )
 
@@ -90,7 +95,9 @@ async def figures_for(s: Services, since: float | None, until: float | None) -> 
 async def list_agents(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=True)
-    return web.json_response({"agents": await figures_for(s, since, until), **window,
+    switch = query_switch(request)
+    return web.json_response({"agents": await figures_for(s, since, until, switch), **window,
+                              **({"switch": switch} if switch else {}),
                               "long_call_seconds": s.long_call_seconds})
 
 
@@ -98,7 +105,7 @@ async def list_messages(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=False)
     rows = await s.records.messages(since, until, agent=query_text(request, "agent"),
-                                  limit=query_int(request, "limit", 100, 1, 1000))
+                                  limit=query_int(request, "limit", 100, 1, 1000), switch=query_switch(request))
     return web.json_response({"messages": rows, **window})
 
 
@@ -106,7 +113,7 @@ async def list_callbacks(request: web.Request) -> web.Response:
     s = _services(request)
     since, until, window = query_window(request, s.tz, default_today=False)
     rows = await s.records.callbacks(since, until, status=query_choice(request, "status", CALLBACK_STATUSES),
-                                   limit=query_int(request, "limit", 100, 1, 1000))
+                                   limit=query_int(request, "limit", 100, 1, 1000), switch=query_switch(request))
     return web.json_response({"callbacks": rows, **window})
 
 

@@ -25,6 +25,7 @@ from ivr.http.keys import SERVICES, STREAMS
 from ivr.http.services import Services
 from ivr.records import CallFilter
 from ivr.records.figures import day_window, today_summary
+from ivr.web.params import query_switch
 
 STATIC = resources.files("ivr.http").joinpath("static")
 HEARTBEAT = 15.0  # seconds between SSE comments, so a dead client is noticed
@@ -43,21 +44,38 @@ async def snapshot(request: web.Request) -> web.Response:
     s: Services = request.app[SERVICES]
     now = datetime.now(s.tz)
     since, until = day_window(now.date(), now.date(), s.tz)
-    live = await s.records.calls(CallFilter(state="live", limit=500))
-    alarms = await s.records.alarms(since, until, limit=50)
-    today = today_summary(holds=await s.records.holds(since, until), transfers=await s.records.transfers(since, until),
-                          calls=await s.records.calls(CallFilter(since=since, until=until, limit=100_000)))
+    switch = query_switch(request)  # one switch's calls (issue 17); every switch's by default
+    r = s.records
+    live = await r.calls(CallFilter(state="live", limit=500, switch=switch))
+    alarms = await r.alarms(since, until, limit=50, switch=switch)
+    today = today_summary(holds=await r.holds(since, until, switch), transfers=await r.transfers(since, until, switch),
+                          calls=await r.calls(CallFilter(since=since, until=until, limit=100_000, switch=switch)))
     return web.json_response({
         "now": time.time(), "day": now.date().isoformat(), "timezone": str(s.tz), "ring_period": s.ring_period,
         "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
-        "agents": await figures_for(s, since, until),
+        "agents": await figures_for(s, since, until, switch),
+        "switch": s.switch, "switches": await r.switches(), "filter": switch,
+        "role": s.status["role"]() if "role" in s.status else "leader",
         # Messages left today by held callers: the call records, their one store.
-        "messages": await s.records.messages(since, until, limit=50),
-        # Pending call-backs in their place in line (issue 18), with the next attempt: from
-        # the call-back feature when the app registered it (next attempt within hours).
-        "callbacks": await s.extra["callbacks"]() if "callbacks" in s.extra
-        else [{**r, "place": i} for i, r in enumerate(await s.records.queue.open(), 1)],
+        "messages": await r.messages(since, until, limit=50, switch=switch),
+        "callbacks": await _callbacks(s, switch),
     })
+
+
+async def _callbacks(s: Services, switch: str | None) -> list[dict[str, Any]]:
+    """Pending call-backs in their place in line (issue 18), with the next attempt: this
+    switch's from the call-back feature when the app registered it (next attempt within
+    hours); the other switches' from the records, each switch's line numbered on its own."""
+    mine: list[dict[str, Any]] = []
+    if switch in (None, s.switch):
+        mine = await s.extra["callbacks"]() if "callbacks" in s.extra \
+            else [{**r, "place": i} for i, r in enumerate(await s.records.queue.open(), 1)]
+    places: dict[str, int] = {}
+    others = []
+    for row in await s.records.queue.open_elsewhere(switch):
+        places[row["switch"]] = places.get(row["switch"], 0) + 1
+        others.append({**row, "place": places[row["switch"]]})
+    return [*mine, *others]
 
 
 async def events(request: web.Request) -> web.StreamResponse:

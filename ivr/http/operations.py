@@ -32,6 +32,7 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.hangups import HangupTracker
 from ivr.http.app import HttpServer
+from ivr.http.forward import Forwarder
 from ivr.http.services import HttpSettings, Services
 from ivr.metrics import Metrics
 from ivr.records import CallStore
@@ -70,7 +71,7 @@ class Operations:
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
-            settings=RecordsSettings.from_config(config.database), accept=acting)
+            settings=RecordsSettings.from_config(config.database), accept=acting, switch=config.cluster.switch)
         if metrics is not None:
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)
@@ -84,8 +85,20 @@ class Operations:
             ring_period=period, warn_rings=warn, long_call_seconds=long_call_seconds,
             health={"ami": lambda: ami.connected, "fastagi": fastagi,
                     "database": self.records.ping},
-            status={"records": self.records.status},
+            status={"records": self.records.status, "switch": lambda: config.cluster.switch},
+            switch=config.cluster.switch,
         )
+        self.forwarder: Forwarder | None = None
+        if config.cluster.node:  # a controller pair: changing requests go to the switch's leader
+            keeper = self.records
+            self.forwarder = self.services.forwarder = Forwarder(
+                switch=config.cluster.switch, node=config.cluster.node, advertise=config.cluster.advertise,
+                acting=acting or (lambda: True), timeout=config.cluster.forward_timeout,
+                db=lambda: keeper.store.db if keeper.store is not None else None,
+                on_outcome=(lambda outcome: metrics.forwarded.labels(outcome).inc()) if metrics else None)
+            self.services.status["forwarding"] = self.forwarder.status
+        if metrics is not None:
+            metrics.switch.labels(config.cluster.switch, config.cluster.node).set(1)
         self.http = HttpServer(self.services, HttpSettings(
             host=config.http.host, port=config.http.port, token=config.http.token or None,
             public=tuple(config.http.public),
@@ -101,6 +114,8 @@ class Operations:
 
     async def _records_open(self, store: CallStore) -> None:
         self.services.store, self.services.recorder = store, self.records.recorder
+        if self.forwarder is not None:
+            await self.forwarder.register(store.db)
         await self.close_ended_calls(force=True)
         try:  # an upgrade loses no message: the old JSON files go into the records (once)
             await import_json_messages(store, self._legacy_messages)
@@ -137,8 +152,16 @@ class Operations:
         except OSError as exc:  # port taken: calls go on, the API is what is missing
             log.error("http.unavailable", host=self.http.settings.host, port=self.http.settings.port,
                       error=str(exc))
+            return
+        forwarder, host = self.forwarder, self.http.settings.host
+        if forwarder is not None and not forwarder.advertise and host not in ("", "0.0.0.0", "::"):  # noqa: S104 - compared, not bound
+            forwarder.advertise = f"http://{f'[{host}]' if ':' in host else host}:{self.http.port}"
+            if self.records.store is not None:
+                await forwarder.register(self.records.store.db)
 
     async def stop(self) -> None:
         await self.http.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         await self.records.stop()  # writes what is still queued (bounded), then closes
         self.services.store = None

@@ -50,6 +50,8 @@ class Services:
     warn_rings: int = 3
     long_call_seconds: float = 180.0
     extra: dict[str, Any] = field(default_factory=dict)
+    forwarder: Any = None  # ivr.http.forward.Forwarder of a controller pair (issue 17); None: none
+    switch: str = "default"  # the switch this node serves ([cluster] switch)
 
     @property
     def records(self) -> CallStore:

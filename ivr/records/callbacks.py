@@ -1,6 +1,6 @@
 """The durable call-back store (issue 18): the ``callbacks`` table and its attempts.
 
-One open call-back (status ``open`` or ``dialling``) per (phone, target): a second
+One open call-back (status ``open`` or ``dialling``) per (switch, phone, target): a second
 request for it updates the row (best time, requests count, attempts reset, due now) and
 keeps the first call's time (``at``) as its place in line. A unique partial index
 (``callbacks_one_open``) guards it. Every attempt is a row of ``callback_attempts``
@@ -35,7 +35,7 @@ class CallbackConflict(IvrError):
 async def check_reopen(tx: Tx, row: Row) -> None:
     other = await tx.fetchall(
         "SELECT callback_id FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')"
-        " AND callback_id <> ?", (row["phone"], row["target"], row["callback_id"]))
+        " AND callback_id <> ? AND switch = ?", (row["phone"], row["target"], row["callback_id"], row["switch"]))
     if other:
         raise CallbackConflict("another call-back for this number is open", callback_id=row["callback_id"],
                                open=other[0]["callback_id"])
@@ -47,14 +47,14 @@ def _id() -> str:
 
 async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: str | None,
                   target: str, best_time: str | None, held_by: str | None,
-                  not_before: float | None = None) -> str:
-    """Add a request, or merge it into the open call-back of the same (phone, target);
-    returns the id of the call-back that holds it. ``not_before``: the caller's window
-    opens then (no attempt before it)."""
+                  not_before: float | None = None, switch: str = "default") -> str:
+    """Add a request, or merge it into the open call-back of the same (switch, phone,
+    target); returns the id of the call-back that holds it. ``not_before``: the caller's
+    window opens then (no attempt before it)."""
     due = max(at, not_before) if not_before is not None else at
     rows = await tx.fetchall(
-        "SELECT callback_id, at FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')",
-        (phone, target))
+        "SELECT callback_id, at FROM callbacks WHERE phone = ? AND target = ? AND status IN ('open', 'dialling')"
+        " AND switch = ?", (phone, target, switch))
     if rows:
         cb = rows[0]["callback_id"]
         await tx.execute(
@@ -66,18 +66,20 @@ async def request(tx: Tx, *, callback_id: str, call_id: str, at: float, phone: s
         return str(cb)
     await tx.execute(
         "INSERT INTO callbacks (callback_id, call_id, at, phone, best_time, for_agent, status, target, held_by,"
-        " attempts, next_attempt, requests, last_request, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
-        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, due, at, at))
+        " attempts, next_attempt, requests, last_request, updated_at, switch)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, 0, ?, 1, ?, ?, ?) ON CONFLICT (callback_id) DO NOTHING",
+        (callback_id, call_id, at, phone, best_time or "today", held_by, target, held_by, due, at, at, switch))
     return callback_id
 
 
-async def cancel_for_caller(tx: Tx, phone: str | None, at: float) -> int:
-    """The number called in and reached an agent: its open call-backs are cancelled."""
+async def cancel_for_caller(tx: Tx, phone: str | None, at: float, switch: str = "default") -> int:
+    """The number called in and reached an agent: its open call-backs on this switch are
+    cancelled (another switch's call centre may still owe it a call)."""
     if not phone:
         return 0
     rows = await tx.fetchall(
-        "SELECT callback_id FROM callbacks WHERE phone = ? AND status = 'open' AND at <= ?", (phone, at))
+        "SELECT callback_id FROM callbacks WHERE phone = ? AND status = 'open' AND at <= ? AND switch = ?",
+        (phone, at, switch))
     for r in rows:
         await tx.execute(
             "UPDATE callbacks SET status = 'cancelled', outcome = 'called-in', updated_at = ? WHERE callback_id = ?",
@@ -86,15 +88,24 @@ async def cancel_for_caller(tx: Tx, phone: str | None, at: float) -> int:
 
 
 class CallbackQueue:
-    """The scheduler's and the API's view of the call-backs."""
+    """The scheduler's and the API's view of the call-backs of one switch (``switch``):
+    each switch's leader places its own."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, db: Database, switch: str = "default") -> None:
+        self.db, self.switch = db, switch
 
     async def open(self) -> list[Row]:
-        """Open call-backs in their place in line."""
+        """This switch's open call-backs in their place in line."""
         return await self.db.fetchall(
-            "SELECT * FROM callbacks WHERE status IN ('open', 'dialling') ORDER BY at, callback_id")
+            "SELECT * FROM callbacks WHERE status IN ('open', 'dialling') AND switch = ? ORDER BY at, callback_id",
+            (self.switch,))
+
+    async def open_elsewhere(self, switch: str | None = None) -> list[Row]:
+        """Other switches' open call-backs (only ``switch``'s when given), each switch's in line."""
+        sql = "SELECT * FROM callbacks WHERE status IN ('open', 'dialling') AND switch <> ?"
+        if switch is None:
+            return await self.db.fetchall(sql + " ORDER BY switch, at, callback_id", (self.switch,))
+        return await self.db.fetchall(sql + " AND switch = ? ORDER BY at, callback_id", (self.switch, switch))
 
     async def get(self, callback_id: str) -> Row | None:
         row = await self.db.fetchone("SELECT * FROM callbacks WHERE callback_id = ?", (callback_id,))
@@ -104,9 +115,13 @@ class CallbackQueue:
                 " WHERE callback_id = ? ORDER BY started_at", (callback_id,))
         return row
 
-    async def attempts(self, since: float | None, until: float | None) -> list[Row]:
-        """Attempts started in [since, until)."""
-        where, params = [], []
+    async def attempts(self, since: float | None, until: float | None, switch: str | None = None) -> list[Row]:
+        """Attempts started in [since, until) (of ``switch``'s call-backs only, when given)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if switch is not None:
+            where.append("callback_id IN (SELECT callback_id FROM callbacks WHERE switch = ?)")
+            params.append(switch)
         if since is not None:
             where.append("started_at >= ?")
             params.append(since)
@@ -124,7 +139,7 @@ class CallbackQueue:
         return await self.db.fetchall(
             "SELECT c.*, a.attempt_id, a.channel, a.node, a.agent AS attempt_agent FROM callbacks c"
             " JOIN callback_attempts a ON a.callback_id = c.callback_id AND a.ended_at IS NULL"
-            " WHERE c.status = 'dialling' ORDER BY c.at, c.callback_id")
+            " WHERE c.status = 'dialling' AND c.switch = ? ORDER BY c.at, c.callback_id", (self.switch,))
 
     async def recover(self, at: float | None = None, keep: Collection[str] = ()) -> int:
         """After a restart or a takeover: attempts left ``dialling`` by a previous controller
@@ -133,7 +148,8 @@ class CallbackQueue:
         now = time.time() if at is None else at
 
         async def run(tx: Tx) -> int:
-            rows = await tx.fetchall("SELECT callback_id FROM callbacks WHERE status = 'dialling'")
+            rows = await tx.fetchall("SELECT callback_id FROM callbacks WHERE status = 'dialling' AND switch = ?",
+                                     (self.switch,))
             rows = [r for r in rows if r["callback_id"] not in keep]
             for r in rows:
                 await tx.execute(
@@ -159,15 +175,17 @@ class CallbackQueue:
                 cid = f"api-{_id()}"
                 await tx.execute(
                     "INSERT INTO calls (call_id, arrived_at, caller, state, state_since, ended_at, duration,"
-                    " updated_at) VALUES (?, ?, ?, 'callback-request', ?, ?, 0, ?)", (cid, at, phone, at, at, at))
+                    " updated_at, switch) VALUES (?, ?, ?, 'callback-request', ?, ?, 0, ?, ?)",
+                    (cid, at, phone, at, at, at, self.switch))
             elif not await tx.fetchall("SELECT 1 AS x FROM calls WHERE call_id = ?", (cid,)):
                 return None
             data = {"phone": phone, "target": target, "best_time": best_time, "not_before": not_before,
                     "held_by": held_by, "via": "api"}
-            await tx.execute("INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-                             (_id(), cid, "callback.requested", at, json.dumps(data)))
+            await tx.execute("INSERT INTO call_events (event_id, call_id, kind, at, data, switch)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (_id(), cid, "callback.requested", at, json.dumps(data),
+                                                            self.switch))
             return await request(tx, callback_id=_id(), call_id=cid, at=at, phone=phone, target=target,
-                                 best_time=best_time, held_by=held_by, not_before=not_before)
+                                 best_time=best_time, held_by=held_by, not_before=not_before, switch=self.switch)
 
         callback_id = await self.db.run(run)
         return None if callback_id is None else await self.get(callback_id)

@@ -68,8 +68,8 @@ class RecordsKeeper:
                  on_open: OnOpen | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, drain_timeout: float = 5.0,
                  settings: RecordsSettings | None = None, spool: Spool | None = None,
-                 accept: Callable[[], bool] | None = None) -> None:
-        self.url = url
+                 accept: Callable[[], bool] | None = None, switch: str = "default") -> None:
+        self.url, self.switch = url, switch
         self.settings = settings or RecordsSettings()
         s = self.settings
         if spool is None:
@@ -106,7 +106,8 @@ class RecordsKeeper:
 
     async def _open(self) -> CallStore:
         s = self.settings
-        return await CallStore.open(self.url, timeout=s.timeout, connect_timeout=s.connect_timeout)
+        return await CallStore.open(self.url, timeout=s.timeout, connect_timeout=s.connect_timeout,
+                                    switch=self.switch)
 
     async def _opened(self, store: CallStore) -> None:
         if self.on_open is not None:

@@ -18,12 +18,18 @@ class CallFilter:
     since: float | None = None
     until: float | None = None
     limit: int = 100
+    switch: str | None = None  # only this switch's calls (issue 17)
+
+
+# Tables with a switch column of their own; the others belong to a call and are found through it.
+SWITCH_COLUMN = frozenset({"calls", "call_events", "messages", "callbacks"})
 
 
 class CallQueries:
     """The read side of :class:`~ivr.records.store.CallStore` (which mixes it in)."""
 
     db: Database
+    switch: str  # the switch this controller records for
 
     async def calls(self, f: CallFilter = CallFilter()) -> list[Row]:
         where: list[str] = []
@@ -31,6 +37,9 @@ class CallQueries:
         if f.agent is not None:
             where.append("agent = ?")
             params.append(f.agent)
+        if f.switch is not None:
+            where.append("switch = ?")
+            params.append(f.switch)
         if f.state == "live":
             where.append("ended_at IS NULL")
         elif f.state is not None:
@@ -49,8 +58,10 @@ class CallQueries:
         return await self.db.fetchall(sql, (*params, f.limit))
 
     async def open_calls(self) -> list[str]:
-        """The ids of every call whose record is not closed yet."""
-        rows = await self.db.fetchall("SELECT call_id FROM calls WHERE ended_at IS NULL")
+        """The ids of every call of this switch whose record is not closed yet (another
+        switch's calls are not on this switch's channel list, yet not ended)."""
+        rows = await self.db.fetchall("SELECT call_id FROM calls WHERE ended_at IS NULL AND switch = ?",
+                                      (self.switch,))
         return [r["call_id"] for r in rows]
 
     async def call(self, call_id: str) -> Row | None:
@@ -71,9 +82,13 @@ class CallQueries:
         return row
 
     async def _window(self, table: str, col: str, since: float | None, until: float | None,
-                      extra: dict[str, Any], limit: int) -> list[Row]:
+                      extra: dict[str, Any], limit: int, switch: str | None = None) -> list[Row]:
         where: list[str] = []
         params: list[Any] = []
+        if switch is not None:
+            where.append("switch = ?" if table in SWITCH_COLUMN
+                         else "call_id IN (SELECT call_id FROM calls WHERE switch = ?)")
+            params.append(switch)
         if since is not None:
             where.append(f"{col} >= ?")
             params.append(since)
@@ -90,25 +105,30 @@ class CallQueries:
         return await self.db.fetchall(sql + f" ORDER BY {col} DESC LIMIT ?", (*params, limit))
 
     async def alarms(self, since: float | None = None, until: float | None = None, *,
-                     agent: str | None = None, level: str | None = None, limit: int = 100) -> list[Row]:
-        return await self._window("alarms", "at", since, until, {"agent": agent, "level": level}, limit)
+                     agent: str | None = None, level: str | None = None, limit: int = 100,
+                     switch: str | None = None) -> list[Row]:
+        return await self._window("alarms", "at", since, until, {"agent": agent, "level": level}, limit, switch)
 
     async def messages(self, since: float | None = None, until: float | None = None, *,
-                       agent: str | None = None, limit: int = 100) -> list[Row]:
-        return await self._window("messages", "at", since, until, {"for_agent": agent}, limit)
+                       agent: str | None = None, limit: int = 100, switch: str | None = None) -> list[Row]:
+        return await self._window("messages", "at", since, until, {"for_agent": agent}, limit, switch)
 
     async def callbacks(self, since: float | None = None, until: float | None = None, *,
-                        status: str | None = None, limit: int = 100) -> list[Row]:
-        return await self._window("callbacks", "at", since, until, {"status": status}, limit)
+                        status: str | None = None, limit: int = 100, switch: str | None = None) -> list[Row]:
+        return await self._window("callbacks", "at", since, until, {"status": status}, limit, switch)
 
-    async def ring_legs(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("ring_legs", "started_at", since, until, {}, 1_000_000)
+    async def ring_legs(self, since: float | None, until: float | None, switch: str | None = None) -> list[Row]:
+        return await self._window("ring_legs", "started_at", since, until, {}, 1_000_000, switch)
 
-    async def holds(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("holds", "started_at", since, until, {}, 1_000_000)
+    async def holds(self, since: float | None, until: float | None, switch: str | None = None) -> list[Row]:
+        return await self._window("holds", "started_at", since, until, {}, 1_000_000, switch)
 
-    async def transfers(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("transfers", "started_at", since, until, {}, 1_000_000)
+    async def transfers(self, since: float | None, until: float | None, switch: str | None = None) -> list[Row]:
+        return await self._window("transfers", "started_at", since, until, {}, 1_000_000, switch)
 
-    async def ended_calls(self, since: float | None, until: float | None) -> list[Row]:
-        return await self._window("calls", "arrived_at", since, until, {"state": "ended"}, 1_000_000)
+    async def ended_calls(self, since: float | None, until: float | None, switch: str | None = None) -> list[Row]:
+        return await self._window("calls", "arrived_at", since, until, {"state": "ended"}, 1_000_000, switch)
+
+    async def switches(self) -> list[str]:
+        """The switches on record (every switch that has had a call)."""
+        return [r["switch"] for r in await self.db.fetchall("SELECT DISTINCT switch FROM calls ORDER BY switch")]

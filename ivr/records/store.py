@@ -38,6 +38,7 @@ Event data read here (every key is optional; other keys are kept in the event lo
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,14 +48,7 @@ import structlog
 
 from ivr.events import CallEvent
 from ivr.records import callbacks as cbq
-from ivr.records.db import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_TIMEOUT,
-    Database,
-    Row,
-    Tx,
-    connect,
-)
+from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
 from ivr.records.migrations import migrate
 from ivr.records.queries import CallQueries
 
@@ -64,6 +58,7 @@ LIVE_STATES = ("arrived", "greeting", "silent", "ringing", "waiting", "talking",
                "unclear")
 TRANSFER_FINAL = {"completed", "returned", "abandoned"}
 SILENT_LEFT = {"speech", "dtmf"}
+BARE_ID = re.compile(r"\d+\.\d+")  # a Uniqueid of a switch with no asterisk.conf systemname
 
 
 def _new_id() -> str:
@@ -94,9 +89,13 @@ Handler = Callable[[Tx, CallEvent], Awaitable[None]]
 
 
 class CallStore(CallQueries):
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.queue = cbq.CallbackQueue(db)  # the call-backs the switch places (issue 18)
+    """``switch``: the name of the switch this controller records for (``[cluster] switch``),
+    written on every call, event, message and call-back (issue 17); the reads take a filter."""
+
+    def __init__(self, db: Database, switch: str = "default") -> None:
+        self.db, self.switch = db, switch
+        self._bare_ids_said = False  # a call id without the switch's systemname, logged once
+        self.queue = cbq.CallbackQueue(db, switch)  # the call-backs this switch places (issue 18)
         self._handlers: dict[str, Handler] = {
             "call.arrived": self._arrived,
             "greeting.played": self._greeting,
@@ -120,7 +119,7 @@ class CallStore(CallQueries):
 
     @classmethod
     async def open(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT,
-                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> CallStore:
+                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, switch: str = "default") -> CallStore:
         """Open and migrate; raises :class:`~ivr.records.db.DatabaseError` only, within
         about ``connect_timeout`` + ``timeout`` per migration."""
         db = await connect(url, timeout=timeout, connect_timeout=connect_timeout)
@@ -131,7 +130,7 @@ class CallStore(CallQueries):
             raise
         if applied:
             log.info("records.migrated", versions=applied, dialect=db.dialect)
-        return cls(db)
+        return cls(db, switch)
 
     async def close(self) -> None:
         await self.db.close()
@@ -166,8 +165,8 @@ class CallStore(CallQueries):
             return False
         await self._ensure_call(tx, event)
         await tx.execute(
-            "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-            (event.id, event.call_id, event.kind, event.at, json.dumps(event.data, default=str)),
+            "INSERT INTO call_events (event_id, call_id, kind, at, data, switch) VALUES (?, ?, ?, ?, ?, ?)",
+            (event.id, event.call_id, event.kind, event.at, json.dumps(event.data, default=str), self.switch),
         )
         handler = self._handlers.get(event.kind)
         if handler is not None:
@@ -176,10 +175,13 @@ class CallStore(CallQueries):
         return True
 
     async def _ensure_call(self, tx: Tx, ev: CallEvent) -> None:
+        if self.switch != "default" and not self._bare_ids_said and BARE_ID.fullmatch(ev.call_id):
+            self._bare_ids_said = True  # README "Many switches": another switch makes the same ids
+            log.warning("records.call_ids_without_systemname", switch=self.switch, call_id=ev.call_id)
         await tx.execute(
-            "INSERT INTO calls (call_id, arrived_at, state, state_since, updated_at) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO calls (call_id, arrived_at, state, state_since, updated_at, switch) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (call_id) DO NOTHING",
-            (ev.call_id, ev.at, "arrived", ev.at, time.time()),
+            (ev.call_id, ev.at, "arrived", ev.at, time.time(), self.switch),
         )
 
     @staticmethod
@@ -262,7 +264,7 @@ class CallStore(CallQueries):
         await self._set_state(tx, ev, "talking")
         # The number reached an agent on its own: its call-backs are not needed any more.
         rows = await tx.fetchall("SELECT caller FROM calls WHERE call_id = ?", (ev.call_id,))
-        if rows and await cbq.cancel_for_caller(tx, rows[0]["caller"], ev.at):
+        if rows and await cbq.cancel_for_caller(tx, rows[0]["caller"], ev.at, self.switch):
             log.info("callbacks.cancelled_called_in", call_id=ev.call_id)
 
     async def _ring_noanswer(self, tx: Tx, ev: CallEvent) -> None:
@@ -341,12 +343,12 @@ class CallStore(CallQueries):
         d = ev.data
         await tx.execute(
             "INSERT INTO messages (message_id, call_id, at, name, company, phone, best_time, for_agent,"
-            " recording, note, recorded, held_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " recording, note, recorded, held_seconds, switch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (message_id) DO NOTHING",
             (_text(d.get("item")) or _new_id(), ev.call_id, ev.at, _text(d.get("name")), _text(d.get("company")),
              _text(d.get("phone", d.get("caller_number"))), _text(d.get("best_time")),
              _text(d.get("for_agent", d.get("agent"))), _text(d.get("recording", d.get("file"))),
-             _text(d.get("note")), _flag(d.get("recorded")), _float(d.get("held_seconds"))),
+             _text(d.get("note")), _flag(d.get("recorded")), _float(d.get("held_seconds")), self.switch),
         )
         await self._close_hold(tx, ev, "message")
 
@@ -357,7 +359,7 @@ class CallStore(CallQueries):
             tx, callback_id=_text(d.get("item")) or _new_id(), call_id=ev.call_id, at=ev.at,
             phone=_text(d.get("phone", d.get("caller_number"))), target=_text(d.get("target")) or "",
             best_time=_text(d.get("best_time")), held_by=_text(d.get("held_by")) or agent,
-            not_before=nb if isinstance(nb := d.get("not_before"), (int, float)) else None)
+            not_before=nb if isinstance(nb := d.get("not_before"), (int, float)) else None, switch=self.switch)
         await self._close_hold(tx, ev, "callback")
 
     async def _transfer(self, tx: Tx, ev: CallEvent) -> None:
@@ -433,9 +435,9 @@ class CallStore(CallQueries):
                 await cbq.check_reopen(tx, rows[0])
             await tx.execute("UPDATE callbacks SET status = ? WHERE callback_id = ?", (status, callback_id))
             await tx.execute(
-                "INSERT INTO call_events (event_id, call_id, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO call_events (event_id, call_id, kind, at, data, switch) VALUES (?, ?, ?, ?, ?, ?)",
                 (_new_id(), rows[0]["call_id"], "callback.status", time.time() if at is None else at,
-                 json.dumps({"callback_id": callback_id, "status": status})),
+                 json.dumps({"callback_id": callback_id, "status": status}), rows[0]["switch"]),
             )
             return rows
 

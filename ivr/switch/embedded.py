@@ -65,9 +65,10 @@ class EmbeddedSwitch:
         prompts_build: Path | None = None,
         agi_host: str = "127.0.0.1",
         progress: Callable[[str], None] | None = None,
+        system_name: str = "",
     ) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise SwitchError(f"instance name {name!r}: use letters, digits, '.', '_' or '-'")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not re.fullmatch(r"[A-Za-z0-9_.-]*", system_name):
+            raise SwitchError(f"instance name {name!r} ({system_name!r}): use letters, digits, '.', '_' or '-'")
         self.name = name
         self.cache_dir = cache_dir or default_cache_dir()
         self.rootfs = self.cache_dir / "rootfs"
@@ -83,6 +84,9 @@ class EmbeddedSwitch:
         self._ports = ports
         self._proc: subprocess.Popen[bytes] | None = None  # the asterisk this object started
         self.agi_host = agi_host
+        # asterisk.conf systemname: prefixes every Uniqueid and Linkedid (the call ids), so
+        # switches recording into one database never make the same call id (issue 17).
+        self.system_name = system_name
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
 
     # ------------------------------------------------------------------ state files
@@ -222,6 +226,9 @@ class EmbeddedSwitch:
                 r"^astlogdir\s*=>.*$": f"astlogdir => {inner}/log",
             },
         )
+        if self.system_name:  # [options] is the file's last section
+            with (etc / "asterisk.conf").open("a", encoding="utf-8") as conf:
+                conf.write(f"systemname = {self.system_name}\n")
         rewrite_lines(etc / "manager.conf", {r"^port\s*=.*$": f"port = {ports.ami}"})
         rewrite_lines(etc / "pjsip.conf", {r"^bind\s*=.*$": f"bind = 127.0.0.1:{ports.sip}"})
         rewrite_lines(

@@ -51,6 +51,18 @@ def query_text(request: web.Request, name: str, pattern: str = r"^[A-Za-z0-9._@+
     return raw
 
 
+SWITCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # as [cluster] switch
+
+
+def query_switch(request: web.Request) -> str | None:
+    """The ``switch`` filter (issue 17): a switch name, 1-63 letters, digits, '.', '_', '-'."""
+    raw = request.query.get("switch")
+    if raw is not None and not SWITCH_NAME.fullmatch(raw):
+        raise BadRequest("switch must be a switch name: 1-63 letters, digits, '.', '_' or '-'",
+                         error_id="invalid-switch", parameter="switch", value=raw[:100])
+    return raw
+
+
 def parse_day(raw: str, name: str) -> date:
     try:
         return date.fromisoformat(raw)

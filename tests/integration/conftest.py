@@ -15,6 +15,7 @@ never skipped silently.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -70,10 +71,24 @@ def switch() -> Iterator[Switch]:
             agi_key=env.get("IVR_AGI_KEY", ""),
         )
         return
-    built = _build_prompts()
     reap_stale_test_instances()  # switches left by a killed run
-    embedded = EmbeddedSwitch(f"pytest-{os.getpid()}", ports=Ports.free(), prompts_build=built,
-                              progress=lambda _l: None)
+    yield from _embedded(f"pytest-{os.getpid()}", "asterisk.console.log")
+
+
+@pytest.fixture(scope="session")
+def switch_b(switch: Switch) -> Iterator[Switch]:
+    """A second embedded switch (issue 17: many switches on one database), its own instance
+    on its own free ports, with its own systemname (so its call ids never equal switch
+    A's); started after the first one."""
+    if switch.embedded is None:
+        pytest.fail("a second switch needs the embedded Asterisk (IVR_EXTERNAL=1 gives one only)", pytrace=False)
+    yield from _embedded(f"pytest-{os.getpid()}-b", "asterisk-b.console.log", system_name="swb")
+
+
+def _embedded(name: str, log_name: str, system_name: str = "") -> Iterator[Switch]:
+    built = _build_prompts()
+    embedded = EmbeddedSwitch(name, ports=Ports.free(), prompts_build=built, progress=lambda _l: None,
+                              system_name=system_name)
     try:
         embedded.up()
     except Exception as exc:  # noqa: BLE001 - reported, then the tests fail
@@ -91,7 +106,7 @@ def switch() -> Iterator[Switch]:
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         if embedded.log_file.exists():
-            shutil.copy(embedded.log_file, ARTIFACTS / "asterisk.console.log")
+            shutil.copy(embedded.log_file, ARTIFACTS / log_name)
         embedded.down()
         shutil.rmtree(embedded.home, ignore_errors=True)
 
@@ -99,7 +114,20 @@ def switch() -> Iterator[Switch]:
 @pytest.fixture
 async def ami(switch: Switch) -> AsyncIterator[AmiRecorder]:
     """An admin AMI connection recording every event of the test."""
-    rec = await AmiRecorder(switch.ami_host, switch.ami_port, switch.username, switch.secret).connect()
+    async with recording(switch) as rec:
+        yield rec
+
+
+@pytest.fixture
+async def ami_b(switch_b: Switch) -> AsyncIterator[AmiRecorder]:
+    """The same on the second switch."""
+    async with recording(switch_b) as rec:
+        yield rec
+
+
+@contextlib.asynccontextmanager
+async def recording(sw: Switch) -> AsyncIterator[AmiRecorder]:
+    rec = await AmiRecorder(sw.ami_host, sw.ami_port, sw.username, sw.secret).connect()
     try:
         yield rec
     finally:
@@ -110,9 +138,12 @@ async def ami(switch: Switch) -> AsyncIterator[AmiRecorder]:
 async def no_leaked_channels(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """After each integration test no channel is left on the switch (testsuite style)."""
     yield
-    if "switch" not in request.fixturenames:
-        return
-    sw: Switch = request.getfixturevalue("switch")
+    for name in ("switch", "switch_b"):
+        if name in request.fixturenames:
+            await _no_channels_left(request.getfixturevalue(name))
+
+
+async def _no_channels_left(sw: Switch) -> None:
     rec = await AmiRecorder(sw.ami_host, sw.ami_port, sw.username, sw.secret).connect()
     try:
         import asyncio

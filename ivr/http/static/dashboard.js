@@ -1,9 +1,14 @@
 // The live dashboard: one snapshot from /api/dashboard, then server-sent events from
 // /api/events. No polling: the snapshot is reloaded only when an event arrives; a
 // one-second timer re-renders the running counters from the times already known.
+// Many switches (issue 17): this node's event stream carries its own switch's events only,
+// and a standby's none of the calls it does not record, so while other switches are shown,
+// or on a standby, the snapshot is also reloaded every OTHERS_RELOAD ms.
 "use strict";
 
-const state = { snap: null, offset: 0, reload: null, fresh: new Map() };
+const state = { snap: null, offset: 0, reload: null, others: null, fresh: new Map() };
+const OTHERS_RELOAD = 5000;
+const filter = new URLSearchParams(window.location.search).get("switch") || "";
 
 const $ = (id) => document.getElementById(id);
 const now = () => Date.now() / 1000 + state.offset; // the server's clock
@@ -54,8 +59,8 @@ function stateBadge(call) {
 
 function renderLive() {
   const body = $("live").tBodies[0];
-  const rows = state.snap.live.map((c) => el("tr", { "data-call": c.call_id },
-    el("td", {}, c.caller || c.call_id), el("td", {}, c.agent || "–"), el("td", {}, stateBadge(c)),
+  const rows = state.snap.live.map((c) => el("tr", { "data-call": c.call_id, "data-switch": c.switch },
+    el("td", {}, c.switch), el("td", {}, c.caller || c.call_id), el("td", {}, c.agent || "–"), el("td", {}, stateBadge(c)),
     el("td", {}, duration(now() - c.arrived_at))));
   body.replaceChildren(...rows);
   $("live-empty").hidden = rows.length > 0;
@@ -146,7 +151,7 @@ function nextAttempt(c) {
 function renderCallbacks() {
   const rows = state.snap.callbacks || [];
   $("callbacks").tBodies[0].replaceChildren(...rows.map((c) => el("tr", { "data-callback": c.callback_id },
-    el("td", {}, c.place), el("td", {}, c.phone || "?"), el("td", {}, clock(c.at)), el("td", {}, c.held_by || "–"),
+    el("td", {}, c.switch), el("td", {}, c.place), el("td", {}, c.phone || "?"), el("td", {}, clock(c.at)), el("td", {}, c.held_by || "–"),
     el("td", {}, c.best_time || "today"), el("td", {}, c.attempts), el("td", {}, c.status),
     el("td", {}, c.status === "dialling" ? "now" : nextAttempt(c)),
     el("td", {}, c.outcome || "–"))));
@@ -164,8 +169,17 @@ function renderMessages() {
   $("messages").hidden = rows.length === 0;
 }
 
+function renderSwitches() {
+  const select = $("switch");
+  const names = [...new Set([...state.snap.switches, state.snap.switch, ...(filter ? [filter] : [])])].sort();
+  select.replaceChildren(el("option", { value: "" }, "every switch"),
+    ...names.map((n) => el("option", { value: n }, n === state.snap.switch ? `${n} (this node)` : n)));
+  select.value = filter;
+}
+
 function render() {
   if (!state.snap) return;
+  renderSwitches();
   $("day").textContent = state.snap.day;
   $("clock").textContent = clock(now());
   renderLive();
@@ -177,12 +191,18 @@ function render() {
 }
 
 async function load() {
-  const reply = await fetch("/api/dashboard", { credentials: "same-origin", cache: "no-store" });
+  const query = filter ? `?switch=${encodeURIComponent(filter)}` : "";
+  const reply = await fetch(`/api/dashboard${query}`, { credentials: "same-origin", cache: "no-store" });
   if (reply.status === 401) { window.location = "/login"; return; }
+  if (!reply.ok) { $("link").textContent = `error ${reply.status}`; $("link").className = "link down"; return; }
   const snap = await reply.json();
   state.offset = snap.now - Date.now() / 1000;
   state.snap = snap;
   render();
+  clearTimeout(state.others);
+  if (snap.role !== "leader" || (filter !== snap.switch && snap.switches.some((n) => n !== snap.switch))) {
+    state.others = setTimeout(load, OTHERS_RELOAD); // other switches' events never reach this node
+  }
 }
 
 function reloadSoon() {
@@ -211,5 +231,10 @@ function listen() {
   }
 }
 
+$("switch").addEventListener("change", (e) => {
+  const params = new URLSearchParams(window.location.search);
+  if (e.target.value) params.set("switch", e.target.value); else params.delete("switch");
+  window.location.search = params.toString();
+});
 load().then(listen);
 setInterval(() => { if (state.snap) { $("clock").textContent = clock(now()); renderLive(); } }, 1000);
