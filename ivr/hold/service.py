@@ -118,8 +118,10 @@ class HoldService(HeldCaller):
         metrics: HoldMetrics | None = None,
         wall: Callable[[], float] = time.time,
         agent_leg: AgentLegCheck | None = None,
+        acting: Callable[[], bool] = lambda: True,
     ) -> None:
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
+        self.acting = acting  # False on a pair's standby: the leader holds, not this node
         self.bus, self.metrics, self.wall = bus, metrics, wall
         # Which channels may use the agent's hold key: by default the configured agents'
         # devices; the controller passes its ring monitor's view (every dialled agent leg).
@@ -282,6 +284,9 @@ class HoldService(HeldCaller):
                 self._resume(s)
 
     async def _hold_quietly(self, agent: Channel, via: str) -> None:
+        if not self.acting():  # a standby: the leader acts on the same event
+            log.debug("hold.standby_skipped", via=via, agent=agent.name)
+            return
         try:
             await self.hold_agent(agent, via)
         except HoldError as exc:

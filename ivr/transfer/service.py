@@ -39,6 +39,7 @@ import asyncio
 import functools
 import itertools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -77,8 +78,9 @@ class TransferService:
 
     def __init__(self, ami: Any, settings: TransferSettings, *, timers: TimerService,
                  bus: EventBus | None = None, metrics: TransferMetrics | None = None,
-                 agent_leg: AgentLegCheck | None = None) -> None:
+                 agent_leg: AgentLegCheck | None = None, acting: Callable[[], bool] = lambda: True) -> None:
         self.ami = ami
+        self.acting = acting  # False on a pair's standby: the leader acts on the same key
         self.settings = settings
         # Which channels may use the agent's transfer key: by default the configured
         # agents' devices; the controller passes its ring monitor's view.
@@ -381,6 +383,9 @@ class TransferService:
             self._spawn(self._apply(xfer, actions))
 
     async def _requested(self, agent_uid: str, target: str) -> None:
+        if not self.acting():
+            log.debug("transfer.standby_skipped", agent=agent_uid, target=target)
+            return
         try:
             await self.transfer_from_agent(agent_uid, target)
         except IvrError as exc:

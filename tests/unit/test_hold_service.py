@@ -378,3 +378,17 @@ def test_announced_limit_follows_choices_after() -> None:
     with pytest.raises(ValueError, match="announce"):
         HoldSettings(choices_after=301)
     assert HoldSettings(choices_after=301, announce=False).timer().announce is False
+
+
+async def test_a_standby_leaves_the_hold_to_the_leader(world: Any) -> None:
+    """Issue 17: a controller pair's standby sees the agent's hold (key or phone) too; it
+    tries nothing (the leader acts) and logs no failure."""
+    ami, service, *_ = world
+    service.acting = lambda: False
+    with capture_logs() as logs:
+        ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
+                   "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert not service.sessions and ami.actions == []
+    assert [(e["event"], e["log_level"]) for e in logs] == [("hold.standby_skipped", "debug")]

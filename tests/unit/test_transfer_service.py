@@ -371,3 +371,15 @@ async def test_agent_of_another_call_is_never_hung_up(rig) -> None:
         await settle(service)
     assert [a["Channel"] for a in ami.named("Hangup")] == [xfer.target_uid]  # the target only
     assert any(e["event"] == "ami.hangup_refused" and e["reason"].startswith("Linkedid differs") for e in logs)
+
+
+async def test_a_standby_leaves_the_transfer_key_to_the_leader(rig) -> None:
+    """Issue 17: a controller pair's standby sees the agent's key too; it tries nothing
+    (the leader acts) and logs nothing above debug."""
+    service, ami, _ = rig
+    service.acting = lambda: False
+    with capture_logs() as logs:
+        ami.event(**key_event(AGENT, "1002"))
+        await settle(service)
+    assert ami.actions == [] and service.transfers == {}
+    assert [(e["event"], e["log_level"]) for e in logs] == [("transfer.standby_skipped", "debug")]
