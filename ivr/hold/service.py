@@ -88,6 +88,7 @@ from ivr.hold.session import (
     NotHeld,
 )
 from ivr.hold.store import HoldStore
+from ivr.once import Once
 from ivr.rules.hold import (
     Abandoned,
     AlertAgent,
@@ -119,9 +120,12 @@ class HoldService(HeldCaller):
         wall: Callable[[], float] = time.time,
         agent_leg: AgentLegCheck | None = None,
         acting: Callable[[], bool] = lambda: True,
+        once: Once | None = None,
     ) -> None:
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
         self.acting = acting  # False on a pair's standby: the leader holds, not this node
+        self.once = once or Once()  # reminders, choices, thanks: once per switch
+        self.held_since: dict[str, str] = {}
         self.bus, self.metrics, self.wall = bus, metrics, wall
         # Which channels may use the agent's hold key: by default the configured agents'
         # devices; the controller passes its ring monitor's view (every dialled agent leg).
@@ -351,6 +355,7 @@ class HoldService(HeldCaller):
         s.ended = outcome
         self.timers.remove(s.key)
         self.sessions.pop(s.caller.uniqueid, None)
+        self.held_since.pop(s.caller.uniqueid, None)
         if self.metrics is not None and held_seconds is not None:
             self.metrics.durations.labels(outcome).observe(held_seconds)
 
