@@ -114,3 +114,59 @@ async def test_leader_killed_just_before_a_ring_alarm_the_new_leader_sends_it_la
     # claim in PostgreSQL and the UserEvent (bounded here by the 0.5 s left over).
     assert 0 <= late <= takeover, f"warning {late:.3f} s after it was due, takeover {takeover:.3f} s"
     assert abs(ts(critical) - ts(begin) - 6 * PERIOD) < 1.0, ts(critical) - ts(begin)
+
+
+HOLD = '[hold]\nreminder_interval = 6\nchoices_after = 60\nannounce = false\n'
+INTERVAL = 6.0
+
+
+async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path) -> None:  # noqa: F811 - pg: fixture
+    """The agent holds with the key (*8); reminders every 6 s. The leader dies 2 s after
+    the first reminder: [ivr-agi] runs ``hold`` again on the next node, which goes on from
+    the stage on the channel: reminders 2 and 3 at 12 and 18 s (within 1 s), each reminder
+    once, music meanwhile; the agent's *8 then resumes through the new leader: thanks,
+    the caller back in the agent's bridge, never dropped."""
+    async with started_pair(switch, pg, tmp_path, ami, extra=HOLD) as (a, b):
+        await add_actors(ami, {})
+        await ami.add_dialplan("test-agent", "hk", ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
+        await ami.add_dialplan("test-hold-key", "s", ["SendDTMF(*8,,120)", "Wait(300)"])
+        since = len(ami.events)
+        await call(ami, "7010=Local/hk@test-agent")
+        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
+        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        uid = entered["Uniqueid"]
+        agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and "hk@test-agent" in e.get("Channel", "")
+                                    and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
+                                    timeout=10, since=since))[0]["Channel"]
+        key = {"Action": "Redirect", "Channel": agent[:-1] + "2", "Context": "test-hold-key", "Exten": "s",
+               "Priority": "1"}
+        hold = lambda e, state: (e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
+                                 and e.get("Uniqueid") == uid and e.get("State") == state)
+        assert (await ami.action(key)).success
+        start = (await ami.wait_for(lambda e: hold(e, "start"), timeout=10, since=since))[0]
+        await ami.wait_for(lambda e: hold(e, "reminder"), timeout=10, since=since)
+        await asyncio.sleep(max(ts(start) + 8.0 - time.time(), 0))  # the kill: 8 s into the hold
+        a.kill()
+        killed = time.monotonic()
+        await b.wait_role("leader", timeout=5)
+        takeover = time.monotonic() - killed
+        print(f"\ntakeover mid-hold: {takeover:.3f} s")
+        record("sigkill-hold", takeover)
+        await ami.wait_for(lambda e: hold(e, "reminder"), timeout=15, since=since, count=3)
+        assert (await ami.action(key)).success  # the agent resumes: *8 again
+        resume = (await ami.wait_for(lambda e: hold(e, "resume"), timeout=10, since=since))[0]
+        back = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid
+                                   and ts(e) > ts(resume), timeout=15, since=since))[0]
+        assert back["BridgeUniqueid"] == entered["BridgeUniqueid"]  # the agent's own bridge
+        assert not ami.find(lambda e: e.event == "Hangup" and caller(e), since)  # never dropped
+        await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
+        await ami.wait_for(lambda e: e.event == "Hangup" and caller(e), timeout=10, since=since)
+    reminders = ami.find(lambda e: hold(e, "reminder"), since)
+    assert [e["Count"] for e in reminders] == ["1", "2", "3"], [dict(e) for e in reminders]  # each once
+    for e in reminders:
+        due = int(e["Count"]) * INTERVAL
+        assert abs(ts(e) - ts(start) - due) < 1.0, f"reminder {e['Count']} at {ts(e) - ts(start):.3f} s"
+    print("reminders at " + ", ".join(f"{ts(e) - ts(start):.3f}" for e in reminders) + " s")
+    assert len(ami.find(lambda e: hold(e, "resume"), since)) == 1
+    assert not fallbacks(ami, since)
