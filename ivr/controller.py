@@ -31,7 +31,7 @@ from ivr.once import Once
 from ivr.rings import build_rings
 from ivr.switch.rootfs import default_cache_dir
 from ivr.timers import TimerService
-from ivr.transfer import build_transfer
+from ivr.transfer import build_transfer, take_over
 from ivr.unclear import build_unclear
 
 log = structlog.get_logger("ivr.controller")
@@ -156,9 +156,11 @@ class Controller:
     async def _after_takeover(self) -> None:
         """A new leader resyncs as after an AMI login: the channels, the ring legs, the
         dialplan globals (a standby's were withheld) and the records of calls that ended
-        while nobody recorded them."""
+        while nobody recorded them; then it takes over the transfers in progress (issue 17:
+        holds and silent calls come back by FastAGI, ring legs were followed all along)."""
         try:
             await self.ami.resync()
+            await take_over(self.transfer)
         except Exception as exc:  # noqa: BLE001 - the next AMI login resyncs again
             log.warning("cluster.resync_failed", error=str(exc))
 

@@ -10,8 +10,9 @@ from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
 from ivr.transfer.metrics import TransferMetrics
 from ivr.transfer.service import TransferService
 from ivr.transfer.settings import TransferSettings
+from ivr.transfer.takeover import take_over
 
-__all__ = ["TransferService", "TransferSettings", "build_transfer"]
+__all__ = ["TransferService", "TransferSettings", "build_transfer", "take_over"]
 
 
 def build_transfer(rt: Runtime, config: Config, *,

@@ -171,7 +171,7 @@ class TransferService:
         # Variables the dialplan needs, set before anything moves.
         await self._setvars(xfer.caller, IVR_XFER_ID=xid, IVR_XFER_SOUNDS=s.sounds,
                             IVR_XFER_REMIND=str(s.remind_every), IVR_XFER_MAXWAIT=str(s.max_wait),
-                            IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="")
+                            IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="", IVR_XFER_TO=tgt.label)
         await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
         self.transfers[xid] = xfer
         self.timers.add(xid, xfer.machine, functools.partial(self._apply, xfer))
