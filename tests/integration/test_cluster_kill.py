@@ -10,6 +10,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
+
 from ivr.prompts import prompt_duration
 from tests import REPO
 from tests.integration.amitools import AmiRecorder, ts
@@ -169,4 +171,55 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
         assert abs(ts(e) - ts(start) - due) < 1.0, f"reminder {e['Count']} at {ts(e) - ts(start):.3f} s"
     print("reminders at " + ", ".join(f"{ts(e) - ts(start):.3f}" for e in reminders) + " s")
     assert len(ami.find(lambda e: hold(e, "resume"), since)) == 1
+    assert not fallbacks(ami, since)
+
+
+TOKEN = "cluster-kill-test-token-0123456789abcdef"
+TARGET = '[[agents]]\nnumber = "1002"\ndial = "Local/tg@test-agent"\n'
+
+
+async def test_leader_killed_mid_transfer_the_new_leader_completes_it(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path, monkeypatch) -> None:  # noqa: F811 - pg: fixture
+    """A warm transfer (HTTP) to an agent whose phone rings 4 s. The leader dies 1 s after
+    the offer, while the target rings. The new leader takes the transfer over from the
+    switch (the caller waiting in [ivr-transfer-wait], the target leg by its id): the
+    target answers, hears the announcement from the new leader, presses 1; the caller is
+    bridged with the target, the transferring agent released. Each IvrTransfer state
+    once; the caller never dropped, never back to the queue."""
+    monkeypatch.setenv("IVR_HTTP_TOKEN", TOKEN)
+    async with started_pair(switch, pg, tmp_path, ami, extra=TARGET) as (a, b):
+        await add_actors(ami, {})
+        await ami.add_dialplan("test-agent", "hk", ["Ringing()", "Wait(1)", "Answer()", "Wait(300)"])
+        await ami.add_dialplan("test-agent", "tg", ["Ringing()", "Wait(4)", "Answer()", "Wait(2)",
+                                                   "SendDTMF(1,,200)", "Wait(300)"])
+        since = len(ami.events)
+        await call(ami, "7011=Local/hk@test-agent")
+        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
+        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        uid = entered["Uniqueid"]
+        xfer = lambda e, state=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
+                                      and e.get("Uniqueid") == uid and (state is None or e.get("State") == state))
+        async with aiohttp.ClientSession() as s, s.post(
+                f"http://127.0.0.1:{a.http_port}/api/calls/{uid}/transfer", json={"target": "1002"},
+                headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 202, await r.text()
+        offered = (await ami.wait_for(lambda e: xfer(e, "offered"), timeout=10, since=since))[0]
+        await asyncio.sleep(max(ts(offered) + 1.0 - time.time(), 0))  # the kill: 1 s after the offer
+        a.kill()
+        killed = time.monotonic()
+        await b.wait_role("leader", timeout=5)
+        takeover = time.monotonic() - killed
+        print(f"\ntakeover mid-transfer: {takeover:.3f} s")
+        record("sigkill-transfer", takeover)
+        await ami.wait_for(lambda e: xfer(e, "completed"), timeout=20, since=since)
+        joined = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid
+                                     and e["BridgeUniqueid"] != entered["BridgeUniqueid"], timeout=15, since=since))[0]
+        target = await ami.wait_for(lambda e: e.event == "BridgeEnter" and "tg@test-agent" in e.get("Channel", "")
+                                    and e["BridgeUniqueid"] == joined["BridgeUniqueid"], timeout=10, since=since)
+        assert target
+        assert not ami.find(lambda e: e.event == "Hangup" and caller(e), since)  # never dropped
+        await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
+        await ami.wait_for(lambda e: e.event == "Hangup" and caller(e), timeout=10, since=since)
+    states = [e["State"] for e in ami.find(xfer, since)]
+    assert states == ["offered", "ringing", "answered", "confirmed", "completed"], states  # each once
     assert not fallbacks(ami, since)
