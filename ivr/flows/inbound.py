@@ -100,8 +100,8 @@ class InboundFlow:
 
     async def __call__(self, call: AgiChannel) -> None:
         with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, caller=call.caller):
-            resume = await self._resume_point(call)
             await call.answer()
+            resume = await self._resume_point(call)
             session = _Session(self, call, await self._call_id(call))
             greeting = self.choose_greeting(self.now(), self.config)
             if resume is None:
