@@ -58,6 +58,7 @@ ON CONFLICT (switch, key) DO NOTHING
 RETURNING token"""
 SENT = "SELECT node FROM ivr_action WHERE switch = $1 AND key = $2"
 PRUNE = "DELETE FROM ivr_action WHERE sent_at < now() - interval '2 days'"
+PRUNE_EVERY = 3600.0  # s between prunes by one node (and at each connect)
 
 Send = Callable[[], Any]  # a plain function, or one returning an awaitable
 
@@ -89,6 +90,7 @@ class Once:
         self._lock = asyncio.Lock()
         self._flushing: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pruned = float("-inf")
         if lease is not None:
             lease.on_change(self._role_changed)
 
@@ -183,6 +185,9 @@ class Once:
             if self._conn is None:
                 await self._connect()
             async with asyncio.timeout(self.query_timeout):
+                if self.clock() - self._pruned >= PRUNE_EVERY:  # keys are needed for a takeover, not for days
+                    self._pruned = self.clock()
+                    await self._conn.execute(PRUNE)
                 lease = self.lease
                 if await self._conn.fetchval(CLAIM, lease.switch, key, lease.node, lease.token) is not None:
                     return True, None
@@ -216,7 +221,6 @@ class Once:
             await conn.execute(SCHEMA)
         except asyncpg.UniqueViolationError:  # another node created it at the same moment
             pass
-        await conn.execute(PRUNE)
         self._conn = conn
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:

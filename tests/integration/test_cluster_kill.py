@@ -14,12 +14,16 @@ import aiohttp
 
 from ivr.prompts import prompt_duration
 from tests import REPO
-from tests.integration.amitools import AmiRecorder, ts
+from tests.integration.amitools import AmiRecorder, ts, until
 from tests.integration.test_cluster import PERIOD, TAKEOVER, fallbacks, pg, started_pair  # noqa: F401 - pg: fixture
 from tests.integration.test_rings import add_actors, alarms, call
 
 PAUSE = 5.0
 BUILD = REPO / "prompts" / "build"
+
+
+async def _late(node) -> bool:
+    return bool((await node.health()).get("cluster", {}).get("actions", {}).get("late"))
 
 
 def record(label: str, seconds: float) -> None:
@@ -99,6 +103,8 @@ async def test_leader_killed_just_before_a_ring_alarm_the_new_leader_sends_it_la
         takeover = time.monotonic() - killed
         print(f"\ntakeover before a ring alarm: {takeover:.3f} s")
         record("sigkill-ring", takeover)
+        # the new leader sent the warning late, from its pending actions (ivr.once)
+        await until(lambda: _late(b), timeout=5, what="b's late action")
         critical = (await ami.wait_for(lambda e: e in alarms(ami, since) and e.get("Level") == "critical",
                                        timeout=10, since=since))[0]
         caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
