@@ -106,16 +106,23 @@ class Once:
         return len(self._pending)
 
     # -- the one call every feature makes --------------------------------------------
-    async def run(self, key: str, send: Send, *, still: Callable[[], bool] | None = None) -> str:
+    async def run(self, key: str, send: Send, *, still: Callable[[], bool] | None = None,
+                  here: bool = False) -> str:
         """Send ``send()`` once for ``key`` on this switch. Returns ``"sent"``,
         ``"skipped"`` (already sent by a node), ``"pending"`` (not the leader: kept for a
-        takeover) or ``"unrecorded"`` (sent with the database down). ``still()``, when
-        given, is asked before a late send: False drops the action (the call moved on)."""
+        takeover) or ``"unrecorded"`` (sent without a key: the database down, or ``here``).
+        ``still()``, when given, is asked before a late send: False drops the action (the
+        call moved on). ``here``: the action is on a call whose FastAGI session runs on
+        this node (no other node can play it): sent even when this node has lost the
+        lease (cut from the database), as the AMI gate lets its actions through."""
         if self.lease is None:
             await _call(send)
             return self._count("sent")
         item = _Pending(key, send, self.clock(), still)
         if not self.lease.may_act():
+            if here:
+                await _call(send)
+                return self._count("unrecorded")
             return self._keep(item)
         return await self._claim_and_send(item, late=False)
 

@@ -162,7 +162,7 @@ class _Session:
             if stage == "release":
                 self.publish("call.released", reason="silent")
 
-        await self.flow.once.run(action_key(self.call_id, "silent", stage), send)
+        await self.flow.once.run(action_key(self.call_id, "silent", stage), send, here=True)
 
     async def keep_stage(self, script: SilentCall, stage: str) -> None:
         """A pause began after ``stage``'s prompt: write it on the channel (IVR_STAGE)."""

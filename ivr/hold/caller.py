@@ -160,7 +160,8 @@ class HeldCaller:
         and state, whichever node of a pair plays it (:mod:`ivr.once`)."""
         since = self.held_since.get(s.caller.uniqueid, "")
         await self.once.run(action_key(s.call_id, "hold", f"{since}/{action.state}/{action.count}"),
-                            lambda: self._send_user_event(s, action.state, action.count, action.held_seconds))
+                            lambda: self._send_user_event(s, action.state, action.count, action.held_seconds),
+                            here=True)
 
     async def _keep_stage(self, s: HoldSession, call: AgiChannel) -> None:
         """Write where the hold is on the caller's channel (IVR_STAGE): if this node dies,

@@ -424,7 +424,7 @@ class MemoryOnce(Once):
         super().__init__()
         self.keys: set[str] = set()
 
-    async def run(self, key: str, send: Any, *, still: Any = None) -> str:
+    async def run(self, key: str, send: Any, *, still: Any = None, here: bool = False) -> str:
         if key in self.keys:
             return "skipped"
         self.keys.add(key)

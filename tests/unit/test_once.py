@@ -98,6 +98,17 @@ async def test_a_node_whose_lease_moved_on_cannot_claim(pair, pg: str) -> None:
     assert sent == ["b"]
 
 
+async def test_a_node_cut_off_still_announces_what_its_own_fastagi_session_plays(pg: str) -> None:
+    """A former leader cut from the database keeps the calls whose FastAGI sessions run on
+    it (no other node can play to them): what it plays there is still announced."""
+    lease = Lease(pg, node="x", switch="once-here")  # never the leader
+    once, sent = Once(lease, pg), []
+    assert await once.run("c/hold/1", lambda: sent.append("here"), here=True) == "unrecorded"
+    assert await once.run("c/ring/1", lambda: sent.append("ring")) == "pending"
+    assert sent == ["here"]
+    await once.close()
+
+
 async def test_pending_actions_expire_after_the_late_limit(pg: str) -> None:
     now = [100.0]
     lease = Lease(pg, node="x", switch="once-expire")
