@@ -50,6 +50,8 @@ class HeldCaller:
     tracker: ChannelTracker
     once: Once
     held_since: dict[str, str]  # caller Uniqueid -> the hold's start, unix time as written in IVR_STAGE
+    standby_keys: dict[str, float]  # agent Uniqueid -> a hold key / Unhold seen while a standby
+    _resume: Callable[[HoldSession], None]
     store: HoldStore
     metrics: HoldMetrics | None
     wall: Callable[[], float]
@@ -199,6 +201,8 @@ class HeldCaller:
         self.held_since[caller.uniqueid] = since
         self.timers.add(s.key, timer, lambda actions: self._apply(s, actions))
         log.info("hold.taken_over", uniqueid=call.uniqueid, held_seconds=round(age, 3), count=timer.count)
+        if self.standby_keys.pop(agent.uniqueid, 0.0) > float(since) + 1.0:
+            self._resume(s)  # the agent resumed while no node led: thanks, back to the agent
         return s
 
     def _choice(self, s: HoldSession, choice: str, action: Any) -> None:

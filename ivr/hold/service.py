@@ -126,6 +126,7 @@ class HoldService(HeldCaller):
         self.acting = acting  # False on a pair's standby: the leader holds, not this node
         self.once = once or Once()  # reminders, choices, thanks: once per switch
         self.held_since: dict[str, str] = {}
+        self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key/Unhold seen as standby
         self.bus, self.metrics, self.wall = bus, metrics, wall
         # Which channels may use the agent's hold key: by default the configured agents'
         # devices; the controller passes its ring monitor's view (every dialled agent leg).
@@ -261,7 +262,16 @@ class HoldService(HeldCaller):
         self._spawn(self._hold_quietly(agent, "phone"))
 
     def _on_unhold(self, event: Any) -> None:
+        if not self.acting():
+            self._standby_key(event.get("Uniqueid", ""))
         self._resume_agent(event.get("Uniqueid", ""))
+
+    def _standby_key(self, agent_uid: str) -> None:
+        """A standby remembers an agent's hold key or Unhold: if it takes over that agent's
+        hold (the leader died in between), the hold was resumed meanwhile."""
+        now = self.wall()
+        self.standby_keys = {k: t for k, t in self.standby_keys.items() if now - t < 3600}
+        self.standby_keys[agent_uid] = now
 
     def _on_user_event(self, event: Any) -> None:
         if event.get("UserEvent") != "IvrHoldKey":
@@ -290,6 +300,8 @@ class HoldService(HeldCaller):
     async def _hold_quietly(self, agent: Channel, via: str) -> None:
         if not self.acting():  # a standby: the leader acts on the same event
             log.debug("hold.standby_skipped", via=via, agent=agent.name)
+            if via == "feature":
+                self._standby_key(agent.uniqueid)
             return
         try:
             await self.hold_agent(agent, via)

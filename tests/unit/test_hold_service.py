@@ -464,3 +464,18 @@ def test_a_resumed_hold_timer_believes_no_count_beyond_its_time() -> None:
 
     timer = HoldTimer.resumed(30.0, 60.0, started=0.0, count=99, choices_offered=True, now=45.0)
     assert (timer.count, timer.choices_offered, timer.next_deadline) == (1, False, 60.0)
+
+
+async def test_a_resume_keyed_while_no_node_led_is_honoured_at_takeover(world: Any) -> None:
+    """This node was a standby when the agent keyed *8 to resume (the leader had just
+    died): when the held caller's AGI arrives here, the hold ends with the thanks at once."""
+    ami, service, *_ = world
+    service.acting = lambda: False
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+    await until(lambda: AGENT in service.standby_keys)
+    service.acting = lambda: True
+    agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 40:.3f}@1@0")
+    await asyncio.wait_for(task, 2)
+    assert agi.played() == ["hold_thanks"] and agi.variables["IVR_RESULT"] == "resume"
+    assert ami.states() == ["resume"]
