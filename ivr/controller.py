@@ -27,10 +27,11 @@ from ivr.hold import build_hold
 from ivr.http.operations import Operations
 from ivr.metrics import Metrics
 from ivr.netlimits import AcceptFailures, fd_budget
+from ivr.once import Once
 from ivr.rings import build_rings
 from ivr.switch.rootfs import default_cache_dir
 from ivr.timers import TimerService
-from ivr.transfer import build_transfer
+from ivr.transfer import build_transfer, take_over
 from ivr.unclear import build_unclear
 
 log = structlog.get_logger("ivr.controller")
@@ -72,7 +73,8 @@ class Controller:
         # A controller pair ([cluster]): only the lease holder changes the switch.
         self.lease = Lease.from_config(config) if config.cluster.node else None
         acting = self.lease.may_act if self.lease is not None else (lambda: True)
-        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics, acting=acting)
+        self.once = Once.from_config(config, self.lease)  # each rule's action once per switch
+        rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics, acting=acting, once=self.once)
         # The order features attach to AMI in is the order they see each event.
         inbound = build_inbound(rt, config, self.now)  # R2/R3: greeting, silent-call script
         rings = build_rings(rt, config)  # R1: ring alarms, apology and agent number
@@ -148,14 +150,17 @@ class Controller:
         status["role"] = lambda: lease.role
         status["cluster"] = lambda: {"node": lease.node, "switch": lease.switch, "token": lease.token,
                                      "takeovers": lease.takeovers, "withheld": lease.withheld,
+                                     "actions": {**self.once.counts, "pending_now": self.once.pending},
                                      **({"error": lease.last_error} if lease.last_error else {})}
 
     async def _after_takeover(self) -> None:
         """A new leader resyncs as after an AMI login: the channels, the ring legs, the
         dialplan globals (a standby's were withheld) and the records of calls that ended
-        while nobody recorded them."""
+        while nobody recorded them; then it takes over the transfers in progress (issue 17:
+        holds and silent calls come back by FastAGI, ring legs were followed all along)."""
         try:
             await self.ami.resync()
+            await take_over(self.transfer)
         except Exception as exc:  # noqa: BLE001 - the next AMI login resyncs again
             log.warning("cluster.resync_failed", error=str(exc))
 
@@ -191,6 +196,7 @@ class Controller:
         for feature in self.features:
             await feature.close()
         await self.timers.close()
+        await self.once.close()
         await self.ami.close()
         await self.operations.stop()
         self.accept_failures.uninstall()

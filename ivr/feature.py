@@ -26,6 +26,7 @@ from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.metrics import Metrics
+from ivr.once import Once
 from ivr.timers import TimerService
 
 AgiRoute = Callable[[AgiChannel], Awaitable[Any]]
@@ -45,6 +46,8 @@ class Runtime:
     # pair ([cluster]). AMI actions are gated in the connection itself (AmiConnection.guard);
     # this is for what a feature does elsewhere (webhooks, alarm log lines).
     acting: Callable[[], bool] = lambda: True
+    # Each action a rule takes, once per switch (a pair: keyed in PostgreSQL; else at once).
+    once: Once = field(default_factory=Once)
 
 
 @dataclass

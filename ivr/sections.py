@@ -253,6 +253,7 @@ class ClusterConfig:
     renew_interval: float = 0.3  # s between the leader's renewals
     poll_interval: float = 0.2  # s between a standby's attempts to take an expired lease
     margin: float = 0.25  # s the leader stops acting before its lease can expire
+    late_limit: float = 10.0  # s an action that fell due while no node led is still sent by the new leader
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ import structlog
 
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.errors import ConfigError
+from ivr.once import Once, action_key
 from ivr.sections import AlarmsConfig
 
 log = structlog.get_logger("ivr.alarms")
@@ -236,26 +236,36 @@ class WebhookSink:
             self._session = None
 
 
-class LeaderOnly:
-    """A sink that emits only while ``acting()`` (the leader of a controller pair: a
-    standby follows the calls and raises the same alarms, which must not go out twice)."""
+class OnceSinks:
+    """Every sink, each alarm once per switch (:class:`~ivr.once.Once`, key: the call,
+    ``ring``, the leg and the level): a standby follows the calls and raises the same
+    alarms; it keeps them for a takeover, and the new leader sends those the old one had
+    not sent, late, at once, and no other (README "Controller pairs")."""
 
-    def __init__(self, sink: AlarmSink, acting: Callable[[], bool]) -> None:
-        self.sink, self.acting = sink, acting
+    def __init__(self, sinks: list[AlarmSink], once: Once) -> None:
+        self.sinks, self.once = sinks, once
 
     def emit(self, notice: RingAlarmNotice) -> None:
-        if self.acting():
-            self.sink.emit(notice)
+        key = action_key(notice.linkedid or notice.uniqueid, "ring", f"{notice.uniqueid}/{notice.level}")
+        self.once.submit(key, lambda: self._emit_all(notice))
+
+    def _emit_all(self, notice: RingAlarmNotice) -> None:
+        for sink in self.sinks:
+            try:
+                sink.emit(notice)
+            except Exception:
+                log.exception("ring.alarm_sink_failed", sink=type(sink).__name__)
 
     async def close(self) -> None:
-        await self.sink.close()
+        for sink in self.sinks:
+            await sink.close()
 
 
 def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None,
-                      acting: Callable[[], bool] | None = None) -> list[AlarmSink]:
+                      once: Once | None = None) -> list[AlarmSink]:
     """The sinks ``[alarms]`` asks for: ``log``, ``userevent`` (needs the connection),
     ``webhook_url`` (off when empty) with its signing secret, retries, queue, timeout and
-    deadline; each only while ``acting()`` when that is given."""
+    deadline; all behind ``once`` (each alarm once per switch) when that is given."""
     sinks: list[AlarmSink] = []
     if alarms.log:
         sinks.append(LogSink())
@@ -265,6 +275,6 @@ def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None,
         sinks.append(WebhookSink(alarms.webhook_url, secret=alarms.webhook_secret,
                                  retries=alarms.webhook_retries, queue_size=alarms.webhook_queue,
                                  timeout=alarms.webhook_timeout, deadline=alarms.webhook_deadline))
-    if acting is not None:
-        return [LeaderOnly(sink, acting) for sink in sinks]
+    if once is not None:
+        return [OnceSinks(sinks, once)]
     return sinks

@@ -311,7 +311,7 @@ class AmiConnection:
                 if inspect.isawaitable(result):
                     await result
             except AmiError as exc:
-                log.warning("ami.on_connected_failed", error=str(exc))
+                (log.debug if isinstance(exc, AmiNotLeader) else log.warning)("ami.on_connected_failed", error=str(exc))
             except Exception:
                 log.exception("ami.on_connected_failed")
 

@@ -18,5 +18,5 @@ __all__ = ["InboundFlow", "build_inbound"]
 def build_inbound(rt: Runtime, config: Config, now: Callable[[], datetime]) -> Feature[InboundFlow]:
     """The ``inbound`` FastAGI route; ``now`` is the wall clock the greeting is chosen by."""
     speech = TalkDetector(rt.ami, SpeechSettings.from_config(config.silence))
-    flow = InboundFlow(config, now, speech=speech, bus=rt.bus)
+    flow = InboundFlow(config, now, speech=speech, bus=rt.bus, once=rt.once)
     return Feature("inbound", flow, agi_routes={"inbound": flow})

@@ -32,6 +32,17 @@ Each step is logged (with the call's uniqueid bound), announced to the switch wi
 ``Reason`` speech/dtmf/deaf) and published on the controller's event bus
 (``call.arrived``, ``greeting.played``, ``silent.stage``, ``call.released``).
 A caller hang-up at any point ends the flow (``AgiHangup``, handled by the server).
+
+A controller pair (issue 17): the flow keeps the stage the call reached on the channel
+(``IVR_STAGE``, :func:`~ivr.rules.silent.stage_value`: ``start`` while the greeting plays,
+then the last prompt that finished with the time its pause began). If this controller
+dies mid-call, the AGI session ends with ``IVR_RESULT`` unset and ``IVR_STAGE`` set, and
+``[ivr-agi]`` runs the route again on the next address; that node reads the stage back
+(validated: it is a channel variable), and resumes: the pause ends when it would have, a
+prompt cut by the death is played again in full, three prompts in all, release never
+sooner. Each announcement (UserEvent and bus event) is keyed (:mod:`ivr.once`): it goes out
+once per call and stage whichever node makes it. A caller who spoke during the takeover
+(no node listening) is not heard until the next prompt.
 """
 
 from __future__ import annotations
@@ -50,7 +61,8 @@ from ivr.agi.wake import WAKE_DIGIT
 from ivr.events import EventBus
 from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
 from ivr.greeting import Greeting, choose_greeting
-from ivr.rules.silent import Play, Release, RouteToAgent, SilentAction, SilentCall
+from ivr.once import Once, action_key
+from ivr.rules.silent import Play, Release, RouteToAgent, SilentAction, SilentCall, parse_stage, stage_value
 from ivr.sections import Config
 
 log = structlog.get_logger("ivr.inbound")
@@ -68,7 +80,11 @@ class InboundFlow:
         bus: EventBus | None = None,
         clock: Callable[[], float] = time.monotonic,
         choose_greeting: Callable[[datetime, Config], Greeting] = choose_greeting,
+        once: Once | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        self.once = once or Once()
+        self.wall = wall
         self.config = config
         self.now = now
         self._choose_greeting = choose_greeting
@@ -85,15 +101,35 @@ class InboundFlow:
     async def __call__(self, call: AgiChannel) -> None:
         with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, caller=call.caller):
             await call.answer()
+            resume = await self._resume_point(call)
             session = _Session(self, call, await self._call_id(call))
-            session.publish("call.arrived", caller=call.caller, channel=call.channel)
             greeting = self.choose_greeting(self.now(), self.config)
-            log.info("inbound.greeting", holiday=greeting.holiday, daypart=greeting.daypart,
-                     language=greeting.language, prompts=greeting.prompts)
-            await call.set_variable("IVR_GREETING", ",".join(greeting.prompts))
+            if resume is None:
+                session.publish("call.arrived", caller=call.caller, channel=call.channel)
+                log.info("inbound.greeting", holiday=greeting.holiday, daypart=greeting.daypart,
+                         language=greeting.language, prompts=greeting.prompts)
+                await call.set_variable("IVR_GREETING", ",".join(greeting.prompts))
+                await call.set_variable("IVR_STAGE", stage_value("start", self.wall()))
+            else:
+                log.info("inbound.resumed", stage=resume[0], pause_age=round(resume[1], 3))
             async with self.speech.listen(call) as watch:
-                result = await session.run(greeting.prompts, greeting.language, watch)
+                result = await session.run(greeting.prompts, greeting.language, watch, resume)
+            await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to resume
             await call.set_variable("IVR_RESULT", result)
+
+    async def _resume_point(self, call: AgiChannel) -> tuple[str, float] | None:
+        """The stage another controller reached on this call, and how long ago its pause
+        began; None for a new call (or a stage that does not hold up: start afresh, which
+        can only make the script longer, never release sooner)."""
+        text = await call.get_variable("IVR_STAGE")
+        if not text:
+            return None
+        try:
+            stage, age = parse_stage(text, self.wall())
+        except ValueError as exc:
+            log.warning("inbound.stage_refused", error=str(exc))
+            return None
+        return None if stage == "start" else (stage, age)
 
     def choose_greeting(self, at: datetime, config: Config) -> Greeting:
         return self._choose_greeting(at, config)
@@ -116,10 +152,23 @@ class _Session:
             self.flow.bus.emit(kind, self.call_id, uniqueid=self.call.uniqueid, **data)
 
     async def announce(self, stage: str, **extra: str) -> None:
+        """Once per call and stage, whichever node of a pair says it (:mod:`ivr.once`)."""
         fields = "".join(f",{k}: {v}" for k, v in extra.items())
         log.info("inbound.silent_stage", stage=stage, **extra)
-        await self.call.exec("UserEvent", f"IvrSilentCall,Stage: {stage}{fields}")
-        self.publish("silent.stage", stage=stage, **extra)
+
+        async def send() -> None:
+            await self.call.exec("UserEvent", f"IvrSilentCall,Stage: {stage}{fields}")
+            self.publish("silent.stage", stage=stage, **extra)
+            if stage == "release":
+                self.publish("call.released", reason="silent")
+
+        await self.flow.once.run(action_key(self.call_id, "silent", stage), send, here=True)
+
+    async def keep_stage(self, script: SilentCall, stage: str) -> None:
+        """A pause began after ``stage``'s prompt: write it on the channel (IVR_STAGE)."""
+        assert script.pause_started is not None
+        began = self.flow.wall() - (self.flow.clock() - script.pause_started)
+        await self.call.set_variable("IVR_STAGE", stage_value(stage, began))
 
     async def play(self, prompts: Sequence[str], language: str) -> str | None:
         """Play prompts in full; a DTMF digit stops them and is returned."""
@@ -159,13 +208,22 @@ class _Session:
         return script.after_prompt(self.flow.clock(), stage, digit=digit, heard=watch.heard.is_set(),
                                    reliable=watch.reliable)
 
-    async def run(self, greeting: Sequence[str], language: str, watch: SpeechWatch) -> str:
-        """The script from the greeting on; returns the IVR_RESULT ("agents" or "done")."""
-        script = SilentCall(self.flow.pause)
-        digit = await self.play(greeting, language)
-        log.info("inbound.greeting_played", interrupted_by=digit)
-        self.publish("greeting.played", prompts=list(greeting), language=language)
-        actions = self.after_prompt(script, "greeting", digit, watch)
+    async def run(self, greeting: Sequence[str], language: str, watch: SpeechWatch,
+                  resume: tuple[str, float] | None = None) -> str:
+        """The script from the greeting on (or from the stage another controller reached,
+        ``resume``: stage, seconds since its pause began); returns the IVR_RESULT
+        ("agents" or "done")."""
+        if resume is not None:
+            script = SilentCall.resumed(self.flow.pause, resume[0], self.flow.clock() - resume[1])
+            actions: list[SilentAction] = []
+        else:
+            script = SilentCall(self.flow.pause)
+            digit = await self.play(greeting, language)
+            log.info("inbound.greeting_played", interrupted_by=digit)
+            self.publish("greeting.played", prompts=list(greeting), language=language)
+            actions = self.after_prompt(script, "greeting", digit, watch)
+            if not actions:
+                await self.keep_stage(script, "greeting")
         while True:
             if not actions:  # in a pause: wait for its end, a digit or speech
                 digit = await self.wait(script, watch)
@@ -178,9 +236,10 @@ class _Session:
                 return "agents"
             if isinstance(action, Release):
                 await self.announce("release")
-                self.publish("call.released", reason="silent")
                 return "done"
             assert isinstance(action, Play)
             await self.announce(action.stage)
             digit = await self.play([action.prompt], language)
             actions = self.after_prompt(script, action.stage, digit, watch)
+            if not actions:
+                await self.keep_stage(script, action.stage)

@@ -35,7 +35,8 @@ def build_hold(rt: Runtime, config: Config, *,
         rt.ami, rt.channels, rt.timers,
         HoldSettings.from_config(config.hold, config.switch, config.prompts, config.agents,
                                  switch_path=switch_path, callbacks=config.callbacks),
-        bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry), agent_leg=agent_leg)
+        bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry), agent_leg=agent_leg, acting=rt.acting,
+        once=rt.once)
     service.attach()
     return Feature("hold", service, agi_routes=service.agi_routes, http_routes=hold_routes(service),
                    openapi=HOLD_OPENAPI, on_close=service.close)

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.ami.away import session_of
+from ivr.ami.away import KEEPER_PREFIX
+from ivr.ami.channels import ChannelTracker
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.session import (
     CHOICE_DIGITS,
@@ -34,14 +35,18 @@ from ivr.rules.callback import (
     window_menu,
     window_said_back,
 )
+from ivr.once import Once, action_key
 from ivr.rules.hold import (
     Announce,
+    HoldTimer,
     KeepWaiting,
     OfferChoices,
     Remind,
     RequestCallback,
     TakeMessage,
     ThankCaller,
+    hold_stage,
+    parse_hold_stage,
 )
 from ivr.timers import TimerService
 
@@ -53,6 +58,11 @@ class HeldCaller:
     settings: HoldSettings
     sessions: dict[str, HoldSession]
     timers: TimerService
+    tracker: ChannelTracker
+    once: Once
+    held_since: dict[str, str]  # caller Uniqueid -> the hold's start, unix time as written in IVR_STAGE
+    standby_keys: dict[str, float]  # agent Uniqueid -> a hold key / Unhold seen while a standby
+    _resume: Callable[[HoldSession], None]
     store: HoldStore
     metrics: HoldMetrics | None
     wall: Callable[[], float]
@@ -65,9 +75,14 @@ class HeldCaller:
     _rejoin: Callable[[HoldSession], Awaitable[None]]
 
     async def agi_hold(self, call: AgiChannel) -> None:
-        s = session_of(self.sessions, call, "hold.agi_unknown")
-        if s is None:  # IVR_RESULT stays unset: the dialplan returns the caller to the agent
+        s = self.sessions.get(call.uniqueid) or await self._taken_over(call)
+        if s is None:
+            # Not ours (the controller restarted mid-hold): the dialplan returns the
+            # caller to the agent.
+            log.warning("hold.agi_unknown", uniqueid=call.uniqueid)
+            await call.set_variable("IVR_RESULT", "unknown")
             return
+        s.agi = call
         caller_number = call.caller
         try:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
@@ -102,10 +117,12 @@ class HeldCaller:
             log.info("hold.announce", minutes=action.minutes, held_seconds=round(held, 3))
             await self._play(call, self.settings.announce_prompt)
         await self._music(call)
+        await self._keep_stage(s, call)
         while True:
             if s.agent_left:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
                 self._end(s, "agent_left", s.timer._held(self.timers.now()))
+                await call.set_variable("IVR_RESULT", "agent_left")
                 return "agent_left"
             action = s.timer.next_action()  # the machine picks what the caller gets next
             if action is None:
@@ -115,7 +132,7 @@ class HeldCaller:
                     self._apply(s, s.timer.digit(self.timers.now(), digit))
                 continue
             if isinstance(action, ThankCaller):
-                await self._send_user_event(s, action.state, action.count, action.held_seconds)
+                await self._announce(s, action)
                 self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
                 log.info("hold.resume", held_seconds=round(action.held_seconds, 3), count=action.count)
                 await self._play(call, "hold_thanks")
@@ -124,7 +141,8 @@ class HeldCaller:
                 return "resume"
             if isinstance(action, (Remind, OfferChoices)):
                 choices = isinstance(action, OfferChoices)
-                await self._send_user_event(s, action.state, action.count, action.held_seconds)
+                await self._announce(s, action)
+                await self._keep_stage(s, call)
                 if choices:
                     log.info("hold.choices", count=action.count, held_seconds=round(action.held_seconds, 3))
                 else:
@@ -149,6 +167,54 @@ class HeldCaller:
                 self._choice(s, "callback", action)
                 await self._take_callback(s, call, caller_number, action.held_seconds)
                 return "callback"
+
+    async def _announce(self, s: HoldSession, action: Any) -> None:
+        """UserEvent IvrHold of a reminder, the choices or the thanks: once per hold, tick
+        and state, whichever node of a pair plays it (:mod:`ivr.once`)."""
+        since = self.held_since.get(s.caller.uniqueid, "")
+        await self.once.run(action_key(s.call_id, "hold", f"{since}/{action.state}/{action.count}"),
+                            lambda: self._send_user_event(s, action.state, action.count, action.held_seconds),
+                            here=True)
+
+    async def _keep_stage(self, s: HoldSession, call: AgiChannel) -> None:
+        """Write where the hold is on the caller's channel (IVR_STAGE): if this node dies,
+        [ivr-agi] runs ``hold`` again on the next one, which goes on from there."""
+        since = self.held_since.setdefault(
+            s.caller.uniqueid, f"{self.wall() - s.timer._held(self.timers.now()):.3f}")
+        await call.set_variable("IVR_STAGE", hold_stage(since, s.timer.count, s.timer.choices_offered))
+
+    async def _taken_over(self, call: AgiChannel) -> HoldSession | None:
+        """A hold another node started and died in: rebuilt from the caller's channel
+        (IVR_STAGE, IVR_HOLD_AGENT: validated) and the switch's channels (the agent, the
+        keeper in the agent's bridge)."""
+        text = await call.get_variable("IVR_STAGE") or ""
+        if not text.startswith("hold@"):
+            return None
+        try:
+            since, age, count, choices = parse_hold_stage(text, self.wall())
+        except ValueError as exc:
+            log.warning("hold.stage_refused", uniqueid=call.uniqueid, error=str(exc))
+            return None
+        caller = self.tracker.get(call.uniqueid)
+        agent = self.tracker.by_name(await call.get_variable("IVR_HOLD_AGENT") or "")
+        keeper = next((c for c in self.tracker.channels.values() if c.name.endswith(";1")
+                       and c.uniqueid.startswith(f"{KEEPER_PREFIX}{call.uniqueid}-")), None)
+        if caller is None or agent is None or keeper is None:
+            log.warning("hold.takeover_incomplete", uniqueid=call.uniqueid, caller=caller is not None,
+                        agent=agent is not None, keeper=keeper is not None)
+            return None
+        now = self.timers.now()
+        timer = HoldTimer.resumed(self.settings.reminder_interval, self.settings.choices_after,
+                                  started=now - age, count=count, choices_offered=choices, now=now)
+        s = HoldSession(caller=caller, agent=agent, via="takeover", timer=timer,
+                        agent_name=self.settings.agent_name(agent), keeper=keeper.uniqueid, keeper_name=keeper.name)
+        self.sessions[caller.uniqueid] = s
+        self.held_since[caller.uniqueid] = since
+        self.timers.add(s.key, timer, lambda actions: self._apply(s, actions))
+        log.info("hold.taken_over", uniqueid=call.uniqueid, held_seconds=round(age, 3), count=timer.count)
+        if self.standby_keys.pop(agent.uniqueid, 0.0) > float(since) + 1.0:
+            self._resume(s)  # the agent resumed while no node led: thanks, back to the agent
+        return s
 
     def _choice(self, s: HoldSession, choice: str, action: Any) -> None:
         log.info("hold.choice", choice=choice, held_seconds=round(action.held_seconds, 3))

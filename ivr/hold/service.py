@@ -88,6 +88,7 @@ from ivr.hold.session import (
     NotHeld,
 )
 from ivr.hold.store import HoldStore
+from ivr.once import Once
 from ivr.rules.hold import (
     Abandoned,
     AlertAgent,
@@ -118,8 +119,14 @@ class HoldService(HeldCaller):
         metrics: HoldMetrics | None = None,
         wall: Callable[[], float] = time.time,
         agent_leg: AgentLegCheck | None = None,
+        acting: Callable[[], bool] = lambda: True,
+        once: Once | None = None,
     ) -> None:
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
+        self.acting = acting  # False on a pair's standby: the leader holds, not this node
+        self.once = once or Once()  # reminders, choices, thanks: once per switch
+        self.held_since: dict[str, str] = {}
+        self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key/Unhold seen as standby
         self.bus, self.metrics, self.wall = bus, metrics, wall
         # Which channels may use the agent's hold key: by default the configured agents'
         # devices; the controller passes its ring monitor's view (every dialled agent leg).
@@ -252,7 +259,16 @@ class HoldService(HeldCaller):
         self._spawn(self._hold_quietly(agent, "phone"))
 
     def _on_unhold(self, event: Any) -> None:
+        if not self.acting():
+            self._standby_key(event.get("Uniqueid", ""))
         self._resume_agent(event.get("Uniqueid", ""))
+
+    def _standby_key(self, agent_uid: str) -> None:
+        """A standby remembers an agent's hold key or Unhold: if it takes over that agent's
+        hold (the leader died in between), the hold was resumed meanwhile."""
+        now = self.wall()
+        self.standby_keys = {k: t for k, t in self.standby_keys.items() if now - t < 3600}
+        self.standby_keys[agent_uid] = now
 
     def _on_user_event(self, event: Any) -> None:
         if event.get("UserEvent") != "IvrHoldKey":
@@ -279,6 +295,11 @@ class HoldService(HeldCaller):
                 self._resume(s)
 
     async def _hold_quietly(self, agent: Channel, via: str) -> None:
+        if not self.acting():  # a standby: the leader acts on the same event
+            log.debug("hold.standby_skipped", via=via, agent=agent.name)
+            if via == "feature":
+                self._standby_key(agent.uniqueid)
+            return
         try:
             await self.hold_agent(agent, via)
         except HoldError as exc:
@@ -343,6 +364,7 @@ class HoldService(HeldCaller):
         s.ended = outcome
         self.timers.remove(s.key)
         self.sessions.pop(s.caller.uniqueid, None)
+        self.held_since.pop(s.caller.uniqueid, None)
         if self.metrics is not None and held_seconds is not None:
             self.metrics.durations.labels(outcome).observe(held_seconds)
 

@@ -148,8 +148,44 @@ _DIGITS: dict[str, type[KeepWaiting | TakeMessage | RequestCallback]] = {
     "1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
 
 
+def hold_stage(started_at: str, count: int, choices_offered: bool) -> str:
+    """The hold's stage kept on the held caller's channel (IVR_STAGE) so that another
+    controller can go on with it: ``hold@<unix time of the start>@<ticks played>@<0|1>``."""
+    return f"hold@{started_at}@{count}@{int(choices_offered)}"
+
+
+def parse_hold_stage(text: str, now: float, max_age: float = 86400.0) -> tuple[str, float, int, bool]:
+    """Read :func:`hold_stage` back (a channel variable: hostile). Returns the start as
+    written, its age in s (never negative), the ticks played and whether the choices
+    were; raises ValueError naming what is wrong."""
+    parts = text.split("@")
+    if len(parts) != 4 or parts[0] != "hold":
+        raise ValueError(f"IVR_STAGE: not a hold stage (hold@<time>@<count>@<0|1>), got {text[:60]!r}")
+    _, at, count, choices = parts
+    if not at or len(at) > 20 or at.count(".") > 1 or not at.replace(".", "").isdigit():
+        raise ValueError(f"IVR_STAGE: hold start must be seconds since 1970, got {at[:40]!r}")
+    if not count.isdigit() or len(count) > 6 or choices not in ("0", "1"):
+        raise ValueError(f"IVR_STAGE: hold count must be a number and choices 0 or 1, got {text[:60]!r}")
+    age = now - float(at)
+    if not -5.0 <= age <= max_age:
+        raise ValueError(f"IVR_STAGE: hold start is {age:.0f} s from now, not this hold's")
+    return at, max(age, 0.0), int(count), choices == "1"
+
+
 class HoldTimer:
     """One held party. ``state``: idle, held, resumed, abandoned, message, callback."""
+
+    @classmethod
+    def resumed(cls, reminder_interval: float, choices_after: float, *, started: float, count: int,
+                choices_offered: bool, now: float) -> HoldTimer:
+        """A hold another controller ran since ``started`` (this clock), ``count`` ticks
+        played: the next reminder comes when it would have, one that fell due meanwhile
+        at once. A count or choices beyond what ``now`` allows are not believed."""
+        timer = cls(reminder_interval, choices_after)
+        timer.state, timer.started = "held", started
+        timer.count = min(count, timer._ticks(now))
+        timer.choices_offered = choices_offered and now >= started + choices_after
+        return timer
 
     def __init__(self, reminder_interval: float = 30.0, choices_after: float = 60.0,
                  announce: bool = False) -> None:

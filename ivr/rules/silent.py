@@ -46,6 +46,36 @@ class RouteToAgent:
 
 SilentAction = Play | Release | RouteToAgent
 
+# The stage a call reached, kept on its channel (IVR_STAGE) so that another controller can
+# resume the script when this one dies mid-call: "start" (the greeting is playing) or the
+# last prompt that finished, with the wall-clock time its pause began.
+STAGES = ("start", "greeting", "prompt2", "prompt3")
+MAX_STAGE_AGE = 3600.0  # s: an older stage is not this call's script any more
+MAX_STAGE_SKEW = 5.0  # s a stage may lie in the future (another node's clock)
+
+
+def stage_value(stage: str, at: float) -> str:
+    """What the flow writes to IVR_STAGE: ``stage@<unix time>``."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return f"{stage}@{at:.3f}"
+
+
+def parse_stage(text: str, now: float) -> tuple[str, float]:
+    """Read IVR_STAGE back (it is a channel variable: hostile). Returns (stage, seconds
+    since its pause began, never negative); raises ValueError naming what is wrong."""
+    stage, sep, at_text = text.partition("@")
+    if not sep or stage not in STAGES:
+        raise ValueError(f"IVR_STAGE: stage must be one of {', '.join(STAGES)}, got {text[:40]!r}")
+    if not at_text or len(at_text) > 20 or not all(c.isdigit() or c == "." for c in at_text) \
+            or at_text.count(".") > 1:
+        raise ValueError(f"IVR_STAGE: time must be seconds since 1970, got {at_text[:40]!r}")
+    age = now - float(at_text)
+    if not -MAX_STAGE_SKEW <= age <= MAX_STAGE_AGE:
+        raise ValueError(f"IVR_STAGE: time is {age:.0f} s from now, not this call's (at most "
+                         f"{MAX_STAGE_AGE:.0f} s ago)")
+    return stage, max(age, 0.0)
+
 # (stage playing, pause after it, next prompt id or None for release)
 SCRIPT: tuple[tuple[str, str, str | None], ...] = (
     ("greeting", "pause1", "silent_prompt2"),
@@ -72,6 +102,18 @@ class SilentCall:
         self.pause_started: float | None = None
         self.prompts_finished = 0
         self.pauses_elapsed = 0
+
+    @classmethod
+    def resumed(cls, pause: float, stage: str, pause_started: float) -> SilentCall:
+        """The script of a call another controller ran up to ``stage`` (:data:`STAGES`):
+        after a finished prompt, in its pause since ``pause_started`` (this clock), so the
+        pause ends when it would have; "start": from the greeting again."""
+        script = cls(pause)
+        for i, (playing, pause_name, _) in enumerate(SCRIPT):
+            if playing == stage:
+                script.state, script.pause_started = pause_name, pause_started
+                script.prompts_finished, script.pauses_elapsed = i + 1, i
+        return script
 
     @property
     def done(self) -> bool:

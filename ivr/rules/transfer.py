@@ -109,6 +109,18 @@ class WarmTransfer:
         self.deadline: float | None = None
         self.history: list[str] = []
 
+    @classmethod
+    def taken_over(cls, target: str, ring_limit: float, confirm_timeout: float, announce_max: float, *,
+                   answered: bool, deadline: float, agent_present: bool) -> WarmTransfer:
+        """A transfer another controller started and died in, as the switch shows it: the
+        target ringing (``deadline``: the ring limit from the offer) or answered (its
+        announcement died with that controller: ``deadline``, the confirmation window)."""
+        machine = cls(target, ring_limit, confirm_timeout, announce_max)
+        machine.state = "answered" if answered else "ringing"
+        machine.history = ["offered", machine.state]
+        machine.deadline, machine.agent_present = deadline, agent_present
+        return machine
+
     @property
     def done(self) -> bool:
         return self.state in TERMINAL

@@ -10,8 +10,9 @@ from ivr.transfer.http import TRANSFER_OPENAPI, transfer_routes
 from ivr.transfer.metrics import TransferMetrics
 from ivr.transfer.service import TransferService
 from ivr.transfer.settings import TransferSettings
+from ivr.transfer.takeover import take_over
 
-__all__ = ["TransferService", "TransferSettings", "build_transfer"]
+__all__ = ["TransferService", "TransferSettings", "build_transfer", "take_over"]
 
 
 def build_transfer(rt: Runtime, config: Config, *,
@@ -22,7 +23,7 @@ def build_transfer(rt: Runtime, config: Config, *,
         rt.ami, TransferSettings.from_config(config.transfer, config.hold, config.switch,
                                              config.prompts, config.agents),
         timers=rt.timers, bus=rt.bus, metrics=TransferMetrics(rt.metrics.registry),
-        agent_leg=agent_leg)
+        agent_leg=agent_leg, acting=rt.acting)
     service.attach()
     return Feature("transfer", service, agi_routes={TransferService.AGI_ROUTE: service.target_agi},
                    http_routes=transfer_routes(service), openapi=TRANSFER_OPENAPI,

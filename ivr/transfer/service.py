@@ -39,6 +39,7 @@ import asyncio
 import functools
 import itertools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -78,8 +79,9 @@ class TransferService:
 
     def __init__(self, ami: Any, settings: TransferSettings, *, timers: TimerService,
                  bus: EventBus | None = None, metrics: TransferMetrics | None = None,
-                 agent_leg: AgentLegCheck | None = None) -> None:
+                 agent_leg: AgentLegCheck | None = None, acting: Callable[[], bool] = lambda: True) -> None:
         self.ami = ami
+        self.acting = acting  # False on a pair's standby: the leader acts on the same key
         self.settings = settings
         # Which channels may use the agent's transfer key: by default the configured
         # agents' devices; the controller passes its ring monitor's view.
@@ -168,7 +170,7 @@ class TransferService:
         # Variables the dialplan needs, set before anything moves.
         await self._setvars(xfer.caller, IVR_XFER_ID=xid, IVR_XFER_SOUNDS=s.sounds,
                             IVR_XFER_REMIND=str(s.remind_every), IVR_XFER_MAXWAIT=str(s.max_wait),
-                            IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="")
+                            IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="", IVR_XFER_TO=tgt.label)
         await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
         self.transfers[xid] = xfer
         self.timers.add(xid, xfer.machine, functools.partial(self._apply, xfer))
@@ -373,6 +375,9 @@ class TransferService:
             self._spawn(self._apply(xfer, actions))
 
     async def _requested(self, agent_uid: str, target: str) -> None:
+        if not self.acting():
+            log.debug("transfer.standby_skipped", agent=agent_uid, target=target)
+            return
         try:
             await self.transfer_from_agent(agent_uid, target)
         except IvrError as exc:

@@ -44,7 +44,7 @@ def pg() -> Iterator[str]:
 class Node:
     """One ``ivr run`` process of the pair."""
 
-    def __init__(self, name: str, switch: Any, pg: str, tmp: Path, db_url: str = "") -> None:
+    def __init__(self, name: str, switch: Any, pg: str, tmp: Path, db_url: str = "", extra: str = "") -> None:
         self.name, self.tmp = name, tmp
         self.agi_port, self.http_port = _free_tcp_port(), _free_tcp_port()
         user, secret = ("ivr", switch.embedded.secrets().controller) if switch.embedded else (
@@ -59,7 +59,7 @@ class Node:
             f'[database]\nurl = "{db_url or pg}"\nspool_dir = "{tmp / (name + "-spool")}"\n\n'
             f'[prompts]\nbuild = "{REPO / "prompts" / "build"}"\n\n'
             f"[rings]\non_ms = {int(PERIOD * 500)}\noff_ms = {int(PERIOD * 500)}\nring_timeout = 45\n\n"
-            f'[cluster]\nnode = "{name}"\nswitch = "{tmp.name[:40]}"\n')
+            f'[cluster]\nnode = "{name}"\nswitch = "{tmp.name[:40]}"\n{extra}')
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -112,12 +112,13 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def started_pair(switch: Any, pg: str, tmp: Path, ami: AmiRecorder,
-                       a_db: str = "") -> AsyncIterator[tuple[Node, Node]]:
-    """Node a (the leader: started first) and node b (standby), IVR_AGI listing both."""
-    a = Node("a", switch, pg, tmp, a_db).start()
+                       a_db: str = "", extra: str = "") -> AsyncIterator[tuple[Node, Node]]:
+    """Node a (the leader: started first) and node b (standby), IVR_AGI listing both;
+    ``extra``: more configuration for both."""
+    a = Node("a", switch, pg, tmp, a_db, extra).start()
     try:
         await a.wait_role("leader")
-        b = Node("b", switch, pg, tmp).start()
+        b = Node("b", switch, pg, tmp, extra=extra).start()
         try:
             await b.wait_role("standby")
             old = await getvar(ami, "IVR_AGI")

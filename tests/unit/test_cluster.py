@@ -185,25 +185,10 @@ def test_cluster_config_is_checked(tmp_path, text: str, where: str) -> None:
         _config(tmp_path, text)
 
 
-def test_alarm_sinks_emit_only_while_acting() -> None:
-    from ivr.alarms.sinks import LeaderOnly, sinks_from_config
+def test_alarm_sinks_go_through_the_once_gate() -> None:
+    from ivr.alarms.sinks import OnceSinks, sinks_from_config
+    from ivr.once import Once
     from ivr.sections import AlarmsConfig
 
-    class Sink:
-        def __init__(self) -> None:
-            self.got: list[object] = []
-
-        def emit(self, notice: object) -> None:
-            self.got.append(notice)
-
-        async def close(self) -> None:
-            return None
-
-    leading = [False]
-    inner = Sink()
-    sink = LeaderOnly(inner, lambda: leading[0])
-    sink.emit("standby")  # type: ignore[arg-type]
-    leading[0] = True
-    sink.emit("leader")  # type: ignore[arg-type]
-    assert inner.got == ["leader"]
-    assert all(isinstance(s, LeaderOnly) for s in sinks_from_config(AlarmsConfig(), None, lambda: True))
+    assert [type(s) for s in sinks_from_config(AlarmsConfig(), None, Once())] == [OnceSinks]
+    assert "OnceSinks" not in [type(s).__name__ for s in sinks_from_config(AlarmsConfig(), None)]

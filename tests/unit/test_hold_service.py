@@ -192,7 +192,8 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     await advance(clock, timers, 75.0)
     await service.resume(CALLER)
     await asyncio.wait_for(task, 2)
-    assert agi.played()[-1] == "hold_thanks" and agi.variables == {"IVR_RESULT": "resume"}
+    assert agi.played()[-1] == "hold_thanks" and agi.variables["IVR_RESULT"] == "resume"
+    assert agi.variables["IVR_STAGE"] == "hold@1700000000.000@2@1"  # the stage another node would go on from
     assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.choices", "hold.resume"]
     assert metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 1
     assert len(timers) == 0 and not service.sessions
@@ -219,7 +220,7 @@ async def test_message(world: Any, tmp_path: Path) -> None:
     agi.digits.put_nowait("2")
     await asyncio.wait_for(task, 2)
     assert agi.played()[-2:] == ["message_instructions", "message_saved"]
-    assert agi.variables == {"IVR_RESULT": "done"}
+    assert agi.variables["IVR_RESULT"] == "done"
     [msg] = [e for e in events if e.kind == "message.recorded"]  # the message's one source
     d = msg.data
     assert (msg.call_id, d["caller_number"], d["agent"], d["held_seconds"]) == (CALLER, "13800000001", "Alice", 60.0)
@@ -352,7 +353,9 @@ async def test_agent_hangs_up_while_caller_held(world: Any) -> None:
     agi, task = await start_held(ami, service)
     ami.event({"Event": "Hangup", "Uniqueid": AGENT})
     await asyncio.wait_for(task, 2)
-    assert "IVR_RESULT" not in agi.variables  # the dialplan sends the caller to the fallback queue
+    # not "done": the dialplan sends the caller to the fallback queue (and no other node
+    # is asked to go on with this hold)
+    assert agi.variables["IVR_RESULT"] == "agent_left"
     assert "hold.agent_left" in [e.kind for e in events] and len(timers) == 0
 
 
@@ -461,11 +464,110 @@ def test_announced_limit_follows_choices_after() -> None:
 
 
 async def test_an_agi_session_for_no_held_caller_is_left_to_the_dialplan(world: Any) -> None:
-    """The controller restarted while the caller was aside: no session, IVR_RESULT stays
-    unset (the dialplan returns the caller to the agent), logged."""
-    _ami, service, *_ = world
+    """The controller restarted while the caller was aside and the channel has no hold
+    stage (issue 17): no session, IVR_RESULT unknown (the dialplan returns the caller to
+    the agent), logged."""
+    ami, service, *_ = world
     agi = FakeAgi("9999.1")
     with capture_logs() as logs:
         await asyncio.wait_for(service.agi_hold(agi), 2)  # type: ignore[arg-type]
-    assert agi.variables == {} and agi.commands == []
+    assert agi.variables == {"IVR_RESULT": "unknown"} and ami.actions == []
     assert [e["uniqueid"] for e in logs if e["event"] == "hold.agi_unknown"] == ["9999.1"]
+
+
+async def test_a_standby_leaves_the_hold_to_the_leader(world: Any) -> None:
+    """Issue 17: a controller pair's standby sees the agent's hold (key or phone) too; it
+    tries nothing (the leader acts) and logs no failure."""
+    ami, service, *_ = world
+    service.acting = lambda: False
+    with capture_logs() as logs:
+        ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
+                   "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert not service.sessions and ami.actions == []
+    assert [(e["event"], e["log_level"]) for e in logs] == [("hold.standby_skipped", "debug")]
+
+
+# -- issue 17: another node goes on with a hold whose node died ------------------------
+KEEPER = f"ivrkeep-{CALLER}-123"
+
+
+class StagedAgi(FakeAgi):
+    async def get_variable(self, name: str) -> str | None:
+        return self.variables.get(name)
+
+
+async def taken_over(ami: FakeAmi, service: HoldService, stage: str) -> tuple[StagedAgi, asyncio.Task[None]]:
+    """The held caller's AGI arrives at this node (its hold began on a node that died)."""
+    service.tracker.handle({"Event": "BridgeEnter", "Uniqueid": KEEPER, "Linkedid": KEEPER,
+                            "Channel": "Local/keep@ivr-hold-00000009;1", "BridgeUniqueid": "b1"})
+    agi = StagedAgi(CALLER)
+    agi.variables.update(IVR_STAGE=stage, IVR_HOLD_AGENT="PJSIP/1001-00000002")
+    ami.agi = agi
+    return agi, asyncio.ensure_future(service.agi_hold(agi))  # type: ignore[arg-type]
+
+
+async def test_a_hold_taken_over_goes_on_from_the_stage_reached(world: Any) -> None:
+    """Held 40 s with one reminder on the dead node: here the choices come at 60 s (not
+    sooner, not a reminder again), then the agent resumes: thanks, the keeper goes."""
+    ami, service, clock, timers, *_ = world
+    agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 40:.3f}@1@0")
+    await until(lambda: "WAIT FOR DIGIT" in agi.commands)
+    assert agi.played() == [] and ami.states() == []
+    assert service.sessions[CALLER].via == "takeover" and service.sessions[CALLER].keeper == KEEPER
+    await advance(clock, timers, 19.9)
+    await asyncio.sleep(0)
+    assert agi.played() == []
+    await advance(clock, timers, 20.0)
+    await until(lambda: agi.played() == ["hold_choices"])
+    assert ami.states() == ["choices"] and [a["Count"] for a in ami.sent("UserEvent")] == ["2"]
+    assert agi.variables["IVR_STAGE"] == f"hold@{1.7e9 - 40:.3f}@2@1"
+    await service.resume(CALLER)
+    await asyncio.wait_for(task, 2)
+    assert agi.played()[-1] == "hold_thanks" and agi.variables["IVR_RESULT"] == "resume"
+
+
+async def test_a_reminder_due_during_the_takeover_is_played_at_once(world: Any) -> None:
+    ami, service, *_ = world
+    agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 31:.3f}@0@0")
+    await until(lambda: agi.played() == ["hold_reminder"])
+    assert ami.states() == ["reminder"] and [a["Count"] for a in ami.sent("UserEvent")] == ["1"]
+    task.cancel()
+
+
+@pytest.mark.parametrize("stage", [
+    "hold@abc@1@0", "hold@1700000000.000@1", "hold@1700000000.000@x@0", "hold@1700000000.000@1@2",
+    "hold@1600000000.000@1@0",  # days old: not this hold's
+    "hold@1800000000.000@1@0",  # in the future
+    "hold@" + "9" * 25 + "@1@0",
+])
+async def test_a_hostile_hold_stage_is_refused_and_the_caller_goes_back(world: Any, stage: str) -> None:
+    ami, service, *_ = world
+    with capture_logs() as logs:
+        agi, task = await taken_over(ami, service, stage)
+        await asyncio.wait_for(task, 2)
+    assert agi.variables["IVR_RESULT"] == "unknown" and not service.sessions and ami.actions == []
+    assert any(e["event"] == "hold.stage_refused" and "IVR_STAGE" in e["error"] for e in logs)
+
+
+def test_a_resumed_hold_timer_believes_no_count_beyond_its_time() -> None:
+    from ivr.rules.hold import HoldTimer
+
+    timer = HoldTimer.resumed(30.0, 60.0, started=0.0, count=99, choices_offered=True, now=45.0)
+    assert (timer.count, timer.choices_offered, timer.next_deadline) == (1, False, 60.0)
+
+
+async def test_a_resume_keyed_while_no_node_led_is_honoured_at_takeover(world: Any) -> None:
+    """This node was a standby when the agent keyed *8 to resume (the leader had just
+    died): when the held caller's AGI arrives here, the hold ends with the thanks at once."""
+    ami, service, *_ = world
+    service.acting = lambda: False
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+    await until(lambda: AGENT in service.standby_keys)
+    service.acting = lambda: True
+    agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 40:.3f}@1@0")
+    await asyncio.wait_for(task, 2)
+    assert agi.played() == ["hold_thanks"] and agi.variables["IVR_RESULT"] == "resume"
+    assert ami.states() == ["resume"]

@@ -24,6 +24,7 @@ from ivr.config import SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
+from ivr.once import Once
 from tests.fakes import Clock, RecordingAmi
 
 PAUSE = 5.0
@@ -119,7 +120,7 @@ class FakeCall:
 
     async def get_variable(self, name: str) -> str | None:
         self._advance(self.clock.t)
-        return {"CHANNEL(linkedid)": "1700000000.0"}.get(name)
+        return {"CHANNEL(linkedid)": "1700000000.0"}.get(name, self.vars.get(name))
 
     async def exec(self, app: str, args: str = "") -> Any:
         self._advance(self.clock.t)
@@ -398,3 +399,105 @@ def test_speech_settings_refuse_bad_values(kwargs: dict[str, int], message: str)
 def test_speech_settings_from_config() -> None:
     assert SpeechSettings.from_config(SilenceConfig(talk_threshold=700)) == SpeechSettings(700, 1000)
     assert SpeechSettings.from_config(SilenceConfig()) == SpeechSettings()
+
+
+# -- issue 17: a controller dies mid-script, another resumes at the stage reached ----------
+WALL0 = 1_800_000_000.0
+
+
+class DyingCall(FakeCall):
+    """The controller serving the call dies at ``die_at`` (its AGI session ends)."""
+
+    die_at: float | None = None
+
+    def _advance(self, until: float) -> None:
+        if self.die_at is not None and until >= self.die_at:
+            self.clock.t, self.die_at = self.die_at, None
+            raise ConnectionError("the controller died")
+        super()._advance(until)
+
+
+class MemoryOnce(Once):
+    """Once per key across both 'nodes' (what PostgreSQL gives a real pair)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: set[str] = set()
+
+    async def run(self, key: str, send: Any, *, still: Any = None, here: bool = False) -> str:
+        if key in self.keys:
+            return "skipped"
+        self.keys.add(key)
+        return await super().run(key, send)
+
+
+def node(clock: Clock, once: Once) -> InboundFlow:
+    flow = make_flow(clock)
+    flow.once, flow.wall = once, lambda: WALL0 + clock.t
+    return flow
+
+
+async def die_and_resume(die_at: float, takeover: float = 1.3) -> tuple[DyingCall, float]:
+    call, once = DyingCall(Clock(0.0)), MemoryOnce()
+    call.die_at = die_at
+    with pytest.raises(ConnectionError):
+        await node(call.clock, once)(call)  # type: ignore[arg-type]
+    assert call.vars["IVR_STAGE"] and "IVR_RESULT" not in call.vars  # [ivr-agi] runs the route again
+    resumed_at = call.clock.t = call.clock.t + takeover
+    await node(call.clock, once)(call)  # type: ignore[arg-type]
+    return call, resumed_at
+
+
+async def test_a_script_resumed_mid_pause_keeps_its_pauses_and_its_three_prompts() -> None:
+    call, _ = await die_and_resume(die_at=13.0)  # in pause2 (prompt2 ended at 11)
+    assert [p for p, _, _ in call.plays] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
+    (_, _, p2_end), (_, p3_start, p3_end) = call.plays[2][:3], call.plays[3]
+    assert p3_start == pytest.approx(p2_end + PAUSE, abs=0.002)  # the pause ends when it would have
+    release_at = next(t for t, args in call.events if "Stage: release" in args)
+    assert release_at == pytest.approx(p3_end + PAUSE, abs=0.002)
+    assert stages(call) == ["prompt2", "prompt3", "release"]  # each once, across both nodes
+    assert "ANSWER" in call.commands and call.commands.count("STREAM FILE ivr/zh-CN/hello") == 1
+    assert call.vars["IVR_RESULT"] == "done" and call.vars["IVR_STAGE"] == ""
+
+
+async def test_a_prompt_cut_by_the_death_is_played_again_in_full_release_never_sooner() -> None:
+    call, resumed_at = await die_and_resume(die_at=10.0)  # prompt2 plays 9..11
+    played = [(p, round(s, 3), round(e, 3)) for p, s, e in call.plays]
+    assert [p for p, _, _ in played] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
+    # the cut prompt2 is not in plays (it never ended); the new node plays it in full at once
+    assert call.commands.count("STREAM FILE ivr/zh-CN/silent_prompt2") == 2
+    _, p2_start, p2_end = call.plays[2]
+    assert p2_start == pytest.approx(resumed_at, abs=0.002) and p2_end - p2_start == 2.0
+    _, p3_start, p3_end = call.plays[3]
+    assert p3_start == pytest.approx(p2_end + PAUSE, abs=0.002)
+    release_at = next(t for t, args in call.events if "Stage: release" in args)
+    assert release_at == pytest.approx(p3_end + PAUSE, abs=0.002)
+    assert stages(call) == ["prompt2", "prompt3", "release"]
+
+
+async def test_a_death_during_the_greeting_starts_the_script_again() -> None:
+    call, resumed_at = await die_and_resume(die_at=2.0)
+    # "welcome" was cut; the greeting plays again in full from the new node
+    assert [p for p, _, _ in call.plays] == ["hello", "hello", "welcome", "silent_prompt2", "silent_prompt3"]
+    assert call.plays[1][1] == pytest.approx(resumed_at, abs=0.002)
+    assert stages(call) == ["prompt2", "prompt3", "release"]
+    assert call.vars["IVR_RESULT"] == "done"
+
+
+@pytest.mark.parametrize("value", [
+    "prompt9@1800000000.000", "prompt2", "prompt2@", "prompt2@abc", "prompt2@1e9", "prompt2@1.2.3",
+    "prompt2@1700000000.0",  # far in the past: not this call's
+    "prompt2@1900000000.0",  # in the future
+    "prompt2@" + "9" * 30, "start@1800000000\nx",
+])
+async def test_a_hostile_stage_is_refused_and_the_script_starts_afresh(value: str) -> None:
+    from structlog.testing import capture_logs
+
+    call = FakeCall(Clock(100.0))
+    call.vars["IVR_STAGE"] = value
+    flow = make_flow(call.clock)
+    flow.wall = lambda: WALL0 + call.clock.t
+    with capture_logs() as logs:
+        await flow(call)  # type: ignore[arg-type]
+    assert [p for p, _, _ in call.plays] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
+    assert any(e["event"] == "inbound.stage_refused" and "IVR_STAGE" in e["error"] for e in logs)

@@ -371,3 +371,79 @@ async def test_agent_of_another_call_is_never_hung_up(rig) -> None:
         await settle(service)
     assert [a["Channel"] for a in ami.named("Hangup")] == [xfer.target_uid]  # the target only
     assert any(e["event"] == "ami.hangup_refused" and e["reason"].startswith("Linkedid differs") for e in logs)
+
+
+async def test_a_standby_leaves_the_transfer_key_to_the_leader(rig) -> None:
+    """Issue 17: a controller pair's standby sees the agent's key too; it tries nothing
+    (the leader acts) and logs nothing above debug."""
+    service, ami, _ = rig
+    service.acting = lambda: False
+    with capture_logs() as logs:
+        ami.event(**key_event(AGENT, "1002"))
+        await settle(service)
+    assert ami.actions == [] and service.transfers == {}
+    assert [(e["event"], e["log_level"]) for e in logs] == [("transfer.standby_skipped", "debug")]
+
+
+# -- issue 17: the new leader takes over a transfer whose controller died ----------------
+XID = "ivrx1a2b-7"
+WAITING = {**CALLER, "Context": "ivr-transfer-wait", "BridgeId": ""}
+AWAY = {**AGENT, "Context": "ivr-transfer-agent", "BridgeId": ""}
+
+
+def switch_after_death(ami: FakeAmi, target_state: str | None, **variables: str) -> None:
+    """What the switch shows the new leader: the caller waiting, the agent hearing the
+    ringback, the target leg (ChannelId <id>-t) ringing / up / gone, and the caller's
+    variables as the dead node and the dialplan left them."""
+    rows = [WAITING, AWAY]
+    if target_state is not None:
+        rows.append({"Event": "CoreShowChannel", "Uniqueid": f"{XID}-t", "Linkedid": f"{XID}-t",
+                     "Channel": "PJSIP/1002-00000009", "ChannelState": target_state, "Context": "ivr-transfer-target"})
+    ami.rows = rows
+    values = {"IVR_XFER_ID": XID, "IVR_XFER_TO": "1002", "IVR_XFER_AGENT": AGENT["Channel"],
+              "IVR_XFER_T0": str(int(1.8e9) - 5), **variables}
+    ami.replies["Getvar"] = lambda action: {"Response": "Success", "Value": values.get(action["Variable"], "")}
+
+
+async def test_a_ringing_transfer_is_taken_over_and_completes_on_the_targets_confirmation(rig) -> None:
+    from ivr.transfer import take_over
+
+    service, ami, clock = rig
+    switch_after_death(ami, "5")
+    assert await take_over(service, wall=lambda: 1.8e9) == [XID]
+    xfer = service.transfers[XID]
+    assert (xfer.machine.state, xfer.machine.deadline) == ("ringing", 100.0 - 5 + 20)  # ring limit from the offer
+    assert xfer.agent == "a1" and xfer.target.label == "1002" and ami.states() == []  # nothing said twice
+    assert await take_over(service, wall=lambda: 1.8e9) == []  # known: not taken twice
+    ami.event(Event="DialEnd", DestUniqueid=f"{XID}-t", DialStatus="ANSWER")
+    await settle(service)
+    target = FakeTarget(clock, service.timers, f"{XID}-t", XID, ["1"])
+    await service.target_agi(target)  # type: ignore[arg-type]
+    assert ami.states() == ["answered", "confirmed", "completed"]
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-connect"
+
+
+async def test_a_taken_over_transfer_whose_target_is_gone_returns_the_caller_at_once(rig) -> None:
+    from ivr.transfer import take_over
+
+    service, ami, _ = rig
+    switch_after_death(ami, None)
+    assert await take_over(service, wall=lambda: 1.8e9) == [XID]
+    await settle(service)
+    assert ami.states() == ["hangup", "returned"]
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-return"
+
+
+@pytest.mark.parametrize("variables", [
+    {"IVR_XFER_ID": "ivrx1-7,Context: x"}, {"IVR_XFER_ID": ""}, {"IVR_XFER_TO": "99x"},
+    {"IVR_XFER_T0": "yesterday"}, {"IVR_XFER_T0": "1000000000"},
+])
+async def test_a_transfer_that_does_not_hold_up_is_left_to_the_dialplan(rig, variables) -> None:
+    from ivr.transfer import take_over
+
+    service, ami, _ = rig
+    switch_after_death(ami, "5", **variables)
+    with capture_logs() as logs:
+        assert await take_over(service, wall=lambda: 1.8e9) == []
+    assert service.transfers == {} and {a["Action"] for a in ami.actions} == {"CoreShowChannels", "Getvar"}
+    assert [e["event"] for e in logs] == ["transfer.takeover_refused"]

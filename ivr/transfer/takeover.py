@@ -1,0 +1,98 @@
+"""A warm transfer whose controller died (issue 17): the new leader of a controller pair
+takes it over from the switch, so the target's answer and confirmation still complete it.
+
+At takeover the leader looks for callers waiting in ``[ivr-transfer-wait]``
+(``CoreShowChannels``) and reads what the transfer left on the caller's channel:
+``IVR_XFER_ID``, ``IVR_XFER_TO`` (the target as resolved: resolved again, so the transfer
+policy still applies), ``IVR_XFER_AGENT`` and ``IVR_XFER_T0`` (when the wait began, the
+offer). Channel variables are hostile: each is checked, and a caller whose transfer does
+not hold up is left to the dialplan's safety net (back to the agent after
+``IVR_XFER_MAXWAIT``). The target leg is found by the ``ChannelId`` the transfer gave it
+(``<id>-t``): ringing, the ring limit runs from the offer; answered (its announcement died
+with the old leader; the dialplan hangs that leg up), the target's hang-up returns the
+caller; gone, the caller is returned at once. The states already announced
+(``IvrTransfer`` offered, ringing) are not announced again.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ivr.ami.connection import AmiError
+from ivr.errors import IvrError
+from ivr.rules.transfer import WarmTransfer
+from ivr.transfer.service import TransferService
+from ivr.transfer.settings import Transfer
+from ivr.transfer.targets import agent_number, resolve_target
+
+log = structlog.get_logger("ivr.transfer")
+
+XFER_ID = re.compile(r"ivrx[0-9a-f]{1,24}-[0-9]{1,9}")
+EPOCH = re.compile(r"[0-9]{9,11}")
+UP = "6"
+
+
+async def take_over(service: TransferService, wall: Callable[[], float] = time.time) -> list[str]:
+    """Take over every transfer in progress on the switch that this node does not know;
+    returns their ids."""
+    rows = await service._channels()
+    taken = []
+    for row in rows:
+        if row.get("Context") != "ivr-transfer-wait":
+            continue
+        try:
+            xfer = await _rebuild(service, row, rows, wall())
+        except (AmiError, IvrError, ValueError) as exc:
+            log.warning("transfer.takeover_refused", caller=row.get("Uniqueid", ""), error=str(exc))
+            continue
+        if xfer is None:
+            continue
+        service.transfers[xfer.id] = xfer
+        service.timers.add(xfer.id, xfer.machine, functools.partial(service._apply, xfer))
+        log.info("transfer.taken_over", transfer=xfer.id, state=xfer.machine.state, call_id=xfer.call_id,
+                 target=xfer.target.label)
+        taken.append(xfer.id)
+        if xfer.target_channel == "":  # the target is gone: the caller comes back now
+            service._spawn(service._apply(xfer, xfer.machine.target_hangup(service.timers.now())))
+    return taken
+
+
+async def _getvar(service: TransferService, channel: str, name: str) -> str:
+    reply = await service.ami.action({"Action": "Getvar", "Channel": channel, "Variable": name}, 5.0)
+    return str(reply.get("Value") or "") if reply is not None else ""
+
+
+async def _rebuild(service: TransferService, row: Any, rows: list[Any], now_wall: float) -> Transfer | None:
+    channel = row["Channel"]
+    xid = await _getvar(service, channel, "IVR_XFER_ID")
+    if not XFER_ID.fullmatch(xid):
+        raise ValueError(f"IVR_XFER_ID: not a transfer id, got {xid[:40]!r}")
+    if xid in service.transfers:
+        return None
+    s = service.settings
+    target = resolve_target(await _getvar(service, channel, "IVR_XFER_TO"), s.agents,
+                            allow_dial=s.allow_dial, allow_numbers=s.allow_numbers)
+    t0 = await _getvar(service, channel, "IVR_XFER_T0")
+    if not EPOCH.fullmatch(t0) or not 0 <= now_wall - int(t0) <= 3600:
+        raise ValueError(f"IVR_XFER_T0: not the time this transfer began, got {t0[:20]!r}")
+    agent_channel = await _getvar(service, channel, "IVR_XFER_AGENT")
+    agent = next((r for r in rows if agent_channel and r.get("Channel") == agent_channel), None)
+    tgt = next((r for r in rows if r.get("Uniqueid") == f"{xid}-t"), None)
+    now = service.timers.now()
+    answered = tgt is not None and tgt.get("ChannelState") == UP
+    deadline = now + s.confirm_timeout if answered else now - (now_wall - int(t0)) + s.ring_limit
+    machine = WarmTransfer.taken_over(target.dial, s.ring_limit, s.confirm_timeout, s.announce_max,
+                                      answered=answered, deadline=deadline, agent_present=agent is not None)
+    return Transfer(
+        id=xid, call_id=row.get("Linkedid") or row["Uniqueid"], caller=row["Uniqueid"], caller_channel=channel,
+        caller_number=row.get("CallerIDNum", ""), agent=agent["Uniqueid"] if agent is not None else "",
+        agent_channel=agent_channel if agent is not None else "",
+        agent_number=agent_number(agent_channel, s.agents, agent.get("CallerIDNum", "") if agent else ""),
+        target=target, target_uid=f"{xid}-t", machine=machine,
+        target_channel=tgt.get("Channel", "") if tgt is not None else "")
