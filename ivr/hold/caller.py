@@ -26,6 +26,7 @@ from ivr.hold.session import (
     HoldSettings,
 )
 from ivr.hold.store import HoldStore, item_id
+from ivr.once import Once, action_key
 from ivr.rules.callback import (
     ASAP,
     ChosenWindow,
@@ -35,7 +36,6 @@ from ivr.rules.callback import (
     window_menu,
     window_said_back,
 )
-from ivr.once import Once, action_key
 from ivr.rules.hold import (
     Announce,
     HoldTimer,
