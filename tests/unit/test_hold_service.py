@@ -468,7 +468,7 @@ async def test_an_agi_session_for_no_held_caller_is_left_to_the_dialplan(world: 
     stage (issue 17): no session, IVR_RESULT unknown (the dialplan returns the caller to
     the agent), logged."""
     ami, service, *_ = world
-    agi = FakeAgi("9999.1")
+    agi = StagedAgi("9999.1")
     with capture_logs() as logs:
         await asyncio.wait_for(service.agi_hold(agi), 2)  # type: ignore[arg-type]
     assert agi.variables == {"IVR_RESULT": "unknown"} and ami.actions == []
