@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
 from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
 from ivr.timers import TimerService
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import HANGUP, Clock, FakeAgi, RecordingAmi, bridge_on_originate, dtmf_to
 
 CALLER, AGENT = "100.1", "100.3"
 
@@ -31,68 +30,8 @@ class FakeAmi(RecordingAmi):
     def __init__(self) -> None:
         super().__init__()
         self.agi: FakeAgi | None = None
-        self.replies["Originate"] = self._originate
-        self.replies["PlayDTMF"] = self._play_dtmf
-
-    def _originate(self, action: dict[str, str]) -> dict[str, str]:
-        asyncio.get_running_loop().call_soon(self.event, {
-            "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
-            "Channel": "Local/keep@ivr-hold-00000009;1", "Linkedid": action["ChannelId"]})
-        return {"Response": "Success"}
-
-    def _play_dtmf(self, action: dict[str, str]) -> dict[str, str]:
-        if self.agi is not None:
-            assert action["Receive"] == "true" and action["Async"] == "false"
-            self.agi.digits.put_nowait(action["Digit"])
-        return {"Response": "Success"}
-
-
-class FakeAgi:
-    def __init__(self, uniqueid: str, caller: str = "13800000001") -> None:
-        self.uniqueid, self.caller, self.channel = uniqueid, caller, "Local/c@x-00000001;1"
-        self.digits: asyncio.Queue[str] = asyncio.Queue()
-        self.commands: list[str] = []
-        self.variables: dict[str, str] = {}
-        self.hung_up = False
-        self.on_play: dict[str, Any] = {}  # prompt -> callback run when it starts
-
-    async def _wait(self, timeout: float | None) -> str | None:
-        if self.hung_up:
-            raise AgiHangup("gone")
-        try:
-            digit = await asyncio.wait_for(self.digits.get(), timeout)
-        except TimeoutError:
-            return None
-        if digit == "hangup":
-            self.hung_up = True
-            raise AgiHangup("gone")
-        return digit
-
-    async def command(self, text: str) -> None:
-        self.commands.append(text)
-
-    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
-        self.commands.append(f"STREAM FILE {prompt} {escape}")
-        name = prompt.rsplit("/", 1)[1]
-        if name in self.on_play:
-            self.on_play.pop(name)()
-        digit = await self._wait(0.01)  # a prompt "plays" for 10 ms unless interrupted
-        return digit if digit and digit in escape else None
-
-    async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        self.commands.append("WAIT FOR DIGIT")
-        return await self._wait(None)  # the fake clock never ends a wait: only digits do
-
-    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> None:
-        self.commands.append(f"EXEC {app} {args}")
-        if app == "Record":
-            Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-    def played(self) -> list[str]:
-        return [c.split()[2].rsplit("/", 1)[1] for c in self.commands if c.startswith("STREAM FILE")]
+        self.replies["Originate"] = bridge_on_originate(self, "Local/keep@ivr-hold-00000009;1")
+        self.replies["PlayDTMF"] = dtmf_to(lambda: self.agi)
 
 
 @pytest.fixture
@@ -128,7 +67,7 @@ async def start_held(ami: FakeAmi, service: HoldService) -> tuple[FakeAgi, async
     agi = FakeAgi(CALLER)
     ami.agi = agi
     task = asyncio.ensure_future(service.agi_hold(agi))  # type: ignore[arg-type]
-    await until(lambda: "WAIT FOR DIGIT" in agi.commands)
+    await until(lambda: bool(agi.sent("WAIT FOR DIGIT")))
     return agi, task
 
 
@@ -182,10 +121,10 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     assert ami.sent("PlayDTMF")[0]["Digit"] == "D"
     await advance(clock, timers, 60.0)
     await until(lambda: agi.played() == ["hold_reminder", "hold_choices"])
-    assert "STREAM FILE ivr/en-US/hold_choices 123D" in agi.commands
+    assert 'STREAM FILE ivr/en-US/hold_choices "123D"' in agi.commands
     await until(lambda: ami.states() == ["start", "reminder", "choices"])
     assert [a["Count"] for a in ami.sent("UserEvent")] == ["0", "1", "2"]
-    agi.digits.put_nowait("1")  # keep waiting
+    agi.press("1")  # keep waiting
     await until(lambda: metrics.value("ivr_hold_choices_total", {"choice": "keep"}) == 1)
     await advance(clock, timers, 75.0)
     await service.resume(CALLER)
@@ -214,7 +153,7 @@ async def test_message(world: Any, tmp_path: Path) -> None:
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("2")
+    agi.press("2")
     await asyncio.wait_for(task, 2)
     assert agi.played()[-2:] == ["message_instructions", "message_saved"]
     assert agi.variables == {"IVR_RESULT": "done"}
@@ -232,7 +171,7 @@ async def test_callback(world: Any) -> None:
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("3")
+    agi.press("3")
     await asyncio.wait_for(task, 2)
     assert agi.played()[-1] == "callback_confirm"
     [req] = [e for e in events if e.kind == "callback.requested"]  # the call-back's one source
@@ -244,7 +183,7 @@ async def test_caller_hangs_up(world: Any) -> None:
     ami, service, clock, timers, events, metrics = world
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 12.0)
-    agi.digits.put_nowait("hangup")
+    agi.press(HANGUP)
     await asyncio.wait_for(task, 2)
     ami.event({"Event": "Hangup", "Uniqueid": CALLER})  # the same, seen over AMI: once only
     assert len(timers) == 0 and not service.sessions
@@ -360,7 +299,7 @@ async def test_announcement_first_then_reminders_from_the_start(world: Any) -> N
     ami, service, clock, timers, events, _ = world
     service.settings = dataclasses.replace(service.settings, announce=True)
     agi, task = await start_held(ami, service)
-    assert agi.commands[:2] == ["STREAM FILE ivr/en-US/hold_announce_1min D", "SET MUSIC ON default"]
+    assert agi.commands[:2] == ['STREAM FILE ivr/en-US/hold_announce_1min "D"', "SET MUSIC ON default"]
     assert ami.states() == ["start", "announce"]
     await advance(clock, timers, 29.9)
     assert agi.played() == ["hold_announce_1min"]

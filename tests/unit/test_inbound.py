@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from ivr.agi.channel import AgiHangup
+from ivr.agi.channel import AgiHangup, AgiReply
 from ivr.agi.wake import WAKE_DIGIT
 from ivr.config import SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import Clock, FakeAgi, RecordingAmi
 
 PAUSE = 5.0
 GREETING = ["hello", "welcome"]
@@ -41,23 +41,19 @@ class Greeting:
     daypart: str = "afternoon"
 
 
-class FakeCall:
-    """Duck-typed AgiChannel: a caller who speaks, presses or hangs up at given times."""
-
-    uniqueid = "1700000000.1"
-    caller = "13800000000"
-    channel = "Local/caller@test;1"
+class FakeCall(FakeAgi):
+    """The shared fake FastAGI session with its own caller script on the fake clock: a
+    caller who speaks, presses or hangs up at given times, prompts of known lengths."""
 
     def __init__(self, clock: Clock, *, speech_at: float | None = None, digit_at: float | None = None,
                  hangup_at: float | None = None) -> None:
-        self.clock = clock
+        super().__init__("1700000000.1", caller="13800000000", channel="Local/caller@test;1", clock=clock)
+        self.clock: Clock = clock
         self.speech_at, self.digit_at, self.hangup_at = speech_at, digit_at, hangup_at
         self.watch: SpeechWatch | None = None
-        self.hung_up = False
-        self.vars: dict[str, str] = {}
+        self.variables["CHANNEL(linkedid)"] = "1700000000.0"
         self.plays: list[tuple[str, float, float]] = []  # (prompt id, start, end)
         self.events: list[tuple[float, str]] = []  # UserEvent args, at
-        self.commands: list[str] = []
         self.waits: list[int] = []  # WAIT FOR DIGIT timeouts, ms
         self.wakes: list[str] = []  # channels the controller woke (PlayDTMF of WAKE_DIGIT)
 
@@ -73,12 +69,13 @@ class FakeCall:
     def _digit_before(self, end: float) -> bool:
         return self.digit_at is not None and self.clock.t <= self.digit_at < end
 
-    async def answer(self) -> None:
-        self.commands.append("ANSWER")
-        self._advance(self.clock.t)
+    async def command(self, text: str, timeout: float | None = None) -> AgiReply:
+        reply = await super().command(text, timeout)
+        self._advance(self.clock.t)  # hung up by now?
+        return reply
 
-    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
-        self.commands.append(f"STREAM FILE {prompt}")
+    async def stream_file(self, prompt: str, escape_digits: str = "", offset: int | None = None) -> str | None:
+        await self.command(f'STREAM FILE {prompt} "{escape_digits}"')
         assert "5" in escape_digits and "#" in escape_digits
         start, end = self.clock.t, self.clock.t + DURATIONS[prompt.rsplit("/", 1)[1]]
         if self._digit_before(end):
@@ -93,6 +90,7 @@ class FakeCall:
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         assert timeout_ms > 0
+        await self.command(f"WAIT FOR DIGIT {timeout_ms}")
         self.waits.append(timeout_ms)
         end = self.clock.t + timeout_ms / 1000
         if self._digit_before(end):
@@ -112,19 +110,11 @@ class FakeCall:
         self._advance(end)
         return None
 
-    async def set_variable(self, name: str, value: str) -> None:
-        self._advance(self.clock.t)
-        self.commands.append(f"SET VARIABLE {name} {value}")
-        self.vars[name] = value
-
-    async def get_variable(self, name: str) -> str | None:
-        self._advance(self.clock.t)
-        return {"CHANNEL(linkedid)": "1700000000.0"}.get(name)
-
-    async def exec(self, app: str, args: str = "") -> Any:
-        self._advance(self.clock.t)
+    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> AgiReply:
+        reply = await super().exec(app, args, timeout)
         assert app == "UserEvent"
         self.events.append((self.clock.t, args))
+        return reply
 
 
 class FakeDetector:
@@ -187,8 +177,8 @@ async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> N
     assert 0 <= release_at - (p3_end + PAUSE) <= 0.002
     assert release_at - greeting_end >= 3 * PAUSE + 2.0 + 4.0 - 1e-9  # pauses + prompts 2, 3
     assert stages(call) == ["prompt2", "prompt3", "release"]
-    assert call.vars["IVR_RESULT"] == "done"
-    assert call.vars["IVR_GREETING"] == "hello,welcome"
+    assert call.variables["IVR_RESULT"] == "done"
+    assert call.variables["IVR_GREETING"] == "hello,welcome"
     assert call.commands[0] == "ANSWER"
     # One wait per pause, for the whole pause: no polling, nothing to wake.
     assert call.waits == [5000, 5000, 5000] and call.wakes == []
@@ -204,7 +194,7 @@ async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
     call = FakeCall(Clock(0.0), speech_at=GREETING_END + 1.23)
     await run(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
     (t, args), = call.events
     assert args == "IvrSilentCall,Stage: responded,Reason: speech,From: pause1"
     assert call.wakes == [call.channel] and call.waits == [5000]
@@ -239,7 +229,7 @@ async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
     assert [p for p, _, _ in call.plays][-1] == "silent_prompt2"
     assert stages(call) == ["prompt2", "responded"]
     assert call.events[-1][1].endswith("Reason: speech,From: pause2")
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 async def test_speech_during_a_prompt_lets_it_finish_then_hands_on_at_once() -> None:
@@ -263,7 +253,7 @@ async def test_a_digit_interrupts_a_prompt_and_hands_on() -> None:
     await run(call)
     assert call.plays[-1] == ("welcome", 1.0, 2.0)
     assert call.events[-1][1] == "IvrSilentCall,Stage: responded,Reason: dtmf,From: greeting"
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 async def test_a_digit_in_a_pause_hands_on_at_once() -> None:
@@ -279,7 +269,7 @@ async def test_caller_hang_up_ends_the_flow(hangup_at: float) -> None:
     detector = FakeDetector()
     with pytest.raises(AgiHangup):
         await run(call, detector=detector)
-    assert "IVR_RESULT" not in call.vars
+    assert "IVR_RESULT" not in call.variables
     assert detector.open == 0
     assert call.clock.t == hangup_at  # nothing ran after it
 
@@ -289,7 +279,7 @@ async def test_without_a_speech_detector_the_caller_is_never_released() -> None:
     await run(call, detector=DeafDetector())
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
     assert stages(call) == ["responded"] and "Reason: deaf" in call.events[0][1]
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
@@ -303,7 +293,7 @@ async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
     call = FakeCall(Clock(0.0))
     await run(call, detector=Dropping())
     assert stages(call) == ["prompt2", "prompt3", "responded"]
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 class _Flaky(SpeechWatch):
@@ -351,13 +341,13 @@ async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
     detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]
     call = FakeCall(Clock(0.0))
     async with detector.listen(call) as watch:  # type: ignore[arg-type]
-        assert call.commands == ["SET VARIABLE TALK_DETECT(set) 800,600"]
+        assert call.commands == ['SET VARIABLE TALK_DETECT(set) "800,600"']
         assert watch.reliable and detector.watching == 1
         ami.fire("ChannelTalkingStart", Uniqueid="someone.else", Timestamp="1.0")
         assert not watch.heard.is_set()
         ami.fire("ChannelTalkingStart", Uniqueid=call.uniqueid, Timestamp="1700000012.345")
         assert watch.heard.is_set() and watch.at == 1700000012.345
-    assert call.commands[-1] == "SET VARIABLE TALK_DETECT(remove) "
+    assert call.commands[-1] == 'SET VARIABLE TALK_DETECT(remove) ""'
     assert detector.watching == 0
 
 

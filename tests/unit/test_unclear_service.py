@@ -4,7 +4,6 @@ the caller taken aside like hold, the script's stages and times, clear speech, t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from ivr.events import EventBus
 from ivr.unclear import UnclearError, UnclearService, UnclearSettings
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.unclear.session import BadReason, NoSuchCall, NotAside
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import Clock, FakeAgi, RecordingAmi, bridge_on_originate, dtmf_to
 
 CALLER, AGENT = "200.1", "200.3"
 PROMPT_S = 3.0  # every fake prompt "plays" this long
@@ -24,56 +23,11 @@ class FakeAmi(RecordingAmi):
     def __init__(self) -> None:
         super().__init__()
         self.agi: FakeAgi | None = None
-        self.replies["Originate"] = self._originate
-        self.replies["PlayDTMF"] = self._play_dtmf
-
-    def _originate(self, action: dict[str, str]) -> dict[str, str]:
-        asyncio.get_running_loop().call_soon(self.event, {
-            "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
-            "Channel": "Local/keep@ivr-unclear-00000009;1", "Linkedid": action["ChannelId"]})
-        return {"Response": "Success"}
-
-    def _play_dtmf(self, action: dict[str, str]) -> dict[str, str]:
-        if self.agi is not None:
-            self.agi.digits.append(action["Digit"])
-        return {"Response": "Success"}
+        self.replies["Originate"] = bridge_on_originate(self, "Local/keep@ivr-unclear-00000009;1")
+        self.replies["PlayDTMF"] = dtmf_to(lambda: self.agi)
 
     def stages(self) -> list[str]:
         return [a["Stage"] for a in self.sent("UserEvent") if a["UserEvent"] == "IvrUnclearLine"]
-
-
-class FakeAgi:
-    """Asterisk's side: a prompt lasts PROMPT_S on the fake clock unless the wake digit
-    arrives; WAIT FOR DIGIT lasts its timeout unless a digit arrives."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.uniqueid, self.caller, self.channel = CALLER, "13800000001", "Local/c@x-00000001;1"
-        self.clock = clock
-        self.digits: list[str] = []
-        self.log: list[tuple[float, str]] = []
-        self.variables: dict[str, str] = {}
-        self.hooks: list[Callable[[FakeAgi, str], None]] = []
-
-    async def _run(self, what: str, seconds: float) -> str | None:
-        self.log.append((self.clock(), what))
-        for hook in self.hooks:
-            hook(self, what)
-        for _ in range(10):  # let a waker send its wake digit
-            await asyncio.sleep(0)
-        if self.digits:
-            return self.digits.pop(0)
-        self.clock.advance(seconds)
-        self.log.append((self.clock(), f"end {what}"))
-        return None
-
-    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
-        return await self._run(f"play {prompt.rsplit('/', 1)[1]}", PROMPT_S)
-
-    async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        return await self._run("wait", timeout_ms / 1000)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
 
 
 @pytest.fixture
@@ -100,7 +54,7 @@ async def world() -> Any:
 
 
 async def run_agi(ami: FakeAmi, service: UnclearService, clock: Clock, *hooks: Any) -> FakeAgi:
-    agi = FakeAgi(clock)
+    agi = FakeAgi(CALLER, channel="Local/c@x-00000001;1", clock=clock, prompt_s=PROMPT_S)  # PROMPT_S a prompt
     agi.hooks.extend(hooks)
     ami.agi = agi
     await asyncio.wait_for(service.agi_unclear(agi), 5)  # type: ignore[arg-type]
