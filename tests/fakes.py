@@ -12,12 +12,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
 from ivr.agi.channel import AgiChannel, AgiHangup, AgiReply
 from ivr.ami.connection import AmiActionError
+from ivr.ami.protocol import AmiProtocol
 from ivr.ami.testing import FakeAmi as AmiServer
 from ivr.ami.testing import LiveChannels
 
-__all__ = ["HANGUP", "AmiServer", "Clock", "FakeAgi", "RecordingAmi", "bridge_on_originate", "dtmf_to"]
+__all__ = ["HANGUP", "AmiServer", "AsideAmi", "Clock", "FakeAgi", "RecordingAmi", "ami_reader"]
 
 Reply = Callable[[dict[str, Any]], Any]
 
@@ -93,6 +97,44 @@ class RecordingAmi:
 
     def states(self) -> list[str]:
         return [a["State"] for a in self.sent("UserEvent")]
+
+
+class ManagerStub:
+    """What an AMI protocol reader talks to (panoramisk's Manager): events and losses kept."""
+
+    def __init__(self) -> None:
+        self.events: list[Message] = []
+        self.lost: list[object] = []
+        self.forgetable_actions = ()
+        self.awaiting_actions: list[Any] = []
+
+    def dispatch(self, event: Message) -> None:
+        self.events.append(event)
+
+    def connection_lost(self, exc: object) -> None:
+        self.lost.append(exc)
+
+
+class WireStub:
+    """The transport under an AMI protocol reader: what it writes, kept."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def ami_reader(cls: type[AMIProtocol] = AmiProtocol) -> AMIProtocol:
+    """A protocol reader (ours, or panoramisk's ``AMIProtocol`` to compare) fed by hand:
+    ``data_received(bytes)``, then ``factory.events``."""
+    proto = cls()
+    proto.connection_made(WireStub())
+    proto.factory = ManagerStub()
+    return proto
 
 
 HANGUP = "hangup"  # queued in place of a key (FakeAgi.press): the caller hangs up there
@@ -232,28 +274,27 @@ def _is_agi_channel(call: FakeAgi) -> AgiChannel:
     return call  # mypy proves here that FakeAgi is an AgiChannel
 
 
-def bridge_on_originate(ami: RecordingAmi, keeper: str) -> Reply:
-    """A reply to Originate as the switch gives it for a keeper channel (hold, unclear):
-    Success, then (on the next loop round) its BridgeEnter into bridge b1."""
+class AsideAmi(RecordingAmi):
+    """The switch as hold and the unclear-line script see it when they take a caller aside:
+    the keeper channel's Originate answers Success, then (on the next loop round) its
+    BridgeEnter into the agent's bridge; a PlayDTMF ``Receive: true`` reaches ``agi`` (the
+    caller's FastAGI session, once there is one) as if the caller pressed the key."""
 
-    def reply(action: dict[str, Any]) -> dict[str, str]:
-        asyncio.get_running_loop().call_soon(ami.event, {
+    def __init__(self, keeper: str) -> None:
+        super().__init__()
+        self.keeper = keeper
+        self.agi: FakeAgi | None = None
+        self.replies["Originate"] = self._originate
+        self.replies["PlayDTMF"] = self._play_dtmf
+
+    def _originate(self, action: dict[str, Any]) -> dict[str, str]:
+        asyncio.get_running_loop().call_soon(self.event, {
             "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
-            "Channel": keeper, "Linkedid": action["ChannelId"]})
+            "Channel": self.keeper, "Linkedid": action["ChannelId"]})
         return {"Response": "Success"}
 
-    return reply
-
-
-def dtmf_to(agi: Callable[[], FakeAgi | None]) -> Reply:
-    """A reply to PlayDTMF ``Receive: true``: the key reaches the call's FastAGI session
-    (``agi()``, once there is one) as if the caller pressed it."""
-
-    def reply(action: dict[str, Any]) -> dict[str, str]:
+    def _play_dtmf(self, action: dict[str, Any]) -> dict[str, str]:
         assert action["Receive"] == "true" and action["Async"] == "false"
-        call = agi()
-        if call is not None:
-            call.press(action["Digit"])
+        if self.agi is not None:
+            self.agi.press(action["Digit"])
         return {"Response": "Success"}
-
-    return reply

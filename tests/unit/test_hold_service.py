@@ -18,25 +18,15 @@ from ivr.hold import HoldService, HoldSettings, NoSuchCall
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
 from ivr.timers import TimerService
-from tests.fakes import HANGUP, Clock, FakeAgi, RecordingAmi, bridge_on_originate, dtmf_to
+from tests.fakes import HANGUP, AsideAmi, Clock, FakeAgi
 
 CALLER, AGENT = "100.1", "100.3"
-
-
-class FakeAmi(RecordingAmi):
-    """Originate of the keeper answers with its BridgeEnter, PlayDTMF with Receive
-    delivers the digit to the held caller's fake AGI."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.agi: FakeAgi | None = None
-        self.replies["Originate"] = bridge_on_originate(self, "Local/keep@ivr-hold-00000009;1")
-        self.replies["PlayDTMF"] = dtmf_to(lambda: self.agi)
+KEEPER = "Local/keep@ivr-hold-00000009;1"
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> Any:
-    ami, tracker, clock = FakeAmi(), ChannelTracker(), Clock()
+    ami, tracker, clock = AsideAmi(KEEPER), ChannelTracker(), Clock()
     timers, bus, metrics = TimerService(clock), EventBus(), HoldMetrics()
     # The announcement (on by default) is off here, so the other tests see the reminders
     # alone; test_announcement_first_then_reminders_from_the_start turns it on.
@@ -62,7 +52,7 @@ async def world(tmp_path: Path) -> Any:
     await timers.close()
 
 
-async def start_held(ami: FakeAmi, service: HoldService) -> tuple[FakeAgi, asyncio.Task[None]]:
+async def start_held(ami: AsideAmi, service: HoldService) -> tuple[FakeAgi, asyncio.Task[None]]:
     await service.hold(CALLER)
     agi = FakeAgi(CALLER)
     ami.agi = agi

@@ -13,18 +13,15 @@ from ivr.events import EventBus
 from ivr.unclear import UnclearError, UnclearService, UnclearSettings
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.unclear.session import BadReason, NoSuchCall, NotAside
-from tests.fakes import Clock, FakeAgi, RecordingAmi, bridge_on_originate, dtmf_to
+from tests.fakes import AsideAmi, Clock, FakeAgi
 
 CALLER, AGENT = "200.1", "200.3"
 PROMPT_S = 3.0  # every fake prompt "plays" this long
 
 
-class FakeAmi(RecordingAmi):
+class FakeAmi(AsideAmi):
     def __init__(self) -> None:
-        super().__init__()
-        self.agi: FakeAgi | None = None
-        self.replies["Originate"] = bridge_on_originate(self, "Local/keep@ivr-unclear-00000009;1")
-        self.replies["PlayDTMF"] = dtmf_to(lambda: self.agi)
+        super().__init__("Local/keep@ivr-unclear-00000009;1")
 
     def stages(self) -> list[str]:
         return [a["Stage"] for a in self.sent("UserEvent") if a["UserEvent"] == "IvrUnclearLine"]
