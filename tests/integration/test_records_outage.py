@@ -108,12 +108,12 @@ async def outage_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -
     sock = base.split("host=", 1)[1]
     name = f"outage{abs(hash(request.node.nodeid)) % 10**8}"
     admin = await connect(base)
-    await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]
+    await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]  # asyncpg's pool: PostgreSQL only
     try:
         async with AmiProxy(f"{sock}/.s.PGSQL.5432", 0) as proxy:
             yield PostgresBehindProxy(proxy, name, hung=kind == "postgres-hung")
     finally:
-        await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]
+        await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]  # asyncpg's pool: PostgreSQL only
         await admin.close()
 
 

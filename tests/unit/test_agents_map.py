@@ -18,7 +18,7 @@ from ivr.sections import (
     TransferConfig,
     agents_by_device,
 )
-from ivr.transfer.service import TransferSettings
+from ivr.transfer.settings import TransferSettings
 from ivr.transfer.targets import agent_number
 from tests.properties import examples
 

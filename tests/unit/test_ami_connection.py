@@ -4,6 +4,7 @@ half-open detection, and no action ever sent twice."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,8 @@ async def conn(fake):
 
 
 async def test_logs_in_and_delivers_events_by_name_and_wildcard(fake, conn):
-    named, every = [], []
+    named: list[Any] = []
+    every: list[Any] = []
     conn.subscribe("Newchannel", named.append)
     conn.subscribe("*", every.append)
     await conn.start()

@@ -152,6 +152,7 @@ async def test_manager_dispatch_routes_by_pattern_and_sees_later_registrations()
 
     manager.register_event("Hangup", later)
     event = parse_message("Event: Hangup")
+    assert event is not None
     assert sorted(manager.dispatch(event)) == ["*", "Hangup"] and event.manager is manager
     manager.dispatch(parse_message("Event: DialBegin"))
     await asyncio.wait_for(ran.wait(), 1)
@@ -164,10 +165,10 @@ def test_connection_dispatch_follows_subscribe_and_unsubscribe():
     named: list[str] = []
     every: list[str] = []
     stop = conn.subscribe("hangup", lambda e: named.append(e["Uniqueid"]))
-    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 1"))  # type: ignore[arg-type]
+    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 1"))
     conn.subscribe("*", lambda e: every.append(e["Uniqueid"]))
-    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 2"))  # type: ignore[arg-type]
+    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 2"))
     stop()
-    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 3"))  # type: ignore[arg-type]
-    conn._dispatch(None, Message({"Event": "HANGUP", "Uniqueid": "4"}))  # type: ignore[arg-type]
+    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 3"))
+    conn._dispatch(None, Message({"Event": "HANGUP", "Uniqueid": "4"}))
     assert named == ["1", "2"] and every == ["2", "3", "4"]

@@ -71,7 +71,7 @@ header_names = st.sampled_from(["Event", "event", "EVENT", "Response", "ActionID
                                 "Result", "result", "Content", "Message", "Variable", "", "Key:x"])
 header_values = st.one_of(st.sampled_from(["Hangup", "Newstate", "Success", "Follows", "Fail", "Error",
                                            "200%20result%3D1", "%zz", " padded ", "a: b", ""]),
-                          st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
+                          st.text(st.characters(exclude_categories=["Cs"]), max_size=12))
 lines = st.one_of(st.tuples(header_names, header_values).map(lambda kv: f"{kv[0]}: {kv[1]}"),
                   st.sampled_from(["no separator", "Key:", " ", "\r", "\n", "--END COMMAND--"]))
 frames = st.lists(lines, min_size=1, max_size=8).map(lambda ls: "\r\n".join(ls) + "\r\n\r\n")

@@ -32,8 +32,8 @@ async def world(tmp_path: Path) -> Any:
     # alone; test_announcement_first_then_reminders_from_the_start turns it on.
     settings = HoldSettings(language="en-US", messages_dir=tmp_path / "messages",
                             agents={"PJSIP/1001": "Alice"}, announce=False)
-    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)  # type: ignore[arg-type]
-    tracker.attach(ami)  # type: ignore[arg-type]
+    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    tracker.attach(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
     service.attach()
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
@@ -56,7 +56,7 @@ async def start_held(ami: AsideAmi, service: HoldService) -> tuple[FakeAgi, asyn
     await service.hold(CALLER)
     agi = FakeAgi(CALLER)
     ami.agi = agi
-    task = asyncio.ensure_future(service.agi_hold(agi))  # type: ignore[arg-type]
+    task = asyncio.ensure_future(service.agi_hold(agi))
     await until(lambda: bool(agi.sent("WAIT FOR DIGIT")))
     return agi, task
 
@@ -259,7 +259,12 @@ async def test_hold_key_check_is_injectable(world: Any) -> None:
     """The controller passes the ring monitor's view of agent legs (a hunt's Local leg)."""
     ami, service, *_ = world
     asked: list[tuple[str, str]] = []
-    service.agent_leg = lambda uid, ch: asked.append((uid, ch)) or uid == AGENT
+
+    def agent_leg(uid: str, ch: str) -> bool:
+        asked.append((uid, ch))
+        return uid == AGENT
+
+    service.agent_leg = agent_leg
     ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
                "Linkedid": CALLER, "Channel": "Local/1001@hunt-00000001;1"})
     await until(lambda: CALLER in service.sessions)

@@ -11,34 +11,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from ivr.agi.channel import AgiHangup, AgiReply
+from ivr.agi.channel import AgiChannel, AgiHangup, AgiReply
 from ivr.agi.wake import WAKE_DIGIT
-from ivr.config import SilenceConfig
+from ivr.config import Config, SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
+from ivr.greeting import Greeting
 from tests.fakes import Clock, FakeAgi, RecordingAmi
 
 PAUSE = 5.0
 GREETING = ["hello", "welcome"]
 DURATIONS = {"hello": 1.0, "welcome": 3.0, "silent_prompt2": 2.0, "silent_prompt3": 4.0}
+AFTERNOON = Greeting(holiday=None, daypart="day", text="", prompts=GREETING, language="zh-CN")
 GREETING_END = 4.0  # the call is answered at t=0
 WAKE_LATENCY = 0.003  # ChannelTalkingStart -> PlayDTMF -> WAIT FOR DIGIT returns "D"
-
-
-@dataclass(frozen=True)
-class Greeting:
-    prompts: list[str]
-    language: str = "zh-CN"
-    holiday: str | None = None
-    daypart: str = "afternoon"
 
 
 class FakeCall(FakeAgi):
@@ -124,7 +116,8 @@ class FakeDetector:
         self.call: FakeCall | None = None
 
     @asynccontextmanager
-    async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
+    async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+        assert isinstance(call, FakeCall)
         call.watch = SpeechWatch(call.uniqueid, reliable=self.reliable)
         self.call = call
         self.open += 1
@@ -142,14 +135,10 @@ class FakeDetector:
 
 def make_flow(clock: Clock, detector: Any = None, bus: EventBus | None = None,
               pause: float = PAUSE) -> InboundFlow:
-    config = SimpleNamespace(
-        switch=SimpleNamespace(language="zh-CN"),
-        prompts=SimpleNamespace(sound_prefix="ivr"),
-        silence=SimpleNamespace(pause=pause),
-    )
-    return InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0),  # type: ignore[arg-type]
+    config = Config(silence=SilenceConfig(pause=pause))  # zh-CN prompts under "ivr"
+    return InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0),
                        speech=detector or FakeDetector(), bus=bus, clock=clock,
-                       choose_greeting=lambda _at, _cfg: Greeting(GREETING))
+                       choose_greeting=lambda _at, _cfg: AFTERNOON)
 
 
 def stages(call: FakeCall) -> list[str]:
@@ -158,7 +147,7 @@ def stages(call: FakeCall) -> list[str]:
 
 async def run(call: FakeCall, **kwargs: Any) -> InboundFlow:
     flow = make_flow(call.clock, **kwargs)
-    await flow(call)  # type: ignore[arg-type]
+    await flow(call)
     return flow
 
 
@@ -215,7 +204,7 @@ async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
             return WAKE_DIGIT
         return await real_wait(timeout_ms)
 
-    call.wait_for_digit = wait_for_digit  # type: ignore[method-assign]
+    call.wait_for_digit = wait_for_digit  # type: ignore[method-assign]  # a stray wake digit first
     await run(call)
     assert stages(call) == ["prompt2", "prompt3", "release"]
     assert call.waits == [5000, 4000, 5000, 5000]
@@ -285,7 +274,8 @@ async def test_without_a_speech_detector_the_caller_is_never_released() -> None:
 async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
     class Dropping(FakeDetector):
         @asynccontextmanager
-        async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
+        async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+            assert isinstance(call, FakeCall)
             watch = _Flaky(call.uniqueid, call.clock, drop_at=20.0)
             call.watch = watch
             yield watch
@@ -338,9 +328,9 @@ def test_bad_pause_is_refused_at_start_up() -> None:
 
 async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]
+    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
     call = FakeCall(Clock(0.0))
-    async with detector.listen(call) as watch:  # type: ignore[arg-type]
+    async with detector.listen(call) as watch:
         assert call.commands == ['SET VARIABLE TALK_DETECT(set) "800,600"']
         assert watch.reliable and detector.watching == 1
         ami.fire("ChannelTalkingStart", Uniqueid="someone.else", Timestamp="1.0")
@@ -353,10 +343,10 @@ async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
 
 async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami)  # type: ignore[arg-type]
+    detector = TalkDetector(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
     call = FakeCall(Clock(0.0))
     with pytest.raises(AgiHangup):  # noqa: PT012 - the hang-up is raised inside the listen block under test
-        async with detector.listen(call):  # type: ignore[arg-type]
+        async with detector.listen(call):
             call.hung_up = True
             raise AgiHangup("HANGUP")
     assert detector.watching == 0
@@ -365,13 +355,13 @@ async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> N
 
 async def test_talk_watch_unreliable_when_ami_is_down_or_reconnected() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami)  # type: ignore[arg-type]
-    async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
+    detector = TalkDetector(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    async with detector.listen(FakeCall(Clock(0.0))) as watch:
         assert watch.reliable
         ami.connects += 1  # dropped and came back: events in between were lost
         assert not watch.reliable
     ami.connected = False
-    async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
+    async with detector.listen(FakeCall(Clock(0.0))) as watch:
         assert not watch.reliable
 
 

@@ -225,8 +225,12 @@ async def test_agent_leg_check_is_injectable(rig) -> None:
     _, ami, clock = rig
     timers = TimerService(clock=clock)
     seen: list[tuple[str, str]] = []
-    service = TransferService(ami, TransferSettings(agents=AGENTS), timers=timers,
-                              agent_leg=lambda uid, ch: seen.append((uid, ch)) or uid == "a1")
+
+    def agent_leg(uid: str, ch: str) -> bool:
+        seen.append((uid, ch))
+        return uid == "a1"
+
+    service = TransferService(ami, TransferSettings(agents=AGENTS), timers=timers, agent_leg=agent_leg)
     service.attach()
     ami.event(**key_event({**AGENT, "Channel": "Local/1001@hunt-00000001;1"}, "1002"))
     await settle(service)

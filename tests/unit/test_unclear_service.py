@@ -30,9 +30,9 @@ class FakeAmi(AsideAmi):
 @pytest.fixture
 async def world() -> Any:
     ami, tracker, clock, bus, metrics = FakeAmi(), ChannelTracker(), Clock(), EventBus(), UnclearMetrics()
-    service = UnclearService(ami, tracker, UnclearSettings(agents={"PJSIP/1001": "Alice"}),  # type: ignore[arg-type]
+    service = UnclearService(ami, tracker, UnclearSettings(agents={"PJSIP/1001": "Alice"}),  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
                              bus=bus, metrics=metrics, clock=clock, wall=lambda: 1.7e9)
-    tracker.attach(ami)  # type: ignore[arg-type]
+    tracker.attach(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
     service.attach()
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
@@ -54,7 +54,7 @@ async def run_agi(ami: FakeAmi, service: UnclearService, clock: Clock, *hooks: A
     agi = FakeAgi(CALLER, channel="Local/c@x-00000001;1", clock=clock, prompt_s=PROMPT_S)  # PROMPT_S a prompt
     agi.hooks.extend(hooks)
     ami.agi = agi
-    await asyncio.wait_for(service.agi_unclear(agi), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(service.agi_unclear(agi), 5)
     for _ in range(5):
         await asyncio.sleep(0)
     return agi
@@ -83,8 +83,7 @@ async def test_taken_aside_like_hold(world: Any) -> None:
 async def test_still_faint_ask_ask_again_goodbye_release(world: Any) -> None:
     ami, service, clock, events, metrics = world
     await service.start(CALLER, "faint")
-    quiet = []
-    agi = await run_agi(ami, service, clock, lambda a, what: quiet.append(talk(ami, 200)))  # too short
+    agi = await run_agi(ami, service, clock, lambda a, what: talk(ami, 200))  # too short
     played = [w for _, w in agi.log if w.startswith("play")]
     assert played == ["play unclear_ask", "play unclear_ask", "play unclear_goodbye_faint"]
     assert agi.variables["TALK_DETECT(set)"] == "300,512"
