@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -62,10 +63,10 @@ async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, Clock]]:
 
 
 async def settle(service: TransferService) -> None:
-    import asyncio
-
-    while service._tasks:
-        await asyncio.gather(*list(service._tasks))
+    """Until the service's tasks (and the tasks they start) are done, bounded."""
+    async with asyncio.timeout(5):
+        while service._tasks:
+            await asyncio.gather(*list(service._tasks))
 
 
 def outcome(service: TransferService, name: str) -> float:
