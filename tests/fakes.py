@@ -15,7 +15,12 @@ from typing import Any
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from ivr.agi.channel import AgiChannel, AgiHangup, AgiReply
+from ivr.agi.channel import (
+    AgiChannel,
+    AgiHangup,
+    AgiReply,
+    _quote,  # quoted as the real channel quotes
+)
 from ivr.ami.connection import AmiActionError
 from ivr.ami.protocol import AmiProtocol
 from ivr.ami.testing import FakeAmi as AmiServer
@@ -251,13 +256,13 @@ class FakeAgi:
         return await self._lasting("wait", seconds if self.wait_cap is None else min(seconds, self.wait_cap))
 
     async def exec(self, app: str, args: str = "", timeout: float | None = None) -> AgiReply:
-        reply = await self.command(f'EXEC {app} "{args}"' if args else f"EXEC {app}")
+        reply = await self.command(f'EXEC {app} "{_quote(args)}"' if args else f"EXEC {app}")
         if app == "Record":  # Asterisk writes the recording (here: 2000 bytes of silence)
             Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
         return reply
 
     async def set_variable(self, name: str, value: str) -> None:
-        await self.command(f'SET VARIABLE {name} "{value}"')
+        await self.command(f'SET VARIABLE {name} "{_quote(value)}"')
         self.variables[name] = value
 
     async def get_variable(self, name: str) -> str | None:
@@ -270,7 +275,7 @@ class FakeAgi:
         self.hung_up = True
 
 
-def _is_agi_channel(call: FakeAgi) -> AgiChannel:
+def _conforms(call: FakeAgi) -> AgiChannel:
     return call  # mypy proves here that FakeAgi is an AgiChannel
 
 
