@@ -22,6 +22,7 @@ from ivr.agi.channel import (
     _quote,  # quoted as the real channel quotes
 )
 from ivr.ami.connection import AmiActionError
+from ivr.ami.link import AmiLink
 from ivr.ami.protocol import AmiProtocol
 from ivr.ami.testing import FakeAmi as AmiServer
 from ivr.ami.testing import LiveChannels
@@ -47,7 +48,8 @@ class Clock:
 
 
 class RecordingAmi:
-    """What services use of :class:`~ivr.ami.connection.AmiConnection`, in process:
+    """What services use of :class:`~ivr.ami.connection.AmiConnection` (an
+    :class:`~ivr.ami.link.AmiLink`), in process:
     ``subscribe`` (event names case-insensitive), ``on_connected``, ``action`` (recorded;
     answered by ``replies[name](action)`` or ``{"Response": "Success"}``; an action named in
     ``fail`` raises :class:`AmiActionError`), and ``event(...)`` to deliver an event to the
@@ -275,8 +277,8 @@ class FakeAgi:
         self.hung_up = True
 
 
-def _conforms(call: FakeAgi) -> AgiChannel:
-    return call  # mypy proves here that FakeAgi is an AgiChannel
+def _conforms(call: FakeAgi, ami: RecordingAmi) -> tuple[AgiChannel, AmiLink]:
+    return call, ami  # mypy proves here that the fakes are what the features take
 
 
 class AsideAmi(RecordingAmi):

@@ -32,8 +32,8 @@ async def world(tmp_path: Path) -> Any:
     # alone; test_announcement_first_then_reminders_from_the_start turns it on.
     settings = HoldSettings(language="en-US", messages_dir=tmp_path / "messages",
                             agents={"PJSIP/1001": "Alice"}, announce=False)
-    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
-    tracker.attach(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)
+    tracker.attach(ami)
     service.attach()
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,

@@ -328,7 +328,7 @@ def test_bad_pause_is_refused_at_start_up() -> None:
 
 async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))
     call = FakeCall(Clock(0.0))
     async with detector.listen(call) as watch:
         assert call.commands == ['SET VARIABLE TALK_DETECT(set) "800,600"']
@@ -343,7 +343,7 @@ async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
 
 async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    detector = TalkDetector(ami)
     call = FakeCall(Clock(0.0))
     with pytest.raises(AgiHangup):  # noqa: PT012 - the hang-up is raised inside the listen block under test
         async with detector.listen(call):
@@ -355,7 +355,7 @@ async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> N
 
 async def test_talk_watch_unreliable_when_ami_is_down_or_reconnected() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    detector = TalkDetector(ami)
     async with detector.listen(FakeCall(Clock(0.0))) as watch:
         assert watch.reliable
         ami.connects += 1  # dropped and came back: events in between were lost

@@ -30,9 +30,9 @@ class FakeAmi(AsideAmi):
 @pytest.fixture
 async def world() -> Any:
     ami, tracker, clock, bus, metrics = FakeAmi(), ChannelTracker(), Clock(), EventBus(), UnclearMetrics()
-    service = UnclearService(ami, tracker, UnclearSettings(agents={"PJSIP/1001": "Alice"}),  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    service = UnclearService(ami, tracker, UnclearSettings(agents={"PJSIP/1001": "Alice"}),
                              bus=bus, metrics=metrics, clock=clock, wall=lambda: 1.7e9)
-    tracker.attach(ami)  # type: ignore[arg-type]  # RecordingAmi for AmiConnection
+    tracker.attach(ami)
     service.attach()
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
