@@ -18,7 +18,7 @@ from ivr.events import CallEvent, EventBus
 from ivr.records import CallFilter, CallRecorder, CallStore, DatabaseError, connect
 from ivr.records.migrations import Migration, bundled, current_version, migrate
 from tests import present
-from tests.pgserver import postgres_server
+from tests.pgserver import postgres_server, throwaway_database
 
 T0 = 1_760_000_000.0  # a fixed wall-clock time for events
 
@@ -38,13 +38,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         return
     base: str = request.getfixturevalue("postgres")
     name = f"t{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
-    admin = await connect(base)
-    await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]  # asyncpg's pool: PostgreSQL only
-    try:
-        yield base.replace("/postgres?", f"/{name}?")
-    finally:
-        await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]  # asyncpg's pool: PostgreSQL only
-        await admin.close()
+    async with throwaway_database(base, name) as url:
+        yield url
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from ivr.records.spool import FILE_NAME, Spool
 from ivr.records.store import CallStore
 from tests import present
 from tests.integration.amiproxy import AmiProxy
+from tests.pgserver import throwaway_database
 from tests.unit.test_records import postgres  # noqa: F401 - the session's PostgreSQL fixture
 
 FAST = Backoff(initial=0.05, maximum=0.2, jitter=0)
@@ -212,30 +213,27 @@ async def test_postgres_frozen_mid_run_spools_then_replays(tmp_path: Path, postg
     sock = postgres.split("host=", 1)[1]
     async with AmiProxy(f"{sock}/.s.PGSQL.5432", 0) as proxy:
         name = f"outage{abs(hash(str(tmp_path))) % 10**8}"
-        admin = await connect(postgres)
-        await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]  # asyncpg's pool: PostgreSQL only
         bus = EventBus()
-        keeper = keeper_for(f"postgresql://ivr@127.0.0.1:{proxy.port}/{name}", bus, tmp_path)
-        try:
-            await keeper.start()
-            await keeper.wait_open(BOUND)
-            before = emit(bus, 3)
-            await keeper.recorder.wait_applied(3)
-            proxy.freeze()
-            during = emit(bus, 10, start=3)
-            await keeper.recorder.wait_state("down", BOUND)
-            async with asyncio.timeout(3):
-                while keeper.status()["spooled"] < 10:
-                    await asyncio.sleep(0.01)
-            proxy.thaw()
-            proxy.cut()  # the old connections are gone for good
-            store = await keeper.wait_open(BOUND)
-            assert await calls_on_record(store) == [e.id for e in before + during]
-            assert keeper.status()["dropped"] == 0
-        finally:
-            await keeper.stop()
-            await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]  # asyncpg's pool: PostgreSQL only
-            await admin.close()
+        async with throwaway_database(postgres, name):
+            keeper = keeper_for(f"postgresql://ivr@127.0.0.1:{proxy.port}/{name}", bus, tmp_path)
+            try:
+                await keeper.start()
+                await keeper.wait_open(BOUND)
+                before = emit(bus, 3)
+                await keeper.recorder.wait_applied(3)
+                proxy.freeze()
+                during = emit(bus, 10, start=3)
+                await keeper.recorder.wait_state("down", BOUND)
+                async with asyncio.timeout(3):
+                    while keeper.status()["spooled"] < 10:
+                        await asyncio.sleep(0.01)
+                proxy.thaw()
+                proxy.cut()  # the old connections are gone for good
+                store = await keeper.wait_open(BOUND)
+                assert await calls_on_record(store) == [e.id for e in before + during]
+                assert keeper.status()["dropped"] == 0
+            finally:
+                await keeper.stop()
 
 
 # -- raw driver errors ---------------------------------------------------------------
