@@ -193,18 +193,17 @@ async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
 async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
     """A "D" with no speech heard (a late wake, or a phone that sends D) is not the
     caller's key: the pause goes on to its deadline."""
-    call = FakeCall(Clock(0.0))
-    real_wait = call.wait_for_digit
     strays = [GREETING_END + 1.0]
 
-    async def wait_for_digit(timeout_ms: int) -> str | None:
-        if strays and call.clock.t <= strays[0] < call.clock.t + timeout_ms / 1000:
-            call.waits.append(timeout_ms)
-            call._advance(strays.pop())
-            return WAKE_DIGIT
-        return await real_wait(timeout_ms)
+    class StrayWake(FakeCall):
+        async def wait_for_digit(self, timeout_ms: int) -> str | None:
+            if strays and self.clock.t <= strays[0] < self.clock.t + timeout_ms / 1000:
+                self.waits.append(timeout_ms)
+                self._advance(strays.pop())
+                return WAKE_DIGIT
+            return await super().wait_for_digit(timeout_ms)
 
-    call.wait_for_digit = wait_for_digit  # type: ignore[method-assign]  # a stray wake digit first
+    call = StrayWake(Clock(0.0))
     await run(call)
     assert stages(call) == ["prompt2", "prompt3", "release"]
     assert call.waits == [5000, 4000, 5000, 5000]
