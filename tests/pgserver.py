@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server from Debian's binaries, on a Unix socket (no TCP)."""
+"""A throwaway PostgreSQL server from Debian's binaries, on a Unix socket (no TCP), and
+throwaway databases on it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
+
+from ivr.records.db import PostgresDatabase, connect
 
 
 def pg_bin() -> Path | None:
@@ -48,3 +51,19 @@ def postgres_server() -> Iterator[str]:
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(home, ignore_errors=True)
+
+
+@asynccontextmanager
+async def throwaway_database(server: str, name: str) -> AsyncIterator[str]:
+    """Database ``name`` on the server at URL ``server`` (from :func:`postgres_server`):
+    created, its URL yielded, then dropped with whatever is still connected to it."""
+    admin = await connect(server)
+    try:
+        assert isinstance(admin, PostgresDatabase)
+        await admin.pool.execute(f"CREATE DATABASE {name}")
+        try:
+            yield server.replace("/postgres?", f"/{name}?")
+        finally:
+            await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()

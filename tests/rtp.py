@@ -135,7 +135,8 @@ class RtpPeer(asyncio.DatagramProtocol):
 
     # asyncio.DatagramProtocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        # the selector loop's datagram transport does not subclass asyncio.DatagramTransport
+        self._transport = transport  # type: ignore[assignment]  # but is one (sendto)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:

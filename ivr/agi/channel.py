@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from panoramisk.utils import parse_agi_result
@@ -300,8 +301,32 @@ def parse_reply(line: str) -> AgiReply:
     return AgiReply(code=int(parsed["status_code"]), result=result, data=data or "", line=line)
 
 
-class AgiChannel:
-    """Commands on one call. Every method raises AgiHangup once the caller is gone."""
+class AgiChannel(Protocol):
+    """What the features use of one call's FastAGI session (the signatures of their routes):
+    :class:`FastAgiChannel` on the socket; the tests' in-memory fake (tests/fakes.py)."""
+
+    headers: dict[str, str]
+    hung_up: bool
+
+    @property
+    def uniqueid(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+    async def command(self, text: str, timeout: float | None = None) -> AgiReply: ...
+    async def answer(self) -> None: ...
+    async def stream_file(self, prompt: str, escape_digits: str = "", offset: int | None = None) -> str | None: ...
+    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> AgiReply: ...
+    async def set_variable(self, name: str, value: str) -> None: ...
+    async def get_variable(self, name: str) -> str | None: ...
+    async def wait_for_digit(self, timeout_ms: int) -> str | None: ...
+    async def hangup(self) -> None: ...
+
+
+class FastAgiChannel:
+    """Commands on one call over its FastAGI socket. Every method raises AgiHangup once the
+    caller is gone."""
 
     def __init__(
         self, headers: dict[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -35,6 +35,7 @@ from ivr.agi.channel import (
     AgiError,
     AgiHangup,
     AgiRefused,
+    FastAgiChannel,
     read_headers,
 )
 from ivr.netlimits import Throttled
@@ -158,7 +159,7 @@ class FastAgiServer:
 
     async def _call(self, headers: dict[str, str], reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
-        channel = AgiChannel(headers, reader, writer, idle_timeout=self.limits.idle_timeout)
+        channel = FastAgiChannel(headers, reader, writer, idle_timeout=self.limits.idle_timeout)
         path = channel.script.split("?", 1)[0].strip("/")
         handler = self.routes.get(path)
         bound = log.bind(uniqueid=channel.uniqueid, channel=channel.channel, route=path)

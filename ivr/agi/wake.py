@@ -24,7 +24,8 @@ import contextlib
 
 import structlog
 
-from ivr.ami.connection import AmiConnection, AmiError
+from ivr.ami.connection import AmiError
+from ivr.ami.link import AmiLink
 
 log = structlog.get_logger("ivr.wake")
 
@@ -33,7 +34,7 @@ RETRY = 0.25  # s between wakes while the session has not woken (a wake can be l
 ACTION_TIMEOUT = 5.0
 
 
-async def wake(conn: AmiConnection, channel: str) -> bool:
+async def wake(conn: AmiLink, channel: str) -> bool:
     """Make Asterisk receive :data:`WAKE_DIGIT` on ``channel``; False if AMI failed."""
     try:
         await conn.action({"Action": "PlayDTMF", "Channel": channel, "Digit": WAKE_DIGIT,
@@ -44,7 +45,7 @@ async def wake(conn: AmiConnection, channel: str) -> bool:
     return True
 
 
-async def wake_until(conn: AmiConnection, channel: str, woken: asyncio.Event,
+async def wake_until(conn: AmiLink, channel: str, woken: asyncio.Event,
                      retry: float = RETRY) -> int:
     """Wake ``channel`` until ``woken`` is set (by the session, when its command returned);
     returns how many wakes were sent. Bounded by the caller: set ``woken`` (or cancel)

@@ -31,7 +31,7 @@ import structlog
 from ivr.agi.channel import AgiChannel
 from ivr.ami.channels import Channel, ChannelTracker, device_key
 from ivr.ami.confirm import hang_up_confirmed
-from ivr.ami.connection import AmiConnection
+from ivr.ami.link import AmiLink
 from ivr.sections import AgentConfig, PromptsConfig, SwitchConfig, agents_by_device
 
 log = structlog.get_logger("ivr.away")
@@ -132,7 +132,7 @@ class EventWaiters:
         return future
 
 
-async def step_out(conn: AmiConnection, waiters: EventWaiters, *, caller: str, agent: str,
+async def step_out(conn: AmiLink, waiters: EventWaiters, *, caller: str, agent: str,
                    keeper_id: str, keeper: str, variable: str, context: str, exten: str,
                    caller_id: str, timeout: float = TIMEOUT) -> str:
     """Keep the agent's bridge with a keeper (``Local/<keeper>/n``), name the agent on the
@@ -156,7 +156,7 @@ async def step_out(conn: AmiConnection, waiters: EventWaiters, *, caller: str, a
     return keeper_name
 
 
-async def hang_up(conn: AmiConnection, keeper_name: str, keeper_id: str = "") -> None:
+async def hang_up(conn: AmiLink, keeper_name: str, keeper_id: str = "") -> None:
     """Hang the keeper up once the switch confirms it is there (a no-op if it never came,
     or is already gone: the agent hung up). By its Uniqueid (the ``ChannelId`` we gave it)
     when known: names are reused, our ids are not."""
@@ -166,7 +166,7 @@ async def hang_up(conn: AmiConnection, keeper_name: str, keeper_id: str = "") ->
                             timeout=TIMEOUT)
 
 
-async def rejoined(conn: AmiConnection, waiters: EventWaiters, caller_uid: str, keeper_name: str,
+async def rejoined(conn: AmiLink, waiters: EventWaiters, caller_uid: str, keeper_name: str,
                    timeout: float = TIMEOUT, keeper_id: str = "") -> bool:
     """After the caller's AGI ended: wait for the dialplan's BridgeAdd to put the caller
     back (its ``BridgeEnter``), then hang the keeper up. False if the return was not seen."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from ivr.ami.connection import AmiConnection
+from ivr.ami.link import AmiLink
 from ivr.rules.dialing import device_key, device_of
 
 __all__ = ["device_key", "device_of"]  # pure (ivr.rules.dialing), re-exported for the adapters
@@ -80,12 +80,12 @@ class ChannelTracker:
         self.channels: dict[str, Channel] = {}  # read-only outside: _add/_drop keep _calls in step
         self._calls: dict[str, dict[str, Channel]] = {}  # linkedid -> its channels, in channels' order
         self._gone: list[GoneCallback] = []
-        self._conn: AmiConnection | None = None
+        self._conn: AmiLink | None = None
         self.resyncs = 0
         self.synced = asyncio.Event()  # set after the first resync
 
     # -- wiring ---------------------------------------------------------------------
-    def attach(self, conn: AmiConnection) -> None:
+    def attach(self, conn: AmiLink) -> None:
         self._conn = conn
         for name in ("Newchannel", "Newstate", "NewConnectedLine", "Rename", "BridgeEnter",
                      "BridgeLeave", "Hangup", "Newexten"):

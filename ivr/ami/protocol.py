@@ -69,7 +69,7 @@ class AmiMessage(Message):  # type: ignore[misc]  # panoramisk ships no types
         self._values = values = dict(zip(map(_lower, headers), headers.values(), strict=True))
         values["content"] = content
         self._names: dict[str, str] | None = None
-        self.manager = None
+        self.manager: Any = None  # the panoramisk Manager that dispatches it
 
     @classmethod
     def parsed(cls, headers: dict[str, Any], content: str) -> AmiMessage:

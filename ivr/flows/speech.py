@@ -49,7 +49,7 @@ import structlog
 
 from ivr.agi import wake
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.ami.connection import AmiConnection
+from ivr.ami.link import AmiLink
 from ivr.sections import SilenceConfig
 
 log = structlog.get_logger("ivr.speech")
@@ -107,7 +107,7 @@ class SpeechDetector(Protocol):
 
 
 class _AmiWatch(SpeechWatch):
-    def __init__(self, uniqueid: str, ami: AmiConnection) -> None:
+    def __init__(self, uniqueid: str, ami: AmiLink) -> None:
         super().__init__(uniqueid, reliable=ami.connected)
         self._ami = ami
         self._connects = ami.connects
@@ -120,7 +120,7 @@ class _AmiWatch(SpeechWatch):
 class TalkDetector:
     """Speech detection for all calls on one AMI connection (see the module docstring)."""
 
-    def __init__(self, ami: AmiConnection, settings: SpeechSettings | None = None) -> None:
+    def __init__(self, ami: AmiLink, settings: SpeechSettings | None = None) -> None:
         self.ami = ami
         self.settings = settings or SpeechSettings()
         self._watches: dict[str, SpeechWatch] = {}

@@ -74,7 +74,8 @@ from ivr.ami.away import (
 )
 from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
 from ivr.ami.confirm import really_gone
-from ivr.ami.connection import AmiConnection, AmiError
+from ivr.ami.connection import AmiError
+from ivr.ami.link import AmiLink
 from ivr.events import EventBus
 from ivr.hold.caller import HeldCaller
 from ivr.hold.metrics import HoldMetrics
@@ -110,7 +111,7 @@ log = structlog.get_logger("ivr.hold")
 class HoldService(HeldCaller):
     def __init__(
         self,
-        conn: AmiConnection,
+        conn: AmiLink,
         tracker: ChannelTracker,
         timers: TimerService,
         settings: HoldSettings,

@@ -65,7 +65,8 @@ from ivr.ami.away import (
     step_out,
 )
 from ivr.ami.channels import Channel, ChannelTracker
-from ivr.ami.connection import AmiConnection, AmiError
+from ivr.ami.connection import AmiError
+from ivr.ami.link import AmiLink
 from ivr.events import EventBus
 from ivr.rules.unclear import (
     REASONS,
@@ -96,7 +97,7 @@ AgentLeg = Callable[[str, str], bool]  # (uniqueid, channel name) -> is an agent
 
 
 class UnclearService:
-    def __init__(self, conn: AmiConnection, tracker: ChannelTracker, settings: UnclearSettings, *,
+    def __init__(self, conn: AmiLink, tracker: ChannelTracker, settings: UnclearSettings, *,
                  bus: EventBus | None = None, metrics: UnclearMetrics | None = None,
                  agent_leg: AgentLeg | None = None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 from panoramisk import Manager
 from panoramisk.message import Message
 
-Predicate = Callable[[Message], bool]
+# Called with one event; a predicate made in a loop binds its values as defaults
+# (`lambda e, c=c: ...`), which a Callable[[Message], bool] would refuse.
+Predicate = Callable[..., bool]
 
 
 class AmiRecorder:

@@ -33,7 +33,8 @@ from tests.integration.amitools import AmiRecorder, ts
 
 
 class AsideService(Protocol):
-    agi_routes: Any
+    @property
+    def agi_routes(self) -> Any: ...
 
     def attach(self) -> None: ...
 

@@ -23,10 +23,12 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, Ports, reap_stale_test_instances
+from ivr.switch.embedded import ADMIN_USER, EmbeddedSwitch, reap_stale_test_instances
+from ivr.switch.host import Ports
 from tests import REPO
 from tests.integration.amitools import AmiRecorder
 
@@ -221,7 +223,7 @@ async def make_controller(controller_config, switch):
         rec.close()
         raise
 
-    async def make(extra_toml: str = "", **kwargs: object) -> Controller:
+    async def make(extra_toml: str = "", **kwargs: Any) -> Controller:
         ctl = Controller(controller_config(extra_toml), **kwargs)
         await ctl.start()
         started.append(ctl)

@@ -135,6 +135,7 @@ async def test_one_round_shows_every_rule_within_three_minutes(instance: Embedde
         code = await asyncio.wait_for(run.proc.wait(), ROUND_LIMIT + 60)  # + first build/start
     except TimeoutError:
         pytest.fail("ivr demo --rounds 1 did not end:\n" + run.text)
+    assert run.reader is not None
     await asyncio.wait_for(run.reader, 5)
     took = time.monotonic() - started
     assert code == 0, run.text
@@ -167,6 +168,7 @@ async def test_signal_mid_round_ends_the_demo_within_5_s(instance: EmbeddedSwitc
     except TimeoutError:
         pytest.fail(f"ivr demo still running {STOP_LIMIT} s after {sig.name}:\n{run.text}")
     took = time.monotonic() - sent
+    assert run.reader is not None
     await asyncio.wait_for(run.reader, 5)
     print(f"{sig.name}: exit code {code} after {took:.2f} s")
     assert code == 0, run.text

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ivr.doctor import run_doctor
-from ivr.switch.embedded import EmbeddedSwitch, Ports
+from ivr.switch.embedded import EmbeddedSwitch
+from ivr.switch.host import Ports
 from tests import REPO
 
 

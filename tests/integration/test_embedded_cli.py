@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ivr.switch.embedded import EmbeddedSwitch, Ports
+from ivr.switch.embedded import EmbeddedSwitch
+from ivr.switch.host import Ports
 
 
 def ivr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from panoramisk.message import Message
 
 from ivr.ami.connection import AmiConnection, AmiConnectionLost, Backoff
 from tests.integration.amiproxy import AmiProxy
@@ -90,7 +91,7 @@ async def test_an_action_in_flight_at_the_disconnect_is_never_run_twice(switch, 
         await conn.wait_connected(10)
         since = len(ami.events)
 
-        def once(token: str) -> Callable[[object], bool]:
+        def once(token: str) -> Callable[[Message], bool]:
             return lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrOnce" and e.get("Token") == token
 
         proxy.freeze(upstream=False, new_connections=False)  # actions go in, replies never come back

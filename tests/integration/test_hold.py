@@ -252,7 +252,7 @@ async def phone_holds_by_reinvite(ami: AmiRecorder, rig: Rig, hold_for: float) -
                                if e.call_id == call.uid and e.kind == "hold.start"] == ["phone"]
         await hang_up(ami, call.caller)
         await asyncio.wait_for(sipp.wait(), 10)
-        assert sipp.returncode == 0, (await sipp.stderr.read()).decode()[-2000:]
+        assert sipp.returncode == 0, (await sipp.stderr.read() if sipp.stderr else b"").decode()[-2000:]
     finally:
         if sipp.returncode is None:
             sipp.kill()

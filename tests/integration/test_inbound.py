@@ -8,7 +8,9 @@ inbound call in ivr-inbound, handed to the controller by FastAGI.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -69,7 +71,7 @@ async def no_call_left(ctl) -> None:
     assert ctl.inbound.speech.watching == 0, "a speech watch outlived its call"
 
 
-def no_agi_errors(logs: list[dict]) -> None:
+def no_agi_errors(logs: Sequence[Mapping[str, Any]]) -> None:
     bad = [e for e in logs if e.get("log_level") in ("error", "critical", "exception")
            or e["event"] in ("fastagi.agi_error", "fastagi.handler_failed")]
     assert not bad, f"errors logged: {bad}"

@@ -24,10 +24,10 @@ import pytest
 
 from ivr.events import CallEvent
 from ivr.prompts import prompt_duration
-from ivr.records.db import connect
 from tests import REPO
 from tests.integration.amiproxy import AmiProxy
 from tests.integration.amitools import AmiRecorder, until
+from tests.pgserver import throwaway_database
 from tests.unit.test_records import postgres  # noqa: F401 - the session's PostgreSQL fixture
 
 pytestmark = pytest.mark.integration
@@ -107,14 +107,8 @@ async def outage_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -
     base: str = request.getfixturevalue("postgres")
     sock = base.split("host=", 1)[1]
     name = f"outage{abs(hash(request.node.nodeid)) % 10**8}"
-    admin = await connect(base)
-    await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]
-    try:
-        async with AmiProxy(f"{sock}/.s.PGSQL.5432", 0) as proxy:
-            yield PostgresBehindProxy(proxy, name, hung=kind == "postgres-hung")
-    finally:
-        await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]
-        await admin.close()
+    async with throwaway_database(base, name), AmiProxy(f"{sock}/.s.PGSQL.5432", 0) as proxy:
+        yield PostgresBehindProxy(proxy, name, hung=kind == "postgres-hung")
 
 
 async def start_controller(controller_config, outage: Outage, tmp_path: Path):

@@ -15,8 +15,10 @@ import contextlib
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from panoramisk.message import Message
 
 from ivr.agi.server import FastAgiServer
 from ivr.alarms.sinks import AmiUserEventSink
@@ -71,7 +73,7 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(switch, zone: str, **kw: object) -> AsyncIterator[Harness]:
+async def harness(switch, zone: str, **kw: Any) -> AsyncIterator[Harness]:
     h = await Harness(switch, zone, **kw).start()
     try:
         yield h
@@ -97,7 +99,7 @@ async def call(ami: AmiRecorder, agents: str, timeout: int = 60) -> None:
         "IVR_LANGUAGE": "en-US"}, timeout_ms=5000)
 
 
-def dial_begins(ami: AmiRecorder, since: int) -> dict[str, object]:
+def dial_begins(ami: AmiRecorder, since: int) -> dict[str, Message]:
     """Agent device ("Local/r4@test-agent") -> its DialBegin event."""
     out = {}
     for e in ami.find(lambda e: e.event == "DialBegin" and "@test-agent" in e.get("DestChannel", ""), since):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.integration
 PERIOD = 5.0  # cn: 1 s on, 4 s off
 
 
-def ring_config(agents: dict[str, str], **rings: object) -> Config:
+def ring_config(agents: dict[str, str], **rings: Any) -> Config:
     """A controller config: cn tone zone, ``[[agents]]`` number -> dial, ``[rings]``."""
     return Config(switch=SwitchConfig(tone_zone="cn", language="en-US"),
-                  rings=RingsConfig(**{"ring_timeout": None, **rings}),  # type: ignore[arg-type]
+                  rings=RingsConfig(**{"ring_timeout": None, **rings}),
                   agents=[AgentConfig(n, dial=d) for n, d in agents.items()])
 
 

@@ -39,6 +39,7 @@ from tests.rtp import (
     Heard,
     Quiet,
     RtpPeer,
+    Step,
     linear,
     silence,
     tone,
@@ -219,7 +220,7 @@ async def test_silent_sip_callers_get_three_prompts_then_release(switch, ami: Am
     ctl = await make_controller(now=lambda: AFTERNOON)
     greeting = list(ctl.inbound.choose_greeting(AFTERNOON, ctl.config).prompts)
     script = 60.0
-    callers = {
+    callers: dict[str, tuple[int, list[Step]]] = {
         "13800000001": (PCMU, [Audio(noise(switch, script, PCMU))]),
         "13800000002": (PCMU, [Quiet(script)]),
         "13800000003": (PCMU, [ComfortNoise(script)]),

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from panoramisk.message import Message
 
 from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection
@@ -126,7 +127,7 @@ def xfer_states(ami: AmiRecorder, call: Call) -> list[str]:
         and e.get("Uniqueid") == call.caller)]
 
 
-async def wait_state(ami: AmiRecorder, call: Call, state: str, timeout: float) -> object:
+async def wait_state(ami: AmiRecorder, call: Call, state: str, timeout: float) -> Message:
     (event,) = await ami.wait_for(
         lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
         and e.get("Uniqueid") == call.caller and e.get("State") == state, timeout=timeout)

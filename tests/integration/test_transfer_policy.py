@@ -42,6 +42,7 @@ async def test_refer_from_an_agent_phone_is_refused(ami: AmiRecorder, switch) ->
         (gone,) = await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == f"refer-{port}",
                                      timeout=15, since=since)
         await asyncio.wait_for(sipp.wait(), 15)
+        assert sipp.stdout is not None and sipp.stderr is not None
         out = (await sipp.stdout.read() + await sipp.stderr.read()).decode(errors="replace")
         assert sipp.returncode == 0, out[-3000:]
         # Nothing was transferred: no transfer event, no new leg to the Refer-To number.

@@ -21,7 +21,7 @@ from ivr.sections import (
     UnclearConfig,
     agents_by_device,
 )
-from ivr.transfer.service import TransferSettings
+from ivr.transfer.settings import TransferSettings
 from ivr.transfer.targets import agent_number
 from ivr.unclear.session import UnclearSettings
 from tests.properties import examples

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, parse_reply, read_headers
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, FastAgiChannel, parse_reply, read_headers
 from ivr.agi.server import FastAgiServer
 from ivr.agi.testing import environment, play_switch, wire
 from tests.properties import examples
@@ -107,7 +107,7 @@ def test_read_headers_fuzz(data):
 
 async def test_command_on_closed_stream_is_a_hangup():
     writer = FakeWriter()
-    call = AgiChannel({}, reader_of(b""), writer)  # type: ignore[arg-type]
+    call = FastAgiChannel({}, reader_of(b""), writer)  # type: ignore[arg-type]  # FakeWriter for StreamWriter
     with pytest.raises(AgiHangup):
         await call.answer()
     assert call.hung_up
@@ -119,7 +119,7 @@ async def test_command_on_closed_stream_is_a_hangup():
 async def test_multiline_usage_error_is_consumed():
     data = (b"520-Invalid command syntax.  Proper usage follows:\nUsage: STREAM FILE\n"
             b"520 End of proper usage.\n200 result=0\n")
-    call = AgiChannel({}, reader_of(data), FakeWriter())  # type: ignore[arg-type]
+    call = FastAgiChannel({}, reader_of(data), FakeWriter())  # type: ignore[arg-type]  # FakeWriter for StreamWriter
     with pytest.raises(AgiError, match="usage error"):
         await call.command("STREAM FILE")
     assert (await call.command("NOOP")).result == "0"
@@ -127,14 +127,14 @@ async def test_multiline_usage_error_is_consumed():
 
 async def test_missing_prompt_is_an_error_not_a_hangup():
     data = b"200 result=-1 endpos=0\n200 result=6\n"
-    call = AgiChannel({}, reader_of(data), FakeWriter())  # type: ignore[arg-type]
+    call = FastAgiChannel({}, reader_of(data), FakeWriter())  # type: ignore[arg-type]  # FakeWriter for StreamWriter
     with pytest.raises(AgiError, match="could not play"):
         await call.stream_file("ivr/zh-CN/nope")
     assert not call.hung_up
 
 
 async def test_command_refuses_newlines():
-    call = AgiChannel({}, reader_of(b""), FakeWriter())  # type: ignore[arg-type]
+    call = FastAgiChannel({}, reader_of(b""), FakeWriter())  # type: ignore[arg-type]  # FakeWriter for StreamWriter
     with pytest.raises(AgiError, match="line break"):
         await call.command("EXEC Playback x\nHANGUP")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import example, given, settings
@@ -19,13 +18,16 @@ from ivr.agi.channel import (
     AgiError,
     AgiIdle,
     AgiRefused,
+    FastAgiChannel,
     own_duration,
     parse_environment,
     read_headers,
 )
 from ivr.agi.server import AgiLimits, FastAgiServer
 from ivr.agi.testing import environment, session, wire
+from ivr.config import Config, SilenceConfig
 from ivr.flows.inbound import InboundFlow
+from ivr.greeting import Greeting
 from ivr.metrics import Metrics
 
 KEY = "Zk3-" + "q" * 28
@@ -41,10 +43,10 @@ FORGED = st.sampled_from([
     "agi_accountcode: ", "agi_threadid: 1", "agi_arg_1: evil", "agi_arg_2: x",
     "200 result=1 (ivrsync-0)", "HANGUP", "Action: UserEvent", "UserEvent: Injected",
 ])
-VALUE = st.lists(st.one_of(FORGED, st.text(alphabet=st.characters(blacklist_characters="\n",
-                                                                  blacklist_categories=("Cs",)),
+VALUE = st.lists(st.one_of(FORGED, st.text(alphabet=st.characters(exclude_characters="\n",
+                                                                  exclude_categories=["Cs"]),
                                            max_size=12)), max_size=8).map("\n".join)
-ARG = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12)
+ARG = st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=12)
 
 
 def lines_of(env: dict[str, str]) -> list[str]:
@@ -109,11 +111,9 @@ async def serve(routes, **kwargs) -> FastAgiServer:
 async def test_hostile_callerid_goes_through_the_inbound_route_normally():
     """The issue's caller: a number with CR/LF, a blank line and an AMI-looking payload
     (it ended the environment early and the session failed). Now: the greeting runs."""
-    config = SimpleNamespace(switch=SimpleNamespace(language="zh-CN"),
-                             prompts=SimpleNamespace(sound_prefix="ivr"), silence=SimpleNamespace(pause=0.2))
-    flow = InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0),  # type: ignore[arg-type]
-                       choose_greeting=lambda _a, _c: SimpleNamespace(prompts=["hello"], language="zh-CN",
-                                                                       holiday=None, daypart="afternoon"))
+    config = Config(silence=SilenceConfig(pause=0.2))
+    hello = Greeting(holiday=None, daypart="day", text="", prompts=["hello"], language="zh-CN")
+    flow = InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0), choose_greeting=lambda _a, _c: hello)
     seen: list[AgiChannel] = []
 
     async def inbound(call: AgiChannel) -> None:
@@ -131,7 +131,7 @@ async def test_hostile_callerid_goes_through_the_inbound_route_normally():
         await server.close()
     [call] = seen
     assert call.uniqueid == "1796115316.7" and call.channel == "PJSIP/anonymous-00000001"
-    assert call.script == "inbound" and KEY not in str(call.headers)
+    assert isinstance(call, FastAgiChannel) and call.script == "inbound" and KEY not in str(call.headers)
     assert commands[1] == "ANSWER"
     assert any(c.startswith("SET VARIABLE IVR_RESULT") for c in commands)
     assert not [e for e in logs if e["event"] in ("fastagi.agi_error", "fastagi.refused", "fastagi.handler_failed")]

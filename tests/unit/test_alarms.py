@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -56,7 +57,7 @@ async def test_log_sink_writes_one_structured_line():
 
 @pytest.fixture
 async def receiver(aiohttp_server):
-    state = {"fail": 0, "got": [], "raw": [], "gate": asyncio.Event()}
+    state: dict[str, Any] = {"fail": 0, "got": [], "raw": [], "gate": asyncio.Event()}
     state["gate"].set()
 
     async def handle(request: web.Request) -> web.Response:

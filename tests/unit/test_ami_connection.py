@@ -4,6 +4,7 @@ half-open detection, and no action ever sent twice."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -30,7 +31,8 @@ async def conn(fake):
 
 
 async def test_logs_in_and_delivers_events_by_name_and_wildcard(fake, conn):
-    named, every = [], []
+    named: list[Any] = []
+    every: list[Any] = []
     conn.subscribe("Newchannel", named.append)
     conn.subscribe("*", every.append)
     await conn.start()
@@ -134,9 +136,14 @@ class BusySwitch:
     the Pongs it owes are sent by :meth:`pong`."""
 
     def __init__(self, fake: FakeAmi) -> None:
-        self.fake, self.owed = fake, []
-        fake.handlers["ping"] = lambda a: self.owed.append(a["ActionID"]) or []
+        self.fake = fake
+        self.owed: list[str] = []
+        fake.handlers["ping"] = self._owe
         self.task = asyncio.ensure_future(self._events())
+
+    def _owe(self, action: dict[str, str]) -> list[Any]:
+        self.owed.append(action["ActionID"])
+        return []
 
     async def _events(self) -> None:
         n = 0

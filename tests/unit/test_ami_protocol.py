@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from ivr.ami.connection import AmiConnection, _Manager
 from ivr.ami.protocol import AmiMessage, AmiProtocol, parse_message
+from tests.fakes import ami_reader
 
 RECORDED = Path(__file__).resolve().parents[2] / "bench" / "data" / "ami_stream.raw.gz"
 
@@ -35,40 +36,6 @@ def same_message(ours: Message | None, theirs: Message | None) -> None:
         for spelling in (key, key.lower(), key.upper()):
             assert ours[spelling] == theirs[spelling] and ours.get(spelling) == theirs.get(spelling)
             assert spelling in ours
-
-
-class Factory:
-    """What the protocol talks to: a Manager's dispatch and connection_lost."""
-
-    def __init__(self) -> None:
-        self.events: list[Message] = []
-        self.lost: list[object] = []
-        self.forgetable_actions = ()
-        self.awaiting_actions: list[Any] = []
-
-    def dispatch(self, event: Message) -> None:
-        self.events.append(event)
-
-    def connection_lost(self, exc: object) -> None:
-        self.lost.append(exc)
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        pass
-
-
-def reader(cls: type[AMIProtocol] = AmiProtocol) -> AMIProtocol:
-    proto = cls()
-    proto.connection_made(Transport())
-    proto.factory = Factory()
-    return proto
 
 
 def feed(proto: AMIProtocol, data: bytes, size: int) -> list[Message]:
@@ -124,15 +91,15 @@ def test_message_is_a_case_insensitive_panoramisk_message():
 @pytest.mark.parametrize("size", [1, 7, 100, 65536])
 def test_stream_in_any_chunking_gives_panoramisks_events(size):
     data = gzip.decompress(RECORDED.read_bytes())[:60000]
-    ours = feed(reader(), data, size)
-    theirs = feed(reader(AMIProtocol), data, 65536)
+    ours = feed(ami_reader(), data, size)
+    theirs = feed(ami_reader(AMIProtocol), data, 65536)
     assert len(ours) == len(theirs) > 100
     for a, b in zip(ours, theirs, strict=True):
         same_message(a, b)
 
 
 async def test_replies_complete_their_actions_and_events_still_flow():
-    proto = reader()
+    proto = ami_reader()
     proto.data_received(b"Asterisk Call Manager/11.0.0\r\n")
     assert proto.version == "11.0.0"
     ping = proto.send({"Action": "Ping", "ActionID": "p1"})
@@ -155,8 +122,8 @@ def test_repeated_event_header_is_dropped_and_reading_goes_on():
     """panoramisk raised out of data_received here (a list has no .lower()), which
     closes the connection; the lean reader drops that one frame."""
     with pytest.raises(AttributeError):
-        reader(AMIProtocol).data_received(b"Event: A\r\nEvent: B\r\n\r\n")
-    proto = reader()
+        ami_reader(AMIProtocol).data_received(b"Event: A\r\nEvent: B\r\n\r\n")
+    proto = ami_reader()
     with capture_logs() as logs:
         proto.data_received(b"Event: A\r\nEvent: B\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")
     assert [e.event for e in proto.factory.events] == ["Hangup"]
@@ -164,7 +131,7 @@ def test_repeated_event_header_is_dropped_and_reading_goes_on():
 
 
 def test_shutdown_is_dispatched_and_closes():
-    proto = reader()
+    proto = ami_reader()
     proto.data_received(b"Event: Shutdown\r\nShutdown: Cleanly\r\n\r\n")
     assert [e.event for e in proto.factory.events] == ["Shutdown"]
     assert len(proto.factory.lost) == 1 and proto.closed
@@ -185,6 +152,7 @@ async def test_manager_dispatch_routes_by_pattern_and_sees_later_registrations()
 
     manager.register_event("Hangup", later)
     event = parse_message("Event: Hangup")
+    assert event is not None
     assert sorted(manager.dispatch(event)) == ["*", "Hangup"] and event.manager is manager
     manager.dispatch(parse_message("Event: DialBegin"))
     await asyncio.wait_for(ran.wait(), 1)
@@ -197,10 +165,10 @@ def test_connection_dispatch_follows_subscribe_and_unsubscribe():
     named: list[str] = []
     every: list[str] = []
     stop = conn.subscribe("hangup", lambda e: named.append(e["Uniqueid"]))
-    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 1"))  # type: ignore[arg-type]
+    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 1"))
     conn.subscribe("*", lambda e: every.append(e["Uniqueid"]))
-    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 2"))  # type: ignore[arg-type]
+    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 2"))
     stop()
-    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 3"))  # type: ignore[arg-type]
-    conn._dispatch(None, Message({"Event": "HANGUP", "Uniqueid": "4"}))  # type: ignore[arg-type]
+    conn._dispatch(None, parse_message("Event: Hangup\r\nUniqueid: 3"))
+    conn._dispatch(None, Message({"Event": "HANGUP", "Uniqueid": "4"}))
     assert named == ["1", "2"] and every == ["2", "3", "4"]

@@ -4,6 +4,7 @@ business hours and the caller's window, retries with backoff, whose attempt is u
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,9 +35,9 @@ T = NOON.timestamp()
 POLICY = CallbackPolicy(max_attempts=3, backoff=(60.0, 300.0), agent_retry=30.0)
 
 
-def cb(id: str, at: float, **kw: object) -> Callback:
-    return Callback(id=id, phone="139" + id, requested_at=at, next_attempt=kw.pop("next_attempt", at),  # type: ignore[arg-type]
-                    last_request=at, **kw)  # type: ignore[arg-type]
+def cb(id: str, at: float, **kw: Any) -> Callback:
+    return Callback(id=id, phone="139" + id, requested_at=at, next_attempt=kw.pop("next_attempt", at),
+                    last_request=at, **kw)
 
 
 def test_first_in_line_gets_the_first_free_agent() -> None:

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiNotConnected
 from ivr.callbacks.model import CallbackSettings
@@ -21,59 +20,22 @@ from ivr.callbacks.service import CallbackService
 from ivr.events import CallEvent
 from ivr.records import CallStore
 from ivr.rules.callback import CallbackPolicy, Hours
-from tests.fakes import RecordingAmi
+from tests.fakes import Clock, FakeAgi, RecordingAmi
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOON = datetime(2026, 12, 1, 12, 0, tzinfo=TZ).timestamp()
 
 
-class Wall:
-    def __init__(self) -> None:
-        self.t = NOON
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Agi:
-    """A FastAGI channel as the routes use it: digits queued by the test."""
-
-    def __init__(self, uniqueid: str, arg: str) -> None:
-        self.uniqueid, self.channel = uniqueid, f"Local/x-00000001;1 {uniqueid}"
-        self.headers = {"agi_arg_1": arg}
-        self.digits: asyncio.Queue[str] = asyncio.Queue()
-        self.played: list[str] = []
-        self.variables: dict[str, str] = {}
-        self.press_on: dict[str, str] = {}  # prompt -> the digit pressed while it plays
-
-    async def _next(self, timeout: float) -> str | None:
-        try:
-            digit = await asyncio.wait_for(self.digits.get(), timeout)
-        except TimeoutError:
-            return None
-        if digit == "hangup":
-            raise AgiHangup("gone")
-        return digit
-
-    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
-        name = prompt.rsplit("/", 1)[1]
-        self.played.append(name)
-        if name in self.press_on:
-            self.digits.put_nowait(self.press_on.pop(name))
-        digit = await self._next(0.005)
-        return digit if digit and digit in escape else None
-
-    async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        return await self._next(min(timeout_ms / 1000, 0.2))
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
+def fake_agi(uniqueid: str, arg: str) -> FakeAgi:
+    """A call-back leg's FastAGI session: prompts play 5 ms, a wait lasts at most 0.2 s."""
+    return FakeAgi(uniqueid, channel=f"Local/x-00000001;1 {uniqueid}", args=(arg,), prompt_s=0.005, wait_cap=0.2)
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[CallbackService, RecordingAmi, CallStore, Wall, ChannelTracker]]:
+async def world(tmp_path: Path) -> AsyncIterator[
+        tuple[CallbackService, RecordingAmi, CallStore, Clock, ChannelTracker]]:
     store = await CallStore.open(f"sqlite:///{tmp_path / 'cb.db'}")
-    ami, wall, tracker = RecordingAmi(), Wall(), ChannelTracker()
+    ami, wall, tracker = RecordingAmi(), Clock(NOON), ChannelTracker()
     settings = CallbackSettings(
         enabled=True, policy=CallbackPolicy(max_attempts=2, backoff=(120.0,), agent_retry=30.0,
                                             hours=Hours(9 * 60, 18 * 60)),
@@ -118,17 +80,18 @@ async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
     assert all("\r" not in str(v) and "\n" not in str(v) for a in ami.actions for v in a.values())
     assert (await store.queue.get("cb-1"))["status"] == "dialling"
 
-    agent = Agi(att.uid, att.uid)
-    agent.digits.put_nowait("1")
+    agent = fake_agi(att.uid, att.uid)
+    agent.press("1")
     await service.agent_agi(agent)
-    assert agent.played[0] == "callback_announce" and "callback_announce_menu" not in agent.played[:1]
+    assert agent.played()[0] == "callback_announce" and "callback_announce_menu" not in agent.played()[:1]
     assert agent.variables == {"IVR_CB_NUMBER": "13900000001", "IVR_CB_RING": "40", "IVR_CB_RESULT": "accepted"}
-    customer = Agi("9.9", att.uid)
-    customer.press_on["agent_intro"] = "7"  # during the greeting: not heard (STREAM FILE without escape digits)
-    customer.press_on["callback_press"] = "5"
+    customer = fake_agi("9.9", att.uid)
+    # during the greeting: not heard (STREAM FILE without escape digits)
+    customer.on_play["agent_intro"] = lambda: customer.press("7")
+    customer.on_play["callback_press"] = lambda: customer.press("5")
     await service.customer_agi(customer)
     assert customer.variables == {"IVR_CB_LIVE": "yes"}
-    assert customer.played == ["callback_greeting", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_2",
+    assert customer.played() == ["callback_greeting", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_2",
                                "agent_service", "callback_press"], "heard whole before the key"
     await settled(service)
     row = await store.queue.get("cb-1")
@@ -160,8 +123,8 @@ async def test_agent_declines_or_does_not_answer_keeps_the_customers_attempts(wo
     service, _, store, wall, _ = world
     await ask(store, "13900000001", "cb-1", NOON - 600)
     [att] = await service.tick()
-    agent = Agi(att.uid, att.uid)
-    agent.digits.put_nowait("2")
+    agent = fake_agi(att.uid, att.uid)
+    agent.press("2")
     await service.agent_agi(agent)
     await settled(service)
     row = await store.queue.get("cb-1")
@@ -197,7 +160,7 @@ async def test_a_customer_who_never_presses_is_a_machine(world: Any) -> None:
     await ask(store, "13900000001", "cb-1", NOON - 600)
     [att] = await service.tick()
     att.accepted = True
-    customer = Agi("9.9", att.uid)
+    customer = fake_agi("9.9", att.uid)
     await service.customer_agi(customer)
     assert customer.variables == {}
     await settled(service)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from ivr.events import CallEvent
 from ivr.records import CallStore
 from tests.unit.test_records import T0, db_url, ev, postgres, store  # noqa: F401  (fixtures)
 
 
-def request(t: float, call_id: str, phone: str = "13900000000", **data: object) -> object:
+def request(t: float, call_id: str, phone: str = "13900000000", **data: object) -> CallEvent:
     return ev("callback.requested", t, call_id, caller_number=phone, agent="1001", **data)
 
 
@@ -133,7 +134,8 @@ async def test_reopening_beside_an_open_one_is_a_conflict(store: CallStore) -> N
     with pytest.raises(CallbackConflict):
         await store.queue.retry_now("cb-a", T0 + 40)  # a failed one opens again only alone
     assert [r["callback_id"] for r in await store.queue.open()] == ["cb-b"]
-    assert (await store.set_callback_status("cb-a", "done"))["status"] == "done"
+    done = await store.set_callback_status("cb-a", "done")
+    assert done is not None and done["status"] == "done"
 
 
 async def test_a_window_chosen_by_the_caller_is_not_due_before_it_opens(store: CallStore) -> None:  # noqa: F811

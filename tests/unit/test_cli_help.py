@@ -22,6 +22,7 @@ def test_help_has_no_rst_markup() -> None:
     seen = []
     for name, parser in all_parsers(build_parser()):
         text = parser.format_help()
-        assert not RST.search(text), f"{name} --help has RST markup: {RST.search(text).group(0)!r}\n{text}"
+        markup = RST.search(text)
+        assert markup is None, f"{name} --help has RST markup: {markup and markup.group(0)!r}\n{text}"
         seen.append(name)
     assert {"ivr", "ivr install", "ivr prompts build", "ivr doctor", "ivr greeting"} <= set(seen)

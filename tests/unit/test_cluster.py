@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from ivr.ami.connection import READ_ACTIONS, AmiConnection, AmiNotLeader
 from ivr.cluster import Lease
 from tests.pgserver import postgres_server
 
-FAST = {"ttl": 0.8, "renew_interval": 0.15, "poll_interval": 0.1, "margin": 0.2}
+FAST: dict[str, Any] = {"ttl": 0.8, "renew_interval": 0.15, "poll_interval": 0.1, "margin": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +134,12 @@ async def test_the_gate_refuses_changes_but_not_reads() -> None:
     class Manager:
         protocol = Proto()
 
-        def send_action(self, action: dict[str, str], as_list: bool | None = None) -> asyncio.Future[str]:
-            fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            fut.set_result(None)  # type: ignore[arg-type]
+        def send_action(self, action: dict[str, str], as_list: bool | None = None) -> asyncio.Future[str | None]:
+            fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
             return fut
 
-    conn._manager = Manager()  # type: ignore[assignment]
+    conn._manager = Manager()  # type: ignore[assignment]  # panoramisk's Manager, only what action() uses
     conn._up.set()
     for name in ("Redirect", "Originate", "Hangup", "Setvar", "UserEvent", "PlayDTMF"):
         with pytest.raises(AmiNotLeader):

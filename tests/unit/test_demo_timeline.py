@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ivr.demo_script import SCENARIOS, Timeline, clock, describe
 
 
@@ -22,15 +24,21 @@ def test_a_rule_event_is_one_line_with_time_rule_caller_and_what_happened() -> N
     assert lines == ["+00:41.1  R4 hold    caller 13800004  reminder 1 (30 s)"]
 
 
+def words(kind: str, data: dict[str, Any]) -> tuple[str, str]:
+    described = describe(kind, data)
+    assert described is not None, f"no words for {kind}"
+    return described
+
+
 def test_every_rule_has_its_words() -> None:
     assert describe("ring.alarm", {"level": "critical", "rings": 6, "agent": "1001"}) == (
         "R1 ring", "critical ring alarm: 6 rings unanswered (agent 1001)")
-    assert describe("ring.answered", {"agent": "1001", "rings": 7, "late": True})[1].endswith("-> apology")
+    assert words("ring.answered", {"agent": "1001", "rings": 7, "late": True})[1].endswith("-> apology")
     assert describe("greeting.played", {"prompts": ["hello", "welcome"], "language": "en-US",
                                          "daypart": "day", "text": "Hello!"}) == (
         "R2 greet", 'greeting of the day: hello + welcome (en-US, day): "Hello!"')
     assert describe("call.released", {"reason": "silent"}) == ("R3 silent", "released (silent)")
-    assert describe("hold.choices", {"count": 2, "held_seconds": 60.0})[0] == "R4 hold"
+    assert words("hold.choices", {"count": 2, "held_seconds": 60.0})[0] == "R4 hold"
     assert describe("transfer.state", {"target": "1004", "state": "refused", "reason": "refused"}) == (
         "R5 xfer", "to 1004: refused (refused)")
     assert {s.rule for s in SCENARIOS} == {"R1", "R2", "R3", "R4", "R5"}

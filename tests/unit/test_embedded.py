@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,8 @@ import pytest
 from ivr import resources
 from ivr.cli import main
 from ivr.errors import SwitchError
-from ivr.switch import embedded
-from ivr.switch.embedded import EmbeddedSwitch, Ports
+from ivr.switch.embedded import EmbeddedSwitch
+from ivr.switch.host import Ports
 from ivr.switch.rootfs import read_debian_mirror
 from tests import REPO
 
@@ -34,7 +35,7 @@ def test_no_mirror_is_a_clear_error(tmp_path: Path):
 
 
 def test_not_root_is_a_clear_error_not_a_traceback(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(embedded.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("IVR_CACHE_DIR", str(tmp_path))
     assert main(["asterisk", "--name", "x", "up"]) == 2
     err = capsys.readouterr().err

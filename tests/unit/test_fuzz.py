@@ -15,6 +15,7 @@ from ivr.ami.channels import ChannelTracker
 from ivr.ami.protocol import AmiProtocol
 from ivr.config import load_config
 from ivr.errors import ConfigError
+from tests.fakes import ami_reader
 from tests.properties import examples
 
 FIELDS = ["Event", "Uniqueid", "Linkedid", "Channel", "ChannelState", "ChannelStateDesc",
@@ -52,35 +53,12 @@ def assert_index_matches_channels(tracker: ChannelTracker) -> None:
     assert all(tracker._calls.values())  # no empty groups left behind
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.events: list[Message] = []
-        self.forgetable_actions = ()
-        self.awaiting_actions: list = []
-
-    def dispatch(self, event: Message) -> None:
-        self.events.append(event)
-
-    def connection_lost(self, exc: object) -> None:
-        pass
-
-
-class _Transport:
-    def write(self, _data: bytes) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 @settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=10))
 def test_ami_stream_reader_survives_any_bytes(chunks):
     """Arbitrary bytes through the AMI parser the controller uses: no exception escapes,
     and parsing recovers at the next message boundary."""
-    proto = AmiProtocol()
-    proto.connection_made(_Transport())
-    proto.factory = _Sink()
+    proto = ami_reader()
     for chunk in chunks:
         proto.data_received(chunk)
     proto.data_received(b"\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")
@@ -93,7 +71,7 @@ header_names = st.sampled_from(["Event", "event", "EVENT", "Response", "ActionID
                                 "Result", "result", "Content", "Message", "Variable", "", "Key:x"])
 header_values = st.one_of(st.sampled_from(["Hangup", "Newstate", "Success", "Follows", "Fail", "Error",
                                            "200%20result%3D1", "%zz", " padded ", "a: b", ""]),
-                          st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
+                          st.text(st.characters(exclude_categories=["Cs"]), max_size=12))
 lines = st.one_of(st.tuples(header_names, header_values).map(lambda kv: f"{kv[0]}: {kv[1]}"),
                   st.sampled_from(["no separator", "Key:", " ", "\r", "\n", "--END COMMAND--"]))
 frames = st.lists(lines, min_size=1, max_size=8).map(lambda ls: "\r\n".join(ls) + "\r\n\r\n")
@@ -102,9 +80,7 @@ streams = st.tuples(st.booleans(), st.lists(frames, max_size=8)).map(
 
 
 def _read(cls: type[AMIProtocol], data: bytes, cuts: list[int]) -> list[list[tuple[str, object]]]:
-    proto = cls()
-    proto.connection_made(_Transport())
-    proto.factory = _Sink()
+    proto = ami_reader(cls)
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
     for start, end in itertools.pairwise(bounds):
         proto.data_received(data[start:end])

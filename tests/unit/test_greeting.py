@@ -13,6 +13,7 @@ import pytest
 from ivr.cli import main
 from ivr.config import Config, load_config
 from ivr.greeting import choose_greeting, greeting_periods, holiday_on
+from tests import present
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 D = dt.date
@@ -74,10 +75,10 @@ def test_every_year_has_the_five_holidays(config: Config, year: int) -> None:
         assert p.start <= p.end and p.days <= 10
     # 2031-10-01 is Mid-Autumn and National Day at once: the festival day greets Mid-Autumn
     expected = "mid_autumn" if year == 2031 else "national_day"
-    assert holiday_on(D(year, 10, 1), config).holiday == expected  # type: ignore[union-attr]
-    assert holiday_on(D(year, 10, 2), config).holiday == "national_day"  # type: ignore[union-attr]
-    assert holiday_on(D(year, 5, 1), config).holiday == "labour_day"  # type: ignore[union-attr]
-    assert holiday_on(D(year, 1, 1), config).holiday == "new_year"  # type: ignore[union-attr]
+    assert present(holiday_on(D(year, 10, 1), config)).holiday == expected
+    assert present(holiday_on(D(year, 10, 2), config)).holiday == "national_day"
+    assert present(holiday_on(D(year, 5, 1), config)).holiday == "labour_day"
+    assert present(holiday_on(D(year, 1, 1), config)).holiday == "new_year"
     assert holiday_on(D(year, 3, 15), config) is None
 
 
@@ -101,12 +102,12 @@ def test_official_periods(config: Config, year: int, holiday: str, start: dt.dat
 
 def test_shared_run_2025(config: Config) -> None:
     """1-8 October 2025: National Day 1-3, Mid-Autumn 6; the days between follow."""
-    got = {d: holiday_on(D(2025, 10, d), config).holiday for d in range(1, 9)}  # type: ignore[union-attr]
+    got = {d: present(holiday_on(D(2025, 10, d), config)).holiday for d in range(1, 9)}
     assert got == {1: "national_day", 2: "national_day", 3: "national_day", 4: "national_day",
                    5: "national_day", 6: "mid_autumn", 7: "mid_autumn", 8: "mid_autumn"}
     assert holiday_on(D(2025, 10, 9), config) is None
     # 2028-10-03 is both: the festival day itself greets Mid-Autumn
-    assert holiday_on(D(2028, 10, 3), config).holiday == "mid_autumn"  # type: ignore[union-attr]
+    assert present(holiday_on(D(2028, 10, 3), config)).holiday == "mid_autumn"
 
 
 @pytest.mark.parametrize(
@@ -126,11 +127,11 @@ def test_time_zone_decides(tmp_path: Path, config: Config) -> None:
     assert choose_greeting(instant, config).daypart == "day"
     ny = load_config(write(tmp_path, '[switch]\ntimezone = "America/New_York"\n'))
     g = choose_greeting(dt.datetime(2027, 1, 1, 4, 30, tzinfo=dt.UTC), ny)
-    assert (g.holiday, g.daypart, g.at.date()) == (None, "day", D(2026, 12, 31))  # type: ignore[union-attr]
+    assert (g.holiday, g.daypart, present(g.at).date()) == (None, "day", D(2026, 12, 31))
     g = choose_greeting(dt.datetime(2027, 1, 1, 4, 30, tzinfo=dt.UTC), config)
     assert (g.holiday, g.daypart) == ("new_year", "day")
     # naive: the configured zone
-    assert choose_greeting(dt.datetime(2027, 3, 10, 11, 0), ny).at.tzinfo == ZoneInfo("America/New_York")  # type: ignore[union-attr]
+    assert present(choose_greeting(dt.datetime(2027, 3, 10, 11, 0), ny).at).tzinfo == ZoneInfo("America/New_York")
 
 
 def test_english_and_company(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from tests.properties import examples
 
 
 def drive(h: HoldTimer, until: float) -> list[tuple[float, object]]:
-    out = []
+    out: list[tuple[float, object]] = []
     while (d := h.next_deadline) is not None and d <= until:
         out += [(d, a) for a in h.on_timer(d)]
     return out

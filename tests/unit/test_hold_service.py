@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
-from ivr.agi.channel import AgiHangup
 from ivr.ami.channels import ChannelTracker
 from ivr.events import EventBus
 from ivr.hold import HoldService, HoldSettings, NoSuchCall
@@ -21,92 +20,22 @@ from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
 from ivr.records import CallStore
 from ivr.timers import TimerService
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import HANGUP, AsideAmi, Clock, FakeAgi
 
 CALLER, AGENT = "100.1", "100.3"
-
-
-class FakeAmi(RecordingAmi):
-    """Originate of the keeper answers with its BridgeEnter, PlayDTMF with Receive
-    delivers the digit to the held caller's fake AGI."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.agi: FakeAgi | None = None
-        self.replies["Originate"] = self._originate
-        self.replies["PlayDTMF"] = self._play_dtmf
-
-    def _originate(self, action: dict[str, str]) -> dict[str, str]:
-        asyncio.get_running_loop().call_soon(self.event, {
-            "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
-            "Channel": "Local/keep@ivr-hold-00000009;1", "Linkedid": action["ChannelId"]})
-        return {"Response": "Success"}
-
-    def _play_dtmf(self, action: dict[str, str]) -> dict[str, str]:
-        if self.agi is not None:
-            assert action["Receive"] == "true" and action["Async"] == "false"
-            self.agi.digits.put_nowait(action["Digit"])
-        return {"Response": "Success"}
-
-
-class FakeAgi:
-    def __init__(self, uniqueid: str, caller: str = "13800000001") -> None:
-        self.uniqueid, self.caller, self.channel = uniqueid, caller, "Local/c@x-00000001;1"
-        self.digits: asyncio.Queue[str] = asyncio.Queue()
-        self.commands: list[str] = []
-        self.variables: dict[str, str] = {}
-        self.hung_up = False
-        self.on_play: dict[str, Any] = {}  # prompt -> callback run when it starts
-
-    async def _wait(self, timeout: float | None) -> str | None:
-        if self.hung_up:
-            raise AgiHangup("gone")
-        try:
-            digit = await asyncio.wait_for(self.digits.get(), timeout)
-        except TimeoutError:
-            return None
-        if digit == "hangup":
-            self.hung_up = True
-            raise AgiHangup("gone")
-        return digit
-
-    async def command(self, text: str) -> None:
-        self.commands.append(text)
-
-    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
-        self.commands.append(f"STREAM FILE {prompt} {escape}")
-        name = prompt.rsplit("/", 1)[1]
-        if name in self.on_play:
-            self.on_play.pop(name)()
-        digit = await self._wait(0.01)  # a prompt "plays" for 10 ms unless interrupted
-        return digit if digit and digit in escape else None
-
-    async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        self.commands.append("WAIT FOR DIGIT")
-        return await self._wait(None)  # the fake clock never ends a wait: only digits do
-
-    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> None:
-        self.commands.append(f"EXEC {app} {args}")
-        if app == "Record":
-            Path(args.split(",")[0]).write_bytes(b"\0" * 2000)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-    def played(self) -> list[str]:
-        return [c.split()[2].rsplit("/", 1)[1] for c in self.commands if c.startswith("STREAM FILE")]
+KEEPER = "Local/keep@ivr-hold-00000009;1"
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> Any:
-    ami, tracker, clock = FakeAmi(), ChannelTracker(), Clock()
+    ami, tracker, clock = AsideAmi(KEEPER), ChannelTracker(), Clock()
     timers, bus, metrics = TimerService(clock), EventBus(), HoldMetrics()
     # The announcement (on by default) is off here, so the other tests see the reminders
     # alone; test_announcement_first_then_reminders_from_the_start turns it on.
     settings = HoldSettings(language="en-US", messages_dir=tmp_path / "messages",
                             agents={"PJSIP/1001": "Alice"}, announce=False)
-    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)  # type: ignore[arg-type]
-    tracker.attach(ami)  # type: ignore[arg-type]
+    service = HoldService(ami, tracker, timers, settings, bus=bus, metrics=metrics, wall=lambda: 1.7e9)
+    tracker.attach(ami)
     service.attach()
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
@@ -125,12 +54,12 @@ async def world(tmp_path: Path) -> Any:
     await timers.close()
 
 
-async def start_held(ami: FakeAmi, service: HoldService) -> tuple[FakeAgi, asyncio.Task[None]]:
+async def start_held(ami: AsideAmi, service: HoldService) -> tuple[FakeAgi, asyncio.Task[None]]:
     await service.hold(CALLER)
     agi = FakeAgi(CALLER)
     ami.agi = agi
-    task = asyncio.ensure_future(service.agi_hold(agi))  # type: ignore[arg-type]
-    await until(lambda: "WAIT FOR DIGIT" in agi.commands)
+    task = asyncio.ensure_future(service.agi_hold(agi))
+    await until(lambda: bool(agi.sent("WAIT FOR DIGIT")))
     return agi, task
 
 
@@ -184,10 +113,10 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     assert ami.sent("PlayDTMF")[0]["Digit"] == "D"
     await advance(clock, timers, 60.0)
     await until(lambda: agi.played() == ["hold_reminder", "hold_choices"])
-    assert "STREAM FILE ivr/en-US/hold_choices 123D" in agi.commands
+    assert 'STREAM FILE ivr/en-US/hold_choices "123D"' in agi.commands
     await until(lambda: ami.states() == ["start", "reminder", "choices"])
     assert [a["Count"] for a in ami.sent("UserEvent")] == ["0", "1", "2"]
-    agi.digits.put_nowait("1")  # keep waiting
+    agi.press("1")  # keep waiting
     await until(lambda: metrics.value("ivr_hold_choices_total", {"choice": "keep"}) == 1)
     await advance(clock, timers, 75.0)
     await service.resume(CALLER)
@@ -217,7 +146,7 @@ async def test_message(world: Any, tmp_path: Path) -> None:
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("2")
+    agi.press("2")
     await asyncio.wait_for(task, 2)
     assert agi.played()[-2:] == ["message_instructions", "message_saved"]
     assert agi.variables["IVR_RESULT"] == "done"
@@ -245,9 +174,9 @@ async def test_callback(world: Any) -> None:
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("3")
+    agi.press("3")
     await until(lambda: "callback_when" in agi.played())
-    agi.digits.put_nowait("1")  # as soon as possible today
+    agi.press("1")  # as soon as possible today
     await asyncio.wait_for(task, 2)
     assert agi.played()[-1] == "callback_confirm"
     [req] = [e for e in events if e.kind == "callback.requested"]  # the call-back's one source
@@ -263,7 +192,7 @@ async def choose_window(world: Any, *keys: str, after: str = "callback_when") ->
     await until(lambda: "hold_choices" in agi.played())
     agi.digits.put_nowait("3")
     for n, key in enumerate(keys, 1):
-        await until(lambda n=n: agi.played().count(after) >= n)  # type: ignore[misc]
+        await until(lambda n=n: agi.played().count(after) >= n)
         agi.digits.put_nowait(key)
     await asyncio.wait_for(task, 2)
     [req] = [e for e in events if e.kind == "callback.requested"]
@@ -300,7 +229,7 @@ async def test_callback_window_invalid_keys_twice_take_asap(world: Any) -> None:
     await until(lambda: "callback_when" in agi.played())
     for n, key in enumerate(("9", "*"), 1):
         start = agi.commands.index(next(c for c in agi.commands if "callback_when" in c))
-        await until(lambda n=n, start=start: agi.commands[start:].count("WAIT FOR DIGIT") >= n)  # type: ignore[misc]
+        await until(lambda n=n, start=start: agi.commands[start:].count("WAIT FOR DIGIT") >= n)
         agi.digits.put_nowait(key)
     await asyncio.wait_for(task, 2)
     [req] = [e for e in events if e.kind == "callback.requested"]
@@ -325,7 +254,7 @@ async def test_caller_hangs_up(world: Any) -> None:
     ami, service, clock, timers, events, metrics = world
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 12.0)
-    agi.digits.put_nowait("hangup")
+    agi.press(HANGUP)
     await asyncio.wait_for(task, 2)
     ami.event({"Event": "Hangup", "Uniqueid": CALLER})  # the same, seen over AMI: once only
     assert len(timers) == 0 and not service.sessions
@@ -413,7 +342,12 @@ async def test_hold_key_check_is_injectable(world: Any) -> None:
     """The controller passes the ring monitor's view of agent legs (a hunt's Local leg)."""
     ami, service, *_ = world
     asked: list[tuple[str, str]] = []
-    service.agent_leg = lambda uid, ch: asked.append((uid, ch)) or uid == AGENT
+
+    def agent_leg(uid: str, ch: str) -> bool:
+        asked.append((uid, ch))
+        return uid == AGENT
+
+    service.agent_leg = agent_leg
     ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
                "Linkedid": CALLER, "Channel": "Local/1001@hunt-00000001;1"})
     await until(lambda: CALLER in service.sessions)
@@ -443,7 +377,7 @@ async def test_announcement_first_then_reminders_from_the_start(world: Any) -> N
     ami, service, clock, timers, events, _ = world
     service.settings = dataclasses.replace(service.settings, announce=True)
     agi, task = await start_held(ami, service)
-    assert agi.commands[:2] == ["STREAM FILE ivr/en-US/hold_announce_1min D", "SET MUSIC ON default"]
+    assert agi.commands[:2] == ['STREAM FILE ivr/en-US/hold_announce_1min "D"', "SET MUSIC ON default"]
     assert ami.states() == ["start", "announce"]
     await advance(clock, timers, 29.9)
     assert agi.played() == ["hold_announce_1min"]
@@ -468,9 +402,9 @@ async def test_an_agi_session_for_no_held_caller_is_left_to_the_dialplan(world: 
     stage (issue 17): no session, IVR_RESULT unknown (the dialplan returns the caller to
     the agent), logged."""
     ami, service, *_ = world
-    agi = StagedAgi("9999.1")
+    agi = FakeAgi("9999.1")
     with capture_logs() as logs:
-        await asyncio.wait_for(service.agi_hold(agi), 2)  # type: ignore[arg-type]
+        await asyncio.wait_for(service.agi_hold(agi), 2)
     assert agi.variables == {"IVR_RESULT": "unknown"} and ami.actions == []
     assert [e["uniqueid"] for e in logs if e["event"] == "hold.agi_unknown"] == ["9999.1"]
 
@@ -493,19 +427,14 @@ async def test_a_standby_leaves_the_hold_to_the_leader(world: Any) -> None:
 KEEPER = f"ivrkeep-{CALLER}-123"
 
 
-class StagedAgi(FakeAgi):
-    async def get_variable(self, name: str) -> str | None:
-        return self.variables.get(name)
-
-
-async def taken_over(ami: FakeAmi, service: HoldService, stage: str) -> tuple[StagedAgi, asyncio.Task[None]]:
+async def taken_over(ami: AsideAmi, service: HoldService, stage: str) -> tuple[FakeAgi, asyncio.Task[None]]:
     """The held caller's AGI arrives at this node (its hold began on a node that died)."""
     service.tracker.handle({"Event": "BridgeEnter", "Uniqueid": KEEPER, "Linkedid": KEEPER,
                             "Channel": "Local/keep@ivr-hold-00000009;1", "BridgeUniqueid": "b1"})
-    agi = StagedAgi(CALLER)
+    agi = FakeAgi(CALLER)
     agi.variables.update(IVR_STAGE=stage, IVR_HOLD_AGENT="PJSIP/1001-00000002")
     ami.agi = agi
-    return agi, asyncio.ensure_future(service.agi_hold(agi))  # type: ignore[arg-type]
+    return agi, asyncio.ensure_future(service.agi_hold(agi))
 
 
 async def test_a_hold_taken_over_goes_on_from_the_stage_reached(world: Any) -> None:

@@ -329,14 +329,15 @@ async def test_an_undocumented_feature_route_is_refused(store: CallStore) -> Non
 
 async def read_event(resp: Any, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
     kind, data = "", ""
-    while True:
-        line = (await asyncio.wait_for(resp.content.readline(), timeout)).decode().rstrip("\n")
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and kind:
-            return kind, json.loads(data)
+    async with asyncio.timeout(timeout):  # the whole event, not each line
+        while True:
+            line = (await resp.content.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line == "" and kind:
+                return kind, json.loads(data)
 
 
 async def test_event_stream_sends_events_once_recorded(make_client: ClientMaker, store: CallStore) -> None:

@@ -23,17 +23,10 @@ from ivr.http.keys import THROTTLE
 from ivr.http.security import CSP
 from ivr.http.throttle import AuthThrottle, ThrottlePolicy, client_key
 from ivr.web.params import MAX_JSON_DEPTH, json_depth
+from tests.fakes import Clock
 
 TOKEN = "hostile-test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -155,11 +148,11 @@ async def test_wrong_tokens_are_throttled_per_address(client: TestClient, clock:
             other.get(client.make_url("/api/calls"), headers=AUTH) as resp:
         assert resp.status == 503  # past the guard (no records in this test)
 
-    clock.now += 2
+    clock.t += 2
     assert (await client.get("/api/calls", headers=wrong)).status == 401  # the 5th: wait 4 s
     resp = await client.get("/api/calls", headers=AUTH)
     assert resp.status == 429 and resp.headers["Retry-After"] == "4"
-    clock.now += 4
+    clock.t += 4
     assert (await client.get("/api/calls", headers=AUTH)).status == 503  # the wait is over
     assert (await client.get("/api/calls", headers=wrong)).status == 401  # and the count starts afresh
 
@@ -175,10 +168,10 @@ def test_throttle_backoff_cap_forget_and_memory_bound() -> None:
     for _ in range(7):
         throttle.failed("a")
         waits.append(throttle.retry_after("a"))
-        clock.now += waits[-1]
+        clock.t += waits[-1]
     assert waits == [0, 1, 2, 4, 8, 8, 8]
     assert throttle.retry_after("b") == 0
-    clock.now += 101
+    clock.t += 101
     throttle.failed("a")
     assert throttle.retry_after("a") == 0  # forgotten after 100 s without a wrong token
     for key in ("b", "c", "d", "e"):

@@ -11,54 +11,42 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from ivr.agi.channel import AgiHangup
+from ivr.agi.channel import AgiChannel, AgiHangup, AgiReply
 from ivr.agi.wake import WAKE_DIGIT
-from ivr.config import SilenceConfig
+from ivr.config import Config, SilenceConfig
 from ivr.events import CallEvent, EventBus
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import DeafDetector, SpeechSettings, SpeechWatch, TalkDetector
+from ivr.greeting import Greeting
 from ivr.once import Once
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import Clock, FakeAgi, RecordingAmi
 
 PAUSE = 5.0
 GREETING = ["hello", "welcome"]
 DURATIONS = {"hello": 1.0, "welcome": 3.0, "silent_prompt2": 2.0, "silent_prompt3": 4.0}
+AFTERNOON = Greeting(holiday=None, daypart="day", text="", prompts=GREETING, language="zh-CN")
 GREETING_END = 4.0  # the call is answered at t=0
 WAKE_LATENCY = 0.003  # ChannelTalkingStart -> PlayDTMF -> WAIT FOR DIGIT returns "D"
 
 
-@dataclass(frozen=True)
-class Greeting:
-    prompts: list[str]
-    language: str = "zh-CN"
-    holiday: str | None = None
-    daypart: str = "afternoon"
-
-
-class FakeCall:
-    """Duck-typed AgiChannel: a caller who speaks, presses or hangs up at given times."""
-
-    uniqueid = "1700000000.1"
-    caller = "13800000000"
-    channel = "Local/caller@test;1"
+class FakeCall(FakeAgi):
+    """The shared fake FastAGI session with its own caller script on the fake clock: a
+    caller who speaks, presses or hangs up at given times, prompts of known lengths."""
 
     def __init__(self, clock: Clock, *, speech_at: float | None = None, digit_at: float | None = None,
                  hangup_at: float | None = None) -> None:
-        self.clock = clock
+        super().__init__("1700000000.1", caller="13800000000", channel="Local/caller@test;1", clock=clock)
+        self.clock: Clock = clock
         self.speech_at, self.digit_at, self.hangup_at = speech_at, digit_at, hangup_at
         self.watch: SpeechWatch | None = None
-        self.hung_up = False
-        self.vars: dict[str, str] = {}
+        self.variables["CHANNEL(linkedid)"] = "1700000000.0"
         self.plays: list[tuple[str, float, float]] = []  # (prompt id, start, end)
         self.events: list[tuple[float, str]] = []  # UserEvent args, at
-        self.commands: list[str] = []
         self.waits: list[int] = []  # WAIT FOR DIGIT timeouts, ms
         self.wakes: list[str] = []  # channels the controller woke (PlayDTMF of WAKE_DIGIT)
 
@@ -74,12 +62,13 @@ class FakeCall:
     def _digit_before(self, end: float) -> bool:
         return self.digit_at is not None and self.clock.t <= self.digit_at < end
 
-    async def answer(self) -> None:
-        self.commands.append("ANSWER")
-        self._advance(self.clock.t)
+    async def command(self, text: str, timeout: float | None = None) -> AgiReply:
+        reply = await super().command(text, timeout)
+        self._advance(self.clock.t)  # hung up by now?
+        return reply
 
-    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
-        self.commands.append(f"STREAM FILE {prompt}")
+    async def stream_file(self, prompt: str, escape_digits: str = "", offset: int | None = None) -> str | None:
+        await self.command(f'STREAM FILE {prompt} "{escape_digits}"')
         assert "5" in escape_digits and "#" in escape_digits
         start, end = self.clock.t, self.clock.t + DURATIONS[prompt.rsplit("/", 1)[1]]
         if self._digit_before(end):
@@ -94,6 +83,7 @@ class FakeCall:
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         assert timeout_ms > 0
+        await self.command(f"WAIT FOR DIGIT {timeout_ms}")
         self.waits.append(timeout_ms)
         end = self.clock.t + timeout_ms / 1000
         if self._digit_before(end):
@@ -113,19 +103,11 @@ class FakeCall:
         self._advance(end)
         return None
 
-    async def set_variable(self, name: str, value: str) -> None:
-        self._advance(self.clock.t)
-        self.commands.append(f"SET VARIABLE {name} {value}")
-        self.vars[name] = value
-
-    async def get_variable(self, name: str) -> str | None:
-        self._advance(self.clock.t)
-        return {"CHANNEL(linkedid)": "1700000000.0"}.get(name, self.vars.get(name))
-
-    async def exec(self, app: str, args: str = "") -> Any:
-        self._advance(self.clock.t)
+    async def exec(self, app: str, args: str = "", timeout: float | None = None) -> AgiReply:
+        reply = await super().exec(app, args, timeout)
         assert app == "UserEvent"
         self.events.append((self.clock.t, args))
+        return reply
 
 
 class FakeDetector:
@@ -135,7 +117,8 @@ class FakeDetector:
         self.call: FakeCall | None = None
 
     @asynccontextmanager
-    async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
+    async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+        assert isinstance(call, FakeCall)
         call.watch = SpeechWatch(call.uniqueid, reliable=self.reliable)
         self.call = call
         self.open += 1
@@ -153,14 +136,10 @@ class FakeDetector:
 
 def make_flow(clock: Clock, detector: Any = None, bus: EventBus | None = None,
               pause: float = PAUSE) -> InboundFlow:
-    config = SimpleNamespace(
-        switch=SimpleNamespace(language="zh-CN"),
-        prompts=SimpleNamespace(sound_prefix="ivr"),
-        silence=SimpleNamespace(pause=pause),
-    )
-    return InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0),  # type: ignore[arg-type]
+    config = Config(silence=SilenceConfig(pause=pause))  # zh-CN prompts under "ivr"
+    return InboundFlow(config, lambda: datetime(2027, 3, 10, 15, 0),
                        speech=detector or FakeDetector(), bus=bus, clock=clock,
-                       choose_greeting=lambda _at, _cfg: Greeting(GREETING))
+                       choose_greeting=lambda _at, _cfg: AFTERNOON)
 
 
 def stages(call: FakeCall) -> list[str]:
@@ -169,7 +148,7 @@ def stages(call: FakeCall) -> list[str]:
 
 async def run(call: FakeCall, **kwargs: Any) -> InboundFlow:
     flow = make_flow(call.clock, **kwargs)
-    await flow(call)  # type: ignore[arg-type]
+    await flow(call)
     return flow
 
 
@@ -188,8 +167,8 @@ async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> N
     assert 0 <= release_at - (p3_end + PAUSE) <= 0.002
     assert release_at - greeting_end >= 3 * PAUSE + 2.0 + 4.0 - 1e-9  # pauses + prompts 2, 3
     assert stages(call) == ["prompt2", "prompt3", "release"]
-    assert call.vars["IVR_RESULT"] == "done"
-    assert call.vars["IVR_GREETING"] == "hello,welcome"
+    assert call.variables["IVR_RESULT"] == "done"
+    assert call.variables["IVR_GREETING"] == "hello,welcome"
     assert call.commands[0] == "ANSWER"
     # One wait per pause, for the whole pause: no polling, nothing to wake.
     assert call.waits == [5000, 5000, 5000] and call.wakes == []
@@ -205,7 +184,7 @@ async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
     call = FakeCall(Clock(0.0), speech_at=GREETING_END + 1.23)
     await run(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
     (t, args), = call.events
     assert args == "IvrSilentCall,Stage: responded,Reason: speech,From: pause1"
     assert call.wakes == [call.channel] and call.waits == [5000]
@@ -215,18 +194,17 @@ async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
 async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
     """A "D" with no speech heard (a late wake, or a phone that sends D) is not the
     caller's key: the pause goes on to its deadline."""
-    call = FakeCall(Clock(0.0))
-    real_wait = call.wait_for_digit
     strays = [GREETING_END + 1.0]
 
-    async def wait_for_digit(timeout_ms: int) -> str | None:
-        if strays and call.clock.t <= strays[0] < call.clock.t + timeout_ms / 1000:
-            call.waits.append(timeout_ms)
-            call._advance(strays.pop())
-            return WAKE_DIGIT
-        return await real_wait(timeout_ms)
+    class StrayWake(FakeCall):
+        async def wait_for_digit(self, timeout_ms: int) -> str | None:
+            if strays and self.clock.t <= strays[0] < self.clock.t + timeout_ms / 1000:
+                self.waits.append(timeout_ms)
+                self._advance(strays.pop())
+                return WAKE_DIGIT
+            return await super().wait_for_digit(timeout_ms)
 
-    call.wait_for_digit = wait_for_digit  # type: ignore[method-assign]
+    call = StrayWake(Clock(0.0))
     await run(call)
     assert stages(call) == ["prompt2", "prompt3", "release"]
     assert call.waits == [5000, 4000, 5000, 5000]
@@ -240,7 +218,7 @@ async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
     assert [p for p, _, _ in call.plays][-1] == "silent_prompt2"
     assert stages(call) == ["prompt2", "responded"]
     assert call.events[-1][1].endswith("Reason: speech,From: pause2")
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 async def test_speech_during_a_prompt_lets_it_finish_then_hands_on_at_once() -> None:
@@ -264,7 +242,7 @@ async def test_a_digit_interrupts_a_prompt_and_hands_on() -> None:
     await run(call)
     assert call.plays[-1] == ("welcome", 1.0, 2.0)
     assert call.events[-1][1] == "IvrSilentCall,Stage: responded,Reason: dtmf,From: greeting"
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 async def test_a_digit_in_a_pause_hands_on_at_once() -> None:
@@ -280,7 +258,7 @@ async def test_caller_hang_up_ends_the_flow(hangup_at: float) -> None:
     detector = FakeDetector()
     with pytest.raises(AgiHangup):
         await run(call, detector=detector)
-    assert "IVR_RESULT" not in call.vars
+    assert "IVR_RESULT" not in call.variables
     assert detector.open == 0
     assert call.clock.t == hangup_at  # nothing ran after it
 
@@ -290,13 +268,14 @@ async def test_without_a_speech_detector_the_caller_is_never_released() -> None:
     await run(call, detector=DeafDetector())
     assert [p for p, _, _ in call.plays] == ["hello", "welcome"]
     assert stages(call) == ["responded"] and "Reason: deaf" in call.events[0][1]
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
     class Dropping(FakeDetector):
         @asynccontextmanager
-        async def listen(self, call: FakeCall) -> AsyncIterator[SpeechWatch]:
+        async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+            assert isinstance(call, FakeCall)
             watch = _Flaky(call.uniqueid, call.clock, drop_at=20.0)
             call.watch = watch
             yield watch
@@ -304,7 +283,7 @@ async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
     call = FakeCall(Clock(0.0))
     await run(call, detector=Dropping())
     assert stages(call) == ["prompt2", "prompt3", "responded"]
-    assert call.vars["IVR_RESULT"] == "agents"
+    assert call.variables["IVR_RESULT"] == "agents"
 
 
 class _Flaky(SpeechWatch):
@@ -349,25 +328,25 @@ def test_bad_pause_is_refused_at_start_up() -> None:
 
 async def test_talk_detector_arms_hears_the_right_channel_and_disarms() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))  # type: ignore[arg-type]
+    detector = TalkDetector(ami, SpeechSettings(talk_threshold=600, talk_silence_ms=800))
     call = FakeCall(Clock(0.0))
-    async with detector.listen(call) as watch:  # type: ignore[arg-type]
-        assert call.commands == ["SET VARIABLE TALK_DETECT(set) 800,600"]
+    async with detector.listen(call) as watch:
+        assert call.commands == ['SET VARIABLE TALK_DETECT(set) "800,600"']
         assert watch.reliable and detector.watching == 1
         ami.fire("ChannelTalkingStart", Uniqueid="someone.else", Timestamp="1.0")
         assert not watch.heard.is_set()
         ami.fire("ChannelTalkingStart", Uniqueid=call.uniqueid, Timestamp="1700000012.345")
         assert watch.heard.is_set() and watch.at == 1700000012.345
-    assert call.commands[-1] == "SET VARIABLE TALK_DETECT(remove) "
+    assert call.commands[-1] == 'SET VARIABLE TALK_DETECT(remove) ""'
     assert detector.watching == 0
 
 
 async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami)  # type: ignore[arg-type]
+    detector = TalkDetector(ami)
     call = FakeCall(Clock(0.0))
     with pytest.raises(AgiHangup):  # noqa: PT012 - the hang-up is raised inside the listen block under test
-        async with detector.listen(call):  # type: ignore[arg-type]
+        async with detector.listen(call):
             call.hung_up = True
             raise AgiHangup("HANGUP")
     assert detector.watching == 0
@@ -376,13 +355,13 @@ async def test_talk_detector_forgets_the_call_on_hang_up_without_commands() -> N
 
 async def test_talk_watch_unreliable_when_ami_is_down_or_reconnected() -> None:
     ami = RecordingAmi()
-    detector = TalkDetector(ami)  # type: ignore[arg-type]
-    async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
+    detector = TalkDetector(ami)
+    async with detector.listen(FakeCall(Clock(0.0))) as watch:
         assert watch.reliable
         ami.connects += 1  # dropped and came back: events in between were lost
         assert not watch.reliable
     ami.connected = False
-    async with detector.listen(FakeCall(Clock(0.0))) as watch:  # type: ignore[arg-type]
+    async with detector.listen(FakeCall(Clock(0.0))) as watch:
         assert not watch.reliable
 
 
@@ -441,10 +420,10 @@ async def die_and_resume(die_at: float, takeover: float = 1.3) -> tuple[DyingCal
     call, once = DyingCall(Clock(0.0)), MemoryOnce()
     call.die_at = die_at
     with pytest.raises(ConnectionError):
-        await node(call.clock, once)(call)  # type: ignore[arg-type]
-    assert call.vars["IVR_STAGE"] and "IVR_RESULT" not in call.vars  # [ivr-agi] runs the route again
+        await node(call.clock, once)(call)
+    assert call.variables["IVR_STAGE"] and "IVR_RESULT" not in call.variables  # [ivr-agi] runs the route again
     resumed_at = call.clock.t = call.clock.t + takeover
-    await node(call.clock, once)(call)  # type: ignore[arg-type]
+    await node(call.clock, once)(call)
     return call, resumed_at
 
 
@@ -457,7 +436,7 @@ async def test_a_script_resumed_mid_pause_keeps_its_pauses_and_its_three_prompts
     assert release_at == pytest.approx(p3_end + PAUSE, abs=0.002)
     assert stages(call) == ["prompt2", "prompt3", "release"]  # each once, across both nodes
     assert "ANSWER" in call.commands and call.commands.count("STREAM FILE ivr/zh-CN/hello") == 1
-    assert call.vars["IVR_RESULT"] == "done" and call.vars["IVR_STAGE"] == ""
+    assert call.variables["IVR_RESULT"] == "done" and call.variables["IVR_STAGE"] == ""
 
 
 async def test_a_prompt_cut_by_the_death_is_played_again_in_full_release_never_sooner() -> None:
@@ -481,7 +460,7 @@ async def test_a_death_during_the_greeting_starts_the_script_again() -> None:
     assert [p for p, _, _ in call.plays] == ["hello", "hello", "welcome", "silent_prompt2", "silent_prompt3"]
     assert call.plays[1][1] == pytest.approx(resumed_at, abs=0.002)
     assert stages(call) == ["prompt2", "prompt3", "release"]
-    assert call.vars["IVR_RESULT"] == "done"
+    assert call.variables["IVR_RESULT"] == "done"
 
 
 @pytest.mark.parametrize("value", [
@@ -494,10 +473,10 @@ async def test_a_hostile_stage_is_refused_and_the_script_starts_afresh(value: st
     from structlog.testing import capture_logs
 
     call = FakeCall(Clock(100.0))
-    call.vars["IVR_STAGE"] = value
+    call.variables["IVR_STAGE"] = value
     flow = make_flow(call.clock)
     flow.wall = lambda: WALL0 + call.clock.t
     with capture_logs() as logs:
-        await flow(call)  # type: ignore[arg-type]
+        await flow(call)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
     assert any(e["event"] == "inbound.stage_refused" and "IVR_STAGE" in e["error"] for e in logs)

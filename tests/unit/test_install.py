@@ -142,7 +142,8 @@ def test_a_manual_setup_is_not_doubled(tmp_path: Path, capsys: pytest.CaptureFix
 def test_generated_secrets_are_one_list(freepbx: Path) -> None:
     # Adding a secret is one entry: file, block, section, key. The FastAGI key is a global
     # that ivr-globals.conf includes itself, and the controller reads from the same file.
-    from ivr.config import _agi_key, _Problems
+    from ivr.config_checks import Problems as _Problems
+    from ivr.config_checks import agi_key as _agi_key
 
     assert [s.file for s in install.GENERATED_SECRETS] == ["ivr-manager-secret.conf", "ivr-agi-key.conf"]
     assert run(freepbx) == 0

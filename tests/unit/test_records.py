@@ -17,7 +17,8 @@ import pytest
 from ivr.events import CallEvent, EventBus
 from ivr.records import CallFilter, CallRecorder, CallStore, DatabaseError, connect
 from ivr.records.migrations import Migration, bundled, current_version, migrate
-from tests.pgserver import postgres_server
+from tests import present
+from tests.pgserver import postgres_server, throwaway_database
 
 T0 = 1_760_000_000.0  # a fixed wall-clock time for events
 
@@ -37,13 +38,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         return
     base: str = request.getfixturevalue("postgres")
     name = f"t{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
-    admin = await connect(base)
-    await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]
-    try:
-        yield base.replace("/postgres?", f"/{name}?")
-    finally:
-        await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]
-        await admin.close()
+    async with throwaway_database(base, name) as url:
+        yield url
 
 
 @pytest.fixture
@@ -147,8 +143,8 @@ async def test_messages_and_callbacks_close_the_hold(store: CallStore) -> None:
     assert (msg["call_id"], msg["name"], msg["company"], msg["for_agent"]) == ("2.0", "Li Lei", "ACME", "1001")
     (cb,) = await store.callbacks()
     assert (cb["call_id"], cb["phone"], cb["status"]) == ("3.0", "13900000000", "open")
-    assert [h["outcome"] for h in (await store.call("2.0"))["holds"]] == ["message"]  # type: ignore[index]
-    assert [h["duration"] for h in (await store.call("3.0"))["holds"]] == [60.0]  # type: ignore[index]
+    assert [h["outcome"] for h in present(await store.call("2.0"))["holds"]] == ["message"]
+    assert [h["duration"] for h in present(await store.call("3.0"))["holds"]] == [60.0]
 
 
 async def test_restart_mid_call_keeps_writing_the_same_record(db_url: str) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -30,7 +31,9 @@ from ivr.records.keeper import RecordsKeeper, RecordsSettings
 from ivr.records.recorder import CallRecorder
 from ivr.records.spool import FILE_NAME, Spool
 from ivr.records.store import CallStore
+from tests import present
 from tests.integration.amiproxy import AmiProxy
+from tests.pgserver import throwaway_database
 from tests.unit.test_records import postgres  # noqa: F401 - the session's PostgreSQL fixture
 
 FAST = Backoff(initial=0.05, maximum=0.2, jitter=0)
@@ -55,12 +58,12 @@ BOUND = 20.0
 
 
 def keeper_for(url: str, bus: EventBus, tmp_path: Path, *, settings: RecordsSettings = QUICK,
-               metrics: Metrics | None = None, **kw: object) -> RecordsKeeper:
+               metrics: Metrics | None = None, **kw: Any) -> RecordsKeeper:
     from dataclasses import replace
 
     settings = replace(settings, spool_dir=settings.spool_dir or str(tmp_path / "spool"))
     on_drop = (lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None
-    return RecordsKeeper(url, bus, backoff=FAST, settings=settings, on_drop=on_drop, **kw)  # type: ignore[arg-type]
+    return RecordsKeeper(url, bus, backoff=FAST, settings=settings, on_drop=on_drop, **kw)
 
 
 async def calls_on_record(store: CallStore) -> list[str]:
@@ -210,41 +213,38 @@ async def test_postgres_frozen_mid_run_spools_then_replays(tmp_path: Path, postg
     sock = postgres.split("host=", 1)[1]
     async with AmiProxy(f"{sock}/.s.PGSQL.5432", 0) as proxy:
         name = f"outage{abs(hash(str(tmp_path))) % 10**8}"
-        admin = await connect(postgres)
-        await admin.pool.execute(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]
         bus = EventBus()
-        keeper = keeper_for(f"postgresql://ivr@127.0.0.1:{proxy.port}/{name}", bus, tmp_path)
-        try:
-            await keeper.start()
-            await keeper.wait_open(BOUND)
-            before = emit(bus, 3)
-            await keeper.recorder.wait_applied(3)
-            proxy.freeze()
-            during = emit(bus, 10, start=3)
-            await keeper.recorder.wait_state("down", BOUND)
-            async with asyncio.timeout(3):
-                while keeper.status()["spooled"] < 10:
-                    await asyncio.sleep(0.01)
-            proxy.thaw()
-            proxy.cut()  # the old connections are gone for good
-            store = await keeper.wait_open(BOUND)
-            assert await calls_on_record(store) == [e.id for e in before + during]
-            assert keeper.status()["dropped"] == 0
-        finally:
-            await keeper.stop()
-            await admin.pool.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[attr-defined]
-            await admin.close()
+        async with throwaway_database(postgres, name):
+            keeper = keeper_for(f"postgresql://ivr@127.0.0.1:{proxy.port}/{name}", bus, tmp_path)
+            try:
+                await keeper.start()
+                await keeper.wait_open(BOUND)
+                before = emit(bus, 3)
+                await keeper.recorder.wait_applied(3)
+                proxy.freeze()
+                during = emit(bus, 10, start=3)
+                await keeper.recorder.wait_state("down", BOUND)
+                async with asyncio.timeout(3):
+                    while keeper.status()["spooled"] < 10:
+                        await asyncio.sleep(0.01)
+                proxy.thaw()
+                proxy.cut()  # the old connections are gone for good
+                store = await keeper.wait_open(BOUND)
+                assert await calls_on_record(store) == [e.id for e in before + during]
+                assert keeper.status()["dropped"] == 0
+            finally:
+                await keeper.stop()
 
 
 # -- raw driver errors ---------------------------------------------------------------
 
 def test_driver_errors_are_translated_in_one_place() -> None:
-    assert translate(sqlite3.OperationalError("database is locked")).reason == "locked"  # type: ignore[union-attr]
-    assert translate(sqlite3.OperationalError("disk I/O error")).reason == "error"  # type: ignore[union-attr]
-    assert translate(sqlite3.OperationalError("no such table: x")).reason == "rejected"  # type: ignore[union-attr]
-    assert translate(sqlite3.IntegrityError("UNIQUE")).reason == "rejected"  # type: ignore[union-attr]
-    assert translate(ConnectionRefusedError()).reason == "unreachable"  # type: ignore[union-attr]
-    assert translate(TimeoutError()).reason == "timeout"  # type: ignore[union-attr]
+    assert present(translate(sqlite3.OperationalError("database is locked"))).reason == "locked"
+    assert present(translate(sqlite3.OperationalError("disk I/O error"))).reason == "error"
+    assert present(translate(sqlite3.OperationalError("no such table: x"))).reason == "rejected"
+    assert present(translate(sqlite3.IntegrityError("UNIQUE"))).reason == "rejected"
+    assert present(translate(ConnectionRefusedError())).reason == "unreachable"
+    assert present(translate(TimeoutError())).reason == "timeout"
     assert translate(ValueError("a bug")) is None
     err = translate(sqlite3.OperationalError("database is locked"), "postgresql://u:pw@h/db")
     assert err is not None and err.transient and "pw" not in str(err)
@@ -472,8 +472,8 @@ async def test_an_unwritable_spool_counts_what_it_drops(tmp_path: Path) -> None:
 async def test_sqlite_commits_are_fsynced(tmp_path: Path) -> None:
     db = await connect(f"sqlite:///{tmp_path / 'ivr.db'}")
     try:
-        assert (await db.fetchone("PRAGMA synchronous"))["synchronous"] == 2  # type: ignore[index]  # FULL
-        assert (await db.fetchone("PRAGMA journal_mode"))["journal_mode"] == "wal"  # type: ignore[index]
+        assert present(await db.fetchone("PRAGMA synchronous"))["synchronous"] == 2  # FULL
+        assert present(await db.fetchone("PRAGMA journal_mode"))["journal_mode"] == "wal"
     finally:
         await db.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,8 +24,8 @@ QUEUE_CALLER = {"Uniqueid": "300.1", "Linkedid": "300.1", "Channel": "Local/x@c-
 MEMBER = {"DestUniqueid": "300.2", "DestLinkedid": "300.1", "DestChannel": "Local/1002@agents-00000032;1"}
 
 
-def config(**rings: object) -> Config:
-    return Config(agents=AGENTS, rings=RingsConfig(**{"ring_timeout": None, **rings}))  # type: ignore[arg-type]
+def config(**rings: Any) -> Config:
+    return Config(agents=AGENTS, rings=RingsConfig(**{"ring_timeout": None, **rings}))
 
 
 def settings_of(config: Config) -> RingSettings:

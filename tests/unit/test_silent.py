@@ -136,7 +136,8 @@ def test_routing_decided_by_the_machine(pause: float, steps: list) -> None:
 def test_silent_caller_released_only_when_heard_throughout(pause: float, deaf_at: int) -> None:
     """The whole silent script with hearing lost from step ``deaf_at`` on (6: never):
     released after the apology's pause when heard throughout, else to the agents."""
-    silence = [(pause, (None, False, i < deaf_at)) for i in range(6)]  # prompt, pause, x3
+    silence: list[tuple[float, tuple[str | None, bool, bool]]] = [
+        (pause, (None, False, i < deaf_at)) for i in range(6)]  # prompt, pause, x3
     outcome = [a for *_, actions in _drive(pause, silence) for a in actions if not isinstance(a, Play)]
     if deaf_at == 6:
         assert outcome == [Release()]

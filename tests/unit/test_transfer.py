@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +20,7 @@ from ivr.rules.transfer import (
 from tests.properties import examples
 
 
-def states(actions: list[object]) -> list[str]:
+def states(actions: Sequence[object]) -> list[str]:
     return [a.state for a in actions if isinstance(a, StateChanged)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,7 +22,7 @@ from ivr.transfer.targets import (
     announcement,
     resolve_target,
 )
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import HANGUP, Clock, FakeAgi, RecordingAmi
 
 CALLER = {"Event": "CoreShowChannel", "Uniqueid": "c1", "Linkedid": "c1", "Channel": "PJSIP/trunk-00000001",
           "CallerIDNum": "6001", "BridgeId": "b1"}
@@ -41,31 +42,11 @@ class FakeAmi(RecordingAmi):
             {"Response": "Success"}, *self.rows, {"Event": "CoreShowChannelsComplete"}]
 
 
-class FakeTarget:
-    """The target's FastAGI session: ``digits`` answer the prompts / waits in turn."""
-
-    def __init__(self, clock: Clock, timers: TimerService, uniqueid: str, xid: str,
-                 digits: list[str | None]) -> None:
-        self.headers = {"agi_arg_1": xid}
-        self.uniqueid, self.channel = uniqueid, "PJSIP/1002-00000003"
-        self.clock, self.timers, self.digits = clock, timers, digits
-        self.played: list[str] = []
-        self.variables: dict[str, str] = {}
-
-    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
-        self.played.append(prompt.rsplit("/", 1)[-1])
-        self.clock.t += 1.0
-        return self.digits.pop(0) if self.digits else None
-
-    async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        self.clock.t += timeout_ms / 1000
-        await self.timers.settle()  # the machine's deadline fires here
-        if self.digits:
-            return self.digits.pop(0)
-        return None
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
+def fake_target(clock: Clock, service: TransferService, uid: str, xid: str) -> FakeAgi:
+    """The target's FastAGI session: a prompt plays 1 s on the fake clock; the machine's
+    deadline fires as a wait runs out."""
+    return FakeAgi(uid, channel="PJSIP/1002-00000003", args=(xid,), clock=clock, prompt_s=1.0,
+                   settle=service.timers.settle)
 
 
 @pytest.fixture
@@ -82,10 +63,10 @@ async def rig() -> AsyncIterator[tuple[TransferService, FakeAmi, Clock]]:
 
 
 async def settle(service: TransferService) -> None:
-    import asyncio
-
-    while service._tasks:
-        await asyncio.gather(*list(service._tasks))
+    """Until the service's tasks (and the tasks they start) are done, bounded."""
+    async with asyncio.timeout(5):
+        while service._tasks:
+            await asyncio.gather(*list(service._tasks))
 
 
 def outcome(service: TransferService, name: str) -> float:
@@ -107,9 +88,10 @@ async def test_confirmed_transfer(rig) -> None:
     ami.event(Event="Newstate", Uniqueid=xfer.target_uid, ChannelState="5")
     ami.event(Event="DialEnd", DestUniqueid=xfer.target_uid, DialStatus="ANSWER")
     await settle(service)
-    target = FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, [None, "1"])  # 1 in prompt 2
-    await service.target_agi(target)  # type: ignore[arg-type]
-    assert target.played == announcement("6001", "1001")[:2]
+    target = fake_target(clock, service, xfer.target_uid, xfer.id)
+    target.on_play[announcement("6001", "1001")[1]] = lambda: target.press("1")  # 1 as prompt 2 starts
+    await service.target_agi(target)
+    assert target.played() == announcement("6001", "1001")[:2]
     assert target.variables == {"IVR_XFER_RESULT": "confirmed"}
     assert ami.states() == ["offered", "ringing", "answered", "confirmed", "completed"]
     connect = ami.named("Redirect")[-1]
@@ -122,15 +104,15 @@ async def test_confirmed_transfer(rig) -> None:
     assert [a["Channel"] for a in ami.named("Hangup")] == ["a1"]
     assert service.transfers == {}
     assert outcome(service, "completed") == 1
-    assert service.metrics.registry.get_sample_value("ivr_transfer_confirm_seconds_sum") == 2.0
+    assert service.metrics.registry.get_sample_value("ivr_transfer_confirm_seconds_sum") == 1.0  # prompt 1
 
 
 async def test_silence_after_the_announcement_times_out(rig) -> None:
     service, ami, clock = rig
     xfer = await service.transfer("c1", "1002")
-    target = FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, [])
-    await service.target_agi(target)  # type: ignore[arg-type]
-    assert target.played == announcement("6001", "1001")
+    target = fake_target(clock, service, xfer.target_uid, xfer.id)
+    await service.target_agi(target)
+    assert target.played() == announcement("6001", "1001")
     assert ami.states() == ["offered", "answered", "timeout", "returned"]
     assert {"Action": "Hangup", "Channel": xfer.target_uid} in ami.actions
     back = ami.named("Redirect")[-1]
@@ -143,19 +125,17 @@ async def test_silence_after_the_announcement_times_out(rig) -> None:
 async def test_refusal_and_target_hangup(rig) -> None:
     service, ami, clock = rig
     xfer = await service.transfer("c1", "1002")
-    await service.target_agi(FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, ["2"]))  # type: ignore[arg-type]
+    refuses = fake_target(clock, service, xfer.target_uid, xfer.id)
+    refuses.press("2")
+    await service.target_agi(refuses)
     assert ami.states()[-2:] == ["refused", "returned"]
 
     ami.actions.clear()
     xfer = await service.transfer("c1", "1002")
-    hangs_up = FakeTarget(clock, service.timers, xfer.target_uid, xfer.id, [])
-
-    async def gone(prompt: str, escape_digits: str = "") -> str | None:
-        raise AgiHangup(prompt)
-
-    hangs_up.stream_file = gone  # type: ignore[method-assign]
+    hangs_up = fake_target(clock, service, xfer.target_uid, xfer.id)
+    hangs_up.press(HANGUP)  # during the first prompt
     with pytest.raises(AgiHangup):
-        await service.target_agi(hangs_up)  # type: ignore[arg-type]
+        await service.target_agi(hangs_up)
     assert ami.states() == ["offered", "answered", "hangup", "returned"]
 
 
@@ -246,8 +226,12 @@ async def test_agent_leg_check_is_injectable(rig) -> None:
     _, ami, clock = rig
     timers = TimerService(clock=clock)
     seen: list[tuple[str, str]] = []
-    service = TransferService(ami, TransferSettings(agents=AGENTS), timers=timers,
-                              agent_leg=lambda uid, ch: seen.append((uid, ch)) or uid == "a1")
+
+    def agent_leg(uid: str, ch: str) -> bool:
+        seen.append((uid, ch))
+        return uid == "a1"
+
+    service = TransferService(ami, TransferSettings(agents=AGENTS), timers=timers, agent_leg=agent_leg)
     service.attach()
     ami.event(**key_event({**AGENT, "Channel": "Local/1001@hunt-00000001;1"}, "1002"))
     await settle(service)
@@ -417,8 +401,9 @@ async def test_a_ringing_transfer_is_taken_over_and_completes_on_the_targets_con
     assert await take_over(service, wall=lambda: 1.8e9) == []  # known: not taken twice
     ami.event(Event="DialEnd", DestUniqueid=f"{XID}-t", DialStatus="ANSWER")
     await settle(service)
-    target = FakeTarget(clock, service.timers, f"{XID}-t", XID, ["1"])
-    await service.target_agi(target)  # type: ignore[arg-type]
+    target = fake_target(clock, service, f"{XID}-t", XID)
+    target.press("1")
+    await service.target_agi(target)
     assert ami.states() == ["answered", "confirmed", "completed"]
     assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-connect"
 

@@ -4,7 +4,6 @@ the caller taken aside like hold, the script's stages and times, clear speech, t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,74 +13,26 @@ from ivr.events import EventBus
 from ivr.unclear import UnclearError, UnclearService, UnclearSettings
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.unclear.session import BadReason, NoSuchCall, NotAside
-from tests.fakes import Clock, RecordingAmi
+from tests.fakes import AsideAmi, Clock, FakeAgi
 
 CALLER, AGENT = "200.1", "200.3"
 PROMPT_S = 3.0  # every fake prompt "plays" this long
 
 
-class FakeAmi(RecordingAmi):
+class FakeAmi(AsideAmi):
     def __init__(self) -> None:
-        super().__init__()
-        self.agi: FakeAgi | None = None
-        self.replies["Originate"] = self._originate
-        self.replies["PlayDTMF"] = self._play_dtmf
-
-    def _originate(self, action: dict[str, str]) -> dict[str, str]:
-        asyncio.get_running_loop().call_soon(self.event, {
-            "Event": "BridgeEnter", "Uniqueid": action["ChannelId"], "BridgeUniqueid": "b1",
-            "Channel": "Local/keep@ivr-unclear-00000009;1", "Linkedid": action["ChannelId"]})
-        return {"Response": "Success"}
-
-    def _play_dtmf(self, action: dict[str, str]) -> dict[str, str]:
-        if self.agi is not None:
-            self.agi.digits.append(action["Digit"])
-        return {"Response": "Success"}
+        super().__init__("Local/keep@ivr-unclear-00000009;1")
 
     def stages(self) -> list[str]:
         return [a["Stage"] for a in self.sent("UserEvent") if a["UserEvent"] == "IvrUnclearLine"]
 
 
-class FakeAgi:
-    """Asterisk's side: a prompt lasts PROMPT_S on the fake clock unless the wake digit
-    arrives; WAIT FOR DIGIT lasts its timeout unless a digit arrives."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.uniqueid, self.caller, self.channel = CALLER, "13800000001", "Local/c@x-00000001;1"
-        self.clock = clock
-        self.digits: list[str] = []
-        self.log: list[tuple[float, str]] = []
-        self.variables: dict[str, str] = {}
-        self.hooks: list[Callable[[FakeAgi, str], None]] = []
-
-    async def _run(self, what: str, seconds: float) -> str | None:
-        self.log.append((self.clock(), what))
-        for hook in self.hooks:
-            hook(self, what)
-        for _ in range(10):  # let a waker send its wake digit
-            await asyncio.sleep(0)
-        if self.digits:
-            return self.digits.pop(0)
-        self.clock.advance(seconds)
-        self.log.append((self.clock(), f"end {what}"))
-        return None
-
-    async def stream_file(self, prompt: str, escape: str = "") -> str | None:
-        return await self._run(f"play {prompt.rsplit('/', 1)[1]}", PROMPT_S)
-
-    async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        return await self._run("wait", timeout_ms / 1000)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-
 @pytest.fixture
 async def world() -> Any:
     ami, tracker, clock, bus, metrics = FakeAmi(), ChannelTracker(), Clock(), EventBus(), UnclearMetrics()
-    service = UnclearService(ami, tracker, UnclearSettings(agents={"PJSIP/1001": "Alice"}),  # type: ignore[arg-type]
+    service = UnclearService(ami, tracker, UnclearSettings(agents={"PJSIP/1001": "Alice"}),
                              bus=bus, metrics=metrics, clock=clock, wall=lambda: 1.7e9)
-    tracker.attach(ami)  # type: ignore[arg-type]
+    tracker.attach(ami)
     service.attach()
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
@@ -100,10 +51,10 @@ async def world() -> Any:
 
 
 async def run_agi(ami: FakeAmi, service: UnclearService, clock: Clock, *hooks: Any) -> FakeAgi:
-    agi = FakeAgi(clock)
+    agi = FakeAgi(CALLER, channel="Local/c@x-00000001;1", clock=clock, prompt_s=PROMPT_S)  # PROMPT_S a prompt
     agi.hooks.extend(hooks)
     ami.agi = agi
-    await asyncio.wait_for(service.agi_unclear(agi), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(service.agi_unclear(agi), 5)
     for _ in range(5):
         await asyncio.sleep(0)
     return agi
@@ -132,8 +83,7 @@ async def test_taken_aside_like_hold(world: Any) -> None:
 async def test_still_faint_ask_ask_again_goodbye_release(world: Any) -> None:
     ami, service, clock, events, metrics = world
     await service.start(CALLER, "faint")
-    quiet = []
-    agi = await run_agi(ami, service, clock, lambda a, what: quiet.append(talk(ami, 200)))  # too short
+    agi = await run_agi(ami, service, clock, lambda a, what: talk(ami, 200))  # too short
     played = [w for _, w in agi.log if w.startswith("play")]
     assert played == ["play unclear_ask", "play unclear_ask", "play unclear_goodbye_faint"]
     assert agi.variables["TALK_DETECT(set)"] == "300,512"
