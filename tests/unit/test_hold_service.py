@@ -190,10 +190,10 @@ async def choose_window(world: Any, *keys: str, after: str = "callback_when") ->
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("3")
+    agi.press("3")
     for n, key in enumerate(keys, 1):
         await until(lambda n=n: agi.played().count(after) >= n)
-        agi.digits.put_nowait(key)
+        agi.press(key)
     await asyncio.wait_for(task, 2)
     [req] = [e for e in events if e.kind == "callback.requested"]
     return agi, req
@@ -225,12 +225,12 @@ async def test_callback_window_invalid_keys_twice_take_asap(world: Any) -> None:
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("3")
+    agi.press("3")
     await until(lambda: "callback_when" in agi.played())
     for n, key in enumerate(("9", "*"), 1):
         start = agi.commands.index(next(c for c in agi.commands if "callback_when" in c))
-        await until(lambda n=n, start=start: agi.commands[start:].count("WAIT FOR DIGIT") >= n)
-        agi.digits.put_nowait(key)
+        await until(lambda n=n, start=start: sum(c.startswith("WAIT FOR DIGIT") for c in agi.commands[start:]) >= n)
+        agi.press(key)
     await asyncio.wait_for(task, 2)
     [req] = [e for e in events if e.kind == "callback.requested"]
     assert agi.played().count("callback_when") == 2
@@ -242,9 +242,9 @@ async def test_callback_caller_hangs_up_in_the_menu_still_called_back(world: Any
     agi, task = await start_held(ami, service)
     await advance(clock, timers, 60.0)
     await until(lambda: "hold_choices" in agi.played())
-    agi.digits.put_nowait("3")
+    agi.press("3")
     await until(lambda: "callback_when" in agi.played())
-    agi.digits.put_nowait("hangup")
+    agi.press("hangup")
     await asyncio.wait_for(task, 2)
     [req] = [e for e in events if e.kind == "callback.requested"]
     assert req.data["best_time"] == "today"
@@ -442,7 +442,7 @@ async def test_a_hold_taken_over_goes_on_from_the_stage_reached(world: Any) -> N
     sooner, not a reminder again), then the agent resumes: thanks, the keeper goes."""
     ami, service, clock, timers, *_ = world
     agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 40:.3f}@1@0")
-    await until(lambda: "WAIT FOR DIGIT" in agi.commands)
+    await until(lambda: bool(agi.sent("WAIT FOR DIGIT")))
     assert agi.played() == [] and ami.states() == []
     assert service.sessions[CALLER].via == "takeover" and service.sessions[CALLER].keeper == KEEPER
     await advance(clock, timers, 19.9)

@@ -435,7 +435,7 @@ async def test_a_script_resumed_mid_pause_keeps_its_pauses_and_its_three_prompts
     release_at = next(t for t, args in call.events if "Stage: release" in args)
     assert release_at == pytest.approx(p3_end + PAUSE, abs=0.002)
     assert stages(call) == ["prompt2", "prompt3", "release"]  # each once, across both nodes
-    assert "ANSWER" in call.commands and call.commands.count("STREAM FILE ivr/zh-CN/hello") == 1
+    assert "ANSWER" in call.commands and call.commands.count('STREAM FILE ivr/zh-CN/hello "0123456789*#"') == 1
     assert call.variables["IVR_RESULT"] == "done" and call.variables["IVR_STAGE"] == ""
 
 
@@ -444,7 +444,7 @@ async def test_a_prompt_cut_by_the_death_is_played_again_in_full_release_never_s
     played = [(p, round(s, 3), round(e, 3)) for p, s, e in call.plays]
     assert [p for p, _, _ in played] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
     # the cut prompt2 is not in plays (it never ended); the new node plays it in full at once
-    assert call.commands.count("STREAM FILE ivr/zh-CN/silent_prompt2") == 2
+    assert call.commands.count('STREAM FILE ivr/zh-CN/silent_prompt2 "0123456789*#"') == 2
     _, p2_start, p2_end = call.plays[2]
     assert p2_start == pytest.approx(resumed_at, abs=0.002) and p2_end - p2_start == 2.0
     _, p3_start, p3_end = call.plays[3]
