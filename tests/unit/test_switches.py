@@ -158,9 +158,8 @@ def test_the_forward_timeout_is_bounded(tmp_path: Path) -> None:
 
 # -- where each switch's leader is (PostgreSQL) -----------------------------------------------
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # the lease lives in PostgreSQL only
 async def test_the_leader_is_found_with_its_published_address(db_url: str) -> None:  # noqa: F811
-    if not db_url.startswith("postgres"):
-        pytest.skip("the lease lives in PostgreSQL only")
     from ivr.cluster import ACQUIRE, SCHEMA
     from ivr.http.forward import Forwarder, LeaderUnavailable
     from ivr.records import connect
