@@ -53,6 +53,29 @@ class Switch:
         return self.embedded.cli(command)
 
 
+# Side by side: `bash tests/run` runs this directory with `pytest -n 2 --dist loadgroup`,
+# each worker process with its own embedded switch (instance pytest-<pid>, free ports, its
+# own RTP range). A file's tests stay together on one worker (module fixtures, one
+# scenario after the other); the files that run SIPp or a benchmark's fixed RTP ports share
+# one worker, because SIPp's RTP echo port defaults to 6000 in every scenario.
+SIP_FILES = frozenset({
+    "test_bench_sip", "test_hold", "test_hostile_callers", "test_rings", "test_sip_phone",
+    "test_sip_rules", "test_sip_unclear", "test_transfer_policy",
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.path))
+        if path.parent != here:
+            continue
+        item.add_marker(pytest.mark.xdist_group("sip" if path.stem in SIP_FILES else path.stem))
+
+
 def _build_prompts() -> Path:
     out = REPO / "prompts" / "build"
     subprocess.run([sys.executable, "-m", "ivr", "prompts", "build", "--out", str(out)], check=True)
