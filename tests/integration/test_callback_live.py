@@ -109,3 +109,27 @@ async def test_an_answering_machine_talking_on_is_not_bridged(ami: AmiRecorder, 
     await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Channel", "").startswith(
         f"Local/{number}@ivr-callback-number") and e.get("Channel", "").endswith(";2"), timeout=10, since=since)
     await remove_customers(ami, [number])
+
+
+async def test_amd_on_the_same_audio_for_comparison(ami: AmiRecorder) -> None:
+    """The alternative not taken, measured: Asterisk's AMD() (amd.conf as shipped) on the same
+    customer audio, run right at the answer as it would have to be. Prints each verdict and
+    how long the channel spent in AMD (dead air for the customer: no greeting meanwhile)."""
+    names = ["caller_hello", "machine_greeting", "caller_speech", "line_noise", "silence"]
+    since = len(ami.events)
+    for name in names:
+        await ami.add_dialplan("test-amd-player", name, [
+            "Answer()", f"Playback(ivr-test/{name})", "Playback(ivr-test/silence)", "Hangup()"])
+        await ami.add_dialplan("test-amd-listener", name, [
+            "Answer()", "AMD()", "UserEvent(IvrTestAmd,Name: ${EXTEN},Status: ${AMDSTATUS},Cause: ${AMDCAUSE})",
+            "Hangup()"])
+        await ami.originate(f"Local/{name}@test-amd-player/n", "test-amd-listener", name)
+    done = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrTestAmd",
+                              timeout=30, count=len(names), since=since)
+    figures = {}
+    for e in done:
+        [began] = ami.find(lambda x, e=e: x.event == "Newexten" and x.get("Application") == "AMD"
+                           and x.get("Uniqueid") == e.get("Uniqueid"), since)[:1]
+        figures[e["Name"]] = (e["Status"], e["Cause"], round(ts(e) - ts(began), 2))
+    print(f"\nAMD() as shipped (status, cause, s in AMD): {figures}")
+    assert set(figures) == set(names) and all(f[0] for f in figures.values()), figures
