@@ -289,6 +289,8 @@ class CallbackService(CallbackOperations):
                   "Agent": att.agent, "Number": att.number, "Uniqueid": att.uid}
         if "status" in extra:
             fields["Status"] = str(extra["status"])
+        if extra.get("live"):
+            fields["Live"] = str(extra["live"])  # how the customer answered live: key or speech
         try:
             await self.ami.action(fields, 5.0)
         except AmiError as exc:
@@ -372,24 +374,25 @@ class CallbackService(CallbackOperations):
         await self._stage(att, "customer-answered")
         try:
             async with self.live.listen(call) as watch:
-                outcome = await self._hear(call, att, watch)
-                log.info("callbacks.customer_heard", callback_id=att.callback.id, outcome=outcome,
+                outcome, how = await self._hear(call, att, watch)
+                log.info("callbacks.customer_heard", callback_id=att.callback.id, outcome=outcome, by=how,
                          bursts=watch.answer.bursts)
             if outcome == "connected":
                 await call.set_variable("IVR_CB_LIVE", "yes")
         except (AgiHangup, AgiError):
-            outcome = "no-live-answer"
+            outcome, how = "no-live-answer", ""
         att.resolve(outcome)
         if outcome == "connected":
-            await self._stage(att, "connected")
+            await self._stage(att, "connected", live=how)
 
-    async def _hear(self, call: AgiChannel, att: Attempt, watch: LiveWatch) -> str:
+    async def _hear(self, call: AgiChannel, att: Attempt, watch: LiveWatch) -> tuple[str, str]:
         """The greeting and the agent's number heard whole (unless a machine talks over
-        them), then "press a key or say hello" and the wait: a key or a person's greeting
-        is ``connected``, long speech ``machine``, nothing ``no-live-answer``."""
+        them), then "say hello or press any key" and the wait: a key or a person's greeting
+        is ``connected``, long speech ``machine``, nothing ``no-live-answer``; and by what
+        (``key``, ``speech`` or "")."""
         for prompt in self.greeting(att):
             if watch.verdict() == MACHINE:
-                return "machine"
+                return "machine", "speech"
             await call.stream_file(f"{self.settings.sounds}/{prompt}")
         keys = "0123456789*#"
         digit = None
@@ -400,8 +403,10 @@ class CallbackService(CallbackOperations):
                 digit = await self._until_heard(call, watch, call.wait_for_digit(
                     int(self.settings.live_timeout * 1000)))
         if digit:
-            return "connected"
-        return {HUMAN: "connected", MACHINE: "machine"}.get(watch.verdict() or "", "no-live-answer")
+            return "connected", "key"
+        verdict = watch.verdict()
+        outcome = {HUMAN: "connected", MACHINE: "machine"}.get(verdict or "", "no-live-answer")
+        return outcome, "speech" if verdict else ""
 
     async def _until_heard(self, call: AgiChannel, watch: LiveWatch, command: Any) -> str | None:
         """Run the AGI ``command`` (a prompt or a wait for a key); a verdict on the speech

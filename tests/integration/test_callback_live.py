@@ -68,7 +68,7 @@ async def test_a_customer_who_says_hello_is_bridged_without_a_key(ami: AmiRecord
     number = "13900000021"
     ctl, since = await placed(ami, make_controller, "2021", number, "caller_hello", "cb-hello")
     [connected] = await wait_stage(ami, "connected", timeout=40, since=since)
-    assert connected["CallbackId"] == "cb-hello"
+    assert (connected["CallbackId"], connected.get("Live")) == ("cb-hello", "speech")
     [agent_in] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == connected["Uniqueid"],
                                     timeout=10, since=since)
     [customer_in] = await ami.wait_for(

@@ -99,6 +99,7 @@ async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
     stages = [a["Stage"] for a in ami.sent("UserEvent") if a["UserEvent"] == "IvrCallback"]
     assert stages == ["agent-ringing", "agent-answered", "agent-accepted", "customer-dialling",
                       "customer-answered", "connected", "connected"]
+    assert [a.get("Live") for a in ami.sent("UserEvent") if a.get("Stage") == "connected"][:1] == ["key"]
 
 
 def test_the_agent_who_held_by_number_name_or_device(world: Any) -> None:
@@ -211,6 +212,7 @@ async def test_a_customer_who_says_hello_is_bridged_without_a_key(world: Any) ->
     assert customer.played() == ["callback_greeting", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_2",
                                  "agent_service"]
     assert (row["status"], row["outcome"]) == ("done", "connected")
+    assert [a.get("Live") for a in world[1].sent("UserEvent") if a.get("Stage") == "connected"][:1] == ["speech"]
 
 
 async def test_a_customer_who_says_hello_after_the_greeting_ends_the_wait(world: Any) -> None:
