@@ -36,6 +36,12 @@ TEST_SILENCE_SECONDS = 10.0
 TEST_FAINT_RMS_DBFS = -40.0  # a caller far from the microphone (the unclear-line rule)
 TEST_LOUD_NOISE_RMS_DBFS = -20.0  # a noisy line: noise as loud as normal speech
 TEST_LOUD_NOISE_SECONDS = 20.0
+# A person answering a call-back says a short greeting and waits; an answering machine
+# talks on, then beeps (issue 18: a live answer by speech).
+TEST_HELLO_TEXT = "hello?"
+TEST_MACHINE_TEXT = ("Hi, you have reached the Wang family. We cannot take your call right now. "
+                     "Please leave your name and number after the tone, and we will call you back.")
+TEST_BEEP_HZ = 1000
 
 
 # --- audio processing -----------------------------------------------------------------
@@ -180,7 +186,12 @@ def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
       must treat as silence;
     * ``silence``: 10 s of digital silence;
     * ``caller_speech_faint``: ``caller_speech`` at -40 dBFS RMS (a faint line);
-    * ``line_noise_loud``: 20 s of pink noise at -20 dBFS RMS (a noisy line).
+    * ``line_noise_loud``: 20 s of pink noise at -20 dBFS RMS (a noisy line);
+    * ``caller_hello``: 1 s of digital silence, then "hello?" at -20 dBFS RMS (a person
+      answering a call-back);
+    * ``machine_greeting``: 0.5 s of digital silence, an answering machine's greeting
+      (:data:`TEST_MACHINE_TEXT`, about 8 s) at -20 dBFS RMS, 0.3 s of silence, a 0.5 s
+      1 kHz beep.
 
     Returns name -> duration in seconds (also written to ``manifest.json``).
     """
@@ -190,10 +201,14 @@ def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
         _trim(_to_telephony_tts(TEST_SPEECH_TEXT, TEST_SPEECH_VOICE)), TEST_SPEECH_RMS_DBFS
     )
     silence_1s = segment_cls.silent(duration=1000, frame_rate=SAMPLE_RATE)
+    hello = _normalise(_trim(_to_telephony_tts(TEST_HELLO_TEXT, TEST_SPEECH_VOICE)), TEST_SPEECH_RMS_DBFS)
+    machine = _normalise(_trim(_to_telephony_tts(TEST_MACHINE_TEXT, TEST_SPEECH_VOICE)), TEST_SPEECH_RMS_DBFS)
     audio = {
         "caller_speech": silence_1s + speech,
         "caller_speech_faint": silence_1s + speech.apply_gain(TEST_FAINT_RMS_DBFS - TEST_SPEECH_RMS_DBFS),
         "line_noise_loud": _pink_noise(TEST_LOUD_NOISE_SECONDS, TEST_LOUD_NOISE_RMS_DBFS, seed=2),
+        "caller_hello": silence_1s + hello,
+        "machine_greeting": silence_1s[:500] + machine + silence_1s[:300] + _beep(0.5),
         "line_noise": _pink_noise(TEST_NOISE_SECONDS, TEST_NOISE_RMS_DBFS),
         "silence": segment_cls.silent(
             duration=int(TEST_SILENCE_SECONDS * 1000), frame_rate=SAMPLE_RATE
@@ -210,9 +225,21 @@ def make_test_audio(out_dir: str | os.PathLike[str]) -> dict[str, float]:
                                 "leading_silence": 1.0, "rms_dbfs": TEST_FAINT_RMS_DBFS},
         "line_noise_loud": {"duration": durations["line_noise_loud"], "kind": "pink noise",
                             "rms_dbfs": TEST_LOUD_NOISE_RMS_DBFS},
+        "caller_hello": {"duration": durations["caller_hello"], "text": TEST_HELLO_TEXT, "leading_silence": 1.0,
+                         "speech": round(len(hello) / 1000, 3), "rms_dbfs": TEST_SPEECH_RMS_DBFS},
+        "machine_greeting": {"duration": durations["machine_greeting"], "text": TEST_MACHINE_TEXT,
+                             "leading_silence": 0.5, "speech": round(len(machine) / 1000, 3),
+                             "rms_dbfs": TEST_SPEECH_RMS_DBFS, "beep_hz": TEST_BEEP_HZ},
     }
     atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return durations
+
+
+def _beep(seconds: float) -> Any:
+    """An answering machine's beep: a :data:`TEST_BEEP_HZ` tone at -12 dBFS peak."""
+    from pydub.generators import Sine  # noqa: PLC0415 (pydub imports audioop: only when needed)
+
+    return Sine(TEST_BEEP_HZ, sample_rate=SAMPLE_RATE).to_audio_segment(duration=int(seconds * 1000), volume=-12.0)
 
 
 def _to_telephony_tts(text: str, voice: str) -> Any:

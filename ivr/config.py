@@ -335,6 +335,8 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "alarms.webhook_queue": (1, 1_000_000),
     "holidays.overrides[].year": (1900, 2200),
     "unclear.clear_threshold": (1, 32767),
+    "callbacks.live_threshold": (1, 32767),
+    "callbacks.live_min_word_ms": (0, 5000),
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ivr.rules.callback import parse_span, parse_window
+from ivr.rules.callback import LiveRule, parse_span, parse_window
 from ivr.sections import CallbacksConfig, Config
 
 
@@ -118,6 +118,10 @@ def validate_callbacks(cb: CallbacksConfig, add: Any) -> None:
         add("callbacks.days", f"ISO weekdays 1 (Monday) to 7, got {cb.days}")
     if not cb.backoff:
         add("callbacks.backoff", "at least one wait (s)")
+    try:
+        LiveRule(cb.live_word_gap_ms, cb.live_pause_ms, cb.live_greeting_max_ms, cb.live_min_word_ms)
+    except ValueError as exc:
+        add("callbacks.live", str(exc))
     if not 1 <= len(cb.windows) <= 9:
         add("callbacks.windows", f"1 to 9 windows (keys 1-9), got {len(cb.windows)}")
     for i, text in enumerate(cb.windows):

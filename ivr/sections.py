@@ -159,7 +159,14 @@ class CallbacksConfig:
     agent_ring: float = 30.0  # s the agent's phone may ring
     agent_confirm: float = 10.0  # s for the agent to press 1 after the announcement
     customer_ring: float = 40.0  # s the customer's phone may ring
-    live_timeout: float = 8.0  # s for the customer to press a key after the greeting (else "machine")
+    live_timeout: float = 8.0  # s for a key or a greeting after ours (else "no-live-answer")
+    # A live answer by speech (TALK_DETECT on the customer's channel, ivr/callbacks/live.py):
+    # a short greeting then quiet is a person; long speech is a machine (rules/callback.py LiveRule).
+    live_threshold: int = 512  # mean |sample| of a 20 ms frame that is speech (the silent-call level)
+    live_word_gap_ms: int = 300  # quiet that ends a burst of speech
+    live_pause_ms: int = 800  # quiet after a short greeting: a person waiting
+    live_greeting_max_ms: int = 2500  # more speech than this before such a pause: a machine
+    live_min_word_ms: int = 100  # shorter bursts (a click, a breath) are not speech
     poll: float = 5.0  # s between looks at the queue (a request or a free agent also wakes it)
     # The best times a held caller may choose after pressing 3, keys 1, 2, ... in this order:
     # "asap" (as soon as possible today), "HH:00-HH:00" (the next such window, today or

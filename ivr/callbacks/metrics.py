@@ -10,7 +10,7 @@ class CallbackMetrics:
         self.registry = registry or CollectorRegistry()
         self.attempts = Counter(
             "ivr_callback_attempts", "Call-back attempts by outcome (connected, no-answer, busy, machine, "
-            "agent-declined, agent-no-answer)", ["outcome"], registry=self.registry)
+            "no-live-answer, agent-declined, agent-no-answer)", ["outcome"], registry=self.registry)
         self.pending = Gauge(
             "ivr_callbacks_pending", "Open call-backs waiting in line (as of the last look at the queue)",
             registry=self.registry)

@@ -16,6 +16,7 @@ from ivr.rules.callback import (
     Callback,
     CallbackPolicy,
     Hours,
+    LiveRule,
     parse_span,
 )
 from ivr.rules.dialing import PHONE_RE
@@ -65,6 +66,9 @@ class CallbackSettings:
     customer_ring: float = _CB.customer_ring
     live_timeout: float = _CB.live_timeout
     poll: float = _CB.poll
+    live: LiveRule = field(default_factory=lambda: LiveRule(
+        _CB.live_word_gap_ms, _CB.live_pause_ms, _CB.live_greeting_max_ms, _CB.live_min_word_ms))
+    live_threshold: int = _CB.live_threshold
 
     @property
     def attempt_limit(self) -> float:
@@ -94,7 +98,8 @@ class CallbackSettings:
             names={a.name: str(a.number) for a in agents if a.name},
             sounds=f"{prompts.sound_prefix}/{switch.language}", tz=switch.timezone,
             agent_ring=cb.agent_ring, agent_confirm=cb.agent_confirm, customer_ring=cb.customer_ring,
-            live_timeout=cb.live_timeout, poll=cb.poll)
+            live_timeout=cb.live_timeout, poll=cb.poll, live_threshold=cb.live_threshold,
+            live=LiveRule(cb.live_word_gap_ms, cb.live_pause_ms, cb.live_greeting_max_ms, cb.live_min_word_ms))
 
 
 def to_callback(row: Row) -> Callback:

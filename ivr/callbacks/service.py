@@ -14,7 +14,9 @@ and has a free agent (no channel of the agent's device on the switch). Then, age
   or 2 (decline);
 * accepted: the dialplan dials ``Local/<number>@ivr-callback-number``; on answer, before
   the bridge, the route ``callback-customer`` plays the greeting with the agent's number
-  and waits for a key: a key is a live person (connected), none is a machine;
+  and hears the customer (:mod:`ivr.callbacks.live`): a key, or a short greeting then a
+  pause, is a live person (connected); long speech is a machine (``machine``); neither
+  within ``live_timeout`` after our greeting is ``no-live-answer``;
 * the dial's outcome comes back as ``UserEvent: IvrCallbackDial`` (no answer, busy).
 
 Every stage goes out as ``UserEvent: IvrCallback`` (``Stage``, ``CallbackId``,
@@ -40,10 +42,12 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.wake import WAKE_DIGIT, wake_until
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiError
 from ivr.ami.queues import queue_members
+from ivr.callbacks.live import LiveListener, LiveWatch
 from ivr.callbacks.metrics import CallbackMetrics
 from ivr.callbacks.model import (
     DIAL_OUTCOMES,
@@ -59,6 +63,8 @@ from ivr.callbacks.recovery import resolve_in_flight
 from ivr.catalog import digits_prompts
 from ivr.events import EventBus
 from ivr.rules.callback import (
+    HUMAN,
+    MACHINE,
     Callback,
     after_attempt,
     expired,
@@ -92,6 +98,7 @@ class CallbackService(CallbackOperations):
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet("callbacks.task_failed")
         self.ticks = 0  # looks at the queue so far (a test waits for some to pass)
+        self.live = LiveListener(settings.live, settings.live_threshold)
 
     @property
     def agi_routes(self) -> dict[str, Any]:
@@ -100,6 +107,7 @@ class CallbackService(CallbackOperations):
     def attach(self) -> None:
         for name in ("Hangup", "UserEvent"):
             self.ami.subscribe(name, self.handle_event)
+        self.live.attach(self.ami)
 
     async def start(self) -> None:
         if self.settings.enabled and self._loop_task is None:
@@ -281,6 +289,8 @@ class CallbackService(CallbackOperations):
                   "Agent": att.agent, "Number": att.number, "Uniqueid": att.uid}
         if "status" in extra:
             fields["Status"] = str(extra["status"])
+        if extra.get("live"):
+            fields["Live"] = str(extra["live"])  # how the customer answered live: key or speech
         try:
             await self.ami.action(fields, 5.0)
         except AmiError as exc:
@@ -299,10 +309,10 @@ class CallbackService(CallbackOperations):
             att = self.attempts.get(event.get("CallbackId", ""))
             if att is not None:
                 status = event.get("DialStatus", "")
-                # ANSWER without a live key: the customer route has said "machine" already.
+                # ANSWER without a live answer: the customer route has given the outcome already.
                 # Adopted before the agent answered here: the bridge happened (a customer with
                 # no key is dropped with the agent by the dialplan, and no event comes).
-                answered = "connected" if att.adopted and not att.agi else "machine"
+                answered = "connected" if att.adopted and not att.agi else "no-live-answer"
                 att.resolve(DIAL_OUTCOMES.get(status, answered if status == "ANSWER" else "no-answer"))
             return
         if kind == "Hangup":
@@ -356,26 +366,62 @@ class CallbackService(CallbackOperations):
 
     async def customer_agi(self, call: AgiChannel) -> None:
         """FastAGI route ``callback-customer``: the greeting with the agent's number, then
-        a key from a live person."""
+        a live answer: a key, or speech the way a person answers (:mod:`ivr.callbacks.live`)."""
         att = self.attempts.get(call.headers.get("agi_arg_1", ""))
         if att is None or not att.accepted:
             log.warning("callbacks.unknown_customer_leg", uniqueid=call.uniqueid)
             return  # IVR_CB_LIVE stays empty: the dialplan drops this leg
         await self._stage(att, "customer-answered")
-        keys = "0123456789*#"
         try:
-            # The greeting and the agent's number are heard whole; the key is asked for after.
-            for prompt in self.greeting(att):
-                await call.stream_file(f"{self.settings.sounds}/{prompt}")
-            digit = await call.stream_file(f"{self.settings.sounds}/callback_press", keys)
-            if not digit:
-                digit = await call.wait_for_digit(int(self.settings.live_timeout * 1000))
-            if not digit:
-                att.resolve("machine")
-                return
-            await call.set_variable("IVR_CB_LIVE", "yes")
+            async with self.live.listen(call) as watch:
+                outcome, how = await self._hear(call, att, watch)
+                log.info("callbacks.customer_heard", callback_id=att.callback.id, outcome=outcome, by=how,
+                         bursts=watch.answer.bursts)
+            if outcome == "connected":
+                await call.set_variable("IVR_CB_LIVE", "yes")
         except (AgiHangup, AgiError):
-            att.resolve("machine")
-            return
-        att.resolve("connected")
-        await self._stage(att, "connected")
+            outcome, how = "no-live-answer", ""
+        att.resolve(outcome)
+        if outcome == "connected":
+            await self._stage(att, "connected", live=how)
+
+    async def _hear(self, call: AgiChannel, att: Attempt, watch: LiveWatch) -> tuple[str, str]:
+        """The greeting and the agent's number heard whole (unless a machine talks over
+        them), then "say hello or press any key" and the wait: a key or a person's greeting
+        is ``connected``, long speech ``machine``, nothing ``no-live-answer``; and by what
+        (``key``, ``speech`` or "")."""
+        for prompt in self.greeting(att):
+            if watch.verdict() == MACHINE:
+                return "machine", "speech"
+            await call.stream_file(f"{self.settings.sounds}/{prompt}")
+        keys = "0123456789*#"
+        digit = None
+        if watch.verdict() is None:
+            digit = await self._until_heard(call, watch, call.stream_file(
+                f"{self.settings.sounds}/callback_press", keys + WAKE_DIGIT))
+            if not digit and watch.verdict() is None:
+                digit = await self._until_heard(call, watch, call.wait_for_digit(
+                    int(self.settings.live_timeout * 1000)))
+        if digit:
+            return "connected", "key"
+        verdict = watch.verdict()
+        outcome = {HUMAN: "connected", MACHINE: "machine"}.get(verdict or "", "no-live-answer")
+        return outcome, "speech" if verdict else ""
+
+    async def _until_heard(self, call: AgiChannel, watch: LiveWatch, command: Any) -> str | None:
+        """Run the AGI ``command`` (a prompt or a wait for a key); a verdict on the speech
+        meanwhile ends it with the wake digit. The customer's key, or None."""
+        woken = asyncio.Event()
+
+        async def waker() -> None:
+            if await watch.wait() is not None:
+                await wake_until(self.ami, call.channel, woken)
+
+        task = asyncio.ensure_future(waker())
+        try:
+            digit: str | None = await command
+        finally:
+            woken.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return None if digit == WAKE_DIGIT else digit

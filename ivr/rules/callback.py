@@ -14,8 +14,8 @@ agent does not hold up those behind it.
 Outcomes of an attempt::
 
     connected                    -> done
-    no-answer | busy | machine   -> the customer's attempt is used: retried after
-                                    backoff[n-1] (the last repeats), failed after
+    no-answer | busy | machine | -> the customer's attempt is used: retried after
+    no-live-answer                  backoff[n-1] (the last repeats), failed after
                                     max_attempts
     agent-declined |             -> not the customer's fault: the attempt is not counted,
     agent-no-answer | agent-busy    retried after agent_retry
@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-CUSTOMER_OUTCOMES = frozenset({"no-answer", "busy", "machine"})
+CUSTOMER_OUTCOMES = frozenset({"no-answer", "busy", "machine", "no-live-answer"})
 AGENT_OUTCOMES = frozenset({"agent-declined", "agent-no-answer", "agent-busy"})
 OUTCOMES = CUSTOMER_OUTCOMES | AGENT_OUTCOMES | {"connected"}
 OPEN = "open"  # waiting for its next attempt
@@ -73,7 +73,7 @@ class Hours:
 
 @dataclass(frozen=True)
 class CallbackPolicy:
-    max_attempts: int = 3  # customer attempts (no answer, busy, machine) before "failed"
+    max_attempts: int = 3  # customer attempts (no answer, busy, machine, no live answer) before "failed"
     backoff: tuple[float, ...] = (600.0, 1800.0, 3600.0)  # s after the 1st, 2nd, ... used attempt
     agent_retry: float = 60.0  # s after an agent declined or did not answer
     hours: Hours = field(default_factory=Hours)
@@ -305,3 +305,85 @@ def window_for_key(windows: Sequence[Window], digit: str | None) -> Window | Non
     if digit and digit.isdigit() and 1 <= int(digit) <= len(windows):
         return windows[int(digit) - 1]
     return None
+
+
+# -- a live answer: the customer's key, or speech the way a person answers -------------------
+
+HUMAN, MACHINE = "human", "machine"
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    """How an answered customer's speech is told apart (TALK_DETECT bursts: a *burst* is
+    speech that ends after ``word_gap_ms`` of quiet; Asterisk reports its length without
+    that quiet). A person says a short greeting ("hello?") and waits: speech of at least
+    ``min_word_ms`` and at most ``greeting_max_ms`` in all, then ``pause_ms`` of quiet:
+    :data:`HUMAN`. An answering machine talks on: more than ``greeting_max_ms`` of speech
+    before such a pause (a burst still running counts as it goes): :data:`MACHINE`.
+    Bursts shorter than ``min_word_ms`` (a click, a breath) are not speech. The defaults
+    are ``[callbacks] live_*`` (ivr/sections.py)."""
+
+    word_gap_ms: int
+    pause_ms: int
+    greeting_max_ms: int
+    min_word_ms: int
+
+    def __post_init__(self) -> None:
+        if not 20 <= self.word_gap_ms <= self.pause_ms:
+            raise ValueError(f"live_word_gap_ms must be 20..live_pause_ms ({self.pause_ms}), got {self.word_gap_ms}")
+        if not 0 <= self.min_word_ms < self.greeting_max_ms:
+            raise ValueError(f"live_min_word_ms must be 0..live_greeting_max_ms ({self.greeting_max_ms}), "
+                             f"got {self.min_word_ms}")
+
+
+class LiveAnswer:
+    """One answered customer's speech, from TALK_DETECT bursts; times are seconds on one
+    clock (the caller's), passed in. :meth:`decide` gives the verdict once it is known
+    (it never changes after), :meth:`deadline` when it may next change with no new burst."""
+
+    def __init__(self, rule: LiveRule) -> None:
+        self.rule = rule
+        self.spoken_ms = 0  # speech heard so far, ended bursts only
+        self.talking_since: float | None = None  # a burst under way
+        self.quiet_since: float | None = None  # the end of the last word
+        self.bursts: list[int] = []  # every ended burst's length (ms), noise included
+        self.verdict: str | None = None
+
+    def talk_start(self, at: float) -> None:
+        if self.verdict is None and self.talking_since is None:
+            self.talking_since = at
+
+    def talk_stop(self, at: float, duration_ms: int) -> None:
+        self.bursts.append(duration_ms)
+        if self.verdict is not None:
+            return
+        self.talking_since = None
+        if duration_ms < self.rule.min_word_ms:
+            return  # not speech: the quiet before it goes on
+        self.spoken_ms += duration_ms
+        self.quiet_since = at - self.rule.word_gap_ms / 1000
+        if self.spoken_ms > self.rule.greeting_max_ms:
+            self.verdict = MACHINE
+
+    def _running_ms(self, now: float) -> float:
+        return 0.0 if self.talking_since is None else max(0.0, now - self.talking_since) * 1000
+
+    def decide(self, now: float) -> str | None:
+        r = self.rule
+        if self.verdict is None:
+            if self.spoken_ms + self._running_ms(now) > r.greeting_max_ms:
+                self.verdict = MACHINE
+            elif (self.talking_since is None and self.quiet_since is not None
+                  and round((now - self.quiet_since) * 1000, 6) >= r.pause_ms):  # to the ns: float noise
+                self.verdict = HUMAN
+        return self.verdict
+
+    def deadline(self) -> float | None:
+        """When :meth:`decide` may give a verdict without another burst; None: only a burst can."""
+        if self.verdict is not None:
+            return None
+        if self.talking_since is not None:
+            return self.talking_since + (self.rule.greeting_max_ms - self.spoken_ms) / 1000
+        if self.quiet_since is not None:
+            return self.quiet_since + self.rule.pause_ms / 1000
+        return None

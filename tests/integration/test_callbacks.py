@@ -322,12 +322,12 @@ async def test_no_answer_and_busy_retry_on_schedule(ami: AmiRecorder, make_contr
     await wait_stage(ami, "busy", timeout=30, count=2, since=since)
     await until(lambda: _status(ctl, "cb-busy", "failed"), 10, "failed after two busy attempts")
 
-    # answered, but nobody presses a key after the greeting: a machine, one attempt used
+    # answered, but nobody presses a key or speaks after the greeting: no live answer, one attempt used
     machine = "13900000005"
     await ami.add_dialplan("ivr-callback-number", machine, ["Answer()", "Wait(40)", "Hangup()"])
     since = len(ami.events)
     await request(ctl, machine, "test-cb-9", "cb-machine")
-    [m] = await wait_stage(ami, "machine", timeout=40, since=since)
+    [m] = await wait_stage(ami, "no-live-answer", timeout=40, since=since)
     assert m["Status"] == "open" and (await row(ctl, "cb-machine"))["attempts"] == 1
     assert not ami.find(lambda e: e.event == "BridgeEnter" and machine in e.get("Channel", ""), since), "never bridged"
     await ctl.callbacks.cancel("cb-machine")

@@ -90,7 +90,7 @@ async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
     customer.on_play["agent_intro"] = lambda: customer.press("7")
     customer.on_play["callback_press"] = lambda: customer.press("5")
     await service.customer_agi(customer)
-    assert customer.variables == {"IVR_CB_LIVE": "yes"}
+    assert customer.variables == {"IVR_CB_LIVE": "yes", "TALK_DETECT(set)": "300,512", "TALK_DETECT(remove)": ""}
     assert customer.played() == ["callback_greeting", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_2",
                                "agent_service", "callback_press"], "heard whole before the key"
     await settled(service)
@@ -99,6 +99,7 @@ async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
     stages = [a["Stage"] for a in ami.sent("UserEvent") if a["UserEvent"] == "IvrCallback"]
     assert stages == ["agent-ringing", "agent-answered", "agent-accepted", "customer-dialling",
                       "customer-answered", "connected", "connected"]
+    assert [a.get("Live") for a in ami.sent("UserEvent") if a.get("Stage") == "connected"][:1] == ["key"]
 
 
 def test_the_agent_who_held_by_number_name_or_device(world: Any) -> None:
@@ -155,16 +156,82 @@ async def test_busy_and_no_answer_use_attempts_then_fail(world: Any) -> None:
             wall.t += 120
 
 
-async def test_a_customer_who_never_presses_is_a_machine(world: Any) -> None:
+async def test_a_customer_who_neither_presses_nor_speaks_is_no_live_answer(world: Any) -> None:
     service, _, store, _, _ = world
     await ask(store, "13900000001", "cb-1", NOON - 600)
     [att] = await service.tick()
     att.accepted = True
     customer = fake_agi("9.9", att.uid)
     await service.customer_agi(customer)
-    assert customer.variables == {}
+    assert "IVR_CB_LIVE" not in customer.variables
     await settled(service)
-    assert (await store.queue.get("cb-1"))["outcome"] == "machine"
+    row = await store.queue.get("cb-1")
+    assert (row["outcome"], row["attempts"], row["status"]) == ("no-live-answer", 1, "open")
+
+
+async def customer_speaks(world: Any, bursts: list[tuple[str, float]]) -> tuple[FakeAgi, Any]:
+    """The customer's route with TALK_DETECT events fired at the given points: ``("start",
+    s)`` / ``("stop:<ms>", s)`` seconds after the route armed the detector (real time, small)."""
+    service, ami, store, _, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    att.accepted = True
+    customer = FakeAgi("9.9", channel="Local/139@ivr-callback-number-00000001;1", args=(att.uid,),
+                       prompt_s=0.45, wait_cap=3.0)
+
+    def play_dtmf(action: dict[str, Any]) -> dict[str, str]:
+        customer.press(action["Digit"])  # Receive: true, as if the customer pressed it
+        return {"Response": "Success"}
+
+    ami.replies["PlayDTMF"] = play_dtmf
+    loop = asyncio.get_running_loop()
+
+    def fire(kind: str) -> None:
+        fields = {"Uniqueid": "9.9"}
+        if kind.startswith("stop:"):
+            fields["Duration"] = kind.split(":")[1]
+        ami.fire("ChannelTalkingStart" if kind == "start" else "ChannelTalkingStop", **fields)
+
+    def armed(call: FakeAgi, what: str) -> None:
+        if not call.hooks[1:]:
+            call.hooks.append(lambda *_: None)  # once
+            for kind, at in bursts:
+                loop.call_later(at, fire, kind)
+
+    customer.hooks.append(armed)
+    await service.customer_agi(customer)
+    await settled(service)
+    return customer, await store.queue.get("cb-1")
+
+
+async def test_a_customer_who_says_hello_is_bridged_without_a_key(world: Any) -> None:
+    """'hello?' (0.25 s) during the greeting, then quiet: a person. The greeting is heard whole,
+    the "press a key" prompt is skipped, the leg is marked live."""
+    customer, row = await customer_speaks(world, [("start", 0.02), ("stop:250", 0.35)])
+    assert customer.variables["IVR_CB_LIVE"] == "yes"
+    assert customer.played() == ["callback_greeting", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_2",
+                                 "agent_service"]
+    assert (row["status"], row["outcome"]) == ("done", "connected")
+    assert [a.get("Live") for a in world[1].sent("UserEvent") if a.get("Stage") == "connected"][:1] == ["speech"]
+
+
+async def test_a_customer_who_says_hello_after_the_greeting_ends_the_wait(world: Any) -> None:
+    """Quiet through the greeting (7 prompts of 0.45 s) and "press a key"; "hello?" in the
+    wait for a key: the wait ends with the wake digit (PlayDTMF), connected."""
+    customer, row = await customer_speaks(world, [("start", 4.0), ("stop:300", 4.4)])
+    assert customer.variables["IVR_CB_LIVE"] == "yes"
+    assert customer.played()[-1] == "callback_press" and customer.sent("WAIT FOR DIGIT")
+    assert [a["Digit"] for a in world[1].sent("PlayDTMF")][:1] == ["D"], "woken by the wake digit"
+    assert (row["status"], row["outcome"]) == ("done", "connected")
+
+
+async def test_a_machine_talking_on_is_not_bridged(world: Any) -> None:
+    """Speech running on past 2.5 s from the answer: a machine; the greeting stops at the next
+    prompt, the leg is not marked live, the customer's attempt is used."""
+    customer, row = await customer_speaks(world, [("start", 0.0), ("stop:5200", 5.5)])
+    assert "IVR_CB_LIVE" not in customer.variables
+    assert "callback_press" not in customer.played()
+    assert (row["status"], row["attempts"], row["outcome"]) == ("open", 1, "machine")
 
 
 async def test_hostile_numbers_are_never_dialled(world: Any) -> None:

@@ -326,7 +326,8 @@ def rms_dbfs(samples: array[int]) -> float:
 
 def test_make_test_audio(tmp_path: Path) -> None:
     durations = prompts.make_test_audio(tmp_path)
-    assert set(durations) == {"caller_speech", "line_noise", "silence", "caller_speech_faint", "line_noise_loud"}
+    assert set(durations) == {"caller_speech", "line_noise", "silence", "caller_speech_faint", "line_noise_loud",
+                              "caller_hello", "machine_greeting"}
     audio = {}
     for name in durations:
         rate, channels, width, frames = wav_info(tmp_path / f"{name}.wav")
@@ -355,6 +356,11 @@ def test_make_test_audio(tmp_path: Path) -> None:
     assert rms_dbfs(faint[8000:]) == pytest.approx(-40, abs=2)
     assert durations["line_noise_loud"] == 20.0
     assert rms_dbfs(audio["line_noise_loud"]) == pytest.approx(-20, abs=0.5)
+    # a call-back's person says a short "hello?"; its machine talks on for seconds, then beeps
+    assert max(abs(s) for s in audio["caller_hello"][:8000]) == 0
+    assert 0.2 < durations["caller_hello"] - 1.0 < 1.5
+    assert rms_dbfs(audio["caller_hello"][8000:]) == pytest.approx(-20, abs=2)
+    assert 5.0 < durations["machine_greeting"] < 15.0
 
 
 def test_full_en_us_set_builds_and_checks(
