@@ -84,4 +84,5 @@ class UnclearSession(AwaySession):
     listening: bool = False
     clear: asyncio.Event = field(default_factory=asyncio.Event)  # clear speech, or the agent
     agent_back: bool = False  # the agent took the caller back (key again, API)
+    started: str = ""  # when the caller's route began, unix time as written in IVR_STAGE
     bursts: list[dict[str, Any]] = field(default_factory=list)  # talk bursts heard (figures)
