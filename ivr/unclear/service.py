@@ -296,8 +296,8 @@ class UnclearService:
                 s.listening = False
                 with contextlib.suppress(AgiError):
                     await call.set_variable("TALK_DETECT(remove)", "")
+                await call.set_variable("IVR_RESULT", result)  # first: a death now still ends as decided
                 await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to go on with
-                await call.set_variable("IVR_RESULT", result)
         except AgiHangup:
             return
         finally:
