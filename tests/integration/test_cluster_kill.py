@@ -254,7 +254,8 @@ async def test_leader_killed_mid_unclear_script_the_next_node_asks_again_once_on
         unclear = lambda e, stage=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrUnclearLine"
                                          and e.get("Uniqueid") == uid and stage in (None, e.get("Stage")))
         stream = lambda e, kind="AGIExecEnd": (e.event == kind and e.get("Uniqueid") == uid
-                                               and e.get("Command", "").startswith("STREAM FILE"))
+                                               and e.get("Command", "").startswith("STREAM FILE")
+                                               and "/unclear_" in e["Command"])
         assert (await ami.action({"Action": "Redirect", "Channel": agent[:-1] + "2", "Context": "test-unclear-key",
                                   "Exten": "s", "Priority": "1"})).success
         await ami.wait_for(lambda e: unclear(e, "ask"), timeout=10, since=since)
