@@ -71,7 +71,7 @@ class AwaySession:
 
     caller: Channel
     agent: Channel
-    via: str  # how it started: phone, feature, key, api
+    via: str  # how it started: phone, feature, key, api; takeover (rebuilt by another node)
     agent_name: str
     keeper: str = ""  # the keeper's ;1 Uniqueid (the ChannelId given to it)
     keeper_name: str = ""

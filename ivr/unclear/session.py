@@ -77,7 +77,7 @@ class UnclearSettings(AwaySettings):
 @dataclass(kw_only=True)
 class UnclearSession(AwaySession):
     """One caller taken out of the agent's bridge for the unclear-line script (``via``:
-    key, api; ``ended``: returned, released, hungup, failed, agent_left)."""
+    key, api, takeover; ``ended``: returned, released, hungup, failed, agent_left)."""
 
     reason: str
     script: UnclearLine
