@@ -117,6 +117,7 @@ class UnclearService:
         self.bus, self.metrics, self.clock, self.wall = bus, metrics, clock, wall
         self.agent_leg: AgentLeg = agent_leg or self._bridged_non_caller
         self.sessions: dict[str, UnclearSession] = {}  # caller Uniqueid -> session
+        self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key seen as a standby
         self._waiters = EventWaiters()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -229,8 +230,10 @@ class UnclearService:
             if self.metrics is not None:
                 self.metrics.keys_refused.inc()
             return
-        if not self.acting():  # a standby: the leader acts on the same key
+        if not self.acting():  # a standby: the leader acts on the same key; kept for a takeover
             log.debug("unclear.standby_skipped", agent=channel)
+            now = self.wall()
+            self.standby_keys = {k: t for k, t in self.standby_keys.items() if now - t < 3600} | {uid: now}
             return
         mine = [s for s in self.sessions.values() if s.agent.uniqueid == uid]
         if mine:  # the key again while the caller is aside: the agent takes them back
@@ -358,6 +361,8 @@ class UnclearService:
                            keeper=keeper.uniqueid, keeper_name=keeper.name)
         self.sessions[caller.uniqueid] = s
         log.info("unclear.taken_over", uniqueid=call.uniqueid, state=state, age=round(age, 3), reason=reason)
+        if self.standby_keys.pop(agent.uniqueid, 0.0) > float(started) + 1.0:
+            self._take_back(s)  # the agent keyed again while no node led: back to the agent
         return s
 
     @staticmethod

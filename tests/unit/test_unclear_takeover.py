@@ -205,3 +205,34 @@ def test_a_resumed_script_never_ends_a_pause_sooner() -> None:
     assert line.on_timer(103.49) == [] and line.on_timer(103.5)[0].stage == "release"
     fresh = UnclearLine.resumed("faint", 5.0, "ask", 1.0, now=100.0)
     assert fresh.state == "idle" and fresh.start(100.0)[0].stage == "ask"
+
+
+async def test_a_key_again_while_no_node_led_takes_the_caller_back_at_takeover(world: Any) -> None:
+    """This node was a standby when the agent keyed *5 again (the leader had just died):
+    when the caller's AGI arrives here, the caller goes back to the agent at once. The
+    key that started the script (seen before its start) does not count."""
+    ami, service, clock, *_ = world
+    service.acting = lambda: False
+    service.wall = lambda: WALL - 1.0  # the key came 9 s into the script
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+    assert AGENT in service.standby_keys and not ami.actions
+    service.acting, service.wall = (lambda: True), (lambda: WALL)
+    keeper_on_switch(ami)
+    agi = await arrives(ami, service, clock, stage("pause2", 1.0))
+    assert agi.variables["IVR_RESULT"] == "back" and agi.played() == [] and not service.standby_keys
+    returned = ami.sent("UserEvent")[-1]
+    assert (returned["Stage"], returned["During"], returned["By"]) == ("returned", "pause2", "agent")
+
+
+async def test_the_key_that_started_the_script_is_not_a_take_back(world: Any) -> None:
+    ami, service, clock, *_ = world
+    service.acting = lambda: False
+    service.wall = lambda: WALL - 10.5  # before the script's start
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint", "Uniqueid": AGENT,
+               "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
+    service.acting, service.wall = (lambda: True), (lambda: WALL)
+    keeper_on_switch(ami)
+    agi = await arrives(ami, service, clock, stage("pause3", 4.0), "PJSIP/1001-00000002",
+                        lambda a, what: talk(ami, 200))
+    assert agi.variables["IVR_RESULT"] == "done" and ami.stages() == ["release"]
