@@ -14,6 +14,9 @@ actually be allowed to do:
 5. Every prompt of every configured language is in Asterisk's sound path (checked by
    Asterisk itself: ``STREAM FILE`` from the end of each file, which plays nothing).
 6. The tone zone the controller counts rings with is the one the dialplan sets.
+7. With a ``[cluster] switch`` name of its own, the switch's Asterisk has a ``systemname``
+   (AMI ``CoreSettings`` ``SystemName``): call ids are Linkedids, bare ``<epoch>.<n>``
+   without it, and two switches on one database would make the same ones.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from ivr.agi.channel import AgiChannel, AgiError
 from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection, AmiError, Backoff
+from ivr.ami.link import AmiLink
 from ivr.catalog import load_catalog
 from ivr.feature import AgiRoute, Feature
 from ivr.resources import prompts_source_dir
@@ -35,7 +39,7 @@ from ivr.sections import Config
 # (tests/unit/test_doctor.py checks this covers every action the package sends.)
 NEEDED_ACTIONS = frozenset({
     "Originate", "Redirect", "Hangup", "UserEvent", "CoreShowChannels", "Getvar",
-    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping", "Status", "QueueStatus",
+    "Setvar", "ShowDialPlan", "PlayDTMF", "Ping", "Status", "QueueStatus", "CoreSettings",
 })
 DANGEROUS_ACTIONS = frozenset({
     "Command", "UpdateConfig", "GetConfig", "GetConfigJSON", "CreateConfig",
@@ -106,6 +110,7 @@ class _Doctor:
                 return self.checks
             self.add("AMI login", True, f"{self.config.ami.username}@{self.config.ami.host}:{self.config.ami.port}")
             await self._privileges(ami)
+            await self._system_name(ami)
             await self._inbound_context(ami)
             await self._agi_and_prompts(ami)
             await self._tone_zone(ami)
@@ -127,6 +132,26 @@ class _Doctor:
                      "and write = call,originate,user,reporting")
         else:
             self.add("AMI privileges", True, f"all {len(NEEDED_ACTIONS)} needed actions, nothing dangerous")
+
+    async def _system_name(self, ami: AmiLink) -> None:
+        """A switch of its own name needs an Asterisk ``systemname`` (README "Many switches")."""
+        switch = self.config.cluster.switch
+        if switch == "default":  # one switch: its bare call ids collide with nobody's
+            return
+        try:
+            reply = await ami.action({"Action": "CoreSettings"}, self.timeout)
+        except AmiError as exc:
+            self.add("switch systemname", False, f"cannot ask the switch (CoreSettings: {exc}): "
+                     "manager.conf [ivr] needs write = call,originate,user,reporting")
+            return
+        name = str(reply.get("SystemName") or "")
+        if name:
+            self.add("switch systemname", True, f"[cluster] switch {switch!r} on Asterisk systemname "
+                     f"{name[:40]!r}: its call ids carry it")
+            return
+        self.add("switch systemname", False, f"[cluster] switch {switch!r}, but this Asterisk has no systemname: "
+                 "its call ids are bare <epoch>.<n> and another switch on the same database makes the same "
+                 f"ones; set `systemname = {switch}` in asterisk.conf [options] (read at start: restart Asterisk)")
 
     async def _getvar(self, ami: AmiConnection, name: str) -> str:
         try:

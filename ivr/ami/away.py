@@ -22,7 +22,7 @@ prefix, the agents by device: the base of ``HoldSettings`` and ``UnclearSettings
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ log = structlog.get_logger("ivr.away")
 KEEPER_PREFIX = "ivrkeep-"
 TIMEOUT = 5.0
 _SWITCH, _PROMPTS = SwitchConfig(), PromptsConfig()  # the defaults
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +71,7 @@ class AwaySession:
 
     caller: Channel
     agent: Channel
-    via: str  # how it started: phone, feature, key, api
+    via: str  # how it started: phone, feature, key, api; takeover (rebuilt by another node)
     agent_name: str
     keeper: str = ""  # the keeper's ;1 Uniqueid (the ChannelId given to it)
     keeper_name: str = ""
@@ -82,19 +83,34 @@ class AwaySession:
         return self.caller.linkedid or self.caller.uniqueid
 
 
-S = TypeVar("S", bound=AwaySession)
-
-
-def session_of(sessions: Mapping[str, S], call: AgiChannel, unknown: str) -> S | None:
-    """The session of the caller whose FastAGI route has started, now holding ``call``;
-    None, logged as the event ``unknown``, when it is not ours (the controller restarted
-    while the caller was aside: the dialplan returns the caller to the agent)."""
-    s = sessions.get(call.uniqueid)
-    if s is None:
-        log.warning(unknown, uniqueid=call.uniqueid)
+async def taken_over(tracker: ChannelTracker, call: AgiChannel, *, parse: Callable[[str], T], prefix: str,
+                     variable: str, feature: str) -> tuple[T, Channel, Channel, Channel] | None:
+    """A caller taken aside by a node that died, whose FastAGI route now runs here
+    (issue 17): the stage the route kept on the caller (``IVR_STAGE``, starting with
+    ``prefix``, read by ``parse``, which raises ValueError: a channel variable is
+    hostile), the caller, the agent (named by ``variable`` on the caller: only a channel
+    the switch has is believed) and the keeper (its ;1 half, whose id the dead node made
+    from the caller's Uniqueid), from the switch's channels. None when there is no such
+    stage, or it does not hold up (logged ``<feature>.stage_refused``), or one of the
+    parties is gone (``<feature>.takeover_incomplete``)."""
+    refused, incomplete = f"{feature}.stage_refused", f"{feature}.takeover_incomplete"  # structlog event names
+    text = await call.get_variable("IVR_STAGE") or ""
+    if not text.startswith(prefix):
         return None
-    s.agi = call
-    return s
+    try:
+        stage = parse(text)
+    except ValueError as exc:
+        log.warning(refused, uniqueid=call.uniqueid, error=str(exc))
+        return None
+    caller = tracker.get(call.uniqueid)
+    agent = tracker.by_name(await call.get_variable(variable) or "")
+    keeper = next((c for c in tracker.channels.values() if c.name.endswith(";1")
+                   and c.uniqueid.startswith(f"{KEEPER_PREFIX}{call.uniqueid}-")), None)
+    if caller is None or agent is None or keeper is None:
+        log.warning(incomplete, uniqueid=call.uniqueid, caller=caller is not None,
+                    agent=agent is not None, keeper=keeper is not None)
+        return None
+    return stage, caller, agent, keeper
 
 
 def caller_of(tracker: ChannelTracker, call_id: str) -> Channel | None:

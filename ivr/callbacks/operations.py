@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ivr.ami.link import AmiLink
 from ivr.ami.queues import queue_members
 from ivr.callbacks.model import (
     Attempt,
@@ -26,7 +27,7 @@ from ivr.rules.dialing import QUEUE_RE
 
 class CallbackOperations:
     # Provided by CallbackService.
-    ami: Any
+    ami: AmiLink
     settings: CallbackSettings
     store: Callable[[], CallbackQueueStore | None]
     attempts: dict[str, Attempt]

@@ -46,6 +46,7 @@ from ivr.agi.wake import WAKE_DIGIT, wake_until
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiError
+from ivr.ami.link import AmiLink
 from ivr.ami.queues import queue_members
 from ivr.callbacks.live import LiveListener, LiveWatch
 from ivr.callbacks.metrics import CallbackMetrics
@@ -79,7 +80,7 @@ class CallbackService(CallbackOperations):
     AGENT_ROUTE = "callback-agent"
     CUSTOMER_ROUTE = "callback-customer"
 
-    def __init__(self, ami: Any, channels: ChannelTracker, settings: CallbackSettings, *,
+    def __init__(self, ami: AmiLink, channels: ChannelTracker, settings: CallbackSettings, *,
                  store: Callable[[], CallbackQueueStore | None], bus: EventBus | None = None,
                  metrics: CallbackMetrics | None = None, wall: Callable[[], float] = time.time,
                  acting: Callable[[], bool] = lambda: True, node: str = "") -> None:
@@ -163,7 +164,7 @@ class CallbackService(CallbackOperations):
     async def tick(self) -> list[Attempt]:
         """Place what is due now; returns the attempts started."""
         store = self.store()
-        if store is None or not getattr(self.ami, "connected", True) or not self.acting():
+        if store is None or not self.ami.connected or not self.acting():
             return []
         now = self.wall()
         await resolve_in_flight(self, store, now)  # attempts under way that this controller is not running

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.ami.away import KEEPER_PREFIX
+from ivr.ami.away import taken_over
 from ivr.ami.channels import ChannelTracker
 from ivr.hold.metrics import HoldMetrics
 from ivr.hold.session import (
@@ -187,22 +187,11 @@ class HeldCaller:
         """A hold another node started and died in: rebuilt from the caller's channel
         (IVR_STAGE, IVR_HOLD_AGENT: validated) and the switch's channels (the agent, the
         keeper in the agent's bridge)."""
-        text = await call.get_variable("IVR_STAGE") or ""
-        if not text.startswith("hold@"):
+        found = await taken_over(self.tracker, call, parse=lambda text: parse_hold_stage(text, self.wall()),
+                                 prefix="hold@", variable="IVR_HOLD_AGENT", feature="hold")
+        if found is None:
             return None
-        try:
-            since, age, count, choices = parse_hold_stage(text, self.wall())
-        except ValueError as exc:
-            log.warning("hold.stage_refused", uniqueid=call.uniqueid, error=str(exc))
-            return None
-        caller = self.tracker.get(call.uniqueid)
-        agent = self.tracker.by_name(await call.get_variable("IVR_HOLD_AGENT") or "")
-        keeper = next((c for c in self.tracker.channels.values() if c.name.endswith(";1")
-                       and c.uniqueid.startswith(f"{KEEPER_PREFIX}{call.uniqueid}-")), None)
-        if caller is None or agent is None or keeper is None:
-            log.warning("hold.takeover_incomplete", uniqueid=call.uniqueid, caller=caller is not None,
-                        agent=agent is not None, keeper=keeper is not None)
-            return None
+        (since, age, count, choices), caller, agent, keeper = found
         now = self.timers.now()
         timer = HoldTimer.resumed(self.settings.reminder_interval, self.settings.choices_after,
                                   started=now - age, count=count, choices_offered=choices, now=now)

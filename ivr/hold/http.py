@@ -46,7 +46,7 @@ _CALL_ID = [{"name": "call_id", "in": "path", "required": True, "schema": {"type
              "description": "the call's Linkedid (the caller channel's Uniqueid)"}]
 _HELD: dict[str, Any] = {"type": "object", "properties": {
     "call_id": {"type": "string"}, "caller": {"type": "string"}, "agent": {"type": "string"},
-    "via": {"type": "string", "enum": ["phone", "feature", "api"]},
+    "via": {"type": "string", "enum": ["phone", "feature", "api", "takeover"]},
     "state": {"type": "string"}, "count": {"type": "integer"}, "held_seconds": {"type": "number"}}}
 
 

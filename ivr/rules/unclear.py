@@ -15,6 +15,12 @@ measurement (:mod:`ivr.unclear.service`); this machine only hears that it happen
 
 Every action carries its ``stage`` for ``UserEvent: IvrUnclearLine`` (``Stage``): ask,
 ask-again, goodbye, release, returned.
+
+Where the script is, kept on the caller's channel (``IVR_STAGE``, :func:`unclear_stage`)
+so that another controller goes on with it when this one dies (issue 17):
+``unclear@<start>@<reason>@<state>@<since>``, the script's start and the moment the state
+began (unix times), the state one of ask (the first prompt, played again in full on the
+next node) or a pause (pause1, pause2, pause3: it ends when it would have).
 """
 
 from __future__ import annotations
@@ -58,6 +64,46 @@ _SCRIPT: tuple[tuple[str, str, str | None], ...] = (
     ("goodbye", "pause3", None),
 )
 TERMINAL = frozenset({"released", "returned", "hungup"})
+KEPT = ("ask", "pause1", "pause2", "pause3")  # the states written to IVR_STAGE
+MAX_STAGE_AGE = 3600.0  # s: an older stage is not this script's
+MAX_STAGE_SKEW = 5.0  # s a time may lie in the future (another node's clock)
+
+
+def unclear_stage(started: str, reason: str, state: str, since: float) -> str:
+    """What the caller's route writes to IVR_STAGE: ``unclear@<start>@<reason>@<state>@<since>``."""
+    if reason not in REASONS or state not in KEPT:
+        raise ValueError(f"not an unclear-line stage: {reason!r} {state!r}")
+    return f"unclear@{started}@{reason}@{state}@{since:.3f}"
+
+
+def _unix(text: str, what: str) -> float:
+    if not text or len(text) > 20 or text.count(".") > 1 or not text.replace(".", "").isdigit():
+        raise ValueError(f"IVR_STAGE: the unclear-line {what} must be seconds since 1970, got {text[:40]!r}")
+    return float(text)
+
+
+def parse_unclear_stage(text: str, now: float) -> tuple[str, str, str, float]:
+    """Read :func:`unclear_stage` back (a channel variable: hostile). Returns the start as
+    written, the reason, the state and how long ago it began (s, never negative); raises
+    ValueError naming what is wrong."""
+    parts = text.split("@")
+    if len(parts) != 5 or parts[0] != "unclear":
+        raise ValueError(f"IVR_STAGE: not an unclear-line stage "
+                         f"(unclear@<start>@<reason>@<state>@<since>), got {text[:60]!r}")
+    _, started, reason, state, since_text = parts
+    if reason not in REASONS:
+        raise ValueError(f"IVR_STAGE: the unclear-line reason must be one of {', '.join(REASONS)}, "
+                         f"got {reason[:20]!r}")
+    if state not in KEPT:
+        raise ValueError(f"IVR_STAGE: the unclear-line state must be one of {', '.join(KEPT)}, got {state[:20]!r}")
+    start, since = _unix(started, "start"), _unix(since_text, "stage time")
+    if since < start - MAX_STAGE_SKEW:
+        raise ValueError("IVR_STAGE: the unclear-line stage began before the script did")
+    for at in (start, since):
+        if not -MAX_STAGE_SKEW <= now - at <= MAX_STAGE_AGE:
+            raise ValueError(f"IVR_STAGE: the unclear-line time is {now - at:.0f} s from now, not this "
+                             f"script's (at most {MAX_STAGE_AGE:.0f} s ago)")
+    return started, reason, state, max(now - since, 0.0)
 
 
 def prompt_of(stage: str, reason: str) -> str:
@@ -81,6 +127,16 @@ class UnclearLine:
         self.state = "idle"
         self.pause_started: float | None = None
         self.prompt_ended: dict[str, float] = {}  # stage -> when its prompt finished
+
+    @classmethod
+    def resumed(cls, reason: str, pause: float, state: str, age: float, now: float) -> UnclearLine:
+        """The script another controller ran up to ``state`` (one of :data:`KEPT`), begun
+        ``age`` s ago (this clock's ``now``): a pause ends when it would have (at once if
+        that is past), never sooner; ``ask`` is played again by :meth:`start`."""
+        line = cls(reason, pause)
+        if state in ("pause1", "pause2", "pause3"):
+            line.state, line.pause_started = state, now - max(age, 0.0)
+        return line
 
     @property
     def done(self) -> bool:

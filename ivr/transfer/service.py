@@ -48,6 +48,7 @@ from ivr.agi.channel import AgiChannel, AgiHangup
 from ivr.ami.channels import AgentLegCheck, configured_agent_leg
 from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
+from ivr.ami.link import AmiLink
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
 from ivr.rules.transfer import (
@@ -77,7 +78,7 @@ FAILED_DIAL = {"BUSY": "busy", "CONGESTION": "congestion", "CHANUNAVAIL": "unava
 class TransferService:
     AGI_ROUTE = "transfer-target"
 
-    def __init__(self, ami: Any, settings: TransferSettings, *, timers: TimerService,
+    def __init__(self, ami: AmiLink, settings: TransferSettings, *, timers: TimerService,
                  bus: EventBus | None = None, metrics: TransferMetrics | None = None,
                  agent_leg: AgentLegCheck | None = None, acting: Callable[[], bool] = lambda: True) -> None:
         self.ami = ami

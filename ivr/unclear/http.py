@@ -38,7 +38,7 @@ def unclear_routes(service: UnclearService) -> list[web.RouteDef]:
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _SESSION: dict[str, Any] = {"type": "object", "properties": {
     "call_id": {"type": "string"}, "caller": {"type": "string"}, "agent": {"type": "string"},
-    "reason": {"type": "string", "enum": list(REASONS)}, "via": {"type": "string", "enum": ["key", "api"]},
+    "reason": {"type": "string", "enum": list(REASONS)}, "via": {"type": "string", "enum": ["key", "api", "takeover"]},
     "state": {"type": "string", "description": "idle, ask, pause1, ask-again, pause2, goodbye, pause3"}}}
 
 UNCLEAR_OPENAPI: dict[str, Any] = {

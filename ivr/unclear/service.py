@@ -36,6 +36,11 @@ their words ended. Limit: a burst ends only on received audio; a phone that supp
 silence between words may never end one, and is then not returned by speech (the
 agent's key again brings them back).
 
+**Across a node death** (issue 17): the route keeps the stage on the caller (``IVR_STAGE``);
+``[ivr-agi]`` runs ``unclear`` again on the next node, which rebuilds the session (the stage
+validated, ``IVR_UNCLEAR_AGENT``, the keeper: :func:`~ivr.ami.away.parties_left`, as hold)
+and goes on: a pause ends when it would have; each stage announced once (:mod:`ivr.once`).
+
 Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
 goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,
 which the records keep and the dashboard shows), counted (``ivr_unclear_*``) and logged.
@@ -61,20 +66,24 @@ from ivr.ami.away import (
     caller_of,
     hang_up,
     rejoined,
-    session_of,
     step_out,
+    taken_over,
 )
 from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
 from ivr.events import EventBus
+from ivr.once import Once, action_key
 from ivr.rules.unclear import (
+    KEPT,
     REASONS,
     Release,
     ReturnToAgent,
     Say,
     UnclearAction,
     UnclearLine,
+    parse_unclear_stage,
+    unclear_stage,
 )
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.unclear.session import (
@@ -100,11 +109,15 @@ class UnclearService:
     def __init__(self, conn: AmiLink, tracker: ChannelTracker, settings: UnclearSettings, *,
                  bus: EventBus | None = None, metrics: UnclearMetrics | None = None,
                  agent_leg: AgentLeg | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, acting: Callable[[], bool] = lambda: True,
+                 once: Once | None = None) -> None:
         self.conn, self.tracker, self.settings = conn, tracker, settings
+        self.acting = acting  # False on a pair's standby: the leader takes callers aside
+        self.once = once or Once()  # each stage announced once per switch
         self.bus, self.metrics, self.clock, self.wall = bus, metrics, clock, wall
         self.agent_leg: AgentLeg = agent_leg or self._bridged_non_caller
         self.sessions: dict[str, UnclearSession] = {}  # caller Uniqueid -> session
+        self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key seen as a standby
         self._waiters = EventWaiters()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -217,6 +230,11 @@ class UnclearService:
             if self.metrics is not None:
                 self.metrics.keys_refused.inc()
             return
+        if not self.acting():  # a standby: the leader acts on the same key; kept for a takeover
+            log.debug("unclear.standby_skipped", agent=channel)
+            now = self.wall()
+            self.standby_keys = {k: t for k, t in self.standby_keys.items() if now - t < 3600} | {uid: now}
+            return
         mine = [s for s in self.sessions.values() if s.agent.uniqueid == uid]
         if mine:  # the key again while the caller is aside: the agent takes them back
             self._take_back(mine[0])
@@ -265,9 +283,13 @@ class UnclearService:
 
     # -- the caller's FastAGI route -------------------------------------------------
     async def agi_unclear(self, call: AgiChannel) -> None:
-        s = session_of(self.sessions, call, "unclear.agi_unknown")
-        if s is None:  # the dialplan returns the caller
+        s = self.sessions.get(call.uniqueid) or await self._taken_over(call)
+        if s is None:  # not ours, no stage that holds up: the dialplan returns the caller
+            log.warning("unclear.agi_unknown", uniqueid=call.uniqueid)
+            await call.set_variable("IVR_RESULT", "unknown")
             return
+        s.agi = call
+        s.started = s.started or f"{self.wall():.3f}"
         u = self.settings
         try:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
@@ -277,7 +299,8 @@ class UnclearService:
                 s.listening = False
                 with contextlib.suppress(AgiError):
                     await call.set_variable("TALK_DETECT(remove)", "")
-                await call.set_variable("IVR_RESULT", result)
+                await call.set_variable("IVR_RESULT", result)  # first: a death now still ends as decided
+                await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to go on with
         except AgiHangup:
             return
         finally:
@@ -291,6 +314,7 @@ class UnclearService:
     async def _run(self, s: UnclearSession, call: AgiChannel) -> str:
         now = self.clock()  # taken back before the script began: no prompt at all
         actions: list[UnclearAction] = self._returned(s, now) if s.clear.is_set() else s.script.start(now)
+        await self._keep_stage(s, call)
         while True:
             if s.ended:  # the caller hung up under us
                 raise AgiHangup("caller gone")
@@ -305,8 +329,7 @@ class UnclearService:
                 self._end(s, "returned")
                 return "back"
             if isinstance(action, Release):
-                self._announce(s, action.stage)
-                self._emit(s, "call.released", reason=f"unclear-{s.reason}")
+                self._announce(s, action.stage, released=True)
                 self._end(s, "released")
                 return "done"
             assert isinstance(action, Say)
@@ -314,6 +337,33 @@ class UnclearService:
             await self._interruptible(s, call.stream_file(self.settings.sound(action.prompt), WAKE_DIGIT), call)
             now = self.clock()
             actions = self._returned(s, now) if s.clear.is_set() else s.script.prompt_finished(now, action.stage)
+            await self._keep_stage(s, call)
+
+    async def _keep_stage(self, s: UnclearSession, call: AgiChannel) -> None:
+        """Write where the script is on the caller's channel (IVR_STAGE): the first ask,
+        or a pause and when it began. If this node dies, the next one goes on from there."""
+        state, began = s.script.state, s.script.pause_started
+        if state in KEPT and not s.clear.is_set():
+            at = self.wall() - (0.0 if began is None else self.clock() - began)
+            await call.set_variable("IVR_STAGE", unclear_stage(s.started, s.reason, state, at))
+
+    async def _taken_over(self, call: AgiChannel) -> UnclearSession | None:
+        """A script another node began and died in: rebuilt from the caller's channel
+        (IVR_STAGE, IVR_UNCLEAR_AGENT: validated) and the switch's channels."""
+        found = await taken_over(self.tracker, call, parse=lambda text: parse_unclear_stage(text, self.wall()),
+                                 prefix="unclear@", variable=AGENT_VARIABLE, feature="unclear")
+        if found is None:
+            return None
+        (started, reason, state, age), caller, agent, keeper = found
+        s = UnclearSession(caller=caller, agent=agent, reason=reason, via="takeover",
+                           agent_name=self.settings.agent_name(agent), started=started,
+                           script=UnclearLine.resumed(reason, self.settings.pause, state, age, self.clock()),
+                           keeper=keeper.uniqueid, keeper_name=keeper.name)
+        self.sessions[caller.uniqueid] = s
+        log.info("unclear.taken_over", uniqueid=call.uniqueid, state=state, age=round(age, 3), reason=reason)
+        if self.standby_keys.pop(agent.uniqueid, 0.0) > float(started) + 1.0:
+            self._take_back(s)  # the agent keyed again while no node led: back to the agent
+        return s
 
     @staticmethod
     def _returned(s: UnclearSession, now: float) -> list[UnclearAction]:
@@ -344,12 +394,21 @@ class UnclearService:
             task.cancel()
 
     # -- telling the world ----------------------------------------------------------
-    def _announce(self, s: UnclearSession, stage: str, **extra: str) -> None:
+    def _announce(self, s: UnclearSession, stage: str, *, released: bool = False, **extra: str) -> None:
+        """UserEvent IvrUnclearLine and the bus: once per script and stage, whichever node
+        of a pair says it (:mod:`ivr.once`; the caller's route runs on this node)."""
         log.info("unclear.stage", stage=stage, reason=s.reason, **extra)
-        self._emit(s, "unclear.stage", stage=stage, reason=s.reason, **{k.lower(): v for k, v in extra.items()})
         if self.metrics is not None:
             self.metrics.stages.labels(stage, s.reason).inc()
-        self._spawn(self._user_event(s, stage, extra))
+
+        async def send() -> None:
+            self._emit(s, "unclear.stage", stage=stage, reason=s.reason, **{k.lower(): v for k, v in extra.items()})
+            if released:
+                self._emit(s, "call.released", reason=f"unclear-{s.reason}")
+            await self._user_event(s, stage, extra)
+
+        key = action_key(s.call_id, "unclear", f"{s.started or s.keeper}/{stage}")
+        self._spawn(self.once.run(key, send, here=True))
 
     async def _user_event(self, s: UnclearSession, stage: str, extra: dict[str, str]) -> None:
         try:

@@ -77,11 +77,12 @@ class UnclearSettings(AwaySettings):
 @dataclass(kw_only=True)
 class UnclearSession(AwaySession):
     """One caller taken out of the agent's bridge for the unclear-line script (``via``:
-    key, api; ``ended``: returned, released, hungup, failed, agent_left)."""
+    key, api, takeover; ``ended``: returned, released, hungup, failed, agent_left)."""
 
     reason: str
     script: UnclearLine
     listening: bool = False
     clear: asyncio.Event = field(default_factory=asyncio.Event)  # clear speech, or the agent
     agent_back: bool = False  # the agent took the caller back (key again, API)
+    started: str = ""  # when the caller's route began, unix time as written in IVR_STAGE
     bursts: list[dict[str, Any]] = field(default_factory=list)  # talk bursts heard (figures)

@@ -229,3 +229,64 @@ async def test_leader_killed_mid_transfer_the_new_leader_completes_it(
     states = [e["State"] for e in ami.find(xfer, since)]
     assert states == ["offered", "ringing", "answered", "confirmed", "completed"], states  # each once
     assert not fallbacks(ami, since)
+
+
+async def test_leader_killed_mid_unclear_script_the_next_node_asks_again_once_on_time(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path) -> None:  # noqa: F811 - pg: fixture
+    """The agent keys *5 (the caller's line too faint; the caller stays silent). The leader
+    dies 1 s into the pause after the first ask: [ivr-agi] runs ``unclear`` again on the
+    next node, which goes on from the stage on the caller's channel: the ask again when
+    pause 1 would have ended (within 1 s, never sooner), the goodbye, the release 5 s after
+    it ended (never sooner); each stage announced once; the caller released by the script
+    (cause 16), never dropped, never sent to the queue."""
+    async with started_pair(switch, pg, tmp_path, ami) as (a, b):
+        await add_actors(ami, {})
+        await ami.add_dialplan("test-agent", "uk", ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
+        await ami.add_dialplan("test-unclear-key", "s", ["SendDTMF(*5,,120)", "Wait(300)"])
+        since = len(ami.events)
+        await call(ami, "7012=Local/uk@test-agent")
+        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
+        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        uid = entered["Uniqueid"]
+        agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and "uk@test-agent" in e.get("Channel", "")
+                                    and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
+                                    timeout=10, since=since))[0]["Channel"]
+        unclear = lambda e, stage=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrUnclearLine"
+                                         and e.get("Uniqueid") == uid and stage in (None, e.get("Stage")))
+        stream = lambda e, kind="AGIExecEnd": (e.event == kind and e.get("Uniqueid") == uid
+                                               and e.get("Command", "").startswith("STREAM FILE")
+                                               and "/unclear_" in e["Command"])
+        assert (await ami.action({"Action": "Redirect", "Channel": agent[:-1] + "2", "Context": "test-unclear-key",
+                                  "Exten": "s", "Priority": "1"})).success
+        await ami.wait_for(lambda e: unclear(e, "ask"), timeout=10, since=since)
+        ask_end = (await ami.wait_for(lambda e: stream(e) and "unclear_ask" in e["Command"],
+                                      timeout=20, since=since))[0]
+        await asyncio.sleep(max(ts(ask_end) + 1.0 - time.time(), 0))  # the kill: 1 s into pause 1
+        assert not ami.find(lambda e: unclear(e, "ask-again"), since), "the test is too slow to prove anything"
+        a.kill()
+        killed = time.monotonic()
+        await b.wait_role("leader", timeout=5)
+        takeover = time.monotonic() - killed
+        print(f"\ntakeover mid-unclear-script: {takeover:.3f} s")
+        record("sigkill-unclear", takeover)
+        assert takeover <= TAKEOVER, f"takeover took {takeover:.3f} s"
+        release = (await ami.wait_for(lambda e: unclear(e, "release"), timeout=40, since=since))[0]
+        hangup = (await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Uniqueid") == uid,
+                                     timeout=10, since=since))[0]
+    stages = ami.find(unclear, since)
+    assert [e["Stage"] for e in stages] == ["ask", "ask-again", "goodbye", "release"], [dict(e) for e in stages]
+    assert [e["Via"] for e in stages[1:]] == ["takeover"] * 3  # the new leader's rebuilt session
+    starts, ends = ami.find(lambda e: stream(e, "AGIExecStart"), since), ami.find(stream, since)
+    names = [e["Command"].split()[2].rsplit("/", 1)[1] for e in starts]
+    assert names == ["unclear_ask", "unclear_ask", "unclear_goodbye_faint"], names  # the ask again once
+    pause1 = ts(starts[1]) - ts(ends[0])
+    pause2 = ts(starts[2]) - ts(ends[1])
+    pause3 = ts(release) - ts(ends[2])
+    print(f"pause 1 across the takeover: {pause1:.3f} s; pause 2 {pause2:.3f} s; goodbye end to release "
+          f"{pause3:.3f} s, to the caller's hang-up {ts(hangup) - ts(ends[2]):.3f} s")
+    record("unclear-pause1", pause1)
+    assert PAUSE <= pause1 <= PAUSE + 1.0, f"the ask again {pause1:.3f} s after the first ask ended"
+    assert PAUSE <= pause2 <= PAUSE + 1.0, f"pause 2 lasted {pause2:.3f} s"
+    assert PAUSE <= pause3 <= PAUSE + 1.0 and ts(hangup) - ts(ends[2]) >= PAUSE, "release never sooner"
+    assert hangup["Cause"] == "16", dict(hangup)  # released by the script, not dropped
+    assert not fallbacks(ami, since)

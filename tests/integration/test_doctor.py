@@ -32,6 +32,15 @@ async def test_doctor_passes_on_the_embedded_switch(switch, controller_config):
     assert "answered by the doctor" in checks["FastAGI reachable"].detail
 
 
+async def test_doctor_names_a_switch_of_its_own_name_without_systemname(switch, controller_config):
+    """Issue 17: with a [cluster] switch name of its own, an Asterisk without systemname (the
+    embedded switch A has none) makes bare call ids that another switch makes too."""
+    checks = by_name(await run_doctor(controller_config('[cluster]\nswitch = "east"\n'), timeout=10))
+    check = checks["switch systemname"]
+    assert not check.ok and "systemname = east" in check.detail, check.line()
+    assert [n for n, c in checks.items() if not c.ok] == ["switch systemname"]
+
+
 async def test_doctor_uses_the_running_controller(switch, make_controller):
     ctl = await make_controller()
     checks = by_name(await run_doctor(ctl.config, timeout=10))

@@ -50,8 +50,11 @@ async def world() -> Any:
     await service.close()
 
 
-async def run_agi(ami: FakeAmi, service: UnclearService, clock: Clock, *hooks: Any) -> FakeAgi:
+async def run_agi(ami: FakeAmi, service: UnclearService, clock: Clock, *hooks: Any,
+                  variables: dict[str, str] | None = None) -> FakeAgi:
+    """The caller's route runs to its end (``variables``: what the channel already has)."""
     agi = FakeAgi(CALLER, channel="Local/c@x-00000001;1", clock=clock, prompt_s=PROMPT_S)  # PROMPT_S a prompt
+    agi.variables.update(variables or {})
     agi.hooks.extend(hooks)
     ami.agi = agi
     await asyncio.wait_for(service.agi_unclear(agi), 5)
