@@ -55,6 +55,12 @@ SIPP = Path(__file__).parent / "sipp"
 PAUSE = 5.0
 STAMP = 0.002  # AMI timestamps of one instant may differ by this
 JITTER = 0.06  # packet arrival vs. the switch's own timestamps, on a loaded 2-core machine
+# An order between a switch event (its AMI timestamp: the bridge, the resume) and what the
+# caller hears (packet arrival): the last frames of a prompt are still on the wire when
+# Asterisk logs the next step. Measured misses of JITTER here: 0.07, 0.14, 0.17 s in four
+# runs; a prompt cut short or a bridge made before the number would still miss this by
+# the prompt's length (agent_service: 0.9 s).
+ORDER = 0.25
 HEARD = 0.9  # correlation above which a prompt counts as heard
 
 
@@ -320,7 +326,7 @@ async def test_speaking_sip_caller_reaches_a_sip_agent(switch, ami: AmiRecorder,
     assert stages == [*(p.removeprefix("silent_") for p in prompts_before), "responded"]
     heard_in_order(heard, [greeting[-1], *prompts_before])
     intro = heard_in_order(heard, ["agent_intro", "digit_1", "digit_0", "digit_0", "digit_1", "agent_service"])
-    assert intro[-1] + dur("agent_service") <= t_bridge + JITTER  # the number, then the agent
+    assert intro[-1] + dur("agent_service") <= t_bridge + ORDER  # the number, then the agent
     pitch = heard.pitch(t_bridge + 0.5, t_bridge + 1.8)
     assert abs(pitch - AGENT_HZ["1001"]) < 20, pitch  # the caller hears agent 1001
     print(f"speech heard, handed on; bridged with {leg['Channel']}, caller hears {pitch:.0f} Hz")
@@ -372,7 +378,7 @@ async def test_sip_agent_letting_it_ring_raises_alarms_and_the_caller_hears_the_
     assert min(on) > 0.8 and max(off) == 0.0, (on, off)
     said = heard_in_order(heard, ["ring_apology", "agent_intro", "digit_1", "digit_0", "digit_0", "digit_1",
                                   "agent_service"], after=ts(ringing) + 15)
-    assert said[-1] + dur("agent_service") <= t_bridge + JITTER
+    assert said[-1] + dur("agent_service") <= t_bridge + ORDER
     assert abs(heard.pitch(t_bridge + 0.5, t_bridge + 1.8) - AGENT_HZ["1001"]) < 20
 
 
@@ -421,7 +427,7 @@ async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_control
         assert heard.sound(t0, t1) > 0.8, (t0 - t_start, t1 - t_start, heard.sound(t0, t1))
         assert heard.find(prompt("hold_reminder"), after=t0)[0] >= t1  # music, not a prompt
     [thanks] = heard_in_order(heard, ["hold_thanks"], after=t_resume - 0.5)
-    assert thanks >= t_resume - JITTER
+    assert thanks >= t_resume - ORDER
     assert abs(heard.pitch(thanks + dur("hold_thanks") + 0.5, thanks + dur("hold_thanks") + 1.5)
                - AGENT_HZ["1001"]) < 20  # back with the agent
 
