@@ -250,12 +250,16 @@ class HoldTiming:
 SHIPPED_HOLD = HoldTiming()
 
 
-def start_controller(sw: Any, tmp: Path, hold: HoldTiming = SHIPPED_HOLD) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_controller(sw: Any, tmp: Path, hold: HoldTiming = SHIPPED_HOLD,
+                     agi_sessions: int | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """``agi_sessions``: ``[agi] max_sessions``, sized by the run (the shipped 200 refuses
+    the 201st call in the controller at once: the dialplan falls back)."""
     http = _free_port()
     cfg = tmp / "ivr.toml"
+    sessions = f"max_sessions = {agi_sessions}\n" if agi_sessions else ""
     cfg.write_text(
         f'[ami]\nhost = "127.0.0.1"\nport = {sw.ports.ami}\nusername = "ivr"\n\n'
-        f'[agi]\nhost = "127.0.0.1"\nport = {sw.ports.agi}\n\n'
+        f'[agi]\nhost = "127.0.0.1"\nport = {sw.ports.agi}\n{sessions}\n'
         f'[http]\nport = {http}\n\n[database]\nurl = "sqlite:///{tmp / "ivr.db"}"\n\n'
         f'[hold]\nmessages_dir = "{tmp / "messages"}"\n{hold.toml()}'
     )
@@ -341,6 +345,23 @@ async def add_baseline_dialplan(rec: Recorder) -> None:
 async def queue_callers(rec: Recorder, n: int) -> None:
     for i in range(n):
         await rec.originate(f"Local/q{i}@bench-queue-listen/n", "bench-queue", f"q{i}")
+
+
+async def agi_refused(http: int) -> dict[str, float]:
+    """``ivr_agi_refused_total`` by reason, from the controller's /metrics (the log has at
+    most one warning per interval and reason)."""
+    import aiohttp
+
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{http}/metrics",
+                                                  headers={"Authorization": f"Bearer {TOKEN}"},
+                                                  timeout=aiohttp.ClientTimeout(total=10)) as r:
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith("ivr_agi_refused_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('reason="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
 
 
 def controller_log_figures(log: Path) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from callbench import (
     add_baseline_dialplan,
     agi_by_channel,
     agi_latency,
+    agi_refused,
     baseline_errors,
     controller_log_figures,
     hold_errors,
@@ -141,7 +142,8 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path, *, rounds: i
     """N silent SIP callers at a time, ``rounds`` x N in all; ``held`` SIP holds on
     ``timing``; as many app_queue baseline callers."""
     scenarios = scenario_files(sw, tmp)
-    proc, _http, _cfg = start_controller(sw, tmp, timing)
+    sessions = n + 2 * held + 50  # silent + held callers + baseline, and room for the ramp
+    proc, _http, _cfg = start_controller(sw, tmp, timing, agi_sessions=sessions)
     usage, ast = Usage(proc.pid), Usage(sw.pid() or 0)
     rec: Recorder | None = None
     sipps: dict[str, subprocess.Popen[bytes]] = {}
@@ -183,6 +185,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path, *, rounds: i
                 p.send_signal(signal.SIGUSR1)  # ask it to stop placing calls
         await asyncio.sleep(4)  # the last thanks and announcements
         cpu_end, ast_end = usage.samples[-1][1], ast.samples[-1][1]
+        refused = await agi_refused(_http)
         await rec.hang_up_all()
         await rec.hang_up_all(SIP_CHANNEL)
         await sampling.stop()
@@ -203,6 +206,7 @@ async def run_n(sw: Any, n: int, held: int, rate: float, tmp: Path, *, rounds: i
             "sipp_cpu_pct_avg": round(100 * sum(sampling.cpu.values()) / duration, 1),
             "controller_share_of_asterisk_pct": round(100 * cpu / ast_cpu, 1) if ast_cpu else None,
             "agi_commands_per_s": round(result["agi_commands"] / duration, 1),
+            "agi_max_sessions": sessions, "agi_refused": refused,
             **controller_log_figures(tmp / "controller.log"),
         })
         return result

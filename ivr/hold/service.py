@@ -108,6 +108,8 @@ __all__ = ["HoldError", "HoldService", "HoldSession", "HoldSettings", "NoSuchCal
 
 log = structlog.get_logger("ivr.hold")
 
+PENDING_MAX = 120.0  # s: a hold pressed before the caller joined waits this long for them
+
 class HoldService(HeldCaller):
     def __init__(
         self,
@@ -128,6 +130,8 @@ class HoldService(HeldCaller):
         self.once = once or Once()  # reminders, choices, thanks: once per switch
         self.held_since: dict[str, str] = {}
         self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key/Unhold seen as standby
+        # agent Uniqueid -> (via, wall time): held before the caller was bridged to them
+        self.pending: dict[str, tuple[str, float]] = {}
         self.bus, self.metrics, self.wall = bus, metrics, wall
         # Which channels may use the agent's hold key: by default the configured agents'
         # devices; the controller passes its ring monitor's view (every dialled agent leg).
@@ -145,7 +149,7 @@ class HoldService(HeldCaller):
         except OSError as exc:  # reported; holding still works, only messages would fail
             log.error("hold.messages_dir_unusable", dir=str(self.settings.messages_dir), error=str(exc))
         for name, handler in (("Hold", self._on_hold), ("Unhold", self._on_unhold),
-                              ("UserEvent", self._on_user_event), ("BridgeEnter", self._on_event),
+                              ("UserEvent", self._on_user_event), ("BridgeEnter", self._on_bridge_enter),
                               ("OriginateResponse", self._on_event)):
             self.conn.subscribe(name, handler)
         self.tracker.on_gone(self._gone)
@@ -259,7 +263,21 @@ class HoldService(HeldCaller):
             return
         self._spawn(self._hold_quietly(agent, "phone"))
 
+    def _on_bridge_enter(self, event: Any) -> None:
+        self._waiters.feed(event)
+        bridge = event.get("BridgeUniqueid", "")
+        for agent_uid, (via, at) in list(self.pending.items()):
+            agent = self.tracker.get(agent_uid)
+            if agent is None or self.wall() - at > PENDING_MAX:
+                self.pending.pop(agent_uid, None)
+            elif bridge and agent.bridge == bridge and any(c.uniqueid != agent_uid for c in self._members(bridge)):
+                self.pending.pop(agent_uid, None)  # the caller joined a held agent: R4 starts now
+                log.info("hold.pending_started", agent=agent.name, via=via, waited=round(self.wall() - at, 3))
+                self._spawn(self._hold_quietly(agent, via))
+
     def _on_unhold(self, event: Any) -> None:
+        if self.pending.pop(event.get("Uniqueid", ""), None) is not None:
+            return  # resumed before the caller was bridged: nothing to hold
         if not self.acting():
             self._standby_key(event.get("Uniqueid", ""))
         self._resume_agent(event.get("Uniqueid", ""))
@@ -286,6 +304,8 @@ class HoldService(HeldCaller):
         if any(s.agent.uniqueid == uid and s.timer.state == "held" for s in self.sessions.values()):
             self._resume_agent(uid)
             return
+        if self.pending.pop(uid, None) is not None:
+            return  # the key again before the caller was bridged: the hold is called off
         agent = self.tracker.get(uid)
         if agent is not None:
             self._spawn(self._hold_quietly(agent, "feature"))
@@ -300,6 +320,12 @@ class HoldService(HeldCaller):
             log.debug("hold.standby_skipped", via=via, agent=agent.name)
             if via == "feature":
                 self._standby_key(agent.uniqueid)
+            return
+        if not [c for c in self._members(agent.bridge) if c.uniqueid != agent.uniqueid]:
+            # Held (or the key pressed) while the caller still hears the agent's number, before
+            # the two are bridged: the hold starts when the caller joins (unless resumed first).
+            self.pending[agent.uniqueid] = (via, self.wall())
+            log.info("hold.pending", via=via, agent=agent.name, reason="the caller is not bridged yet")
             return
         try:
             await self.hold_agent(agent, via)
@@ -327,6 +353,7 @@ class HoldService(HeldCaller):
         self._gone_confirmed(ch)
 
     def _gone_confirmed(self, ch: Channel) -> None:
+        self.pending.pop(ch.uniqueid, None)
         for s in list(self.sessions.values()):
             if ch.uniqueid == s.caller.uniqueid and s.timer.state == "held":
                 self._apply(s, s.timer.hangup(self.timers.now()))

@@ -284,7 +284,7 @@ def heard_in_order(heard: Heard, names: list[str], after: float = 0.0) -> list[f
     """Each prompt heard in full, one after the other; their start times."""
     starts = []
     for name in names:
-        at, score = heard.find(prompt(name), after=after)
+        at, score = heard.first(prompt(name), after=after, heard=HEARD)
         assert score >= HEARD, (name, score)
         starts.append(at)
         after = at + dur(name) - 0.05
@@ -382,12 +382,21 @@ async def test_sip_agent_letting_it_ring_raises_alarms_and_the_caller_hears_the_
     assert abs(heard.pitch(t_bridge + 0.5, t_bridge + 1.8) - AGENT_HZ["1001"]) < 20
 
 
-async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_controller, tmp_path: Path) -> None:
-    """Agent 1001 presses its SIP phone's hold button (re-INVITE sendonly) 3 s into the
-    call and resume after the second reminder: the SIP caller hears music, a reminder
-    every 8 s (reminder_interval = 8 here), the thank-you on resume, then the agent again."""
+ANSWER_PROMPTS = ["agent_intro", "digit_1", "digit_0", "digit_0", "digit_1", "agent_service"]  # agent 1001
+
+
+@pytest.mark.parametrize("hold_after", [4.5, 0.5], ids=["bridged", "before-the-caller-joins"])
+async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_controller, tmp_path: Path,
+                                          hold_after: float) -> None:
+    """Agent 1001 presses its SIP phone's hold button (re-INVITE sendonly) ``hold_after`` s
+    after answering and resumes after the second reminder: the SIP caller hears music, a
+    reminder every 8 s (reminder_interval = 8 here), the thank-you on resume, then the
+    agent again. At 0.5 s the caller still hears the agent's number (not yet bridged to
+    the agent): the hold starts when the caller joins."""
     interval = 8.0
-    unhold_ms = int((2 * interval + dur("hold_reminder") + 1.0) * 1000)  # 1.2 s before a third
+    joins_after = sum(dur(p) for p in ANSWER_PROMPTS)  # the caller joins the agent then
+    pending = max(0.0, joins_after - hold_after)  # the hold waits that long for the caller
+    unhold_ms = int((2 * interval + dur("hold_reminder") + 1.0 + pending) * 1000)  # 1.2 s before a third
     hold = f"[hold]\nreminder_interval = {interval}\nchoices_after = 100.0\n\n"
     ctl = await make_controller(agents_config("1001", extra=hold),
                                 now=lambda: AFTERNOON)
@@ -395,7 +404,7 @@ async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_control
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(hang_up_sip, ami)
         agent = await stack.enter_async_context(agent_phone(
-            switch, ami, tmp_path, "1001", 1.0, "agent_hold_button.xml", "-set", "hold_ms", "3000",
+            switch, ami, tmp_path, "1001", 1.0, "agent_hold_button.xml", "-set", "hold_ms", str(int(hold_after * 1000)),
             "-set", "unhold_ms", str(unhold_ms)))
         agent.play(Audio(tone(AGENT_HZ["1001"], 90, PCMU)), timeout=90)
         caller = await stack.enter_async_context(sip_caller(switch, tmp_path, "13800000031"))
@@ -413,10 +422,13 @@ async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_control
                            and ts(e) > ts(start), timeout=15, since=since)  # back in the agent's bridge
         await asyncio.sleep(dur("hold_thanks") + 2.0)
         heard = caller.heard()
+    joined = ts(ami.find(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == caller.uid, since)[0])
     reminders = user_events(ami, "IvrHold", since, Uniqueid=caller.uid, State="reminder")
     assert len(reminders) == 2, [ts(r) - ts(start) for r in reminders]
     t_start, t_resume = ts(start), ts(resume)
-    assert t_start - ts(hold) < 1.0
+    # The hold starts within 1 s of the button, or of the caller joining a held agent.
+    assert ts(hold) < joined if pending else ts(hold) > joined
+    assert 0.0 <= t_start - max(ts(hold), joined) < 1.0, (t_start - ts(hold), t_start - joined)
     # What the caller heard, on its RTP: the two reminders about 8 and 16 s in, music
     # around them (sound all the time on hold), the thank-you after the resume.
     at = heard_in_order(heard, ["hold_reminder", "hold_reminder"], after=t_start)

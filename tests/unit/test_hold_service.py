@@ -277,6 +277,39 @@ async def test_phone_hold_and_feature_code(world: Any) -> None:
     assert service.sessions[CALLER].timer.state == "resumed"
 
 
+async def test_hold_pressed_before_the_caller_is_bridged_starts_when_the_caller_joins(world: Any) -> None:
+    """The agent's phone holds while the caller still hears the agent's number (the agent
+    alone in its bridge): no hold yet, and R4 starts when the caller joins; an Unhold
+    before that calls it off."""
+    ami, service, *_ = world
+    tracker = service.tracker
+    tracker.handle({"Event": "BridgeLeave", "Uniqueid": CALLER, "Channel": "Local/c@x-00000001;1",
+                    "BridgeUniqueid": "b1"})
+    ami.event({"Event": "Hold", "Uniqueid": AGENT})
+    await until(lambda: AGENT in service.pending)
+    assert not service.sessions and not ami.sent("Originate")
+    ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "Linkedid": CALLER, "Channel": "Local/c@x-00000001;1",
+               "BridgeUniqueid": "b1", "Context": "ivr-agents"})
+    await until(lambda: CALLER in service.sessions)
+    assert service.sessions[CALLER].via == "phone" and not service.pending
+    await until(lambda: bool(ami.sent("Redirect")))
+
+
+async def test_hold_pressed_and_released_before_the_caller_is_bridged_holds_nothing(world: Any) -> None:
+    ami, service, *_ = world
+    service.tracker.handle({"Event": "BridgeLeave", "Uniqueid": CALLER, "Channel": "Local/c@x-00000001;1",
+                            "BridgeUniqueid": "b1"})
+    ami.event({"Event": "Hold", "Uniqueid": AGENT})
+    await until(lambda: AGENT in service.pending)
+    ami.event({"Event": "Unhold", "Uniqueid": AGENT})
+    assert not service.pending
+    ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "Linkedid": CALLER, "Channel": "Local/c@x-00000001;1",
+               "BridgeUniqueid": "b1", "Context": "ivr-agents"})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not service.sessions and not ami.sent("Originate")
+
+
 async def test_agent_hangs_up_while_caller_held(world: Any) -> None:
     ami, service, _clock, timers, events, _ = world
     agi, task = await start_held(ami, service)
