@@ -37,6 +37,7 @@ from ivr.rules.callback import (
     window_said_back,
 )
 from ivr.rules.hold import (
+    LEAVES_HOLD,
     Announce,
     HoldTimer,
     KeepWaiting,
@@ -122,9 +123,12 @@ class HeldCaller:
             if s.agent_left:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
                 self._end(s, "agent_left", s.timer._held(self.timers.now()))
+                await self._stage_over(call)
                 await call.set_variable("IVR_RESULT", "agent_left")
                 return "agent_left"
             action = s.timer.next_action()  # the machine picks what the caller gets next
+            if isinstance(action, LEAVES_HOLD):
+                await self._stage_over(call)
             if action is None:
                 s.wake.clear()
                 digit = await call.wait_for_digit(WAIT_SLICE_MS)
@@ -182,6 +186,14 @@ class HeldCaller:
         since = self.held_since.setdefault(
             s.caller.uniqueid, f"{self.wall() - s.timer._held(self.timers.now()):.3f}")
         await call.set_variable("IVR_STAGE", hold_stage(since, s.timer.count, s.timer.choices_offered))
+
+    @staticmethod
+    async def _stage_over(call: AgiChannel) -> None:
+        """The hold is over (resume, message, call-back, the agent gone): no hold stage is
+        left on the caller, before the thanks, the message or the menu. A node dying from
+        here on is not run again as a hold ([ivr-agi]: no stage; the dialplan takes the
+        caller back to the agent, or to the queue) and a later hold starts afresh."""
+        await call.set_variable("IVR_STAGE", "")
 
     async def _taken_over(self, call: AgiChannel) -> HoldSession | None:
         """A hold another node started and died in: rebuilt from the caller's channel

@@ -111,13 +111,17 @@ class WarmTransfer:
 
     @classmethod
     def taken_over(cls, target: str, ring_limit: float, confirm_timeout: float, announce_max: float, *,
-                   answered: bool, deadline: float, agent_present: bool) -> WarmTransfer:
-        """A transfer another controller started and died in, as the switch shows it: the
-        target ringing (``deadline``: the ring limit from the offer) or answered (its
-        announcement died with that controller: ``deadline``, the confirmation window)."""
+                   state: str, deadline: float, agent_present: bool) -> WarmTransfer:
+        """A transfer another controller started and died in, as the switch shows it:
+        ``offered`` (no target leg yet: the new controller dials it; ``deadline``, the ring
+        limit left), the target ringing (``deadline``: the ring limit from the offer) or
+        answered (its announcement died with that controller: ``deadline``, the
+        confirmation window)."""
+        if state not in ("offered", "ringing", "answered"):
+            raise ValueError(f"a transfer is taken over offered, ringing or answered, not {state!r}")
         machine = cls(target, ring_limit, confirm_timeout, announce_max)
-        machine.state = "answered" if answered else "ringing"
-        machine.history = ["offered", machine.state]
+        machine.state = state
+        machine.history = list(dict.fromkeys(["offered", state]))
         machine.deadline, machine.agent_present = deadline, agent_present
         return machine
 

@@ -23,7 +23,7 @@ def build_transfer(rt: Runtime, config: Config, *,
         rt.ami, TransferSettings.from_config(config.transfer, config.hold, config.switch,
                                              config.prompts, config.agents),
         timers=rt.timers, bus=rt.bus, metrics=TransferMetrics(rt.metrics.registry),
-        agent_leg=agent_leg, acting=rt.acting)
+        agent_leg=agent_leg, acting=rt.acting, once=rt.once)
     service.attach()
     return Feature("transfer", service, agi_routes={TransferService.AGI_ROUTE: service.target_agi},
                    http_routes=transfer_routes(service), openapi=TRANSFER_OPENAPI,

@@ -22,11 +22,8 @@ The dialplan is the safety net: if the controller dies mid-transfer, the caller 
 wait after ``IVR_XFER_MAXWAIT`` s through ``[ivr-transfer-return]``. No step of the
 transfer ever hangs the caller up.
 
-The switch arms the agent's key on agent legs only (ivr-globals.conf ``[ivr-agent-keys]``);
-an ``IvrTransferRequest`` from a channel the ``agent_leg`` check does not know as an
-agent's leg is refused, logged (``transfer.request_refused_not_agent``) and counted
-(``ivr_transfer_keys_refused_total``). Outside numbers as targets are refused unless they
-match ``[transfer] allow_numbers``.
+An ``IvrTransferRequest`` from a channel the ``agent_leg`` check does not know as an
+agent's leg is refused, logged and counted (``ivr_transfer_keys_refused_total``).
 
 Every state change goes out as ``UserEvent: IvrTransfer`` (``State``, ``Target``,
 ``Uniqueid`` of the caller, ``TransferId``, ``Reason``), as a ``transfer.state``
@@ -51,6 +48,7 @@ from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
 from ivr.errors import IvrError, NoSuchCall
 from ivr.events import EventBus
+from ivr.once import Once, action_key
 from ivr.rules.transfer import (
     Announce,
     Connect,
@@ -64,6 +62,7 @@ from ivr.rules.transfer import (
 )
 from ivr.tasks import TaskSet
 from ivr.timers import TimerService
+from ivr.transfer.legs import TargetLegs
 from ivr.transfer.metrics import TransferMetrics
 from ivr.transfer.settings import CallNotTransferable, Transfer, TransferSettings
 from ivr.transfer.targets import Target, agent_number, announcement, resolve_target
@@ -71,6 +70,7 @@ from ivr.transfer.targets import Target, agent_number, announcement, resolve_tar
 log = structlog.get_logger("ivr.transfer")
 
 OUTCOMES = frozenset({"completed", "abandoned", "refused", "timeout", "noanswer", "busy", "hangup"})
+AGENTS = ("agent", "queue")  # targets that become the caller's agent
 FAILED_DIAL = {"BUSY": "busy", "CONGESTION": "congestion", "CHANUNAVAIL": "unavailable",
                "NOANSWER": "noanswer"}
 
@@ -80,9 +80,12 @@ class TransferService:
 
     def __init__(self, ami: AmiLink, settings: TransferSettings, *, timers: TimerService,
                  bus: EventBus | None = None, metrics: TransferMetrics | None = None,
-                 agent_leg: AgentLegCheck | None = None, acting: Callable[[], bool] = lambda: True) -> None:
+                 agent_leg: AgentLegCheck | None = None, acting: Callable[[], bool] = lambda: True,
+                 once: Once | None = None) -> None:
         self.ami = ami
         self.acting = acting  # False on a pair's standby: the leader acts on the same key
+        self.once = once or Once()  # the target's dial: once per switch (a takeover: takeover.py)
+        self.legs = TargetLegs()  # the target legs this node saw, even as a standby
         self.settings = settings
         # Which channels may use the agent's transfer key: by default the configured
         # agents' devices; the controller passes its ring monitor's view.
@@ -100,6 +103,9 @@ class TransferService:
     def attach(self) -> None:
         for name in ("Hangup", "Newstate", "DialBegin", "DialEnd", "BridgeEnter", "UserEvent"):
             self.ami.subscribe(name, self.handle_event)
+        for name in ("Newchannel", "DialBegin"):
+            self.ami.subscribe(name, self.legs.saw)
+        self.ami.on_connected(lambda: self.legs.connected(self.ami.connects))
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -222,22 +228,7 @@ class TransferService:
                 "ExtraChannel": xfer.agent_channel, "ExtraContext": "ivr-transfer-agent",
                 "ExtraExten": "s", "ExtraPriority": "1"})
         elif isinstance(action, Dial):
-            originate = {
-                "Action": "Originate", "Channel": action.target, "Context": "ivr-transfer-target",
-                "Exten": "s", "Priority": "1", "Async": "true",
-                # a little longer than the ring limit: the machine's own deadline cancels first
-                "Timeout": str(int((action.timeout + 2) * 1000)),
-                "ChannelId": xfer.target_uid,
-                "CallerID": f'"{xfer.caller_number}" <{xfer.caller_number}>',
-                # an agent or a queue member becomes the caller's agent: the dialplan arms
-                # the agent keys on that leg once it confirms (never on an outside number)
-                "Variable": f"IVR_XFER_ID={xfer.id},IVR_XFER_KEYS="
-                            + ("yes" if xfer.target.kind in ("agent", "queue") else "no"),
-            }
-            if action.target.startswith("Local/"):
-                originate["OtherChannelId"] = f"{xfer.target_uid}-2"
-            # as_list=False: the reply is "queued"; the outcome comes as Dial*/Hangup events
-            await self.ami.action(originate, as_list=False)
+            await self._dial(xfer, action)
         elif isinstance(action, Announce):
             pass  # played by target_agi, which owns the target's FastAGI session
         elif isinstance(action, Connect):
@@ -252,6 +243,31 @@ class TransferService:
             agent = xfer.agent_channel if action.to == "agent" and xfer.agent else ""
             await self._setvars(xfer.caller, IVR_XFER_AGENT=agent)
             await self._redirect(xfer.caller_channel, "ivr-transfer-return")
+
+    async def _dial(self, xfer: Transfer, action: Dial) -> None:
+        """Originate the target leg under the first of ``xfer.dial_steps`` no node took
+        (:mod:`ivr.once`; a new leader's second step: takeover.py); else return the caller."""
+        originate = {
+            "Action": "Originate", "Channel": action.target, "Context": "ivr-transfer-target",
+            "Exten": "s", "Priority": "1", "Async": "true",
+            # a little longer than the ring limit: the machine's own deadline cancels first
+            "Timeout": str(int((action.timeout + 2) * 1000)),
+            "ChannelId": xfer.target_uid,
+            "CallerID": f'"{xfer.caller_number}" <{xfer.caller_number}>',
+            # an agent or a queue member becomes the caller's agent: the dialplan arms
+            # the agent keys on that leg once it confirms (never on an outside number)
+            "Variable": f"IVR_XFER_ID={xfer.id},IVR_XFER_KEYS={'yes' if xfer.target.kind in AGENTS else 'no'}",
+        }
+        if action.target.startswith("Local/"):
+            originate["OtherChannelId"] = f"{xfer.target_uid}-2"
+        # as_list=False: the reply is "queued"; the outcome comes as Dial*/Hangup events
+        send = functools.partial(self.ami.action, originate, as_list=False)
+        for step in xfer.dial_steps:
+            if await self.once.run(action_key(xfer.call_id, "transfer", f"{xfer.id}/{step}"), send,
+                                   still=lambda: not xfer.machine.done) != "skipped":
+                return
+        log.warning("transfer.dial_taken", transfer=xfer.id, steps=list(xfer.dial_steps))
+        await self._apply_unlocked(xfer, xfer.machine.target_busy(self.timers.now(), "dialled-before"))
 
     async def _state(self, xfer: Transfer, change: StateChanged) -> None:
         state, now = change.state, self.timers.now()

@@ -74,6 +74,9 @@ class Transfer:
     target_channel: str = ""
     answered_at: float | None = None
     outcome: str = ""
+    # the ivr.once steps under which the target may be dialled, tried in order: a new
+    # leader that knows the old one's Originate never reached the switch has a second
+    dial_steps: tuple[str, ...] = ("dial",)
 
     def as_dict(self) -> dict[str, Any]:
         return {"transfer_id": self.id, "call_id": self.call_id, "caller": self.caller,

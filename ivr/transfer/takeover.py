@@ -10,8 +10,15 @@ not hold up is left to the dialplan's safety net (back to the agent after
 ``IVR_XFER_MAXWAIT``). The target leg is found by the ``ChannelId`` the transfer gave it
 (``<id>-t``): ringing, the ring limit runs from the offer; answered (its announcement died
 with the old leader; the dialplan hangs that leg up), the target's hang-up returns the
-caller; gone, the caller is returned at once. The states already announced
-(``IvrTransfer`` offered, ringing) are not announced again.
+caller; gone (this node saw it: :mod:`ivr.transfer.legs`), the caller is returned at once.
+No leg ever seen: the old leader died between the Redirect and the Originate (or its
+Originate never reached the switch), and the new leader dials the target, once: under the
+dial's :mod:`ivr.once` key if the old leader never took it, else (it took the key and died
+before the switch saw the Originate) under a second key, but only when this node has
+followed the switch without a gap since the wait began (it would have seen the leg);
+otherwise the caller is returned. The ring limit then runs from this dial, cut so that the
+announcement and the confirmation still fit before the dialplan's safety net. The states
+already announced (``IvrTransfer`` offered, ringing) are not announced again.
 """
 
 from __future__ import annotations
@@ -26,16 +33,17 @@ import structlog
 
 from ivr.ami.connection import AmiError
 from ivr.errors import IvrError
-from ivr.rules.transfer import WarmTransfer
+from ivr.rules.transfer import Dial, WarmTransfer
+from ivr.transfer.legs import XFER_ID
 from ivr.transfer.service import TransferService
 from ivr.transfer.settings import Transfer
 from ivr.transfer.targets import agent_number, resolve_target
 
 log = structlog.get_logger("ivr.transfer")
 
-XFER_ID = re.compile(r"ivrx[0-9a-f]{1,24}-[0-9]{1,9}")
 EPOCH = re.compile(r"[0-9]{9,11}")
 UP = "6"
+MIN_RING = 5.0  # s: with less ring time left before the dialplan's safety net, the caller returns now
 
 
 async def take_over(service: TransferService, wall: Callable[[], float] = time.time) -> list[str]:
@@ -56,10 +64,13 @@ async def take_over(service: TransferService, wall: Callable[[], float] = time.t
         service.transfers[xfer.id] = xfer
         service.timers.add(xfer.id, xfer.machine, functools.partial(service._apply, xfer))
         log.info("transfer.taken_over", transfer=xfer.id, state=xfer.machine.state, call_id=xfer.call_id,
-                 target=xfer.target.label)
+                 target=xfer.target.label, dial_steps=list(xfer.dial_steps))
         taken.append(xfer.id)
-        if xfer.target_channel == "":  # the target is gone: the caller comes back now
-            service._spawn(service._apply(xfer, xfer.machine.target_hangup(service.timers.now())))
+        m, now = xfer.machine, service.timers.now()
+        if m.state == "offered":  # never dialled, as far as the switch shows: dial it now
+            service._spawn(service._apply(xfer, [Dial(m.target, (m.deadline or now) - now)]))
+        elif xfer.target_channel == "":  # the target is gone: the caller comes back now
+            service._spawn(service._apply(xfer, m.target_hangup(now)))
     return taken
 
 
@@ -84,15 +95,23 @@ async def _rebuild(service: TransferService, row: Any, rows: list[Any], now_wall
     agent_channel = await _getvar(service, channel, "IVR_XFER_AGENT")
     agent = next((r for r in rows if agent_channel and r.get("Channel") == agent_channel), None)
     tgt = next((r for r in rows if r.get("Uniqueid") == f"{xid}-t"), None)
-    now = service.timers.now()
-    answered = tgt is not None and tgt.get("ChannelState") == UP
-    deadline = now + s.confirm_timeout if answered else now - (now_wall - int(t0)) + s.ring_limit
+    now, elapsed = service.timers.now(), now_wall - int(t0)
+    ring_left = min(s.ring_limit, s.max_wait - s.announce_max - s.confirm_timeout - elapsed)
+    steps: tuple[str, ...] = ("dial",)
+    if tgt is not None and tgt.get("ChannelState") == UP:
+        state, deadline = "answered", now + s.confirm_timeout
+    elif tgt is not None or service.legs.seen(f"{xid}-t") or ring_left < MIN_RING:
+        state, deadline = "ringing", now - elapsed + s.ring_limit  # gone (no channel): returned at once
+    else:
+        state, deadline = "offered", now + ring_left
+        if service.legs.followed_since(int(t0)):  # the old leader's Originate never reached the switch
+            steps = ("dial", "dial-again")
     machine = WarmTransfer.taken_over(target.dial, s.ring_limit, s.confirm_timeout, s.announce_max,
-                                      answered=answered, deadline=deadline, agent_present=agent is not None)
+                                      state=state, deadline=deadline, agent_present=agent is not None)
     return Transfer(
         id=xid, call_id=row.get("Linkedid") or row["Uniqueid"], caller=row["Uniqueid"], caller_channel=channel,
         caller_number=row.get("CallerIDNum", ""), agent=agent["Uniqueid"] if agent is not None else "",
         agent_channel=agent_channel if agent is not None else "",
         agent_number=agent_number(agent_channel, s.agents, agent.get("CallerIDNum", "") if agent else ""),
-        target=target, target_uid=f"{xid}-t", machine=machine,
+        target=target, target_uid=f"{xid}-t", machine=machine, dial_steps=steps,
         target_channel=tgt.get("Channel", "") if tgt is not None else "")

@@ -5,7 +5,9 @@ anything (a half-open connection: the peer's writes succeed and nothing comes ba
 the connections open now and, with ``new_connections=True``, on those accepted later;
 :meth:`thaw` lets the held bytes through again; :meth:`cut` closes every connection;
 :meth:`refuse` closes every connection and each new one (the server is down) until
-:meth:`thaw`.
+:meth:`thaw`; :meth:`hold_action` lets everything through up to the first AMI action of a
+given name, and holds that action and what follows it on its connection (never delivered
+unless thawed): a controller's death can be made to land just before that action.
 
     async with AmiProxy("127.0.0.1", ami_port) as proxy:   # proxy.port: connect here
         proxy.freeze(upstream=False)   # actions reach Asterisk, replies and events do not
@@ -37,6 +39,15 @@ class AmiProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._new_up = self._new_down = True
         self._refusing = False
+        self._hold: tuple[bytes, asyncio.Event] | None = None
+
+    def hold_action(self, name: str) -> asyncio.Event:
+        """Hold the first ``Action: <name>`` sent to Asterisk on any connection (the bytes
+        before it go through; it and everything after it on that connection wait, as
+        :meth:`freeze` does). The returned event is set once it is held."""
+        held = asyncio.Event()
+        self._hold = (f"Action: {name}\r\n".encode(), held)
+        return held
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -102,7 +113,7 @@ class AmiProxy:
         if self._new_down:
             link.down.set()
         self._links.append(link)
-        pumps = [asyncio.create_task(self._pump(c_reader, a_writer, link.up)),
+        pumps = [asyncio.create_task(self._pump(c_reader, a_writer, link.up, upstream=True)),
                  asyncio.create_task(self._pump(a_reader, c_writer, link.down))]
         self._tasks.update(pumps)
         try:
@@ -117,9 +128,17 @@ class AmiProxy:
             for w in link.writers:
                 w.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event,
+                    upstream: bool = False) -> None:
         while data := await reader.read(65536):
+            if upstream and self._hold is not None and not self._hold[1].is_set() \
+                    and (at := data.lower().find(self._hold[0].lower())) >= 0:
+                # An action ends with an empty line: its start may go through, never its end.
+                writer.write(data[:at])
+                await writer.drain()
+                data = data[at:]
+                flowing.clear()
+                self._hold[1].set()
             await flowing.wait()  # frozen: hold the bytes, close nothing
             writer.write(data)
             await writer.drain()

@@ -44,7 +44,8 @@ def pg() -> Iterator[str]:
 class Node:
     """One ``ivr run`` process of the pair."""
 
-    def __init__(self, name: str, switch: Any, pg: str, tmp: Path, db_url: str = "", extra: str = "") -> None:
+    def __init__(self, name: str, switch: Any, pg: str, tmp: Path, db_url: str = "", extra: str = "",
+                 ami_port: int = 0) -> None:
         self.name, self.tmp = name, tmp
         self.agi_port, self.http_port = _free_tcp_port(), _free_tcp_port()
         user, secret = ("ivr", switch.embedded.secrets().controller) if switch.embedded else (
@@ -52,7 +53,7 @@ class Node:
         self.secret, self.agi_key = secret, switch.agi_key
         self.config = tmp / f"{name}.toml"
         self.config.write_text(
-            f'[ami]\nhost = "{switch.ami_host}"\nport = {switch.ami_port}\nusername = "{user}"\n'
+            f'[ami]\nhost = "{switch.ami_host}"\nport = {ami_port or switch.ami_port}\nusername = "{user}"\n'
             "ping_interval = 1.0\nping_timeout = 1.0\n\n"
             f'[agi]\nhost = "127.0.0.1"\nport = {self.agi_port}\n\n'
             f'[http]\nport = {self.http_port}\n\n'
@@ -112,10 +113,11 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def started_pair(switch: Any, pg: str, tmp: Path, ami: AmiRecorder,
-                       a_db: str = "", extra: str = "") -> AsyncIterator[tuple[Node, Node]]:
+                       a_db: str = "", extra: str = "", a_ami: int = 0) -> AsyncIterator[tuple[Node, Node]]:
     """Node a (the leader: started first) and node b (standby), IVR_AGI listing both;
-    ``extra``: more configuration for both."""
-    a = Node("a", switch, pg, tmp, a_db, extra).start()
+    ``extra``: more configuration for both; ``a_db``, ``a_ami``: node a's own database
+    URL and AMI port (a proxy's)."""
+    a = Node("a", switch, pg, tmp, a_db, extra, ami_port=a_ami).start()
     try:
         await a.wait_role("leader")
         b = Node("b", switch, pg, tmp, extra=extra).start()

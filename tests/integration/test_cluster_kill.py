@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from ivr.prompts import prompt_duration
 from tests import REPO
+from tests.integration.amiproxy import AmiProxy
 from tests.integration.amitools import AmiRecorder, ts, until
 from tests.integration.test_cluster import PERIOD, TAKEOVER, fallbacks, pg, started_pair  # noqa: F401 - pg: fixture
 from tests.integration.test_rings import add_actors, alarms, call
@@ -194,17 +196,8 @@ async def test_leader_killed_mid_transfer_the_new_leader_completes_it(
     once; the caller never dropped, never back to the queue."""
     monkeypatch.setenv("IVR_HTTP_TOKEN", TOKEN)
     async with started_pair(switch, pg, tmp_path, ami, extra=TARGET) as (a, b):
-        await add_actors(ami, {})
-        await ami.add_dialplan("test-agent", "hk", ["Ringing()", "Wait(1)", "Answer()", "Wait(300)"])
-        await ami.add_dialplan("test-agent", "tg", ["Ringing()", "Wait(4)", "Answer()", "Wait(2)",
-                                                   "SendDTMF(1,,200)", "Wait(300)"])
-        since = len(ami.events)
-        await call(ami, "7011=Local/hk@test-agent")
-        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
-        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        since, entered, xfer = await _transferable_call(ami, "7011=Local/hk@test-agent", target_rings=4)
         uid = entered["Uniqueid"]
-        xfer = lambda e, state=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
-                                      and e.get("Uniqueid") == uid and (state is None or e.get("State") == state))
         async with aiohttp.ClientSession() as s, s.post(
                 f"http://127.0.0.1:{a.http_port}/api/calls/{uid}/transfer", json={"target": "1002"},
                 headers={"Authorization": f"Bearer {TOKEN}"}) as r:
@@ -212,20 +205,100 @@ async def test_leader_killed_mid_transfer_the_new_leader_completes_it(
         offered = (await ami.wait_for(lambda e: xfer(e, "offered"), timeout=10, since=since))[0]
         await asyncio.sleep(max(ts(offered) + 1.0 - time.time(), 0))  # the kill: 1 s after the offer
         a.kill()
-        killed = time.monotonic()
-        await b.wait_role("leader", timeout=5)
-        takeover = time.monotonic() - killed
-        print(f"\ntakeover mid-transfer: {takeover:.3f} s")
-        record("sigkill-transfer", takeover)
-        await ami.wait_for(lambda e: xfer(e, "completed"), timeout=20, since=since)
-        joined = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid
-                                     and e["BridgeUniqueid"] != entered["BridgeUniqueid"], timeout=15, since=since))[0]
-        target = await ami.wait_for(lambda e: e.event == "BridgeEnter" and "tg@test-agent" in e.get("Channel", "")
-                                    and e["BridgeUniqueid"] == joined["BridgeUniqueid"], timeout=10, since=since)
-        assert target
-        assert not ami.find(lambda e: e.event == "Hangup" and caller(e), since)  # never dropped
-        await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
-        await ami.wait_for(lambda e: e.event == "Hangup" and caller(e), timeout=10, since=since)
+        await _new_leader(b, time.monotonic(), "mid-transfer", "sigkill-transfer")
+        await _completed_with_the_target(ami, since, entered, xfer)
+    states = [e["State"] for e in ami.find(xfer, since)]
+    assert states == ["offered", "ringing", "answered", "confirmed", "completed"], states  # each once
+    assert not fallbacks(ami, since)
+
+
+async def _new_leader(b: Any, killed: float, what: str, label: str) -> float:
+    await b.wait_role("leader", timeout=5)
+    takeover = time.monotonic() - killed
+    print(f"\ntakeover {what}: {takeover:.3f} s")
+    record(label, takeover)
+    return takeover
+
+
+def _caller(e) -> bool:
+    return e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
+
+
+async def _transferable_call(ami: AmiRecorder, route: str, target_rings: float) -> tuple[int, Any, Any]:
+    """A caller bridged with the agent of ``route`` (``<number>=Local/<exten>@test-agent``,
+    answering after 1 s); the target (agent 1002, ``tg``) rings ``target_rings`` s, answers
+    and presses 1 2 s later. Returns the events' index before the call, the caller's
+    BridgeEnter and a predicate on its IvrTransfer events (``state``: one state only)."""
+    await add_actors(ami, {})
+    await ami.add_dialplan("test-agent", route.split("/")[1].split("@")[0],
+                           ["Ringing()", "Wait(1)", "Answer()", "Wait(300)"])
+    await ami.add_dialplan("test-agent", "tg", ["Ringing()", f"Wait({target_rings})", "Answer()", "Wait(2)",
+                                               "SendDTMF(1,,200)", "Wait(300)"])
+    since = len(ami.events)
+    await call(ami, route)
+    entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and _caller(e), timeout=20, since=since))[0]
+    uid = entered["Uniqueid"]
+    xfer = lambda e, state=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrTransfer"
+                                  and e.get("Uniqueid") == uid and (state is None or e.get("State") == state))
+    return since, entered, xfer
+
+
+async def _completed_with_the_target(ami: AmiRecorder, since: int, entered: Any, xfer: Any) -> None:
+    """The transfer completes: the caller in a new bridge with the target, never dropped;
+    then the caller hangs up."""
+    uid = entered["Uniqueid"]
+    await ami.wait_for(lambda e: xfer(e, "completed"), timeout=30, since=since)
+    joined = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid
+                                 and e["BridgeUniqueid"] != entered["BridgeUniqueid"], timeout=15, since=since))[0]
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and "tg@test-agent" in e.get("Channel", "")
+                       and e["BridgeUniqueid"] == joined["BridgeUniqueid"], timeout=10, since=since)
+    assert not ami.find(lambda e: e.event == "Hangup" and _caller(e), since)  # never dropped
+    await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
+    await ami.wait_for(lambda e: e.event == "Hangup" and _caller(e), timeout=10, since=since)
+
+
+async def test_leader_killed_between_the_redirect_and_the_originate_the_new_leader_dials_once(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path, monkeypatch) -> None:  # noqa: F811 - pg: fixture
+    """A warm transfer (HTTP) whose leader dies after the caller was redirected to the
+    wait and before its Originate of the target reached the switch: node a reaches AMI
+    through a proxy that holds a's Originate; a is SIGKILLed while it is held (it took the
+    dial's key in PostgreSQL just before). The new leader finds the caller waiting and no
+    target leg, the key taken and no such leg in its own gapless view of the switch, so
+    dials the target under its second key: the target rings once (one leg), answers,
+    presses 1; the caller is bridged with it; each IvrTransfer state once; the caller never
+    dropped, never to the queue."""
+    monkeypatch.setenv("IVR_HTTP_TOKEN", TOKEN)
+    async with AmiProxy(switch.ami_host, switch.ami_port) as proxy, started_pair(
+            switch, pg, tmp_path, ami, extra=TARGET, a_ami=proxy.port) as (a, b):
+        since, entered, xfer = await _transferable_call(ami, "7013=Local/hr@test-agent", target_rings=2)
+        uid = entered["Uniqueid"]
+        held = proxy.hold_action("Originate")
+
+        async def post() -> None:  # answered only once the Originate is: never, a dies first
+            async with aiohttp.ClientSession() as s, s.post(
+                    f"http://127.0.0.1:{a.http_port}/api/calls/{uid}/transfer", json={"target": "1002"},
+                    headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                await r.read()
+
+        request = asyncio.ensure_future(post())
+        try:
+            await asyncio.wait_for(held.wait(), 15)
+            waiting = await ami.wait_for(lambda e: e.event == "Newexten" and e.get("Uniqueid") == uid
+                                         and e.get("Context") == "ivr-transfer-wait", timeout=5, since=since)
+            assert waiting and ami.find(lambda e: xfer(e, "offered"), since)  # the Redirect and the offer went out
+            a.kill()  # its Originate is still held: it never reaches the switch
+            killed = time.monotonic()
+            proxy.cut()
+        finally:
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+        await _new_leader(b, killed, "between the Redirect and the Originate", "sigkill-transfer-undialled")
+        await _completed_with_the_target(ami, since, entered, xfer)
+        actions = (await b.health())["cluster"]["actions"]
+        assert actions["skipped"] >= 1, actions  # a's key for the dial: b dialled under its second one
+    legs = ami.find(lambda e: e.event == "Newchannel" and e.get("Channel", "").startswith("Local/tg@test-agent")
+                    and e["Channel"].endswith(";1"), since)
+    assert len(legs) == 1 and legs[0]["Uniqueid"].endswith("-t"), [dict(e) for e in legs]  # dialled once
     states = [e["State"] for e in ami.find(xfer, since)]
     assert states == ["offered", "ringing", "answered", "confirmed", "completed"], states  # each once
     assert not fallbacks(ami, since)

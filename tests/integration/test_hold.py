@@ -171,6 +171,9 @@ async def held_with_music(ami: AmiRecorder, rig: Rig, tag: str, number: str) -> 
 
 
 async def resumed_at_10s(ami: AmiRecorder, rig: Rig) -> None:
+    """Resumed at 10 s: no reminder after it, no hold stage left on the caller (issue 17);
+    held again 45 s later: a hold of its own (announced, counted from 0, reminded 30 s
+    after its own start)."""
     call, start = await held_with_music(ami, rig, "ten", "13800000002")
     await asyncio.sleep(ts(start) + 10.0 - time.time())  # the scenario: the agent resumes at 10 s
     await rig.service.resume(call.uid)
@@ -178,11 +181,39 @@ async def resumed_at_10s(ami: AmiRecorder, rig: Rig) -> None:
     assert abs(ts(resume) - ts(start) - 10) <= TOLERANCE
     await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
                        and ts(e) > ts(resume), timeout=15)
+    # the hold is over: its stage cleared by the route before the thanks, none on the channel
+    stage = ami.find(lambda e: e.event == "AGIExecStart" and e.get("Channel") == call.caller
+                     and e.get("Command", "").startswith("SET VARIABLE IVR_STAGE"))
+    assert stage[-1]["Command"] == 'SET VARIABLE IVR_STAGE ""', [e["Command"] for e in stage]
+    assert ts(stage[-1]) <= ts(streams(ami, call.caller, "hold_thanks")[0])
+    assert await ivr_stage(ami, call.caller) == ""
     # stay connected past the 30-s mark: still no reminder
     await ami.expect_none(lambda e: e.get("UserEvent") == "IvrHold" and e.get("Uniqueid") == call.uid
                           and e.get("State") == "reminder", within=35)
     assert not streams(ami, call.caller, "hold_reminder")
+    # held again later: a hold of its own, announced, counted from 0, its own stage
+    await rig.service.hold(call.uid)
+    [_, again] = await wait_hold(ami, call.uid, "start", 5, count=2)
+    assert again["Count"] == "0"
+    await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e["Channel"] == call.caller
+                       and ts(e) > ts(again), timeout=15)
+    assert [e["Count"] for e in hold_events(ami, call.uid, "announce")] == ["0", "0"]
+    at, count, choices = (await ivr_stage(ami, call.caller)).split("@")[1:]
+    assert abs(float(at) - ts(again)) < 1.0 and (count, choices) == ("0", "0")
+    [reminder] = await wait_hold(ami, call.uid, "reminder", INTERVAL + 5)
+    assert reminder["Count"] == "1" and abs(ts(reminder) - ts(again) - INTERVAL) <= TOLERANCE
+    await rig.service.resume(call.uid)
+    [_, resume] = await wait_hold(ami, call.uid, "resume", 5, count=2)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
+                       and ts(e) > ts(resume), timeout=15)
+    assert await ivr_stage(ami, call.caller) == ""
     await hang_up(ami, call.caller)
+
+
+async def ivr_stage(ami: AmiRecorder, channel: str) -> str:
+    reply = await ami.action({"Action": "Getvar", "Channel": channel, "Variable": "IVR_STAGE"})
+    assert reply.success, reply
+    return str(reply.get("Value") or "")
 
 
 async def caller_hangs_up_while_held(ami: AmiRecorder, rig: Rig) -> None:
@@ -289,9 +320,10 @@ async def test_hold_scenarios(ami: AmiRecorder, rig: Rig) -> None:
         "phone": lambda _http: phone_holds_by_reinvite(ami, rig, hold_for=INTERVAL + 3),
         "feature": lambda _http: agent_feature_code(ami, rig),
     })
-    # 30 and 90 s (the long hold), 30 s (the message caller), 30 s (the phone hold)
-    assert rig.metrics.value("ivr_hold_reminders_total") == 2 + 1 + 1
+    # 30 and 90 s (the long hold), 30 s (the message caller), 30 s (the phone hold), 30 s
+    # (the 10-s caller's second hold)
+    assert rig.metrics.value("ivr_hold_reminders_total") == 2 + 1 + 1 + 1
     assert rig.metrics.value("ivr_hold_abandons_total") == 1
-    assert rig.metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 4
+    assert rig.metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 5
     assert not rig.service.sessions
 

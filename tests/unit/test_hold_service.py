@@ -63,6 +63,14 @@ async def start_held(ami: AsideAmi, service: HoldService) -> tuple[FakeAgi, asyn
     return agi, task
 
 
+def stage_cleared_before(agi: FakeAgi, prompt: str) -> bool:
+    """The hold's stage was cleared (the hold is over) before ``prompt`` began, and not
+    written again."""
+    stage = [i for i, c in enumerate(agi.commands) if c.startswith("SET VARIABLE IVR_STAGE")]
+    play = next(i for i, c in enumerate(agi.commands) if c.startswith("STREAM FILE") and f"/{prompt} " in c)
+    return agi.commands[stage[-1]] == 'SET VARIABLE IVR_STAGE ""' and stage[-1] < play
+
+
 async def until(predicate: Any, timeout: float = 2.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -122,7 +130,12 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     await service.resume(CALLER)
     await asyncio.wait_for(task, 2)
     assert agi.played()[-1] == "hold_thanks" and agi.variables["IVR_RESULT"] == "resume"
-    assert agi.variables["IVR_STAGE"] == "hold@1700000000.000@2@1"  # the stage another node would go on from
+    # the hold is over: no stage left for a node to go on from, cleared before the thanks
+    assert agi.variables["IVR_STAGE"] == ""
+    stages = [c for c in agi.commands if c.startswith(("SET VARIABLE IVR_STAGE", "STREAM FILE"))]
+    assert stages[-4:] == ['SET VARIABLE IVR_STAGE "hold@1700000000.000@2@1"',
+                           'STREAM FILE ivr/en-US/hold_choices "123D"',
+                           'SET VARIABLE IVR_STAGE ""', 'STREAM FILE ivr/en-US/hold_thanks "D"']
     assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.choices", "hold.resume"]
     assert metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 1
     assert len(timers) == 0 and not service.sessions
@@ -150,6 +163,7 @@ async def test_message(world: Any, tmp_path: Path) -> None:
     await asyncio.wait_for(task, 2)
     assert agi.played()[-2:] == ["message_instructions", "message_saved"]
     assert agi.variables["IVR_RESULT"] == "done"
+    assert stage_cleared_before(agi, "message_instructions")  # a death while it records: back to the agent
     [msg] = [e for e in events if e.kind == "message.recorded"]  # the message's one source
     d = msg.data
     assert (msg.call_id, d["caller_number"], d["agent"], d["held_seconds"]) == (CALLER, "13800000001", "Alice", 60.0)
@@ -179,6 +193,7 @@ async def test_callback(world: Any) -> None:
     agi.press("1")  # as soon as possible today
     await asyncio.wait_for(task, 2)
     assert agi.played()[-1] == "callback_confirm"
+    assert stage_cleared_before(agi, "callback_when")
     [req] = [e for e in events if e.kind == "callback.requested"]  # the call-back's one source
     assert (req.data["caller_number"], req.data["best_time"], req.data["target"]) == ("13800000001", "today", "")
     assert req.data["not_before"] == 1.7e9
@@ -317,7 +332,7 @@ async def test_agent_hangs_up_while_caller_held(world: Any) -> None:
     await asyncio.wait_for(task, 2)
     # not "done": the dialplan sends the caller to the fallback queue (and no other node
     # is asked to go on with this hold)
-    assert agi.variables["IVR_RESULT"] == "agent_left"
+    assert agi.variables["IVR_RESULT"] == "agent_left" and agi.variables["IVR_STAGE"] == ""
     assert "hold.agent_left" in [e.kind for e in events] and len(timers) == 0
 
 
@@ -419,6 +434,47 @@ async def test_announcement_first_then_reminders_from_the_start(world: Any) -> N
     await service.resume(CALLER)
     await asyncio.wait_for(task, 2)
     assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.resume"]
+
+
+async def test_after_a_resume_no_hold_stage_is_left_and_the_next_hold_starts_afresh(world: Any) -> None:
+    """Issue 17: the hold's stage (IVR_STAGE) is cleared when the hold ends, before the
+    thanks; the same caller held again later gets a hold of its own: announced again,
+    counted from 0, its first reminder 30 s after its own start, its own stage."""
+    ami, service, clock, timers, *_ = world
+    service.settings = dataclasses.replace(service.settings, announce=True)
+    service.wall = lambda: 1.7e9 + clock.t - 1000.0
+    agi, task = await start_held(ami, service)
+    await advance(clock, timers, 30.0)
+    await until(lambda: agi.played() == ["hold_announce_1min", "hold_reminder"])
+    await service.resume(CALLER)
+    await asyncio.wait_for(task, 2)
+    assert agi.variables["IVR_STAGE"] == ""
+    assert agi.sent("SET VARIABLE IVR_STAGE")[-1] == 'SET VARIABLE IVR_STAGE ""'
+    assert agi.commands.index('SET VARIABLE IVR_STAGE ""') < agi.commands.index(
+        'STREAM FILE ivr/en-US/hold_thanks "D"')
+    ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "BridgeUniqueid": "b1", "Channel": "Local/c@x-00000001;1",
+               "Linkedid": CALLER})
+    await until(lambda: ami.sent("Hangup") != [])  # the first hold's keeper
+    first = len(ami.sent("UserEvent"))
+    await advance(clock, timers, 100.0)
+    await service.hold(CALLER)  # the same caller, held again 70 s after the resume
+    again = FakeAgi(CALLER)
+    again.variables.update(agi.variables)  # the same channel: what the first hold left on it
+    ami.agi = again
+    task = asyncio.ensure_future(service.agi_hold(again))
+    await until(lambda: bool(again.sent("WAIT FOR DIGIT")))
+    assert again.played() == ["hold_announce_1min"]  # its own announcement
+    assert again.variables["IVR_STAGE"] == "hold@1700000100.000@0@0"  # its own start, nothing played yet
+    await advance(clock, timers, 129.9)
+    assert again.played() == ["hold_announce_1min"]
+    await advance(clock, timers, 130.0)
+    await until(lambda: again.played() == ["hold_announce_1min", "hold_reminder"])
+    events = ami.sent("UserEvent")[first:]
+    assert [(e["State"], e["Count"]) for e in events] == [("start", "0"), ("announce", "0"), ("reminder", "1")]
+    assert again.variables["IVR_STAGE"] == "hold@1700000100.000@1@0"
+    await service.resume(CALLER)
+    await asyncio.wait_for(task, 2)
+    assert again.variables["IVR_STAGE"] == ""
 
 
 def test_announced_limit_follows_choices_after() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,14 @@ def test_never_connects_unconfirmed_never_drops_caller(steps: list[tuple[str, fl
             assert returns[0].to == "agent"
     else:
         assert t.state == "abandoned" and not connects and not returns
+
+
+def test_a_transfer_is_taken_over_only_at_a_stage_it_can_go_on_from() -> None:
+    from ivr.rules.transfer import WarmTransfer
+
+    m = WarmTransfer.taken_over("PJSIP/1002", 20, 10, 30, state="offered", deadline=120.0, agent_present=True)
+    assert (m.state, m.history, m.next_deadline) == ("offered", ["offered"], 120.0)
+    assert [type(a).__name__ for a in m.on_timer(120.0)] == ["StateChanged", "HangupTarget", "ReturnCaller",
+                                                              "StateChanged"]
+    with pytest.raises(ValueError, match="not 'confirmed'"):
+        WarmTransfer.taken_over("PJSIP/1002", 20, 10, 30, state="confirmed", deadline=0.0, agent_present=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from structlog.testing import capture_logs
@@ -13,6 +13,7 @@ from ivr.ami.connection import AmiActionError
 from ivr.ami.testing import LiveChannels
 from ivr.errors import NoSuchCall
 from ivr.events import EventBus
+from ivr.once import Once, Send
 from ivr.timers import TimerService
 from ivr.transfer.service import TransferService
 from ivr.transfer.settings import CallNotTransferable, TransferSettings
@@ -413,10 +414,87 @@ async def test_a_taken_over_transfer_whose_target_is_gone_returns_the_caller_at_
 
     service, ami, _ = rig
     switch_after_death(ami, None)
+    service.legs.saw({"Event": "Newchannel", "Uniqueid": f"{XID}-t"})  # this node saw it: dialled, now gone
     assert await take_over(service, wall=lambda: 1.8e9) == [XID]
     await settle(service)
-    assert ami.states() == ["hangup", "returned"]
+    assert ami.states() == ["hangup", "returned"] and ami.named("Originate") == []
     assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-return"
+
+
+class TakenOnce(Once):
+    """ivr.once as a pair's PostgreSQL would answer: the steps in ``taken`` were claimed
+    by the old leader (skipped), any other is claimed now and sent."""
+
+    def __init__(self, *taken: str) -> None:
+        super().__init__()
+        self.taken, self.keys = taken, list[str]()
+
+    async def run(self, key: str, send: Send, *, still: Callable[[], bool] | None = None, here: bool = False) -> str:
+        self.keys.append(key)
+        if key.rsplit("/", 1)[-1] in self.taken:
+            return self._count("skipped")
+        return await super().run(key, send, still=still, here=here)
+
+
+@pytest.mark.parametrize(("taken", "followed", "step"), [
+    ((), False, "dial"),  # the old leader died before it took the dial's key
+    (("dial",), True, "dial-again"),  # it took the key, its Originate never reached the switch
+])
+async def test_a_transfer_whose_leader_died_before_the_originate_is_dialled_once_and_completes(
+        rig, taken, followed, step) -> None:
+    """Issue 17: the caller waits, no target leg was ever seen on the switch: the new
+    leader dials the target (once, under the first free key), the ring limit from this
+    dial; the target's 1 completes the transfer; nothing announced twice."""
+    from ivr.transfer import take_over
+
+    service, ami, clock = rig
+    service.once = once = TakenOnce(*taken)
+    if followed:
+        service.legs.following_since = 1.8e9 - 60  # logged in long before the wait began
+    switch_after_death(ami, None)
+    assert await take_over(service, wall=lambda: 1.8e9) == [XID]
+    await settle(service)
+    (originate,) = ami.named("Originate")
+    assert originate["ChannelId"] == f"{XID}-t" and originate["Channel"] == "PJSIP/1002"
+    assert originate["Timeout"] == str((20 + 2) * 1000)  # the whole ring limit: 5 s waited, 15 s to spare
+    assert once.keys[-1] == f"c1/transfer/{XID}/{step}" and len(once.keys) == len(taken) + 1
+    xfer = service.transfers[XID]
+    assert (xfer.machine.state, xfer.machine.deadline) == ("offered", 100.0 + 20)
+    ami.event(Event="Newstate", Uniqueid=f"{XID}-t", ChannelState="5")
+    ami.event(Event="DialEnd", DestUniqueid=f"{XID}-t", DialStatus="ANSWER")
+    await settle(service)
+    target = fake_target(clock, service, f"{XID}-t", XID)
+    target.press("1")
+    await service.target_agi(target)
+    assert ami.states() == ["ringing", "answered", "confirmed", "completed"]  # "offered": the old leader's
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-connect" and len(ami.named("Originate")) == 1
+
+
+async def test_a_taken_key_without_a_gapless_view_of_the_switch_returns_the_caller(rig) -> None:
+    """The old leader took the dial's key and this node's AMI link had a gap since the wait
+    began (it could have missed the target leg): never dialled twice, the caller returns."""
+    from ivr.transfer import take_over
+
+    service, ami, _ = rig
+    service.once = TakenOnce("dial")
+    service.legs.following_since = 1.8e9 - 3  # logged in after the wait began
+    switch_after_death(ami, None)
+    assert await take_over(service, wall=lambda: 1.8e9) == [XID]
+    await settle(service)
+    assert ami.named("Originate") == [] and ami.states() == ["busy", "returned"]
+    assert ami.named("Redirect")[-1]["Context"] == "ivr-transfer-return"
+
+
+async def test_a_transfer_too_close_to_the_dialplans_safety_net_is_not_dialled_again(rig) -> None:
+    """Waited so long that the announcement and the confirmation would not fit before the
+    dialplan's IVR_XFER_MAXWAIT (20 + 30 + 10 + 15 s): the caller returns now."""
+    from ivr.transfer import take_over
+
+    service, ami, _ = rig
+    switch_after_death(ami, None, IVR_XFER_T0=str(int(1.8e9) - 32))
+    assert await take_over(service, wall=lambda: 1.8e9) == [XID]
+    await settle(service)
+    assert ami.named("Originate") == [] and ami.states() == ["hangup", "returned"]
 
 
 @pytest.mark.parametrize("variables", [
@@ -432,3 +510,25 @@ async def test_a_transfer_that_does_not_hold_up_is_left_to_the_dialplan(rig, var
         assert await take_over(service, wall=lambda: 1.8e9) == []
     assert service.transfers == {} and {a["Action"] for a in ami.actions} == {"CoreShowChannels", "Getvar"}
     assert [e["event"] for e in logs] == ["transfer.takeover_refused"]
+
+
+def test_target_legs_seen_are_only_transfer_target_ids_and_bounded() -> None:
+    from ivr.transfer.legs import TargetLegs
+
+    wall = Clock(1.8e9)
+    legs = TargetLegs(wall, limit=2)
+    assert not legs.followed_since(1.8e9)  # never logged in: it knows nothing
+    legs.connected(1)
+    assert legs.followed_since(1.8e9 + 1) and not legs.followed_since(1.8e9 + 0.5)
+    wall.advance(10)
+    legs.connected(1)  # a resync (a takeover) on the same login: no gap
+    assert legs.followed_since(1.8e9 + 1)
+    legs.connected(2)  # a new login: what came before it may be lost
+    assert not legs.followed_since(1.8e9 + 1) and legs.followed_since(1.8e9 + 11)
+    legs.saw({"Event": "Newchannel", "Uniqueid": "ivrx1a-1-t"})
+    legs.saw({"Event": "DialBegin", "Uniqueid": "c1", "DestUniqueid": "ivrx1a-2-t"})
+    legs.saw({"Event": "Newchannel", "Uniqueid": "ivrx1a-3-t-2"})  # a Local target's ;2 half: not the leg
+    legs.saw({"Event": "Newchannel", "Uniqueid": "1795.22"})
+    assert legs.seen("ivrx1a-1-t") and legs.seen("ivrx1a-2-t") and not legs.seen("ivrx1a-3-t-2")
+    legs.saw({"Event": "Newchannel", "Uniqueid": "ivrx1a-4-t"})
+    assert not legs.seen("ivrx1a-1-t") and legs.seen("ivrx1a-4-t")  # the oldest forgotten first
