@@ -236,3 +236,30 @@ async def test_the_key_that_started_the_script_is_not_a_take_back(world: Any) ->
     agi = await arrives(ami, service, clock, stage("pause3", 4.0), "PJSIP/1001-00000002",
                         lambda a, what: talk(ami, 200))
     assert agi.variables["IVR_RESULT"] == "done" and ami.stages() == ["release"]
+
+
+@pytest.mark.parametrize(("uid", "ended_ago", "ms", "back"), [
+    (CALLER, 0.5, 1500, True),  # a clear burst that ended after the stage was written
+    (CALLER, 1.5, 1500, False),  # ended before it (the dead node heard it, or it is stale)
+    (CALLER, 0.5, 100, False),  # too short to be clear
+    (CALLER, 0.5, 20000, False),  # a noisy line's burst: too long
+    ("1700000000.77", 0.5, 1500, False),  # another channel
+])
+async def test_clear_speech_while_no_node_listened_returns_the_caller_at_once(
+        world: Any, uid: str, ended_ago: float, ms: int, back: bool) -> None:
+    """The caller answered while no node listened (the takeover; the detector stayed armed
+    and this node, a standby then, kept the switch's ChannelTalkingStop): only a clear burst
+    on the caller's channel that ended after the stage was written (the switch's times)
+    sends the caller back, at once, with no further prompt."""
+    ami, service, clock, *_ = world
+    keeper_on_switch(ami)
+    ami.event({"Event": "ChannelTalkingStop", "Uniqueid": uid, "Timestamp": f"{WALL - ended_ago:.3f}",
+               "Duration": str(ms)})
+    agi = await arrives(ami, service, clock, stage("pause1", 1.0), "PJSIP/1001-00000002",
+                        lambda a, what: talk(ami, 200))  # nothing clear from here on
+    if back:
+        assert agi.played() == [] and agi.variables["IVR_RESULT"] == "back"
+        returned = ami.sent("UserEvent")[-1]
+        assert (returned["Stage"], returned["During"], returned["By"]) == ("returned", "pause1", "speech")
+    else:
+        assert agi.played() == ["unclear_ask", "unclear_goodbye_faint"] and agi.variables["IVR_RESULT"] == "done"
