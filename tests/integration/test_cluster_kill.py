@@ -290,3 +290,53 @@ async def test_leader_killed_mid_unclear_script_the_next_node_asks_again_once_on
     assert PAUSE <= pause3 <= PAUSE + 1.0 and ts(hangup) - ts(ends[2]) >= PAUSE, "release never sooner"
     assert hangup["Cause"] == "16", dict(hangup)  # released by the script, not dropped
     assert not fallbacks(ami, since)
+
+
+async def test_a_caller_who_speaks_during_the_takeover_reaches_the_agent_without_another_prompt(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path) -> None:  # noqa: F811 - pg: fixture
+    """The leader dies 0.2 s into the pause after the greeting; the caller says "one" at
+    once, while no node listens (the dead node's session is over, the standby has just
+    answered ``standby`` and the dialplan waits to try again). The node that takes the
+    script over knows the caller spoke after the stage was written (the switch's
+    ChannelTalkingStart, which it followed as a standby): the caller is put through to the
+    agent at once, with no further prompt of the script, never dropped, never queued."""
+    async with started_pair(switch, pg, tmp_path, ami) as (a, b):
+        await ami.add_dialplan("test-caller", "sp", ["Answer()", "Wait(60)", "Hangup()"])
+        await ami.add_dialplan("test-speak", "s", ["Playback(digits/1)", "Wait(60)"])
+        await ami.add_dialplan("test-agent", "sp", ["Ringing()", "Wait(1)", "Answer()", "Wait(30)", "Hangup()"])
+        mine = lambda e: e.get("Channel", "").startswith("Local/sp@test-caller-") and e["Channel"].endswith(";1")
+        command = lambda e, start, kind="AGIExecStart": (e.event == kind and mine(e)
+                                                         and e.get("Command", "").startswith(start))
+        since = len(ami.events)
+        await ami.originate("Local/sp@test-caller", "ivr-inbound", "s", variables={
+            "IVR_AGENTS": "7013=Local/sp@test-agent", "IVR_AGENT_TIMEOUT": "30",
+            "IVR_FALLBACK_QUEUE": "no-such-queue"})
+        kept = (await ami.wait_for(lambda e: command(e, 'SET VARIABLE IVR_STAGE "greeting@', "AGIExecEnd"),
+                                   timeout=30, since=since))[0]
+        await asyncio.sleep(0.2)  # the kill: 0.2 s into pause 1
+        a.kill()
+        killed = len(ami.events)
+        standby = (await ami.wait_for(lambda e: command(e, 'SET VARIABLE IVR_RESULT "standby"'),
+                                      timeout=5, since=killed))[0]
+        caller = kept["Channel"]
+        assert (await ami.action({"Action": "Redirect", "Channel": caller[:-1] + "2", "Context": "test-speak",
+                                  "Exten": "s", "Priority": "1"})).success  # the caller speaks now
+        talk = (await ami.wait_for(lambda e: e.event == "ChannelTalkingStart" and e.get("Channel") == caller,
+                                   timeout=5, since=killed))[0]
+        resumed = (await ami.wait_for(lambda e: command(e, "GET VARIABLE IVR_STAGE"), timeout=10, since=killed))[0]
+        assert (await b.health()).get("role") == "leader"  # the session is the new leader's
+        responded = (await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrSilentCall"
+                                        and mine(e), timeout=10, since=killed))[0]
+        bridged = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and mine(e), timeout=20, since=killed))[0]
+        assert not ami.find(lambda e: e.event == "Hangup" and mine(e), since)  # never dropped
+        await ami.action({"Action": "Hangup", "Channel": caller})
+        await ami.wait_for(lambda e: e.event == "Hangup" and mine(e), timeout=10, since=since)
+    # The speech fell in the window: after the standby's answer, before the next node's session.
+    assert ts(standby) < ts(talk) < ts(resumed), (ts(standby), ts(talk), ts(resumed))
+    print(f"\nspoke {ts(talk) - ts(standby):.3f} s after the standby's answer, "
+          f"{ts(resumed) - ts(talk):.3f} s before the next node's session")
+    assert (responded["Stage"], responded["Reason"], responded["From"]) == ("responded", "speech", "pause1")
+    played = [e["Command"] for e in ami.find(lambda e: command(e, "STREAM FILE"), killed)]
+    assert not [p for p in played if "/silent_" in p], played  # no further prompt of the script
+    assert ts(bridged) > ts(responded)  # with the agent
+    assert not fallbacks(ami, since)
