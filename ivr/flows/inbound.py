@@ -122,8 +122,10 @@ class InboundFlow:
                 await call.set_variable("IVR_STAGE", stage_value("start", switch.now()))
             else:
                 log.info("inbound.resumed", stage=resume[0], pause_age=round(resume[1], 3))
-            # Talk since the kept stage was written (switch times) counts: a takeover.
-            async with self.speech.listen(call, since=None if kept is None else kept[2]) as watch:
+            # Talk since the kept stage was written counts (a takeover); only when the stage
+            # times are the switch's, as the talk's are.
+            since = kept[2] if kept is not None and switch.synced else None
+            async with self.speech.listen(call, since=since) as watch:
                 result = await session.run(greeting.prompts, greeting.language, watch, resume)
             await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to resume
             await call.set_variable("IVR_RESULT", result)

@@ -290,7 +290,7 @@ class UnclearService:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
                 async with talk_detect(call, u.talk_silence_ms, u.clear_threshold):
                     s.listening = True
-                    if kept is not None:
+                    if kept is not None and switch.synced:  # the stage and the talk: switch times
                         self._heard_in_takeover(s, kept)
                     result = await self._run(s, call, switch.now)
                     s.listening = False

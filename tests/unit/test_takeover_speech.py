@@ -33,25 +33,25 @@ class SwitchCall(DyingCall):
         return await super().get_variable(name)
 
 
-def pair_node(call: SwitchCall, once: MemoryOnce, ami: RecordingAmi, skew: float) -> InboundFlow:
+def pair_node(call: SwitchCall, once: MemoryOnce, ami: RecordingAmi, skew: float, node: str = "n") -> InboundFlow:
     """One node of a pair: its own AMI (a standby follows it too), its wall clock ``skew``
-    s off the switch's."""
-    config = Config(silence=SilenceConfig(pause=PAUSE), cluster=ClusterConfig(node="n"))
+    s off the switch's (``node`` "": no pair)."""
+    config = Config(silence=SilenceConfig(pause=PAUSE), cluster=ClusterConfig(node=node))
     return InboundFlow(config, lambda: datetime(2027, 3, 10, 15),
                        speech=TalkDetector(ami), clock=call.clock, once=once,
                        choose_greeting=lambda _at, _cfg: AFTERNOON, wall=lambda: SWITCH0 + call.clock.t + skew)
 
 
 async def takeover(die_at: float, talk: list[tuple[str, float]], skews: tuple[float, float] = (0.0, 0.0),
-                   gap: float = 1.3) -> SwitchCall:
+                   gap: float = 1.3, node: str = "n") -> SwitchCall:
     """Node 1 serves the call and dies at ``die_at``; while nobody listens (``gap`` s) the
     switch reports ``talk`` (uniqueid, switch time as offset from SWITCH0) to every node's
     AMI; node 2 then runs the route again."""
     call, once = SwitchCall(Clock(0.0)), MemoryOnce()
     call.die_at = die_at
     standby = RecordingAmi()
-    first = pair_node(call, once, RecordingAmi(), skews[0])
-    second = pair_node(call, once, standby, skews[1])  # a standby: it follows AMI all along
+    first = pair_node(call, once, RecordingAmi(), skews[0], node)
+    second = pair_node(call, once, standby, skews[1], node)  # a standby: it follows AMI all along
     with pytest.raises(ConnectionError):
         await first(call)
     for uid, at in talk:
@@ -93,6 +93,12 @@ async def test_the_switch_clock_decides_not_the_nodes(skews: tuple[float, float]
     assert [p for p, _, _ in stale.plays][2:] == ["silent_prompt2", "silent_prompt3"]
     _, p2_start, _ = stale.plays[2]
     assert p2_start == pytest.approx(GREETING_END + PAUSE, abs=0.01)
+
+
+async def test_without_a_pair_the_nodes_clock_is_never_compared_with_the_switchs() -> None:
+    call = await takeover(die_at=GREETING_END + 0.2, talk=[(CALLER, GREETING_END + 0.6)], node="")
+    assert [p for p, _, _ in call.plays][2:] == ["silent_prompt2", "silent_prompt3"]
+    assert not call.sent("GET VARIABLE STRFTIME")
 
 
 async def test_speech_over_a_prompt_cut_by_the_death_puts_the_caller_through_without_it_again() -> None:
