@@ -59,7 +59,7 @@ class Params:
 class _SilentDetector:
     """The caller is heard reliably and never speaks (TALK_DETECT on a silent line)."""
 
-    def listen(self, call: Any) -> Any:
+    def listen(self, call: Any, since: float | None = None) -> Any:
         from contextlib import asynccontextmanager
 
         from ivr.flows.speech import SpeechWatch

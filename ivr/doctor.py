@@ -17,14 +17,22 @@ actually be allowed to do:
 7. With a ``[cluster] switch`` name of its own, the switch's Asterisk has a ``systemname``
    (AMI ``CoreSettings`` ``SystemName``): call ids are Linkedids, bare ``<epoch>.<n>``
    without it, and two switches on one database would make the same ones.
+8. A node of a controller pair (``[cluster] node``): this node answers its ``/healthz`` as
+   a healthy leader or standby (AMI connected); some node leads the switch (its
+   ``ivr_lease`` row in PostgreSQL unexpired and renewed within the lease's ttl, by
+   PostgreSQL's clock), and that leader's API (its address in ``ivr_nodes``) answers
+   ``role: leader``. No node leading is a failure, named as such.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from ivr.agi.channel import AgiChannel, AgiError
 from ivr.agi.server import FastAgiServer
@@ -46,6 +54,14 @@ DANGEROUS_ACTIONS = frozenset({
     "DialplanExtensionAdd", "DialplanExtensionRemove", "ModuleLoad", "Reload",
 })
 FAR_OFFSET = 100_000_000  # samples: STREAM FILE from here plays nothing but opens the file
+# The lease of a switch and where its holder's API is (ivr/cluster.py, ivr/http/forward.py),
+# by PostgreSQL's clock.
+LEASE = """
+SELECT l.node AS node, l.token AS token, l.expires_at > now() AS live,
+       extract(epoch FROM now() - l.renewed_at)::float8 AS renewed_ago,
+       extract(epoch FROM now() - l.expires_at)::float8 AS expired_ago,
+       (SELECT n.api_url FROM ivr_nodes n WHERE n.switch = l.switch AND n.node = l.node) AS api_url
+FROM ivr_lease l WHERE l.switch = $1"""
 
 
 @dataclass(frozen=True)
@@ -116,7 +132,89 @@ class _Doctor:
             await self._tone_zone(ami)
         finally:
             await ami.close()
+        if self.config.cluster.node:
+            await self._cluster()
         return self.checks
+
+    # -- a controller pair ------------------------------------------------------------
+    async def _health(self, url: str) -> dict[str, Any] | None:
+        """A node's ``/healthz`` (its JSON, whatever the status), or None if it does not answer."""
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s, \
+                    s.get(f"{url.rstrip('/')}/healthz", allow_redirects=False) as r:
+                body = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def _lease(self) -> dict[str, Any] | None:
+        import asyncpg  # noqa: PLC0415 - optional extra [postgresql]: only a pair's doctor needs it
+
+        conn = await asyncpg.connect(self.config.database.url, timeout=self.timeout)
+        try:
+            try:
+                row = await conn.fetchrow(LEASE, self.config.cluster.switch, timeout=self.timeout)
+            except asyncpg.UndefinedTableError:  # no node ever started with this database
+                return None
+        finally:
+            await conn.close()
+        return None if row is None else dict(row)
+
+    async def _cluster(self) -> None:
+        c, http = self.config.cluster, self.config.http
+        host = "127.0.0.1" if http.host in ("", "0.0.0.0", "::") else http.host  # noqa: S104 - compared, not bound
+        own_url = f"http://{'[' + host + ']' if ':' in host else host}:{http.port}"
+        own = await self._health(own_url)
+        role = (own or {}).get("role")
+        ami_ok = bool((own or {}).get("checks", {}).get("ami", {}).get("ok"))
+        if own is None:
+            self.add("cluster node", False, f"node {c.node!r} does not answer at {own_url}/healthz: start it "
+                     "(`ivr run`); a pair needs every node running to survive a death")
+        elif role in ("leader", "standby") and ami_ok:
+            self.add("cluster node", True, f"node {c.node!r} is a healthy {role} of switch {c.switch!r} "
+                     "(AMI connected)")
+        else:
+            self.add("cluster node", False, f"node {c.node!r} answers role={role!s:.20}, AMI "
+                     f"{'connected' if ami_ok else 'not connected'}: see its log and /healthz")
+        await self._leader(own_url, role)
+
+    async def _leader(self, own_url: str, own_role: Any) -> None:
+        c = self.config.cluster
+        try:
+            lease = await self._lease()
+        except Exception as exc:  # noqa: BLE001 - any failure to read the lease is the finding
+            self.add("cluster leader", False, f"cannot read the lease of switch {c.switch!r} in PostgreSQL "
+                     f"({type(exc).__name__}: {exc}): check [database] url and that PostgreSQL is up")
+            return
+        if lease is None:
+            self.add("cluster leader", False, f"no node leads switch {c.switch!r}: none has ever held its lease; "
+                     "start the nodes (`ivr run` with [cluster] and the same PostgreSQL)")
+            return
+        node, token = str(lease["node"]), lease["token"]
+        if not lease["live"]:
+            self.add("cluster leader", False, f"no node leads switch {c.switch!r}: the lease of node {node!r} "
+                     f"(token {token}) expired {lease['expired_ago']:.1f} s ago; every node is down or cut off "
+                     "from PostgreSQL: see the nodes' logs")
+            return
+        fresh = lease["renewed_ago"] <= c.lease_ttl
+        url = str(lease["api_url"] or "") or (own_url if node == c.node else "")
+        said = f"node {node!r} leads switch {c.switch!r} (token {token}, lease renewed {lease['renewed_ago']:.2f} s ago"
+        if not fresh:
+            self.add("cluster leader", False, f"{said}, more than its ttl {c.lease_ttl} s): the lease is stale; "
+                     "check PostgreSQL's load and the leader's log")
+            return
+        if not url:
+            self.add("cluster leader", False, f"{said}), but it published no API address: set [cluster] advertise "
+                     "on that node so the others (and this check) reach it")
+            return
+        health = await self._health(url)
+        if health is None or health.get("role") != "leader":
+            answer = "no answer" if health is None else f"role={health.get('role')!s:.20}"
+            self.add("cluster leader", False, f"{said}), but its API at {url} gives {answer}: check that node "
+                     "and the network between the nodes")
+            return
+        self.add("cluster leader", True, f"{said}); its API at {url} answers role=leader"
+                 + (" (this node)" if node == c.node and own_role == "leader" else ""))
 
     async def _privileges(self, ami: AmiConnection) -> None:
         reply = await ami.action({"Action": "ListCommands"}, self.timeout)

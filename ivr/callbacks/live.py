@@ -28,7 +28,8 @@ from typing import Any
 
 import structlog
 
-from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.channel import AgiChannel
+from ivr.agi.talk import talk_detect
 from ivr.rules.callback import LiveAnswer, LiveRule
 
 log = structlog.get_logger("ivr.callbacks")
@@ -98,13 +99,8 @@ class LiveListener:
     async def listen(self, call: AgiChannel) -> AsyncIterator[LiveWatch]:
         watch = LiveWatch(call.uniqueid, self.rule, self.clock)
         self.watches[call.uniqueid] = watch
-        try:
-            await call.set_variable("TALK_DETECT(set)", f"{self.rule.word_gap_ms},{self.threshold}")
-            yield watch
+        try:  # disarmed after a normal exit only: the bridged call must not carry it along
+            async with talk_detect(call, self.rule.word_gap_ms, self.threshold):
+                yield watch
         finally:
             self.watches.pop(call.uniqueid, None)
-        # After a normal exit only: the bridged call must not carry the detector along.
-        try:
-            await call.set_variable("TALK_DETECT(remove)", "")
-        except (AgiHangup, AgiError):
-            pass

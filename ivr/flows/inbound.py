@@ -41,8 +41,12 @@ dies mid-call, the AGI session ends with ``IVR_RESULT`` unset and ``IVR_STAGE`` 
 (validated: it is a channel variable), and resumes: the pause ends when it would have, a
 prompt cut by the death is played again in full, three prompts in all, release never
 sooner. Each announcement (UserEvent and bus event) is keyed (:mod:`ivr.once`): it goes out
-once per call and stage whichever node makes it. A caller who spoke during the takeover
-(no node listening) is not heard until the next prompt.
+once per call and stage whichever node makes it. The stage's time is the switch's clock
+(:class:`~ivr.agi.talk.SwitchClock`, read once per session), and a caller who spoke while
+no node listened (the 1-2 s of a takeover: the detector stays armed, every node follows
+its AMI events) is heard by the node that goes on: talk on this channel that began after
+the stage was written counts as the caller responding (in a pause: to the agents at once,
+no further prompt; during a prompt played again: at its end).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from typing import Any
 import structlog
 
 from ivr.agi.channel import AgiChannel
+from ivr.agi.talk import SwitchClock
 from ivr.agi.wake import WAKE_DIGIT
 from ivr.events import EventBus
 from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
@@ -92,6 +97,7 @@ class InboundFlow:
         self.bus = bus
         self.clock = clock
         self.pause = float(config.silence.pause)
+        self.paired = bool(config.cluster.node)  # a controller pair: stage times by the switch's clock
         SilentCall(self.pause)  # bad configuration fails at start-up, not on a call
 
     def sound(self, prompt_id: str, language: str | None = None) -> str:
@@ -101,35 +107,43 @@ class InboundFlow:
     async def __call__(self, call: AgiChannel) -> None:
         with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, caller=call.caller):
             await call.answer()
-            resume = await self._resume_point(call)
-            session = _Session(self, call, await self._call_id(call))
+            switch = SwitchClock(self.wall)
+            if self.paired:
+                await switch.sync(call)
+            kept = await self._resume_point(call, switch.now())
+            resume = None if kept is None or kept[0] == "start" else kept[:2]
+            session = _Session(self, call, await self._call_id(call), switch.now)
             greeting = self.choose_greeting(self.now(), self.config)
             if resume is None:
                 session.publish("call.arrived", caller=call.caller, channel=call.channel)
                 log.info("inbound.greeting", holiday=greeting.holiday, daypart=greeting.daypart,
                          language=greeting.language, prompts=greeting.prompts)
                 await call.set_variable("IVR_GREETING", ",".join(greeting.prompts))
-                await call.set_variable("IVR_STAGE", stage_value("start", self.wall()))
+                await call.set_variable("IVR_STAGE", stage_value("start", switch.now()))
             else:
                 log.info("inbound.resumed", stage=resume[0], pause_age=round(resume[1], 3))
-            async with self.speech.listen(call) as watch:
+            # Talk since the kept stage was written counts (a takeover); only when the stage
+            # times are the switch's, as the talk's are.
+            since = kept[2] if kept is not None and switch.synced else None
+            async with self.speech.listen(call, since=since) as watch:
                 result = await session.run(greeting.prompts, greeting.language, watch, resume)
             await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to resume
             await call.set_variable("IVR_RESULT", result)
 
-    async def _resume_point(self, call: AgiChannel) -> tuple[str, float] | None:
-        """The stage another controller reached on this call, and how long ago its pause
-        began; None for a new call (or a stage that does not hold up: start afresh, which
-        can only make the script longer, never release sooner)."""
+    async def _resume_point(self, call: AgiChannel, now: float) -> tuple[str, float, float] | None:
+        """The stage another controller reached on this call, how long ago its pause began
+        and when it was written (``now``'s clock: the switch's in a pair); None for a new
+        call (or a stage that does not hold up: start afresh, which can only make the
+        script longer, never release sooner)."""
         text = await call.get_variable("IVR_STAGE")
         if not text:
             return None
         try:
-            stage, age = parse_stage(text, self.wall())
+            stage, age = parse_stage(text, now)
         except ValueError as exc:
             log.warning("inbound.stage_refused", error=str(exc))
             return None
-        return None if stage == "start" else (stage, age)
+        return stage, age, float(text.partition("@")[2])
 
     def choose_greeting(self, at: datetime, config: Config) -> Greeting:
         return self._choose_greeting(at, config)
@@ -144,8 +158,8 @@ class InboundFlow:
 class _Session:
     """One call's run through the silent-call script."""
 
-    def __init__(self, flow: InboundFlow, call: AgiChannel, call_id: str) -> None:
-        self.flow, self.call, self.call_id = flow, call, call_id
+    def __init__(self, flow: InboundFlow, call: AgiChannel, call_id: str, wall: Callable[[], float]) -> None:
+        self.flow, self.call, self.call_id, self.wall = flow, call, call_id, wall
 
     def publish(self, kind: str, **data: Any) -> None:
         if self.flow.bus is not None:
@@ -167,7 +181,7 @@ class _Session:
     async def keep_stage(self, script: SilentCall, stage: str) -> None:
         """A pause began after ``stage``'s prompt: write it on the channel (IVR_STAGE)."""
         assert script.pause_started is not None
-        began = self.flow.wall() - (self.flow.clock() - script.pause_started)
+        began = self.wall() - (self.flow.clock() - script.pause_started)
         await self.call.set_variable("IVR_STAGE", stage_value(stage, began))
 
     async def play(self, prompts: Sequence[str], language: str) -> str | None:

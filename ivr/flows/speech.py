@@ -35,6 +35,11 @@ caller's channel (AMI ``PlayDTMF``, :mod:`ivr.agi.wake`, shared with hold).
 
 Without AMI the controller cannot hear the caller: :attr:`SpeechWatch.reliable` is then
 False, and the flow must never release the call as silent.
+
+A controller pair (issue 17): every node, a standby too, keeps the callers' recent talk
+(:class:`~ivr.ami.talk.TalkLog`); ``listen(call, since=t)`` counts talk that began after
+``t`` (the switch's time the script's stage was written) as heard, so a caller who spoke
+while no node listened (the takeover) is heard by the node that goes on with the script.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ from typing import Any, Protocol
 import structlog
 
 from ivr.agi import wake
-from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.channel import AgiChannel
+from ivr.agi.talk import talk_detect
 from ivr.ami.link import AmiLink
+from ivr.ami.talk import TalkLog
 from ivr.sections import SilenceConfig
 
 log = structlog.get_logger("ivr.speech")
@@ -99,8 +106,9 @@ class SpeechWatch:
 
 
 class SpeechDetector(Protocol):
-    def listen(self, call: AgiChannel) -> Any:
-        """``async with detector.listen(call) as watch``: hear the caller while inside."""
+    def listen(self, call: AgiChannel, since: float | None = None) -> Any:
+        """``async with detector.listen(call) as watch``: hear the caller while inside
+        (and, with ``since``, what they said after that switch time: a takeover)."""
 
     async def wake_until(self, channel: str, woken: asyncio.Event) -> Any:
         """End the AGI command ``channel`` waits in (wake digit), repeating until ``woken``."""
@@ -125,6 +133,7 @@ class TalkDetector:
         self.settings = settings or SpeechSettings()
         self._watches: dict[str, SpeechWatch] = {}
         ami.subscribe("ChannelTalkingStart", self._on_talking)
+        self.talk = TalkLog().attach(ami)  # every caller's recent talk, on a standby too
 
     @property
     def watching(self) -> int:
@@ -142,21 +151,18 @@ class TalkDetector:
         watch.mark(at)
 
     @asynccontextmanager
-    async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+    async def listen(self, call: AgiChannel, since: float | None = None) -> AsyncIterator[SpeechWatch]:
         watch = _AmiWatch(call.uniqueid, self.ami)
-        self._watches[call.uniqueid] = watch
+        self._watches[call.uniqueid] = watch  # first: talk from now on marks the watch
+        if since is not None and (at := self.talk.started_since(call.uniqueid, since)) is not None:
+            log.info("speech.heard_before", uniqueid=call.uniqueid, at=at, since=since)
+            watch.mark(at)  # the caller spoke while no node listened (a takeover)
         s = self.settings
         try:
-            await call.set_variable("TALK_DETECT(set)", f"{s.talk_silence_ms},{s.talk_threshold}")
-            yield watch
+            async with talk_detect(call, s.talk_silence_ms, s.talk_threshold):
+                yield watch
         finally:
             self._watches.pop(call.uniqueid, None)
-        # Only after a normal exit (never while a hang-up or cancellation unwinds): the
-        # agents' leg must not carry the detector and its events along.
-        try:
-            await call.set_variable("TALK_DETECT(remove)", "")
-        except (AgiHangup, AgiError):
-            pass
 
     async def wake_until(self, channel: str, woken: asyncio.Event) -> int:
         return await wake.wake_until(self.ami, channel, woken)
@@ -170,5 +176,5 @@ class DeafDetector:
         return 0
 
     @asynccontextmanager
-    async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+    async def listen(self, call: AgiChannel, since: float | None = None) -> AsyncIterator[SpeechWatch]:
         yield SpeechWatch(call.uniqueid, reliable=False)

@@ -22,7 +22,7 @@ def build_unclear(rt: Runtime, config: Config, *, agent_leg: AgentLeg | None = N
         rt.ami, rt.channels,
         UnclearSettings.from_config(config.unclear, config.switch, config.prompts, config.agents),
         bus=rt.bus, metrics=UnclearMetrics(rt.metrics.registry), agent_leg=agent_leg, acting=rt.acting,
-        once=rt.once)
+        once=rt.once, paired=bool(config.cluster.node))
     service.attach()
     return Feature("unclear", service, agi_routes=service.agi_routes, http_routes=unclear_routes(service),
                    openapi=UNCLEAR_OPENAPI, on_close=service.close)

@@ -16,30 +16,16 @@ into the agent's own bridge, then the keeper goes. On release the caller is hung
 the keeper too, so the agent's call ends. If the controller fails mid-script, the dialplan
 returns the caller to the agent; if the agent hung up, to the fallback queue.
 
-**What "clear" means on the audio**, measured on the embedded switch (Asterisk 22.10,
-Local-channel callers playing test audio into the caller's channel, ``TALK_DETECT`` events
-over AMI; see the README, "Unclear line", for the table): ``TALK_DETECT(set)=300,512``
-on the caller's channel; a *talk burst* is ``ChannelTalkingStart`` .. ``ChannelTalkingStop``
-(its ``Duration``). Clear speech is a burst of at least ``clear_min_ms`` (500 ms) that
-*ends* within ``clear_max_ms`` (10 s):
-
-* normal speech (-20 dBFS RMS, 2.2 s of words): one burst of 2160 ms: clear;
-* faint speech (-40 dBFS RMS, a caller far from the microphone): bursts of 0 and 41 ms:
-  not clear (at threshold 256 it gave 539 and 1000 ms, which would pass: hence 512);
-* a noisy line (pink noise at -20 dBFS RMS, 20 s): one burst lasting as long as the
-  noise (19979 ms): not clear; the -45 dBFS line noise of the silent-call tests raises
-  no burst at 512 (at 256: ten bursts of 0-300 ms and three that never ended).
-
-Measured in the scenarios: each pause 5.001-5.005 s (ask end to ask-again, ask-again end
-to goodbye, goodbye end to release), a clear speaker back with the agent 0.3 s after
-their words ended. Limit: a burst ends only on received audio; a phone that suppresses
-silence between words may never end one, and is then not returned by speech (the
-agent's key again brings them back).
+What "clear" means on the audio, and what was measured: :mod:`ivr.unclear.session`.
 
 **Across a node death** (issue 17): the route keeps the stage on the caller (``IVR_STAGE``);
 ``[ivr-agi]`` runs ``unclear`` again on the next node, which rebuilds the session (the stage
 validated, ``IVR_UNCLEAR_AGENT``, the keeper: :func:`~ivr.ami.away.parties_left`, as hold)
 and goes on: a pause ends when it would have; each stage announced once (:mod:`ivr.once`).
+The stage's times are the switch's clock (:class:`~ivr.agi.talk.SwitchClock`), and a clear
+burst that ended after the stage was written (the caller answered while no node listened:
+the detector stays armed, every node keeps the talk, :class:`~ivr.ami.talk.TalkLog`)
+returns the caller to the agent at once, with no further prompt.
 
 Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
 goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,
@@ -49,7 +35,6 @@ which the records keep and the dashboard shows), counted (``ivr_unclear_*``) and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -57,7 +42,8 @@ from typing import Any
 
 import structlog
 
-from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.channel import AgiChannel, AgiHangup
+from ivr.agi.talk import SwitchClock, talk_detect
 from ivr.agi.wake import WAKE_DIGIT, wake_until
 from ivr.ami.away import (
     KEEPER_PREFIX,
@@ -72,6 +58,7 @@ from ivr.ami.away import (
 from ivr.ami.channels import Channel, ChannelTracker
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
+from ivr.ami.talk import TalkLog
 from ivr.events import EventBus
 from ivr.once import Once, action_key
 from ivr.rules.unclear import (
@@ -110,8 +97,10 @@ class UnclearService:
                  bus: EventBus | None = None, metrics: UnclearMetrics | None = None,
                  agent_leg: AgentLeg | None = None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, acting: Callable[[], bool] = lambda: True,
-                 once: Once | None = None) -> None:
+                 once: Once | None = None, paired: bool = False) -> None:
         self.conn, self.tracker, self.settings = conn, tracker, settings
+        self.paired = paired  # a controller pair: stage times by the switch's clock
+        self.talk = TalkLog()  # every caller's recent talk, on a standby too
         self.acting = acting  # False on a pair's standby: the leader takes callers aside
         self.once = once or Once()  # each stage announced once per switch
         self.bus, self.metrics, self.clock, self.wall = bus, metrics, clock, wall
@@ -127,6 +116,7 @@ class UnclearService:
                               ("ChannelTalkingStop", self._on_talk_stop), ("BridgeEnter", self._waiters.feed),
                               ("OriginateResponse", self._waiters.feed)):
             self.conn.subscribe(name, handler)
+        self.talk.attach(self.conn)
         self.tracker.on_gone(self._gone)
 
     @property
@@ -283,22 +273,27 @@ class UnclearService:
 
     # -- the caller's FastAGI route -------------------------------------------------
     async def agi_unclear(self, call: AgiChannel) -> None:
-        s = self.sessions.get(call.uniqueid) or await self._taken_over(call)
+        switch = SwitchClock(self.wall)
+        if self.paired:
+            await switch.sync(call)
+        s, kept = self.sessions.get(call.uniqueid), None
+        if s is None and (taken := await self._taken_over(call, switch.now())) is not None:
+            s, kept = taken
         if s is None:  # not ours, no stage that holds up: the dialplan returns the caller
             log.warning("unclear.agi_unknown", uniqueid=call.uniqueid)
             await call.set_variable("IVR_RESULT", "unknown")
             return
         s.agi = call
-        s.started = s.started or f"{self.wall():.3f}"
+        s.started = s.started or f"{switch.now():.3f}"
         u = self.settings
         try:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
-                await call.set_variable("TALK_DETECT(set)", f"{u.talk_silence_ms},{u.clear_threshold}")
-                s.listening = True
-                result = await self._run(s, call)
-                s.listening = False
-                with contextlib.suppress(AgiError):
-                    await call.set_variable("TALK_DETECT(remove)", "")
+                async with talk_detect(call, u.talk_silence_ms, u.clear_threshold):
+                    s.listening = True
+                    if kept is not None and switch.synced:  # the stage and the talk: switch times
+                        self._heard_in_takeover(s, kept)
+                    result = await self._run(s, call, switch.now)
+                    s.listening = False
                 await call.set_variable("IVR_RESULT", result)  # first: a death now still ends as decided
                 await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to go on with
         except AgiHangup:
@@ -311,10 +306,10 @@ class UnclearService:
         else:
             await hang_up(self.conn, s.keeper_name, s.keeper)
 
-    async def _run(self, s: UnclearSession, call: AgiChannel) -> str:
+    async def _run(self, s: UnclearSession, call: AgiChannel, wall: Callable[[], float]) -> str:
         now = self.clock()  # taken back before the script began: no prompt at all
         actions: list[UnclearAction] = self._returned(s, now) if s.clear.is_set() else s.script.start(now)
-        await self._keep_stage(s, call)
+        await self._keep_stage(s, call, wall)
         while True:
             if s.ended:  # the caller hung up under us
                 raise AgiHangup("caller gone")
@@ -337,24 +332,25 @@ class UnclearService:
             await self._interruptible(s, call.stream_file(self.settings.sound(action.prompt), WAKE_DIGIT), call)
             now = self.clock()
             actions = self._returned(s, now) if s.clear.is_set() else s.script.prompt_finished(now, action.stage)
-            await self._keep_stage(s, call)
+            await self._keep_stage(s, call, wall)
 
-    async def _keep_stage(self, s: UnclearSession, call: AgiChannel) -> None:
+    async def _keep_stage(self, s: UnclearSession, call: AgiChannel, wall: Callable[[], float]) -> None:
         """Write where the script is on the caller's channel (IVR_STAGE): the first ask,
         or a pause and when it began. If this node dies, the next one goes on from there."""
         state, began = s.script.state, s.script.pause_started
         if state in KEPT and not s.clear.is_set():
-            at = self.wall() - (0.0 if began is None else self.clock() - began)
+            at = wall() - (0.0 if began is None else self.clock() - began)
             await call.set_variable("IVR_STAGE", unclear_stage(s.started, s.reason, state, at))
 
-    async def _taken_over(self, call: AgiChannel) -> UnclearSession | None:
+    async def _taken_over(self, call: AgiChannel, now: float) -> tuple[UnclearSession, float] | None:
         """A script another node began and died in: rebuilt from the caller's channel
-        (IVR_STAGE, IVR_UNCLEAR_AGENT: validated) and the switch's channels."""
-        found = await taken_over(self.tracker, call, parse=lambda text: parse_unclear_stage(text, self.wall()),
-                                 prefix="unclear@", variable=AGENT_VARIABLE, feature="unclear")
+        (IVR_STAGE, IVR_UNCLEAR_AGENT: validated) and the switch's channels; with the
+        time its stage was written (``now``'s clock: the switch's in a pair)."""
+        found = await taken_over(self.tracker, call, prefix="unclear@", variable=AGENT_VARIABLE, feature="unclear",
+                                 parse=lambda text: (parse_unclear_stage(text, now), float(text.rsplit("@", 1)[1])))
         if found is None:
             return None
-        (started, reason, state, age), caller, agent, keeper = found
+        ((started, reason, state, age), kept), caller, agent, keeper = found
         s = UnclearSession(caller=caller, agent=agent, reason=reason, via="takeover",
                            agent_name=self.settings.agent_name(agent), started=started,
                            script=UnclearLine.resumed(reason, self.settings.pause, state, age, self.clock()),
@@ -363,7 +359,16 @@ class UnclearService:
         log.info("unclear.taken_over", uniqueid=call.uniqueid, state=state, age=round(age, 3), reason=reason)
         if self.standby_keys.pop(agent.uniqueid, 0.0) > float(started) + 1.0:
             self._take_back(s)  # the agent keyed again while no node led: back to the agent
-        return s
+        return s, kept
+
+    def _heard_in_takeover(self, s: UnclearSession, kept: float) -> None:
+        """Clear speech that ended after the stage was written (switch times): the caller
+        answered while no node listened; back to the agent at once."""
+        clear = [t for t in self.talk.bursts_since(s.caller.uniqueid, kept) if self.settings.is_clear(t.duration_ms)]
+        if clear and not s.clear.is_set():
+            log.info("unclear.heard_before", at=clear[0].at, duration_ms=clear[0].duration_ms, since=kept)
+            s.bursts.append({"stop": clear[0].at, "ms": clear[0].duration_ms, "clear": True})
+            s.clear.set()
 
     @staticmethod
     def _returned(s: UnclearSession, now: float) -> list[UnclearAction]:

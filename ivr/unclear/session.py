@@ -1,6 +1,27 @@
 """What one unclear-line script is made of: its errors, :class:`UnclearSettings` (from the
 typed ``[unclear]`` section; its defaults are the section's), one :class:`UnclearSession`
-per caller, and the switch names asterisk/ivr-unclear.conf shares."""
+per caller, and the switch names asterisk/ivr-unclear.conf shares.
+
+**What "clear" means on the audio**, measured on the embedded switch (Asterisk 22.10,
+Local-channel callers playing test audio into the caller's channel, ``TALK_DETECT`` events
+over AMI; see the README, "Unclear line", for the table): ``TALK_DETECT(set)=300,512``
+on the caller's channel; a *talk burst* is ``ChannelTalkingStart`` .. ``ChannelTalkingStop``
+(its ``Duration``). Clear speech is a burst of at least ``clear_min_ms`` (500 ms) that
+*ends* within ``clear_max_ms`` (10 s):
+
+* normal speech (-20 dBFS RMS, 2.2 s of words): one burst of 2160 ms: clear;
+* faint speech (-40 dBFS RMS, a caller far from the microphone): bursts of 0 and 41 ms:
+  not clear (at threshold 256 it gave 539 and 1000 ms, which would pass: hence 512);
+* a noisy line (pink noise at -20 dBFS RMS, 20 s): one burst lasting as long as the
+  noise (19979 ms): not clear; the -45 dBFS line noise of the silent-call tests raises
+  no burst at 512 (at 256: ten bursts of 0-300 ms and three that never ended).
+
+Measured in the scenarios: each pause 5.001-5.005 s (ask end to ask-again, ask-again end
+to goodbye, goodbye end to release), a clear speaker back with the agent 0.3 s after
+their words ended. Limit: a burst ends only on received audio; a phone that suppresses
+silence between words may never end one, and is then not returned by speech (the
+agent's key again brings them back).
+"""
 
 from __future__ import annotations
 

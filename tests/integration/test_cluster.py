@@ -295,3 +295,48 @@ async def test_no_leader_at_all_sends_the_call_to_the_fallback_queue(
     await ami.wait_for(lambda e: e.event == "Hangup" and inbound(e), timeout=20, since=since)
 
 
+
+
+async def test_doctor_beside_a_standby_names_the_leader_and_fails_when_none_leads(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ivr doctor` with a standby's config: this node is a healthy standby, node a leads
+    (its lease fresh, its API answering role=leader), every check passes. With both nodes
+    gone and the lease run out, `ivr doctor` exits non-zero saying no node leads."""
+    from ivr.config import load_config
+    from ivr.doctor import run_doctor
+
+    async with started_pair(switch, pg, tmp_path, ami) as (a, b):
+        monkeypatch.setenv("IVR_AMI_SECRET", b.secret)
+        monkeypatch.setenv("IVR_AGI_KEY", b.agi_key)
+        checks = {c.name: c for c in await run_doctor(load_config(str(b.config)), timeout=10)}
+        # (the embedded switch A has no systemname, which a switch of its own name needs: test_doctor)
+        assert [c.line() for c in checks.values() if not c.ok and c.name != "switch systemname"] == []
+        assert "node 'b' is a healthy standby" in checks["cluster node"].detail, checks["cluster node"].line()
+        print("\n" + "\n".join(c.line() for c in checks.values()))
+        leader = checks["cluster leader"].detail
+        assert "node 'a' leads" in leader and f"127.0.0.1:{a.http_port}" in leader and "role=leader" in leader, leader
+        a.kill()
+        b.stop()
+    end = time.monotonic() + 10
+    while await _lease_live(pg, tmp_path.name[:40]):  # bounded: PostgreSQL's own clock
+        assert time.monotonic() < end, "the lease never ran out"
+        await asyncio.sleep(0.1)
+    env = {**os.environ, "IVR_AMI_SECRET": b.secret, "IVR_AGI_KEY": b.agi_key, "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr", "doctor", "--config", str(b.config), "--timeout", "5",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
+    assert proc.returncode == 1, out
+    assert "[FAIL] cluster leader: no node leads switch" in out, out
+    assert "[FAIL] cluster node: node 'b' does not answer" in out, out
+    print("\n" + out)
+
+
+async def _lease_live(pg: str, name: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(pg)
+    try:
+        return bool(await conn.fetchval("SELECT expires_at > now() FROM ivr_lease WHERE switch = $1", name))
+    finally:
+        await conn.close()

@@ -363,3 +363,114 @@ async def test_leader_killed_mid_unclear_script_the_next_node_asks_again_once_on
     assert PAUSE <= pause3 <= PAUSE + 1.0 and ts(hangup) - ts(ends[2]) >= PAUSE, "release never sooner"
     assert hangup["Cause"] == "16", dict(hangup)  # released by the script, not dropped
     assert not fallbacks(ami, since)
+
+
+async def test_a_caller_who_speaks_during_the_takeover_reaches_the_agent_without_another_prompt(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path) -> None:  # noqa: F811 - pg: fixture
+    """The leader dies 0.2 s into the pause after the greeting; the caller says "one" at
+    once, while no node listens (the dead node's session is over, the standby has just
+    answered ``standby`` and the dialplan waits to try again). The node that takes the
+    script over knows the caller spoke after the stage was written (the switch's
+    ChannelTalkingStart, which it followed as a standby): the caller is put through to the
+    agent at once, with no further prompt of the script, never dropped, never queued."""
+    async with started_pair(switch, pg, tmp_path, ami) as (a, b):
+        await ami.add_dialplan("test-caller", "sp", ["Answer()", "Wait(60)", "Hangup()"])
+        await ami.add_dialplan("test-speak", "s", ["Playback(digits/1)", "Wait(60)"])
+        await ami.add_dialplan("test-agent", "sp", ["Ringing()", "Wait(1)", "Answer()", "Wait(30)", "Hangup()"])
+        mine = lambda e: e.get("Channel", "").startswith("Local/sp@test-caller-") and e["Channel"].endswith(";1")
+        command = lambda e, start, kind="AGIExecStart": (e.event == kind and mine(e)
+                                                         and e.get("Command", "").startswith(start))
+        since = len(ami.events)
+        await ami.originate("Local/sp@test-caller", "ivr-inbound", "s", variables={
+            "IVR_AGENTS": "7013=Local/sp@test-agent", "IVR_AGENT_TIMEOUT": "30",
+            "IVR_FALLBACK_QUEUE": "no-such-queue"})
+        kept = (await ami.wait_for(lambda e: command(e, 'SET VARIABLE IVR_STAGE "greeting@', "AGIExecEnd"),
+                                   timeout=30, since=since))[0]
+        await asyncio.sleep(0.2)  # the kill: 0.2 s into pause 1
+        a.kill()
+        killed = len(ami.events)
+        standby = (await ami.wait_for(lambda e: command(e, 'SET VARIABLE IVR_RESULT "standby"'),
+                                      timeout=5, since=killed))[0]
+        caller = kept["Channel"]
+        assert (await ami.action({"Action": "Redirect", "Channel": caller[:-1] + "2", "Context": "test-speak",
+                                  "Exten": "s", "Priority": "1"})).success  # the caller speaks now
+        talk = (await ami.wait_for(lambda e: e.event == "ChannelTalkingStart" and e.get("Channel") == caller,
+                                   timeout=5, since=killed))[0]
+        resumed = (await ami.wait_for(lambda e: command(e, "GET VARIABLE IVR_STAGE"), timeout=10, since=killed))[0]
+        assert (await b.health()).get("role") == "leader"  # the session is the new leader's
+        responded = (await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrSilentCall"
+                                        and mine(e), timeout=10, since=killed))[0]
+        bridged = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and mine(e), timeout=20, since=killed))[0]
+        assert not ami.find(lambda e: e.event == "Hangup" and mine(e), since)  # never dropped
+        await ami.action({"Action": "Hangup", "Channel": caller})
+        await ami.wait_for(lambda e: e.event == "Hangup" and mine(e), timeout=10, since=since)
+    # The speech fell in the window: after the standby's answer, before the next node's session.
+    assert ts(standby) < ts(talk) < ts(resumed), (ts(standby), ts(talk), ts(resumed))
+    print(f"\nspoke {ts(talk) - ts(standby):.3f} s after the standby's answer, "
+          f"{ts(resumed) - ts(talk):.3f} s before the next node's session")
+    assert (responded["Stage"], responded["Reason"], responded["From"]) == ("responded", "speech", "pause1")
+    played = [e["Command"] for e in ami.find(lambda e: command(e, "STREAM FILE"), killed)]
+    assert not [p for p in played if "/silent_" in p], played  # no further prompt of the script
+    assert ts(bridged) > ts(responded)  # with the agent
+    assert not fallbacks(ami, since)
+
+
+async def test_clear_speech_that_ends_during_the_takeover_returns_the_unclear_line_caller_at_once(
+        switch, ami: AmiRecorder, pg: str, tmp_path: Path) -> None:  # noqa: F811 - pg: fixture
+    """The agent keys *5; in the pause after the first ask the caller answers clearly (the
+    test speech: one burst of about 2.2 s). The leader dies 2 s into the words, so the burst
+    ends (ChannelTalkingStop) while no node listens. The node that takes the script over
+    kept it as a standby: the caller goes back to the agent at once (Stage returned, By
+    speech, via takeover), no further prompt, never dropped."""
+    async with started_pair(switch, pg, tmp_path, ami) as (a, b):
+        await add_actors(ami, {})
+        await ami.add_dialplan("test-agent", "us", ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
+        await ami.add_dialplan("test-unclear-key", "s", ["SendDTMF(*5,,120)", "Wait(300)"])
+        # the silence after the words keeps frames coming: a burst ends only on received audio
+        await ami.add_dialplan("test-speak", "s", ["Playback(ivr-test/caller_speech)", "Playback(ivr-test/silence)",
+                                                   "Wait(60)"])
+        since = len(ami.events)
+        await call(ami, "7014=Local/us@test-agent")
+        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
+        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        uid = entered["Uniqueid"]
+        agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and "us@test-agent" in e.get("Channel", "")
+                                    and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
+                                    timeout=10, since=since))[0]["Channel"]
+        unclear = lambda e, stage=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrUnclearLine"
+                                         and e.get("Uniqueid") == uid and stage in (None, e.get("Stage")))
+        agi = lambda e, start: (e.event == "AGIExecStart" and e.get("Uniqueid") == uid
+                                and e.get("Command", "").startswith(start))
+        assert (await ami.action({"Action": "Redirect", "Channel": agent[:-1] + "2", "Context": "test-unclear-key",
+                                  "Exten": "s", "Priority": "1"})).success
+        await ami.wait_for(lambda e: e.event == "AGIExecEnd" and e.get("Uniqueid") == uid
+                           and "/unclear_ask" in e.get("Command", ""), timeout=20, since=since)
+        assert (await ami.action({"Action": "Redirect", "Channel": entered["Channel"][:-1] + "2",
+                                  "Context": "test-speak", "Exten": "s", "Priority": "1"})).success
+        start = (await ami.wait_for(lambda e: e.event == "ChannelTalkingStart" and e.get("Uniqueid") == uid,
+                                    timeout=5, since=since))[0]
+        await asyncio.sleep(max(ts(start) + 2.0 - time.time(), 0))  # the kill: 2 s into the words
+        assert not ami.find(lambda e: unclear(e, "returned") or (e.event == "ChannelTalkingStop"
+                                                                  and e.get("Uniqueid") == uid), since), \
+            "the burst ended before the kill: the test is too slow to prove anything"
+        a.kill()
+        killed = len(ami.events)
+        stop = (await ami.wait_for(lambda e: e.event == "ChannelTalkingStop" and e.get("Uniqueid") == uid,
+                                   timeout=5, since=killed))[0]
+        resumed = (await ami.wait_for(lambda e: agi(e, "GET VARIABLE IVR_STAGE"), timeout=10, since=killed))[0]
+        returned = (await ami.wait_for(lambda e: unclear(e, "returned"), timeout=10, since=killed))[0]
+        # (the UserEvent goes out beside the return, so either may come first)
+        back = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid,
+                                   timeout=15, since=killed))[0]
+        assert (await b.health()).get("role") == "leader"
+        assert not ami.find(lambda e: e.event == "Hangup" and caller(e), since)  # never dropped
+        await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
+        await ami.wait_for(lambda e: e.event == "Hangup" and caller(e), timeout=10, since=since)
+    assert ts(stop) < ts(resumed), (ts(stop), ts(resumed))  # the burst ended while no node listened
+    print(f"\nburst of {stop['Duration']} ms ended {ts(resumed) - ts(stop):.3f} s before the next node's session; "
+          f"back with the agent {ts(back) - ts(resumed):.3f} s after it")
+    assert (returned["During"], returned["By"], returned["Via"]) == ("pause1", "speech", "takeover"), dict(returned)
+    assert back["BridgeUniqueid"] == entered["BridgeUniqueid"]  # the agent's own bridge
+    played = ami.find(lambda e: agi(e, "STREAM FILE") and "/unclear_" in e["Command"], killed)
+    assert not played, [e["Command"] for e in played]  # no further prompt
+    assert not fallbacks(ami, since)

@@ -117,7 +117,7 @@ class FakeDetector:
         self.call: FakeCall | None = None
 
     @asynccontextmanager
-    async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+    async def listen(self, call: AgiChannel, since: float | None = None) -> AsyncIterator[SpeechWatch]:
         assert isinstance(call, FakeCall)
         call.watch = SpeechWatch(call.uniqueid, reliable=self.reliable)
         self.call = call
@@ -274,7 +274,7 @@ async def test_without_a_speech_detector_the_caller_is_never_released() -> None:
 async def test_ami_lost_during_the_script_keeps_the_caller() -> None:
     class Dropping(FakeDetector):
         @asynccontextmanager
-        async def listen(self, call: AgiChannel) -> AsyncIterator[SpeechWatch]:
+        async def listen(self, call: AgiChannel, since: float | None = None) -> AsyncIterator[SpeechWatch]:
             assert isinstance(call, FakeCall)
             watch = _Flaky(call.uniqueid, call.clock, drop_at=20.0)
             call.watch = watch

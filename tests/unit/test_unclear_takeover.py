@@ -236,3 +236,47 @@ async def test_the_key_that_started_the_script_is_not_a_take_back(world: Any) ->
     agi = await arrives(ami, service, clock, stage("pause3", 4.0), "PJSIP/1001-00000002",
                         lambda a, what: talk(ami, 200))
     assert agi.variables["IVR_RESULT"] == "done" and ami.stages() == ["release"]
+
+
+@pytest.mark.parametrize(("uid", "ended_ago", "ms", "back"), [
+    (CALLER, 0.5, 1500, True),  # a clear burst that ended after the stage was written
+    (CALLER, 1.5, 1500, False),  # ended before it (the dead node heard it, or it is stale)
+    (CALLER, 0.5, 100, False),  # too short to be clear
+    (CALLER, 0.5, 20000, False),  # a noisy line's burst: too long
+    ("1700000000.77", 0.5, 1500, False),  # another channel
+])
+async def test_clear_speech_while_no_node_listened_returns_the_caller_at_once(
+        world: Any, uid: str, ended_ago: float, ms: int, back: bool) -> None:
+    """The caller answered while no node listened (the takeover; the detector stayed armed
+    and this node, a standby then, kept the switch's ChannelTalkingStop): only a clear burst
+    on the caller's channel that ended after the stage was written (the switch's times)
+    sends the caller back, at once, with no further prompt."""
+    agi, ami = await heard_in_takeover(world, uid, ended_ago, ms)
+    if back:
+        assert agi.played() == [] and agi.variables["IVR_RESULT"] == "back"
+        returned = ami.sent("UserEvent")[-1]
+        assert (returned["Stage"], returned["During"], returned["By"]) == ("returned", "pause1", "speech")
+    else:
+        assert agi.played() == ["unclear_ask", "unclear_goodbye_faint"] and agi.variables["IVR_RESULT"] == "done"
+
+
+async def heard_in_takeover(world: Any, uid: str, ended_ago: float, ms: int, *,
+                            paired: bool = True) -> tuple[FakeAgi, FakeAmi]:
+    """A pair's node (its stage times the switch's: the switch's clock is read first, here
+    equal to the fixture's wall clock) takes over after the switch reported a burst."""
+    ami, service, clock, *_ = world
+    service.paired = paired
+    keeper_on_switch(ami)
+    ami.event({"Event": "ChannelTalkingStop", "Uniqueid": uid, "Timestamp": f"{WALL - ended_ago:.3f}",
+               "Duration": str(ms)})
+    agi = await run_agi(ami, service, clock, lambda a, what: talk(ami, 200), variables={  # nothing clear after
+        "IVR_STAGE": stage("pause1", 1.0), "IVR_UNCLEAR_AGENT": "PJSIP/1001-00000002",
+        "STRFTIME(,,%s.%3q)": f"{WALL:.3f}"})
+    return agi, ami
+
+
+async def test_a_single_controller_does_not_compare_its_own_clock_with_the_switchs(world: Any) -> None:
+    """Without a pair the stage is kept by the node's clock: talk (switch times) is not compared."""
+    agi, _ = await heard_in_takeover(world, CALLER, 0.5, 1500, paired=False)
+    assert agi.played() == ["unclear_ask", "unclear_goodbye_faint"]
+    assert not agi.sent("GET VARIABLE STRFTIME")
