@@ -19,6 +19,7 @@ from ivr.rules.rings import Cadence
 from ivr.timers import TimerService
 from tests.fakes import Clock, RecordingAmi
 from tests.unit.test_records import db_url, postgres  # noqa: F401 - fixtures
+from tests.unit.test_records_outage import BOUND, keeper_for, locked
 
 T0 = 1_760_000_000.0
 LEG = {"Uniqueid": "sw-100.1", "Linkedid": "sw-100.1", "Channel": "Local/x@c-00000001;1",
@@ -155,3 +156,35 @@ async def test_a_standby_records_switch_facts_and_what_it_sent_and_counts_duplic
     finally:
         await recorder.stop()
         await store.close()
+
+
+async def test_a_standby_with_its_database_away_spools_the_facts_under_their_ids(tmp_path: Path) -> None:
+    """The spool path: the standby's database is away (locked) while the facts come; it
+    spools them with their ids and, once back, skips what the other node wrote meanwhile
+    (counted) and writes the rest: each fact once."""
+    db = tmp_path / "ivr.db"
+    a = await CallStore.open(f"sqlite:///{db}", switch="east")
+    try:
+        for ev in _call(EventBus(switch="east"))[:2]:  # the leader wrote the first two
+            assert await a.apply(ev) is True
+    finally:
+        await a.close()
+    bus = EventBus(switch="east")
+    keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, accept=lambda: False, switch="east")
+    with locked(db):
+        await keeper.start()
+        facts = _call(bus)
+        bus.emit("ring.reroute", "sw-1.1")  # the leader's own decision: not spooled by a standby
+        await keeper.recorder.wait_state("down", BOUND)
+        async with asyncio.timeout(BOUND):
+            while keeper.spool is not None and keeper.spool.pending < len(facts):
+                await asyncio.sleep(0.01)
+        assert keeper.status()["spooled"] == len(facts)
+    try:
+        store = await keeper.wait_open(BOUND)
+        rows = await store.db.fetchall("SELECT event_id FROM call_events ORDER BY at")
+        assert [r["event_id"] for r in rows] == [f.id for f in facts]
+        status = keeper.status()
+        assert (status["duplicates"], status["written"], status["spooled"], status["dropped"]) == (2, 2, 0, 0)
+    finally:
+        await keeper.stop()
