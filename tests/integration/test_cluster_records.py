@@ -96,6 +96,7 @@ async def test_leader_killed_just_before_a_switch_fact_it_is_recorded_once_and_t
 
         events, row = await until(ended, timeout=10, what="the call's end on record")
         health = await b.health()
+        duplicates = await b.metric("ivr_records_duplicates_total")
     kinds = Counter(e["kind"] for e in events)
     print(f"recorded: {dict(kinds)}; call: {row}; b's records: {health['records']}")
     assert {"call.started", "ring.started", "ring.answered", "call.ended"} <= kinds.keys(), kinds
@@ -112,3 +113,4 @@ async def test_leader_killed_just_before_a_switch_fact_it_is_recorded_once_and_t
     # which node wrote first is a race), and lost nothing.
     rec = health["records"]
     assert rec["written"] + rec["duplicates"] >= 4 and rec["dropped"] == 0, rec
+    assert duplicates == f"ivr_records_duplicates_total {float(rec['duplicates'])}", duplicates
