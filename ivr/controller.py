@@ -64,7 +64,7 @@ class Controller:
         self.config = config
         tz = ZoneInfo(config.switch.timezone)
         self.now = now or (lambda: datetime.now(tz))
-        self.bus = EventBus()
+        self.bus = EventBus(switch=config.cluster.switch)  # the switch: part of each record's id
         self.metrics = Metrics()
         self.timers = TimerService()
         self.ami = AmiConnection.from_config(config.ami)

@@ -12,6 +12,7 @@ overflowing stretch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -34,6 +35,14 @@ class CallEvent:
     ``transfer.state``, ``call.hangup``, ``call.ended``.
     ``call_id`` is the caller channel's Linkedid (the Uniqueid of the first channel of
     the call), so every leg of one call lands on the same record.
+
+    ``origin`` says who records it in a controller pair (README "Controller pairs"):
+    ``"node"`` (what this node did or decided: recorded while it leads; a random id),
+    ``"switch"`` (a fact the switch reported over AMI, which every node follows: recorded
+    by every node, under an id made from the switch's own data, :meth:`EventBus.fact`) or
+    ``"action"`` (a rule's action sent under its :mod:`ivr.once` key: recorded by the node
+    that sent it, under an id made from the key, :meth:`EventBus.keyed`). The same fact or
+    action written by two nodes has one id, so the records keep it once.
     """
 
     kind: str
@@ -42,26 +51,42 @@ class CallEvent:
     at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
     # Unique per event: the records' key, so a replayed event is written once.
     id: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
+    origin: str = field(default="node", compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "call_id": self.call_id, "at": self.at, **self.data}
+
+
+NODE, SWITCH, ACTION = "node", "switch", "action"  # CallEvent.origin
+
+
+def event_id(switch: str, *parts: str) -> str:
+    """A record id made only of what every node knows alike (the switch's name and its
+    own data, or an action's key): never a node's clock or a random number. Parts are
+    joined with a separator no AMI field or key carries (US, 0x1f)."""
+    text = "\x1f".join((switch, *parts))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 Overflow = Callable[[CallEvent], None]
 
 
 class EventBus:
-    def __init__(self, queue_size: int = 1000) -> None:
+    """``switch``: the name of the switch this controller serves (``[cluster] switch``),
+    part of every deterministic event id (:func:`event_id`)."""
+
+    def __init__(self, queue_size: int = 1000, switch: str = "default") -> None:
         self._queues: dict[asyncio.Queue[CallEvent], Overflow | None] = {}
         self._overflowing: set[asyncio.Queue[CallEvent]] = set()
-        self._accept: dict[asyncio.Queue[CallEvent], Callable[[], bool]] = {}
+        self._accept: dict[asyncio.Queue[CallEvent], Callable[[CallEvent], bool]] = {}
         self.queue_size = queue_size
+        self.switch = switch
         self.dropped = 0
 
     def publish(self, event: CallEvent) -> None:
         for q, overflow in list(self._queues.items()):
             accept = self._accept.get(q)
-            if accept is not None and not accept():
+            if accept is not None and not accept(event):
                 continue
             if q.full():
                 oldest = q.get_nowait()
@@ -82,6 +107,26 @@ class EventBus:
         self.publish(event)
         return event
 
+    def fact(self, kind: str, call_id: str, on: tuple[str, ...], at: float | None = None,
+             **data: Any) -> CallEvent:
+        """A switch fact (origin ``"switch"``): its id is the switch's name, the call and
+        ``on``, the AMI fields that make it one fact (a leg's Uniqueid and what happened
+        to it), so every node that saw it makes the same id. ``at``: the switch's time of
+        it (its AMI Timestamp) when known."""
+        event = CallEvent(kind, call_id, data, time.time() if at is None else at,
+                          event_id(self.switch, "fact", call_id, *on), SWITCH)
+        self.publish(event)
+        return event
+
+    def keyed(self, kind: str, call_id: str, key: str, at: float | None = None, **data: Any) -> CallEvent:
+        """What a rule's action sent under its :mod:`ivr.once` key (origin ``"action"``):
+        its id is the key and the kind, so a send repeated (a takeover, a node cut off
+        the database) is recorded once."""
+        event = CallEvent(kind, call_id, data, time.time() if at is None else at,
+                          event_id(self.switch, "action", key, kind), ACTION)
+        self.publish(event)
+        return event
+
     async def subscribe(self, overflow: Overflow | None = None) -> AsyncGenerator[CallEvent, None]:
         """Iterate over events published from now on (until the consumer stops).
         ``overflow(event)`` takes the oldest queued event when the queue is full."""
@@ -94,10 +139,10 @@ class EventBus:
 
     def open_queue(self, overflow: Overflow | None = None,
                    queue: asyncio.Queue[CallEvent] | None = None, *,
-                   accept: Callable[[], bool] | None = None) -> asyncio.Queue[CallEvent]:
+                   accept: Callable[[CallEvent], bool] | None = None) -> asyncio.Queue[CallEvent]:
         """A subscription as a plain queue (``queue``, or a new one of ``queue_size``)
         for a consumer that takes several at once; end it with :meth:`close_queue`.
-        With ``accept``, events published while it returns False are not queued."""
+        With ``accept``, events for which it returns False are not queued."""
         q: asyncio.Queue[CallEvent] = asyncio.Queue(self.queue_size) if queue is None else queue
         self._queues[q] = overflow
         if accept is not None:

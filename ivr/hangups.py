@@ -108,6 +108,8 @@ class _Call:
     live: set[str] = field(default_factory=set)
     is_call: bool = False
     started: float | None = None
+    first: dict[str, str] = field(default_factory=dict)  # the call's first channel: caller, channel
+    said_started: bool = False
 
 
 class HangupTracker:
@@ -136,9 +138,11 @@ class HangupTracker:
         events may all carry another context: a caller who hangs up while the controller
         talks to it is inside the ``[ivr-agi]`` routine (Gosub) when its Hangup comes."""
         if str(e.get("Context", "")) in self.call_contexts:
-            call = self.calls.get(str(e.get("Linkedid") or ""))
+            linkedid = str(e.get("Linkedid") or "")
+            call = self.calls.get(linkedid)
             if call is not None:
                 call.is_call = True
+                self._started(linkedid, call)
 
     def on_event(self, e: AmiEvent) -> None:
         linkedid = str(e.get("Linkedid") or "")
@@ -146,22 +150,35 @@ class HangupTracker:
         if not linkedid or not uid:
             return
         call = self.calls.setdefault(linkedid, _Call())
-        if str(e.get("Context", "")) in self.call_contexts:
-            call.is_call = True
         kind = _event(e)
         call.events.append({k: e.get(k) for k in
                             ("Event", "Channel", "Uniqueid", "Linkedid", "Cause", "Cause-txt", "Timestamp",
                              "DestUniqueid", "DialStatus")})
+        if kind == "Newchannel" and uid == linkedid:  # the call's first channel: the caller's side
+            call.first = {"caller": str(e.get("CallerIDNum") or ""), "channel": str(e.get("Channel") or "")}
+        if str(e.get("Context", "")) in self.call_contexts:
+            call.is_call = True
         if kind == "Newchannel":
             call.live.add(uid)
             if call.started is None and e.get("Timestamp"):
                 call.started = float(e["Timestamp"])
-        elif kind == "Hangup":
+        if call.is_call:
+            self._started(linkedid, call)
+        if kind == "Hangup":
             call.live.discard(uid)
             if not call.live:
                 del self.calls[linkedid]
                 if call.is_call:
                     self._ended(linkedid, call, e)
+
+    def _started(self, linkedid: str, call: _Call) -> None:
+        """``call.started``, a switch fact (every node of a pair records it, one id): the
+        call's first channel and the switch's time of it, once it is known to be a call."""
+        if call.said_started or call.started is None or not call.first:
+            return
+        call.said_started = True
+        data = {k: v for k, v in call.first.items() if v and v != "<unknown>"}
+        self.bus.fact("call.started", linkedid, ("call.started",), at=call.started, **data)
 
     def _ended(self, linkedid: str, call: _Call, last: AmiEvent) -> None:
         verdict = hung_up_first(call.events, linkedid)
@@ -171,12 +188,18 @@ class HangupTracker:
             data.update(cause=verdict.cause, cause_txt=verdict.cause_txt, channel=verdict.channel)
         if call.started is not None:
             data["started_at"] = call.started
-        self._publish_ended(linkedid, data, at)
+        self._publish_ended(linkedid, data, at, fact=True)
 
-    def _publish_ended(self, linkedid: str, data: dict[str, Any], at: float) -> None:
+    def _publish_ended(self, linkedid: str, data: dict[str, Any], at: float, *, fact: bool = False) -> None:
+        """``fact``: the switch's hang-up of the call's last channel, recorded by every node
+        of a pair under one id; else (a close after an outage: a guess from a resync) this
+        node's, recorded while it leads."""
         self._ended_lately.append(linkedid)
         log.info("call.ended", call_id=linkedid, **data)
-        self.bus.publish(CallEvent("call.ended", linkedid, data, at=at))
+        if fact:
+            self.bus.fact("call.ended", linkedid, ("call.ended",), at=at, **data)
+        else:
+            self.bus.publish(CallEvent("call.ended", linkedid, data, at=at))
 
     def reconcile(self, channels: Iterable[Any], recorded_live: Iterable[str] = ()) -> list[str]:
         """After a resync: close every call that is no longer on the switch.

@@ -25,6 +25,9 @@ class Metrics:
         self.records_dropped = Counter(
             "ivr_records_dropped", "Call events lost to the records, by reason", ["reason"],
             registry=self.registry)
+        self.records_duplicates = Counter(
+            "ivr_records_duplicates", "Call events found on record already and skipped (written by "
+            "another node of the pair, or replayed from the spool)", registry=self.registry)
         self.records_spooled = Gauge(
             "ivr_records_spooled", "Call events waiting in the records spool for the database",
             registry=self.registry)

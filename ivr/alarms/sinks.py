@@ -17,6 +17,7 @@ import structlog
 
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.errors import ConfigError
+from ivr.events import EventBus
 from ivr.once import Once, action_key
 from ivr.sections import AlarmsConfig
 
@@ -236,6 +237,28 @@ class WebhookSink:
             self._session = None
 
 
+def alarm_key(notice: RingAlarmNotice) -> str:
+    """The alarm's :mod:`ivr.once` key: the call, ``ring``, the leg and the level."""
+    return action_key(notice.linkedid or notice.uniqueid, "ring", f"{notice.uniqueid}/{notice.level}")
+
+
+class RecordSink:
+    """The alarm on the event bus (the call records, the dashboard), recorded by the node
+    that sends it under its once key (:meth:`EventBus.keyed`): a standby whose alarm the
+    old leader had sent, or that never sends it, records nothing."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    def emit(self, notice: RingAlarmNotice) -> None:
+        self.bus.keyed("ring.alarm", notice.linkedid or notice.uniqueid, alarm_key(notice), at=notice.at,
+                       agent=notice.agent, channel=notice.channel, uniqueid=notice.uniqueid,
+                       rings=notice.rings, level=notice.level)
+
+    async def close(self) -> None:
+        return None
+
+
 class OnceSinks:
     """Every sink, each alarm once per switch (:class:`~ivr.once.Once`, key: the call,
     ``ring``, the leg and the level): a standby follows the calls and raises the same
@@ -246,8 +269,7 @@ class OnceSinks:
         self.sinks, self.once = sinks, once
 
     def emit(self, notice: RingAlarmNotice) -> None:
-        key = action_key(notice.linkedid or notice.uniqueid, "ring", f"{notice.uniqueid}/{notice.level}")
-        self.once.submit(key, lambda: self._emit_all(notice))
+        self.once.submit(alarm_key(notice), lambda: self._emit_all(notice))
 
     def _emit_all(self, notice: RingAlarmNotice) -> None:
         for sink in self.sinks:
@@ -262,11 +284,12 @@ class OnceSinks:
 
 
 def sinks_from_config(alarms: AlarmsConfig, conn: AmiConnection | None,
-                      once: Once | None = None) -> list[AlarmSink]:
+                      once: Once | None = None, bus: EventBus | None = None) -> list[AlarmSink]:
     """The sinks ``[alarms]`` asks for: ``log``, ``userevent`` (needs the connection),
     ``webhook_url`` (off when empty) with its signing secret, retries, queue, timeout and
-    deadline; all behind ``once`` (each alarm once per switch) when that is given."""
-    sinks: list[AlarmSink] = []
+    deadline, and the records (``bus``); all behind ``once`` (each alarm once per switch)
+    when that is given."""
+    sinks: list[AlarmSink] = [RecordSink(bus)] if bus is not None else []
     if alarms.log:
         sinks.append(LogSink())
     if alarms.userevent and conn is not None:

@@ -115,7 +115,8 @@ class InboundFlow:
             session = _Session(self, call, await self._call_id(call), switch.now)
             greeting = self.choose_greeting(self.now(), self.config)
             if resume is None:
-                session.publish("call.arrived", caller=call.caller, channel=call.channel)
+                session.publish("call.arrived", action_key(session.call_id, "arrived", call.uniqueid),
+                                 caller=call.caller, channel=call.channel)
                 log.info("inbound.greeting", holiday=greeting.holiday, daypart=greeting.daypart,
                          language=greeting.language, prompts=greeting.prompts)
                 await call.set_variable("IVR_GREETING", ",".join(greeting.prompts))
@@ -161,8 +162,14 @@ class _Session:
     def __init__(self, flow: InboundFlow, call: AgiChannel, call_id: str, wall: Callable[[], float]) -> None:
         self.flow, self.call, self.call_id, self.wall = flow, call, call_id, wall
 
-    def publish(self, kind: str, **data: Any) -> None:
-        if self.flow.bus is not None:
+    def publish(self, kind: str, key: str = "", **data: Any) -> None:
+        """``key``: the action's :mod:`ivr.once` key; the event is recorded once under it
+        by the node that says it, whichever (a resumed script says nothing twice)."""
+        if self.flow.bus is None:
+            return
+        if key:
+            self.flow.bus.keyed(kind, self.call_id, key, uniqueid=self.call.uniqueid, **data)
+        else:
             self.flow.bus.emit(kind, self.call_id, uniqueid=self.call.uniqueid, **data)
 
     async def announce(self, stage: str, **extra: str) -> None:
@@ -170,13 +177,15 @@ class _Session:
         fields = "".join(f",{k}: {v}" for k, v in extra.items())
         log.info("inbound.silent_stage", stage=stage, **extra)
 
+        key = action_key(self.call_id, "silent", stage)
+
         async def send() -> None:
             await self.call.exec("UserEvent", f"IvrSilentCall,Stage: {stage}{fields}")
-            self.publish("silent.stage", stage=stage, **extra)
+            self.publish("silent.stage", key, stage=stage, **extra)
             if stage == "release":
-                self.publish("call.released", reason="silent")
+                self.publish("call.released", key, reason="silent")
 
-        await self.flow.once.run(action_key(self.call_id, "silent", stage), send, here=True)
+        await self.flow.once.run(key, send, here=True)
 
     async def keep_stage(self, script: SilentCall, stage: str) -> None:
         """A pause began after ``stage``'s prompt: write it on the channel (IVR_STAGE)."""

@@ -136,8 +136,8 @@ class HeldCaller:
                     self._apply(s, s.timer.digit(self.timers.now(), digit))
                 continue
             if isinstance(action, ThankCaller):
-                await self._announce(s, action)
-                self._emit(s, "hold.resume", count=action.count, held_seconds=action.held_seconds)
+                key = await self._announce(s, action)
+                self._emit(s, "hold.resume", key, count=action.count, held_seconds=action.held_seconds)
                 log.info("hold.resume", held_seconds=round(action.held_seconds, 3), count=action.count)
                 await self._play(call, "hold_thanks")
                 self._end(s, "resume", action.held_seconds)
@@ -145,12 +145,12 @@ class HeldCaller:
                 return "resume"
             if isinstance(action, (Remind, OfferChoices)):
                 choices = isinstance(action, OfferChoices)
-                await self._announce(s, action)
+                key = await self._announce(s, action)
                 await self._keep_stage(s, call)
                 if choices:
                     log.info("hold.choices", count=action.count, held_seconds=round(action.held_seconds, 3))
                 else:
-                    self._emit(s, "hold.reminder", count=action.count, held_seconds=action.held_seconds)
+                    self._emit(s, "hold.reminder", key, count=action.count, held_seconds=action.held_seconds)
                     if self.metrics is not None:
                         self.metrics.reminders.inc()
                 escape = CHOICE_DIGITS if s.timer.choices_offered else ""
@@ -172,13 +172,15 @@ class HeldCaller:
                 await self._take_callback(s, call, caller_number, action.held_seconds)
                 return "callback"
 
-    async def _announce(self, s: HoldSession, action: Any) -> None:
+    async def _announce(self, s: HoldSession, action: Any) -> str:
         """UserEvent IvrHold of a reminder, the choices or the thanks: once per hold, tick
-        and state, whichever node of a pair plays it (:mod:`ivr.once`)."""
+        and state, whichever node of a pair plays it (:mod:`ivr.once`); returns its key
+        (the records keep the reminder once under it, played again or not)."""
         since = self.held_since.get(s.caller.uniqueid, "")
-        await self.once.run(action_key(s.call_id, "hold", f"{since}/{action.state}/{action.count}"),
-                            lambda: self._send_user_event(s, action.state, action.count, action.held_seconds),
+        key = action_key(s.call_id, "hold", f"{since}/{action.state}/{action.count}")
+        await self.once.run(key, lambda: self._send_user_event(s, action.state, action.count, action.held_seconds),
                             here=True)
+        return key
 
     async def _keep_stage(self, s: HoldSession, call: AgiChannel) -> None:
         """Write where the hold is on the caller's channel (IVR_STAGE): if this node dies,

@@ -416,10 +416,11 @@ class HoldService(HeldCaller):
         except AmiError as exc:
             log.warning("hold.user_event_failed", state=state, error=str(exc))
 
-    def _emit(self, s: HoldSession, kind: str, **data: Any) -> None:
-        if self.bus is not None:
-            self.bus.emit(kind, s.call_id, caller=s.caller.name, uniqueid=s.caller.uniqueid,
-                          agent=s.agent_name, agent_channel=s.agent.name, **data)
+    def _emit(self, s: HoldSession, kind: str, key: str = "", **data: Any) -> None:
+        if self.bus is not None:  # key: sent under that once key, recorded once under it
+            data = {"caller": s.caller.name, "uniqueid": s.caller.uniqueid, "agent": s.agent_name,
+                    "agent_channel": s.agent.name, **data}
+            _ = self.bus.keyed(kind, s.call_id, key, **data) if key else self.bus.emit(kind, s.call_id, **data)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

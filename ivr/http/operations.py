@@ -71,7 +71,8 @@ class Operations:
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
-            settings=RecordsSettings.from_config(config.database), accept=acting, switch=config.cluster.switch)
+            settings=RecordsSettings.from_config(config.database), accept=acting, switch=config.cluster.switch,
+            on_duplicate=metrics.records_duplicates.inc if metrics else None)
         if metrics is not None:
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)

@@ -39,7 +39,9 @@ DEFAULT_CONNECT_TIMEOUT = 5.0  # s, opening the database
 class DatabaseError(IvrError):
     """The records database failed. ``reason``: ``locked``, ``timeout``, ``unreachable``,
     ``broken`` (reopen it), ``error`` (transient); ``rejected`` (this data, not the
-    database), ``config`` (a bad URL, a missing driver)."""
+    database), ``conflict`` (PostgreSQL rolled this transaction back, a deadlock with
+    another node writing the same call: try it again at once), ``config`` (a bad URL, a
+    missing driver)."""
 
     error_id = "database-error"
     http_status = 503  # the API: the records are unavailable for now
@@ -54,15 +56,16 @@ class DatabaseError(IvrError):
         return self.reason in self.TRANSIENT
 
 
-def _asyncpg_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(asyncpg errors meaning "this data was refused", all other asyncpg errors)."""
+def _asyncpg_errors() -> tuple[tuple[type[BaseException], ...], ...]:
+    """(asyncpg errors meaning "this data was refused", "rolled back, try again", all
+    other asyncpg errors)."""
     try:
         import asyncpg  # noqa: PLC0415 - optional (the postgresql extra)
     except ModuleNotFoundError:
-        return (), ()
+        return (), (), ()
     refused = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,
                asyncpg.SyntaxOrAccessError)
-    return refused, (asyncpg.PostgresError, asyncpg.InterfaceError)
+    return refused, (asyncpg.TransactionRollbackError,), (asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 _SQLITE_UNUSABLE = re.compile(
@@ -77,7 +80,7 @@ def translate(exc: BaseException, url: str = "") -> DatabaseError | None:
         return exc
     where = _redact(url)
     text = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    pg_refused, pg_any = _asyncpg_errors()
+    pg_refused, pg_again, pg_any = _asyncpg_errors()
     reason: str | None = None
     if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
                         sqlite3.InterfaceError)):
@@ -90,6 +93,8 @@ def translate(exc: BaseException, url: str = "") -> DatabaseError | None:
         reason = "error"  # disk I/O, read-only, full, corrupt: the database is not usable now
     elif pg_refused and isinstance(exc, pg_refused):
         reason = "rejected"
+    elif pg_again and isinstance(exc, pg_again):
+        reason = "conflict"  # not transient: the recorder writes it again at once, the pool stays
     elif pg_any and isinstance(exc, pg_any):
         reason = "error"
     elif isinstance(exc, TimeoutError):

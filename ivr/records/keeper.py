@@ -68,7 +68,8 @@ class RecordsKeeper:
                  on_open: OnOpen | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, drain_timeout: float = 5.0,
                  settings: RecordsSettings | None = None, spool: Spool | None = None,
-                 accept: Callable[[], bool] | None = None, switch: str = "default") -> None:
+                 accept: Callable[[], bool] | None = None, switch: str = "default",
+                 on_duplicate: Callable[[int], None] | None = None) -> None:
         self.url, self.switch = url, switch
         self.settings = settings or RecordsSettings()
         s = self.settings
@@ -81,7 +82,7 @@ class RecordsKeeper:
             None, bus, drain_timeout=drain_timeout, opener=self._open, spool=spool,
             backoff=backoff or Backoff(initial=s.retry_initial, maximum=s.retry_max),
             on_open=self._opened, on_down=on_down, on_drop=on_drop, queue_size=s.queue_size,
-            accept=accept)
+            accept=accept, on_duplicate=on_duplicate)
 
     # The recorder owns the state; these read it.
     @property

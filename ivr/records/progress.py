@@ -35,12 +35,14 @@ class RecorderProgress:
     """The recorder's state and counts; the writer task (the subclass) moves them on."""
 
     def __init__(self, spool: Spool | None, on_drop: Callable[[str, int], None] | None, *,
-                 state: str) -> None:
+                 state: str, on_duplicate: Callable[[int], None] | None = None) -> None:
         self.spool = spool
-        self.on_drop = on_drop
+        self.on_drop, self.on_duplicate = on_drop, on_duplicate
         self.state = state
         self.applied = 0  # written to the database
-        self.duplicates = 0  # replayed, found on record already
+        # Found on record already, skipped: written by another node of the pair (a switch
+        # fact, an action sent twice) or replayed from the spool. Counted, never silent.
+        self.duplicates = 0
         self.failed = 0  # refused by the database max_attempts times (dropped)
         self.spooled = 0  # ever written to the spool
         self.dropped: dict[str, int] = {}
@@ -56,6 +58,7 @@ class RecorderProgress:
         return {"state": self.state, "spooled": self.spool.pending if self.spool else 0,
                 "queued": self._inbox.qsize() if self._inbox else 0, "dropped": sum(self.dropped.values()),
                 "dropped_by_reason": dict(self.dropped), "written": self.applied,
+                "duplicates": self.duplicates,
                 **({"error": self.last_error} if self.state == "down" and self.last_error else {})}
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -77,6 +80,12 @@ class RecorderProgress:
             log.error("records.state", state=state, was=before, spooled=spooled, **details)
         else:
             log.info("records.state", state=state, was=before, spooled=spooled, **details)
+
+    def _duplicate(self, count: int) -> None:
+        if count > 0:
+            self.duplicates += count
+            if self.on_duplicate is not None:
+                self.on_duplicate(count)
 
     def _drop(self, reason: str, count: int, error: str, **details: Any) -> None:
         """Count and log what is lost (a log line per reason at most once a second)."""

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from ivr.ami.connection import Backoff
-from ivr.events import CallEvent, EventBus
+from ivr.events import NODE, CallEvent, EventBus
 from ivr.records.db import DatabaseError, translate
 from ivr.records.progress import Inbox, RecorderProgress
 from ivr.records.spool import Entry, Spool, SpoolError
@@ -70,17 +70,20 @@ class CallRecorder(RecorderProgress):
                  opener: Opener | None = None, spool: Spool | None = None, backoff: Backoff | None = None,
                  on_open: Hook | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, max_attempts: int = 3,
-                 queue_size: int | None = None, accept: Callable[[], bool] | None = None) -> None:
+                 queue_size: int | None = None, accept: Callable[[], bool] | None = None,
+                 on_duplicate: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.bus = bus
-        self.accept = accept  # events published while it says False are not recorded (a standby)
+        # A standby (accept says False) records only switch facts and its own sent actions:
+        # what it decided itself is the leader's to record (CallEvent.origin).
+        self.accept = accept
         self.drain_timeout = drain_timeout
         self.opener = opener
         self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
         self.on_open, self.on_down = on_open, on_down
         self.max_attempts = max_attempts
         self.queue_size = queue_size or bus.queue_size
-        super().__init__(spool, on_drop, state="up" if store is not None else "starting")
+        super().__init__(spool, on_drop, state="up" if store is not None else "starting", on_duplicate=on_duplicate)
         self.attempts = 0  # opening the database
         self._task: asyncio.Task[None] | None = None
         self._in_hand: CallEvent | None = None  # taken from the inbox, being written
@@ -114,8 +117,12 @@ class CallRecorder(RecorderProgress):
                 if self.spool.pending:
                     log.warning("records.spool_found", spooled=self.spool.pending, path=str(self.spool.path))
         self._inbox = Inbox(self.queue_size)
-        self.bus.open_queue(self._overflow, queue=self._inbox, accept=self.accept)
+        self.bus.open_queue(self._overflow, queue=self._inbox,
+                            accept=self._accepts if self.accept is not None else None)
         self._task = asyncio.create_task(self._run(), name="call-recorder")
+
+    def _accepts(self, event: CallEvent) -> bool:
+        return event.origin != NODE or self.accept is None or self.accept()
 
     # -- the writer task ---------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class CallRecorder(RecorderProgress):
                     log.exception("records.write_error", kind=event.kind, call_id=event.call_id)
             else:
                 if done is False:
-                    self.duplicates += 1
+                    self._duplicate(1)
                 else:
                     self.applied += 1
                 self._delays = None  # written: the next outage backs off from the start
@@ -300,7 +307,7 @@ class CallRecorder(RecorderProgress):
             return False
         written = sum(1 for d in done if d is not False)
         self.applied += written
-        self.duplicates += len(done) - written
+        self._duplicate(len(done) - written)
         self._delays = None
         for event in events:
             self._recent.append(event.id)

@@ -1,7 +1,8 @@
 """Call records: :class:`CallStore` turns :class:`~ivr.events.CallEvent` objects into rows.
 
 Each event is applied in one transaction (committed before the next event), once (its
-``CallEvent.id`` is the event log's key, so a replay skips what is on record), keyed by
+``CallEvent.id`` is the event log's key, so a replay, or the same switch fact or action
+written by the other node of a pair, skips what is on record), keyed by
 ``call_id`` (the Linkedid), so a controller that restarts mid-call keeps writing the call's
 later events onto the same record. The event log of every call is kept as it came
 (``call_events``); the other tables are the figures read from it.
@@ -9,7 +10,7 @@ later events onto the same record. The event log of every call is kept as it cam
 Event data read here (every key is optional; other keys are kept in the event log):
 
 =====================  ==================================================================
-``call.arrived``       ``caller``, ``channel``
+``call.arrived``       ``caller``, ``channel``; ``call.started`` (the switch's, every node) the same
 ``greeting.played``    ``greeting`` or ``prompts`` (prompt ids, str or list), ``holiday``
 ``silent.stage``       ``stage`` (``"1"``/``"2"``/``"3"``/``"released"``/``"speech"``/``"dtmf"``)
 ``ring.started``       ``agent``
@@ -98,6 +99,7 @@ class CallStore(CallQueries):
         self.queue = cbq.CallbackQueue(db, switch)  # the call-backs this switch places (issue 18)
         self._handlers: dict[str, Handler] = {
             "call.arrived": self._arrived,
+            "call.started": self._arrived,
             "greeting.played": self._greeting,
             "silent.stage": self._silent,
             "ring.started": self._ring_started,
@@ -143,10 +145,9 @@ class CallStore(CallQueries):
     # -- writing ------------------------------------------------------------------------
 
     async def apply(self, event: CallEvent) -> bool:
-        """Record one event (one transaction). Unknown kinds land in the event log only.
-
-        Idempotent: an event whose id is on record already (a spool replayed again after
-        a crash, a commit whose reply was lost) is skipped; returns False then."""
+        """Record one event (one transaction); unknown kinds land in the event log only.
+        Idempotent: an event whose id is on record already (a spool replayed again, a lost
+        commit reply, the other node of a pair) is skipped; returns False then."""
         async def write(tx: Tx) -> bool:
             return await self._write(tx, event)
 
@@ -161,13 +162,15 @@ class CallStore(CallQueries):
         return await self.db.run(write)
 
     async def _write(self, tx: Tx, event: CallEvent) -> bool:
-        if await tx.fetchall("SELECT 1 AS x FROM call_events WHERE event_id = ?", (event.id,)):
-            return False
+        # Insert-if-absent on the id; PostgreSQL makes a second node's insert wait, then skip.
         await self._ensure_call(tx, event)
-        await tx.execute(
-            "INSERT INTO call_events (event_id, call_id, kind, at, data, switch) VALUES (?, ?, ?, ?, ?, ?)",
+        inserted = await tx.fetchall(
+            "INSERT INTO call_events (event_id, call_id, kind, at, data, switch) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
             (event.id, event.call_id, event.kind, event.at, json.dumps(event.data, default=str), self.switch),
         )
+        if not inserted:
+            return False
         handler = self._handlers.get(event.kind)
         if handler is not None:
             await handler(tx, event)

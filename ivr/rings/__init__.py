@@ -19,7 +19,8 @@ def build_rings(rt: Runtime, config: Config) -> Feature[RingMonitor]:
     and the ``agent-answered`` FastAGI route (apology and agent number at answer)."""
     monitor = RingMonitor(rt.ami, rt.channels, rt.timers,
                           RingSettings.from_config(config.rings, config.switch, config.agents),
-                          bus=rt.bus, sinks=sinks_from_config(config.alarms, rt.ami, rt.once), metrics=rt.metrics)
+                          bus=rt.bus, sinks=sinks_from_config(config.alarms, rt.ami, rt.once, rt.bus),
+                          metrics=rt.metrics)
     monitor.attach()
     return Feature("rings", monitor,
                    agi_routes={"agent-answered": AgentAnsweredFlow(monitor, config.switch, config.prompts)},

@@ -94,10 +94,15 @@ class Leg:
     watch: RingWatch
     caller: str = ""  # the caller's channel (Dial()/Queue() side), for a Redirect
     rerouted: bool = False
+    rang_at: float = 0.0  # the switch's time ringing began (wall clock, from its AMI timestamp)
 
     @property
     def key(self) -> tuple[str, str]:
         return ("ring", self.uniqueid)
+
+    def at(self, elapsed: float) -> float | None:
+        """The switch's time ``elapsed`` s after ringing began (None: it never rang)."""
+        return self.rang_at + elapsed if self.rang_at else None
 
 
 class RingMonitor:
@@ -234,9 +239,10 @@ class RingMonitor:
         if leg.watch.state != "idle":
             return
         leg.watch.start(at, call_started=self.call_first_ring.setdefault(leg.linkedid, at))
+        leg.rang_at = self.wall() - (self.timers.now() - at)
         self._fig(leg.agent).offered += 1
         log.info("ring.started", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, linkedid=leg.linkedid)
-        self._emit("ring.started", leg)
+        self._emit("ring.started", leg, fact="ring.started", at=leg.rang_at)
         self.timers.add(leg.key, leg.watch, functools.partial(self._apply, leg))
 
     def _newstate(self, event: Any) -> None:
@@ -311,15 +317,17 @@ class RingMonitor:
                     self.metrics.ring_legs.labels(leg.agent, "within_three" if action.within_three else "late").inc()
                 log.info("ring.answered", agent=leg.agent, rings=action.rings, within_three=action.within_three,
                          late=action.late, elapsed=round(action.elapsed, 3), uniqueid=leg.uniqueid)
-                self._emit("ring.answered", leg, rings=action.rings, within_three=action.within_three,
-                           late=action.late, elapsed=action.elapsed)
+                self._emit("ring.answered", leg, fact="ring.end", at=leg.at(action.elapsed),
+                           rings=action.rings, within_three=action.within_three, late=action.late,
+                           elapsed=action.elapsed)
             elif isinstance(action, NotAnswered):
                 self._fig(leg.agent).not_answered += 1
                 if self.metrics is not None:
                     self.metrics.ring_legs.labels(leg.agent, "not_answered").inc()
                 log.info("ring.noanswer", agent=leg.agent, rings=action.rings, reason=action.reason,
                          uniqueid=leg.uniqueid)
-                self._emit("ring.noanswer", leg, rings=action.rings, reason=action.reason, elapsed=action.elapsed)
+                self._emit("ring.noanswer", leg, fact="ring.end", at=leg.at(action.elapsed),
+                           rings=action.rings, reason=action.reason, elapsed=action.elapsed)
 
     def _alarm(self, leg: Leg, alarm: RingAlarm) -> None:
         notice = RingAlarmNotice(leg.agent, leg.channel, leg.uniqueid, leg.linkedid, alarm.rings, alarm.level,
@@ -327,7 +335,7 @@ class RingMonitor:
         self.alarms.append(notice)
         if self.metrics is not None:
             self.metrics.ring_alarms.labels(leg.agent, alarm.level).inc()
-        self._emit("ring.alarm", leg, rings=alarm.rings, level=alarm.level)
+        # Recorded by the node that sends it (alarms.sinks.RecordSink, under its once key).
         for sink in self.sinks:
             try:
                 sink.emit(notice)
@@ -377,9 +385,16 @@ class RingMonitor:
         for sink in self.sinks:
             await sink.close()
 
-    def _emit(self, kind: str, leg: Leg, **data: Any) -> None:
-        if self.bus is not None:
-            self.bus.emit(kind, leg.linkedid, agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid, **data)
+    def _emit(self, kind: str, leg: Leg, fact: str = "", at: float | None = None, **data: Any) -> None:
+        """``fact``: a switch fact of the leg (its start, its end: one each), recorded by
+        every node under the same id (:meth:`EventBus.fact`); else this node's event."""
+        if self.bus is None:
+            return
+        data = {"agent": leg.agent, "channel": leg.channel, "uniqueid": leg.uniqueid, **data}
+        if fact:
+            self.bus.fact(kind, leg.linkedid, (leg.uniqueid, fact), at=at, **data)
+        else:
+            self.bus.emit(kind, leg.linkedid, **data)
 
     # -- answer-time decision (the agent-answered FastAGI route) ------------------------
     def answer_decision(self, linkedid: str, peer_channel: str, member: str = "") -> AnswerDecision:

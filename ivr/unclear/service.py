@@ -406,13 +406,15 @@ class UnclearService:
         if self.metrics is not None:
             self.metrics.stages.labels(stage, s.reason).inc()
 
+        key = action_key(s.call_id, "unclear", f"{s.started or s.keeper}/{stage}")
+
         async def send() -> None:
-            self._emit(s, "unclear.stage", stage=stage, reason=s.reason, **{k.lower(): v for k, v in extra.items()})
+            lowered = {k.lower(): v for k, v in extra.items()}
+            self._emit(s, "unclear.stage", key, stage=stage, reason=s.reason, **lowered)
             if released:
-                self._emit(s, "call.released", reason=f"unclear-{s.reason}")
+                self._emit(s, "call.released", key=key, reason=f"unclear-{s.reason}")
             await self._user_event(s, stage, extra)
 
-        key = action_key(s.call_id, "unclear", f"{s.started or s.keeper}/{stage}")
         self._spawn(self.once.run(key, send, here=True))
 
     async def _user_event(self, s: UnclearSession, stage: str, extra: dict[str, str]) -> None:
@@ -424,10 +426,11 @@ class UnclearService:
         except AmiError as exc:
             log.warning("unclear.user_event_failed", stage=stage, error=str(exc))
 
-    def _emit(self, s: UnclearSession, kind: str, **data: Any) -> None:
-        if self.bus is not None:
-            self.bus.emit(kind, s.call_id, caller=s.caller.name, uniqueid=s.caller.uniqueid,
-                          agent=s.agent_name, agent_channel=s.agent.name, **data)
+    def _emit(self, s: UnclearSession, kind: str, key: str = "", **data: Any) -> None:
+        if self.bus is not None:  # key: sent under that once key, recorded once under it
+            data = {"caller": s.caller.name, "uniqueid": s.caller.uniqueid, "agent": s.agent_name,
+                    "agent_channel": s.agent.name, **data}
+            _ = self.bus.keyed(kind, s.call_id, key, **data) if key else self.bus.emit(kind, s.call_id, **data)
 
     def _end(self, s: UnclearSession, outcome: str) -> None:
         if s.ended:

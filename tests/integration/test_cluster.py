@@ -232,8 +232,8 @@ async def _lose_leader_mid_ring(a: Node, b: Node, ami: AmiRecorder, pg: str, pro
     if death == "db-cut":  # the old leader lives and knows it is not the leader
         assert (await a.health()).get("role") == "standby"
         proxy.thaw()
-    # The call records (one PostgreSQL for both nodes): only the leader of the moment
-    # recorded, so no event is there twice; the new leader recorded the rest of the call.
+    # The call records (one PostgreSQL for both nodes): both nodes record the switch's
+    # facts under the same ids, each alarm is recorded by its sender: no event twice.
     kinds = await recorded(pg, begin["Linkedid"], until_kind="call.ended")
     assert kinds.count("ring.started") == 1 and kinds.count("ring.answered") == 1, kinds
     assert kinds.count("call.ended") == 1 and kinds.count("ring.alarm") in (1, 2), kinds

@@ -176,14 +176,16 @@ def test_caller_given_explicitly_and_no_hangup_at_all() -> None:
     assert hung_up_first([]) is None
 
 
-def recording_bus() -> tuple[EventBus, list[CallEvent]]:
+def recording_bus(switch: str = "default", only: str = "") -> tuple[EventBus, list[CallEvent]]:
+    """A bus that keeps what is published (``only``: events of that kind)."""
     published: list[CallEvent] = []
 
     class Recording(EventBus):
         def publish(self, event: CallEvent) -> None:
-            published.append(event)
+            if not only or event.kind == only:
+                published.append(event)
 
-    return Recording(), published
+    return Recording(switch=switch), published
 
 
 def test_tracker_publishes_call_ended_once_the_last_channel_is_gone() -> None:
@@ -192,14 +194,48 @@ def test_tracker_publishes_call_ended_once_the_last_channel_is_gone() -> None:
     seq = events("agent_first")
     for e in seq[:-1]:
         tracker.on_event(e)
-    assert published == [] and tracker.calls  # one channel still up
+    # one channel still up; the call's start (a switch fact) is said once
+    assert [e.kind for e in published] == ["call.started"] and tracker.calls
+    started = published[0]
+    assert started.origin == "switch" and started.call_id == "1795458971.4"
+    assert started.at == pytest.approx(float(seq[0]["Timestamp"]))
+    assert started.data == {"channel": seq[0]["Channel"]}  # the recorded caller has no number
     tracker.on_event(seq[-1])
-    (ended,) = published
-    assert ended.kind == "call.ended" and ended.call_id == "1795458971.4"
+    assert [e.kind for e in published] == ["call.started", "call.ended"]
+    ended = published[-1]
+    assert ended.kind == "call.ended" and ended.call_id == "1795458971.4" and ended.origin == "switch"
     assert ended.data["hung_up_first"] == "agent"
     assert ended.data["started_at"] == pytest.approx(float(seq[0]["Timestamp"]))
     assert ended.at == pytest.approx(float(seq[-1]["Timestamp"]))
     assert tracker.calls == {}
+
+
+def test_two_nodes_following_the_same_switch_make_the_same_record_ids() -> None:
+    """Issue 17: the start and the end of a call are switch facts, each node of a pair
+    records them; their ids come from the switch's name and AMI fields only (never a
+    node's clock), so both nodes' writes land once. Another switch: other ids."""
+    seq = events("agent_first")
+    runs = []
+    for switch, clock in (("east", lambda: 1.0), ("east", lambda: 99.0), ("west", lambda: 1.0)):
+        bus, published = recording_bus(switch)
+        tracker = HangupTracker(bus, clock=clock)
+        for e in seq:
+            tracker.on_event(e)
+        runs.append(published)
+    a, b, other = ([(e.kind, e.id, e.at) for e in run] for run in runs)
+    assert a == b and len(a) == 2
+    assert not {i for _, i, _ in a} & {i for _, i, _ in other}
+
+
+def test_a_call_closed_after_an_outage_is_the_leaders_guess_not_a_switch_fact() -> None:
+    bus, published = recording_bus()
+    tracker = HangupTracker(bus)
+    for e in events("agent_first")[:-1]:
+        tracker.on_event(e)
+    tracker.reconcile([])  # the switch has no channel of it any more
+    ended = published[-1]
+    assert ended.kind == "call.ended" and ended.origin == "node"
+    assert ended.data["reason"] == "ended-while-disconnected"
 
 
 def test_tracker_ignores_channels_that_are_not_calls() -> None:

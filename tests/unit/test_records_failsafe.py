@@ -29,7 +29,7 @@ def newchannels(linkedid: str, *uids: str, context: str = "ivr-inbound") -> list
 # -- HangupTracker.reconcile ---------------------------------------------------------
 
 def test_a_call_whose_channels_vanished_is_closed_as_unknown() -> None:
-    bus, published = recording_bus()
+    bus, published = recording_bus(only="call.ended")
     tracker = HangupTracker(bus, clock=lambda: T0 + 60)
     for e in newchannels("1.0", "1.0", "1.1") + newchannels("2.0", "2.0"):
         tracker.on_event(e)
@@ -42,7 +42,7 @@ def test_a_call_whose_channels_vanished_is_closed_as_unknown() -> None:
 
 
 def test_a_call_partly_gone_stays_open_and_ends_on_its_last_hangup() -> None:
-    bus, published = recording_bus()
+    bus, published = recording_bus(only="call.ended")
     tracker = HangupTracker(bus)
     for e in newchannels("1.0", "1.0", "1.1"):
         tracker.on_event(e)
@@ -56,7 +56,7 @@ def test_a_call_partly_gone_stays_open_and_ends_on_its_last_hangup() -> None:
 
 
 def test_recorded_calls_gone_from_the_switch_are_closed_and_live_ones_adopted() -> None:
-    bus, published = recording_bus()
+    bus, published = recording_bus(only="call.ended")
     tracker = HangupTracker(bus, clock=lambda: T0)
     # Records left open by a previous controller: 7.0 is over, 8.0 still on the switch.
     closed = tracker.reconcile([Channel("8.0", "8.0", "Local/x-8.0;1")], ["7.0", "8.0", "7.0"])
@@ -68,7 +68,7 @@ def test_recorded_calls_gone_from_the_switch_are_closed_and_live_ones_adopted() 
 
 
 def test_a_call_that_ended_normally_is_not_closed_twice() -> None:
-    bus, published = recording_bus()
+    bus, published = recording_bus(only="call.ended")
     tracker = HangupTracker(bus)
     for e in events("caller_first"):
         tracker.on_event(e)
@@ -79,7 +79,7 @@ def test_a_call_that_ended_normally_is_not_closed_twice() -> None:
 
 
 def test_channels_that_are_not_calls_are_forgotten_silently() -> None:
-    bus, published = recording_bus()
+    bus, published = recording_bus(only="call.ended")
     tracker = HangupTracker(bus)
     for e in newchannels("5.0", "5.0", context="test-other"):
         tracker.on_event(e)
