@@ -3,29 +3,22 @@
 The agent starts it (key ``*5`` faint / ``*6`` noisy, features.conf ``ivrfaint`` /
 ``ivrnoisy``, agent legs only; or ``POST /api/calls/{id}/unclear``). The caller leaves the
 agent's bridge exactly as for hold (:mod:`ivr.ami.away`: a keeper Local channel holds the
-agent's bridge, ``IVR_UNCLEAR_AGENT`` names the agent, ``Redirect`` to ``ivr-unclear``),
-and the FastAGI route ``unclear`` runs the pure :class:`~ivr.rules.unclear.UnclearLine`:
-"sorry, I cannot hear you clearly, could you speak a little louder?"; 5 s after it ends
-without clear speech, the same again; 5 s later the goodbye ("your line is too faint /
-noisy, please call again from another phone, goodbye"); 5 s after the goodbye *ended*, the
-release, never sooner (each pause is one ``WAIT FOR DIGIT`` of the remaining time on
-Asterisk's own timer). Clear speech at any moment (even over a prompt, which it cuts
-short), or the agent's key again (or ``DELETE /api/calls/{id}/unclear``), sends the caller
-back: the AGI ends and the dialplan's ``BridgeAdd`` puts the caller
-into the agent's own bridge, then the keeper goes. On release the caller is hung up and
-the keeper too, so the agent's call ends. If the controller fails mid-script, the dialplan
-returns the caller to the agent; if the agent hung up, to the fallback queue.
+agent's bridge, ``IVR_UNCLEAR_AGENT`` names the agent, ``Redirect`` to ``ivr-unclear``), and
+the FastAGI route ``unclear`` runs the pure :class:`~ivr.rules.unclear.UnclearLine`: "sorry,
+I cannot hear you clearly, could you speak a little louder?"; 5 s after it ends without
+clear speech, the same again; 5 s later the goodbye ("your line is too faint / noisy, please
+call again from another phone, goodbye"); 5 s after the goodbye *ended*, the release, never
+sooner (each pause is one ``WAIT FOR DIGIT`` of the remaining time on Asterisk's own timer).
+Clear speech at any moment (even over a prompt, which it cuts short), or the agent's key
+again (or ``DELETE /api/calls/{id}/unclear``), sends the caller back: the AGI ends and the
+dialplan's ``BridgeAdd`` puts the caller into the agent's own bridge, then the keeper goes.
+On release the caller is hung up and the keeper too, so the agent's call ends. If the
+controller fails mid-script, the dialplan returns the caller to the agent; if the agent hung
+up, to the fallback queue.
 
 What "clear" means on the audio, and what was measured: :mod:`ivr.unclear.session`.
 
-**Across a node death** (issue 17): the route keeps the stage on the caller (``IVR_STAGE``);
-``[ivr-agi]`` runs ``unclear`` again on the next node, which rebuilds the session (the stage
-validated, ``IVR_UNCLEAR_AGENT``, the keeper: :func:`~ivr.ami.away.parties_left`, as hold)
-and goes on: a pause ends when it would have; each stage announced once (:mod:`ivr.once`).
-The stage's times are the switch's clock (:class:`~ivr.agi.talk.SwitchClock`), and a clear
-burst that ended after the stage was written (the caller answered while no node listened:
-the detector stays armed, every node keeps the talk, :class:`~ivr.ami.talk.TalkLog`)
-returns the caller to the agent at once, with no further prompt.
+Across a node death (issue 17): :mod:`ivr.unclear.session`.
 
 Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
 goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,

@@ -21,6 +21,15 @@ to goodbye, goodbye end to release), a clear speaker back with the agent 0.3 s a
 their words ended. Limit: a burst ends only on received audio; a phone that suppresses
 silence between words may never end one, and is then not returned by speech (the
 agent's key again brings them back).
+
+**Across a node death** (issue 17): the route keeps the stage on the caller (``IVR_STAGE``);
+``[ivr-agi]`` runs ``unclear`` again on the next node, which rebuilds the session (the stage
+validated, ``IVR_UNCLEAR_AGENT``, the keeper: :func:`~ivr.ami.away.parties_left`, as hold)
+and goes on: a pause ends when it would have; each stage announced once (:mod:`ivr.once`).
+The stage's times are the switch's clock (:class:`~ivr.agi.talk.SwitchClock`), and a clear
+burst that ended after the stage was written (the caller answered while no node listened:
+the detector stays armed, every node keeps the talk, :class:`~ivr.ami.talk.TalkLog`) returns
+the caller to the agent at once, with no further prompt.
 """
 
 from __future__ import annotations
