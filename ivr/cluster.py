@@ -318,6 +318,7 @@ class Standalone:
         self.lease.on_change(self._changed)
         self.lost = 0  # times the lease went to another node while this one ran
         self._closing = False
+        self._late_check: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> Standalone | None:
@@ -330,9 +331,21 @@ class Standalone:
     async def start(self) -> None:
         await check_start(self.url, self.switch, self.lease.node, timeout=self.connect_timeout)
         await self.lease.start()
+        # Not holding it a few lease periods on (started unchecked beside a pair, or beside
+        # another host's controller started at the same moment): said, loudly, once.
+        self._late_check = asyncio.get_running_loop().call_later(3 * self.lease.ttl + 1, self._not_holding)
+
+    def _not_holding(self) -> None:
+        if not self.lease.may_act() and not self._closing:
+            self.lost += 1
+            log.error("cluster.standalone_not_holding", switch=self.switch, node=self.lease.node,
+                      error=self.lease.last_error or None,
+                      hint="another controller may hold this switch's lease: two controllers may drive it")
 
     async def close(self) -> None:
         self._closing = True
+        if self._late_check is not None:
+            self._late_check.cancel()
         await self.lease.close()
 
     def _changed(self, role: str, token: int) -> None:

@@ -180,3 +180,22 @@ def test_ivr_run_exits_with_the_error(pg: str, tmp_path: Path) -> None:
                           check=False, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"ivr: error: switch {switch!r} is driven by a controller pair on this database: node 'b1'" in done.stderr
+
+
+async def test_one_that_started_unchecked_beside_a_pair_says_so_once_it_cannot_hold_the_switch(
+        pg: str, pair: tuple[str, Lease]) -> None:
+    """The start was unchecked (the database could not be asked then): a few lease periods
+    on, it does not hold the switch's lease, and says so as an error."""
+    switch, lease = pair
+    alone = Standalone(pg, switch, **{k: FAST[k] for k in ("ttl", "renew_interval", "poll_interval", "margin")})
+    await alone.lease.start()  # as after cluster.start_unchecked
+    try:
+        async with asyncio.timeout(5):
+            while alone.lease._conn is None:  # its first attempt on the database
+                await asyncio.sleep(0.02)
+        with capture_logs() as logs:
+            alone._not_holding()
+        assert [e["event"] for e in logs] == ["cluster.standalone_not_holding"]
+        assert alone.status()["lost"] == 1 and not alone.status()["holds_lease"] and lease.may_act()
+    finally:
+        await alone.close()
