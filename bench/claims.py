@@ -44,6 +44,7 @@ class DelayProxy:
         self.server: asyncio.Server | None = None
         self.port = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -55,9 +56,13 @@ class DelayProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        await self.server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        self._writers += [writer, up_writer]
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
             for coro in (self._read(src, queue), self._write(queue, dst)):
