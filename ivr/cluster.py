@@ -216,6 +216,7 @@ class Lease:
 # started beside it refuses too, and a standby could never lead beside it.
 STANDALONE = "_standalone@"
 RECENT = 60.0  # s: a pair's lease expired less than this ago: the pair is restarting or taking over
+START_CHECK_MAX = 2.0  # s the start waits at most for the check (a hung database delays no more)
 HOLDER = """
 SELECT l.node AS node, l.token AS token, l.expires_at > now() AS live,
        extract(epoch FROM now() - l.expires_at)::float8 AS expired_for,
@@ -294,7 +295,7 @@ async def check_start(url: str, switch: str, me: str, *, timeout: float) -> Hold
     database that cannot be asked does not stop the start (a call is never dropped because
     the database failed): logged, and the lease decides from then on."""
     try:
-        holder = await read_holder(url, switch, timeout=timeout)
+        holder = await read_holder(url, switch, timeout=min(timeout, START_CHECK_MAX))
     except Exception as exc:  # noqa: BLE001 - any failure: start, unchecked
         log.warning("cluster.start_unchecked", switch=switch, node=me, error=f"{type(exc).__name__}: {exc}")
         return None
@@ -340,7 +341,8 @@ class Standalone:
             self.lost += 1
             log.error("cluster.standalone_not_holding", switch=self.switch, node=self.lease.node,
                       error=self.lease.last_error or None,
-                      hint="another controller may hold this switch's lease: two controllers may drive it")
+                      hint="the database does not answer, or another controller holds this switch's lease "
+                           "(then two controllers drive it)")
 
     async def close(self) -> None:
         self._closing = True

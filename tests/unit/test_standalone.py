@@ -37,10 +37,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config_file(tmp_path: Path, url: str, switch: str, node: str = "") -> Path:
+def _config_file(tmp_path: Path, url: str, switch: str, node: str = "", connect_timeout: float = 5.0) -> Path:
     path = tmp_path / f"ivr-{node or 'alone'}.toml"
     cluster = f'[cluster]\nswitch = "{switch}"\n' + (f'node = "{node}"\n' if node else "")
-    path.write_text(f'[database]\nurl = "{url}"\ntimeout = 2.0\nconnect_timeout = 5.0\n'
+    path.write_text(f'[database]\nurl = "{url}"\ntimeout = 2.0\nconnect_timeout = {connect_timeout}\n'
                     f'spool_dir = "{tmp_path / "spool"}"\n\n'
                     f'[agi]\nport = {_free_port()}\n\n[ami]\nport = {_free_port()}\n\n'
                     f'[http]\nport = {_free_port()}\n\n{cluster}')
@@ -199,3 +199,26 @@ async def test_one_that_started_unchecked_beside_a_pair_says_so_once_it_cannot_h
         assert alone.status()["lost"] == 1 and not alone.status()["holds_lease"] and lease.may_act()
     finally:
         await alone.close()
+
+
+async def test_a_database_that_never_answers_delays_the_start_a_bounded_time(tmp_path: Path) -> None:
+    """PostgreSQL accepting connections and never answering: the controller starts
+    unchecked (FastAGI listening: calls are served) after at most the check's bound."""
+    from ivr.cluster import START_CHECK_MAX
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # accepts (the kernel does) and never says a word
+    try:
+        url = f"postgresql://ivr@127.0.0.1:{hung.getsockname()[1]}/ivr"
+        ctl = Controller(load_config(_config_file(tmp_path, url, "alone-hung", connect_timeout=3.0), env=ENV))
+        with capture_logs() as logs:
+            async with asyncio.timeout(START_CHECK_MAX + 5):  # a failure bound, not a measurement
+                await ctl.start()
+        try:
+            assert ctl.agi.listening
+            assert "cluster.start_unchecked" in [e["event"] for e in logs]
+        finally:
+            await ctl.stop()
+    finally:
+        hung.close()
