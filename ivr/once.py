@@ -100,7 +100,7 @@ class Once:
         self._asking = 0  # claims waiting for a connection of the pool
         self._pending: dict[str, _Pending] = {}
         self._pool: Any = None
-        self._opening = asyncio.Lock()  # only the pool's opening; claims run side by side
+        self._opening: asyncio.Future[None] | None = None  # the pool's opening; claims run side by side
         self._flushing: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pruned = float("-inf")
@@ -179,6 +179,9 @@ class Once:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+            await asyncio.gather(self._opening, return_exceptions=True)
         await self._disconnect()
 
     # -- internals --------------------------------------------------------------------
@@ -207,19 +210,25 @@ class Once:
         return self._keep(item)  # fenced out: the lease has moved on
 
     async def _claim(self, key: str) -> tuple[bool, str | None]:
-        """One claim: a connection of the pool, then the fenced insert (and, when it
-        inserted nothing, who sent it), all within ``claim_timeout`` s (plus the pool's
-        first opening). Raises :class:`_Unrecorded` with the reason."""
+        """One claim: a connection of the pool (opened first if need be), then the fenced
+        insert (and, when it inserted nothing, who sent it), all within ``claim_timeout``
+        s. Raises :class:`_Unrecorded` with the reason."""
         assert self.lease is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.claim_timeout
         if self._pool is None:
-            async with self._opening, asyncio.timeout(self.connect_timeout):
-                if self._pool is None:
-                    await self._connect()
-        pool, deadline = self._pool, asyncio.get_running_loop().time() + self.claim_timeout
+            if self._opening is None or self._opening.done():  # one opening at a time, for every claim
+                self._opening = asyncio.ensure_future(self._connect())
+            try:  # the opening goes on past this claim's bound (never cut half-way): the next claim finds it
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(self._opening)
+            except TimeoutError as exc:
+                raise _Unrecorded("slow") from exc
+        pool = self._pool
         busy = self.in_flight + self._asking >= self.connections  # every connection taken or promised
         self._asking += 1
         try:
-            conn = await pool.acquire(timeout=self.claim_timeout)
+            conn = await pool.acquire(timeout=max(deadline - loop.time(), 0.001))
         except TimeoutError as exc:
             raise _Unrecorded("busy" if busy else "slow") from exc
         finally:
@@ -265,16 +274,17 @@ class Once:
     async def _connect(self) -> None:
         import asyncpg  # noqa: PLC0415 - optional extra [postgresql]: imported only for a cluster
 
-        pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self.connections, timeout=self.connect_timeout,
-            reset=_no_reset, server_settings={"application_name": "ivr-once"})
-        try:
-            await pool.execute(SCHEMA)
-        except asyncpg.UniqueViolationError:  # another node created it at the same moment
-            pass
-        except BaseException:
-            pool.terminate()
-            raise
+        async with asyncio.timeout(self.connect_timeout):
+            pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.connections, timeout=self.connect_timeout,
+                reset=_no_reset, server_settings={"application_name": "ivr-once"})
+            try:
+                await pool.execute(SCHEMA)
+            except asyncpg.UniqueViolationError:  # another node created it at the same moment
+                pass
+            except BaseException:
+                pool.terminate()
+                raise
         self._pool = pool
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:

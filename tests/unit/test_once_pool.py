@@ -222,3 +222,29 @@ def test_the_claim_settings_reach_the_gate(tmp_path: Any) -> None:
     once = Once.from_config(config, Lease.from_config(config))
     assert (once.connections, once.claim_timeout) == (8, 0.5)
     assert Once.from_config(load_config(None, env={}), None).claims()["connections"] == 4  # the default
+
+
+async def test_a_database_that_never_answers_holds_even_the_first_claim_only_the_bound(pg: str) -> None:
+    """The pool's opening counts in the claim's bound: a leader whose database accepts and
+    never answers sends each action after claim_timeout, and the claims share one opening."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    lease = Lease(pg, node="x", switch="pool-hung")
+    lease.valid_until = lease.clock() + 30  # the leader, as far as its clock knows
+    once = Once(lease, f"postgresql://ivr@127.0.0.1:{hung.getsockname()[1]}/ivr", claim_timeout=0.2,
+                connect_timeout=5.0)
+    sent: list[int] = []
+    try:
+        async with asyncio.timeout(3):  # a failure bound: well under the 5 s connect_timeout
+            assert await once.run("c/ring/1", partial(sent.append, 1)) == "unrecorded"
+            opening = once._opening
+            assert opening is not None and not opening.done()  # still opening, never cut
+            assert await once.run("c/ring/2", partial(sent.append, 2)) == "unrecorded"
+            assert once._opening is opening  # the same opening
+        assert sent == [1, 2] and once.unrecorded_why == {"busy": 0, "slow": 2, "error": 0}
+    finally:
+        await once.close()
+        hung.close()
