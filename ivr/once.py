@@ -25,8 +25,9 @@ behind record writes. A claim may take ``[cluster] claim_timeout`` s in all (wai
 a connection of the pool, then its statements): past it the action is sent anyway,
 ``unrecorded``, and the reason is counted (``busy``: every connection of the pool was
 taken; ``slow``: the database did not answer in time; ``error``: it failed), logged
-``once.unrecorded``. A connection whose statement timed out or failed is closed (never
-reused half-way through a reply); the pool opens another at the next claim.
+``once.unrecorded``. A connection whose statement timed out or failed is reused only
+once the server has acknowledged the statement's cancellation, else closed (never reused
+half-way through a reply); the pool opens another at the next claim.
 
 Bounds: an action whose key was written by a leader that died before sending it is lost
 (at most once by design: the key is written first). Without [cluster] (SQLite, one node)
@@ -234,6 +235,7 @@ class Once:
         finally:
             self._asking -= 1
         self.in_flight += 1
+        failed = True
         try:
             async with asyncio.timeout_at(deadline):
                 if self.clock() - self._pruned >= PRUNE_EVERY:  # keys are needed for a takeover, not for days
@@ -241,16 +243,19 @@ class Once:
                     await conn.execute(PRUNE)
                 lease = self.lease
                 if await conn.fetchval(CLAIM, lease.switch, key, lease.node, lease.token) is not None:
+                    failed = False
                     return True, None
-                return False, await conn.fetchval(SENT, lease.switch, key)
-        except BaseException as exc:
-            conn.terminate()  # never reused half-way through a reply (a hung socket, a cancelled query)
-            if isinstance(exc, TimeoutError):
-                raise _Unrecorded("slow") from exc
-            raise
+                sent_by = await conn.fetchval(SENT, lease.switch, key)
+                failed = False
+                return False, sent_by
+        except TimeoutError as exc:
+            raise _Unrecorded("slow") from exc
         finally:
             self.in_flight -= 1
-            await pool.release(conn, timeout=0.1)
+            if failed:  # in the background: the action goes now, not after the statement's cancellation
+                self._spawn(_release(pool, conn))
+            else:
+                await pool.release(conn, timeout=0.1)
 
     def _keep(self, item: _Pending) -> str:
         self._expire()
@@ -306,6 +311,16 @@ class Once:
 
 class _Unrecorded(Exception):
     """A claim that could not be made in time: ``args[0]`` is ``"busy"`` or ``"slow"``."""
+
+
+async def _release(pool: Any, conn: Any) -> None:
+    """A connection whose statement was cut (timeout, error): asyncpg asks the server to
+    cancel it and reuses the connection once it has; a cancellation not acknowledged
+    within 0.5 s (a hung socket) closes it. Never reused half-way through a reply."""
+    try:
+        await pool.release(conn, timeout=0.5)
+    except Exception:  # noqa: BLE001 - closed already by asyncpg; the pool opens another
+        conn.terminate()
 
 
 async def _no_reset(conn: Any) -> None:
