@@ -18,11 +18,15 @@ most ``ttl + poll_interval`` s (plus one query) after its last renewal.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+
+from ivr.errors import IvrError
 
 log = structlog.get_logger("ivr.cluster")
 
@@ -202,3 +206,157 @@ class Lease:
                 callback(role, self.token)
             except Exception:
                 log.exception("cluster.callback_failed")
+
+
+# -- a controller without [cluster] on the pairs' database (issue 17) -----------------------
+# A controller without [cluster] acts on every event. On a PostgreSQL where a pair drives
+# the same switch, it would send every action a second time; so it refuses to start
+# (SwitchTaken), and while it runs it holds the switch's lease itself, under the name
+# ``_standalone@<host>`` (no configured node name can start with "_"), so a pair's node
+# started beside it refuses too, and a standby could never lead beside it.
+STANDALONE = "_standalone@"
+RECENT = 60.0  # s: a pair's lease expired less than this ago: the pair is restarting or taking over
+START_CHECK_MAX = 2.0  # s the start waits at most for the check (a hung database delays no more)
+HOLDER = """
+SELECT l.node AS node, l.token AS token, l.expires_at > now() AS live,
+       extract(epoch FROM now() - l.expires_at)::float8 AS expired_for,
+       {nodes} AS nodes
+FROM ivr_lease l WHERE l.switch = $1"""
+NODES_OF = "(SELECT string_agg(n.node, ', ' ORDER BY n.node) FROM ivr_nodes n WHERE n.switch = l.switch)"
+HOLDER = HOLDER.replace("{nodes}", NODES_OF)
+
+
+class SwitchTaken(IvrError):
+    """Another controller drives this switch on this database: this one must not start."""
+
+    error_id = "switch-taken"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a switch's lease row (``nodes``: the pair's registered nodes, "" if none)."""
+
+    node: str
+    token: int
+    live: bool
+    expired_for: float  # s since it expired (negative while live)
+    nodes: str = ""
+
+
+def standalone_name(host: str | None = None) -> str:
+    return STANDALONE + (host or socket.gethostname())[:100]
+
+
+def conflict(holder: Holder | None, me: str, switch: str) -> str | None:
+    """Why ``me`` (a node's name, or :func:`standalone_name`) must not drive ``switch``
+    beside ``holder``; None when it may. A pair's lease held now, or expired less than
+    :data:`RECENT` s ago, belongs to a pair; a standalone controller's only while live (its
+    own name: this host restarting it, never a conflict)."""
+    if holder is None or holder.node == me:
+        return None
+    alone, other_alone = me.startswith(STANDALONE), holder.node.startswith(STANDALONE)
+    if other_alone and holder.live:
+        host = holder.node[len(STANDALONE):]
+        what = "another controller without [cluster]" if alone else "a controller without [cluster]"
+        return (f"switch {switch!r} is driven by {what} on host {host!r} on this database (it holds the "
+                f"switch's lease); two controllers on one switch would send every action twice: stop that one, "
+                + ("or give both the same [cluster] section" if alone else "or give it this pair's [cluster] section"))
+    if alone and not other_alone and (holder.live or holder.expired_for < RECENT):
+        pair = f" (its nodes: {holder.nodes})" if holder.nodes else ""
+        state = "holds its lease" if holder.live else f"held its lease {holder.expired_for:.0f} s ago"
+        return (f"switch {switch!r} is driven by a controller pair on this database: node {holder.node!r} {state}"
+                f"{pair}; this controller has no [cluster] section, so it would neither follow the pair's leader "
+                f"nor be fenced, and would send every action a second time. Give it [cluster] node = \"<name>\" "
+                f"(and the pair's switch) to join the pair as a standby, or its own [cluster] switch name")
+    return None
+
+
+async def read_holder(url: str, switch: str, *, timeout: float) -> Holder | None:
+    """The switch's lease row on the database at ``url`` (None: no lease table, or no row)."""
+    import asyncpg  # noqa: PLC0415 - optional extra [postgresql]: imported only for PostgreSQL
+
+    async with asyncio.timeout(timeout):
+        conn = await asyncpg.connect(url, timeout=timeout, server_settings={"application_name": "ivr-check"})
+        try:
+            tables = set(await conn.fetchval(
+                "SELECT array_agg(tablename::text) FROM pg_tables WHERE tablename IN ('ivr_lease', 'ivr_nodes')") or ())
+            if "ivr_lease" not in tables:
+                return None
+            sql = HOLDER if "ivr_nodes" in tables else HOLDER.replace(NODES_OF, "NULL")
+            row = await conn.fetchrow(sql, switch)
+        finally:
+            conn.terminate()
+    return None if row is None else Holder(str(row["node"]), int(row["token"]), bool(row["live"]),
+                                           float(row["expired_for"]), str(row["nodes"] or ""))
+
+
+async def check_start(url: str, switch: str, me: str, *, timeout: float) -> Holder | None:
+    """At start: raise :class:`SwitchTaken` when another controller drives ``switch``. A
+    database that cannot be asked does not stop the start (a call is never dropped because
+    the database failed): logged, and the lease decides from then on."""
+    try:
+        holder = await read_holder(url, switch, timeout=min(timeout, START_CHECK_MAX))
+    except Exception as exc:  # noqa: BLE001 - any failure: start, unchecked
+        log.warning("cluster.start_unchecked", switch=switch, node=me, error=f"{type(exc).__name__}: {exc}")
+        return None
+    if (problem := conflict(holder, me, switch)) is not None:
+        log.error("cluster.switch_taken", switch=switch, node=me, holder=holder.node if holder else None)
+        raise SwitchTaken(problem, switch=switch, holder=holder.node if holder else None)
+    return holder
+
+
+class Standalone:
+    """A controller without [cluster] on PostgreSQL: checked at start, then it holds its
+    switch's lease under :func:`standalone_name` for as long as it runs. It acts whether or
+    not it holds it (alone by configuration: the database failing never stops it)."""
+
+    def __init__(self, url: str, switch: str, *, host: str | None = None, connect_timeout: float = 5.0,
+                 ttl: float = 1.2, renew_interval: float = 0.3, poll_interval: float = 0.2,
+                 margin: float = 0.25) -> None:
+        self.url, self.switch, self.connect_timeout = url, switch, connect_timeout
+        self.lease = Lease(url, node=standalone_name(host), switch=switch, connect_timeout=connect_timeout,
+                           ttl=ttl, renew_interval=renew_interval, poll_interval=poll_interval, margin=margin)
+        self.lease.on_change(self._changed)
+        self.lost = 0  # times the lease went to another node while this one ran
+        self._closing = False
+        self._late_check: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> Standalone | None:
+        if not config.database.url.startswith(("postgres://", "postgresql://")):
+            return None
+        c = config.cluster
+        return cls(config.database.url, c.switch, connect_timeout=config.database.connect_timeout,
+                   ttl=c.lease_ttl, renew_interval=c.renew_interval, poll_interval=c.poll_interval, margin=c.margin)
+
+    async def start(self) -> None:
+        await check_start(self.url, self.switch, self.lease.node, timeout=self.connect_timeout)
+        await self.lease.start()
+        # Not holding it a few lease periods on (started unchecked beside a pair, or beside
+        # another host's controller started at the same moment): said, loudly, once.
+        self._late_check = asyncio.get_running_loop().call_later(3 * self.lease.ttl + 1, self._not_holding)
+
+    def _not_holding(self) -> None:
+        if not self.lease.may_act() and not self._closing:
+            self.lost += 1
+            log.error("cluster.standalone_not_holding", switch=self.switch, node=self.lease.node,
+                      error=self.lease.last_error or None,
+                      hint="the database does not answer, or another controller holds this switch's lease "
+                           "(then two controllers drive it)")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._late_check is not None:
+            self._late_check.cancel()
+        await self.lease.close()
+
+    def _changed(self, role: str, token: int) -> None:
+        if role == "standby" and not self._closing:
+            self.lost += 1
+            log.error("cluster.standalone_lease_lost", switch=self.switch, node=self.lease.node, token=token,
+                      error=self.lease.last_error or None,
+                      hint="if a pair's node took it, two controllers drive this switch")
+
+    def status(self) -> dict[str, Any]:
+        return {"node": self.lease.node, "holds_lease": self.lease.may_act(), "token": self.lease.token,
+                "lost": self.lost, **({"error": self.lease.last_error} if self.lease.last_error else {})}

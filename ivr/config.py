@@ -329,6 +329,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "agi.port": (1, 65535),
     "http.port": (1, 65535),
     "cluster.forward_timeout": (0.1, 60),
+    "cluster.claim_connections": (1, 64), "cluster.claim_timeout": (0.05, 10),
     "rings.on_ms": (0, 60_000),
     "rings.off_ms": (0, 60_000),
     "alarms.webhook_retries": (0, 100),

@@ -17,7 +17,7 @@ from ivr.agi.server import FastAgiServer
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiConnection
 from ivr.callbacks import build_callbacks
-from ivr.cluster import Lease
+from ivr.cluster import Lease, Standalone, check_start
 from ivr.config import Config
 from ivr.doctor import build_doctor
 from ivr.events import EventBus
@@ -72,6 +72,8 @@ class Controller:
         self.channels.attach(self.ami)  # first: its resync runs before any feature's
         # A controller pair ([cluster]): only the lease holder changes the switch.
         self.lease = Lease.from_config(config) if config.cluster.node else None
+        # Without [cluster] on PostgreSQL: refuses to start beside a pair of the same switch.
+        self.standalone = Standalone.from_config(config) if self.lease is None else None
         acting = self.lease.may_act if self.lease is not None else (lambda: True)
         self.once = Once.from_config(config, self.lease)  # each rule's action once per switch
         rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics, acting=acting, once=self.once)
@@ -113,6 +115,8 @@ class Controller:
         else:
             self.metrics.leader.labels("").set(1)
             self.operations.services.status["role"] = lambda: "leader"
+            if self.standalone is not None:
+                self.operations.services.status["standalone"] = self.standalone.status
         self.inbound, self.rings = inbound.service, rings.service
         self.transfer, self.hold = transfer.service, hold.service
         self.unclear, self.callbacks = unclear.service, callbacks.service
@@ -151,6 +155,7 @@ class Controller:
         status["cluster"] = lambda: {"node": lease.node, "switch": lease.switch, "token": lease.token,
                                      "takeovers": lease.takeovers, "withheld": lease.withheld,
                                      "actions": {**self.once.counts, "pending_now": self.once.pending},
+                                     "claims": self.once.claims(),
                                      **({"error": lease.last_error} if lease.last_error else {})}
 
     async def _after_takeover(self) -> None:
@@ -169,6 +174,12 @@ class Controller:
         return self.lease.role if self.lease is not None else "leader"
 
     async def start(self) -> None:
+        # Another controller drives this switch on the database: SwitchTaken, nothing started.
+        if self.lease is not None:
+            await check_start(self.lease.url, self.lease.switch, self.lease.node,
+                              timeout=self.config.database.connect_timeout)
+        elif self.standalone is not None:
+            await self.standalone.start()
         self.accept_failures.install(asyncio.get_running_loop())
         # The records subscribe first (the first call's events are kept) without waiting
         # on the database; calls are served next, whatever the database does; the HTTP
@@ -199,6 +210,8 @@ class Controller:
         await self.once.close()
         await self.ami.close()
         await self.operations.stop()
+        if self.standalone is not None:
+            await self.standalone.close()  # the switch is free once nothing here acts
         self.accept_failures.uninstall()
         log.info("controller.stopped")
 

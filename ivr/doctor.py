@@ -22,6 +22,9 @@ actually be allowed to do:
    ``ivr_lease`` row in PostgreSQL unexpired and renewed within the lease's ttl, by
    PostgreSQL's clock), and that leader's API (its address in ``ivr_nodes``) answers
    ``role: leader``. No node leading is a failure, named as such.
+9. On PostgreSQL, no other controller drives this switch on the database: a controller
+   without [cluster] beside a pair of the same switch (or a pair's node beside one) would
+   send every action twice; ``ivr run`` refuses to start then (``ivr.cluster.conflict``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ivr.agi.server import FastAgiServer
 from ivr.ami.connection import AmiConnection, AmiError, Backoff
 from ivr.ami.link import AmiLink
 from ivr.catalog import load_catalog
+from ivr.cluster import conflict, read_holder, standalone_name
 from ivr.feature import AgiRoute, Feature
 from ivr.resources import prompts_source_dir
 from ivr.sections import Config
@@ -115,6 +119,7 @@ class _Doctor:
         return ok
 
     async def run(self) -> list[Check]:
+        await self._one_controller()
         ami = AmiConnection.from_config(self.config.ami, backoff=Backoff(initial=0.2, maximum=0.5))
         await ami.start()
         try:
@@ -230,6 +235,28 @@ class _Doctor:
                      "and write = call,originate,user,reporting")
         else:
             self.add("AMI privileges", True, f"all {len(NEEDED_ACTIONS)} needed actions, nothing dangerous")
+
+    async def _one_controller(self) -> None:
+        """On PostgreSQL: who holds this switch's lease, and whether this controller may run
+        beside it (the check ``ivr run`` makes at start)."""
+        db, c = self.config.database, self.config.cluster
+        if not db.url.startswith(("postgres://", "postgresql://")):
+            return
+        me = c.node or standalone_name()
+        try:
+            holder = await read_holder(db.url, c.switch, timeout=min(self.timeout, db.connect_timeout))
+        except Exception as exc:  # noqa: BLE001 - said in the check
+            self.add("one controller per switch", False, f"cannot read the switch's lease on the database "
+                     f"({type(exc).__name__}: {exc}): check [database] url")
+            return
+        if (problem := conflict(holder, me, c.switch)) is not None:
+            self.add("one controller per switch", False, problem)
+        elif holder is None:
+            self.add("one controller per switch", True, f"switch {c.switch!r}: no controller holds it yet")
+        else:
+            state = "live" if holder.live else f"expired {holder.expired_for:.0f} s ago"
+            self.add("one controller per switch", True, f"switch {c.switch!r}: its lease is {holder.node!r}'s "
+                     f"({state}, token {holder.token}){' (this controller)' if holder.node == me else ''}")
 
     async def _system_name(self, ami: AmiLink) -> None:
         """A switch of its own name needs an Asterisk ``systemname`` (README "Many switches")."""

@@ -19,6 +19,16 @@ the cluster like ``ivr_lease``) *before* the action is sent:
   (``unrecorded``): a call is never held up by the database; the price is that a takeover
   in the next seconds may send it again.
 
+Claims go over a small pool of their own (``[cluster] claim_connections``, default 4;
+never the records' connections), so they neither wait on each other's round trips nor
+behind record writes. A claim may take ``[cluster] claim_timeout`` s in all (waiting for
+a connection of the pool, then its statements): past it the action is sent anyway,
+``unrecorded``, and the reason is counted (``busy``: every connection of the pool was
+taken; ``slow``: the database did not answer in time; ``error``: it failed), logged
+``once.unrecorded``. A connection whose statement timed out or failed is reused only
+once the server has acknowledged the statement's cancellation, else closed (never reused
+half-way through a reply); the pool opens another at the next claim.
+
 Bounds: an action whose key was written by a leader that died before sending it is lost
 (at most once by design: the key is written first). Without [cluster] (SQLite, one node)
 :class:`Once` sends at once and keeps nothing: there is no other node to repeat it.
@@ -81,13 +91,17 @@ class Once:
 
     def __init__(self, lease: Lease | None = None, url: str = "", *, late_limit: float = 10.0,
                  max_pending: int = 10_000, clock: Callable[[], float] = time.monotonic,
-                 connect_timeout: float = 5.0, query_timeout: float = 1.0) -> None:
+                 connect_timeout: float = 5.0, claim_timeout: float = 1.0, connections: int = 4) -> None:
         self.lease, self.url, self.late_limit, self.max_pending = lease, url, late_limit, max_pending
-        self.clock, self.connect_timeout, self.query_timeout = clock, connect_timeout, query_timeout
+        self.clock, self.connect_timeout, self.claim_timeout = clock, connect_timeout, claim_timeout
+        self.connections = connections
         self.counts = {"sent": 0, "skipped": 0, "pending": 0, "late": 0, "expired": 0, "unrecorded": 0}
+        self.unrecorded_why = {"busy": 0, "slow": 0, "error": 0}  # why a leader sent without a key
+        self.in_flight = 0  # claims holding a connection of the pool now
+        self._asking = 0  # claims waiting for a connection of the pool
         self._pending: dict[str, _Pending] = {}
-        self._conn: Any = None
-        self._lock = asyncio.Lock()
+        self._pool: Any = None
+        self._opening: asyncio.Future[None] | None = None  # the pool's opening; claims run side by side
         self._flushing: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pruned = float("-inf")
@@ -98,12 +112,18 @@ class Once:
     def from_config(cls, config: Any, lease: Lease | None) -> Once:
         if lease is None:
             return cls()
-        return cls(lease, config.database.url, late_limit=config.cluster.late_limit,
-                   connect_timeout=config.database.connect_timeout)
+        c = config.cluster
+        return cls(lease, config.database.url, late_limit=c.late_limit, claim_timeout=c.claim_timeout,
+                   connections=c.claim_connections, connect_timeout=config.database.connect_timeout)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def claims(self) -> dict[str, Any]:
+        """The pool's state and why actions went unrecorded (/healthz ``cluster.claims``)."""
+        return {"connections": self.connections, "in_flight": self.in_flight,
+                "open": self._pool.get_size() if self._pool is not None else 0, **self.unrecorded_why}
 
     # -- the one call every feature makes --------------------------------------------
     async def run(self, key: str, send: Send, *, still: Callable[[], bool] | None = None,
@@ -160,9 +180,10 @@ class Once:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+            await asyncio.gather(self._opening, return_exceptions=True)
+        await self._disconnect()
 
     # -- internals --------------------------------------------------------------------
     async def _claim_and_send(self, item: _Pending, *, late: bool) -> str:
@@ -170,10 +191,13 @@ class Once:
         try:
             claimed, sent_by = await self._claim(item.key)
         except Exception as exc:  # noqa: BLE001 - the call goes on; counted, logged
-            log.warning("once.unrecorded", key=item.key, error=f"{type(exc).__name__}: {exc}")
-            await self._disconnect()
+            why = exc.args[0] if isinstance(exc, _Unrecorded) else "error"
+            cause = exc.__cause__ if isinstance(exc, _Unrecorded) and exc.__cause__ else exc
+            log.warning("once.unrecorded", key=item.key, why=why, error=f"{type(cause).__name__}: {cause}",
+                        in_flight=self.in_flight)
             if not self.lease.may_act():
                 return self._keep(item)
+            self.unrecorded_why[why] += 1
             await _call(item.send)
             return self._count("unrecorded")
         if claimed:
@@ -187,18 +211,51 @@ class Once:
         return self._keep(item)  # fenced out: the lease has moved on
 
     async def _claim(self, key: str) -> tuple[bool, str | None]:
+        """One claim: a connection of the pool (opened first if need be), then the fenced
+        insert (and, when it inserted nothing, who sent it), all within ``claim_timeout``
+        s. Raises :class:`_Unrecorded` with the reason."""
         assert self.lease is not None
-        async with self._lock, asyncio.timeout(self.query_timeout + self.connect_timeout):
-            if self._conn is None:
-                await self._connect()
-            async with asyncio.timeout(self.query_timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.claim_timeout
+        if self._pool is None:
+            if self._opening is None or self._opening.done():  # one opening at a time, for every claim
+                self._opening = asyncio.ensure_future(self._connect())
+            try:  # the opening goes on past this claim's bound (never cut half-way): the next claim finds it
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(self._opening)
+            except TimeoutError as exc:
+                raise _Unrecorded("slow") from exc
+        pool = self._pool
+        busy = self.in_flight + self._asking >= self.connections  # every connection taken or promised
+        self._asking += 1
+        try:
+            conn = await pool.acquire(timeout=max(deadline - loop.time(), 0.001))
+        except TimeoutError as exc:
+            raise _Unrecorded("busy" if busy else "slow") from exc
+        finally:
+            self._asking -= 1
+        self.in_flight += 1
+        failed = True
+        try:
+            async with asyncio.timeout_at(deadline):
                 if self.clock() - self._pruned >= PRUNE_EVERY:  # keys are needed for a takeover, not for days
                     self._pruned = self.clock()
-                    await self._conn.execute(PRUNE)
+                    await conn.execute(PRUNE)
                 lease = self.lease
-                if await self._conn.fetchval(CLAIM, lease.switch, key, lease.node, lease.token) is not None:
+                if await conn.fetchval(CLAIM, lease.switch, key, lease.node, lease.token) is not None:
+                    failed = False
                     return True, None
-                return False, await self._conn.fetchval(SENT, lease.switch, key)
+                sent_by = await conn.fetchval(SENT, lease.switch, key)
+                failed = False
+                return False, sent_by
+        except TimeoutError as exc:
+            raise _Unrecorded("slow") from exc
+        finally:
+            self.in_flight -= 1
+            if failed:  # in the background: the action goes now, not after the statement's cancellation
+                self._spawn(_release(pool, conn))
+            else:
+                await pool.release(conn, timeout=0.1)
 
     def _keep(self, item: _Pending) -> str:
         self._expire()
@@ -222,13 +279,18 @@ class Once:
     async def _connect(self) -> None:
         import asyncpg  # noqa: PLC0415 - optional extra [postgresql]: imported only for a cluster
 
-        conn = await asyncpg.connect(self.url, timeout=self.connect_timeout,
-                                     server_settings={"application_name": "ivr-once"})
-        try:
-            await conn.execute(SCHEMA)
-        except asyncpg.UniqueViolationError:  # another node created it at the same moment
-            pass
-        self._conn = conn
+        async with asyncio.timeout(self.connect_timeout):
+            pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.connections, timeout=self.connect_timeout,
+                reset=_no_reset, server_settings={"application_name": "ivr-once"})
+            try:
+                await pool.execute(SCHEMA)
+            except asyncpg.UniqueViolationError:  # another node created it at the same moment
+                pass
+            except BaseException:
+                pool.terminate()
+                raise
+        self._pool = pool
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -242,9 +304,27 @@ class Once:
             log.warning("once.send_failed", error=repr(task.exception()))
 
     async def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()  # never waits on a socket that may hang
+
+
+class _Unrecorded(Exception):
+    """A claim that could not be made in time: ``args[0]`` is ``"busy"`` or ``"slow"``."""
+
+
+async def _release(pool: Any, conn: Any) -> None:
+    """A connection whose statement was cut (timeout, error): asyncpg asks the server to
+    cancel it and reuses the connection once it has; a cancellation not acknowledged
+    within 0.5 s (a hung socket) closes it. Never reused half-way through a reply."""
+    try:
+        await pool.release(conn, timeout=0.5)
+    except Exception:  # noqa: BLE001 - closed already by asyncpg; the pool opens another
+        conn.terminate()
+
+
+async def _no_reset(conn: Any) -> None:
+    """A claim leaves nothing on its connection to reset: no round trip on release."""
 
 
 async def _call(send: Send) -> None:

@@ -261,6 +261,11 @@ class ClusterConfig:
     poll_interval: float = 0.2  # s between a standby's attempts to take an expired lease
     margin: float = 0.25  # s the leader stops acting before its lease can expire
     late_limit: float = 10.0  # s an action that fell due while no node led is still sent by the new leader
+    # The one-send claims (ivr_action) have a pool of their own: claims never queue behind
+    # each other's round trips or behind record writes. A claim (waiting for a connection,
+    # then its statements) past claim_timeout s: the action is sent anyway, unrecorded.
+    claim_connections: int = 4
+    claim_timeout: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tests.unit.test_cluster import pg  # noqa: F401 - the PostgreSQL fixture
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import ami_ingest  # noqa: E402 - from bench/, on the path just above
+import claims  # noqa: E402 - from bench/, on the path just above
 import concurrent_calls  # noqa: E402 - from bench/, on the path just above
 import controller_scale  # noqa: E402 - from bench/, on the path just above
 
@@ -154,3 +157,10 @@ def test_sip_calls_held_sip_calls_on_synthetic_events(tmp_path) -> None:
     assert noise in agent and "a=sendonly" in agent and "BYE [$remcontact]" in agent
     uas = sip_calls.sipp_command(None, files["agents"], 5, 5, 50, tmp_path, uas=True, name="agents")
     assert "-l" not in uas and uas[uas.index("-m") + 1] == "5" and not uas[-1].startswith("127.0.0.1:")
+
+
+async def test_claims_bench_claims_through_the_delaying_proxy(pg: str) -> None:  # noqa: F811 - the fixture
+    socket_path = pg.split("host=", 1)[1] + "/.s.PGSQL.5432"
+    [row] = await claims.run([2.0], [2], workers=4, seconds=0.3, rate=20, socket_path=socket_path)
+    assert row["connections"] == 2 and row["closed"]["claims"] > 0
+    assert row["open"]["claims"] == 6 and row["open"]["outcomes"] == {"sent": 6}
