@@ -48,7 +48,7 @@ Handler = Callable[[AgiChannel], Awaitable[None]]
 @dataclass(frozen=True)
 class AgiLimits:
     max_sessions: int = 200  # calls in the controller at once (each holds one socket)
-    max_pending: int = 16  # connections still sending their header; more evict the oldest
+    max_pending: int = 128  # connections still in their header; more evict the oldest ([agi] max_pending)
     header_timeout: float = HEADER_TIMEOUT  # s for the whole AGI header
     idle_timeout: float = IDLE_TIMEOUT  # s a reply may be late beyond the command's own time
 
