@@ -370,16 +370,21 @@ class CallbackService(CallbackOperations):
         a live answer: a key, or speech the way a person answers (:mod:`ivr.callbacks.live`)."""
         att = self.attempts.get(call.headers.get("agi_arg_1", ""))
         if att is None or not att.accepted:
+            # Only [ivr-callback-agent]'s Dial, after an agent accepted, runs this route: an
+            # attempt this node does not know was placed by a node that died (or before a
+            # restart). IVR_CB_LIVE stays empty: the dialplan connects the customer, who
+            # answered, to the agent who accepted, rather than hang up on them.
             log.warning("callbacks.unknown_customer_leg", uniqueid=call.uniqueid)
-            return  # IVR_CB_LIVE stays empty: the dialplan drops this leg
+            return
         await self._stage(att, "customer-answered")
         try:
             async with self.live.listen(call) as watch:
                 outcome, how = await self._hear(call, att, watch)
                 log.info("callbacks.customer_heard", callback_id=att.callback.id, outcome=outcome, by=how,
                          bursts=watch.answer.bursts)
-            if outcome == "connected":
-                await call.set_variable("IVR_CB_LIVE", "yes")
+            # The verdict, either way: only an empty one (the controller failed) is connected
+            # unheard by the dialplan.
+            await call.set_variable("IVR_CB_LIVE", "yes" if outcome == "connected" else "no")
         except (AgiHangup, AgiError):
             outcome, how = "no-live-answer", ""
         att.resolve(outcome)

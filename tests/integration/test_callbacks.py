@@ -413,3 +413,34 @@ async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecor
     for ch in await ami.channels():
         if ch["Channel"].startswith(("Local/speaker@test-cb-caller", "Local/2006@test-cb-agents")):
             await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
+
+
+async def test_the_controller_gone_while_the_customer_is_greeted_connects_them_unheard(
+        ami: AmiRecorder, make_controller: Any) -> None:
+    """The customer answered and hears the greeting when the controller stops (its FastAGI
+    session cut): no verdict, so the dialplan connects the customer to the agent who
+    accepted (UserEvent IvrCallbackUnchecked) instead of hanging up on them."""
+    number = "13900000016"
+    await setup(ami, {"2016": ACCEPTS}, {number: ["Answer()", "Wait(40)", "Hangup()"]})
+    ctl = await make_controller(config(["2016"]))
+    await queue_of(ctl)
+    since = len(ami.events)
+    await request(ctl, number, "test-cb-16", "cb-unchecked")
+    [answered] = await wait_stage(ami, "customer-answered", timeout=30, since=since)
+    await ami.wait_for(lambda e: e.event == "AGIExecStart" and "callback_greeting" in e.get("Command", ""),
+                       timeout=10, since=since)
+    await ctl.stop(grace=0.2)  # mid-greeting (callback_greeting alone is longer than that)
+    [unchecked] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrCallbackUnchecked",
+                                     timeout=10, since=since)
+    assert unchecked["CallbackId"] == answered["Uniqueid"]  # the attempt (IVR_CB_ID), as IvrCallbackDial
+    customer = unchecked["Channel"]
+    assert customer.startswith(f"Local/{number}@ivr-callback-number")
+    [agent_in] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Channel") == customer,
+                                    timeout=10, since=since)
+    await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["BridgeUniqueid"] == agent_in["BridgeUniqueid"]
+                       and e["Channel"].startswith("Local/2016@test-cb-agents"), timeout=10, since=since)
+    assert not ami.find(lambda e: e.event == "Hangup" and e.get("Channel") == customer, since), \
+        "the customer was not hung up on"
+    assert not [e for e in stages(ami, "cb-unchecked") if e.get("Stage") == "connected"], "no controller heard them"
+    await ami.action({"Action": "Hangup", "Channel": customer})
+    await remove_customers(ami, [number])

@@ -163,7 +163,7 @@ async def test_a_customer_who_neither_presses_nor_speaks_is_no_live_answer(world
     att.accepted = True
     customer = fake_agi("9.9", att.uid)
     await service.customer_agi(customer)
-    assert "IVR_CB_LIVE" not in customer.variables
+    assert customer.variables["IVR_CB_LIVE"] == "no"  # dropped by the dialplan (empty: connected unheard)
     await settled(service)
     row = await store.queue.get("cb-1")
     assert (row["outcome"], row["attempts"], row["status"]) == ("no-live-answer", 1, "open")
@@ -229,7 +229,7 @@ async def test_a_machine_talking_on_is_not_bridged(world: Any) -> None:
     """Speech running on past 2.5 s from the answer: a machine; the greeting stops at the next
     prompt, the leg is not marked live, the customer's attempt is used."""
     customer, row = await customer_speaks(world, [("start", 0.0), ("stop:5200", 5.5)])
-    assert "IVR_CB_LIVE" not in customer.variables
+    assert customer.variables["IVR_CB_LIVE"] == "no"  # dropped by the dialplan (empty: connected unheard)
     assert "callback_press" not in customer.played()
     assert (row["status"], row["attempts"], row["outcome"]) == ("open", 1, "machine")
 
