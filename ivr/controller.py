@@ -26,7 +26,7 @@ from ivr.flows import build_inbound
 from ivr.hold import build_hold
 from ivr.http.operations import Operations
 from ivr.metrics import Metrics
-from ivr.netlimits import AcceptFailures, fd_budget
+from ivr.netlimits import AcceptFailures, fd_budget, split_agi
 from ivr.once import Once
 from ivr.rings import build_rings
 from ivr.switch.rootfs import default_cache_dir
@@ -84,7 +84,8 @@ class Controller:
         # Calls first: the FastAGI and HTTP connection caps fit under the fd limit together.
         agi_max, http_max = fd_budget(config.agi.max_sessions + config.agi.max_pending,
                                       config.http.max_connections)
-        agi_config = dataclasses.replace(config.agi, max_sessions=max(agi_max - config.agi.max_pending, 1))
+        sessions, pending = split_agi(agi_max, config.agi.max_sessions, config.agi.max_pending)
+        agi_config = dataclasses.replace(config.agi, max_sessions=sessions, max_pending=pending)
         self.operations = Operations(config, bus=self.bus, ami=self.ami, channels=self.channels,
                                      metrics=self.metrics, fastagi=lambda: self.agi.listening,
                                      http_max_connections=http_max,

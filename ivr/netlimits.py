@@ -48,6 +48,17 @@ def fd_budget(agi_max: int, http_max: int, limit: int | None = None,
     return agi, http
 
 
+def split_agi(agi_max: int, sessions: int, pending: int) -> tuple[int, int]:
+    """``agi_max`` FastAGI sockets (:func:`fd_budget`'s share) split between calls
+    (``max_sessions``) and connections still in their header (``max_pending``): as
+    configured when they fit, else both scaled down in proportion, so idle connections
+    can never hold more than their share of the descriptors (calls keep the rest)."""
+    if sessions + pending <= agi_max:
+        return sessions, pending
+    share = max(1, agi_max * pending // (sessions + pending))
+    return max(agi_max - share, 1), share
+
+
 class AcceptFailures:
     """Loop exception handler that folds failed ``accept()`` reports into one warning per
     ``interval`` s (with how many there were); everything else goes to the previous

@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from ivr.netlimits import AcceptFailures, CappedHttpSite, Throttled, fd_budget
+from ivr.netlimits import AcceptFailures, CappedHttpSite, Throttled, fd_budget, split_agi
 from tests import present
 
 
@@ -18,6 +18,15 @@ def test_caps_kept_when_they_fit_and_lowered_when_not():
         agi, http = fd_budget(216, 64, limit=128)
     assert agi + http <= 128 - 48 and agi >= 2 * http - 1  # calls keep two thirds
     assert logs[0]["event"] == "net.caps_lowered" and logs[0]["fd_limit"] == 128
+
+
+def test_fastagi_sockets_split_between_calls_and_headers_in_proportion():
+    assert split_agi(328, 200, 128) == (200, 128)  # as configured when they fit
+    # RLIMIT_NOFILE 128 leaves FastAGI 53: idle connections in their header get their share
+    # only (a flood of them is evicted), calls keep the rest; never more than the budget.
+    sessions, pending = split_agi(53, 200, 128)
+    assert (sessions, pending) == (33, 20) and sessions + pending == 53
+    assert split_agi(2, 200, 128) == (1, 1)
 
 
 def test_accept_failures_are_folded_into_one_line_per_interval():
