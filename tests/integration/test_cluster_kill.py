@@ -138,17 +138,9 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
     once, music meanwhile; the agent's *8 then resumes through the new leader: thanks,
     the caller back in the agent's bridge, never dropped."""
     async with started_pair(switch, pg, tmp_path, ami, extra=HOLD) as (a, b):
-        await add_actors(ami, {})
-        await ami.add_dialplan("test-agent", "hk", ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
         await ami.add_dialplan("test-hold-key", "s", ["SendDTMF(*8,,120)", "Wait(300)"])
-        since = len(ami.events)
-        await call(ami, "7010=Local/hk@test-agent")
-        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
-        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        since, entered, agent = await _bridged(ami, "7010", "hk")
         uid = entered["Uniqueid"]
-        agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and "hk@test-agent" in e.get("Channel", "")
-                                    and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
-                                    timeout=10, since=since))[0]["Channel"]
         key = {"Action": "Redirect", "Channel": agent[:-1] + "2", "Context": "test-hold-key", "Exten": "s",
                "Priority": "1"}
         hold = lambda e, state: (e.event == "UserEvent" and e.get("UserEvent") == "IvrHold"
@@ -169,9 +161,9 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
         back = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid
                                    and ts(e) > ts(resume), timeout=15, since=since))[0]
         assert back["BridgeUniqueid"] == entered["BridgeUniqueid"]  # the agent's own bridge
-        assert not ami.find(lambda e: e.event == "Hangup" and caller(e), since)  # never dropped
+        assert not ami.find(lambda e: e.event == "Hangup" and _caller(e), since)  # never dropped
         await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
-        await ami.wait_for(lambda e: e.event == "Hangup" and caller(e), timeout=10, since=since)
+        await ami.wait_for(lambda e: e.event == "Hangup" and _caller(e), timeout=10, since=since)
     reminders = ami.find(lambda e: hold(e, "reminder"), since)
     assert [e["Count"] for e in reminders] == ["1", "2", "3"], [dict(e) for e in reminders]  # each once
     for e in reminders:
@@ -222,6 +214,21 @@ async def _new_leader(b: Any, killed: float, what: str, label: str) -> float:
 
 def _caller(e) -> bool:
     return e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
+
+
+async def _bridged(ami: AmiRecorder, number: str, exten: str) -> tuple[int, Any, str]:
+    """A caller to ``number`` bridged with agent ``Local/<exten>@test-agent`` (answering
+    after 1.5 s). Returns the events' index before the call, the caller's BridgeEnter and
+    the agent's channel."""
+    await add_actors(ami, {})
+    await ami.add_dialplan("test-agent", exten, ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
+    since = len(ami.events)
+    await call(ami, f"{number}=Local/{exten}@test-agent")
+    entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and _caller(e), timeout=20, since=since))[0]
+    agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and f"{exten}@test-agent" in e.get("Channel", "")
+                                and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
+                                timeout=10, since=since))[0]["Channel"]
+    return since, entered, agent
 
 
 async def _transferable_call(ami: AmiRecorder, route: str, target_rings: float) -> tuple[int, Any, Any]:
@@ -313,17 +320,9 @@ async def test_leader_killed_mid_unclear_script_the_next_node_asks_again_once_on
     it ended (never sooner); each stage announced once; the caller released by the script
     (cause 16), never dropped, never sent to the queue."""
     async with started_pair(switch, pg, tmp_path, ami) as (a, b):
-        await add_actors(ami, {})
-        await ami.add_dialplan("test-agent", "uk", ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
         await ami.add_dialplan("test-unclear-key", "s", ["SendDTMF(*5,,120)", "Wait(300)"])
-        since = len(ami.events)
-        await call(ami, "7012=Local/uk@test-agent")
-        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
-        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        since, entered, agent = await _bridged(ami, "7012", "uk")
         uid = entered["Uniqueid"]
-        agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and "uk@test-agent" in e.get("Channel", "")
-                                    and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
-                                    timeout=10, since=since))[0]["Channel"]
         unclear = lambda e, stage=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrUnclearLine"
                                          and e.get("Uniqueid") == uid and stage in (None, e.get("Stage")))
         stream = lambda e, kind="AGIExecEnd": (e.event == kind and e.get("Uniqueid") == uid
@@ -423,20 +422,12 @@ async def test_clear_speech_that_ends_during_the_takeover_returns_the_unclear_li
     kept it as a standby: the caller goes back to the agent at once (Stage returned, By
     speech, via takeover), no further prompt, never dropped."""
     async with started_pair(switch, pg, tmp_path, ami) as (a, b):
-        await add_actors(ami, {})
-        await ami.add_dialplan("test-agent", "us", ["Ringing()", "Wait(1.5)", "Answer()", "Wait(300)"])
         await ami.add_dialplan("test-unclear-key", "s", ["SendDTMF(*5,,120)", "Wait(300)"])
         # the silence after the words keeps frames coming: a burst ends only on received audio
         await ami.add_dialplan("test-speak", "s", ["Playback(ivr-test/caller_speech)", "Playback(ivr-test/silence)",
                                                    "Wait(60)"])
-        since = len(ami.events)
-        await call(ami, "7014=Local/us@test-agent")
-        caller = lambda e: e.get("Channel", "").startswith("Local/x@test-caller") and e["Channel"].endswith(";1")
-        entered = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and caller(e), timeout=20, since=since))[0]
+        since, entered, agent = await _bridged(ami, "7014", "us")
         uid = entered["Uniqueid"]
-        agent = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and "us@test-agent" in e.get("Channel", "")
-                                    and e["BridgeUniqueid"] == entered["BridgeUniqueid"],
-                                    timeout=10, since=since))[0]["Channel"]
         unclear = lambda e, stage=None: (e.event == "UserEvent" and e.get("UserEvent") == "IvrUnclearLine"
                                          and e.get("Uniqueid") == uid and stage in (None, e.get("Stage")))
         agi = lambda e, start: (e.event == "AGIExecStart" and e.get("Uniqueid") == uid
@@ -463,9 +454,9 @@ async def test_clear_speech_that_ends_during_the_takeover_returns_the_unclear_li
         back = (await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == uid,
                                    timeout=15, since=killed))[0]
         assert (await b.health()).get("role") == "leader"
-        assert not ami.find(lambda e: e.event == "Hangup" and caller(e), since)  # never dropped
+        assert not ami.find(lambda e: e.event == "Hangup" and _caller(e), since)  # never dropped
         await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
-        await ami.wait_for(lambda e: e.event == "Hangup" and caller(e), timeout=10, since=since)
+        await ami.wait_for(lambda e: e.event == "Hangup" and _caller(e), timeout=10, since=since)
     assert ts(stop) < ts(resumed), (ts(stop), ts(resumed))  # the burst ended while no node listened
     print(f"\nburst of {stop['Duration']} ms ended {ts(resumed) - ts(stop):.3f} s before the next node's session; "
           f"back with the agent {ts(back) - ts(resumed):.3f} s after it")
