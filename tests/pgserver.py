@@ -28,7 +28,7 @@ def postgres_server() -> Iterator[str]:
     bindir = pg_bin()
     if bindir is None:
         message = "PostgreSQL server binaries not installed (Debian package postgresql)"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get("IVR_FULL_RUN"):  # tests/run installed it: a failure
             pytest.fail(message)
         pytest.skip(message)
     home = Path(tempfile.mkdtemp(prefix="ivr-pg-"))
