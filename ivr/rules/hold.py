@@ -33,6 +33,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ivr.rules.stage import seconds_ago, stage_time
+
 
 @dataclass(frozen=True)
 class HoldStarted:
@@ -162,14 +164,10 @@ def parse_hold_stage(text: str, now: float, max_age: float = 86400.0) -> tuple[s
     if len(parts) != 4 or parts[0] != "hold":
         raise ValueError(f"IVR_STAGE: not a hold stage (hold@<time>@<count>@<0|1>), got {text[:60]!r}")
     _, at, count, choices = parts
-    if not at or len(at) > 20 or at.count(".") > 1 or not at.replace(".", "").isdigit():
-        raise ValueError(f"IVR_STAGE: hold start must be seconds since 1970, got {at[:40]!r}")
+    start = stage_time(at, "hold start")
     if not count.isdigit() or len(count) > 6 or choices not in ("0", "1"):
         raise ValueError(f"IVR_STAGE: hold count must be a number and choices 0 or 1, got {text[:60]!r}")
-    age = now - float(at)
-    if not -5.0 <= age <= max_age:
-        raise ValueError(f"IVR_STAGE: hold start is {age:.0f} s from now, not this hold's")
-    return at, max(age, 0.0), int(count), choices == "1"
+    return at, seconds_ago(start, now, "hold start", max_age), int(count), choices == "1"
 
 
 class HoldTimer:

@@ -8,7 +8,8 @@ The script, from the moment the call is answered with the greeting already playi
 A pause starts only when the prompt has *finished* playing, so prompt lengths count and a
 late timer can only delay, never shorten, the script: release is impossible before three
 prompts finished and three full pauses elapsed. Speech or a DTMF digit at any moment leaves
-the script (:class:`RouteToAgent`); a caller hang-up ends it with no further action.
+the script (:class:`RouteToAgent`); a caller hang-up ends it with no further action. The
+walk from prompt to pause is the unclear line's too (:class:`ivr.rules.script.PausedScript`).
 
 The flow reports what it observed when a prompt or a pause ends (:meth:`SilentCall.after_prompt`,
 :meth:`SilentCall.after_pause`: a key, speech heard, whether it could hear the caller at
@@ -20,6 +21,9 @@ never released as silent but handed to the agents ("deaf").
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ivr.rules.script import PausedScript
+from ivr.rules.stage import seconds_ago, stage_time
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,7 @@ SilentAction = Play | Release | RouteToAgent
 # resume the script when this one dies mid-call: "start" (the greeting is playing) or the
 # last prompt that finished, with the wall-clock time its pause began.
 STAGES = ("start", "greeting", "prompt2", "prompt3")
-MAX_STAGE_AGE = 3600.0  # s: an older stage is not this call's script any more
-MAX_STAGE_SKEW = 5.0  # s a stage may lie in the future (another node's clock)
+_PROMPTS = {"prompt2": "silent_prompt2", "prompt3": "silent_prompt3"}  # what each stage plays
 
 
 def stage_value(stage: str, at: float) -> str:
@@ -67,26 +70,10 @@ def parse_stage(text: str, now: float) -> tuple[str, float]:
     stage, sep, at_text = text.partition("@")
     if not sep or stage not in STAGES:
         raise ValueError(f"IVR_STAGE: stage must be one of {', '.join(STAGES)}, got {text[:40]!r}")
-    if not at_text or len(at_text) > 20 or not all(c.isdigit() or c == "." for c in at_text) \
-            or at_text.count(".") > 1:
-        raise ValueError(f"IVR_STAGE: time must be seconds since 1970, got {at_text[:40]!r}")
-    age = now - float(at_text)
-    if not -MAX_STAGE_SKEW <= age <= MAX_STAGE_AGE:
-        raise ValueError(f"IVR_STAGE: time is {age:.0f} s from now, not this call's (at most "
-                         f"{MAX_STAGE_AGE:.0f} s ago)")
-    return stage, max(age, 0.0)
-
-# (stage playing, pause after it, next prompt id or None for release)
-SCRIPT: tuple[tuple[str, str, str | None], ...] = (
-    ("greeting", "pause1", "silent_prompt2"),
-    ("prompt2", "pause2", "silent_prompt3"),
-    ("prompt3", "pause3", None),
-)
-_STAGE_OF_PROMPT = {"silent_prompt2": "prompt2", "silent_prompt3": "prompt3"}
-TERMINAL = frozenset({"released", "routed", "hungup"})
+    return stage, seconds_ago(stage_time(at_text, "time"), now, "time")
 
 
-class SilentCall:
+class SilentCall(PausedScript[SilentAction]):
     """The silent-call script of one answered call.
 
     ``state`` is one of: greeting, pause1, prompt2, pause2, prompt3, pause3 (while the
@@ -94,14 +81,16 @@ class SilentCall:
     playing when the machine is created (the I/O layer plays it on answer).
     """
 
+    # (stage playing, pause after it, the next stage or None for release)
+    SCRIPT = (
+        ("greeting", "pause1", "prompt2"),
+        ("prompt2", "pause2", "prompt3"),
+        ("prompt3", "pause3", None),
+    )
+    TERMINAL = frozenset({"released", "routed", "hungup"})
+
     def __init__(self, pause: float = 5.0) -> None:
-        if pause <= 0:
-            raise ValueError("pause must be positive")
-        self.pause = pause
-        self.state = "greeting"
-        self.pause_started: float | None = None
-        self.prompts_finished = 0
-        self.pauses_elapsed = 0
+        super().__init__(pause, "greeting")
 
     @classmethod
     def resumed(cls, pause: float, stage: str, pause_started: float) -> SilentCall:
@@ -109,46 +98,18 @@ class SilentCall:
         after a finished prompt, in its pause since ``pause_started`` (this clock), so the
         pause ends when it would have; "start": from the greeting again."""
         script = cls(pause)
-        for i, (playing, pause_name, _) in enumerate(SCRIPT):
+        for i, (playing, pause_name, _) in enumerate(cls.SCRIPT):
             if playing == stage:
                 script.state, script.pause_started = pause_name, pause_started
                 script.prompts_finished, script.pauses_elapsed = i + 1, i
         return script
 
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL
+    def _next(self, step: str) -> SilentAction:
+        self.state = step
+        return Play(_PROMPTS[step], step)
 
-    @property
-    def next_deadline(self) -> float | None:
-        if self.state.startswith("pause") and self.pause_started is not None:
-            return self.pause_started + self.pause
-        return None
-
-    def prompt_finished(self, now: float, stage: str | None = None) -> list[SilentAction]:
-        """The prompt of ``stage`` (default: the current one) has played to its end."""
-        for playing, pause, _ in SCRIPT:
-            if self.state == playing and stage in (None, playing):
-                self.state, self.pause_started = pause, now
-                self.prompts_finished += 1
-                return []
-        return []  # stale or duplicate event
-
-    def on_timer(self, now: float) -> list[SilentAction]:
-        deadline = self.next_deadline
-        if deadline is None or now < deadline:
-            return []
-        for _, pause, next_prompt in SCRIPT:
-            if self.state != pause:
-                continue
-            self.pauses_elapsed += 1
-            self.pause_started = None
-            if next_prompt is None:
-                self.state = "released"
-                return [Release()]
-            self.state = _STAGE_OF_PROMPT[next_prompt]
-            return [Play(next_prompt, self.state)]
-        return []
+    def _release(self) -> SilentAction:
+        return Release()
 
     def after_prompt(self, now: float, stage: str, *, digit: str | None = None, heard: bool = False,
                      reliable: bool = True) -> list[SilentAction]:
@@ -172,15 +133,13 @@ class SilentCall:
         if heard:
             return self.speech(now)
         deadline = self.next_deadline
-        if not reliable and self.state == SCRIPT[-1][1] and deadline is not None and now >= deadline:
+        if not reliable and self.state == self.SCRIPT[-1][1] and deadline is not None and now >= deadline:
             return self._respond("deaf")  # hearing failed during the script: speech may be missed
         return self.on_timer(now)
 
     def _respond(self, reason: str) -> list[SilentAction]:
-        if self.done:
-            return []
-        stage, self.state = self.state, "routed"
-        return [RouteToAgent(reason, stage)]
+        stage = self._leave("routed")
+        return [] if stage is None else [RouteToAgent(reason, stage)]
 
     def speech(self, now: float) -> list[SilentAction]:
         """Speech energy from the caller: leave the script."""
@@ -189,9 +148,3 @@ class SilentCall:
     def dtmf(self, now: float, digit: str = "") -> list[SilentAction]:
         """A DTMF digit from the caller: leave the script."""
         return self._respond("dtmf")
-
-    def hangup(self, now: float) -> list[SilentAction]:
-        """The caller hung up: the script ends, nothing more to do."""
-        if not self.done:
-            self.state = "hungup"
-        return []

@@ -5,12 +5,12 @@ Started by the agent (key or API) with a reason, ``faint`` or ``noisy``. From th
     ask ─finished→ pause1 (5 s) → ask-again ─finished→ pause2 (5 s)
         → goodbye (faint / noisy wording) ─finished→ pause3 (5 s) → released
 
-As in :mod:`ivr.rules.silent`, a pause starts only when its prompt has *finished*
-playing, so a late timer can only delay the script: the release is never sooner than 5 s
-after the goodbye prompt ended. Clear speech from the caller at any moment before the
-release returns the caller to the agent (:class:`ReturnToAgent`), and so does the agent
-taking the caller back (their key again, or the API); a hang-up ends the
-script with nothing more to do. What "clear" means on the audio is the I/O layer's
+As in :mod:`ivr.rules.silent` (the same walk: :class:`ivr.rules.script.PausedScript`), a
+pause starts only when its prompt has *finished* playing, so a late timer can only delay
+the script: the release is never sooner than 5 s after the goodbye prompt ended. Clear
+speech from the caller at any moment before the release returns the caller to the agent
+(:class:`ReturnToAgent`), and so does the agent taking the caller back (their key again,
+or the API); a hang-up ends the script with nothing more to do. What "clear" means on the audio is the I/O layer's
 measurement (:mod:`ivr.unclear.service`); this machine only hears that it happened.
 
 Every action carries its ``stage`` for ``UserEvent: IvrUnclearLine`` (``Stage``): ask,
@@ -26,6 +26,9 @@ next node) or a pause (pause1, pause2, pause3: it ends when it would have).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ivr.rules.script import PausedScript
+from ivr.rules.stage import MAX_SKEW, seconds_ago, stage_time
 
 REASONS = ("faint", "noisy")
 
@@ -57,16 +60,7 @@ class ReturnToAgent:
 
 UnclearAction = Say | Release | ReturnToAgent
 
-# (prompt playing, pause after it, next stage or None for the release)
-_SCRIPT: tuple[tuple[str, str, str | None], ...] = (
-    ("ask", "pause1", "ask-again"),
-    ("ask-again", "pause2", "goodbye"),
-    ("goodbye", "pause3", None),
-)
-TERMINAL = frozenset({"released", "returned", "hungup"})
 KEPT = ("ask", "pause1", "pause2", "pause3")  # the states written to IVR_STAGE
-MAX_STAGE_AGE = 3600.0  # s: an older stage is not this script's
-MAX_STAGE_SKEW = 5.0  # s a time may lie in the future (another node's clock)
 
 
 def unclear_stage(started: str, reason: str, state: str, since: float) -> str:
@@ -74,12 +68,6 @@ def unclear_stage(started: str, reason: str, state: str, since: float) -> str:
     if reason not in REASONS or state not in KEPT:
         raise ValueError(f"not an unclear-line stage: {reason!r} {state!r}")
     return f"unclear@{started}@{reason}@{state}@{since:.3f}"
-
-
-def _unix(text: str, what: str) -> float:
-    if not text or len(text) > 20 or text.count(".") > 1 or not text.replace(".", "").isdigit():
-        raise ValueError(f"IVR_STAGE: the unclear-line {what} must be seconds since 1970, got {text[:40]!r}")
-    return float(text)
 
 
 def parse_unclear_stage(text: str, now: float) -> tuple[str, str, str, float]:
@@ -96,14 +84,12 @@ def parse_unclear_stage(text: str, now: float) -> tuple[str, str, str, float]:
                          f"got {reason[:20]!r}")
     if state not in KEPT:
         raise ValueError(f"IVR_STAGE: the unclear-line state must be one of {', '.join(KEPT)}, got {state[:20]!r}")
-    start, since = _unix(started, "start"), _unix(since_text, "stage time")
-    if since < start - MAX_STAGE_SKEW:
+    start = stage_time(started, "the unclear-line start")
+    since = stage_time(since_text, "the unclear-line stage time")
+    if since < start - MAX_SKEW:
         raise ValueError("IVR_STAGE: the unclear-line stage began before the script did")
-    for at in (start, since):
-        if not -MAX_STAGE_SKEW <= now - at <= MAX_STAGE_AGE:
-            raise ValueError(f"IVR_STAGE: the unclear-line time is {now - at:.0f} s from now, not this "
-                             f"script's (at most {MAX_STAGE_AGE:.0f} s ago)")
-    return started, reason, state, max(now - since, 0.0)
+    seconds_ago(start, now, "the unclear-line start")
+    return started, reason, state, seconds_ago(since, now, "the unclear-line stage time")
 
 
 def prompt_of(stage: str, reason: str) -> str:
@@ -111,22 +97,26 @@ def prompt_of(stage: str, reason: str) -> str:
     return f"unclear_goodbye_{reason}" if stage == "goodbye" else "unclear_ask"
 
 
-class UnclearLine:
+class UnclearLine(PausedScript[UnclearAction]):
     """The unclear-line script of one caller.
 
     ``state``: idle, then ask, pause1, ask-again, pause2, goodbye, pause3 while it runs;
     released, returned, hungup (terminal).
     """
 
+    # (prompt playing, pause after it, next stage or None for the release)
+    SCRIPT = (
+        ("ask", "pause1", "ask-again"),
+        ("ask-again", "pause2", "goodbye"),
+        ("goodbye", "pause3", None),
+    )
+    TERMINAL = frozenset({"released", "returned", "hungup"})
+
     def __init__(self, reason: str, pause: float = 5.0) -> None:
         if reason not in REASONS:
             raise ValueError(f"reason must be one of {REASONS}, not {reason!r}")
-        if pause <= 0:
-            raise ValueError("pause must be positive")
-        self.reason, self.pause = reason, pause
-        self.state = "idle"
-        self.pause_started: float | None = None
-        self.prompt_ended: dict[str, float] = {}  # stage -> when its prompt finished
+        super().__init__(pause, "idle")
+        self.reason = reason
 
     @classmethod
     def resumed(cls, reason: str, pause: float, state: str, age: float, now: float) -> UnclearLine:
@@ -138,45 +128,16 @@ class UnclearLine:
             line.state, line.pause_started = state, now - max(age, 0.0)
         return line
 
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL
+    def _next(self, step: str) -> UnclearAction:
+        self.state = step
+        return Say(prompt_of(step, self.reason), step)
 
-    @property
-    def next_deadline(self) -> float | None:
-        if self.state.startswith("pause") and self.pause_started is not None:
-            return self.pause_started + self.pause
-        return None
-
-    def _say(self, stage: str) -> list[UnclearAction]:
-        self.state = stage
-        return [Say(prompt_of(stage, self.reason), stage)]
+    def _release(self) -> UnclearAction:
+        return Release()
 
     def start(self, now: float) -> list[UnclearAction]:
         """The caller has left the agent: ask them to speak up."""
-        return self._say("ask") if self.state == "idle" else []
-
-    def prompt_finished(self, now: float, stage: str | None = None) -> list[UnclearAction]:
-        """The prompt of ``stage`` (default: the current one) has played to its end."""
-        for playing, pause, _ in _SCRIPT:
-            if self.state == playing and stage in (None, playing):
-                self.state, self.pause_started = pause, now
-                self.prompt_ended[playing] = now
-                return []
-        return []  # stale or duplicate
-
-    def on_timer(self, now: float) -> list[UnclearAction]:
-        deadline = self.next_deadline
-        if deadline is None or now < deadline:
-            return []
-        for _, pause, following in _SCRIPT:
-            if self.state == pause:
-                self.pause_started = None
-                if following is None:
-                    self.state = "released"
-                    return [Release()]
-                return self._say(following)
-        return []
+        return [self._next("ask")] if self.state == "idle" else []
 
     def clear_speech(self, now: float) -> list[UnclearAction]:
         """The caller spoke clearly: back to the agent, whatever the stage."""
@@ -187,12 +148,5 @@ class UnclearLine:
         return self._return("agent")
 
     def _return(self, by: str) -> list[UnclearAction]:
-        if self.done:
-            return []
-        during, self.state = self.state, "returned"
-        return [ReturnToAgent(during, by)]
-
-    def hangup(self, now: float) -> list[UnclearAction]:
-        if not self.done:
-            self.state = "hungup"
-        return []
+        during = self._leave("returned")
+        return [] if during is None else [ReturnToAgent(during, by)]
