@@ -16,7 +16,7 @@ leave keepers out.
 What every such feature is made of, once: :class:`AwaySettings` (the prompts' language and
 prefix, the agents by device: the base of ``HoldSettings`` and ``UnclearSettings``) and
 :class:`AwaySession` (one caller taken aside: the base of ``HoldSession`` and
-``UnclearSession``).
+``UnclearSession``), and :func:`publish` (its events on the bus).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ivr.agi.channel import AgiChannel
 from ivr.ami.channels import Channel, ChannelTracker, device_key
 from ivr.ami.confirm import hang_up_confirmed
 from ivr.ami.link import AmiLink
+from ivr.events import EventBus
 from ivr.sections import AgentConfig, PromptsConfig, SwitchConfig, agents_by_device
 
 log = structlog.get_logger("ivr.away")
@@ -81,6 +82,19 @@ class AwaySession:
     @property
     def call_id(self) -> str:
         return self.caller.linkedid or self.caller.uniqueid
+
+
+def publish(bus: EventBus | None, s: AwaySession, kind: str, key: str = "", **data: Any) -> None:
+    """An event of a caller aside on the bus, naming the caller and the agent. ``key``: the
+    action was sent under that :mod:`ivr.once` key, and is recorded once under it."""
+    if bus is None:
+        return
+    data = {"caller": s.caller.name, "uniqueid": s.caller.uniqueid, "agent": s.agent_name,
+            "agent_channel": s.agent.name, **data}
+    if key:
+        bus.keyed(kind, s.call_id, key, **data)
+    else:
+        bus.emit(kind, s.call_id, **data)
 
 
 async def taken_over(tracker: ChannelTracker, call: AgiChannel, *, parse: Callable[[str], T], prefix: str,

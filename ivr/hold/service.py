@@ -55,7 +55,6 @@ returns the caller to the agent.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +68,7 @@ from ivr.ami.away import (
     EventWaiters,
     caller_of,
     hang_up,
+    publish,
     rejoined,
     step_out,
 )
@@ -102,6 +102,7 @@ from ivr.rules.hold import (
     TakeMessage,
     ThankCaller,
 )
+from ivr.tasks import TaskSet
 from ivr.timers import TimerService
 
 __all__ = ["HoldError", "HoldService", "HoldSession", "HoldSettings", "NoSuchCall", "NotHeld"]
@@ -139,7 +140,7 @@ class HoldService(HeldCaller):
         self.store = HoldStore(settings.messages_dir)
         self.sessions: dict[str, HoldSession] = {}  # caller Uniqueid -> session
         self._waiters = EventWaiters()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("hold.task_failed")
 
     # -- wiring ---------------------------------------------------------------------
     def attach(self) -> None:
@@ -161,9 +162,7 @@ class HoldService(HeldCaller):
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             self.timers.remove(session.key)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     # -- the API --------------------------------------------------------------------
     async def hold(self, call_id: str) -> dict[str, Any]:
@@ -417,15 +416,10 @@ class HoldService(HeldCaller):
             log.warning("hold.user_event_failed", state=state, error=str(exc))
 
     def _emit(self, s: HoldSession, kind: str, key: str = "", **data: Any) -> None:
-        if self.bus is not None:  # key: sent under that once key, recorded once under it
-            data = {"caller": s.caller.name, "uniqueid": s.caller.uniqueid, "agent": s.agent_name,
-                    "agent_channel": s.agent.name, **data}
-            _ = self.bus.keyed(kind, s.call_id, key, **data) if key else self.bus.emit(kind, s.call_id, **data)
+        publish(self.bus, s, kind, key, **data)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def _hang_up_keeper(self, s: HoldSession) -> None:
         await hang_up(self.conn, s.keeper_name, s.keeper)

@@ -44,6 +44,7 @@ from ivr.ami.away import (
     bridge_others,
     caller_of,
     hang_up,
+    publish,
     rejoined,
     step_out,
     taken_over,
@@ -65,6 +66,7 @@ from ivr.rules.unclear import (
     parse_unclear_stage,
     unclear_stage,
 )
+from ivr.tasks import TaskSet
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.unclear.session import (
     AGENT_VARIABLE,
@@ -101,7 +103,7 @@ class UnclearService:
         self.sessions: dict[str, UnclearSession] = {}  # caller Uniqueid -> session
         self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key seen as a standby
         self._waiters = EventWaiters()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("unclear.task_failed")
 
     # -- wiring ---------------------------------------------------------------------
     def attach(self) -> None:
@@ -117,9 +119,7 @@ class UnclearService:
         return {"unclear": self.agi_unclear}
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     # -- the API --------------------------------------------------------------------
     async def start(self, call_id: str, reason: str, via: str = "api") -> dict[str, Any]:
@@ -420,10 +420,7 @@ class UnclearService:
             log.warning("unclear.user_event_failed", stage=stage, error=str(exc))
 
     def _emit(self, s: UnclearSession, kind: str, key: str = "", **data: Any) -> None:
-        if self.bus is not None:  # key: sent under that once key, recorded once under it
-            data = {"caller": s.caller.name, "uniqueid": s.caller.uniqueid, "agent": s.agent_name,
-                    "agent_channel": s.agent.name, **data}
-            _ = self.bus.keyed(kind, s.call_id, key, **data) if key else self.bus.emit(kind, s.call_id, **data)
+        publish(self.bus, s, kind, key, **data)
 
     def _end(self, s: UnclearSession, outcome: str) -> None:
         if s.ended:
@@ -434,9 +431,7 @@ class UnclearService:
             self.metrics.outcomes.labels(outcome, s.reason).inc()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
 
 def _ts(event: Any) -> float | None:
