@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,14 @@ def configured_agent_leg(dials: Iterable[str]) -> AgentLegCheck:
         return bool(channel) and device_key(channel) in devices
 
     return check
+
+
+def from_agent_leg(event: Mapping[str, Any], agent_leg: AgentLegCheck) -> bool:
+    """Whether an agent key's ``UserEvent`` came from an agent's leg: it names a channel
+    that is not the call's first (the caller's, whose Uniqueid is the Linkedid) and that
+    ``agent_leg`` knows. The hold, unclear-line and transfer keys refuse any other."""
+    uid = str(event.get("Uniqueid", ""))
+    return bool(uid) and uid != event.get("Linkedid") and agent_leg(uid, str(event.get("Channel", "")))
 
 
 @dataclass

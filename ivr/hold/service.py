@@ -66,13 +66,14 @@ from ivr.agi.wake import wake
 from ivr.ami.away import (
     KEEPER_PREFIX,
     EventWaiters,
+    bridge_others,
     caller_of,
     hang_up,
     publish,
     rejoined,
     step_out,
 )
-from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg
+from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, configured_agent_leg, from_agent_leg
 from ivr.ami.confirm import really_gone
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
@@ -201,12 +202,8 @@ class HoldService(HeldCaller):
         self._caller_of(call_id)  # NoSuchCall if the call does not exist at all
         raise NotHeld(f"call {call_id} is not on hold", call_id=call_id)
 
-    def _members(self, bridge: str) -> list[Channel]:
-        return [c for c in self.tracker.channels.values()
-                if bridge and c.bridge == bridge and not c.uniqueid.startswith(KEEPER_PREFIX)]
-
     def _peer(self, ch: Channel) -> Channel:
-        others = [c for c in self._members(ch.bridge) if c.uniqueid != ch.uniqueid]
+        others = bridge_others(self.tracker, ch)
         if len(others) != 1:
             raise HoldError(f"{ch.name} is not in a two-party call (bridge has {len(others) + 1})",
                             channel=ch.name)
@@ -269,7 +266,7 @@ class HoldService(HeldCaller):
             agent = self.tracker.get(agent_uid)
             if agent is None or self.wall() - at > PENDING_MAX:
                 self.pending.pop(agent_uid, None)
-            elif bridge and agent.bridge == bridge and any(c.uniqueid != agent_uid for c in self._members(bridge)):
+            elif bridge and agent.bridge == bridge and bridge_others(self.tracker, agent):
                 self.pending.pop(agent_uid, None)  # the caller joined a held agent: R4 starts now
                 log.info("hold.pending_started", agent=agent.name, via=via, waited=round(self.wall() - at, 3))
                 self._spawn(self._hold_quietly(agent, via))
@@ -292,7 +289,7 @@ class HoldService(HeldCaller):
         if event.get("UserEvent") != "IvrHoldKey":
             return
         uid = event.get("Uniqueid", "")
-        if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, event.get("Channel", "")):
+        if not from_agent_leg(event, self.agent_leg):
             # Not an agent's leg (a caller's channel never has the key armed: if one sends
             # it, the switch is misconfigured or the event is forged). Only an agent holds.
             log.warning("hold.key_refused", uniqueid=uid, channel=event.get("Channel", ""),
@@ -320,7 +317,7 @@ class HoldService(HeldCaller):
             if via == "feature":
                 self._standby_key(agent.uniqueid)
             return
-        if not [c for c in self._members(agent.bridge) if c.uniqueid != agent.uniqueid]:
+        if not bridge_others(self.tracker, agent):
             # Held (or the key pressed) while the caller still hears the agent's number, before
             # the two are bridged: the hold starts when the caller joins (unless resumed first).
             self.pending[agent.uniqueid] = (via, self.wall())

@@ -42,7 +42,7 @@ from typing import Any
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiHangup
-from ivr.ami.channels import AgentLegCheck, configured_agent_leg
+from ivr.ami.channels import AgentLegCheck, configured_agent_leg, from_agent_leg
 from ivr.ami.confirm import hang_up_confirmed, really_gone
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
@@ -345,7 +345,7 @@ class TransferService:
         if kind == "UserEvent":
             if event.get("UserEvent") == "IvrTransferRequest":
                 uid, channel = event.get("Uniqueid", ""), event.get("Channel", "")
-                if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, channel):
+                if not from_agent_leg(event, self.agent_leg):
                     # Not an agent's leg: the switch arms *2 on agent legs only, so this is a
                     # misconfigured switch or a forged event. Never start a transfer for it.
                     log.warning("transfer.request_refused_not_agent", uniqueid=uid, channel=channel,

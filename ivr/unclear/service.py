@@ -49,7 +49,7 @@ from ivr.ami.away import (
     step_out,
     taken_over,
 )
-from ivr.ami.channels import Channel, ChannelTracker
+from ivr.ami.channels import Channel, ChannelTracker, from_agent_leg
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
 from ivr.ami.talk import TalkLog
@@ -206,7 +206,7 @@ class UnclearService:
             return
         uid, channel = str(event.get("Uniqueid", "")), str(event.get("Channel", ""))
         reason = str(event.get("Reason", ""))
-        if not uid or uid == event.get("Linkedid") or not self.agent_leg(uid, channel):
+        if not from_agent_leg(event, self.agent_leg):
             # Only an agent starts the script; the key is armed on agent legs only, so this
             # is a caller keying the code (or a forged event): nothing happens.
             log.warning("unclear.key_refused", uniqueid=uid, channel=channel)
