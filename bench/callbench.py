@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BASELINE_QUEUE, ROOT, proc_cpu_seconds, proc_rss_kb
+from common import BASELINE_QUEUE, ROOT, proc_cpu_seconds, proc_rss_kb, summary_ms
 
 PAUSE = 5.0
 INTERVAL, CHOICES_AT, HOLD_FOR = 30.0, 60.0, 65.0
@@ -133,6 +133,21 @@ def baseline_errors(events: list[dict[str, Any]], interval: float = INTERVAL,
             first.append(announcements[0] - joins[base] - interval)
         spacing += [b - a - interval for a, b in itertools.pairwise(announcements)]
     return {"first": first, "spacing": spacing}
+
+
+def call_figures(agi: dict[str, list[dict[str, Any]]], pauses: list[float], hold: dict[str, list[float]],
+                 base: dict[str, list[float]]) -> dict[str, Any]:
+    """The figures both call benchmarks report, from the AGI commands by channel and the
+    pause, hold (:func:`hold_errors`) and app_queue (:func:`baseline_errors`) errors."""
+    rtt, turn = agi_latency(agi)
+    return {
+        "pause_error": summary_ms(pauses),
+        "reminder_error": summary_ms(hold["reminder"] + hold["choices"]),
+        "reminder_only": summary_ms(hold["reminder"]), "choices_only": summary_ms(hold["choices"]),
+        "baseline_error": summary_ms(base["first"] + base["spacing"]),
+        "agi_round_trip": summary_ms(rtt), "agi_turnaround": summary_ms(turn),
+        "agi_commands": sum(1 for evs in agi.values() for e in evs if e["Event"] == "AGIExecStart"),
+    }
 
 
 # -- the run --------------------------------------------------------------------------

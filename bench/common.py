@@ -116,6 +116,11 @@ def summary_ms(errors_s: Iterable[float]) -> dict[str, Any]:
             "max_ms": round(max(values), 2), "min_ms": round(min(values), 2)}
 
 
+def spread(summary: dict[str, Any], *keys: str) -> str:
+    """A table cell of a :func:`summary_ms`: its ``keys`` (p50, p99, max unless given) joined by "/"."""
+    return "/".join(str(summary.get(k)) for k in keys or ("p50_ms", "p99_ms", "max_ms"))
+
+
 def abs_summary_ms(errors_s: Iterable[float]) -> dict[str, Any]:
     """Like :func:`summary_ms` on the absolute errors (|late or early|)."""
     return summary_ms(abs(e) for e in errors_s)

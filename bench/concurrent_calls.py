@@ -66,8 +66,8 @@ from callbench import (
     _ts,
     add_baseline_dialplan,
     agi_by_channel,
-    agi_latency,
     baseline_errors,
+    call_figures,
     controller_log_figures,
     hold_errors,
     pause_errors,
@@ -79,6 +79,7 @@ from callbench import (
 from common import (
     ROOT,
     add_transmit_silence_option,
+    spread,
     start_switch,
     stop_switch,
     summary_ms,
@@ -121,22 +122,14 @@ def speech_latency(events: list[dict[str, Any]], agi: dict[str, list[dict[str, A
 
 def analyse(events: list[dict[str, Any]]) -> dict[str, Any]:
     agi = agi_by_channel(events)
-    rtt, turn = agi_latency(agi)
-    hold = hold_errors(events, agi)
     base = baseline_errors(events)
-    pauses = pause_errors(agi)
     speech = speech_latency(events, agi)
     return {
-        "pause_error": summary_ms(pauses),
-        "reminder_error": summary_ms(hold["reminder"] + hold["choices"]),
-        "reminder_only": summary_ms(hold["reminder"]), "choices_only": summary_ms(hold["choices"]),
-        "baseline_error": summary_ms(base["first"] + base["spacing"]),
+        **call_figures(agi, pause_errors(agi), hold_errors(events, agi), base),
         "baseline_first": summary_ms(base["first"]), "baseline_spacing": summary_ms(base["spacing"]),
-        "agi_round_trip": summary_ms(rtt), "agi_turnaround": summary_ms(turn),
         "speech_wake": summary_ms(speech["wake"]), "speech_hand_on": summary_ms(speech["hand_on"]),
         "silent_calls": sum(1 for c, evs in agi.items() if "@bench-silent-" in c),
         "speaking_calls": sum(1 for c in agi if "@bench-speaks-" in c),
-        "agi_commands": sum(1 for evs in agi.values() for e in evs if e["Event"] == "AGIExecStart"),
     }
 
 
@@ -294,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         c = r["controller"]
         rows.append([
             r["n"], r["calls_placed"], r["held_calls"],
-            f'{r["pause_error"]["p50_ms"]}/{r["pause_error"]["p99_ms"]}/{r["pause_error"]["max_ms"]}',
-            f'{r["reminder_error"]["p50_ms"]}/{r["reminder_error"]["p99_ms"]}/{r["reminder_error"]["max_ms"]}',
-            f'{r["baseline_error"]["p50_ms"]}/{r["baseline_error"]["p99_ms"]}/{r["baseline_error"]["max_ms"]}',
-            f'{r["agi_round_trip"]["p50_ms"]}/{r["agi_round_trip"]["p99_ms"]}', r["agi_commands_per_s"],
-            f'{r["speech_hand_on"]["p50_ms"]}/{r["speech_hand_on"]["p99_ms"]}/{r["speech_hand_on"]["max_ms"]}',
+            spread(r["pause_error"]),
+            spread(r["reminder_error"]),
+            spread(r["baseline_error"]),
+            spread(r["agi_round_trip"], "p50_ms", "p99_ms"), r["agi_commands_per_s"],
+            spread(r["speech_hand_on"]),
             c["cpu_pct_avg"], c["cpu_ms_per_call"], c["rss_kb_per_concurrent_call"], r["asterisk_cpu_pct_avg"],
         ])
     print(table(["N", "calls (silent+speaking)", "held", "pause err ms p50/p99/max", "reminder err ms p50/p99/max",

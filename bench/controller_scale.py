@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import proc_cpu_seconds, proc_rss_kb, summary_ms, table, write_results
+from common import proc_cpu_seconds, proc_rss_kb, spread, summary_ms, table, write_results
 
 
 @dataclass(frozen=True)
@@ -337,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["flows", "silent calls", "pause err ms p50/p99/max", "hold err ms p50/p99/max",
                  "AGI turnaround ms p50/p99", "ctl CPU % avg/max", "RSS kB/flow", "RSS peak MB"], [[
         f'{p.calls}+{p.holds}', r["silent_calls"],
-        f'{r["pause_error"]["p50_ms"]}/{r["pause_error"]["p99_ms"]}/{r["pause_error"]["max_ms"]}',
-        f'{r["hold_error"]["p50_ms"]}/{r["hold_error"]["p99_ms"]}/{r["hold_error"]["max_ms"]}',
-        f'{r["agi_turnaround"]["p50_ms"]}/{r["agi_turnaround"]["p99_ms"]}',
+        spread(r["pause_error"]),
+        spread(r["hold_error"]),
+        spread(r["agi_turnaround"], "p50_ms", "p99_ms"),
         f'{c["cpu_pct_avg"]}/{c["cpu_pct_max_1s"]}', c["rss_kb_per_flow"], c["rss_peak_mb"]]]))
     if r["failures"]:
         print("failures:", r["failures"])

@@ -51,9 +51,9 @@ from callbench import (
     Usage,
     add_baseline_dialplan,
     agi_by_channel,
-    agi_latency,
     agi_refused,
     baseline_errors,
+    call_figures,
     controller_log_figures,
     hold_errors,
     pause_errors,
@@ -62,7 +62,7 @@ from callbench import (
     stop_controller,
     wait_healthy,
 )
-from common import start_switch, stop_switch, summary_ms, table, write_results
+from common import spread, start_switch, stop_switch, table, write_results
 
 BENCH = Path(__file__).resolve().parent
 SCENARIO = BENCH / "sipp" / "silent_caller.xml"
@@ -77,29 +77,21 @@ SIPP_MEDIA = {"silent": 41000, "held": 46000, "agents": 52000}  # each SIPp's ow
 
 def analyse_sip(events: list[dict[str, Any]], timing: HoldTiming = SHIPPED_HOLD) -> dict[str, Any]:
     agi = agi_by_channel(events)
-    rtt, turn = agi_latency(agi)
-    hold = hold_errors(events, agi, timing.interval, timing.choices_at)
-    base = baseline_errors(events)
-    pauses = pause_errors(agi, marker=SIP_CHANNEL)
     released = [e for e in events if e.get("Event") == "Hangup" and e.get("Channel", "").startswith(SIP_CHANNEL)
                 and e.get("CallerIDNum", SILENT_FROM).startswith(SILENT_FROM)]
     held = {e.get("Uniqueid") for e in events if e.get("Event") == "UserEvent" and e.get("UserEvent") == "IvrHold"
             and e.get("State") == "start" and e.get("Channel", SIP_CHANNEL).startswith(SIP_CHANNEL)}
     resumed = {e.get("Uniqueid") for e in events if e.get("Event") == "UserEvent"
                and e.get("UserEvent") == "IvrHold" and e.get("State") == "resume"} & held
+    hold = hold_errors(events, agi, timing.interval, timing.choices_at)
     return {
-        "pause_error": summary_ms(pauses),
-        "reminder_error": summary_ms(hold["reminder"] + hold["choices"]),
-        "reminder_only": summary_ms(hold["reminder"]), "choices_only": summary_ms(hold["choices"]),
-        "baseline_error": summary_ms(base["first"] + base["spacing"]),
-        "agi_round_trip": summary_ms(rtt), "agi_turnaround": summary_ms(turn),
+        **call_figures(agi, pause_errors(agi, marker=SIP_CHANNEL), hold, baseline_errors(events)),
         "sip_calls_ended": len(released),
         "sip_calls_released_by_controller": sum(1 for e in released if e.get("Cause") == "16"),
         "sip_calls_with_three_pauses": sum(
             1 for c, evs in agi.items() if c.startswith(SIP_CHANNEL)
             and sum(1 for e in evs if "IvrSilentCall" in e.get("Command", "")) >= 3),
         "sip_holds_started": len(held), "sip_holds_resumed": len(resumed),
-        "agi_commands": sum(1 for evs in agi.values() for e in evs if e["Event"] == "AGIExecStart"),
     }
 
 
@@ -260,14 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         stop_switch(sw)
     rows = []
     for r in runs:
-        pe, re_, be = r["pause_error"], r["reminder_error"], r["baseline_error"]
         rows.append([
             r["n"], f'{r["sip_calls_with_three_pauses"]}/{r["sip_calls_planned"]}',
             f'{r["sip_holds_resumed"]}/{r["held_calls"]}',
-            f'{pe.get("p50_ms")}/{pe.get("p99_ms")}/{pe.get("max_ms")}',
-            f'{re_.get("p50_ms")}/{re_.get("p99_ms")}/{re_.get("max_ms")}',
-            f'{be.get("p50_ms")}/{be.get("p99_ms")}/{be.get("max_ms")}',
-            f'{r["agi_round_trip"].get("p50_ms")}/{r["agi_round_trip"].get("p99_ms")}',
+            spread(r["pause_error"]), spread(r["reminder_error"]), spread(r["baseline_error"]),
+            spread(r["agi_round_trip"], "p50_ms", "p99_ms"),
             r["controller_cpu_pct_avg"], r["asterisk_cpu_pct_avg"], r["sipp_cpu_pct_avg"],
             r["controller_share_of_asterisk_pct"], "yes" if r["meets_target"] else "no",
         ])
