@@ -86,17 +86,20 @@ async def connected_once(ami: AmiRecorder, uid: str, cb_id: str, number: str, ag
 
 async def test_a_restart_mid_announcement_is_announced_again_by_the_next_controller(
         ami: AmiRecorder, make_controller: Any) -> None:
-    """Stopped 0.2 s into the announcement; a second controller started: it replays the
-    announcement (stage agent-resumed), the agent presses 1, the customer is dialled once,
-    greeted and bridged; one call to the agent, one ``connected``, written once."""
+    """Stopped 0.2 s into the announcement; a second controller started, whose look at the
+    queue is 30 s away: the agent's session asked again adopts the attempt there and then,
+    and the announcement is replayed (stage agent-resumed); the agent presses 1, the
+    customer is dialled once, greeted and bridged; one call to the agent, one
+    ``connected``, written once."""
     number, agent = "13900000017", "2017"
     await setup(ami, {agent: LISTENS}, {number: live(agent)})
     ctl = await make_controller(config([agent]))
     await queue_of(ctl)
     since, uid = await answered_and_announced(ami, ctl, number, "cb-resume")
     await ctl.stop(grace=0.2)  # mid-announcement: its FastAGI session is cut, no verdict
-    ctl2 = await make_controller(config([agent]))
+    ctl2 = await make_controller(config([agent]).replace("poll = 0.3", "poll = 30"))
     again = (await ami.wait_for(announced(uid), timeout=15, count=2, since=since))[-1]
+    assert ctl2.callbacks.ticks == 0 and list(ctl2.callbacks.attempts) == [uid], "adopted on the agent's session"
     first = ami.find(announced(uid), since)[0]
     print(f"\nannouncement replayed {ts(again) - ts(first):.3f} s after it began on the stopped controller")
     await press_1(ami, uid, since)
