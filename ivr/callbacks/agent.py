@@ -64,7 +64,8 @@ class AgentSession:
             log.info("callbacks.agent_not_now", uniqueid=uid, reason=str(exc))
             return
         if att is None or att.done.done() or att.accepted:
-            log.warning("callbacks.unknown_agent_leg", uniqueid=uid, reason="no such attempt under way")
+            log.warning("callbacks.unknown_agent_leg", uniqueid=uid,
+                        reason="no such attempt under way" if att is None else "the attempt has its verdict")
             await _verdict(call, "refused")
             return
         try:

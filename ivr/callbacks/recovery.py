@@ -32,7 +32,7 @@ log = structlog.get_logger("ivr.callbacks")
 
 
 class NotNow(Exception):  # a verdict, not an error: the dialplan asks again
-    """The attempt cannot be looked up now (no database, or this node does not lead)."""
+    """The attempt cannot be looked up now (no database, not the leader, AMI down)."""
 
 
 async def resolve_in_flight(service: Any, store: CallbackQueueStore, now: float) -> tuple[int, int]:

@@ -23,7 +23,8 @@ and has a free agent (no channel of the agent's device on the switch). Then, age
 Every stage goes out as ``UserEvent: IvrCallback`` (``Stage``, ``CallbackId``,
 ``Attempt``, ``Agent``, ``Number``) and as a ``callback.stage`` event on the bus (kept in
 the original call's event log). A restart loses nothing: the store is durable and an
-attempt a previous controller left ``dialling`` is reopened (not the customer's fault).
+attempt a previous controller left ``dialling`` is adopted if its agent leg is still on the
+switch, else reopened (not the customer's fault): :mod:`ivr.callbacks.recovery`.
 """
 
 from __future__ import annotations
