@@ -9,9 +9,10 @@ and has a free agent (no channel of the agent's device on the switch). Then, age
 
 * the agent's device is originated (``ChannelId`` chosen here) into
   ``[ivr-callback-agent]``: an ordinary ringing leg that the ring monitor alarms on;
-* on answer, the FastAGI route ``callback-agent`` tells the agent who is called back
-  (number, time of the original call, the agent who held them) and waits for 1 (accept)
-  or 2 (decline);
+* on answer, the FastAGI route ``callback-agent`` (:mod:`ivr.callbacks.agent`) tells the
+  agent who is called back (number, time of the original call, the agent who held them)
+  and waits for 1 (accept) or 2 (decline); a session cut without a verdict (the
+  controller died) is asked again by the dialplan and served by the node leading then;
 * accepted: the dialplan dials ``Local/<number>@ivr-callback-number``; on answer, before
   the bridge, the route ``callback-customer`` plays the greeting with the agent's number
   and hears the customer (:mod:`ivr.callbacks.live`): a key, or a short greeting then a
@@ -22,7 +23,8 @@ and has a free agent (no channel of the agent's device on the switch). Then, age
 Every stage goes out as ``UserEvent: IvrCallback`` (``Stage``, ``CallbackId``,
 ``Attempt``, ``Agent``, ``Number``) and as a ``callback.stage`` event on the bus (kept in
 the original call's event log). A restart loses nothing: the store is durable and an
-attempt a previous controller left ``dialling`` is reopened (not the customer's fault).
+attempt a previous controller left ``dialling`` is adopted if its agent leg is still on the
+switch, else reopened (not the customer's fault): :mod:`ivr.callbacks.recovery`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
 from ivr.ami.queues import queue_members
+from ivr.callbacks.agent import AgentSession
 from ivr.callbacks.live import LiveListener, LiveWatch
 from ivr.callbacks.metrics import CallbackMetrics
 from ivr.callbacks.model import (
@@ -76,8 +79,7 @@ from ivr.tasks import TaskSet
 
 log = structlog.get_logger("ivr.callbacks")
 
-class CallbackService(CallbackOperations):
-    AGENT_ROUTE = "callback-agent"
+class CallbackService(AgentSession, CallbackOperations):
     CUSTOMER_ROUTE = "callback-customer"
 
     def __init__(self, ami: AmiLink, channels: ChannelTracker, settings: CallbackSettings, *,
@@ -98,6 +100,7 @@ class CallbackService(CallbackOperations):
         self._prefix = f"ivrcb{uuid.uuid4().hex[:10]}"  # ChannelIds unique across restarts and nodes
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet("callbacks.task_failed")
+        self.adopting = asyncio.Lock()  # one adoption at a time (ivr.callbacks.recovery)
         self.ticks = 0  # looks at the queue so far (a test waits for some to pass)
         self.live = LiveListener(settings.live, settings.live_threshold)
 
@@ -320,45 +323,6 @@ class CallbackService(CallbackOperations):
             att = self.attempts.get(event.get("Uniqueid", ""))
             if att is not None:
                 att.resolve("agent-declined" if att.agi else "agent-no-answer")
-
-    # -- the agent's FastAGI session ---------------------------------------------------
-    def announcement(self, att: Attempt) -> list[str]:
-        t = self.local(att.callback.requested_at)
-        prompts = ["callback_announce", *digits_prompts(att.number),
-                   "callback_announce_time", *digits_prompts(f"{t.hour:02d}{t.minute:02d}")]
-        if att.callback.held_by.isdigit():
-            prompts += ["callback_announce_agent", *digits_prompts(att.callback.held_by)]
-        return [*prompts, "callback_announce_menu"]
-
-    async def agent_agi(self, call: AgiChannel) -> None:
-        """FastAGI route ``callback-agent``: who is called back and why; 1 accepts."""
-        uid = call.headers.get("agi_arg_1", "")
-        att = self.attempts.get(uid)
-        if att is None or call.uniqueid != uid:
-            log.warning("callbacks.unknown_agent_leg", uniqueid=call.uniqueid, arg=uid)
-            return  # the dialplan hangs this leg up
-        att.agi = True
-        await self._stage(att, "agent-answered")
-        digit: str | None = None
-        try:
-            for prompt in self.announcement(att):
-                digit = await call.stream_file(f"{self.settings.sounds}/{prompt}", "12")
-                if digit:
-                    break
-            if not digit:
-                digit = await call.wait_for_digit(int(self.settings.agent_confirm * 1000))
-            if digit != "1":
-                att.resolve("agent-declined")
-                return
-            await call.set_variable("IVR_CB_NUMBER", att.number)
-            await call.set_variable("IVR_CB_RING", str(int(self.settings.customer_ring)))
-            await call.set_variable("IVR_CB_RESULT", "accepted")
-            att.accepted = True
-        except (AgiHangup, AgiError):
-            att.resolve("agent-declined")
-            return
-        await self._stage(att, "agent-accepted")
-        await self._stage(att, "customer-dialling")
 
     # -- the customer's FastAGI session (before the bridge) ---------------------------------
     def greeting(self, att: Attempt) -> list[str]:

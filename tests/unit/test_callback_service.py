@@ -84,7 +84,8 @@ async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:
     agent.press("1")
     await service.agent_agi(agent)
     assert agent.played()[0] == "callback_announce" and "callback_announce_menu" not in agent.played()[:1]
-    assert agent.variables == {"IVR_CB_NUMBER": "13900000001", "IVR_CB_RING": "40", "IVR_CB_RESULT": "accepted"}
+    assert agent.variables == {"IVR_CB_ANNOUNCED": "1", "IVR_CB_NUMBER": "13900000001", "IVR_CB_RING": "40",
+                               "IVR_CB_RESULT": "accepted"}
     customer = fake_agi("9.9", att.uid)
     # during the greeting: not heard (STREAM FILE without escape digits)
     customer.on_play["agent_intro"] = lambda: customer.press("7")
@@ -127,6 +128,7 @@ async def test_agent_declines_or_does_not_answer_keeps_the_customers_attempts(wo
     agent = fake_agi(att.uid, att.uid)
     agent.press("2")
     await service.agent_agi(agent)
+    assert agent.variables["IVR_CB_RESULT"] == "declined", "a verdict: the dialplan does not ask again"
     await settled(service)
     row = await store.queue.get("cb-1")
     assert (row["status"], row["attempts"], row["next_attempt"]) == ("open", 0, NOON + 30)

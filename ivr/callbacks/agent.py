@@ -1,0 +1,102 @@
+"""The agent's FastAGI session of a call-back (route ``callback-agent``; a part of
+:class:`~ivr.callbacks.service.CallbackService`, its base class, kept apart so it reads on
+its own): who is called back and why, then the agent's key.
+
+The verdict is ``IVR_CB_RESULT`` on the agent's channel: ``accepted`` (the dialplan dials
+the customer), ``declined`` (a 2, another key or none) or ``refused`` (no such attempt
+under way: a hostile or stale ``IVR_CB_ID``). An empty one means the session was cut
+without a verdict (the controller stopped or died mid-announcement, or could not look the
+attempt up yet): ``[ivr-callback-agent]`` asks again, a few times a second apart, and the
+node that leads by then answers. If it is not running the attempt, it adopts it on the spot
+(:func:`~ivr.callbacks.recovery.adopt_for_session`: the store has it under way on this very
+leg) and plays the announcement again (stage ``agent-resumed``; ``IVR_CB_ANNOUNCED`` on the
+channel says a controller began it before). The customer is dialled only by that one
+dialplan, after an ``accepted``: never twice for one attempt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.callbacks.model import Attempt, CallbackSettings
+from ivr.callbacks.recovery import NotNow, adopt_for_session
+from ivr.catalog import digits_prompts
+
+log = structlog.get_logger("ivr.callbacks")
+
+# The agent leg's ChannelId as the service makes it (``ivrcb<hex>-<n>``); anything else in
+# the route's argument (a channel variable: hostile) is refused before it reaches the store.
+LEG_ID = re.compile(r"ivrcb[0-9a-f]{1,32}-[0-9]{1,12}")
+
+
+class AgentSession:
+    AGENT_ROUTE = "callback-agent"
+    # Provided by CallbackService.
+    settings: CallbackSettings
+    attempts: dict[str, Attempt]
+    local: Callable[[float], datetime]
+    _stage: Callable[..., Any]
+
+    def announcement(self, att: Attempt) -> list[str]:
+        t = self.local(att.callback.requested_at)
+        prompts = ["callback_announce", *digits_prompts(att.number),
+                   "callback_announce_time", *digits_prompts(f"{t.hour:02d}{t.minute:02d}")]
+        if att.callback.held_by.isdigit():
+            prompts += ["callback_announce_agent", *digits_prompts(att.callback.held_by)]
+        return [*prompts, "callback_announce_menu"]
+
+    async def agent_agi(self, call: AgiChannel) -> None:
+        """FastAGI route ``callback-agent``: who is called back and why; 1 accepts."""
+        uid = call.headers.get("agi_arg_1", "")
+        if not LEG_ID.fullmatch(uid) or call.uniqueid != uid:
+            log.warning("callbacks.unknown_agent_leg", uniqueid=call.uniqueid, arg=uid[:80])
+            await _verdict(call, "refused")
+            return
+        try:
+            att = self.attempts.get(uid) or await adopt_for_session(self, uid)
+        except NotNow as exc:  # no verdict: the dialplan asks again in a second
+            log.info("callbacks.agent_not_now", uniqueid=uid, reason=str(exc))
+            return
+        if att is None or att.done.done() or att.accepted:
+            log.warning("callbacks.unknown_agent_leg", uniqueid=uid,
+                        reason="no such attempt under way" if att is None else "the attempt has its verdict")
+            await _verdict(call, "refused")
+            return
+        try:
+            resumed = await call.get_variable("IVR_CB_ANNOUNCED") == "1"
+            await call.set_variable("IVR_CB_ANNOUNCED", "1")
+            att.agi = True
+            await self._stage(att, "agent-resumed" if resumed else "agent-answered")
+            digit: str | None = None
+            for prompt in self.announcement(att):
+                digit = await call.stream_file(f"{self.settings.sounds}/{prompt}", "12")
+                if digit:
+                    break
+            if not digit:
+                digit = await call.wait_for_digit(int(self.settings.agent_confirm * 1000))
+            if digit != "1":
+                att.resolve("agent-declined")
+                await call.set_variable("IVR_CB_RESULT", "declined")
+                return
+            await call.set_variable("IVR_CB_NUMBER", att.number)
+            await call.set_variable("IVR_CB_RING", str(int(self.settings.customer_ring)))
+            await call.set_variable("IVR_CB_RESULT", "accepted")
+            att.accepted = True
+        except (AgiHangup, AgiError):
+            att.resolve("agent-declined")
+            return
+        await self._stage(att, "agent-accepted")
+        await self._stage(att, "customer-dialling")
+
+
+async def _verdict(call: AgiChannel, value: str) -> None:
+    try:
+        await call.set_variable("IVR_CB_RESULT", value)
+    except (AgiHangup, AgiError) as exc:
+        log.info("callbacks.verdict_not_set", uniqueid=call.uniqueid, error=str(exc))
