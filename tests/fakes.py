@@ -41,10 +41,11 @@ __all__ = ["HANGUP", "AmiServer", "AsideAmi", "BusLog", "Clock", "FakeAgi", "Rec
 Reply = Callable[[dict[str, Any]], Any]
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
     """Poll state that raises no event of its own (a service's sessions, a counter, a log
     line, a file), bounded: returns ``predicate()``'s first truthy value, or fails naming
-    ``what`` after ``timeout`` s. ``predicate`` may be async. Checked at once, then every
+    ``what`` (by default the predicate's source line) after ``timeout`` s. ``predicate``
+    may be async. Checked at once, then every
     1 ms, backing off to every 20 ms (quick when the answer is a loop turn away, cheap when
     it is a database away)."""
     loop = asyncio.get_running_loop()
@@ -56,9 +57,16 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = 
         if result:
             return result
         if loop.time() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            raise AssertionError(f"{what or _source(predicate)}: not within {timeout} s")
         await asyncio.sleep(every)
         every = min(every * 2, 0.02)
+
+
+def _source(function: Any) -> str:
+    try:
+        return inspect.getsource(function).strip()
+    except (OSError, TypeError):
+        return repr(function)
 
 
 def _tasks_of(owner: Any) -> list[asyncio.Future[Any]]:
