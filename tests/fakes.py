@@ -41,7 +41,7 @@ __all__ = ["HANGUP", "AmiServer", "AsideAmi", "BusLog", "Clock", "FakeAgi", "Rec
 Reply = Callable[[dict[str, Any]], Any]
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+async def until(predicate: Callable[..., Any], timeout: float = 5.0, what: str = "") -> Any:
     """Poll state that raises no event of its own (a service's sessions, a counter, a log
     line, a file), bounded: returns ``predicate()``'s first truthy value, or fails naming
     ``what`` (by default the predicate's source line) after ``timeout`` s. ``predicate``
@@ -114,11 +114,11 @@ async def idle(turns: int = 1000) -> None:
 class BusLog(Sequence[CallEvent]):
     """Every event published on ``bus`` since this was made, in order. Subscribed at once
     and read synchronously (no collector task that must run first): what a test reads is
-    exactly what was published before it reads."""
+    exactly what was published before it reads. Unbounded: nothing is dropped between reads."""
 
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
-        self._queue = bus.open_queue()
+        self._queue = bus.open_queue(queue=asyncio.Queue())
         self._seen: list[CallEvent] = []
 
     def _read(self) -> list[CallEvent]:
