@@ -3,12 +3,19 @@
 for tests of the connection and of what crosses the wire); :class:`RecordingAmi`, an
 in-process stand-in for the connection where a service's decisions are what is tested; and
 :class:`FakeAgi`, one call's FastAGI session (:class:`~ivr.agi.channel.AgiChannel`) with a
-scripted caller."""
+scripted caller.
+
+And the waits every unit test shares (issue 15: every wait bounded, no sleep-and-hope):
+:func:`until` polls state that raises no event, :func:`drain` waits for the background tasks
+a service (or :class:`RecordingAmi`) started, :func:`idle` runs the event loop until nothing
+is ready, so that a negative assertion after it ("no Hangup sent") is exact, and
+:class:`BusLog` reads what the event bus published without a collector task to wait for."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +33,110 @@ from ivr.ami.link import AmiLink
 from ivr.ami.protocol import AmiProtocol
 from ivr.ami.testing import FakeAmi as AmiServer
 from ivr.ami.testing import LiveChannels
+from ivr.events import CallEvent, EventBus
 
-__all__ = ["HANGUP", "AmiServer", "AsideAmi", "Clock", "FakeAgi", "RecordingAmi", "ami_reader"]
+__all__ = ["HANGUP", "AmiServer", "AsideAmi", "BusLog", "Clock", "FakeAgi", "RecordingAmi", "ami_reader",
+           "drain", "idle", "until"]
 
 Reply = Callable[[dict[str, Any]], Any]
+
+
+async def until(predicate: Callable[..., Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll state that raises no event of its own (a service's sessions, a counter, a log
+    line, a file), bounded: returns ``predicate()``'s first truthy value, or fails naming
+    ``what`` (by default the predicate's source line) after ``timeout`` s. ``predicate``
+    may be async. Checked at once, then every
+    1 ms, backing off to every 20 ms (quick when the answer is a loop turn away, cheap when
+    it is a database away)."""
+    loop = asyncio.get_running_loop()
+    deadline, every = loop.time() + timeout, 0.001
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what or _source(predicate)}: not within {timeout} s")
+        await asyncio.sleep(every)
+        every = min(every * 2, 0.02)
+
+
+def _source(function: Any) -> str:
+    try:
+        return inspect.getsource(function).strip()
+    except (OSError, TypeError):
+        return repr(function)
+
+
+def _tasks_of(owner: Any) -> list[asyncio.Future[Any]]:
+    tasks = getattr(owner, "_tasks", owner)  # a service's set or TaskSet; or the tasks themselves
+    return [t for t in list(tasks) if not t.done()]
+
+
+async def drain(*owners: Any, timeout: float = 5.0) -> None:
+    """Wait until every background task of ``owners`` has ended, the tasks they start
+    meanwhile included: a service that keeps its tasks in ``_tasks`` (a set or a
+    :class:`~ivr.tasks.TaskSet`), a :class:`RecordingAmi` (its async subscribers' tasks), or
+    an iterable of tasks. A negative assertion after it ("no Hangup sent") is exact: what
+    the service was going to do, it has done. Fails after ``timeout`` s naming what runs."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        running = [t for owner in owners for t in _tasks_of(owner)]
+        if not running:
+            # What the last task scheduled with call_soon (an event it made happen) runs in
+            # this one turn; if that started nothing, everything is done.
+            await asyncio.sleep(0)
+            if not any(_tasks_of(owner) for owner in owners):
+                return
+            continue
+        _, pending = await asyncio.wait(running, timeout=max(deadline - loop.time(), 0.0))
+        if pending:
+            raise AssertionError(f"still running after {timeout} s: {sorted(map(repr, pending))}")
+
+
+async def idle(turns: int = 1000) -> None:
+    """Run the event loop until nothing is ready to run: every task has gone as far as it
+    can without time passing or I/O. In the unit tests' in-memory world (the actions of
+    :class:`RecordingAmi`, the bus, a :class:`Clock`'s timers) that is everything the code
+    will do, so a negative assertion after it is exact. For work a test has no handle on
+    (use :func:`drain` when the service keeps its tasks); not for threads, sockets or real
+    timers. Fails if work is still ready after ``turns`` loop turns (something spins)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(turns):
+        await asyncio.sleep(0)  # one turn: every callback ready before it runs
+        if not loop._ready:  # type: ignore[attr-defined]  # CPython's ready queue: nothing left but us
+            return
+    raise AssertionError(f"the event loop was still busy after {turns} turns")
+
+
+class BusLog(Sequence[CallEvent]):
+    """Every event published on ``bus`` since this was made, in order. Subscribed at once
+    and read synchronously (no collector task that must run first): what a test reads is
+    exactly what was published before it reads. Unbounded: nothing is dropped between reads."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self._queue = bus.open_queue(queue=asyncio.Queue())
+        self._seen: list[CallEvent] = []
+
+    def _read(self) -> list[CallEvent]:
+        while not self._queue.empty():
+            self._seen.append(self._queue.get_nowait())
+        return self._seen
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._read()[index]
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self._read()]
+
+    def close(self) -> None:
+        self.bus.close_queue(self._queue)
 
 
 class Clock:
@@ -53,9 +160,10 @@ class RecordingAmi:
     ``subscribe`` (event names case-insensitive), ``on_connected``, ``action`` (recorded;
     answered by ``replies[name](action)`` or ``{"Response": "Success"}``; an action named in
     ``fail`` raises :class:`AmiActionError`), and ``event(...)`` to deliver an event to the
-    subscribers at once. ``live`` (:class:`~ivr.ami.testing.LiveChannels`) is the switch's
-    own view that ``Status`` answers from: learnt from every event except a ``forged`` one,
-    so a test can prove the controller asks the switch before destroying anything."""
+    subscribers at once (an async subscriber's run is a task, kept until done: :func:`drain`).
+    ``live`` (:class:`~ivr.ami.testing.LiveChannels`) is the switch's own view that ``Status``
+    answers from: learnt from every event except a ``forged`` one, so a test can prove the
+    controller asks the switch before destroying anything."""
 
     def __init__(self) -> None:
         self.actions: list[dict[str, Any]] = []
@@ -65,6 +173,7 @@ class RecordingAmi:
         self.connected = True
         self.connects = 1
         self.live = LiveChannels()
+        self._tasks: set[asyncio.Future[Any]] = set()  # async subscribers' runs (see drain)
 
     def subscribe(self, event: str, callback: Callable[[dict[str, str]], Any]) -> Callable[[], None]:
         self.subs.setdefault(event.lower(), []).append(callback)
@@ -78,7 +187,11 @@ class RecordingAmi:
         if not forged:
             self.live.learn(fields)
         for cb in self.subs.get(fields["Event"].lower(), []):
-            cb(fields)
+            result = cb(fields)
+            if inspect.isawaitable(result):  # run and kept until done, as AmiConnection does
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def fire(self, event: str, **fields: str) -> None:
         self.event({"Event": event, **fields})
@@ -166,8 +279,8 @@ class FakeAgi:
 
     Time: a play lasts ``prompt_s``, a wait its own timeout (at most ``wait_cap`` s when
     given); a key queued meanwhile ends it at once. With a ``clock`` the time is fake: the
-    event loop runs a few rounds (so a key the controller sends, such as the wake digit by
-    PlayDTMF, arrives), then the clock jumps and ``settle`` (e.g.
+    event loop runs until idle (:func:`idle`: a key the controller sends, such as the wake
+    digit by PlayDTMF, arrives), then the clock jumps and ``settle`` (e.g.
     :meth:`~ivr.timers.TimerService.settle`) lets the deadlines passed fire. Without one it
     passes for real (keep ``prompt_s`` and ``wait_cap`` small)."""
 
@@ -227,8 +340,7 @@ class FakeAgi:
             except TimeoutError:
                 digit = None
         else:
-            for _ in range(10):  # let the controller's tasks send a key (the wake digit)
-                await asyncio.sleep(0)
+            await idle()  # the controller's tasks do what they will now (send the wake digit)
             digit = None if self.digits.empty() else self.digits.get_nowait()
             if digit is None:
                 self.clock.advance(seconds)

@@ -180,7 +180,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         async def tick(seconds: float) -> None:
             nonlocal due
             due += seconds
-            await asyncio.sleep(max(0.0, due - loop.time()))  # paced on an absolute schedule
+            await asyncio.sleep(max(0.0, due - loop.time()))  # pacing: on an absolute schedule
 
         for step in steps:
             if isinstance(step, Audio):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -29,6 +29,7 @@ from ivr.ami.connection import AmiConnection
 from ivr.events import CallEvent, EventBus
 from ivr.records import CallRecorder, CallStore
 from ivr.web.errors import error_middleware
+from tests.fakes import BusLog
 from tests.integration.amitools import AmiRecorder, ts
 
 
@@ -50,7 +51,7 @@ class Rig(Generic[S]):
     conn: AmiConnection
     metrics: Any
     records: CallStore | None = None
-    events: list[CallEvent] = field(default_factory=list)
+    events: Sequence[CallEvent] = field(default_factory=list)  # what the service published
 
     def kinds(self, call_id: str) -> list[str]:
         return [e.kind for e in self.events if e.call_id == call_id]
@@ -75,18 +76,12 @@ async def service_rig(switch: Any, build: Callable[[AmiConnection, ChannelTracke
     await agi.start()
     await conn.start()
     await conn.wait_connected(10)
-    rig = Rig(service, conn, metrics, store)
-
-    async def collect() -> None:
-        async for event in bus.subscribe():
-            rig.events.append(event)
-
-    collector = asyncio.ensure_future(collect())
-    await asyncio.sleep(0)  # let the collector subscribe before any call starts
+    events = BusLog(bus)  # subscribed now, before any call starts
+    rig = Rig(service, conn, metrics, store, events)
     try:
         yield rig
     finally:
-        collector.cancel()
+        events.close()
         await service.close()
         await agi.close(2.0)
         await conn.close()

@@ -187,7 +187,7 @@ async def _no_channels_left(sw: Switch) -> None:
         deadline = time.monotonic() + 8.0
         left = await rec.channels()
         while left and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)  # polling Asterisk's own state, bounded
+            await asyncio.sleep(0.2)  # poll: Asterisk's own state, bounded
             left = await rec.channels()
         for ch in left:
             await rec.action({"Action": "Hangup", "Channel": ch["Channel"]})

@@ -120,14 +120,14 @@ class Flood:
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
-                await asyncio.sleep(self.drip)
+                await asyncio.sleep(self.drip)  # pacing: the slowloris drip
                 continue
             self.opened += 1
             try:
                 for byte in self.first * 100:
                     writer.write(bytes([byte]))
                     await writer.drain()
-                    await asyncio.sleep(self.drip)
+                    await asyncio.sleep(self.drip)  # pacing: the slowloris drip
                     if reader.at_eof():
                         break
             except OSError:
@@ -135,7 +135,7 @@ class Flood:
             finally:
                 self.closed_by_server += 1
                 writer.close()
-            await asyncio.sleep(self.drip)
+            await asyncio.sleep(self.drip)  # pacing: the slowloris drip
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -102,7 +102,7 @@ class Node:
                 return h
             if self.proc is not None and self.proc.poll() is not None:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll: /healthz, bounded by timeout
         raise AssertionError(f"node {self.name} not {role} within {timeout} s: {await self.health()}\n"
                              + self.log.read_text(errors="replace")[-3000:])
 
@@ -206,7 +206,7 @@ async def _lose_leader_mid_ring(a: Node, b: Node, ami: AmiRecorder, pg: str, pro
     end = time.monotonic() + 3
     while await getvar(ami, "IVR_AGENT_TIMEOUT") != "45":  # bounded: Asterisk's own state
         assert time.monotonic() < end, "the new leader did not publish its dialplan globals"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll: Asterisk's own state, bounded
     await ami.action({"Action": "Setvar", "Variable": "IVR_AGENT_TIMEOUT", "Value": old_timeout})
 
     critical = (await ami.wait_for(lambda e: e in alarms(ami, since) and e.get("Level") == "critical",
@@ -251,7 +251,7 @@ async def recorded(pg: str, call_id: str, until_kind: str, timeout: float = 15.0
             kinds = [r["kind"] for r in rows]
             if until_kind in kinds or time.monotonic() > end:
                 return kinds
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # poll: the records, bounded by timeout
     finally:
         await conn.close()
 
@@ -320,7 +320,7 @@ async def test_doctor_beside_a_standby_names_the_leader_and_fails_when_none_lead
     end = time.monotonic() + 10
     while await _lease_live(pg, tmp_path.name[:40]):  # bounded: PostgreSQL's own clock
         assert time.monotonic() < end, "the lease never ran out"
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # poll: PostgreSQL's own clock, bounded
     env = {**os.environ, "IVR_AMI_SECRET": b.secret, "IVR_AGI_KEY": b.agi_key, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ivr", "doctor", "--config", str(b.config), "--timeout", "5",

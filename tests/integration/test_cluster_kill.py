@@ -50,7 +50,7 @@ async def test_leader_killed_mid_silent_script_the_next_node_resumes_at_the_stag
         await ami.originate("Local/sk@test-caller", "ivr-inbound", "s")
         p2_end = (await ami.wait_for(lambda e: stream(e) and "silent_prompt2" in e["Command"],
                                      timeout=30, since=since))[0]
-        await asyncio.sleep(0.2)  # the moment of the kill: 0.2 s into pause 2
+        await asyncio.sleep(0.2)  # pacing: the moment of the kill: 0.2 s into pause 2
         a.kill()
         killed = time.monotonic()
         await b.wait_role("leader", timeout=5)
@@ -97,7 +97,7 @@ async def test_leader_killed_just_before_a_ring_alarm_the_new_leader_sends_it_la
         begin = (await ami.wait_for(lambda e: e.event == "DialBegin" and "r8@test-agent" in e.get("DestChannel", ""),
                                     timeout=10, since=since))[0]
         # The kill 0.5 s before the warning is due (3 rings after the dial began).
-        await asyncio.sleep(max(3 * PERIOD - 0.5 - (time.time() - ts(begin)), 0))
+        await asyncio.sleep(max(3 * PERIOD - 0.5 - (time.time() - ts(begin)), 0))  # pacing: the kill (as above)
         assert not alarms(ami, since), "the warning came before the kill: the test is too slow to prove anything"
         a.kill()
         killed = time.monotonic()
@@ -148,7 +148,7 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
         assert (await ami.action(key)).success
         start = (await ami.wait_for(lambda e: hold(e, "start"), timeout=10, since=since))[0]
         await ami.wait_for(lambda e: hold(e, "reminder"), timeout=10, since=since)
-        await asyncio.sleep(max(ts(start) + 8.0 - time.time(), 0))  # the kill: 8 s into the hold
+        await asyncio.sleep(max(ts(start) + 8.0 - time.time(), 0))  # pacing: the kill: 8 s into the hold
         a.kill()
         killed = time.monotonic()
         await b.wait_role("leader", timeout=5)
@@ -195,7 +195,7 @@ async def test_leader_killed_mid_transfer_the_new_leader_completes_it(
                 headers={"Authorization": f"Bearer {TOKEN}"}) as r:
             assert r.status == 202, await r.text()
         offered = (await ami.wait_for(lambda e: xfer(e, "offered"), timeout=10, since=since))[0]
-        await asyncio.sleep(max(ts(offered) + 1.0 - time.time(), 0))  # the kill: 1 s after the offer
+        await asyncio.sleep(max(ts(offered) + 1.0 - time.time(), 0))  # pacing: the kill: 1 s after the offer
         a.kill()
         await _new_leader(b, time.monotonic(), "mid-transfer", "sigkill-transfer")
         await _completed_with_the_target(ami, since, entered, xfer)
@@ -333,7 +333,7 @@ async def test_leader_killed_mid_unclear_script_the_next_node_asks_again_once_on
         await ami.wait_for(lambda e: unclear(e, "ask"), timeout=10, since=since)
         ask_end = (await ami.wait_for(lambda e: stream(e) and "unclear_ask" in e["Command"],
                                       timeout=20, since=since))[0]
-        await asyncio.sleep(max(ts(ask_end) + 1.0 - time.time(), 0))  # the kill: 1 s into pause 1
+        await asyncio.sleep(max(ts(ask_end) + 1.0 - time.time(), 0))  # pacing: the kill: 1 s into pause 1
         assert not ami.find(lambda e: unclear(e, "ask-again"), since), "the test is too slow to prove anything"
         a.kill()
         killed = time.monotonic()
@@ -385,7 +385,7 @@ async def test_a_caller_who_speaks_during_the_takeover_reaches_the_agent_without
             "IVR_FALLBACK_QUEUE": "no-such-queue"})
         kept = (await ami.wait_for(lambda e: command(e, 'SET VARIABLE IVR_STAGE "greeting@', "AGIExecEnd"),
                                    timeout=30, since=since))[0]
-        await asyncio.sleep(0.2)  # the kill: 0.2 s into pause 1
+        await asyncio.sleep(0.2)  # pacing: the kill: 0.2 s into pause 1
         a.kill()
         killed = len(ami.events)
         standby = (await ami.wait_for(lambda e: command(e, 'SET VARIABLE IVR_RESULT "standby"'),
@@ -440,7 +440,7 @@ async def test_clear_speech_that_ends_during_the_takeover_returns_the_unclear_li
                                   "Context": "test-speak", "Exten": "s", "Priority": "1"})).success
         start = (await ami.wait_for(lambda e: e.event == "ChannelTalkingStart" and e.get("Uniqueid") == uid,
                                     timeout=5, since=since))[0]
-        await asyncio.sleep(max(ts(start) + 2.0 - time.time(), 0))  # the kill: 2 s into the words
+        await asyncio.sleep(max(ts(start) + 2.0 - time.time(), 0))  # pacing: the kill: 2 s into the words
         assert not ami.find(lambda e: unclear(e, "returned") or (e.event == "ChannelTalkingStop"
                                                                   and e.get("Uniqueid") == uid), since), \
             "the burst ended before the kill: the test is too slow to prove anything"

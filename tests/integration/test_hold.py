@@ -121,7 +121,7 @@ async def held_95s_then_resumed(ami: AmiRecorder, rig: Rig) -> None:
     assert played_fully(ami, a_stream, "hold_announce_1min")
     print(f"hold announcement at {ts(a_stream) - t0:.3f} s, music at {ts(music) - t0:.3f} s")
     await wait_hold(ami, call.uid, "reminder", 100, count=2)  # 30 and 90 s
-    await asyncio.sleep(t0 + 95.0 - time.time())  # the scenario: the agent resumes at 95 s
+    await asyncio.sleep(t0 + 95.0 - time.time())  # pacing: the scenario: the agent resumes at 95 s
     await rig.service.resume(call.uid)
     [resume] = await wait_hold(ami, call.uid, "resume", 5)
     [back] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e["Uniqueid"] == call.uid
@@ -175,7 +175,7 @@ async def resumed_at_10s(ami: AmiRecorder, rig: Rig) -> None:
     held again 45 s later: a hold of its own (announced, counted from 0, reminded 30 s
     after its own start)."""
     call, start = await held_with_music(ami, rig, "ten", "13800000002")
-    await asyncio.sleep(ts(start) + 10.0 - time.time())  # the scenario: the agent resumes at 10 s
+    await asyncio.sleep(ts(start) + 10.0 - time.time())  # pacing: the scenario: the agent resumes at 10 s
     await rig.service.resume(call.uid)
     [resume] = await wait_hold(ami, call.uid, "resume", 5)
     assert abs(ts(resume) - ts(start) - 10) <= TOLERANCE

@@ -115,7 +115,7 @@ def stock() -> Iterator[Stock]:
         while sw.cli("core waitfullybooted", check=False).returncode != 0:
             assert proc.poll() is None, f"the stock Asterisk exited:\n{sw.log()}"
             assert time.monotonic() < deadline, f"the stock Asterisk did not boot:\n{sw.log()}"
-            time.sleep(0.1)  # bounded poll of the CLI socket, which has no event to wait on
+            time.sleep(0.1)  # poll: the CLI socket, which has no event to wait on; bounded
         yield sw
     finally:
         sw.cli("core stop now", check=False)

@@ -38,12 +38,12 @@ class AgentPhone:
         )
 
     def _on_call(self, call) -> None:
-        time.sleep(max(0.0, self.delay - 1.0))  # pyVoIP calls back ~1 s after the INVITE
+        time.sleep(max(0.0, self.delay - 1.0))  # pacing: answers after delay (pyVoIP calls back ~1 s after the INVITE)
         call.answer()
         self.answered.set()
         deadline = time.monotonic() + 30
         while call.state == CallState.ANSWERED and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll: pyVoIP's call state, bounded by the deadline
 
     def __enter__(self) -> AgentPhone:
         self.phone.start()

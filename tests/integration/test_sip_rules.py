@@ -318,7 +318,7 @@ async def test_speaking_sip_caller_reaches_a_sip_agent(switch, ami: AmiRecorder,
         assert responded["Reason"] == "speech" and responded["From"] == f"pause{len(prompts_before) + 1}"
         _, leg = await bridged_with(ami, caller.uid, "1001", since, timeout=30)
         t_bridge = ts(leg)
-        await asyncio.sleep(2.0)  # two seconds of conversation to listen to
+        await asyncio.sleep(2.0)  # pacing: two seconds of conversation to listen to
         heard = caller.heard()
         assert not ami.find(lambda e: e.get("Uniqueid") == caller.uid and e.get("Stage") == "release", since)
     stages = [e["Stage"] for e in ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrSilentCall"
@@ -364,7 +364,7 @@ async def test_sip_agent_letting_it_ring_raises_alarms_and_the_caller_hears_the_
                                        and e.get("Channel", "").startswith("PJSIP/1001-"), timeout=15, since=since)
         _, leg = await bridged_with(ami, caller.uid, "1001", since, timeout=40)
         t_bridge = ts(leg)
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # pacing: two seconds of conversation to listen to
         heard = caller.heard()
     alarms = user_events(ami, "IvrRingAlarm", since)
     assert [(a["Agent"], a["Level"], a["Rings"]) for a in alarms] == [
@@ -420,7 +420,7 @@ async def test_hold_button_on_a_sip_phone(switch, ami: AmiRecorder, make_control
                                       timeout=30, since=since)
         await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == caller.uid
                            and ts(e) > ts(start), timeout=15, since=since)  # back in the agent's bridge
-        await asyncio.sleep(dur("hold_thanks") + 2.0)
+        await asyncio.sleep(dur("hold_thanks") + 2.0)  # pacing: the thanks, then conversation to listen to
         heard = caller.heard()
     joined = ts(ami.find(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == caller.uid, since)[0])
     reminders = user_events(ami, "IvrHold", since, Uniqueid=caller.uid, State="reminder")
@@ -492,7 +492,7 @@ async def test_warm_transfer_between_sip_phones(switch, ami: AmiRecorder, make_c
                                      and e.get("BridgeUniqueid") == joined["BridgeUniqueid"]
                                      and e.get("Channel", "").startswith("PJSIP/"), timeout=10, since=since)
         assert other["Channel"].startswith(f"PJSIP/{party}-"), other["Channel"]
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # pacing: the party's first words to listen to
         heard = caller.heard()
     states = [e["State"] for e in user_events(ami, "IvrTransfer", since, Uniqueid=caller.uid)]
     assert states[-1] == final and ("confirmed" in states) == presses, states

@@ -93,7 +93,7 @@ async def test_faint_sip_caller_is_asked_twice_then_released(switch, ami: AmiRec
     async with contextlib.AsyncExitStack() as stack:
         caller, agent, _, since = await stack.enter_async_context(
             call_with_agent(switch, ami, make_controller, tmp_path, "13800000051", stack))
-        await asyncio.sleep(1.0)  # a second of the call (faint) before the agent gives up on it
+        await asyncio.sleep(1.0)  # pacing: a second of the faint call before the agent gives up on it
         await agent_keys_faint(agent)
         [ask] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrUnclearLine"
                                    and e.get("Uniqueid") == caller.uid and e.get("Stage") == "ask",
@@ -134,7 +134,7 @@ async def test_sip_caller_speaking_clearly_after_the_ask_is_back_with_the_agent(
     async with contextlib.AsyncExitStack() as stack:
         caller, agent, mine, since = await stack.enter_async_context(
             call_with_agent(switch, ami, make_controller, tmp_path, "13800000052", stack))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # pacing: a second of the call before the agent gives up on it
         await agent_keys_faint(agent)
         [ask_end] = await ami.wait_for(lambda e: e.event == "AGIExecEnd" and e.get("Uniqueid") == caller.uid
                                        and "/unclear_ask " in e.get("Command", ""), timeout=30, since=since)
@@ -147,7 +147,7 @@ async def test_sip_caller_speaking_clearly_after_the_ask_is_back_with_the_agent(
         [back] = await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Uniqueid") == caller.uid
                                     and ts(e) > ts(returned), timeout=10, since=since)
         assert back["BridgeUniqueid"] == mine["BridgeUniqueid"], "back in the agent's own bridge"
-        await asyncio.sleep(2.5)  # listen to the agent again
+        await asyncio.sleep(2.5)  # pacing: listen to the agent again
         heard = caller.heard()
         assert not ami.find(released(caller.uid), since), "the caller was never released"
     stages = [e["Stage"] for e in user_events(ami, "IvrUnclearLine", since, Uniqueid=caller.uid)]

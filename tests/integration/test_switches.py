@@ -125,7 +125,7 @@ async def listed_everywhere(nodes: list[SwitchNode], want: dict[str, str], timeo
                 assert snap["switch"] == node.switch_name and {"sw-a", "sw-b"} <= set(snap["switches"])
                 break
             assert time.monotonic() < end, f"node {node.name}: calls {seen}, live {live}, want {want}"
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # poll: the nodes' API, bounded by end
         _, only_b, _ = await node.api("GET", "/api/calls?switch=sw-b")
         assert {c["switch"] for c in only_b["calls"]} == {"sw-b"}
 
@@ -219,7 +219,7 @@ async def test_two_switches_one_database_any_node_answers(
         end = time.monotonic() + 10
         while await ami.channels():  # the leader let the agent go (its keeper hung up) before it dies
             assert time.monotonic() < end, [c["Channel"] for c in await ami.channels()]
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # poll: Asterisk's own state, bounded by end
         token_b = (await b1.health())["cluster"]["token"]
         a1.kill()
         await a2.wait_role("leader", timeout=5)

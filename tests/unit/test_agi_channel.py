@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, FastAgiChannel, parse_reply, read_headers
+from ivr.agi.channel import AgiChannel, AgiError, AgiHangup, AgiReply, FastAgiChannel, parse_reply, read_headers
 from ivr.agi.server import FastAgiServer
 from ivr.agi.testing import environment, play_switch, wire
 from tests.properties import examples
@@ -88,9 +88,11 @@ def test_error_replies(line):
 def test_parse_reply_fuzz(line):
     """Any line from the switch gives a reply, AgiHangup or AgiError: never anything else."""
     try:
-        parse_reply(line)
-    except (AgiHangup, AgiError):
-        pass
+        reply: AgiReply | None = parse_reply(line)
+        problem = ""
+    except (AgiHangup, AgiError) as exc:
+        reply, problem = None, str(exc)
+    assert (reply is not None and isinstance(reply.code, int)) or problem, "a reply, or an error naming it"
 
 
 @settings(max_examples=examples(200), deadline=None)
@@ -99,9 +101,10 @@ def test_read_headers_fuzz(data):
     """Any bytes: headers, or AgiError; never a hang (EOF ends it) nor another exception."""
     async def run():
         try:
-            await asyncio.wait_for(read_headers(reader_of(data)), 2)
-        except AgiError:
-            pass
+            headers, problem = await asyncio.wait_for(read_headers(reader_of(data)), 2), ""
+        except AgiError as exc:
+            headers, problem = {}, str(exc)
+        assert problem or all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     asyncio.run(run())
 
 

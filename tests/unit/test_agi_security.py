@@ -29,6 +29,7 @@ from ivr.config import Config, SilenceConfig
 from ivr.flows.inbound import InboundFlow
 from ivr.greeting import Greeting
 from ivr.metrics import Metrics
+from tests.fakes import until
 
 KEY = "Zk3-" + "q" * 28
 FIELDS = ("callerid", "calleridname", "dnid", "rdnis")
@@ -102,6 +103,10 @@ def test_key_never_left_in_the_environment():
     assert KEY in parsed["agi_network_script"]  # the parser alone keeps it; read_headers strips it
 
 
+async def never_run(call: AgiChannel) -> None:
+    """A route these tests expect the server never to reach (a refused session)."""
+
+
 async def serve(routes, **kwargs) -> FastAgiServer:
     server = FastAgiServer(routes, "127.0.0.1", 0, **kwargs)
     await server.start()
@@ -166,7 +171,7 @@ async def test_session_without_the_key_is_refused_before_any_command(env, reason
 
 async def test_no_key_configured_refuses_everything_with_a_clear_error():
     with capture_logs() as logs:
-        server = await serve({"inbound": lambda call: asyncio.sleep(0)})
+        server = await serve({"inbound": never_run})
         try:
             commands = await asyncio.wait_for(session(server.port, environment("inbound", KEY)), 5)
         finally:
@@ -196,7 +201,7 @@ async def test_key_not_required_is_an_explicit_choice():
     b"\x00\xff" * 10 + b"\n\n",
 ])
 async def test_malformed_header_is_refused(data):
-    server = await serve({"inbound": lambda call: asyncio.sleep(0)}, key=KEY)
+    server = await serve({"inbound": never_run}, key=KEY)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(data)
@@ -271,9 +276,7 @@ async def test_sessions_are_capped():
     server = await serve({"inbound": inbound}, key=KEY, limits=AgiLimits(max_sessions=2))
     try:
         calls = [asyncio.ensure_future(session(server.port, environment("inbound", KEY))) for _ in range(2)]
-        async with asyncio.timeout(2):
-            while started < 2:
-                await asyncio.sleep(0.005)
+        await until(lambda: started == 2, 2, "both sessions running")
         third = await asyncio.wait_for(session(server.port, environment("inbound", KEY)), 2)
         assert len(third) == 1 and server.refused == {"busy": 1}  # only the sync probe, then closed
         release.set()
@@ -305,7 +308,7 @@ async def test_idle_session_is_dropped_but_a_long_wait_for_digit_is_not():
         probe = (await reader.readline()).decode().split()[-1]
         writer.write(f"200 result=1 ({probe})\n".encode())
         assert (await reader.readline()).startswith(b"WAIT FOR DIGIT 1000")
-        await asyncio.sleep(0.9)  # the switch waiting for a digit (simulated): 3 idle timeouts
+        await asyncio.sleep(0.9)  # pacing: the switch waiting for a digit (simulated): 3 idle timeouts
         writer.write(b"200 result=0\n")
         assert await reader.readline() == b"ANSWER\n"
         assert await asyncio.wait_for(reader.read(), 2) == b""  # then closed for idleness

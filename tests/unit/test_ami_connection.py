@@ -150,7 +150,7 @@ class BusySwitch:
         while True:
             n += 1
             self.fake.event({"Event": "Newexten", "Uniqueid": f"9.{n}"}, learn=False)
-            await asyncio.sleep(0.02)  # the switch's event rate
+            await asyncio.sleep(0.02)  # pacing: the switch's event rate
 
     def pong(self) -> None:
         for aid in self.owed:
@@ -170,7 +170,7 @@ async def test_a_busy_switch_answering_late_is_not_taken_for_dead(fake):
         await c.wait_connected(2)
         for _ in range(3):
             await fake.wait_for(lambda: bool(busy.owed), 2)
-            await asyncio.sleep(0.5)  # the switch is this late
+            await asyncio.sleep(0.5)  # pacing: the switch is this late
             busy.pong()
             await fake.wait_for(lambda: c.pings_late >= 1, 2)
         await fake.wait_for(lambda: c.pings_late >= 3, 2)

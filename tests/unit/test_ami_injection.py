@@ -3,8 +3,6 @@ written (``AmiConnection.action`` and the login); an unsafe action is refused wh
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +11,7 @@ from structlog.testing import capture_logs
 from ivr.ami import AmiConnection, AmiError, AmiUnsafeValue, check_action
 from ivr.ami.connection import Backoff
 from ivr.ami.testing import FakeAmi
+from tests.fakes import until
 
 FAST = Backoff(initial=0.01, maximum=0.05, jitter=0.0)
 
@@ -71,9 +70,7 @@ async def test_login_secret_with_a_line_break_is_never_sent(fake):
     c = AmiConnection("127.0.0.1", fake.port, "ivr", "s3cret\r\nAction: Originate", backoff=FAST)
     with capture_logs() as logs:
         await c.start()
-        async with asyncio.timeout(2):  # until the refusal is reported (bounded)
-            while not any(e["event"] == "ami.connect_failed" for e in logs):
-                await asyncio.sleep(0.005)
+        await until(lambda: any(e["event"] == "ami.connect_failed" for e in logs), 2, "the refusal reported")
         await c.close()
     assert fake.actions == []
     assert any(e["event"] == "ami.unsafe_value" and e["header"] == "Secret" for e in logs)

@@ -136,7 +136,7 @@ async def test_a_waiter_wakes_at_the_deadline_and_on_bursts() -> None:
         assert await watch.wait(0.05) is None, "nothing heard: no verdict within the limit"
         waiting = asyncio.ensure_future(watch.wait(5.0))
         ami.fire("ChannelTalkingStart", Uniqueid="9.9")
-        await asyncio.sleep(0.05)  # the customer talks for 50 ms (then 20 ms of quiet)
+        await asyncio.sleep(0.05)  # pacing: the customer talks for 50 ms (then 20 ms of quiet)
         ami.fire("ChannelTalkingStop", Uniqueid="9.9", Duration="30")
         started = loop.time()
         assert await asyncio.wait_for(waiting, 2.0) == HUMAN

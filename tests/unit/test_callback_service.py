@@ -20,7 +20,7 @@ from ivr.callbacks.service import CallbackService
 from ivr.events import CallEvent
 from ivr.records import CallStore
 from ivr.rules.callback import CallbackPolicy, Hours
-from tests.fakes import Clock, FakeAgi, RecordingAmi
+from tests.fakes import Clock, FakeAgi, RecordingAmi, until
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOON = datetime(2026, 12, 1, 12, 0, tzinfo=TZ).timestamp()
@@ -54,19 +54,14 @@ async def ask(store: CallStore, number: str, item: str, at: float, held_by: str 
 
 
 async def originated(ami: RecordingAmi, n: int = 1) -> list[dict[str, Any]]:
-    for _ in range(200):
-        if len(ami.sent("Originate")) >= n:
-            return ami.sent("Originate")
-        await asyncio.sleep(0.01)  # the attempt's task starts
-    raise AssertionError("no Originate")
+    """The Originates sent, once the attempt's task has sent ``n`` (bounded)."""
+    sent: list[dict[str, Any]] = await until(lambda: len(ami.sent("Originate")) >= n and ami.sent("Originate"),
+                                             2, f"{n} Originate(s) from the attempt's task")
+    return sent
 
 
 async def settled(service: CallbackService) -> None:
-    for _ in range(200):
-        if not service.attempts:
-            return
-        await asyncio.sleep(0.01)  # the attempt's task writes its outcome
-    raise AssertionError("the attempt did not end")
+    await until(lambda: not service.attempts, 2, "the attempt's task ends (its outcome written)")
 
 
 async def test_agent_first_then_the_customer_then_connected(world: Any) -> None:

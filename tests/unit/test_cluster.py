@@ -13,6 +13,7 @@ import pytest
 
 from ivr.ami.connection import READ_ACTIONS, AmiConnection, AmiNotLeader
 from ivr.cluster import Lease
+from tests.fakes import until
 from tests.pgserver import postgres_server
 
 FAST: dict[str, Any] = {"ttl": 0.8, "renew_interval": 0.15, "poll_interval": 0.1, "margin": 0.2}
@@ -37,13 +38,13 @@ async def nodes(pg: str, request: pytest.FixtureRequest) -> AsyncIterator[list[L
 async def test_exactly_one_leader_and_it_stays(nodes: list[Lease]) -> None:
     for lease in nodes:
         await lease.start()
-    await asyncio.wait_for(_until(lambda: any(x.may_act() for x in nodes)), 5)
+    await until(lambda: any(x.may_act() for x in nodes), 5, "a leader")
     first = next(x for x in nodes if x.may_act())
     # Several lease periods: renewals keep the same leader, same token, never two.
     end = time.monotonic() + 3 * FAST["ttl"]
     while time.monotonic() < end:
         assert [x.node for x in nodes if x.may_act()] == [first.node]
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll: sampled every 20 ms over the window
     assert first.token >= 1 and first.takeovers == 1
     assert {x.role for x in nodes} == {"leader", "standby"}
 
@@ -81,7 +82,7 @@ async def test_a_leader_cut_from_the_database_stops_acting_before_the_lease_can_
             a_stopped = now
         if b.may_act():
             b_started = now
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # poll: sampled every 5 ms, bounded by end
     assert a_stopped is not None and b_started is not None
     assert b_started - a_stopped >= FAST["margin"] - 0.05
     assert b.token == a.token + 1
@@ -94,7 +95,8 @@ async def test_takeover_after_a_dead_leader_within_ttl_plus_poll(pg: str, nodes:
     await a.start()
     await a.wait_role("leader", 5)
     await b.start()
-    await asyncio.sleep(FAST["renew_interval"] * 2)  # a renewed at least once since
+    renewed = a.valid_until
+    await until(lambda: a.valid_until > renewed, 5, "a renewed its lease since b started")
     assert a._task is not None
     a._task.cancel()
     died = time.monotonic()
@@ -148,11 +150,6 @@ async def test_the_gate_refuses_changes_but_not_reads() -> None:
         assert name.lower() in READ_ACTIONS
         await conn.action({"Action": name})
     assert asked == ["Redirect", "Originate", "Hangup", "Setvar", "UserEvent", "PlayDTMF"]
-
-
-async def _until(predicate) -> None:  # bounded by the caller's wait_for
-    while not predicate():
-        await asyncio.sleep(0.01)
 
 
 def _config(tmp_path, text: str):

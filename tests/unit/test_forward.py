@@ -185,7 +185,7 @@ def hostile_leader(kind: str, hits: list[str]) -> web.Application:
             return web.Response(text="{not json", content_type="application/json")
         if kind == "huge":
             return web.Response(body=b'"' + b"x" * (MAX_ANSWER + 10) + b'"', content_type="application/json")
-        await asyncio.sleep(30)  # slow: never answers within the deadline
+        await asyncio.sleep(30)  # pacing: a peer that never answers within the deadline
         return web.json_response({})
 
     async def elsewhere(request: web.Request) -> web.Response:

@@ -146,8 +146,10 @@ def test_config_loader_gives_config_or_config_error(tmp_path: Path, data):
 def test_config_loader_survives_any_text(tmp_path: Path, text):
     path = tmp_path / "any.toml"
     path.write_bytes(text.encode("utf-8", "replace"))
+    problem = "loaded"
     try:
         load_config(path, env={})
-    except ConfigError:
-        pass
+    except ConfigError as exc:
+        problem = str(exc)
+    assert problem, "an error names the problem"
 

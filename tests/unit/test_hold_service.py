@@ -20,7 +20,7 @@ from ivr.hold.metrics import HoldMetrics
 from ivr.hold.service import HoldError, NotHeld
 from ivr.records import CallStore
 from ivr.timers import TimerService
-from tests.fakes import HANGUP, AsideAmi, Clock, FakeAgi
+from tests.fakes import HANGUP, AsideAmi, BusLog, Clock, FakeAgi, drain, idle, until
 
 CALLER, AGENT = "100.1", "100.3"
 KEEPER = "Local/keep@ivr-hold-00000009;1"
@@ -40,16 +40,9 @@ async def world(tmp_path: Path) -> Any:
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
                         "BridgeUniqueid": "b1", "Context": "ivr-agents"})
-    events: list[Any] = []
-
-    async def collect() -> None:
-        async for e in bus.subscribe():
-            events.append(e)
-
-    task = asyncio.ensure_future(collect())
-    await asyncio.sleep(0)
+    events = BusLog(bus)
     yield ami, service, clock, timers, events, metrics
-    task.cancel()
+    events.close()
     await service.close()
     await timers.close()
 
@@ -69,12 +62,6 @@ def stage_cleared_before(agi: FakeAgi, prompt: str) -> bool:
     stage = [i for i, c in enumerate(agi.commands) if c.startswith("SET VARIABLE IVR_STAGE")]
     play = next(i for i, c in enumerate(agi.commands) if c.startswith("STREAM FILE") and f"/{prompt} " in c)
     return agi.commands[stage[-1]] == 'SET VARIABLE IVR_STAGE ""' and stage[-1] < play
-
-
-async def until(predicate: Any, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.001)
 
 
 async def advance(clock: Clock, timers: TimerService, to: float) -> None:
@@ -283,7 +270,7 @@ async def test_caller_hangs_up(world: Any) -> None:
 async def test_phone_hold_and_feature_code(world: Any) -> None:
     ami, service, *_ = world
     ami.event({"Event": "Hold", "Uniqueid": CALLER})  # the caller's own phone: not R4
-    await asyncio.sleep(0)
+    await drain(service)
     assert not service.sessions
     ami.event({"Event": "Hold", "Uniqueid": AGENT})
     await until(lambda: CALLER in service.sessions)
@@ -320,8 +307,7 @@ async def test_hold_pressed_and_released_before_the_caller_is_bridged_holds_noth
     assert not service.pending
     ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "Linkedid": CALLER, "Channel": "Local/c@x-00000001;1",
                "BridgeUniqueid": "b1", "Context": "ivr-agents"})
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await drain(service)
     assert not service.sessions and not ami.sent("Originate")
 
 
@@ -374,7 +360,7 @@ async def test_hold_key_only_from_an_agent_leg(world: Any) -> None:
         ami.event(key(CALLER, "Local/c@x-00000001;1"))  # the caller keyed *8
         ami.event(key("100.7", "PJSIP/anonymous-00000007"))  # not an agent's device
         ami.event(key(AGENT, ""))  # no channel to check: unknown
-        await asyncio.sleep(0)
+        await drain(service)
     assert not service.sessions and ami.actions == []
     assert metrics.value("ivr_hold_keys_refused_total") == 3
     assert [e["event"] for e in logs] == ["hold.key_refused"] * 3
@@ -506,8 +492,7 @@ async def test_a_standby_leaves_the_hold_to_the_leader(world: Any) -> None:
     with capture_logs() as logs:
         ami.event({"Event": "UserEvent", "UserEvent": "IvrHoldKey", "Uniqueid": AGENT,
                    "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await drain(service)
     assert not service.sessions and ami.actions == []
     assert [(e["event"], e["log_level"]) for e in logs] == [("hold.standby_skipped", "debug")]
 
@@ -535,7 +520,7 @@ async def test_a_hold_taken_over_goes_on_from_the_stage_reached(world: Any) -> N
     assert agi.played() == [] and ami.states() == []
     assert service.sessions[CALLER].via == "takeover" and service.sessions[CALLER].keeper == KEEPER
     await advance(clock, timers, 19.9)
-    await asyncio.sleep(0)
+    await idle()  # the timers fired what was due: nothing to play yet
     assert agi.played() == []
     await advance(clock, timers, 20.0)
     await until(lambda: agi.played() == ["hold_choices"])

@@ -21,6 +21,7 @@ from ivr.events import CallEvent, EventBus
 from ivr.http import HttpSettings, Services, build_app
 from ivr.http.app import HttpServer, undocumented
 from ivr.records import CallRecorder, CallStore
+from tests.fakes import until
 
 TZ = ZoneInfo("Asia/Shanghai")
 TOKEN = "s3cret-token"
@@ -244,7 +245,7 @@ async def test_unknown_callback_and_unauthenticated_write(make_client: ClientMak
 
 async def test_health(make_client: ClientMaker, store: CallStore) -> None:
     async def slow() -> bool:
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # pacing: a check that never answers within the health limit
         return True
 
     def broken() -> bool:
@@ -349,9 +350,7 @@ async def test_event_stream_sends_events_once_recorded(make_client: ClientMaker,
         resp = await client.get("/api/events", headers=AUTH)
         assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
         assert (await resp.content.readline()).startswith(b"retry:")
-        async with asyncio.timeout(2):  # bounded: the recorder and this stream
-            while bus.subscribers < 2:
-                await asyncio.sleep(0)
+        await until(lambda: bus.subscribers == 2, 2, "the recorder and this stream subscribed")
         bus.publish(CallEvent("ring.alarm", "300.1", {"agent": "1003", "level": "critical", "rings": 6}))
         kind, data = await read_event(resp)
         assert kind == "ring.alarm" and data["agent"] == "1003" and data["rings"] == 6
@@ -361,11 +360,7 @@ async def test_event_stream_sends_events_once_recorded(make_client: ClientMaker,
         # The stream notices the closed client at its next write, and unsubscribes.
         bus.publish(CallEvent("ring.alarm", "300.1", {"agent": "1003", "level": "critical", "rings": 7}))
         await recorder.wait_applied(2)
-        for _ in range(500):
-            if bus.subscribers == 1:
-                break
-            await asyncio.sleep(0.01)  # bounded: the server task runs between the checks
-        assert bus.subscribers == 1
+        await until(lambda: bus.subscribers == 1, 5, "the closed stream unsubscribed")
     finally:
         await recorder.stop()
 

@@ -12,7 +12,6 @@ Every wait is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ivr.records.db import connect
 from ivr.records.legacy import import_json_messages, message_events
 from ivr.records.migrations import bundled, migrate
 from ivr.records.store import CallStore
+from tests.fakes import until
 from tests.unit.test_records_outage import BOUND, keeper_for, locked
 
 T0 = 1_760_000_000.0
@@ -78,9 +78,7 @@ async def test_a_message_while_the_database_is_locked_is_spooled_then_on_record(
         await keeper.start()
         bus.publish(message())
         await keeper.recorder.wait_state("down", BOUND)
-        async with asyncio.timeout(BOUND):
-            while keeper.status()["spooled"] < 1:
-                await asyncio.sleep(0.01)
+        await until(lambda: keeper.status()["spooled"] >= 1, BOUND, "the message spooled")
         spooled = (tmp_path / "spool").glob("*")
         assert any("message.recorded" in p.read_text() for p in spooled if p.is_file())
     try:
@@ -188,9 +186,7 @@ async def test_the_controller_imports_old_messages_when_the_database_opens(tmp_p
     await ops.start_records()  # only the records: no switch in a unit test
     try:
         store = await ops.records.wait_open(BOUND)
-        async with asyncio.timeout(BOUND):
-            while not await store.messages():
-                await asyncio.sleep(0.01)
+        await until(store.messages, BOUND, "the message on record")
         assert not path.exists()
     finally:
         await ops.records.stop()

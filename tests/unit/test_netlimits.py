@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from ivr.netlimits import AcceptFailures, CappedHttpSite, Throttled, fd_budget, split_agi
 from tests import present
+from tests.fakes import until
 
 
 def test_caps_kept_when_they_fit_and_lowered_when_not():
@@ -86,9 +87,7 @@ async def test_http_site_evicts_the_oldest_idle_connection_at_the_cap():
     port = server.sockets[0].getsockname()[1]
     try:
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
-        async with asyncio.timeout(2):
-            while len(present(runner.server).connections) < 3:
-                await asyncio.sleep(0.005)
+        await until(lambda: len(present(runner.server).connections) == 3, 2, "3 idle connections accepted")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         async with asyncio.timeout(2):
@@ -123,7 +122,7 @@ async def test_http_slowloris_is_closed_at_the_keepalive_timeout():
                 if reader.at_eof():
                     break
                 writer.write(bytes([byte]))
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # pacing: a byte every 20 ms
         assert reader.at_eof() and 0.25 <= loop.time() - start < 1.5
         writer.close()
     finally:

@@ -4,13 +4,13 @@ leader sends, late and at once, what the old one had not sent, and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from ivr.cluster import Lease
 from ivr.once import Once, action_key
+from tests.fakes import drain, until
 from tests.unit import test_cluster
 
 FAST, pg = test_cluster.FAST, test_cluster.pg  # the lease timings; the PostgreSQL fixture
@@ -29,15 +29,6 @@ async def pair(pg: str, request: pytest.FixtureRequest) -> AsyncIterator[tuple[L
         await x.close()
     for lease in (a, b):
         await lease.close()
-
-
-async def _until(cond, timeout: float = 5.0, what: str = "") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 async def test_without_a_cluster_it_sends_at_once_and_keeps_nothing() -> None:
@@ -59,8 +50,8 @@ async def test_the_leader_sends_once_and_the_next_leader_skips_what_was_sent(pai
     assert ob.pending == 1
     await a.close()  # a hands over; b's takeover claims the key: already sent, skipped
     await b.wait_role("leader", 5)
-    await _until(lambda: ob.pending == 0, what="b flushed")
-    await asyncio.sleep(0.1)
+    await until(lambda: ob.pending == 0, what="b flushed")
+    await drain(ob)  # its flush has claimed the key (and found it sent)
     assert sent == ["a"] and ob.counts["skipped"] == 1 and ob.counts["late"] == 0
 
 
@@ -78,8 +69,8 @@ async def test_what_fell_due_during_the_takeover_is_sent_late_at_once_by_the_new
     assert await ob.run(k2, lambda: sent.append(("b", "k2"))) == "pending"
     assert await ob.run(k3, lambda: sent.append(("b", "k3")), still=lambda: False) == "pending"
     await b.wait_role("leader", 5)
-    await _until(lambda: ob.pending == 0, what="b flushed")
-    await _until(lambda: ("b", "k2") in sent, what="k2 sent late")
+    await until(lambda: ob.pending == 0, what="b flushed")
+    await until(lambda: ("b", "k2") in sent, what="k2 sent late")
     assert sent == [("a", "k1"), ("b", "k2")]  # k1 once, k2 once and late, k3's call moved on
     assert ob.counts["late"] == 1 and ob.counts["skipped"] == 1
 

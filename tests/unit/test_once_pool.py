@@ -15,21 +15,13 @@ import pytest
 
 from ivr.cluster import Lease
 from ivr.once import Once, action_key
+from tests.fakes import until
 from tests.unit import test_cluster
 
 FAST, pg = test_cluster.FAST, test_cluster.pg  # the lease timings; the PostgreSQL fixture
 
 WAITING = """SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ivr-once'
              AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ivr_action%'"""
-
-
-async def _until(cond: Any, timeout: float = 5.0, what: str = "") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not await cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 @pytest.fixture
@@ -67,7 +59,7 @@ async def test_claims_are_in_flight_side_by_side_up_to_the_pool_size(
             for i in range(connections + 2)]
     async def in_flight() -> bool:
         return bool(await _waiting(admin) == connections and once.in_flight == connections)
-    await _until(in_flight, what=f"{connections} claims waiting in PostgreSQL at once")
+    await until(in_flight, what=f"{connections} claims waiting in PostgreSQL at once")
     assert await _waiting(admin) == connections  # never more than the pool: the rest wait for it
     assert sent == []
     await tx.rollback()
@@ -103,7 +95,7 @@ async def test_a_claim_that_times_out_after_the_lease_was_lost_is_kept_not_sent(
     assert await once.run("warm-up", lambda: None) == "sent"
     tx = await _locked(admin)
     run = asyncio.ensure_future(once.run(action_key("c1", "hold", 2), lambda: sent.append(1)))
-    await _until(lambda: _count(admin), what="the claim waiting in PostgreSQL")
+    await until(lambda: _count(admin), what="the claim waiting in PostgreSQL")
     leader.valid_until = float("-inf")  # the lease ran out while the claim waited
     assert await asyncio.wait_for(run, 5) == "pending"
     assert sent == [] and once.pending == 1
@@ -174,14 +166,14 @@ async def test_a_handover_with_claims_in_flight_sends_each_action_exactly_once(p
             if i == 150:  # half-way, once a has sent some: claims are in flight as it hands over
                 async def a_sent() -> bool:
                     return any(n == "a" for n, _ in sent)
-                await _until(a_sent, what="a sent an action of the stream")
+                await until(a_sent, what="a sent an action of the stream")
                 handover = asyncio.ensure_future(a.close())
-            await asyncio.sleep(0.001)  # a stream, not a burst
+            await asyncio.sleep(0.001)  # pacing: a stream, not a burst
         await asyncio.wait_for(asyncio.gather(handover, *runs), 30)
         await b.wait_role("leader", 5)
         async def flushed() -> bool:
             return ob.pending == 0 and not ob._tasks
-        await _until(flushed, 10, "b flushed what it kept")
+        await until(flushed, 10, "b flushed what it kept")
         assert sorted(k for _, k in sent) == sorted(keys)  # each once, none lost
         rows = await admin.fetch(
             "SELECT node, token FROM ivr_action WHERE switch = 'pool-handover' AND key <> 'warm-up'")

@@ -16,6 +16,7 @@ from ivr.events import CallEvent, EventBus
 from ivr.hangups import HangupTracker
 from ivr.records import CallRecorder, CallStore, DatabaseError
 from ivr.records.keeper import RecordsKeeper, RecordsSettings
+from tests.fakes import idle, until
 from tests.unit.test_hangups import events, recording_bus
 
 T0 = 1_760_000_000.0
@@ -117,7 +118,7 @@ class SlowStore:
         self.written: list[CallEvent] = []
 
     async def apply(self, event: CallEvent) -> None:
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # pacing: a database this slow to write
         self.written.append(event)
 
 
@@ -156,8 +157,7 @@ async def test_events_wait_for_a_store_that_opens_later() -> None:
     recorder = CallRecorder(None, bus)
     await recorder.start()
     sent = [bus.emit("call.arrived", "1.0"), bus.emit("call.ended", "1.0")]
-    for _ in range(10):  # the recorder's task gets its turns (no wall-clock wait)
-        await asyncio.sleep(0)
+    await idle()  # the recorder's task has gone as far as it can: waiting for a store
     assert recorder.applied == 0  # nothing can be written yet (and nothing is lost: below)
     recorder.use_store(store)
     await recorder.wait_applied(2)
@@ -181,7 +181,7 @@ async def test_records_resume_when_the_database_comes_back(tmp_path: Path) -> No
             await keeper.ping()
         bus.emit("call.arrived", "1.0", caller="13800000000")  # during the outage
         first = keeper.attempts
-        await asyncio.wait_for(_until(lambda: keeper.attempts >= first + 2), 5)  # it keeps trying
+        await until(lambda: keeper.attempts >= first + 2, 5, "it keeps trying to open the database")
         assert keeper.store is None
         blocker.unlink()  # the database can be opened now
         store = await keeper.wait_open(5)
@@ -209,9 +209,3 @@ async def test_stopping_while_the_database_is_down_is_quick(tmp_path: Path) -> N
     started = time.monotonic()
     await keeper.stop()
     assert time.monotonic() - started < 1.0 and bus.subscribers == 0
-
-
-async def _until(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):  # bounded: fails instead of hanging
-        while not predicate():
-            await asyncio.sleep(0.01)

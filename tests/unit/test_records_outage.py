@@ -32,6 +32,7 @@ from ivr.records.recorder import CallRecorder
 from ivr.records.spool import FILE_NAME, Spool
 from ivr.records.store import CallStore
 from tests import present
+from tests.fakes import until
 from tests.integration.amiproxy import AmiProxy
 from tests.pgserver import throwaway_database
 from tests.unit.test_records import postgres  # noqa: F401 - the session's PostgreSQL fixture
@@ -93,9 +94,7 @@ async def test_locked_sqlite_at_start_spools_and_replays(tmp_path: Path) -> None
         assert time.monotonic() - started < 0.3  # start() never waits on the database (0.5 s timeouts)
         sent = emit(bus, 20)
         await keeper.recorder.wait_state("down", BOUND)
-        async with asyncio.timeout(3):
-            while keeper.spool is not None and keeper.spool.pending < 20:
-                await asyncio.sleep(0.01)
+        await until(lambda: keeper.status()["spooled"] == 20, 3, "20 events spooled")
         status = keeper.status()
         assert (status["state"], status["spooled"], status["dropped"]) == ("down", 20, 0)
         assert "locked" in status["error"]
@@ -158,9 +157,7 @@ async def test_a_server_that_accepts_and_never_answers_is_down_within_the_timeou
         sent = emit(bus, 3)
         await keeper.recorder.wait_state("down", BOUND)
         first = keeper.attempts
-        async with asyncio.timeout(3):  # it keeps trying, each attempt bounded
-            while keeper.attempts < first + 2:
-                await asyncio.sleep(0.02)
+        await until(lambda: keeper.attempts >= first + 2, 3, "it keeps trying, each attempt bounded")
         started = time.monotonic()
         await keeper.stop()
         assert time.monotonic() - started < 1.0
@@ -187,13 +184,9 @@ async def test_sqlite_locked_mid_run_spools_then_replays_in_order(tmp_path: Path
         with capture_logs() as logs, locked(db, "IMMEDIATE"):
             during = emit(bus, 30, start=5)
             await keeper.recorder.wait_state("down", BOUND)  # the write waited 0.4 s on the lock
-            async with asyncio.timeout(3):
-                while keeper.status()["spooled"] < 30:
-                    await asyncio.sleep(0.01)
+            await until(lambda: keeper.status()["spooled"] == 30, 3, "30 events spooled")
             first = keeper.attempts
-            async with asyncio.timeout(3):  # several attempts while locked ...
-                while keeper.attempts < first + 2:
-                    await asyncio.sleep(0.02)
+            await until(lambda: keeper.attempts >= first + 2, 3, "several attempts while locked")
         store = await keeper.wait_open(BOUND)
         after = emit(bus, 5, start=35)
         await keeper.recorder.wait_applied(40)
@@ -224,9 +217,7 @@ async def test_postgres_frozen_mid_run_spools_then_replays(tmp_path: Path, postg
                 proxy.freeze()
                 during = emit(bus, 10, start=3)
                 await keeper.recorder.wait_state("down", BOUND)
-                async with asyncio.timeout(3):
-                    while keeper.status()["spooled"] < 10:
-                        await asyncio.sleep(0.01)
+                await until(lambda: keeper.status()["spooled"] == 10, 3, "10 events spooled")
                 proxy.thaw()
                 proxy.cut()  # the old connections are gone for good
                 store = await keeper.wait_open(BOUND)
@@ -433,9 +424,8 @@ async def test_a_full_spool_counts_what_it_drops(tmp_path: Path) -> None:
     try:
         with capture_logs() as logs:
             emit(bus, 40)  # ~100 bytes each
-            async with asyncio.timeout(3):
-                while keeper.status()["spooled"] + keeper.status()["dropped"] < 40:
-                    await asyncio.sleep(0.01)
+            await until(lambda: keeper.status()["spooled"] + keeper.status()["dropped"] == 40, 3,
+                        "all 40 spooled or dropped")
         status = keeper.status()
         assert 0 < status["spooled"] < 40 and status["dropped_by_reason"] == {"spool_full": 40 - status["spooled"]}
         assert metrics.value("ivr_records_dropped_total", {"reason": "spool_full"}) == 40 - status["spooled"]
@@ -458,9 +448,7 @@ async def test_an_unwritable_spool_counts_what_it_drops(tmp_path: Path) -> None:
         emit(bus, 4)
         bus.emit("message.recorded", "9.0", item="m-9", caller_number="13800000009", recorded=True,
                  held_seconds=61.0)  # a held caller's message: counted like any event (issue 15)
-        async with asyncio.timeout(3):
-            while keeper.status()["dropped"] < 5:
-                await asyncio.sleep(0.01)
+        await until(lambda: keeper.status()["dropped"] == 5, 3, "all 5 dropped")
         assert keeper.status()["dropped_by_reason"] == {"spool_unwritable": 5}
         assert metrics.value("ivr_records_dropped_total", {"reason": "spool_unwritable"}) == 5
     finally:

@@ -3,7 +3,6 @@ alarms exactly once, answer decisions, reroute, and reconnects with resync."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +18,7 @@ from ivr.metrics import Metrics
 from ivr.rings import RingMonitor, RingSettings
 from ivr.rules.rings import Cadence
 from ivr.timers import TimerService
-from tests.fakes import Clock
+from tests.fakes import Clock, until
 
 CALLER = {"Uniqueid": "100.1", "Linkedid": "100.1", "Channel": "Local/x@c-00000001;1", "Context": "ivr-agents"}
 LEG = {"DestUniqueid": "100.2", "DestLinkedid": "100.1", "DestChannel": "PJSIP/1001-00000002"}
@@ -200,9 +199,8 @@ async def test_reroute_never_hangs_up_a_channel_of_another_call():
             await rig.ring()
             await rig.advance(15.0)
             await rig.fake.wait_for(lambda: rig.fake.count("Status") >= 1, 2)
-            async with asyncio.timeout(2):  # the refusal follows the Status reply (bounded poll)
-                while not any(e["event"] == "ami.hangup_refused" for e in logs):
-                    await asyncio.sleep(0.005)
+            await until(lambda: any(e["event"] == "ami.hangup_refused" for e in logs), 2,
+                        "the refusal after the Status reply")
         assert rig.fake.count("Hangup") == 0
         await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
 

@@ -5,7 +5,6 @@ globals published at every connect."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from ivr.rings import RingSettings
 from ivr.rings.monitor import device_key
 from ivr.rules.dialing import reroute_entry
 from ivr.rules.rings import Cadence
+from tests.fakes import until
 from tests.unit.test_ring_monitor import CALLER, LEG, Rig, started
 
 AGENTS = [AgentConfig("1001", dial="PJSIP/1001"), AgentConfig("1002", dial="Local/1002@agents/n")]
@@ -149,8 +149,7 @@ async def test_reroute_target_never_moves_a_caller_of_another_call() -> None:
             await rig.ring()
             await rig.advance(15.0)
             await fake.wait_for(lambda: fake.count("Status") >= 1, 2)
-            async with asyncio.timeout(2):  # the refusal follows the Status reply (bounded poll)
-                while not any(e["event"] == "ring.reroute_refused" for e in logs):
-                    await asyncio.sleep(0.005)
+            await until(lambda: any(e["event"] == "ring.reroute_refused" for e in logs), 2,
+                        "the refusal after the Status reply")
         assert fake.count("Redirect") == 0 and fake.count("Hangup") == 0
         await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")

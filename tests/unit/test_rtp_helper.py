@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 
 from tests import REPO
+from tests.fakes import until
 from tests.rtp import (
     CN,
     EVENT,
@@ -43,9 +44,7 @@ async def test_what_one_peer_sends_the_other_hears_and_finds() -> None:
         beep = tone(1000, 0.5, PCMA)
         await asyncio.wait_for(a.play(Audio(silence(0.2, PCMA))), 5)
         await asyncio.wait_for(a.play(Quiet(0.3), Audio(beep), ComfortNoise(0.4, every=0.2), Digit("5", 60)), 5)
-        async with asyncio.timeout(2):  # loopback delivery of the last datagrams (bounded)
-            while len(b.received) < a.sent:
-                await asyncio.sleep(0.005)
+        await until(lambda: len(b.received) == a.sent, 2, "loopback delivery of the last datagrams")
         heard = b.heard()
         assert heard.payload_types() == {PCMA, CN, EVENT}
         assert [p.payload for p in b.received if p.pt == CN] == [bytes([70])] * 2

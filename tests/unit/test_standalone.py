@@ -25,6 +25,7 @@ from ivr.controller import Controller
 from ivr.doctor import _Doctor
 from ivr.http.forward import NODES_SCHEMA
 from tests import REPO
+from tests.fakes import until
 from tests.unit import test_cluster
 
 FAST, pg = test_cluster.FAST, test_cluster.pg  # the lease timings; the PostgreSQL fixture
@@ -190,9 +191,7 @@ async def test_one_that_started_unchecked_beside_a_pair_says_so_once_it_cannot_h
     alone = Standalone(pg, switch, **{k: FAST[k] for k in ("ttl", "renew_interval", "poll_interval", "margin")})
     await alone.lease.start()  # as after cluster.start_unchecked
     try:
-        async with asyncio.timeout(5):
-            while alone.lease._conn is None:  # its first attempt on the database
-                await asyncio.sleep(0.02)
+        await until(lambda: alone.lease._conn is not None, 5, "its first attempt on the database")
         with capture_logs() as logs:
             alone._not_holding()
         assert [e["event"] for e in logs] == ["cluster.standalone_not_holding"]

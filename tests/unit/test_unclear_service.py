@@ -13,7 +13,7 @@ from ivr.events import EventBus
 from ivr.unclear import UnclearError, UnclearService, UnclearSettings
 from ivr.unclear.metrics import UnclearMetrics
 from ivr.unclear.session import BadReason, NoSuchCall, NotAside
-from tests.fakes import AsideAmi, Clock, FakeAgi
+from tests.fakes import AsideAmi, BusLog, Clock, FakeAgi, drain, idle
 
 CALLER, AGENT = "200.1", "200.3"
 PROMPT_S = 3.0  # every fake prompt "plays" this long
@@ -37,16 +37,9 @@ async def world() -> Any:
     for uid, name in ((CALLER, "Local/c@x-00000001;1"), (AGENT, "PJSIP/1001-00000002")):
         tracker.handle({"Event": "BridgeEnter", "Uniqueid": uid, "Linkedid": CALLER, "Channel": name,
                         "BridgeUniqueid": "b1", "Context": "ivr-agents"})
-    events: list[Any] = []
-
-    async def collect() -> None:
-        async for e in bus.subscribe():
-            events.append(e)
-
-    task = asyncio.ensure_future(collect())
-    await asyncio.sleep(0)
+    events = BusLog(bus)
     yield ami, service, clock, events, metrics
-    task.cancel()
+    events.close()
     await service.close()
 
 
@@ -58,8 +51,7 @@ async def run_agi(ami: FakeAmi, service: UnclearService, clock: Clock, *hooks: A
     agi.hooks.extend(hooks)
     ami.agi = agi
     await asyncio.wait_for(service.agi_unclear(agi), 5)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await idle()  # what the route left running has run (a caller going back waits for its BridgeEnter)
     return agi
 
 
@@ -121,8 +113,7 @@ async def test_clear_speech_after_first_ask_returns(world: Any) -> None:
     # the dialplan's BridgeAdd puts the caller back; then the keeper is hung up
     assert not ami.sent("Hangup")
     ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "BridgeUniqueid": "b1", "Channel": "x"})
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await drain(service)
     assert ami.sent("Hangup")[0]["Channel"].startswith("ivrkeep-")  # the keeper, by its Uniqueid
     assert metrics.value("ivr_unclear_outcomes_total", {"outcome": "returned", "reason": "noisy"}) == 1
 
@@ -151,13 +142,11 @@ async def test_key_from_agent_starts_from_caller_refused(world: Any) -> None:
                "Linkedid": CALLER, "Channel": "Local/c@x-00000001;1"})
     ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint", "Uniqueid": "999.9",
                "Linkedid": CALLER, "Channel": "Local/stranger"})
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await drain(service)
     assert not ami.sent("Originate") and metrics.value("ivr_unclear_keys_refused_total") == 2
     ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "noisy", "Uniqueid": AGENT,
                "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await drain(service)
     assert len(ami.sent("Originate")) == 1
     assert service.describe(service.sessions[CALLER])["via"] == "key"
 
@@ -167,8 +156,7 @@ async def test_injected_agent_leg_check(world: Any) -> None:
     service.agent_leg = lambda uid, channel: False  # the ring monitor knows no such leg
     ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "noisy", "Uniqueid": AGENT,
                "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await drain(service)
     assert not ami.sent("Originate")
 
 
@@ -186,8 +174,7 @@ async def test_caller_hangs_up(world: Any) -> None:
     ami, service, _, _, metrics = world
     await service.start(CALLER, "faint")
     ami.event({"Event": "Hangup", "Uniqueid": CALLER, "Channel": "Local/c@x-00000001;1", "Linkedid": CALLER})
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await drain(service)
     assert not service.sessions
     assert metrics.value("ivr_unclear_outcomes_total", {"outcome": "hungup", "reason": "faint"}) == 1
     assert ami.sent("Hangup")[-1]["Channel"].startswith("ivrkeep-")  # the keeper, by its Uniqueid
@@ -205,8 +192,7 @@ async def test_agent_key_again_takes_the_caller_back(world: Any) -> None:
     ami, service, clock, _, metrics = world
     ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint", "Uniqueid": AGENT,
                "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await drain(service)
     assert CALLER in service.sessions
 
     def key_again_in_first_pause(agi: FakeAgi, what: str) -> None:

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from ivr.once import Once, Send
 from ivr.rules.unclear import UnclearLine, parse_unclear_stage, unclear_stage
 from ivr.unclear import UnclearService
-from tests.fakes import FakeAgi
+from tests.fakes import FakeAgi, drain
 from tests.unit import test_unclear_service
 from tests.unit.test_unclear_service import AGENT, CALLER, PROMPT_S, FakeAmi, run_agi, talk
 
@@ -116,8 +116,7 @@ async def test_killed_mid_ask_the_next_node_plays_it_again_but_announces_it_once
     assert ami.stages() == ["returned"]  # the ask: announced by the dead node only
     assert service.once.keys == [f"{CALLER}/unclear/{started}/{s}" for s in ("ask", "returned")]
     ami.event({"Event": "BridgeEnter", "Uniqueid": CALLER, "BridgeUniqueid": "b1", "Channel": "x"})
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await drain(service)
     assert ami.sent("Hangup")[-1]["Channel"] == KEEPER  # the caller is back: the keeper goes
 
 
@@ -185,8 +184,7 @@ async def test_a_standby_leaves_the_key_to_the_leader(world: Any) -> None:
     with capture_logs() as logs:
         ami.event({"Event": "UserEvent", "UserEvent": "IvrUnclearKey", "Reason": "faint", "Uniqueid": AGENT,
                    "Linkedid": CALLER, "Channel": "PJSIP/1001-00000002"})
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await drain(service)
     assert not service.sessions and not ami.actions
     assert [(e["event"], e["log_level"]) for e in logs] == [("unclear.standby_skipped", "debug")]
 
