@@ -23,7 +23,7 @@ from ivr.callbacks.service import CallbackService
 from ivr.events import CallEvent
 from ivr.records import CallStore
 from ivr.rules.callback import CallbackPolicy, Hours
-from tests.fakes import Clock, FakeAgi, RecordingAmi
+from tests.fakes import Clock, FakeAgi, RecordingAmi, until
 from tests.unit.test_callback_service import settled
 
 NOON = datetime(2026, 12, 1, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
@@ -69,10 +69,7 @@ async def placed_by_a(store: CallStore) -> str:
         at=NOON - 600))
     async with node(lambda: store.queue, "a") as (a, ami):
         [att] = await a.tick()
-        for _ in range(200):
-            if ami.sent("Originate"):
-                break
-            await asyncio.sleep(0.01)  # the attempt's task starts
+        await until(lambda: ami.sent("Originate"), what="the attempt's task sends its Originate")
         assert len(ami.sent("Originate")) == 1
         cut = session(att.uid)
         task = asyncio.ensure_future(a.agent_agi(cut))
