@@ -17,12 +17,13 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 
 from ivr.events import CallEvent
 from ivr.records import callbacks as cbq
-from ivr.records.appliers import Appliers
+from ivr.records.appliers import AfterEnd, Appliers
 from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
 from ivr.records.migrations import migrate
 from ivr.records.queries import CallQueries
@@ -38,15 +39,21 @@ class CallStore(CallQueries):
     """``switch``: the name of the switch this controller records for (``[cluster] switch``),
     written on every call, event, message and call-back (issue 17); the reads take a filter."""
 
-    def __init__(self, db: Database, switch: str = "default") -> None:
+    def __init__(self, db: Database, switch: str = "default", *,
+                 on_after_end: Callable[[str], None] | None = None) -> None:
         self.db, self.switch = db, switch
+        # Events timed after their call's end that change nothing (spans.py), by kind; each
+        # counted once, when it or the end is written, and logged (records.after_end).
+        self.after_end: dict[str, int] = {}
+        self.on_after_end = on_after_end
         self._bare_ids_said = False  # a call id without the switch's systemname, logged once
         self.queue = cbq.CallbackQueue(db, switch)  # the call-backs this switch places (issue 18)
         self.appliers = Appliers(switch)  # what each kind changes
 
     @classmethod
     async def open(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT,
-                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, switch: str = "default") -> CallStore:
+                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, switch: str = "default",
+                   on_after_end: Callable[[str], None] | None = None) -> CallStore:
         """Open and migrate; raises :class:`~ivr.records.db.DatabaseError` only, within
         about ``connect_timeout`` + ``timeout`` per migration."""
         db = await connect(url, timeout=timeout, connect_timeout=connect_timeout)
@@ -57,7 +64,7 @@ class CallStore(CallQueries):
             raise
         if applied:
             log.info("records.migrated", versions=applied, dialect=db.dialect)
-        return cls(db, switch)
+        return cls(db, switch, on_after_end=on_after_end)
 
     async def close(self) -> None:
         await self.db.close()
@@ -73,20 +80,38 @@ class CallStore(CallQueries):
         """Record one event (one transaction); unknown kinds land in the event log only.
         Idempotent: an event whose id is on record already (a spool replayed again, a lost
         commit reply, the other node of a pair) is skipped; returns False then."""
-        async def write(tx: Tx) -> bool:
-            return await self._write(tx, event)
+        after: list[AfterEnd] = []
 
-        return await self.db.run(write)
+        async def write(tx: Tx) -> bool:
+            after.clear()  # a conflict's second try starts again
+            return await self._write(tx, event, after)
+
+        done = await self.db.run(write)
+        self._count_after_end(after)
+        return done
 
     async def apply_many(self, events: list[CallEvent]) -> list[bool]:
         """Record several events in order in one transaction (all or none), each as
         :meth:`apply` would; for a replay, one commit (one fsync) per batch."""
+        after: list[AfterEnd] = []
+
         async def write(tx: Tx) -> list[bool]:
-            return [await self._write(tx, event) for event in events]
+            after.clear()
+            return [await self._write(tx, event, after) for event in events]
 
-        return await self.db.run(write)
+        done = await self.db.run(write)
+        self._count_after_end(after)
+        return done
 
-    async def _write(self, tx: Tx, event: CallEvent) -> bool:
+    def _count_after_end(self, found: list[AfterEnd]) -> None:
+        """Committed: count and log the events found after their call's end."""
+        for call_id, e in found:
+            self.after_end[e.kind] = self.after_end.get(e.kind, 0) + 1
+            log.warning("records.after_end", call_id=call_id, kind=e.kind, event_id=e.id, at=e.at)
+            if self.on_after_end is not None:
+                self.on_after_end(e.kind)
+
+    async def _write(self, tx: Tx, event: CallEvent, after: list[AfterEnd]) -> bool:
         # Insert-if-absent on the id; PostgreSQL makes a second node's insert wait, then skip.
         await self._ensure_call(tx, event)
         inserted = await tx.fetchall(
@@ -96,8 +121,10 @@ class CallStore(CallQueries):
         )
         if not inserted:
             return False
-        await self.appliers.apply(tx, event)
+        # The call's row, locked until the commit: another node's event of this call waits
+        # here, then reads the call's events with this one on record (records/spans.py).
         await tx.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (time.time(), event.call_id))
+        after.extend(await self.appliers.apply(tx, event))
         return True
 
     async def _ensure_call(self, tx: Tx, ev: CallEvent) -> None:
