@@ -30,7 +30,7 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``transfer.state``     ``state``, ``target``, ``reason``
 ``call.hangup``        ``channel``, ``side``, ``cause``
 ``call.ended``         ``hung_up_first`` (caller/agent/system/unknown), ``cause``, ``started_at``,
-                       ``reason``; the first ``call.ended`` of a call is final
+                       ``reason``; the earliest ``call.ended`` of a call is its end
 =====================  ==================================================================
 """
 
@@ -240,9 +240,10 @@ class Appliers:
 
     async def _ended(self, tx: Tx, ev: CallEvent) -> None:
         d = ev.data
-        done = await tx.fetchall("SELECT 1 AS x FROM calls WHERE call_id = ? AND ended_at IS NOT NULL",
-                                 (ev.call_id,))
-        if done:  # already closed (a late "ended while disconnected" after the real hang-up)
+        # The call's end is its earliest: a resync's guess ("ended while disconnected", at
+        # the time of the resync) gives way to the switch's hang-up, whichever came first.
+        before = await spans.call_end(tx, ev.call_id)
+        if before is not None and before <= ev.at:
             return
         first = as_text(d.get("hung_up_first"))
         if first is None:  # fall back on the first side that reported a hang-up
@@ -266,4 +267,5 @@ class Appliers:
         )
         # What the end closes, and what its events after the end (already on record) are.
         for derive in (spans.holds, spans.legs, spans.transfers):
-            self._after_end(ev, await derive(tx, ev.call_id, ev.at))
+            found = await derive(tx, ev.call_id, ev.at)
+            self._after_end(ev, [e for e in found if before is None or e.at <= before])  # not counted yet

@@ -11,7 +11,7 @@ changed. The same events give the same rows, whatever order they came in. The de
 is pure (:func:`fold_holds`, :func:`fold_transfers`, :func:`fold_legs`); row ids are the ids of
 the events that opened them.
 
-The call's end (``calls.ended_at``, from its first ``call.ended``) closes what is still
+The call's end (``calls.ended_at``, from its earliest ``call.ended``) closes what is still
 open then: a hold ``ended``, a transfer ``finished``, a ring leg ``hangup``. An event
 timed after the end is *after the end* (returned, counted and logged by the store):
 a resume, reminder, choice or start of a hold, a transfer's offer, a leg's start. What the

@@ -27,7 +27,8 @@ ID_COLUMNS = ("hold_id", "transfer_id", "leg_id", "call_id")
 def scenario(call_id: str) -> list[CallEvent]:
     """One call as a pair records it, in time order: the switch's facts, the actions sent
     under once keys, the leader's own decisions; a hold resumed, a transfer, a second hold
-    still open at the hang-up, and a resume that came after the end."""
+    still open at the hang-up, a resume that came after the end, and a new leader's
+    resync that guessed the end later."""
     bus = EventBus(switch="east")
 
     def key(*parts: str) -> str:
@@ -57,6 +58,8 @@ def scenario(call_id: str) -> list[CallEvent]:
         CallEvent("hold.start", call_id, {"via": "key"}, at=T0 + 120),
         bus.fact("call.ended", call_id, ("call.ended",), at=T0 + 150, hung_up_first="caller", cause="16"),
         bus.keyed("hold.resume", call_id, key("hold", "thanks", "2"), at=T0 + 151, held_seconds=31.0),
+        CallEvent("call.ended", call_id, {"hung_up_first": "unknown", "reason": "ended-while-disconnected"},
+                  at=T0 + 160),  # a resync's guess: the switch's own end stands
     ]
 
 
@@ -76,7 +79,7 @@ async def snapshot(store: CallStore, call_id: str) -> dict[str, Any]:
 def orders(events: list[CallEvent]) -> dict[str, list[int]]:
     """The orders (indices into ``events``) two nodes' writers can produce, and some at random."""
     every = list(range(len(events)))
-    ended = next(i for i, e in enumerate(events) if e.kind == "call.ended")
+    ended = next(i for i, e in enumerate(events) if e.kind == "call.ended")  # the switch's
     facts = [i for i in every if events[i].origin == "switch"]
     out = {"time": every, "reversed": every[::-1], "end first": [ended, *(i for i in every if i != ended)],
            "standby's facts, then the leader's spool": facts + [i for i in every if i not in facts]}
@@ -110,6 +113,7 @@ async def test_any_order_gives_the_same_rows(db_url: str) -> None:  # noqa: F811
         await store.close()
     assert (first["state"], first["ended_at"], first["duration"], first["arrived_at"]) == (
         "ended", T0 + 150, 150.0, T0)
+    assert (first["hung_up_first"], first["hangup_cause"]) == ("caller", "16")
     assert (first["agent"], first["rings"], first["answered_at"], first["silent_stage"]) == (
         "1002", 1, T0 + 21, "speech")
     assert (first["hold_count"], first["hold_seconds"], first["transfer_state"]) == (2, 95.0, "completed")
