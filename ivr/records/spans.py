@@ -89,6 +89,8 @@ def fold_holds(events: list[Logged], end: float | None) -> tuple[list[Row], list
         hold.update(ended_at=at, duration=duration, outcome=outcome)
 
     for e in events:
+        if e.data.get("via") == "api" and e.kind == "callback.requested":
+            continue  # asked for through the API (records/callbacks.py), not the held caller's choice
         outcome = HOLD_CLOSE.get(e.kind)
         if end is not None and e.at > end:
             if outcome not in CALLER_LEFT:

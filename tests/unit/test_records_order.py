@@ -204,13 +204,14 @@ async def test_a_transfer_finished_after_the_end_keeps_one_row(db_url: str) -> N
 def test_the_callers_own_leaving_seen_after_the_end_says_how_the_hold_ended(kind: str, outcome: str) -> None:
     """The caller's hang-up on hold, a message or a call-back are seen just after the
     hang-up that ends the call: they close the hold with their outcome, at the end; a
-    resume then is after the end."""
+    resume then is after the end. A call-back asked for through the API closes nothing."""
     start = Logged("a", "hold.start", T0, {})
     left = Logged("b", kind, T0 + 40.2, {"held_seconds": 40.0})
     holds, after = fold_holds([start, left], T0 + 40)
     assert [(h["outcome"], h["ended_at"], h["duration"]) for h in holds] == [(outcome, T0 + 40, 40.0)]
     assert after == []
-    holds, after = fold_holds([start, Logged("c", "hold.resume", T0 + 40.2, {})], T0 + 40)
+    api = Logged("d", "callback.requested", T0 + 10, {"via": "api"})  # the agent's, through the API
+    holds, after = fold_holds([start, api, Logged("c", "hold.resume", T0 + 40.2, {})], T0 + 40)
     assert [(h["outcome"], h["duration"]) for h in holds] == [("ended", 40.0)] and [e.id for e in after] == ["c"]
 
 
