@@ -46,6 +46,8 @@ class RecorderProgress:
         self.failed = 0  # refused by the database max_attempts times (dropped)
         self.spooled = 0  # ever written to the spool
         self.dropped: dict[str, int] = {}
+        # Written, but timed after their call's end, so they change no figure (records/spans.py).
+        self.after_end: dict[str, int] = {}
         self.last_error = ""
         self._inbox: Inbox | None = None
         self._progress = asyncio.Condition()
@@ -58,7 +60,7 @@ class RecorderProgress:
         return {"state": self.state, "spooled": self.spool.pending if self.spool else 0,
                 "queued": self._inbox.qsize() if self._inbox else 0, "dropped": sum(self.dropped.values()),
                 "dropped_by_reason": dict(self.dropped), "written": self.applied,
-                "duplicates": self.duplicates,
+                "duplicates": self.duplicates, "after_end": sum(self.after_end.values()),
                 **({"error": self.last_error} if self.state == "down" and self.last_error else {})}
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -80,6 +82,10 @@ class RecorderProgress:
             log.error("records.state", state=state, was=before, spooled=spooled, **details)
         else:
             log.info("records.state", state=state, was=before, spooled=spooled, **details)
+
+    def count_after_end(self, kind: str) -> None:
+        """The store wrote an event of ``kind`` timed after its call's end (counted by kind)."""
+        self.after_end[kind] = self.after_end.get(kind, 0) + 1
 
     def _duplicate(self, count: int) -> None:
         if count > 0:

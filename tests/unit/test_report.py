@@ -33,9 +33,10 @@ def call(call_id: str, start: float, agent: str, rings: int, talk: float, first:
         CallEvent("ring.answered", call_id, {"agent": agent, "rings": rings}, at=start + 1 + 5 * (rings - 1)),
     ]
     answered = start + 1 + 5 * (rings - 1)
-    if hold is not None:
+    if hold is not None:  # the talk goes on after the hold
         events += [CallEvent("hold.start", call_id, {}, at=answered + 1),
                    CallEvent("hold.resume", call_id, {"held_seconds": hold}, at=answered + 1 + hold)]
+        talk += 1 + hold
     events.append(CallEvent("call.ended", call_id, {"hung_up_first": first}, at=answered + talk))
     return events
 
@@ -55,7 +56,7 @@ def db(tmp_path: Path) -> str:
         ]:
             await store.apply(e)
         # messages (the call records, their one store): one with audio, one empty, one outside
-        for cid, t, recorded in (("b", at(3, 10, 1), True), ("c", at(4, 0, 0, 30), False), ("e", at(6, 8, 1), True)):
+        for cid, t, recorded in (("b", at(3, 10, 3), True), ("c", at(4, 0, 0, 30), False), ("e", at(6, 8, 1), True)):
             await store.apply(CallEvent("message.recorded", cid, {"item": f"m-{cid}", "caller_number": "139003",
                                                                    "recorded": recorded, "held_seconds": 61.0}, at=t))
         # call-backs: one asked twice (merged) and placed twice (busy, connected), one still open
@@ -106,8 +107,8 @@ def test_json_figures(db: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_long_call_limit_is_configurable(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    r = json.loads(report(db, capsys, "--format", "json", "--long-call", "45"))
-    assert r["totals"]["long_calls"] == 3 and r["long_call_seconds"] == 45
+    r = json.loads(report(db, capsys, "--format", "json", "--long-call", "100"))
+    assert r["totals"]["long_calls"] == 3 and r["long_call_seconds"] == 100
 
 
 def test_csv_sections(db: str, capsys: pytest.CaptureFixture[str]) -> None:
