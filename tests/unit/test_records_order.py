@@ -17,6 +17,7 @@ from ivr.events import CallEvent, EventBus
 from ivr.once import action_key
 from ivr.records import CallStore
 from ivr.records.spans import Logged, fold_holds
+from tests.fakes import until
 from tests.unit.test_records import db_url, postgres  # noqa: F401 - fixtures
 from tests.unit.test_records_outage import BOUND, keeper_for, locked
 
@@ -234,9 +235,8 @@ async def test_the_leaders_spool_written_after_the_standbys_end(tmp_path: Path) 
         bus.publish(CallEvent("hold.start", "sw-8.1", {}, at=T0 + 30))
         bus.keyed("hold.resume", "sw-8.1", action_key("sw-8.1", "hold", "thanks1"), at=T0 + 95, held_seconds=65.0)
         bus.keyed("hold.resume", "sw-8.1", action_key("sw-8.1", "hold", "thanks2"), at=T0 + 151)
-        async with asyncio.timeout(BOUND):
-            while keeper.spool is not None and keeper.spool.pending < 3:
-                await asyncio.sleep(0.01)
+        await until(lambda: keeper.spool is not None and keeper.spool.pending >= 3, BOUND,
+                    "the three events spooled while the database is locked")
     try:
         store = await keeper.wait_open(BOUND)
         call = await store.call("sw-8.1")
