@@ -35,7 +35,7 @@ from ivr.http.app import HttpServer
 from ivr.http.forward import Forwarder
 from ivr.http.services import HttpSettings, Services
 from ivr.metrics import Metrics
-from ivr.records import CallStore
+from ivr.records import CallRecorder, CallStore
 from ivr.records.db import DatabaseError
 from ivr.records.keeper import RecordsKeeper, RecordsSettings
 from ivr.records.legacy import import_json_messages
@@ -110,7 +110,7 @@ class Operations:
         self.http.add_feature(name, routes, openapi_paths)
 
     @property
-    def recorder(self) -> Any:
+    def recorder(self) -> CallRecorder[CallStore]:
         return self.records.recorder
 
     async def _records_open(self, store: CallStore) -> None:
