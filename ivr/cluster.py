@@ -65,7 +65,7 @@ def boottime() -> float:
     """A clock that keeps counting while the host is suspended (a VM paused, a laptop
     lid): CLOCK_MONOTONIC stops then, so a leader resumed after its lease expired would
     still believe in it. Falls back to the monotonic clock where there is no BOOTTIME."""
-    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)  # Linux only: absent elsewhere
     return time.clock_gettime(clock_id) if clock_id is not None else time.monotonic()
 
 

@@ -178,16 +178,17 @@ class AmiConnection:
         self.last_error = ""
 
     @classmethod
-    def from_config(cls, ami: Any, **overrides: Any) -> AmiConnection:
-        """Build from a config's ``[ami]`` section (host, port, username, secret, and the
-        optional ping_interval, ping_timeout, ping_busy_timeout, backoff_initial, backoff_max)."""
-        kwargs: dict[str, Any] = {}
-        for name in ("ping_interval", "ping_timeout", "ping_busy_timeout", "connect_timeout"):
-            if getattr(ami, name, None) is not None:
-                kwargs[name] = float(getattr(ami, name))
-        initial, maximum = getattr(ami, "backoff_initial", None), getattr(ami, "backoff_max", None)
-        if initial is not None or maximum is not None:
-            kwargs["backoff"] = Backoff(initial=float(initial or 0.5), maximum=float(maximum or 30.0))
+    def from_config(cls, ami: AmiConfig, **overrides: Any) -> AmiConnection:
+        """Build from the ``[ami]`` section; its None settings (connect_timeout, backoff_initial,
+        backoff_max) leave the connection's and :class:`Backoff`'s own defaults."""
+        kwargs: dict[str, Any] = {"ping_interval": float(ami.ping_interval), "ping_timeout": float(ami.ping_timeout),
+                                  "ping_busy_timeout": float(ami.ping_busy_timeout)}
+        if ami.connect_timeout is not None:
+            kwargs["connect_timeout"] = float(ami.connect_timeout)
+        if ami.backoff_initial is not None or ami.backoff_max is not None:
+            default = Backoff()
+            kwargs["backoff"] = Backoff(initial=float(ami.backoff_initial or default.initial),
+                                        maximum=float(ami.backoff_max or default.maximum))
         kwargs.update(overrides)
         return cls(ami.host, int(ami.port), ami.username, ami.secret, **kwargs)
 
@@ -414,7 +415,8 @@ class AmiConnection:
     async def _keep_alive(self) -> str:
         """One Ping: "" when its Pong came, else why the connection is taken for dead."""
         def received() -> int:
-            return int(getattr(self._manager.protocol if self._manager else None, "received", 0))
+            protocol = self._manager.protocol if self._manager else None  # panoramisk's attribute (untyped)
+            return protocol.received if isinstance(protocol, AmiProtocol) else 0
 
         reason, late = await ping_once(lambda: self.action({"Action": "Ping"}, self.ping_busy_timeout),
                                        self._lost, received, self.ping_timeout, self.ping_busy_timeout)
