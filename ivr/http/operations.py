@@ -112,7 +112,7 @@ class Operations:
         self.http.add_feature(name, routes, openapi_paths)
 
     @property
-    def recorder(self) -> CallRecorder[CallStore]:
+    def recorder(self) -> CallRecorder:
         return self.records.recorder
 
     async def _records_open(self, store: CallStore) -> None:

@@ -42,7 +42,7 @@ class Services:
     store: CallStore | None  # None: the records database is unavailable (the API says 503)
     bus: EventBus
     tz: ZoneInfo
-    recorder: CallRecorder[CallStore] | None = None
+    recorder: CallRecorder | None = None
     agents: dict[str, str] = field(default_factory=dict)  # number -> name
     health: dict[str, HealthCheck] = field(default_factory=dict)
     # Extra blocks of /healthz (name -> a function returning a JSON object), e.g. records.

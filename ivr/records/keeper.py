@@ -84,7 +84,7 @@ class RecordsKeeper:
             spool = Spool(where, int(s.spool_max_mb * 1024 * 1024)) if where is not None else None
         self.spool = spool
         self.on_open = on_open
-        self.recorder: CallRecorder[CallStore] = CallRecorder(
+        self.recorder = CallRecorder(
             None, bus, drain_timeout=drain_timeout, opener=self._open, spool=spool,
             backoff=backoff or Backoff(initial=s.retry_initial, maximum=s.retry_max),
             on_open=self._opened, on_down=on_down, on_drop=on_drop, queue_size=s.queue_size,
@@ -101,7 +101,8 @@ class RecordsKeeper:
 
     @property
     def store(self) -> CallStore | None:
-        return self.recorder.store
+        store = self.recorder.store
+        return store if isinstance(store, CallStore) else None  # the keeper opens only CallStores
 
     @property
     def attempts(self) -> int:
@@ -148,5 +149,5 @@ class RecordsKeeper:
         await self.recorder.stop()
         store = self.recorder.store
         self.recorder.store = None
-        if store is not None:
+        if isinstance(store, CallStore):
             await store.close()

@@ -26,7 +26,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -66,9 +66,8 @@ class DatabaseStore(Store, Protocol):
     db: Database
 
 
-S = TypeVar("S", bound=Store)
-Opener = Callable[[], Awaitable[S]]  # returns an open store; raises DatabaseError
-Hook = Callable[[S], Awaitable[None] | None]
+Opener = Callable[[], Awaitable[Store]]  # returns an open store; raises DatabaseError
+Hook = Callable[[Any], Awaitable[None] | None]  # on_open(store): the store the opener gave
 
 
 async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -81,7 +80,7 @@ async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
             w.cancel()
 
 
-class CallRecorder(RecorderProgress, Generic[S]):
+class CallRecorder(RecorderProgress):
     """Writes the bus's events to the store, or to the spool while the store is away.
 
     ``store`` may be None at start; ``opener`` (when given) is then called, and called
@@ -90,9 +89,9 @@ class CallRecorder(RecorderProgress, Generic[S]):
     ``drain_timeout`` s, then spools the rest.
     """
 
-    def __init__(self, store: S | None, bus: EventBus, *, drain_timeout: float = 5.0,
-                 opener: Opener[S] | None = None, spool: Spool | None = None, backoff: Backoff | None = None,
-                 on_open: Hook[S] | None = None, on_down: Callable[[], None] | None = None,
+    def __init__(self, store: Store | None, bus: EventBus, *, drain_timeout: float = 5.0,
+                 opener: Opener | None = None, spool: Spool | None = None, backoff: Backoff | None = None,
+                 on_open: Hook | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, max_attempts: int = 3,
                  queue_size: int | None = None, accept: Callable[[], bool] | None = None,
                  on_duplicate: Callable[[int], None] | None = None) -> None:
@@ -121,7 +120,7 @@ class CallRecorder(RecorderProgress, Generic[S]):
 
     # -- outside view ------------------------------------------------------------------
 
-    def use_store(self, store: S) -> None:
+    def use_store(self, store: Store) -> None:
         """The database is open now: write the events waiting and all that follow."""
         self.store = store
         self._ready.set()

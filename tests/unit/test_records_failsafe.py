@@ -153,7 +153,7 @@ async def test_stop_with_nothing_queued_is_quick() -> None:
 
 async def test_events_wait_for_a_store_that_opens_later() -> None:
     bus, store = EventBus(), SlowStore(0)
-    recorder: CallRecorder[SlowStore] = CallRecorder(None, bus)
+    recorder = CallRecorder(None, bus)
     await recorder.start()
     sent = [bus.emit("call.arrived", "1.0"), bus.emit("call.ended", "1.0")]
     for _ in range(10):  # the recorder's task gets its turns (no wall-clock wait)
