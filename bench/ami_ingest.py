@@ -10,8 +10,8 @@ with its own Uniqueids, Linkedids, channel and bridge names, started ``spread`` 
 apart and merged by Asterisk timestamp, so that many calls are in flight at once.
 
 (a) **controller path**: the bytes go to the controller's own protocol (its
-``_Manager``'s ``protocol_factory``: ``AmiProtocol``, ivr/ami/protocol.py, panoramisk's
-``AMIProtocol`` with a leaner frame parser), whose ``_Manager.dispatch`` feeds
+``LeanManager``'s ``protocol_factory``: ``AmiProtocol``, ivr/ami/protocol.py, panoramisk's
+``AMIProtocol`` with a leaner frame parser), whose ``LeanManager.dispatch`` feeds
 ``AmiConnection._dispatch``
 (ivr/ami/connection.py); subscribed are the ``ChannelTracker`` (ivr/ami/channels.py) and
 the ``RingMonitor`` (ivr/rings/) with its ``RingWatch`` machines under the
@@ -174,7 +174,8 @@ def bare_path(data: bytes) -> dict[str, Any]:
 async def controller_path(data: bytes) -> dict[str, Any]:
     """The controller's path (see the module docstring); returns time and what it decided."""
     from ivr.ami.channels import ChannelTracker, event_time
-    from ivr.ami.connection import AmiConnection, _Manager
+    from ivr.ami.connection import AmiConnection
+    from ivr.ami.manager import LeanManager
     from ivr.events import EventBus
     from ivr.metrics import Metrics
     from ivr.rings.monitor import RingMonitor, RingSettings
@@ -200,7 +201,7 @@ async def controller_path(data: bytes) -> dict[str, Any]:
             clock.now = at
             timers.fire_due()
 
-    manager = _Manager(lambda _exc: None, host="127.0.0.1", port=0, loop=asyncio.get_running_loop())
+    manager = LeanManager(lambda _exc: None, host="127.0.0.1", port=0, loop=asyncio.get_running_loop())
     manager.register_event("*", tick)
     manager.register_event("*", conn._dispatch)
     protocol = manager.config["protocol_factory"]()  # what AmiConnection connects with

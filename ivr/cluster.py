@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from ivr.errors import IvrError
+from ivr.sections import ClusterConfig, DatabaseConfig
 
 log = structlog.get_logger("ivr.cluster")
 
@@ -56,13 +57,15 @@ UPDATE ivr_lease SET expires_at = now() - interval '1 millisecond'
 WHERE switch = $1 AND node = $2 AND token = $3"""
 
 RoleCallback = Callable[[str, int], Any]
+# The defaults of the keyword arguments below are the sections' (stated once, there).
+_CLUSTER, _DATABASE = ClusterConfig(), DatabaseConfig()
 
 
 def boottime() -> float:
     """A clock that keeps counting while the host is suspended (a VM paused, a laptop
     lid): CLOCK_MONOTONIC stops then, so a leader resumed after its lease expired would
     still believe in it. Falls back to the monotonic clock where there is no BOOTTIME."""
-    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)  # Linux only: absent elsewhere
     return time.clock_gettime(clock_id) if clock_id is not None else time.monotonic()
 
 
@@ -70,9 +73,10 @@ class Lease:
     """This node's side of the lease: ``role`` is ``"leader"`` or ``"standby"``; ``token``
     the fencing token of the current (or last) leadership."""
 
-    def __init__(self, url: str, *, node: str, switch: str = "default", ttl: float = 1.2,
-                 renew_interval: float = 0.3, poll_interval: float = 0.2, margin: float = 0.25,
-                 connect_timeout: float = 5.0, clock: Callable[[], float] = boottime) -> None:
+    def __init__(self, url: str, *, node: str, switch: str = _CLUSTER.switch, ttl: float = _CLUSTER.lease_ttl,
+                 renew_interval: float = _CLUSTER.renew_interval, poll_interval: float = _CLUSTER.poll_interval,
+                 margin: float = _CLUSTER.margin, connect_timeout: float = _DATABASE.connect_timeout,
+                 clock: Callable[[], float] = boottime) -> None:
         self.url, self.node, self.switch = url, node, switch
         self.ttl, self.renew_interval, self.poll_interval = ttl, renew_interval, poll_interval
         self.margin, self.connect_timeout = margin, connect_timeout
@@ -88,11 +92,10 @@ class Lease:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> Lease:
-        c = config.cluster
-        return cls(config.database.url, node=c.node, switch=c.switch, ttl=c.lease_ttl,
+    def from_config(cls, c: ClusterConfig, database: DatabaseConfig) -> Lease:
+        return cls(database.url, node=c.node, switch=c.switch, ttl=c.lease_ttl,
                    renew_interval=c.renew_interval, poll_interval=c.poll_interval, margin=c.margin,
-                   connect_timeout=config.database.connect_timeout)
+                   connect_timeout=database.connect_timeout)
 
     # -- the question every action asks ------------------------------------------------
     def may_act(self) -> bool:
@@ -310,9 +313,10 @@ class Standalone:
     switch's lease under :func:`standalone_name` for as long as it runs. It acts whether or
     not it holds it (alone by configuration: the database failing never stops it)."""
 
-    def __init__(self, url: str, switch: str, *, host: str | None = None, connect_timeout: float = 5.0,
-                 ttl: float = 1.2, renew_interval: float = 0.3, poll_interval: float = 0.2,
-                 margin: float = 0.25) -> None:
+    def __init__(self, url: str, switch: str, *, host: str | None = None,
+                 connect_timeout: float = _DATABASE.connect_timeout, ttl: float = _CLUSTER.lease_ttl,
+                 renew_interval: float = _CLUSTER.renew_interval, poll_interval: float = _CLUSTER.poll_interval,
+                 margin: float = _CLUSTER.margin) -> None:
         self.url, self.switch, self.connect_timeout = url, switch, connect_timeout
         self.lease = Lease(url, node=standalone_name(host), switch=switch, connect_timeout=connect_timeout,
                            ttl=ttl, renew_interval=renew_interval, poll_interval=poll_interval, margin=margin)
@@ -322,11 +326,10 @@ class Standalone:
         self._late_check: asyncio.TimerHandle | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> Standalone | None:
-        if not config.database.url.startswith(("postgres://", "postgresql://")):
+    def from_config(cls, c: ClusterConfig, database: DatabaseConfig) -> Standalone | None:
+        if not database.url.startswith(("postgres://", "postgresql://")):
             return None
-        c = config.cluster
-        return cls(config.database.url, c.switch, connect_timeout=config.database.connect_timeout,
+        return cls(database.url, c.switch, connect_timeout=database.connect_timeout,
                    ttl=c.lease_ttl, renew_interval=c.renew_interval, poll_interval=c.poll_interval, margin=c.margin)
 
     async def start(self) -> None:

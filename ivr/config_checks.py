@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ivr.rules.callback import LiveRule, parse_span, parse_window
@@ -56,7 +55,7 @@ MIN_SECRET_LENGTH = 16  # characters (visible ASCII): the HTTP token and the web
 def read_secret(config: Config, secret: Secret, env: Mapping[str, str],
                  problems: Problems) -> tuple[str, str]:
     """The secret's value and where it came from (an env name, a credential path or a key)."""
-    section, name = secret.key.split(".")
+    section, name = secret.key.split(".")  # read by its TOML key path, the name the problems give
     inline = getattr(getattr(config, section), name)
     file = getattr(getattr(config, section), secret.file_key.split(".")[1])
     if env.get(secret.env):
@@ -109,7 +108,7 @@ def agi_key(text: str, source: str, problems: Problems) -> str:
     return ""
 
 
-def validate_callbacks(cb: CallbacksConfig, add: Any) -> None:
+def validate_callbacks(cb: CallbacksConfig, add: Callable[[str, str], None]) -> None:  # add(key, problem)
     try:
         parse_span(cb.hours)
     except ValueError as exc:

@@ -71,11 +71,11 @@ class Controller:
         self.channels = ChannelTracker()
         self.channels.attach(self.ami)  # first: its resync runs before any feature's
         # A controller pair ([cluster]): only the lease holder changes the switch.
-        self.lease = Lease.from_config(config) if config.cluster.node else None
+        self.lease = Lease.from_config(config.cluster, config.database) if config.cluster.node else None
         # Without [cluster] on PostgreSQL: refuses to start beside a pair of the same switch.
-        self.standalone = Standalone.from_config(config) if self.lease is None else None
+        self.standalone = Standalone.from_config(config.cluster, config.database) if self.lease is None else None
         acting = self.lease.may_act if self.lease is not None else (lambda: True)
-        self.once = Once.from_config(config, self.lease)  # each rule's action once per switch
+        self.once = Once.from_config(config.cluster, config.database, self.lease)  # each rule's action once per switch
         rt = Runtime(self.ami, self.channels, self.timers, self.bus, self.metrics, acting=acting, once=self.once)
         # The order features attach to AMI in is the order they see each event.
         inbound = build_inbound(rt, config, self.now)  # R2/R3: greeting, silent-call script

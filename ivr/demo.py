@@ -101,14 +101,25 @@ class Demo:
     def __init__(self, *, company: str, instance: str, http_port: int | None,
                  out: Callable[[str], None]) -> None:
         self.company, self.instance, self.http_port, self.out = company, instance, http_port, out
-        self.controller: Any = None
-        self.watcher: Any = None
+        self.controller: Controller | None = None
+        self.watcher: AmiConnection | None = None
         self.switch: EmbeddedSwitch | None = None
         self.timeline = Timeline(out)
         self.placed: set[str] = set()  # Uniqueids (call ids) of the calls this demo placed
         self.tasks: set[asyncio.Task[Any]] = set()
         self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
         self.state: Path | None = None
+
+    @property
+    def ctl(self) -> Controller:
+        assert self.controller is not None, "the demo's controller is started"
+        return self.controller
+
+    @property
+    def ami(self) -> AmiConnection:
+        """The demo's own AMI connection (its admin user), not the controller's."""
+        assert self.watcher is not None, "the demo's AMI connection is started"
+        return self.watcher
 
     # -- switch events --------------------------------------------------------------
     def _on_ami(self, event: Any) -> None:
@@ -136,7 +147,7 @@ class Demo:
             self._waiters.remove(entry)
 
     async def _follow_bus(self) -> None:
-        async for ev in self.controller.bus.subscribe():
+        async for ev in self.ctl.bus.subscribe():
             data = ev.data
             if ev.kind == "greeting.played":
                 data = {**data, **self._greeting_words(str(data.get("language") or ""))}
@@ -146,7 +157,7 @@ class Demo:
         """The day part, holiday and words of the greeting the controller just chose (the
         same choice, made again for the printout)."""
         try:
-            g = choose_greeting(self.controller.now(), self.config, language or None)
+            g = choose_greeting(self.ctl.now(), self.config, language or None)
         except Exception:  # noqa: BLE001 - the printout only loses its words
             return {}
         return {"daypart": g.daypart, "holiday": g.holiday or "no holiday", "text": g.text}
@@ -223,14 +234,14 @@ class Demo:
     async def hang_up_all(self) -> None:
         """Hang up every channel of the calls the demo placed (the agents and transfer
         targets share the caller's Linkedid)."""
-        reply = await self.watcher.action({"Action": "CoreShowChannels"}, 1.0, as_list=True)
+        reply = await self.ami.action({"Action": "CoreShowChannels"}, 1.0, as_list=True)
         rows = [m for m in reply if m.get("Event") == "CoreShowChannel"]
         mine = [r["Channel"] for r in rows
                 if r.get("Linkedid") in self.placed or r.get("Uniqueid", "").split(";")[0] in self.placed
                 or "@ivr-demo-" in r.get("Channel", "")]
         for channel in mine:
             with contextlib.suppress(Exception):
-                await self.watcher.action({"Action": "Hangup", "Channel": channel}, 1.0)
+                await self.ami.action({"Action": "Hangup", "Channel": channel}, 1.0)
 
     # -- one round ------------------------------------------------------------------
     async def round(self, n: int) -> None:
@@ -251,7 +262,7 @@ class Demo:
                                           ROUND_TIMEOUT))
         bridged = self._spawn(self.wait_ami(
             lambda e: e.get("Event") == "BridgeEnter" and e.get("Uniqueid") == call_id, ROUND_TIMEOUT))
-        await self.watcher.action({
+        await self.ami.action({
             "Action": "Originate", "Channel": f"Local/{sc.caller}@ivr-demo-caller",
             "Context": "ivr-inbound", "Exten": "s", "Priority": "1", "Async": "true",
             "ChannelId": call_id, "OtherChannelId": f"{call_id}-2",
@@ -294,11 +305,11 @@ class Demo:
             await self.end_call(call_id)
 
     async def end_call(self, call_id: str) -> None:
-        reply = await self.watcher.action({"Action": "CoreShowChannels"}, 5.0, as_list=True)
+        reply = await self.ami.action({"Action": "CoreShowChannels"}, 5.0, as_list=True)
         for row in reply:
             if row.get("Event") == "CoreShowChannel" and row.get("Linkedid") == call_id:
                 with contextlib.suppress(Exception):
-                    await self.watcher.action({"Action": "Hangup", "Channel": row["Channel"]}, 5.0)
+                    await self.ami.action({"Action": "Hangup", "Channel": row["Channel"]}, 5.0)
 
     async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """The controller's HTTP API, as an agent's desktop tool would call it."""

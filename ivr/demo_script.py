@@ -105,7 +105,7 @@ def describe(kind: str, data: dict[str, Any]) -> tuple[str, str] | None:
         stage = data.get("stage")
         if stage == "responded":
             return "R3 silent", "the caller speaks: not silent, on to the agents"
-        return "R3 silent", {"prompt2": "no voice 5 s after the greeting: prompt 2",
+        return "R3 silent", {"prompt2": "no voice in the pause after the greeting: prompt 2",
                              "prompt3": "still no voice: prompt 3",
                              "release": "still no voice: goodbye"}.get(str(stage), f"silent: {stage}")
     if kind == "call.released":

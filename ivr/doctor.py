@@ -183,7 +183,7 @@ class _Doctor:
                      f"{'connected' if ami_ok else 'not connected'}: see its log and /healthz")
         await self._leader(own_url, role)
 
-    async def _leader(self, own_url: str, own_role: Any) -> None:
+    async def _leader(self, own_url: str, own_role: object) -> None:  # from the node's /healthz JSON
         c = self.config.cluster
         try:
             lease = await self._lease()

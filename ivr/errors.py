@@ -9,6 +9,8 @@ class IvrError(Exception):
     """An error with a stable ``error_id``, a human message and structured details."""
 
     error_id = "ivr-error"
+    # What the API answers when a service raises it (None: 502 for the switch's errors, else 409).
+    http_status: int | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

@@ -34,6 +34,7 @@ from typing import Any
 
 import structlog
 
+from ivr.ami.link import AmiLink
 from ivr.events import CallEvent, EventBus
 
 log = structlog.get_logger("ivr.hangups")
@@ -128,7 +129,7 @@ class HangupTracker:
         self._clock = clock or time.time
         self._ended_lately: deque[str] = deque(maxlen=1000)  # call.ended published, newest last
 
-    def attach(self, ami: Any) -> list[Callable[[], None]]:
+    def attach(self, ami: AmiLink) -> list[Callable[[], None]]:
         """Subscribe to an :class:`~ivr.ami.AmiConnection`; returns the unsubscribe functions."""
         return [*(ami.subscribe(name, self.on_event) for name in TRACKED),
                 ami.subscribe("Newexten", self.on_step)]

@@ -76,7 +76,7 @@ class GeneratedSecret:
     # ivr-globals.conf includes it itself
     category: str  # the section it adds to
     key: str
-    controller_file: str = ""  # InstallOptions attribute: where the controller reads it ("" none)
+    controller_file: Callable[[InstallOptions], Path] | None = None  # where the controller reads it
 
 
 # Every generated secret. The AMI user's is in the [ivr] section ivr-manager.conf opens;
@@ -86,7 +86,7 @@ class GeneratedSecret:
 AGI_KEY_FILE = "ivr-agi-key.conf"  # the FastAGI key, a global ivr-globals.conf #tryinclude's
 GENERATED_SECRETS = (
     GeneratedSecret(file="ivr-manager-secret.conf", role="manager", category="ivr", key="secret",
-                    controller_file="controller_secret_file"),
+                    controller_file=lambda o: o.controller_secret_file),
     GeneratedSecret(file=AGI_KEY_FILE, role="globals", category="globals", key="IVR_AGI_KEY"),
 )
 
@@ -207,7 +207,7 @@ class Installer:
         pattern = rf"(?m)^\s*{re.escape(spec.key)}\s*=\s*(\S+)\s*$"
         if (text := _read(self.dir / spec.file)) and (m := re.search(pattern, text)):
             return m.group(1)
-        if spec.controller_file and (text := _read(Path(getattr(self.o, spec.controller_file)))) and text.strip():
+        if spec.controller_file and (text := _read(Path(spec.controller_file(self.o)))) and text.strip():
             return text.strip()
         return secrets.token_urlsafe(32)
 
@@ -251,7 +251,7 @@ class Installer:
             own(spec.file, f"[{spec.category}](+)\n{spec.key} = {value}\n",
                 self.targets["extensions" if spec.role == "globals" else spec.role], secret=True)
             if spec.controller_file:
-                path = Path(getattr(self.o, spec.controller_file))
+                path = Path(spec.controller_file(self.o))
                 changes.append(Change(path, _read(path), value + "\n", mode=0o600, secret=True))
                 created.append(str(path))
 

@@ -92,6 +92,7 @@ class AcceptFailures:
         message = str(context.get("message", ""))
         if "accept" in message.lower() and isinstance(context.get("exception"), OSError):
             return True
+        # asyncio's own objects (a Handle's private _callback), not ours: read by name, with a default.
         callback = getattr(context.get("handle"), "_callback", None)
         return getattr(callback, "__name__", "") == "_start_serving"
 
@@ -139,6 +140,7 @@ class CappedHttpSite(web.TCPSite):
         def make() -> asyncio.BaseProtocol:
             handlers = server.connections
             if len(handlers) >= self.max_connections:
+                # aiohttp's private flag on its RequestHandler (not ours): busy when it is missing.
                 idle = [h for h in handlers if not getattr(h, "_request_in_progress", True)]
                 if idle:  # oldest first (the server keeps them in connection order)
                     idle[0].force_close()

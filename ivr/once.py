@@ -46,6 +46,7 @@ from typing import Any
 import structlog
 
 from ivr.cluster import Lease
+from ivr.sections import ClusterConfig, DatabaseConfig
 
 log = structlog.get_logger("ivr.once")
 
@@ -71,6 +72,7 @@ PRUNE = "DELETE FROM ivr_action WHERE sent_at < now() - interval '2 days'"
 PRUNE_EVERY = 3600.0  # s between prunes by one node (and at each connect)
 
 Send = Callable[[], Any]  # a plain function, or one returning an awaitable
+_CLUSTER, _DATABASE = ClusterConfig(), DatabaseConfig()  # the defaults below are theirs
 
 
 def action_key(call: str, rule: str, step: str | int) -> str:
@@ -89,9 +91,10 @@ class _Pending:
 class Once:
     """One gate for every keyed action. ``lease`` None: no cluster, send at once."""
 
-    def __init__(self, lease: Lease | None = None, url: str = "", *, late_limit: float = 10.0,
+    def __init__(self, lease: Lease | None = None, url: str = "", *, late_limit: float = _CLUSTER.late_limit,
                  max_pending: int = 10_000, clock: Callable[[], float] = time.monotonic,
-                 connect_timeout: float = 5.0, claim_timeout: float = 1.0, connections: int = 4) -> None:
+                 connect_timeout: float = _DATABASE.connect_timeout, claim_timeout: float = _CLUSTER.claim_timeout,
+                 connections: int = _CLUSTER.claim_connections) -> None:
         self.lease, self.url, self.late_limit, self.max_pending = lease, url, late_limit, max_pending
         self.clock, self.connect_timeout, self.claim_timeout = clock, connect_timeout, claim_timeout
         self.connections = connections
@@ -109,12 +112,11 @@ class Once:
             lease.on_change(self._role_changed)
 
     @classmethod
-    def from_config(cls, config: Any, lease: Lease | None) -> Once:
+    def from_config(cls, c: ClusterConfig, database: DatabaseConfig, lease: Lease | None) -> Once:
         if lease is None:
             return cls()
-        c = config.cluster
-        return cls(lease, config.database.url, late_limit=c.late_limit, claim_timeout=c.claim_timeout,
-                   connections=c.claim_connections, connect_timeout=config.database.connect_timeout)
+        return cls(lease, database.url, late_limit=c.late_limit, claim_timeout=c.claim_timeout,
+                   connections=c.claim_connections, connect_timeout=database.connect_timeout)
 
     @property
     def pending(self) -> int:

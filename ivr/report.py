@@ -25,14 +25,19 @@ from ivr.records.figures import (
     hold_distribution,
     rings_histogram,
 )
+from ivr.sections import HoldConfig, HttpConfig, RingsConfig
 
 FORMATS = ("html", "csv", "json")
 
 
 async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, *,
-                       agents: dict[str, str] | None = None, long_call_seconds: float = 180.0,
-                       switch: str | None = None) -> dict[str, Any]:
-    """The figures of every switch's calls, or of ``switch``'s only (issue 17)."""
+                       agents: dict[str, str] | None = None, long_call_seconds: float = HttpConfig().long_call_seconds,
+                       switch: str | None = None, warn_rings: int = RingsConfig().warn_rings,
+                       critical_rings: int = RingsConfig().critical_rings,
+                       hold_limit: float = HoldConfig().choices_after) -> dict[str, Any]:
+    """The figures of every switch's calls, or of ``switch``'s only (issue 17). The
+    thresholds (``[rings]``, ``[hold] choices_after``) only label and highlight: a ring
+    leg's ``within_three`` was decided by the ring monitor when it was answered."""
     since, until = day_window(first, last, tz)
     legs = await store.ring_legs(since, until, switch)
     calls = await store.calls(CallFilter(since=since, until=until, limit=10_000_000, switch=switch))
@@ -47,7 +52,8 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
     return {
         "from": first.isoformat(), "to": last.isoformat(), "timezone": str(tz),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "long_call_seconds": long_call_seconds, "switch": switch,
+        "long_call_seconds": long_call_seconds, "switch": switch, "warn_rings": warn_rings,
+        "critical_rings": critical_rings, "hold_limit": hold_limit,
         "switches": switch_figures(calls, legs, alarms),
         "totals": {
             "calls": len(calls), "answered": len(answered), "within_three": within,
@@ -208,10 +214,12 @@ svg .b{fill:#2f6fde}svg .b.hot{fill:#d64545}"""
 AGENT_TABLE_COLUMNS = ("agent", "name", "answered", "service_level", "max_rings", "unanswered",
                        "alarms_warning", "alarms_critical", "agent_first_hangups", "long_calls", "holds",
                        "hold_seconds", "transfers")
-AGENT_HEADINGS = ("Agent", "Name", "Answered", "≤ 3 rings", "Most rings", "Unanswered", "Alarms (3)", "Alarms (6)",
-                  "Hung up first", "Long calls", "Holds", "Hold s", "Transfers")
-DAY_HEADINGS = ("Day", "Calls", "Answered", "Within 3", "≤ 3 rings", "Agent hung up first", "Long calls", "Holds",
-                "Hold s")
+# {w}, {c}: the report's warn_rings and critical_rings.
+AGENT_HEADINGS = ("Agent", "Name", "Answered", "≤ {w} rings", "Most rings", "Unanswered", "Alarms ({w})",
+                  "Alarms ({c})", "Hung up first", "Long calls", "Holds", "Hold s", "Transfers")
+DAY_HEADINGS = ("Day", "Calls", "Answered", "Within {w}", "≤ {w} rings", "Agent hung up first", "Long calls",
+                "Holds", "Hold s")
+SWITCH_HEADINGS = ("Switch", "Calls", "Answered", "Within {w}", "≤ {w} rings", "Alarms")
 
 
 def _card(label: str, value: object) -> str:
@@ -219,16 +227,20 @@ def _card(label: str, value: object) -> str:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    t = report["totals"]
-    cards = [("Calls", t["calls"]), ("Answered within 3 rings", _pct(t["service_level"])),
+    t, warn = report["totals"], report["warn_rings"]
+
+    def headings(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n.format(w=warn, c=report["critical_rings"]) for n in names)
+
+    cards = [("Calls", t["calls"]), (f"Answered within {warn} rings", _pct(t["service_level"])),
              ("Ring alarms", t["alarms"]), ("Holds", t["holds"]), ("Transfers", t["transfers"]),
              ("Agent hung up first", t["agent_first_hangups"]),
              ("Call-backs done", f"{t['callbacks_done']} of {t['callbacks']}"),
              ("Messages left", t["messages"]),
              (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
     late = {k for k in report["rings_to_answer"]
-            if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > 3}
-    over = {k for k in report["hold_durations"] if int(k.split("-")[0].rstrip("+")) >= 60}
+            if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > warn}
+    over = {k for k in report["hold_durations"] if int(k.split("-")[0].rstrip("+")) >= report["hold_limit"]}
     per_agent_sl = {a["agent"]: round((a["service_level"] or 0) * 100) for a in report["agents"] if a["answered"]}
     per_agent_bad = {a["agent"]: a["agent_first_hangups"] for a in report["agents"]}
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -241,16 +253,16 @@ generated {report['generated_at']}</p>
 <h2>Charts</h2><div class="charts">
 {bar_chart(report['rings_to_answer'], title='Rings to answer (answered calls)', unit=' rings', highlight=late)}
 {bar_chart(report['hold_durations'], title='Hold durations (seconds)', unit=' s', highlight=over)}
-{bar_chart(per_agent_sl, title='Answered within three rings, % per agent', unit=' %')}
+{bar_chart(per_agent_sl, title=f'Answered within {warn} rings, % per agent', unit=' %')}
 {bar_chart(per_agent_bad, title='Agent-first hang-ups per agent', highlight=set(per_agent_bad))}
 {bar_chart(report['callbacks']['attempts'], title='Call-back attempts by outcome')}
 </div>
 <h2>Per switch</h2>
-{_table(report['switches'], SWITCH_COLUMNS, ("Switch", "Calls", "Answered", "Within 3", "≤ 3 rings", "Alarms"))}
+{_table(report['switches'], SWITCH_COLUMNS, headings(SWITCH_HEADINGS))}
 <h2>Per agent</h2>
-{_table(report['agents'], AGENT_TABLE_COLUMNS, AGENT_HEADINGS)}
+{_table(report['agents'], AGENT_TABLE_COLUMNS, headings(AGENT_HEADINGS))}
 <h2>Per day</h2>
-{_table(report['days'], DAY_COLUMNS, DAY_HEADINGS)}
+{_table(report['days'], DAY_COLUMNS, headings(DAY_HEADINGS))}
 </body></html>
 """
 

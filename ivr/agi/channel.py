@@ -17,9 +17,12 @@ from urllib.parse import parse_qsl, urlencode
 
 from panoramisk.utils import parse_agi_result
 
+from ivr.sections import AgiConfig
+
 MAX_HEADER_BYTES = 16 * 1024
-HEADER_TIMEOUT = 5.0  # s for the whole environment (not per line: slowloris)
-IDLE_TIMEOUT = 30.0  # s a command may take beyond its own duration before the session is dropped
+# [agi] header_timeout: s for the whole environment (not per line: slowloris); idle_timeout:
+# s a command may take beyond its own duration before the session is dropped.
+HEADER_TIMEOUT, IDLE_TIMEOUT = AgiConfig().header_timeout, AgiConfig().idle_timeout
 STREAM_MAX = 300.0  # s a STREAM FILE of one of the project's prompts may take at most
 KEY_PARAM = "ivr_key"  # the query parameter of the AGI URI that carries the switch's key
 

@@ -38,17 +38,22 @@ from ivr.agi.channel import (
     FastAgiChannel,
     read_headers,
 )
+from ivr.metrics import Metrics
 from ivr.netlimits import Throttled
+from ivr.sections import AgiConfig
 
 log = structlog.get_logger("ivr.agi")
 
 Handler = Callable[[AgiChannel], Awaitable[None]]
 
 
+_AGI = AgiConfig()  # the defaults below are the section's
+
+
 @dataclass(frozen=True)
 class AgiLimits:
-    max_sessions: int = 200  # calls in the controller at once (each holds one socket)
-    max_pending: int = 128  # connections still in their header; more evict the oldest ([agi] max_pending)
+    max_sessions: int = _AGI.max_sessions  # calls in the controller at once (each holds one socket)
+    max_pending: int = _AGI.max_pending  # connections still in their header; more evict the oldest
     header_timeout: float = HEADER_TIMEOUT  # s for the whole AGI header
     idle_timeout: float = IDLE_TIMEOUT  # s a reply may be late beyond the command's own time
 
@@ -56,7 +61,7 @@ class AgiLimits:
 class FastAgiServer:
     def __init__(self, routes: dict[str, Handler], host: str = "127.0.0.1", port: int = 4573, *,
                  key: str | None = None, require_key: bool = True, limits: AgiLimits | None = None,
-                 metrics: Any = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.routes = dict(routes)
         self.host = host
         self.port = port
@@ -78,7 +83,8 @@ class FastAgiServer:
         self._throttle = Throttled()
 
     @classmethod
-    def from_config(cls, routes: dict[str, Handler], agi: Any, *, metrics: Any = None) -> FastAgiServer:
+    def from_config(cls, routes: dict[str, Handler], agi: AgiConfig, *,
+                    metrics: Metrics | None = None) -> FastAgiServer:
         limits = AgiLimits(max_sessions=agi.max_sessions, max_pending=agi.max_pending,
                            header_timeout=agi.header_timeout, idle_timeout=agi.idle_timeout)
         return cls(routes, agi.host, agi.port, key=agi.key or None, require_key=agi.require_key,
@@ -104,7 +110,7 @@ class FastAgiServer:
 
     def _refuse(self, reason: str, peer: Any, **fields: Any) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
-        if self.metrics is not None and hasattr(self.metrics, "agi_refused"):
+        if self.metrics is not None:
             self.metrics.agi_refused.labels(reason=reason).inc()
         self._throttle.warning("fastagi.refused", reason, peer=peer, **fields)
 

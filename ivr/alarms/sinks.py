@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,8 @@ from ivr.errors import ConfigError
 from ivr.events import EventBus
 from ivr.once import Once, action_key
 from ivr.sections import AlarmsConfig
+
+_ALARMS = AlarmsConfig()  # the webhook's defaults are the section's
 
 log = structlog.get_logger("ivr.alarms")
 
@@ -52,7 +55,7 @@ class _Tasks:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -146,8 +149,9 @@ class WebhookSink:
     ``delivery`` id stays the same across the retries of one alarm.
     """
 
-    def __init__(self, url: str, *, secret: str, queue_size: int = 1000, retries: int = 3,
-                 timeout: float = 5.0, deadline: float = 30.0, backoff: float = 0.5,
+    def __init__(self, url: str, *, secret: str, queue_size: int = _ALARMS.webhook_queue,
+                 retries: int = _ALARMS.webhook_retries, timeout: float = _ALARMS.webhook_timeout,
+                 deadline: float = _ALARMS.webhook_deadline, backoff: float = 0.5,
                  headers: dict[str, str] | None = None, session: aiohttp.ClientSession | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"alarm webhook URL {url!r} must start with http:// or https://", url=url)

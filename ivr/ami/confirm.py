@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from ivr.ami.connection import AmiActionError, AmiError
+from ivr.ami.link import AmiLink
 
 log = structlog.get_logger("ivr.ami")
 
@@ -40,7 +40,7 @@ class ChannelFacts:
     state: str
 
 
-async def channel_facts(conn: Any, channel: str, timeout: float = 5.0) -> ChannelFacts | None:
+async def channel_facts(conn: AmiLink, channel: str, timeout: float = 5.0) -> ChannelFacts | None:
     """What the switch says of ``channel`` (a name or a Uniqueid); None if it has no such
     channel. Raises :class:`AmiError` if the switch cannot be asked."""
     try:
@@ -57,7 +57,7 @@ async def channel_facts(conn: Any, channel: str, timeout: float = 5.0) -> Channe
                         linkedid=str(row.get("Linkedid", "")), state=str(row.get("ChannelStateDesc", "")))
 
 
-async def really_gone(conn: Any, channel: str, wait: float = GONE_WAIT) -> bool:
+async def really_gone(conn: AmiLink, channel: str, wait: float = GONE_WAIT) -> bool:
     """Whether the switch no longer has ``channel`` (asked until ``wait`` s have passed)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -69,7 +69,7 @@ async def really_gone(conn: Any, channel: str, wait: float = GONE_WAIT) -> bool:
         await asyncio.sleep(GONE_POLL)  # the switch's own state, asked again (bounded)
 
 
-async def hang_up_confirmed(conn: Any, channel: str, *, uniqueid: str = "", linkedid: str = "",
+async def hang_up_confirmed(conn: AmiLink, channel: str, *, uniqueid: str = "", linkedid: str = "",
                             gone: Iterable[str] = (), cause: str | None = None, why: str = "",
                             timeout: float = 5.0) -> bool:
     """Hang ``channel`` up once the switch confirms it (see the module); True if a

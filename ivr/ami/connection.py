@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from panoramisk import Manager
-from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from ivr.ami.errors import (
@@ -54,6 +52,7 @@ from ivr.ami.errors import (
     check_action,
 )
 from ivr.ami.keepalive import Backoff, ping_once
+from ivr.ami.manager import LeanManager
 from ivr.ami.protocol import AmiProtocol
 from ivr.sections import AmiConfig
 
@@ -66,69 +65,6 @@ log = structlog.get_logger("ivr.ami")
 
 EventCallback = Callable[[Message], Any]
 ConnectedCallback = Callable[[], Awaitable[None] | None]
-
-
-class _NothingIsResent:
-    """panoramisk's ``forgetable_actions``: contains every action name."""
-
-    def __contains__(self, _name: object) -> bool:
-        return True
-
-
-class _Manager(Manager):  # type: ignore[misc]  # panoramisk ships no types
-    """panoramisk's Manager without its own connect/login/ping/reconnect logic."""
-
-    patterns: list[tuple[str, re.Pattern[str]]]  # the base class's (pattern, regexp) list
-
-    def __init__(self, on_lost: Callable[[object], None], **config: Any) -> None:
-        self._routes: dict[str, tuple[list[str], list[list[Any]]]] = {}  # event name -> patterns, callbacks
-        self._pending: set[asyncio.Future[Any]] = set()  # coroutine callbacks running (kept from the GC)
-        config.setdefault("protocol_factory", AmiProtocol)  # the lean reader (ivr/ami/protocol.py)
-        super().__init__(forgetable_actions=_NothingIsResent(), ping_delay=0, ping_interval=0, **config)
-        self._on_lost = on_lost
-        self.callbacks.pop("FullyBooted", None)  # its send_awaiting_actions: never re-send
-        self.patterns = [p for p in self.patterns if p[0] != "FullyBooted"]
-        self._routes.clear()
-
-    def register_event(self, pattern: str, callback: Any = None) -> Any:
-        self._routes.clear()
-        return super().register_event(pattern, callback)
-
-    def dispatch(self, event: Message) -> list[str]:
-        """``Manager.dispatch`` with the patterns matched once per event name, not per
-        event (the callback lists themselves are read live, as there)."""
-        event.manager = self
-        name = event.get("Event", "")
-        route = self._routes.get(name)
-        if route is None:
-            if len(self._routes) > 1000:  # event names are few; never grow without bound
-                self._routes.clear()
-            matched = [p for p, regexp in self.patterns if regexp.match(name) is not None]
-            route = self._routes[name] = (matched, [self.callbacks[p] for p in matched])
-        for callbacks in route[1]:
-            for callback in callbacks:
-                ret = callback(self, event)
-                if ret is not None and (asyncio.iscoroutine(ret) or isinstance(ret, asyncio.Future)):
-                    pending = asyncio.ensure_future(ret, loop=self.loop)
-                    self._pending.add(pending)
-                    pending.add_done_callback(self._pending.discard)
-        return list(route[0])
-
-    def attach(self, protocol: AMIProtocol) -> None:
-        """What ``Manager.connection_made`` does, minus login, pinger and reconnect."""
-        self.protocol = protocol
-        protocol.queue.clear()
-        protocol.factory = self
-        protocol.log = self.log
-        protocol.config = self.config
-        protocol.encoding = self.encoding = self.config["encoding"]
-        self.responses = protocol.responses = {}
-        self._connected = True
-
-    def connection_lost(self, exc: object) -> None:  # called by AMIProtocol
-        self._connected = False
-        self.awaiting_actions.clear()
-        self._on_lost(exc)
 
 
 class AmiConnection:
@@ -163,7 +99,7 @@ class AmiConnection:
         self._subs: dict[str, list[EventCallback]] = defaultdict(list)
         self._routes: dict[str, tuple[EventCallback, ...]] = {}  # event name as sent -> callbacks
         self._on_connected: list[ConnectedCallback] = []
-        self._manager: _Manager | None = None
+        self._manager: LeanManager | None = None
         self._lost = asyncio.Event()
         self._up = asyncio.Event()
         self._ready = asyncio.Event()  # connected and every on_connected callback has run
@@ -178,16 +114,17 @@ class AmiConnection:
         self.last_error = ""
 
     @classmethod
-    def from_config(cls, ami: Any, **overrides: Any) -> AmiConnection:
-        """Build from a config's ``[ami]`` section (host, port, username, secret, and the
-        optional ping_interval, ping_timeout, ping_busy_timeout, backoff_initial, backoff_max)."""
-        kwargs: dict[str, Any] = {}
-        for name in ("ping_interval", "ping_timeout", "ping_busy_timeout", "connect_timeout"):
-            if getattr(ami, name, None) is not None:
-                kwargs[name] = float(getattr(ami, name))
-        initial, maximum = getattr(ami, "backoff_initial", None), getattr(ami, "backoff_max", None)
-        if initial is not None or maximum is not None:
-            kwargs["backoff"] = Backoff(initial=float(initial or 0.5), maximum=float(maximum or 30.0))
+    def from_config(cls, ami: AmiConfig, **overrides: Any) -> AmiConnection:
+        """Build from the ``[ami]`` section; its None settings (connect_timeout, backoff_initial,
+        backoff_max) leave the connection's and :class:`Backoff`'s own defaults."""
+        kwargs: dict[str, Any] = {"ping_interval": float(ami.ping_interval), "ping_timeout": float(ami.ping_timeout),
+                                  "ping_busy_timeout": float(ami.ping_busy_timeout)}
+        if ami.connect_timeout is not None:
+            kwargs["connect_timeout"] = float(ami.connect_timeout)
+        if ami.backoff_initial is not None or ami.backoff_max is not None:
+            default = Backoff()
+            kwargs["backoff"] = Backoff(initial=float(ami.backoff_initial or default.initial),
+                                        maximum=float(ami.backoff_max or default.maximum))
         kwargs.update(overrides)
         return cls(ami.host, int(ami.port), ami.username, ami.secret, **kwargs)
 
@@ -370,7 +307,7 @@ class AmiConnection:
     async def _connect_once(self) -> None:
         loop = asyncio.get_running_loop()
         self._lost.clear()
-        manager = _Manager(self._on_lost, host=self.host, port=self.port, loop=loop)
+        manager = LeanManager(self._on_lost, host=self.host, port=self.port, loop=loop)
         manager.register_event("*", self._dispatch)
         try:
             _, protocol = await asyncio.wait_for(
@@ -414,7 +351,8 @@ class AmiConnection:
     async def _keep_alive(self) -> str:
         """One Ping: "" when its Pong came, else why the connection is taken for dead."""
         def received() -> int:
-            return int(getattr(self._manager.protocol if self._manager else None, "received", 0))
+            protocol = self._manager.protocol if self._manager else None  # panoramisk's attribute (untyped)
+            return protocol.received if isinstance(protocol, AmiProtocol) else 0
 
         reason, late = await ping_once(lambda: self.action({"Action": "Ping"}, self.ping_busy_timeout),
                                        self._lost, received, self.ping_timeout, self.ping_busy_timeout)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ class Backoff:
     maximum: float = 30.0
     jitter: float = 0.1  # fraction of the delay, randomised, so many controllers spread out
 
-    def delays(self) -> Any:
+    def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
             yield delay * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311 - jitter, not a secret

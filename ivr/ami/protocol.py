@@ -158,6 +158,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no typ
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
+        # panoramisk's attributes (set by its connection_made and its Manager), read by name.
         encoding = getattr(self, "encoding", "ascii")
         text = data.decode(encoding, "ignore")
         stream = getattr(self.factory, "save_stream", None)

@@ -4,8 +4,8 @@ read action: a standby may ask too)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from ivr.ami.link import AmiLink
 from ivr.rules.dialing import QUEUE_RE
 
 
@@ -16,7 +16,7 @@ class QueueMember:
     paused: bool
 
 
-async def queue_members(conn: Any, queue: str, timeout: float = 5.0) -> list[QueueMember] | None:
+async def queue_members(conn: AmiLink, queue: str, timeout: float = 5.0) -> list[QueueMember] | None:
     """The members of ``queue`` as the switch has them now; None when the switch has no
     such queue. Raises :class:`~ivr.ami.connection.AmiError` if the switch cannot be asked,
     ValueError for a name that is not a queue name."""

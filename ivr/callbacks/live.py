@@ -30,6 +30,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.talk import talk_detect
+from ivr.ami.link import AmiLink
 from ivr.rules.callback import LiveAnswer, LiveRule
 
 log = structlog.get_logger("ivr.callbacks")
@@ -74,7 +75,7 @@ class LiveListener:
         self.rule, self.threshold, self.clock = rule, threshold, clock
         self.watches: dict[str, LiveWatch] = {}
 
-    def attach(self, ami: Any) -> None:
+    def attach(self, ami: AmiLink) -> None:
         ami.subscribe("ChannelTalkingStart", self.handle_event)
         ami.subscribe("ChannelTalkingStop", self.handle_event)
 

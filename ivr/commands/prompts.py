@@ -11,7 +11,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ivr import prompts, resources
 from ivr.config import Config, load_config
@@ -20,7 +19,7 @@ DEFAULT_SOURCE = "the catalogs shipped in the package"
 DEFAULT_BUILD = "the data directory's prompts/ (see ivr prompts --help)"
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "prompts",
         help="build, check and install the prompt sets",

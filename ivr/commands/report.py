@@ -14,6 +14,7 @@ from ivr.config import load_config
 from ivr.errors import IvrError
 from ivr.records import CallStore
 from ivr.report import RENDERERS, build_report
+from ivr.sections import Config, HttpConfig
 from ivr.web.params import SWITCH_NAME
 
 
@@ -41,27 +42,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timezone", default=None, help="time zone of the days (overrides [switch] timezone)")
     p.add_argument("--switch", type=_switch, default=None,
                    help="only this switch's calls (default: every switch on record, each shown)")
-    p.add_argument("--long-call", type=float, default=180.0, metavar="SECONDS",
-                   help="calls longer than this count as long (default 180)")
+    p.add_argument("--long-call", type=float, default=None, metavar="SECONDS",
+                   help="calls longer than this count as long (default [http] long_call_seconds, "
+                        f"{HttpConfig().long_call_seconds:g})")
     p.set_defaults(func=_run)
 
 
-def _settings(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
-    url, tz, agents = args.database, args.timezone, {}
+def _settings(args: argparse.Namespace) -> tuple[str, str, Config]:
+    """The database, the time zone and the configuration (its defaults when none is read):
+    the agents' names and the thresholds the report labels its figures with."""
+    url, tz, config = args.database, args.timezone, Config()
     if url is None or tz is None or args.config is not None:
         config = load_config(args.config)
         url = url or config.database.url
         tz = tz or config.switch.timezone
-        agents = {a.number: a.name for a in config.agents}
-    return url, tz, agents
+    return url, tz, config
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.last < args.first:
         raise IvrError(f"--to {args.last} is before --from {args.first}")
-    if args.long_call <= 0:
+    if args.long_call is not None and args.long_call <= 0:
         raise IvrError("--long-call must be a positive number of seconds")
-    url, tz_name, agents = _settings(args)
+    url, tz_name, config = _settings(args)
+    agents = {a.number: a.name for a in config.agents}
+    long_call = args.long_call if args.long_call is not None else config.http.long_call_seconds
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -70,8 +75,10 @@ def _run(args: argparse.Namespace) -> int:
     async def build() -> dict[str, Any]:
         store = await CallStore.open(url)
         try:
-            return await build_report(store, args.first, args.last, tz, agents=agents,
-                                      long_call_seconds=args.long_call, switch=args.switch)
+            return await build_report(store, args.first, args.last, tz, agents=agents, long_call_seconds=long_call,
+                                      switch=args.switch, warn_rings=config.rings.warn_rings,
+                                      critical_rings=config.rings.critical_rings,
+                                      hold_limit=config.hold.choices_after)
         finally:
             await store.close()
 

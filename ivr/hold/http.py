@@ -64,7 +64,8 @@ def _action(summary: str) -> dict[str, Any]:
 
 HOLD_OPENAPI: dict[str, Any] = {
     "/api/calls/{call_id}/hold": _action(
-        "Hold (R4): the caller hears music, a reminder every 30 s and the choices at one minute"),
+        "Hold (R4): the caller hears music, a reminder every [hold] reminder_interval s and the choices "
+        "after [hold] choices_after s"),
     "/api/calls/{call_id}/resume": _action("Resume: the caller hears the thank-you, then the agent"),
     "/api/hold": _list("held", _HELD, "Calls on hold now"),
 }

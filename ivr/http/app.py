@@ -31,6 +31,7 @@ from ivr.http.keys import OPENAPI, SERVICES, SETTINGS, STREAMS, THROTTLE
 from ivr.http.security import add_security_headers
 from ivr.http.services import HealthCheck, HttpSettings, Services
 from ivr.http.throttle import AuthThrottle
+from ivr.metrics import Metrics
 from ivr.netlimits import CappedHttpSite, Throttled
 from ivr.web.errors import CLIENT_MAX_SIZE, error_middleware
 
@@ -132,7 +133,7 @@ def build_app(services: Services, settings: HttpSettings,
 
 
 class HttpServer:
-    def __init__(self, services: Services, settings: HttpSettings, *, metrics: Any = None) -> None:
+    def __init__(self, services: Services, settings: HttpSettings, *, metrics: Metrics | None = None) -> None:
         self.services = services
         self.metrics = metrics
         self.site: CappedHttpSite | None = None
@@ -163,7 +164,7 @@ class HttpServer:
                  auth="token" if self.settings.token else "not configured")
 
     def _refused(self, reason: str) -> None:
-        if self.metrics is not None and hasattr(self.metrics, "http_refused"):
+        if self.metrics is not None:
             self.metrics.http_refused.labels(reason=reason).inc()
         self._throttle.warning("http.connection_cap", reason, max_connections=self.settings.max_connections)
 

@@ -49,10 +49,12 @@ async def snapshot(request: web.Request) -> web.Response:
     live = await r.calls(CallFilter(state="live", limit=500, switch=switch))
     alarms = await r.alarms(since, until, limit=50, switch=switch)
     today = today_summary(holds=await r.holds(since, until, switch), transfers=await r.transfers(since, until, switch),
-                          calls=await r.calls(CallFilter(since=since, until=until, limit=100_000, switch=switch)))
+                          calls=await r.calls(CallFilter(since=since, until=until, limit=100_000, switch=switch)),
+                          hold_limit=s.hold_limit)
     return web.json_response({
         "now": time.time(), "day": now.date().isoformat(), "timezone": str(s.tz), "ring_period": s.ring_period,
-        "warn_rings": s.warn_rings, "live": live, "alarms": alarms, "today": today,
+        "warn_rings": s.warn_rings, "critical_rings": s.critical_rings, "long_call_seconds": s.long_call_seconds,
+        "hold_limit": s.hold_limit, "live": live, "alarms": alarms, "today": today,
         "agents": await figures_for(s, since, until, switch),
         "switch": s.switch, "switches": await r.switches(), "filter": switch,
         "role": s.status["role"]() if "role" in s.status else "leader",

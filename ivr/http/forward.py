@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -36,6 +36,8 @@ from aiohttp.typedefs import Handler
 
 from ivr.http.auth import request_token
 from ivr.http.keys import SERVICES
+from ivr.records.db import Database, Row, Tx
+from ivr.sections import ClusterConfig
 from ivr.web.errors import ApiError
 from ivr.web.params import CALL_ID
 
@@ -82,12 +84,18 @@ class Leader:
         return {"switch": self.switch, "leader": self.node, "api_url": self.api_url, "lease_live": self.live}
 
 
+class LeaderLookup(Protocol):
+    """The reads the forwarder makes on the records database (a :class:`~ivr.records.db.Database`)."""
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> Row | None: ...
+
+
 class Forwarder:
     """This node's side: ``acting()`` says whether it leads its own ``switch`` now;
     ``db()`` gives the records database (None while it is away)."""
 
     def __init__(self, *, switch: str, node: str, advertise: str, acting: Callable[[], bool],
-                 db: Callable[[], Any], timeout: float = 5.0,
+                 db: Callable[[], LeaderLookup | None], timeout: float = ClusterConfig().forward_timeout,
                  on_outcome: Callable[[str], None] | None = None) -> None:
         self.switch, self.node, self.advertise = switch, node, advertise
         self.acting, self.db, self.timeout = acting, db, timeout
@@ -104,12 +112,12 @@ class Forwarder:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
-    async def register(self, db: Any) -> None:
+    async def register(self, db: Database) -> None:
         """Publish this node's API address (when the records open: the table may be new)."""
-        if getattr(db, "dialect", "") != "postgresql":
+        if db.dialect != "postgresql":
             return
 
-        async def run(tx: Any) -> None:
+        async def run(tx: Tx) -> None:
             await tx.execute(NODES_SCHEMA)  # the standbys look the leader up in it, advertised or not
             if self.advertise:
                 await tx.execute(REGISTER, (self.switch, self.node, self.advertise))

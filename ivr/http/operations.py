@@ -35,7 +35,7 @@ from ivr.http.app import HttpServer
 from ivr.http.forward import Forwarder
 from ivr.http.services import HttpSettings, Services
 from ivr.metrics import Metrics
-from ivr.records import CallStore
+from ivr.records import CallRecorder, CallStore
 from ivr.records.db import DatabaseError
 from ivr.records.keeper import RecordsKeeper, RecordsSettings
 from ivr.records.legacy import import_json_messages
@@ -45,9 +45,10 @@ from ivr.sections import Config
 log = structlog.get_logger("ivr.operations")
 
 
-def ring_period(config: Config) -> tuple[float, int]:
+def ring_period(config: Config) -> tuple[float, int, int]:
+    """s per ring, and the warning and critical ring counts, as the ring monitor has them."""
     settings = RingSettings.from_config(config.rings, config.switch, config.agents)
-    return settings.cadence.period, settings.warn_rings
+    return settings.cadence.period, settings.warn_rings, settings.critical_rings
 
 
 class Operations:
@@ -76,14 +77,15 @@ class Operations:
         if metrics is not None:
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)
-        period, warn = ring_period(config)
+        period, warn, critical = ring_period(config)
         registries = [REGISTRY]
         if metrics is not None and metrics.registry is not REGISTRY:
             registries.append(metrics.registry)
         self.services = Services(
             store=None, bus=bus, tz=ZoneInfo(config.switch.timezone),
             agents={a.number: a.name for a in config.agents}, registries=registries,
-            ring_period=period, warn_rings=warn, long_call_seconds=long_call_seconds,
+            ring_period=period, warn_rings=warn, critical_rings=critical, long_call_seconds=long_call_seconds,
+            hold_limit=config.hold.choices_after,
             health={"ami": lambda: ami.connected, "fastagi": fastagi,
                     "database": self.records.ping},
             status={"records": self.records.status, "switch": lambda: config.cluster.switch},
@@ -110,7 +112,7 @@ class Operations:
         self.http.add_feature(name, routes, openapi_paths)
 
     @property
-    def recorder(self) -> Any:
+    def recorder(self) -> CallRecorder:
         return self.records.recorder
 
     async def _records_open(self, store: CallStore) -> None:

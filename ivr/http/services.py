@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from ivr.events import EventBus
 from ivr.http.throttle import ThrottlePolicy
 from ivr.records import CallRecorder, CallStore
+from ivr.rules.rings import Cadence
+from ivr.sections import HoldConfig, HttpConfig, RingsConfig, SwitchConfig
 from ivr.web.errors import Unavailable
 
 # True/False, or a JSON object of details (healthy unless it says "ok": false).
@@ -46,9 +48,12 @@ class Services:
     # Extra blocks of /healthz (name -> a function returning a JSON object), e.g. records.
     status: dict[str, Callable[[], Any]] = field(default_factory=dict)
     registries: list[CollectorRegistry] = field(default_factory=lambda: [REGISTRY])
-    ring_period: float = 5.0  # seconds per ring (tone-zone cadence)
-    warn_rings: int = 3
-    long_call_seconds: float = 180.0
+    # The dashboard's rings: s per ring of the tone zone's cadence, and the R1 thresholds.
+    ring_period: float = Cadence.for_zone(SwitchConfig().tone_zone).period
+    warn_rings: int = RingsConfig().warn_rings
+    critical_rings: int = RingsConfig().critical_rings
+    long_call_seconds: float = HttpConfig().long_call_seconds
+    hold_limit: float = HoldConfig().choices_after  # R4: s on hold that count as too long
     extra: dict[str, Any] = field(default_factory=dict)
     forwarder: Any = None  # ivr.http.forward.Forwarder of a controller pair (issue 17); None: none
     switch: str = "default"  # the switch this node serves ([cluster] switch)

@@ -28,12 +28,13 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from ivr.errors import IvrError
+from ivr.sections import DatabaseConfig
 
 Row = dict[str, Any]
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 5.0  # s, each database call (a transaction)
-DEFAULT_CONNECT_TIMEOUT = 5.0  # s, opening the database
+# [database] timeout, connect_timeout: each database call (a transaction), opening the database
+DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = DatabaseConfig().timeout, DatabaseConfig().connect_timeout
 
 
 class DatabaseError(IvrError):

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr.records.db import Row
+from ivr.sections import HoldConfig, HttpConfig
 
 HOLD_BUCKETS = (30, 60, 90, 120)  # seconds: 0-30, 30-60, 60-90, 90-120, 120+
 
@@ -65,7 +66,7 @@ def _blank(agent: str, name: str | None) -> dict[str, Any]:
 
 def agent_figures(
     *, legs: Iterable[Row], calls: Iterable[Row], alarms: Iterable[Row], transfers: Iterable[Row] = (),
-    names: Mapping[str, str] | None = None, long_call_seconds: float = 180.0,
+    names: Mapping[str, str] | None = None, long_call_seconds: float = HttpConfig().long_call_seconds,
 ) -> list[dict[str, Any]]:
     """Per agent: rings to answer and service level (share answered within three rings),
     alarms, agent-first hang-ups, long calls, holds. Agents in ``names`` always appear."""
@@ -123,7 +124,7 @@ def agent_figures(
 
 def day_figures(
     *, legs: Iterable[Row], calls: Iterable[Row], holds: Iterable[Row], tz: ZoneInfo,
-    long_call_seconds: float = 180.0,
+    long_call_seconds: float = HttpConfig().long_call_seconds,
 ) -> list[dict[str, Any]]:
     """Per local day: calls, answered, service level, agent-first hang-ups, long calls, holds."""
     days: dict[date, dict[str, Any]] = defaultdict(lambda: {
@@ -156,9 +157,10 @@ def day_figures(
     ]
 
 
-def today_summary(*, holds: Iterable[Row], transfers: Iterable[Row], calls: Iterable[Row]) -> dict[str, Any]:
-    """The dashboard's "today" panel: holds (count, longest, over a minute) and transfers
-    by outcome."""
+def today_summary(*, holds: Iterable[Row], transfers: Iterable[Row], calls: Iterable[Row],
+                  hold_limit: float = HoldConfig().choices_after) -> dict[str, Any]:
+    """The dashboard's "today" panel: holds (count, longest, over ``hold_limit`` s: R4's
+    minute, ``[hold] choices_after``; the key keeps its name) and transfers by outcome."""
     finished = [float(h["duration"]) for h in holds if h.get("duration") is not None]
     outcomes = Counter(str(t.get("state")) for t in transfers)
     calls = list(calls)
@@ -166,7 +168,7 @@ def today_summary(*, holds: Iterable[Row], transfers: Iterable[Row], calls: Iter
         "calls": len(calls),
         "holds": len(finished),
         "hold_longest": round(max(finished), 1) if finished else None,
-        "holds_over_minute": sum(1 for d in finished if d > 60),
+        "holds_over_minute": sum(1 for d in finished if d > hold_limit),
         "transfers": sum(outcomes.values()),
         "transfer_outcomes": dict(sorted(outcomes.items())),
     }

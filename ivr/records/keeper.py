@@ -21,32 +21,38 @@ import structlog
 
 from ivr.ami.connection import Backoff
 from ivr.events import EventBus
-from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DatabaseError
+from ivr.records.db import DatabaseError
 from ivr.records.recorder import CallRecorder
 from ivr.records.spool import Spool
 from ivr.records.store import CallStore
 from ivr.resources import data_dir
+from ivr.sections import DatabaseConfig
 
 log = structlog.get_logger("ivr.records")
 
 OnOpen = Callable[[CallStore], Awaitable[None] | None]
 
 
+_DB = DatabaseConfig()  # the defaults below are the section's
+
+
 @dataclass(frozen=True)
 class RecordsSettings:
-    """The ``[database]`` keys the keeper uses (defaults: :class:`ivr.config.DatabaseConfig`)."""
+    """The ``[database]`` keys the keeper uses (defaults: :class:`ivr.sections.DatabaseConfig`)."""
 
-    timeout: float = DEFAULT_TIMEOUT
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    retry_initial: float = 1.0
-    retry_max: float = 30.0
-    spool_dir: str = ""
-    spool_max_mb: float = 256.0
-    queue_size: int = 1000
+    timeout: float = _DB.timeout
+    connect_timeout: float = _DB.connect_timeout
+    retry_initial: float = _DB.retry_initial
+    retry_max: float = _DB.retry_max
+    spool_dir: str = _DB.spool_dir
+    spool_max_mb: float = _DB.spool_max_mb
+    queue_size: int = _DB.queue_size
 
     @classmethod
-    def from_config(cls, db: Any) -> RecordsSettings:
-        return cls(**{k: getattr(db, k) for k in cls.__dataclass_fields__ if hasattr(db, k)})
+    def from_config(cls, db: DatabaseConfig) -> RecordsSettings:
+        return cls(timeout=db.timeout, connect_timeout=db.connect_timeout, retry_initial=db.retry_initial,
+                   retry_max=db.retry_max, spool_dir=db.spool_dir, spool_max_mb=db.spool_max_mb,
+                   queue_size=db.queue_size)
 
 
 def spool_dir(url: str, configured: str = "") -> Path | None:
@@ -95,7 +101,8 @@ class RecordsKeeper:
 
     @property
     def store(self) -> CallStore | None:
-        return self.recorder.store  # type: ignore[return-value]  # the keeper opens only CallStores
+        store = self.recorder.store
+        return store if isinstance(store, CallStore) else None  # the keeper opens only CallStores
 
     @property
     def attempts(self) -> int:
@@ -142,5 +149,5 @@ class RecordsKeeper:
         await self.recorder.stop()
         store = self.recorder.store
         self.recorder.store = None
-        if store is not None:
-            await store.close()  # type: ignore[attr-defined]  # a CallStore (above), not just a Store
+        if isinstance(store, CallStore):
+            await store.close()

@@ -26,13 +26,13 @@ import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from ivr.ami.connection import Backoff
 from ivr.events import NODE, CallEvent, EventBus
-from ivr.records.db import DatabaseError, translate
+from ivr.records.db import Database, DatabaseError, translate
 from ivr.records.progress import Inbox, RecorderProgress
 from ivr.records.spool import Entry, Spool, SpoolError
 
@@ -40,11 +40,34 @@ log = structlog.get_logger("ivr.records")
 
 
 class Store(Protocol):
+    """What the recorder writes to: a :class:`~ivr.records.store.CallStore`, or a test's
+    store with ``apply`` alone. What else a store offers is asked by the protocols below."""
+
     async def apply(self, event: CallEvent) -> bool | None: ...
 
 
-Opener = Callable[[], Awaitable[Any]]  # returns an open store; raises DatabaseError
-Hook = Callable[[Any], Awaitable[None] | None]
+@runtime_checkable
+class BatchStore(Store, Protocol):
+    """Writes a replayed batch in one transaction (one commit per batch)."""
+
+    async def apply_many(self, events: list[CallEvent]) -> list[bool]: ...
+
+
+@runtime_checkable
+class ClosingStore(Store, Protocol):
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class DatabaseStore(Store, Protocol):
+    """Writes to a :class:`~ivr.records.db.Database`, which says when a call failed it
+    (``broken``, ``on_broken``: a reader's or a ping's, not only the recorder's)."""
+
+    db: Database
+
+
+Opener = Callable[[], Awaitable[Store]]  # returns an open store; raises DatabaseError
+Hook = Callable[[Any], Awaitable[None] | None]  # on_open(store): the store the opener gave
 
 
 async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -141,7 +164,7 @@ class CallRecorder(RecorderProgress):
                     self._set_state("replaying")
                     await self._replay()
                     continue
-                if getattr(getattr(self.store, "db", None), "broken", False):  # a reader's call failed
+                if isinstance(self.store, DatabaseStore) and self.store.db.broken:  # a reader's call failed
                     await self._lost(DatabaseError("the database failed a call (a reader's or a ping)",
                                                    reason="broken"))
                     continue
@@ -180,18 +203,18 @@ class CallRecorder(RecorderProgress):
             self._gone(f"{type(exc).__name__}: {exc}")
             return False
         self.store, self.last_error = store, ""
-        db = getattr(store, "db", None)
-        if db is not None:
-            db.on_broken = self.poke  # a reader's failed call: reopen now, not at the next event
+        if isinstance(store, DatabaseStore):
+            store.db.on_broken = self.poke  # a reader's failed call: reopen now, not at the next event
         self._ready.set()
         self._just_opened = True
         return True
 
     async def _call_on_open(self) -> None:
-        if self.on_open is None:
+        store = self.store
+        if self.on_open is None or store is None:
             return
         try:
-            result = self.on_open(self.store)
+            result = self.on_open(store)
             if inspect.isawaitable(result):
                 await result
         except Exception:  # the records are open all the same
@@ -226,10 +249,9 @@ class CallRecorder(RecorderProgress):
         if self.on_down is not None:
             self.on_down()
         self._gone(str(exc))
-        close = getattr(store, "close", None)
-        if close is not None:
+        if isinstance(store, ClosingStore):
             try:
-                await close()
+                await store.close()
             except Exception:  # closing a failed database: nothing to save
                 log.debug("records.close_failed", exc_info=True)
 
@@ -295,11 +317,10 @@ class CallRecorder(RecorderProgress):
     async def _write_batch(self, entries: list[Entry]) -> bool:
         """The whole batch in one transaction; False: write them one by one instead."""
         events = [e.event for e in entries if e.event is not None]
-        apply_many = getattr(self.store, "apply_many", None)
-        if apply_many is None or len(events) != len(entries) or len(events) < 2:
+        if not isinstance(self.store, BatchStore) or len(events) != len(entries) or len(events) < 2:
             return False
         try:
-            done = await apply_many(events)
+            done = await self.store.apply_many(events)
         except Exception as exc:  # noqa: BLE001 - whatever it was, one by one will tell
             err = translate(exc)
             if err is not None and err.transient:

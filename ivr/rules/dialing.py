@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Protocol
 
 DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -30,7 +30,17 @@ def device_key(name: str) -> str:
     return "/".join(device_of(name).split("/")[:2])
 
 
-def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
+class Agent(Protocol):
+    """An ``[[agents]]`` entry (:class:`ivr.sections.AgentConfig`, which imports this module)."""
+
+    @property
+    def number(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...  # its dial string, PJSIP/<number> when none is given
+
+
+def reroute_entry(target: str, agents: Iterable[Agent] = ()) -> str:
     """``[rings] reroute_target`` as an ivr-agents.conf hunt entry: ``queue:NAME`` ->
     ``queue=NAME``; an agent number of ``[[agents]]`` -> ``NUMBER=DIAL``; a dial string
     -> ``=DIAL`` (no agent number to announce). ``ValueError`` for anything else."""
@@ -45,7 +55,7 @@ def reroute_entry(target: str, agents: Iterable[Any] = ()) -> str:
     if target.isascii() and target.isdigit():
         for agent in agents:
             if str(agent.number) == target:
-                return f"{target}={getattr(agent, 'dial', '') or f'PJSIP/{target}'}"
+                return f"{target}={agent.device}"
         raise ValueError(f"{target!r} is not the number of an agent in [[agents]]")
     if DIAL_RE.match(target) and "=" not in target and "|" not in target:
         return f"={target}"

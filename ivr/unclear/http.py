@@ -44,8 +44,8 @@ _SESSION: dict[str, Any] = {"type": "object", "properties": {
 UNCLEAR_OPENAPI: dict[str, Any] = {
     "/api/calls/{call_id}/unclear": {"post": {
         "summary": "Unclear line (R3): the caller leaves the agent and hears 'sorry, I cannot hear you "
-                   "clearly, could you speak a little louder?', again after 5 s, then the goodbye "
-                   "(line too faint or too noisy) and release 5 s after it; clear speech at any point "
+                   "clearly, could you speak a little louder?', again after [unclear] pause s, then the "
+                   "goodbye (line too faint or too noisy) and release that pause after it; clear speech at any point "
                    "returns the caller to the agent",
         "parameters": [{"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"},
                         "description": "the call's Linkedid (the caller channel's Uniqueid)"}],

@@ -85,8 +85,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers = {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.error_id, exc.message, exc.details, headers)
     except IvrError as exc:  # a service refused (switch unreachable, bad state, ...)
-        status = getattr(exc, "http_status", None) or getattr(exc, "status", None)
-        if not isinstance(status, int) or not 400 <= status <= 599:
+        status = exc.http_status
+        if status is None or not 400 <= status <= 599:
             status = 502 if isinstance(exc, AmiError) else 409  # the switch failed / the call's state
         return error_response(status, exc.error_id, exc.message, exc.details)
     except web.HTTPException as exc:

@@ -1,6 +1,6 @@
 """The controller's lean AMI reader (ivr/ami/protocol.py) against panoramisk's own: the
 same messages from the same bytes, replies reaching their actions, events their
-subscribers; and the cached routing in ``_Manager.dispatch`` / ``AmiConnection._dispatch``."""
+subscribers; and the cached routing in ``LeanManager.dispatch`` / ``AmiConnection._dispatch``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 from structlog.testing import capture_logs
 
-from ivr.ami.connection import AmiConnection, _Manager
+from ivr.ami.connection import AmiConnection
+from ivr.ami.manager import LeanManager
 from ivr.ami.protocol import AmiMessage, AmiProtocol, parse_message
 from tests.fakes import ami_reader
 
@@ -139,7 +140,7 @@ def test_shutdown_is_dispatched_and_closes():
 
 # -- routing ------------------------------------------------------------------------------
 async def test_manager_dispatch_routes_by_pattern_and_sees_later_registrations():
-    manager = _Manager(lambda _exc: None, loop=asyncio.get_running_loop())
+    manager = LeanManager(lambda _exc: None, loop=asyncio.get_running_loop())
     seen: list[tuple[str, str]] = []
     manager.register_event("Dial*", lambda _m, e: seen.append(("dial", e.event)))
     assert manager.dispatch(parse_message("Event: DialBegin")) == ["Dial*"]

@@ -118,6 +118,8 @@ async def test_dashboard_sign_in_by_form_and_by_token_link(make_client: ClientMa
     page = await client.get("/dashboard")  # the cookie now goes with every request
     assert page.status == 200 and "Calls in progress" in await page.text()
     snap = await (await client.get("/api/dashboard")).json()
+    # The page colours a ringing call by the R1 thresholds it is given (3 and 6 rings of 5 s: cn).
+    assert (snap["ring_period"], snap["warn_rings"], snap["critical_rings"]) == (5.0, 3, 6)
     assert [(c["place"], c["callback_id"], c["status"]) for c in snap["callbacks"]] == [(1, "cb-1", "open")]
     assert [(m["message_id"], m["recorded"], m["held_seconds"]) for m in snap["messages"]] == [("m-today", 1, 61.0)]
 

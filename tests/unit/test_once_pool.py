@@ -15,6 +15,7 @@ import pytest
 
 from ivr.cluster import Lease
 from ivr.once import Once, action_key
+from ivr.sections import ClusterConfig, DatabaseConfig
 from tests.fakes import until
 from tests.unit import test_cluster
 
@@ -211,9 +212,9 @@ def test_the_claim_settings_reach_the_gate(tmp_path: Any) -> None:
     path.write_text('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nclaim_connections = 8\n'
                     'claim_timeout = 0.5\n')
     config = load_config(path, env={})
-    once = Once.from_config(config, Lease.from_config(config))
+    once = Once.from_config(config.cluster, config.database, Lease.from_config(config.cluster, config.database))
     assert (once.connections, once.claim_timeout) == (8, 0.5)
-    assert Once.from_config(load_config(None, env={}), None).claims()["connections"] == 4  # the default
+    assert Once.from_config(ClusterConfig(), DatabaseConfig(), None).claims()["connections"] == 4  # the default
 
 
 async def test_a_database_that_never_answers_holds_even_the_first_claim_only_the_bound(pg: str) -> None:

@@ -10,7 +10,8 @@ import aiohttp
 
 from ivr.ami.connection import Backoff
 from ivr.config import load_config
-from ivr.http.operations import Operations
+from ivr.http.operations import Operations, ring_period
+from ivr.sections import Config, RingsConfig, SwitchConfig
 
 
 def _free_port() -> int:
@@ -62,3 +63,9 @@ async def test_healthz_reports_the_database_down_then_up(tmp_path: Path) -> None
             assert await ops.services.store.call("0.0") is not None
     finally:
         await ops.stop()
+
+
+def test_the_dashboard_rings_are_the_ring_monitors() -> None:
+    """The dashboard's ring period and thresholds come from [rings] and the tone zone."""
+    config = Config(switch=SwitchConfig(tone_zone="us"), rings=RingsConfig(warn_rings=2, critical_rings=4))
+    assert ring_period(config) == (6.0, 2, 4)

@@ -594,9 +594,9 @@ async def test_the_event_being_written_when_the_database_goes_stays_first(tmp_pa
     it goes before them in the spool, so the order on record is the order of the calls."""
     first, good = HangsThenFails(), GatedStore()
     good.gate.set()
-    stores = iter([first, good])
+    stores: Iterator[HangsThenFails | GatedStore] = iter([first, good])
 
-    async def opener() -> object:
+    async def opener() -> HangsThenFails | GatedStore:
         return next(stores)
 
     bus = EventBus()

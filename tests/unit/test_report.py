@@ -111,6 +111,22 @@ def test_long_call_limit_is_configurable(db: str, capsys: pytest.CaptureFixture[
     assert r["totals"]["long_calls"] == 3 and r["long_call_seconds"] == 100
 
 
+def test_the_thresholds_are_the_configurations(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The labels and the long-call limit come from the configuration, not from the code."""
+    cfg = tmp_path / "ivr.toml"
+    cfg.write_text("[rings]\nwarn_rings = 2\ncritical_rings = 5\n[hold]\nchoices_after = 90\n"
+                   "[http]\nlong_call_seconds = 45\n")
+    r = json.loads(report(db, capsys, "--format", "json", "--config", str(cfg)))
+    assert (r["warn_rings"], r["critical_rings"], r["hold_limit"], r["long_call_seconds"]) == (2, 5, 90, 45)
+    by_flag = json.loads(report(db, capsys, "--format", "json", "--long-call", "45"))
+    assert r["totals"]["long_calls"] == by_flag["totals"]["long_calls"] > 0  # as --long-call 45 counts them
+    page = report(db, capsys, "--config", str(cfg))
+    assert "Answered within 2 rings" in page and "Alarms (5)" in page and "≤ 2 rings" in page
+    assert "within 3" not in page.lower() and "≤ 3" not in page
+    default = report(db, capsys)
+    assert "Answered within 3 rings" in default and "Alarms (6)" in default  # the sections' defaults
+
+
 def test_csv_sections(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     rows = list(csv.reader(io.StringIO(report(db, capsys, "--format", "csv"))))
     agent_rows = [r for r in rows if r and r[0] == "agent"]

@@ -29,6 +29,10 @@ function duration(s) {
   return m ? `${m} min ${String(s % 60).padStart(2, "0")} s` : `${s} s`;
 }
 
+function limit(s) { // a configured threshold: "3 min", "1 min", "45 s"
+  return s >= 60 && s % 60 === 0 ? `${s / 60} min` : duration(s);
+}
+
 function clock(at) {
   // The switch's time zone, 24-hour clock, whatever the browser's own settings.
   const zone = state.snap ? state.snap.timezone : undefined;
@@ -44,7 +48,7 @@ function stateBadge(call) {
   switch (call.state) {
     case "ringing": {
       const n = ringsNow(call);
-      const cls = n > 6 ? "critical" : n > state.snap.warn_rings ? "late" : "ringing";
+      const cls = n > state.snap.critical_rings ? "critical" : n > state.snap.warn_rings ? "late" : "ringing";
       return el("span", { class: `badge ${cls}` }, `ringing ${call.agent || ""} · ring ${n}`);
     }
     case "hold": return el("span", { class: "badge hold" }, `on hold ${duration(since)}`);
@@ -92,7 +96,7 @@ function renderChart(agents) {
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "share of calls answered within three rings, per agent");
+  svg.setAttribute("aria-label", `share of calls answered within ${state.snap.warn_rings} rings, per agent`);
   const add = (tag, attrs, text) => {
     const n = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
@@ -137,7 +141,7 @@ function renderAgents() {
 function renderToday() {
   const t = state.snap.today;
   $("n-holds").textContent = t.holds;
-  $("holds-sub").textContent = t.holds ? `longest ${duration(t.hold_longest)}, ${t.holds_over_minute} over a minute` : "";
+  $("holds-sub").textContent = t.holds ? `longest ${duration(t.hold_longest)}, ${t.holds_over_minute} over ${limit(state.snap.hold_limit)}` : "";
   $("n-transfers").textContent = t.transfers;
   $("transfers-sub").textContent = Object.entries(t.transfer_outcomes).map(([k, v]) => `${v} ${k}`).join(", ");
 }
@@ -177,8 +181,15 @@ function renderSwitches() {
   select.value = filter;
 }
 
+function renderLimits() {
+  // The thresholds in the page's labels are the controller's configuration (stated once there).
+  const text = { warn_rings: state.snap.warn_rings, long_call: limit(state.snap.long_call_seconds) };
+  for (const e of document.querySelectorAll("[data-snap]")) e.textContent = text[e.dataset.snap];
+}
+
 function render() {
   if (!state.snap) return;
+  renderLimits();
   renderSwitches();
   $("day").textContent = state.snap.day;
   $("clock").textContent = clock(now());
