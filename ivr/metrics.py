@@ -28,6 +28,10 @@ class Metrics:
         self.records_duplicates = Counter(
             "ivr_records_duplicates", "Call events found on record already and skipped (written by "
             "another node of the pair, or replayed from the spool)", registry=self.registry)
+        self.records_after_end = Counter(
+            "ivr_records_after_end", "Call events written but timed after their call's end, so they "
+            "change no figure (a pair's nodes, or clocks apart), by event kind", ["kind"],
+            registry=self.registry)
         self.records_spooled = Gauge(
             "ivr_records_spooled", "Call events waiting in the records spool for the database",
             registry=self.registry)

@@ -75,6 +75,8 @@ class Operations:
             settings=RecordsSettings.from_config(config.database), accept=acting, switch=config.cluster.switch,
             on_duplicate=metrics.records_duplicates.inc if metrics else None)
         if metrics is not None:
+            after_end = metrics.records_after_end
+            self.records.recorder.on_after_end = lambda kind: after_end.labels(kind).inc()
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)
         period, warn, critical = ring_period(config)

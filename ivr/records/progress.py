@@ -48,6 +48,7 @@ class RecorderProgress:
         self.dropped: dict[str, int] = {}
         # Written, but timed after their call's end, so they change no figure (records/spans.py).
         self.after_end: dict[str, int] = {}
+        self.on_after_end: Callable[[str], None] | None = None  # e.g. a Prometheus counter, by kind
         self.last_error = ""
         self._inbox: Inbox | None = None
         self._progress = asyncio.Condition()
@@ -86,6 +87,8 @@ class RecorderProgress:
     def count_after_end(self, kind: str) -> None:
         """The store wrote an event of ``kind`` timed after its call's end (counted by kind)."""
         self.after_end[kind] = self.after_end.get(kind, 0) + 1
+        if self.on_after_end is not None:
+            self.on_after_end(kind)
 
     def _duplicate(self, count: int) -> None:
         if count > 0:

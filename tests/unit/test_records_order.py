@@ -229,6 +229,8 @@ async def test_the_leaders_spool_written_after_the_standbys_end(tmp_path: Path) 
         await standby.close()
     bus = EventBus(switch="east")
     keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, switch="east")
+    counted: list[str] = []  # what the controller hands to ivr_records_after_end_total{kind}
+    keeper.recorder.on_after_end = counted.append
     with locked(db):
         await keeper.start()
         await keeper.recorder.wait_state("down", BOUND)
@@ -244,5 +246,6 @@ async def test_the_leaders_spool_written_after_the_standbys_end(tmp_path: Path) 
         assert [(h["outcome"], h["duration"]) for h in call["holds"]] == [("resumed", 65.0)]
         status = keeper.status()
         assert (status["written"], status["after_end"], status["dropped"]) == (3, 1, 0)
+        assert counted == ["hold.resume"]
     finally:
         await keeper.stop()
