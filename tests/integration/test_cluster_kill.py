@@ -19,7 +19,6 @@ from tests import REPO
 from tests.integration.amiproxy import AmiProxy
 from tests.integration.amitools import AmiRecorder, ts, until
 from tests.integration.test_cluster import PERIOD, TAKEOVER, fallbacks, pg, started_pair  # noqa: F401 - pg: fixture
-from tests.integration.test_cluster_records import _records
 from tests.integration.test_rings import add_actors, alarms, call
 
 PAUSE = 5.0
@@ -167,12 +166,15 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
         await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
         await ami.wait_for(lambda e: e.event == "Hangup" and _caller(e), timeout=10, since=since)
 
+        from tests.integration.test_cluster_records import _records  # it imports this module
+
         async def ended() -> Any:
             events, row = await _records(pg, entered["Linkedid"])
             return (events, row) if row is not None and row["ended_at"] is not None else None
 
         events, row = await until(ended, timeout=10, what="the call's end on record")
         dropped = (await b.health())["records"]["dropped"]
+        assert "hold.taken_over" in b.log.read_text(errors="replace")  # b rebuilt the hold (and its start)
     # The hold's start: a's write and the one b rebuilt from IVR_STAGE at the takeover are one
     # record (the leader's decisions under ids of switch data), at the hold's start.
     kinds = Counter(e["kind"] for e in events if e["kind"].startswith("hold."))
