@@ -42,7 +42,10 @@ class CallEvent:
     by every node, under an id made from the switch's own data, :meth:`EventBus.fact`) or
     ``"action"`` (a rule's action sent under its :mod:`ivr.once` key: recorded by the node
     that sent it, under an id made from the key, :meth:`EventBus.keyed`). The same fact or
-    action written by two nodes has one id, so the records keep it once.
+    action written by two nodes has one id, so the records keep it once. A leader's own
+    decision that a new leader can rebuild from the switch (a hold's start, a transfer's
+    state) is ``"node"`` with an id made of switch data (:meth:`EventBus.decided`), so the
+    dead leader's write and the rebuilt one coincide.
     """
 
     kind: str
@@ -58,6 +61,7 @@ class CallEvent:
 
 
 NODE, SWITCH, ACTION = "node", "switch", "action"  # CallEvent.origin
+UNREBUILT = "record.unrebuilt"  # EventBus.unrebuilt: a leader's record lost with it, to be counted
 
 
 def event_id(switch: str, *parts: str) -> str:
@@ -117,6 +121,27 @@ class EventBus:
                           event_id(self.switch, "fact", call_id, *on), SWITCH)
         self.publish(event)
         return event
+
+    def decided(self, kind: str, call_id: str, on: tuple[str, ...], at: float | None = None,
+                **data: Any) -> CallEvent:
+        """What the leader decided (origin ``"node"``: recorded while it leads), under an id
+        made of the call and ``on``, switch data a new leader finds again (a keeper's or a
+        transfer's id and the step): the leader's write and the one a new leader rebuilds
+        from the switch at takeover (``rebuilt: true``) are one record."""
+        event = CallEvent(kind, call_id, data, time.time() if at is None else at,
+                          self.decided_id(call_id, on), NODE)
+        self.publish(event)
+        return event
+
+    def decided_id(self, call_id: str, on: tuple[str, ...]) -> str:
+        return event_id(self.switch, "decided", call_id, *on)
+
+    def unrebuilt(self, kind: str, call_id: str, on: tuple[str, ...], reason: str) -> CallEvent:
+        """A record of ``kind`` (id :meth:`decided_id` of ``on``) the dead leader may not have
+        written and the new leader cannot rebuild from the switch: the records count it lost
+        (``ivr_records_dropped_total{reason="leader_died"}``) unless it is on record."""
+        return self.decided(UNREBUILT, call_id, ("unrebuilt", *on), missing=kind,
+                            event_id=self.decided_id(call_id, on), reason=reason)
 
     def keyed(self, kind: str, call_id: str, key: str, at: float | None = None, **data: Any) -> CallEvent:
         """What a rule's action sent under its :mod:`ivr.once` key (origin ``"action"``):

@@ -21,7 +21,7 @@ class Metrics:
             "ivr_ring_legs", "Agent legs that rang, by agent and outcome "
             "(within_three, late, not_answered)", ["agent", "outcome"], registry=self.registry)
         # Call records: what is lost is counted (reasons: spool_full, spool_unwritable,
-        # spool_corrupt, rejected, queue_full, shutdown); what waits on disk is a gauge.
+        # spool_corrupt, rejected, queue_full, shutdown, leader_died); what waits on disk is a gauge.
         self.records_dropped = Counter(
             "ivr_records_dropped", "Call events lost to the records, by reason", ["reason"],
             registry=self.registry)

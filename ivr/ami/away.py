@@ -84,15 +84,20 @@ class AwaySession:
         return self.caller.linkedid or self.caller.uniqueid
 
 
-def publish(bus: EventBus | None, s: AwaySession, kind: str, key: str = "", **data: Any) -> None:
+def publish(bus: EventBus | None, s: AwaySession, kind: str, key: str = "", *, step: str = "",
+            at: float | None = None, **data: Any) -> None:
     """An event of a caller aside on the bus, naming the caller and the agent. ``key``: the
-    action was sent under that :mod:`ivr.once` key, and is recorded once under it."""
+    action was sent under that :mod:`ivr.once` key, and is recorded once under it. ``step``:
+    a leader's decision recorded under the keeper's id and the step (:meth:`EventBus.decided`),
+    which a node taking the caller over finds on the switch and records again."""
     if bus is None:
         return
     data = {"caller": s.caller.name, "uniqueid": s.caller.uniqueid, "agent": s.agent_name,
             "agent_channel": s.agent.name, **data}
     if key:
-        bus.keyed(kind, s.call_id, key, **data)
+        bus.keyed(kind, s.call_id, key, at=at, **data)
+    elif step:
+        bus.decided(kind, s.call_id, (s.keeper, step), at=at, **data)
     else:
         bus.emit(kind, s.call_id, **data)
 

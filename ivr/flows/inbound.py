@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -73,6 +74,7 @@ from ivr.sections import Config
 log = structlog.get_logger("ivr.inbound")
 
 DTMF_DIGITS = "0123456789*#"
+PROMPT_ID = re.compile(r"[A-Za-z0-9_.-]{1,80}")  # a prompt id read back from IVR_GREETING (hostile)
 
 
 class InboundFlow:
@@ -123,6 +125,8 @@ class InboundFlow:
                 await call.set_variable("IVR_STAGE", stage_value("start", switch.now()))
             else:
                 log.info("inbound.resumed", stage=resume[0], pause_age=round(resume[1], 3))
+                assert kept is not None
+                await session.greeting_played_before(resume[0], kept[2], greeting.language)
             # Talk since the kept stage was written counts (a takeover); only when the stage
             # times are the switch's, as the talk's are.
             since = kept[2] if kept is not None and switch.synced else None
@@ -171,6 +175,27 @@ class _Session:
             self.flow.bus.keyed(kind, self.call_id, key, uniqueid=self.call.uniqueid, **data)
         else:
             self.flow.bus.emit(kind, self.call_id, uniqueid=self.call.uniqueid, **data)
+
+    def decided(self, kind: str, at: float | None = None, **data: Any) -> None:
+        """A record of the leader's, under an id made of the caller's Uniqueid and ``kind``:
+        a node going on with the script after the leader's death can write it again."""
+        if self.flow.bus is not None:
+            self.flow.bus.decided(kind, self.call_id, (self.call.uniqueid, kind), at=at,
+                                  uniqueid=self.call.uniqueid, **data)
+
+    async def greeting_played_before(self, stage: str, kept_at: float, language: str) -> None:
+        """Going on with a script whose node died: its ``greeting.played``, which the dead
+        node published just before it wrote the stage ``greeting`` (so at that stage's time,
+        the prompts from ``IVR_GREETING``). A later stage does not tell when the greeting was
+        played: if it is not on record, the records count it lost (``leader_died``)."""
+        if self.flow.bus is None:
+            return
+        prompts = (await self.call.get_variable("IVR_GREETING") or "").split(",")
+        if stage == "greeting" and all(PROMPT_ID.fullmatch(p) for p in prompts):
+            self.decided("greeting.played", at=kept_at, prompts=prompts, language=language, rebuilt=True)
+        else:
+            self.flow.bus.unrebuilt("greeting.played", self.call_id, (self.call.uniqueid, "greeting.played"),
+                                    reason="greeting-time-unknown" if stage != "greeting" else "greeting-unreadable")
 
     async def announce(self, stage: str, **extra: str) -> None:
         """Once per call and stage, whichever node of a pair says it (:mod:`ivr.once`)."""
@@ -243,7 +268,7 @@ class _Session:
             script = SilentCall(self.flow.pause)
             digit = await self.play(greeting, language)
             log.info("inbound.greeting_played", interrupted_by=digit)
-            self.publish("greeting.played", prompts=list(greeting), language=language)
+            self.decided("greeting.played", prompts=list(greeting), language=language)
             actions = self.after_prompt(script, "greeting", digit, watch)
             if not actions:
                 await self.keep_stage(script, "greeting")

@@ -215,6 +215,12 @@ class HeldCaller:
         self.held_since[caller.uniqueid] = since
         self.timers.add(s.key, timer, lambda actions: self._apply(s, actions))
         log.info("hold.taken_over", uniqueid=call.uniqueid, held_seconds=round(age, 3), count=timer.count)
+        # What the dead leader recorded of this hold, written again under the same ids
+        # (a duplicate, skipped, if it did): its start, and the choices if they were offered.
+        self._emit(s, "hold.start", step="hold.start", at=float(since), via="takeover", rebuilt=True)
+        if timer.choices_offered:
+            self._emit(s, "hold.choices", step="hold.choices", at=float(since) + self.settings.choices_after,
+                       rebuilt=True)
         if self.standby_keys.pop(agent.uniqueid, 0.0) > float(since) + 1.0:
             self._resume(s)  # the agent resumed while no node led: thanks, back to the agent
         return s

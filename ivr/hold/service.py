@@ -218,7 +218,10 @@ class HoldService(HeldCaller):
         timer = self.settings.timer()
         name = self.settings.agent_name(agent)
         session = HoldSession(caller=caller, agent=agent, via=via, timer=timer, agent_name=name)
+        # The keeper's id (the ChannelId of the Originate) names this hold in its records too.
+        session.keeper = f"{KEEPER_PREFIX}{caller.uniqueid}-{int(self.wall() * 1000)}"
         self.sessions[caller.uniqueid] = session
+        self.held_since[caller.uniqueid] = f"{self.wall():.3f}"  # the start as IVR_STAGE keeps it
         self._apply(session, timer.start(self.timers.now()))
         self.timers.add(session.key, timer, lambda actions: self._apply(session, actions))
         # The start event goes out before the keeper's Originate, so its Asterisk timestamp
@@ -235,7 +238,6 @@ class HoldService(HeldCaller):
         return session
 
     async def _move_caller_out(self, s: HoldSession) -> None:
-        s.keeper = f"{KEEPER_PREFIX}{s.caller.uniqueid}-{int(self.wall() * 1000)}"
         s.keeper_name = await step_out(
             self.conn, self._waiters, caller=s.caller.name, agent=s.agent.name, keeper_id=s.keeper,
             keeper=f"keep@{HOLD_CONTEXT}", variable="IVR_HOLD_AGENT", context=HOLD_CONTEXT, exten="held",
@@ -356,7 +358,7 @@ class HoldService(HeldCaller):
             elif ch.uniqueid == s.agent.uniqueid and s.timer.state == "held" and not s.agent_left:
                 s.agent_left = True
                 log.warning("hold.agent_left", agent=s.agent_name, caller=s.caller.name)
-                self._emit(s, "hold.agent_left")
+                self._emit(s, "hold.agent_left", step="hold.agent_left")
                 self._wake(s)
 
     # -- actions of the HoldTimer ---------------------------------------------------
@@ -364,18 +366,21 @@ class HoldService(HeldCaller):
         for action in actions:
             if isinstance(action, HoldStarted):  # its UserEvent is sent first by hold_agent
                 log.info("hold.start", via=s.via, caller=s.caller.name, agent=s.agent_name)
-                self._emit(s, "hold.start", via=s.via)
+                self._emit(s, "hold.start", step="hold.start", via=s.via,
+                           at=float(self.held_since.get(s.caller.uniqueid) or self.wall()))
             elif isinstance(action, AlertAgent):
                 log.warning("hold.alert", agent=s.agent_name, held_seconds=round(action.held_seconds, 3),
                             caller=s.caller.name)
-                self._emit(s, "hold.choices", count=action.count, held_seconds=action.held_seconds)
+                self._emit(s, "hold.choices", step="hold.choices", count=action.count,
+                           held_seconds=action.held_seconds)
             elif isinstance(action, (Announce, Remind, OfferChoices, ThankCaller, KeepWaiting, TakeMessage,
                                      RequestCallback)):
                 self._wake(s)  # queued in the timer: the caller's route plays its next_action()
             elif isinstance(action, Abandoned):
                 log.info("hold.abandon", caller=s.caller.name, held_seconds=round(action.held_seconds, 3))
                 self._user_event(s, action)
-                self._emit(s, "hold.abandon", count=action.count, held_seconds=action.held_seconds)
+                self._emit(s, "hold.abandon", step="hold.abandon", count=action.count,
+                           held_seconds=action.held_seconds)
                 if self.metrics is not None:
                     self.metrics.abandons.inc()
                 self._end(s, "abandon", action.held_seconds)

@@ -31,6 +31,8 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``call.hangup``        ``channel``, ``side``, ``cause``
 ``call.ended``         ``hung_up_first`` (caller/agent/system/unknown), ``cause``, ``started_at``,
                        ``reason``; the earliest ``call.ended`` of a call is its end
+``record.unrebuilt``   ``missing`` (a kind), ``event_id``, ``reason``: a new leader could not rebuild that
+                       record of the dead leader's; lost (counted by the store) unless on record
 =====================  ==================================================================
 """
 
@@ -43,7 +45,7 @@ from contextvars import ContextVar
 
 import structlog
 
-from ivr.events import CallEvent
+from ivr.events import UNREBUILT, CallEvent
 from ivr.records import callbacks as cbq
 from ivr.records import spans
 from ivr.records.db import Tx
@@ -89,6 +91,7 @@ class Appliers:
             "callback.requested": self._callback,
             "transfer.state": self._transfer,
             "call.ended": self._ended,
+            UNREBUILT: self._unrebuilt,
         }
 
     async def apply(self, tx: Tx, event: CallEvent) -> list[AfterEnd]:
@@ -232,6 +235,15 @@ class Appliers:
             best_time=as_text(d.get("best_time")), held_by=as_text(d.get("held_by")) or agent,
             not_before=nb if isinstance(nb := d.get("not_before"), (int, float)) else None, switch=self.switch)
         await self._holds(tx, ev)
+
+    @staticmethod
+    async def _unrebuilt(tx: Tx, ev: CallEvent) -> None:
+        """A record the dead leader may not have written (EventBus.unrebuilt): not on record,
+        it is lost; returned with the events after the end, the store counts it."""
+        rows = await tx.fetchall("SELECT 1 AS x FROM call_events WHERE event_id = ?",
+                                 (as_text(ev.data.get("event_id")) or "",))
+        if not rows:
+            _AFTER.get().append((ev.call_id, spans.Logged(ev.id, ev.kind, ev.at, ev.data)))
 
     async def _transfer(self, tx: Tx, ev: CallEvent) -> None:
         self._after_end(ev, await spans.transfers(tx, ev.call_id, await spans.call_end(tx, ev.call_id)))

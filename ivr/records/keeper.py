@@ -115,7 +115,8 @@ class RecordsKeeper:
     async def _open(self) -> CallStore:
         s = self.settings
         return await CallStore.open(self.url, timeout=s.timeout, connect_timeout=s.connect_timeout,
-                                    switch=self.switch, on_after_end=self.recorder.count_after_end)
+                                    switch=self.switch, on_after_end=self.recorder.count_after_end,
+                                    on_lost=self.recorder.count_leader_lost)
 
     async def _opened(self, store: CallStore) -> None:
         if self.on_open is not None:

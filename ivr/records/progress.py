@@ -90,6 +90,12 @@ class RecorderProgress:
         if self.on_after_end is not None:
             self.on_after_end(kind)
 
+    def count_leader_lost(self, kind: str) -> None:
+        """A dead leader's record of ``kind`` that the new leader could not rebuild is not
+        on record (EventBus.unrebuilt): lost, reason ``leader_died``."""
+        self._drop("leader_died", 1, "the leader died before recording it; the switch does not tell it",
+                   kind=kind)
+
     def _duplicate(self, count: int) -> None:
         if count > 0:
             self.duplicates += count

@@ -16,7 +16,9 @@ An event leaves memory only to the database or to the spool. What is lost all th
 same is counted by reason (:attr:`CallRecorder.dropped`, ``ivr_records_dropped_total``)
 and logged: ``spool_full``, ``spool_unwritable``, ``spool_corrupt`` (a line that cannot
 be read back), ``rejected`` (the database refused the event ``max_attempts`` times while
-answering: bad data, not an outage), ``shutdown`` (stopping with no spool to take it).
+answering: bad data, not an outage), ``shutdown`` (stopping with no spool to take it),
+``leader_died`` (a record only the dead leader of a pair could have written, which its
+successor could not rebuild from the switch and did not find on record).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
-from ivr.events import CallEvent
+from ivr.events import UNREBUILT, CallEvent
 from ivr.records import callbacks as cbq
 from ivr.records.appliers import AfterEnd, Appliers
 from ivr.records.db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Database, Row, Tx, connect
@@ -40,12 +40,17 @@ class CallStore(CallQueries):
     written on every call, event, message and call-back (issue 17); the reads take a filter."""
 
     def __init__(self, db: Database, switch: str = "default", *,
-                 on_after_end: Callable[[str], None] | None = None) -> None:
+                 on_after_end: Callable[[str], None] | None = None,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self.db, self.switch = db, switch
         # Events timed after their call's end that change nothing (spans.py), by kind; each
         # counted once, when it or the end is written, and logged (records.after_end).
         self.after_end: dict[str, int] = {}
         self.on_after_end = on_after_end
+        # A dead leader's records its successor could not rebuild and found missing, by kind
+        # (EventBus.unrebuilt); the recorder counts them dropped, reason leader_died.
+        self.lost: dict[str, int] = {}
+        self.on_lost = on_lost
         self._bare_ids_said = False  # a call id without the switch's systemname, logged once
         self.queue = cbq.CallbackQueue(db, switch)  # the call-backs this switch places (issue 18)
         self.appliers = Appliers(switch)  # what each kind changes
@@ -53,7 +58,8 @@ class CallStore(CallQueries):
     @classmethod
     async def open(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT,
                    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, switch: str = "default",
-                   on_after_end: Callable[[str], None] | None = None) -> CallStore:
+                   on_after_end: Callable[[str], None] | None = None,
+                   on_lost: Callable[[str], None] | None = None) -> CallStore:
         """Open and migrate; raises :class:`~ivr.records.db.DatabaseError` only, within
         about ``connect_timeout`` + ``timeout`` per migration."""
         db = await connect(url, timeout=timeout, connect_timeout=connect_timeout)
@@ -64,7 +70,7 @@ class CallStore(CallQueries):
             raise
         if applied:
             log.info("records.migrated", versions=applied, dialect=db.dialect)
-        return cls(db, switch, on_after_end=on_after_end)
+        return cls(db, switch, on_after_end=on_after_end, on_lost=on_lost)
 
     async def close(self) -> None:
         await self.db.close()
@@ -106,6 +112,13 @@ class CallStore(CallQueries):
     def _count_after_end(self, found: list[AfterEnd]) -> None:
         """Committed: count and log the events found after their call's end."""
         for call_id, e in found:
+            if e.kind == UNREBUILT:  # the appliers found a dead leader's record missing
+                kind = str(e.data.get("missing"))
+                self.lost[kind] = self.lost.get(kind, 0) + 1
+                log.warning("records.leader_record_lost", call_id=call_id, kind=kind, reason=e.data.get("reason"))
+                if self.on_lost is not None:
+                    self.on_lost(kind)
+                continue
             self.after_end[e.kind] = self.after_end.get(e.kind, 0) + 1
             log.warning("records.after_end", call_id=call_id, kind=e.kind, event_id=e.id, at=e.at)
             if self.on_after_end is not None:

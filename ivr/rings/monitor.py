@@ -354,7 +354,7 @@ class RingMonitor:
             self._redirected.add(leg.linkedid)
         log.info("ring.reroute", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid,
                  target=target if redirect else "next")
-        self._emit("ring.reroute", leg, target=target if redirect else "next")
+        self._emit("ring.reroute", leg, decided=True, target=target if redirect else "next")
         action = {"Action": "Redirect", "Channel": leg.caller, "Context": AGENTS_CONTEXT,
                   "Exten": REROUTE_EXTEN, "Priority": "1"}
 
@@ -385,14 +385,18 @@ class RingMonitor:
         for sink in self.sinks:
             await sink.close()
 
-    def _emit(self, kind: str, leg: Leg, fact: str = "", at: float | None = None, **data: Any) -> None:
+    def _emit(self, kind: str, leg: Leg, fact: str = "", at: float | None = None, *, decided: bool = False,
+              **data: Any) -> None:
         """``fact``: a switch fact of the leg (its start, its end: one each), recorded by
-        every node under the same id (:meth:`EventBus.fact`); else this node's event."""
+        every node under the same id (:meth:`EventBus.fact`); else this node's event
+        (``decided``: under an id made of the leg, once whoever leads writes it)."""
         if self.bus is None:
             return
         data = {"agent": leg.agent, "channel": leg.channel, "uniqueid": leg.uniqueid, **data}
         if fact:
             self.bus.fact(kind, leg.linkedid, (leg.uniqueid, fact), at=at, **data)
+        elif decided:
+            self.bus.decided(kind, leg.linkedid, (leg.uniqueid, kind), at=at, **data)
         else:
             self.bus.emit(kind, leg.linkedid, **data)
 

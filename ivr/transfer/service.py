@@ -280,9 +280,11 @@ class TransferService:
             self.metrics.outcomes.labels(outcome=state).inc()
         log.info("transfer.state", transfer=xfer.id, state=state, reason=change.reason,
                  target=xfer.target.label, call_id=xfer.call_id)
-        self.bus.emit("transfer.state", xfer.call_id, transfer_id=xfer.id, state=state,
-                      reason=change.reason, target=xfer.target.label, caller=xfer.caller,
-                      agent=xfer.agent_number)
+        # One record per transfer and state (each state comes once): a new leader that takes
+        # the transfer over writes the states the switch proves under the same ids (takeover.py).
+        self.bus.decided("transfer.state", xfer.call_id, (xfer.id, state), transfer_id=xfer.id, state=state,
+                         reason=change.reason, target=xfer.target.label, caller=xfer.caller,
+                         agent=xfer.agent_number)
         try:
             await self.ami.action({"Action": "UserEvent", "UserEvent": "IvrTransfer",
                                    "State": state, "Target": xfer.target.label,

@@ -18,7 +18,10 @@ before the switch saw the Originate) under a second key, but only when this node
 followed the switch without a gap since the wait began (it would have seen the leg);
 otherwise the caller is returned. The ring limit then runs from this dial, cut so that the
 announcement and the confirmation still fit before the dialplan's safety net. The states
-already announced (``IvrTransfer`` offered, ringing) are not announced again.
+already announced (``IvrTransfer`` offered, ringing) are not announced again; the states the
+switch proves (offered at ``IVR_XFER_T0``; ringing or answered, as the target leg is now, at
+the takeover) are recorded again under the dead leader's ids (:meth:`EventBus.decided`), so
+they are on record once whether or not it wrote them.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from ivr.transfer.targets import agent_number, resolve_target
 log = structlog.get_logger("ivr.transfer")
 
 EPOCH = re.compile(r"[0-9]{9,11}")
-UP = "6"
+UP, RINGING = "6", "5"  # ChannelState
 MIN_RING = 5.0  # s: with less ring time left before the dialplan's safety net, the caller returns now
 
 
@@ -108,8 +111,15 @@ async def _rebuild(service: TransferService, row: Any, rows: list[Any], now_wall
             steps = ("dial", "dial-again")
     machine = WarmTransfer.taken_over(target.dial, s.ring_limit, s.confirm_timeout, s.announce_max,
                                       state=state, deadline=deadline, agent_present=agent is not None)
+    call_id = row.get("Linkedid") or row["Uniqueid"]
+    proven = [("offered", float(t0))]  # the caller waits in ivr-transfer-wait since IVR_XFER_T0
+    if tgt is not None and tgt.get("ChannelState") in (RINGING, UP):  # the target leg, as the switch has it
+        proven.append(("ringing" if tgt.get("ChannelState") == RINGING else "answered", now_wall))
+    for done, at in proven:  # written again under the dead leader's ids: a duplicate if it wrote them
+        service.bus.decided("transfer.state", call_id, (xid, done), at=at, transfer_id=xid, state=done,
+                            reason="", target=target.label, caller=row["Uniqueid"], rebuilt=True)
     return Transfer(
-        id=xid, call_id=row.get("Linkedid") or row["Uniqueid"], caller=row["Uniqueid"], caller_channel=channel,
+        id=xid, call_id=call_id, caller=row["Uniqueid"], caller_channel=channel,
         caller_number=row.get("CallerIDNum", ""), agent=agent["Uniqueid"] if agent is not None else "",
         agent_channel=agent_channel if agent is not None else "",
         agent_number=agent_number(agent_channel, s.agents, agent.get("CallerIDNum", "") if agent else ""),

@@ -184,10 +184,10 @@ class UnclearService:
                            script=UnclearLine(reason, self.settings.pause))
         self.sessions[caller.uniqueid] = s
         log.info("unclear.start", reason=reason, via=via, caller=caller.name, agent=name)
-        self._emit(s, "unclear.start", reason=reason, via=via)
+        s.keeper = f"{KEEPER_PREFIX}{caller.uniqueid}-{int(self.wall() * 1000)}"  # also its records' id
+        self._emit(s, "unclear.start", step="unclear.start", reason=reason, via=via)
         if self.metrics is not None:
             self.metrics.started.labels(reason, via).inc()
-        s.keeper = f"{KEEPER_PREFIX}{caller.uniqueid}-{int(self.wall() * 1000)}"
         try:
             s.keeper_name = await step_out(
                 self.conn, self._waiters, caller=caller.name, agent=agent.name, keeper_id=s.keeper,
@@ -262,7 +262,7 @@ class UnclearService:
                 self._spawn(hang_up(self.conn, s.keeper_name, s.keeper))
             elif ch.uniqueid == s.agent.uniqueid and not s.ended:
                 log.warning("unclear.agent_left", agent=s.agent_name, caller=s.caller.name)
-                self._emit(s, "unclear.agent_left")
+                self._emit(s, "unclear.agent_left", step="unclear.agent_left")
 
     # -- the caller's FastAGI route -------------------------------------------------
     async def agi_unclear(self, call: AgiChannel) -> None:
@@ -350,6 +350,7 @@ class UnclearService:
                            keeper=keeper.uniqueid, keeper_name=keeper.name)
         self.sessions[caller.uniqueid] = s
         log.info("unclear.taken_over", uniqueid=call.uniqueid, state=state, age=round(age, 3), reason=reason)
+        self._emit(s, "unclear.start", step="unclear.start", at=float(started), reason=reason, rebuilt=True)
         if self.standby_keys.pop(agent.uniqueid, 0.0) > float(started) + 1.0:
             self._take_back(s)  # the agent keyed again while no node led: back to the agent
         return s, kept

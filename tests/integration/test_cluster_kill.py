@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,22 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
         assert not ami.find(lambda e: e.event == "Hangup" and _caller(e), since)  # never dropped
         await ami.action({"Action": "Hangup", "Channel": entered["Channel"]})
         await ami.wait_for(lambda e: e.event == "Hangup" and _caller(e), timeout=10, since=since)
+
+        from tests.integration.test_cluster_records import _records  # it imports this module
+
+        async def ended() -> Any:
+            events, row = await _records(pg, entered["Linkedid"])
+            return (events, row) if row is not None and row["ended_at"] is not None else None
+
+        events, row = await until(ended, timeout=10, what="the call's end on record")
+        dropped = (await b.health())["records"]["dropped"]
+        assert "hold.taken_over" in b.log.read_text(errors="replace")  # b rebuilt the hold (and its start)
+    # The hold's start: a's write and the one b rebuilt from IVR_STAGE at the takeover are one
+    # record (the leader's decisions under ids of switch data), at the hold's start.
+    kinds = Counter(e["kind"] for e in events if e["kind"].startswith("hold."))
+    assert kinds == {"hold.start": 1, "hold.reminder": 3, "hold.resume": 1}, kinds
+    started = next(e for e in events if e["kind"] == "hold.start")
+    assert abs(started["at"] - ts(start)) < 1.0 and row["hold_count"] == 1 and dropped == 0, (started, row)
     reminders = ami.find(lambda e: hold(e, "reminder"), since)
     assert [e["Count"] for e in reminders] == ["1", "2", "3"], [dict(e) for e in reminders]  # each once
     for e in reminders:
