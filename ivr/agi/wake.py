@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 
 import structlog
 
@@ -32,6 +33,19 @@ log = structlog.get_logger("ivr.wake")
 WAKE_DIGIT = "D"
 RETRY = 0.25  # s between wakes while the session has not woken (a wake can be lost, above)
 ACTION_TIMEOUT = 5.0
+
+# A scripted pause (silent call, unclear line) is waited this much past its deadline. The
+# rule says "never sooner", and the switch's record of a pause is its event Timestamps:
+# CLOCK_REALTIME (which NTP may slew against this process's monotonic clock), and an
+# AGIExecEnd stamped only after res_agi wrote the reply that starts the pause here. Under
+# load that record read a pause waited 5.000 s here as 4.998 s; 50 ms is not heard.
+PAUSE_GUARD = 0.05
+
+
+def pause_left_ms(deadline: float, now: float) -> int:
+    """Milliseconds of ``WAIT FOR DIGIT`` left until ``deadline`` (+ :data:`PAUSE_GUARD`);
+    0 or less: the pause is over."""
+    return math.ceil(round((deadline + PAUSE_GUARD - now) * 1000, 6))  # 5.05 s is 5050 ms, not 5051
 
 
 async def wake(conn: AmiLink, channel: str) -> bool:

@@ -52,7 +52,6 @@ no further prompt; during a prompt played again: at its end).
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -63,7 +62,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.talk import SwitchClock
-from ivr.agi.wake import WAKE_DIGIT
+from ivr.agi.wake import WAKE_DIGIT, pause_left_ms
 from ivr.events import EventBus
 from ivr.flows.speech import DeafDetector, SpeechDetector, SpeechWatch
 from ivr.greeting import Greeting, choose_greeting
@@ -232,7 +231,7 @@ class _Session:
         deadline = script.next_deadline
         assert deadline is not None
         while not watch.heard.is_set():
-            remaining_ms = math.ceil((deadline - self.flow.clock()) * 1000)
+            remaining_ms = pause_left_ms(deadline, self.flow.clock())
             if remaining_ms <= 0:
                 return None
             woken = asyncio.Event()

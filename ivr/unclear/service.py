@@ -28,7 +28,6 @@ which the records keep and the dashboard shows), counted (``ivr_unclear_*``) and
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +36,7 @@ import structlog
 
 from ivr.agi.channel import AgiChannel, AgiHangup
 from ivr.agi.talk import SwitchClock, talk_detect
-from ivr.agi.wake import WAKE_DIGIT, wake_until
+from ivr.agi.wake import WAKE_DIGIT, pause_left_ms, wake_until
 from ivr.ami.away import (
     KEEPER_PREFIX,
     EventWaiters,
@@ -372,7 +371,7 @@ class UnclearService:
         deadline = s.script.next_deadline
         assert deadline is not None
         while not s.clear.is_set():
-            remaining_ms = math.ceil((deadline - self.clock()) * 1000)
+            remaining_ms = pause_left_ms(deadline, self.clock())
             if remaining_ms <= 0:
                 return
             await self._interruptible(s, call.wait_for_digit(remaining_ms), call)

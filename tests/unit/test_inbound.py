@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ivr.agi.channel import AgiChannel, AgiHangup, AgiReply
-from ivr.agi.wake import WAKE_DIGIT
+from ivr.agi.wake import PAUSE_GUARD, WAKE_DIGIT
 from ivr.config import Config, SilenceConfig
 from ivr.events import EventBus
 from ivr.flows.inbound import InboundFlow
@@ -27,6 +27,8 @@ from ivr.once import Once
 from tests.fakes import BusLog, Clock, FakeAgi, RecordingAmi, idle
 
 PAUSE = 5.0
+WAITED = PAUSE + PAUSE_GUARD  # a pause is waited a guard past its deadline (ivr.agi.wake)
+WAITED_MS = round(WAITED * 1000)
 GREETING = ["hello", "welcome"]
 DURATIONS = {"hello": 1.0, "welcome": 3.0, "silent_prompt2": 2.0, "silent_prompt3": 4.0}
 AFTERNOON = Greeting(holiday=None, daypart="day", text="", prompts=GREETING, language="zh-CN")
@@ -160,23 +162,23 @@ async def test_silent_caller_gets_three_prompts_then_release_never_sooner() -> N
     _, p3_start, p3_end = call.plays[3]
     assert greeting_end == GREETING_END
     # Each pause lasts its full length, never less, and at most a millisecond more.
-    assert 0 <= p2_start - (greeting_end + PAUSE) <= 0.002
-    assert 0 <= p3_start - (p2_end + PAUSE) <= 0.002
+    assert 0 <= p2_start - (greeting_end + WAITED) <= 0.002
+    assert 0 <= p3_start - (p2_end + WAITED) <= 0.002
     release_at = next(t for t, args in call.events if "Stage: release" in args)
-    assert 0 <= release_at - (p3_end + PAUSE) <= 0.002
+    assert 0 <= release_at - (p3_end + WAITED) <= 0.002
     assert release_at - greeting_end >= 3 * PAUSE + 2.0 + 4.0 - 1e-9  # pauses + prompts 2, 3
     assert stages(call) == ["prompt2", "prompt3", "release"]
     assert call.variables["IVR_RESULT"] == "done"
     assert call.variables["IVR_GREETING"] == "hello,welcome"
     assert call.commands[0] == "ANSWER"
     # One wait per pause, for the whole pause: no polling, nothing to wake.
-    assert call.waits == [5000, 5000, 5000] and call.wakes == []
+    assert call.waits == [WAITED_MS] * 3 and call.wakes == []
 
 
 async def test_configured_pause_is_used() -> None:
     call = FakeCall(Clock(0.0))
     await run(call, pause=2.5)
-    assert call.plays[2][1] == pytest.approx(GREETING_END + 2.5, abs=0.002)
+    assert call.plays[2][1] == pytest.approx(GREETING_END + 2.5 + PAUSE_GUARD, abs=0.002)
 
 
 async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
@@ -186,7 +188,7 @@ async def test_speech_in_the_first_pause_wakes_the_wait_and_hands_on() -> None:
     assert call.variables["IVR_RESULT"] == "agents"
     (t, args), = call.events
     assert args == "IvrSilentCall,Stage: responded,Reason: speech,From: pause1"
-    assert call.wakes == [call.channel] and call.waits == [5000]
+    assert call.wakes == [call.channel] and call.waits == [WAITED_MS]
     assert t == pytest.approx(GREETING_END + 1.23 + WAKE_LATENCY)
 
 
@@ -206,12 +208,12 @@ async def test_a_stray_wake_digit_does_not_end_the_pause() -> None:
     call = StrayWake(Clock(0.0))
     await run(call)
     assert stages(call) == ["prompt2", "prompt3", "release"]
-    assert call.waits == [5000, 4000, 5000, 5000]
-    assert call.plays[2][1] == pytest.approx(GREETING_END + PAUSE, abs=0.002)
+    assert call.waits == [WAITED_MS, WAITED_MS - 1000, WAITED_MS, WAITED_MS]
+    assert call.plays[2][1] == pytest.approx(GREETING_END + WAITED, abs=0.002)
 
 
 async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
-    speech_at = GREETING_END + PAUSE + 2.0 + 3.0  # 3 s into pause2
+    speech_at = GREETING_END + WAITED + 2.0 + 3.0  # 3 s into pause2
     call = FakeCall(Clock(0.0), speech_at=speech_at)
     await run(call)
     assert [p for p, _, _ in call.plays][-1] == "silent_prompt2"
@@ -221,10 +223,10 @@ async def test_speech_only_after_the_second_prompt_is_not_released() -> None:
 
 
 async def test_speech_during_a_prompt_lets_it_finish_then_hands_on_at_once() -> None:
-    call = FakeCall(Clock(0.0), speech_at=GREETING_END + PAUSE + 0.5)  # during prompt2
+    call = FakeCall(Clock(0.0), speech_at=GREETING_END + WAITED + 0.5)  # during prompt2
     await run(call)
     name, _, end = call.plays[-1]
-    assert name == "silent_prompt2" and end == pytest.approx(GREETING_END + PAUSE + 2.0, abs=0.002)
+    assert name == "silent_prompt2" and end == pytest.approx(GREETING_END + WAITED + 2.0, abs=0.002)
     t, args = call.events[-1]
     assert args.endswith("Reason: speech,From: prompt2") and t == pytest.approx(end)
 
@@ -419,9 +421,9 @@ async def test_a_script_resumed_mid_pause_keeps_its_pauses_and_its_three_prompts
     call, _ = await die_and_resume(die_at=13.0)  # in pause2 (prompt2 ended at 11)
     assert [p for p, _, _ in call.plays] == ["hello", "welcome", "silent_prompt2", "silent_prompt3"]
     (_, _, p2_end), (_, p3_start, p3_end) = call.plays[2][:3], call.plays[3]
-    assert p3_start == pytest.approx(p2_end + PAUSE, abs=0.002)  # the pause ends when it would have
+    assert p3_start == pytest.approx(p2_end + WAITED, abs=0.002)  # the pause ends when it would have
     release_at = next(t for t, args in call.events if "Stage: release" in args)
-    assert release_at == pytest.approx(p3_end + PAUSE, abs=0.002)
+    assert release_at == pytest.approx(p3_end + WAITED, abs=0.002)
     assert stages(call) == ["prompt2", "prompt3", "release"]  # each once, across both nodes
     assert "ANSWER" in call.commands and call.commands.count('STREAM FILE ivr/zh-CN/hello "0123456789*#"') == 1
     assert call.variables["IVR_RESULT"] == "done" and call.variables["IVR_STAGE"] == ""
@@ -436,9 +438,9 @@ async def test_a_prompt_cut_by_the_death_is_played_again_in_full_release_never_s
     _, p2_start, p2_end = call.plays[2]
     assert p2_start == pytest.approx(resumed_at, abs=0.002) and p2_end - p2_start == 2.0
     _, p3_start, p3_end = call.plays[3]
-    assert p3_start == pytest.approx(p2_end + PAUSE, abs=0.002)
+    assert p3_start == pytest.approx(p2_end + WAITED, abs=0.002)
     release_at = next(t for t, args in call.events if "Stage: release" in args)
-    assert release_at == pytest.approx(p3_end + PAUSE, abs=0.002)
+    assert release_at == pytest.approx(p3_end + WAITED, abs=0.002)
     assert stages(call) == ["prompt2", "prompt3", "release"]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ivr.agi.wake import PAUSE_GUARD
 from ivr.ami.talk import TalkLog
 from ivr.flows.inbound import InboundFlow
 from ivr.flows.speech import TalkDetector
@@ -92,7 +93,7 @@ async def test_the_switch_clock_decides_not_the_nodes(skews: tuple[float, float]
     stale = await takeover(die_at=GREETING_END + 0.2, talk=[(CALLER, GREETING_END - 0.4)], skews=skews)
     assert [p for p, _, _ in stale.plays][2:] == ["silent_prompt2", "silent_prompt3"]
     _, p2_start, _ = stale.plays[2]
-    assert p2_start == pytest.approx(GREETING_END + PAUSE, abs=0.01)
+    assert p2_start == pytest.approx(GREETING_END + PAUSE + PAUSE_GUARD, abs=0.01)
 
 
 async def test_without_a_pair_the_nodes_clock_is_never_compared_with_the_switchs() -> None:
