@@ -164,11 +164,10 @@ class Appliers:
     async def _span(self, tx: Tx, ev: CallEvent, kinds: tuple[str, ...], step: Step, derive: Derive) -> None:
         """A hold's or a ring leg's event: one step of the fold when it is the latest of its
         kinds and the call goes on (records/steps.py), else the rows derived again."""
-        end = await spans.call_end(tx, ev.call_id)
-        if end is None:
-            e = steps.logged_event(ev.id, ev.kind, ev.at, ev.data)
-            if await steps.is_latest(tx, ev.call_id, e, kinds) and await step(tx, ev.call_id, e):
-                return
+        e = steps.logged_event(ev.id, ev.kind, ev.at, ev.data)
+        end, latest = await steps.end_and_latest(tx, ev.call_id, e, kinds)
+        if end is None and latest and await step(tx, ev.call_id, e):
+            return
         self._after_end(ev, await derive(tx, ev.call_id, end))
 
     def _ring(self, state: str) -> Handler:

@@ -26,14 +26,18 @@ def logged_event(event_id: str, kind: str, at: float, data: dict[str, Any]) -> L
     return Logged(event_id, kind, float(at), json.loads(json.dumps(data, default=str)))
 
 
-async def is_latest(tx: Tx, call_id: str, e: Logged, kinds: tuple[str, ...]) -> bool:
-    """No event of ``kinds`` on record for the call sorts after ``e`` (itself on record)."""
+async def end_and_latest(tx: Tx, call_id: str, e: Logged, kinds: tuple[str, ...]) -> tuple[float | None, bool]:
+    """The call's end (None: it goes on), and whether no event of ``kinds`` on record for
+    the call sorts after ``e`` (itself on record); one query."""
     marks = ", ".join("?" * len(kinds))
-    rows = await tx.fetchall(
-        f"SELECT event_id, kind, at FROM call_events WHERE call_id = ? AND at >= ? AND kind IN ({marks})",  # noqa: S608 - placeholders only
-        (call_id, e.at, *kinds))
+    sql = ("SELECT c.ended_at, e.event_id, e.kind, e.at FROM calls c LEFT JOIN call_events e"  # noqa: S608 - placeholders only
+           f" ON e.call_id = c.call_id AND e.at >= ? AND e.kind IN ({marks}) WHERE c.call_id = ?")
+    rows = await tx.fetchall(sql, (e.at, *kinds, call_id))
+    end = None if not rows or rows[0]["ended_at"] is None else float(rows[0]["ended_at"])
     mine = sort_key(e)
-    return all(sort_key(Logged(r["event_id"], r["kind"], float(r["at"]), {})) <= mine for r in rows)
+    later = (sort_key(Logged(r["event_id"], r["kind"], float(r["at"]), {})) > mine
+             for r in rows if r["event_id"] is not None)
+    return end, not any(later)
 
 
 async def hold_step(tx: Tx, call_id: str, e: Logged) -> bool:
@@ -54,10 +58,9 @@ async def hold_step(tx: Tx, call_id: str, e: Logged) -> bool:
         duration = float(held) if held is not None else max(e.at - float(hold["started_at"]), 0.0)
         await tx.execute("UPDATE holds SET ended_at = ?, duration = ?, outcome = ? WHERE hold_id = ?",
                          (e.at, duration, outcome, hold["hold_id"]))
-        sums = await tx.fetchall("SELECT hold_count, hold_seconds FROM calls WHERE call_id = ?", (call_id,))
-        count, seconds = (int(sums[0]["hold_count"]), float(sums[0]["hold_seconds"])) if sums else (0, 0.0)
-        await tx.execute("UPDATE calls SET hold_count = ?, hold_seconds = ? WHERE call_id = ?",
-                         (count + 1, seconds + duration, call_id))
+        # The fold's sum of the closed holds in time order: the same float additions.
+        await tx.execute("UPDATE calls SET hold_count = hold_count + 1, hold_seconds = hold_seconds + ?"
+                         " WHERE call_id = ?", (duration, call_id))
         return True
     if hold is None:  # a start, or a reminder or choice whose start was missed: held from here
         hold = {"hold_id": e.id, "started_at": e.at, "reminders": 0, "choices_offered": 0, "choice": None}
