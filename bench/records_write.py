@@ -23,6 +23,7 @@ with ``fsync`` on (its default for tests is off).
 
     nice -n 10 python bench/records_write.py          # three versions, both databases (~5 min)
     python bench/records_write.py --quick             # 20 typical calls, 2 queue calls
+    python bench/records_write.py --versions rebuild,after --rounds 20 --typical 0 --queue 2 --name records_write_r20
 """
 
 from __future__ import annotations
@@ -78,20 +79,20 @@ def typical_call(n: int, t: float) -> list[tuple[str, str, float, dict[str, Any]
     ]
 
 
-def queue_call(n: int, t: float) -> list[tuple[str, str, float, dict[str, Any]]]:
-    """A queue call ringing ``MEMBERS`` members in ``ROUNDS`` rounds, then three holds."""
+def queue_call(n: int, t: float, rounds: int = ROUNDS) -> list[tuple[str, str, float, dict[str, Any]]]:
+    """A queue call ringing ``MEMBERS`` members in ``rounds`` rounds, then three holds."""
     c = f"bench-q{n}.1"
     out: list[tuple[str, str, float, dict[str, Any]]] = [
         ("call.started", c, t, {"caller": "556", "channel": "PJSIP/trunk-2"}),
         ("greeting.played", c, t + 0.5, {"greeting": "hello"})]
     at = t + 3.0
-    for r in range(ROUNDS):
+    for r in range(rounds):
         for m in range(MEMBERS):  # ringall: every member within a few ms
             out.append(("ring.started", c, at + m * 0.003, {"agent": f"{2000 + m}", "uniqueid": f"{c}-r{r}m{m}"}))
         for m in range(MEMBERS):
             out.append(("ring.alarm", c, at + 15 - 0.01 + m * 0.003, {"agent": f"{2000 + m}", "level": "warning",
                                                                       "rings": 3}))
-        last = r == ROUNDS - 1
+        last = r == rounds - 1
         for m in range(MEMBERS):
             data: dict[str, Any] = {"agent": f"{2000 + m}", "uniqueid": f"{c}-r{r}m{m}", "rings": 3}
             if last and m == 0:
@@ -109,22 +110,25 @@ def queue_call(n: int, t: float) -> list[tuple[str, str, float, dict[str, Any]]]
     return out
 
 
-def workload(name: str, calls: int) -> list[tuple[str, str, float, dict[str, Any]]]:
-    make, spacing = (typical_call, 1.0) if name == "typical" else (queue_call, 7.0)
-    events = [e for n in range(calls) for e in make(n, T0 + n * spacing)]
+def workload(name: str, calls: int, rounds: int = ROUNDS) -> list[tuple[str, str, float, dict[str, Any]]]:
+    if name == "typical":
+        events = [e for n in range(calls) for e in typical_call(n, T0 + n)]
+    else:
+        events = [e for n in range(calls) for e in queue_call(n, T0 + n * 7.0, rounds)]
     return sorted(events, key=lambda e: e[2])
 
 
 # -- the child: one code version, one database ------------------------------------------
 
-async def measure(url: str, events: list[tuple[str, str, float, dict[str, Any]]]) -> dict[str, Any]:
+async def measure(url: str, events: list[tuple[str, str, float, dict[str, Any]]], rounds: int = ROUNDS,
+                  ) -> dict[str, Any]:
     from ivr.events import CallEvent
     from ivr.records import CallStore
 
     store = await CallStore.open(url)
     lat: list[float] = []
     by_kind: dict[str, list[float]] = {}
-    rounds: dict[str, list[float]] = {"first": [], "last": []}  # ring events of a queue call's 1st and 5th round
+    by_round: dict[str, list[float]] = {"first": [], "last": []}  # ring events of a queue call's 1st and last round
     seen: dict[str, int] = {}
     try:
         begun, cpu = time.perf_counter(), time.process_time()
@@ -138,9 +142,9 @@ async def measure(url: str, events: list[tuple[str, str, float, dict[str, Any]]]
             if kind in ("ring.started", "ring.noanswer", "ring.answered"):
                 i = seen[call_id] = seen.get(call_id, 0) + 1
                 if i <= 2 * MEMBERS:
-                    rounds["first"].append(dt)
-                elif i > 2 * MEMBERS * (ROUNDS - 1):
-                    rounds["last"].append(dt)
+                    by_round["first"].append(dt)
+                elif i > 2 * MEMBERS * (rounds - 1):
+                    by_round["last"].append(dt)
         wall, cpu = time.perf_counter() - begun, time.process_time() - cpu
         sample = await store.call(events[-1][1])
         legs = len(sample["ring_legs"]) if sample else 0
@@ -149,7 +153,7 @@ async def measure(url: str, events: list[tuple[str, str, float, dict[str, Any]]]
     return {"events": len(events), "seconds": round(wall, 3), "events_per_s": round(len(events) / wall, 1),
             "apply": summary_ms(lat), "by_kind": {k: summary_ms(v) for k, v in sorted(by_kind.items())},
             "writer_cpu_ms_per_event": round(cpu * 1000 / len(events), 3),
-            "ring_round_mean_ms": {k: round(sum(v) * 1000 / len(v), 2) if v else None for k, v in rounds.items()},
+            "ring_round_mean_ms": {k: round(sum(v) * 1000 / len(v), 2) if v else None for k, v in by_round.items()},
             "legs_of_last_call": legs}
 
 
@@ -157,16 +161,18 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for dbname in args.dbs.split(","):
         for name, calls in (("typical", args.typical), ("queue", args.queue)):
-            events = workload(name, calls)
+            if not calls:
+                continue
+            events = workload(name, calls, args.rounds)
             if dbname == "sqlite":
                 with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-                    result = await measure(f"sqlite:///{tmp}/ivr.db", events)
+                    result = await measure(f"sqlite:///{tmp}/ivr.db", events, args.rounds)
             else:
                 from tests.pgserver import postgres_server, throwaway_database
 
                 with postgres_server(fsync=True) as server:
                     async with throwaway_database(server, "bench") as url:
-                        result = await measure(url, events)
+                        result = await measure(url, events, args.rounds)
             out[f"{dbname}/{name}"] = result
             print(f"  {args.label} {dbname}/{name}: {result['events_per_s']} events/s, "
                   f"p99 {result['apply']['p99_ms']} ms", file=sys.stderr, flush=True)
@@ -184,7 +190,7 @@ def export(rev: str, where: Path) -> str:
 
 def run_version(label: str, code: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", "--label", label, "--dbs", args.dbs, "--typical",
-           str(args.typical), "--queue", str(args.queue), "--dir", args.dir]
+           str(args.typical), "--queue", str(args.queue), "--rounds", str(args.rounds), "--dir", args.dir]
     env = dict(os.environ)
     if code is not None:
         env["IVR_BENCH_CODE"] = str(code)
@@ -198,6 +204,7 @@ def main() -> None:
     p.add_argument("--versions", default=",".join(VERSIONS),
                    help="comma-separated, of: " + ", ".join(f"{k} ({v or 'this checkout'})"
                                                             for k, v in VERSIONS.items()))
+    p.add_argument("--rounds", type=int, default=ROUNDS, help=f"a queue call's rounds (default {ROUNDS})")
     p.add_argument("--dbs", default="sqlite,postgresql")
     p.add_argument("--typical", type=int, default=200)
     p.add_argument("--queue", type=int, default=10)
@@ -231,9 +238,9 @@ def main() -> None:
                          r["writer_cpu_ms_per_event"], spread(r["by_kind"].get("ring", {}), "p50_ms", "p99_ms"),
                          "/".join(str(v) for v in r["ring_round_mean_ms"].values())])
     print(table(["code", "database/calls", "events", "events/s", "apply p50/p99/max ms", "writer CPU ms/event",
-                 "ring p50/p99 ms", "ring mean ms round 1/5"], rows))
+                 "ring p50/p99 ms", "ring mean ms round 1/last"], rows))
     path = write_results(args.name, {"note": args.note, "typical_calls": args.typical, "queue_calls": args.queue,
-                                     "queue_call": {"members": MEMBERS, "rounds": ROUNDS},
+                                     "queue_call": {"members": MEMBERS, "rounds": args.rounds},
                                      "versions": versions}, with_asterisk=False)
     print(f"wrote {path}")
 
