@@ -6,6 +6,7 @@ event, in time order and out of order, and the full derivation runs only when it
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -168,3 +169,27 @@ async def test_an_open_leg_the_fold_did_not_make_is_derived_again(db_url: str) -
         assert [(leg["started_at"], leg["outcome"]) for leg in call["ring_legs"]] == [(T0 + 1, "noanswer")]
     finally:
         await store.close()
+
+
+async def test_two_nodes_writing_one_queue_call_at_once(db_url: str) -> None:  # noqa: F811 - fixture
+    """Two stores on one database write a queue call's events two at a time, the pair's
+    writes at the same moment (each node's step reads under the call's row lock what the
+    other committed): the rows are the full fold's, and those of one writer in time order."""
+    one, two = await CallStore.open(db_url), await CallStore.open(db_url)
+    try:
+        for event in queue_call("q-5.1", members=4, rounds=2):
+            await one.apply(event)
+        want = await one.call("q-5.1")
+        for n in range(3):
+            events = queue_call(f"q-6{n}.1", members=4, rounds=2)
+            for i in range(0, len(events), 2):
+                await asyncio.gather(*(store.apply(e) for store, e in zip((one, two), events[i:i + 2], strict=False)))
+            await same_as_the_fold(one, f"q-6{n}.1")
+            got = await two.call(f"q-6{n}.1")
+            assert want is not None and got is not None
+            for table, key in (("holds", "hold_id"), ("ring_legs", "leg_id")):
+                strip = [{k: v for k, v in r.items() if k not in (key, "call_id")} for r in got[table]]
+                assert strip == [{k: v for k, v in r.items() if k not in (key, "call_id")} for r in want[table]]
+    finally:
+        await one.close()
+        await two.close()
