@@ -23,8 +23,9 @@ def pg_bin() -> Path | None:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a cluster, yield its base URL (database ``postgres``, user ``ivr``), stop it."""
+def postgres_server(*, fsync: bool = False) -> Iterator[str]:
+    """Start a cluster, yield its base URL (database ``postgres``, user ``ivr``), stop it.
+    ``fsync`` off (tests) unless asked for (a benchmark of commits)."""
     bindir = pg_bin()
     if bindir is None:
         message = "PostgreSQL server binaries not installed (Debian package postgresql)"
@@ -45,7 +46,7 @@ def postgres_server() -> Iterator[str]:
 
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "ivr", "--no-sync")
     run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "log"), "-o",
-        f"-c listen_addresses='' -k {sock} -c fsync=off", "start")
+        f"-c listen_addresses='' -k {sock} -c fsync={'on' if fsync else 'off'}", "start")
     try:
         yield f"postgresql://ivr@/postgres?host={sock}"
     finally:

@@ -47,7 +47,7 @@ import structlog
 
 from ivr.events import UNREBUILT, CallEvent
 from ivr.records import callbacks as cbq
-from ivr.records import spans
+from ivr.records import spans, steps
 from ivr.records.db import Tx
 from ivr.records.spans import as_flag, as_float, as_int, as_text
 
@@ -61,6 +61,8 @@ def _new_id() -> str:
 
 
 Handler = Callable[[Tx, CallEvent], Awaitable[None]]
+Step = Callable[[Tx, str, spans.Logged], Awaitable[bool]]  # records/steps.py
+Derive = Callable[[Tx, str, float | None], Awaitable[list[spans.Logged]]]  # records/spans.py
 AfterEnd = tuple[str, spans.Logged]  # (call id, an event of that call after its end)
 _AFTER: ContextVar[list[AfterEnd]] = ContextVar("after_end")  # the events after the end, per apply()
 
@@ -162,9 +164,18 @@ class Appliers:
         if stage not in SILENT_LEFT:
             await self._set_state(tx, ev, "silent")
 
+    async def _span(self, tx: Tx, ev: CallEvent, kinds: tuple[str, ...], step: Step, derive: Derive) -> None:
+        """A hold's or a ring leg's event: one step of the fold when it is the latest of its
+        kinds and the call goes on (records/steps.py), else the rows derived again."""
+        e = steps.logged_event(ev.id, ev.kind, ev.at, ev.data)
+        end, latest = await steps.end_and_latest(tx, ev.call_id, e, kinds)
+        if end is None and latest and await step(tx, ev.call_id, e):
+            return
+        self._after_end(ev, await derive(tx, ev.call_id, end))
+
     def _ring(self, state: str) -> Handler:
         async def ring(tx: Tx, ev: CallEvent) -> None:
-            self._after_end(ev, await spans.legs(tx, ev.call_id, await spans.call_end(tx, ev.call_id)))
+            await self._span(tx, ev, spans.RING_KINDS, steps.leg_step, spans.legs)
             await self._set_state(tx, ev, state)
 
         return ring
@@ -201,7 +212,7 @@ class Appliers:
         return hold
 
     async def _holds(self, tx: Tx, ev: CallEvent) -> None:
-        self._after_end(ev, await spans.holds(tx, ev.call_id, await spans.call_end(tx, ev.call_id)))
+        await self._span(tx, ev, spans.HOLD_KINDS, steps.hold_step, spans.holds)
 
     async def _unclear_start(self, tx: Tx, ev: CallEvent) -> None:
         """R3 unclear line: the caller is aside (every stage is kept in call_events)."""

@@ -75,7 +75,17 @@ async def logged(tx: Tx, call_id: str, kinds: tuple[str, ...]) -> list[Logged]:
         f"SELECT event_id, kind, at, data FROM call_events WHERE call_id = ? AND kind IN ({marks})",  # noqa: S608 - placeholders only
         (call_id, *kinds))
     events = [Logged(r["event_id"], r["kind"], float(r["at"]), json.loads(r["data"])) for r in rows]
-    return sorted(events, key=lambda e: (e.at, _RANK.get(e.kind, 1), e.id))
+    return sorted(events, key=sort_key)
+
+
+def sort_key(e: Logged) -> tuple[float, int, str]:
+    """The folds' order: by time, an opening first at one instant, then by id."""
+    return e.at, _RANK.get(e.kind, 1), e.id
+
+
+def leg_key(data: dict[str, Any]) -> str:
+    """A ring leg is its Uniqueid, or its agent for events without one."""
+    return as_text(data.get("uniqueid")) or f"agent:{as_text(data.get('agent')) or ''}"
 
 
 def fold_holds(events: list[Logged], end: float | None) -> tuple[list[Row], list[Logged]]:
@@ -159,7 +169,7 @@ def fold_legs(events: list[Logged], end: float | None) -> tuple[list[Row], list[
     for e in events:
         d = e.data
         who = as_text(d.get("agent")) or ""
-        key = as_text(d.get("uniqueid")) or f"agent:{who}"
+        key = leg_key(d)
         if e.kind == "ring.started":
             if end is not None and e.at > end:
                 after.append(e)

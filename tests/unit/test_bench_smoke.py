@@ -15,6 +15,7 @@ import ami_ingest  # noqa: E402 - from bench/, on the path just above
 import claims  # noqa: E402 - from bench/, on the path just above
 import concurrent_calls  # noqa: E402 - from bench/, on the path just above
 import controller_scale  # noqa: E402 - from bench/, on the path just above
+import records_write  # noqa: E402 - from bench/, on the path just above
 
 
 async def test_ami_ingest_replays_the_recorded_stream_through_both_paths() -> None:
@@ -164,3 +165,15 @@ async def test_claims_bench_claims_through_the_delaying_proxy(pg: str) -> None: 
     [row] = await claims.run([2.0], [2], workers=4, seconds=0.3, rate=20, socket_path=socket_path)
     assert row["connections"] == 2 and row["closed"]["claims"] > 0
     assert row["open"]["claims"] == 6 and row["open"]["outcomes"] == {"sent": 6}
+
+
+async def test_records_write_applies_both_workloads(tmp_path: Path) -> None:
+    queue = records_write.workload("queue", 1)
+    assert len(queue) == 2 + 3 * records_write.MEMBERS * records_write.ROUNDS + 9 + 2
+    assert [e[2] for e in queue] == sorted(e[2] for e in queue)
+    result = await records_write.measure(f"sqlite:///{tmp_path / 'q.db'}", queue)
+    assert result["events"] == len(queue) and result["apply"]["n"] == len(queue)
+    assert result["legs_of_last_call"] == records_write.MEMBERS * records_write.ROUNDS
+    assert None not in result["ring_round_mean_ms"].values()  # rounds 1 and 5 measured
+    typical = await records_write.measure(f"sqlite:///{tmp_path / 't.db'}", records_write.workload("typical", 2))
+    assert typical["events"] == 40 and typical["legs_of_last_call"] == 2
