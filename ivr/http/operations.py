@@ -37,7 +37,7 @@ from ivr.http.services import HttpSettings, Services
 from ivr.metrics import Metrics
 from ivr.records import CallRecorder, CallStore
 from ivr.records.db import DatabaseError
-from ivr.records.keeper import RecordsKeeper, RecordsSettings
+from ivr.records.keeper import RecordsKeeper
 from ivr.records.legacy import import_json_messages
 from ivr.rings.settings import RingSettings
 from ivr.sections import Config
@@ -72,7 +72,7 @@ class Operations:
         self.records = RecordsKeeper(
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
-            settings=RecordsSettings.from_config(config.database), accept=acting, switch=config.cluster.switch,
+            settings=config.database, accept=acting, switch=config.cluster.switch,
             on_duplicate=metrics.records_duplicates.inc if metrics else None)
         if metrics is not None:
             after_end = metrics.records_after_end

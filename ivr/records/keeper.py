@@ -13,7 +13,6 @@ so ``/healthz`` says ``database`` is down with the error; :meth:`status` is the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +30,6 @@ from ivr.sections import DatabaseConfig
 log = structlog.get_logger("ivr.records")
 
 OnOpen = Callable[[CallStore], Awaitable[None] | None]
-
-
-_DB = DatabaseConfig()  # the defaults below are the section's
-
-
-@dataclass(frozen=True)
-class RecordsSettings:
-    """The ``[database]`` keys the keeper uses (defaults: :class:`ivr.sections.DatabaseConfig`)."""
-
-    timeout: float = _DB.timeout
-    connect_timeout: float = _DB.connect_timeout
-    retry_initial: float = _DB.retry_initial
-    retry_max: float = _DB.retry_max
-    spool_dir: str = _DB.spool_dir
-    spool_max_mb: float = _DB.spool_max_mb
-    queue_size: int = _DB.queue_size
-
-    @classmethod
-    def from_config(cls, db: DatabaseConfig) -> RecordsSettings:
-        return cls(timeout=db.timeout, connect_timeout=db.connect_timeout, retry_initial=db.retry_initial,
-                   retry_max=db.retry_max, spool_dir=db.spool_dir, spool_max_mb=db.spool_max_mb,
-                   queue_size=db.queue_size)
 
 
 def spool_dir(url: str, configured: str = "") -> Path | None:
@@ -73,11 +50,11 @@ class RecordsKeeper:
     def __init__(self, url: str, bus: EventBus, *, backoff: Backoff | None = None,
                  on_open: OnOpen | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, drain_timeout: float = 5.0,
-                 settings: RecordsSettings | None = None, spool: Spool | None = None,
+                 settings: DatabaseConfig | None = None, spool: Spool | None = None,
                  accept: Callable[[], bool] | None = None, switch: str = "default",
                  on_duplicate: Callable[[int], None] | None = None) -> None:
         self.url, self.switch = url, switch
-        self.settings = settings or RecordsSettings()
+        self.settings = settings or DatabaseConfig()  # its url is not read: the keeper's is `url`
         s = self.settings
         if spool is None:
             where = spool_dir(url, s.spool_dir)

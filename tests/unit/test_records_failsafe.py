@@ -15,7 +15,8 @@ from ivr.ami.connection import Backoff
 from ivr.events import CallEvent, EventBus
 from ivr.hangups import HangupTracker
 from ivr.records import CallRecorder, CallStore, DatabaseError
-from ivr.records.keeper import RecordsKeeper, RecordsSettings
+from ivr.records.keeper import RecordsKeeper
+from ivr.sections import DatabaseConfig
 from tests.fakes import idle, until
 from tests.unit.test_hangups import events, recording_bus
 
@@ -174,7 +175,7 @@ async def test_records_resume_when_the_database_comes_back(tmp_path: Path) -> No
     bus = EventBus()
     opened: list[CallStore] = []
     keeper = RecordsKeeper(url, bus, backoff=Backoff(initial=0.02, maximum=0.05), on_open=opened.append,
-                           settings=RecordsSettings(spool_dir=str(tmp_path / "spool")))
+                           settings=DatabaseConfig(spool_dir=str(tmp_path / "spool")))
     await keeper.start()
     try:
         with pytest.raises(DatabaseError, match=r"unavailable .*retrying"):
@@ -203,7 +204,7 @@ async def test_stopping_while_the_database_is_down_is_quick(tmp_path: Path) -> N
     blocker.write_text("x")
     bus = EventBus()
     keeper = RecordsKeeper(f"sqlite:///{blocker / 'ivr.db'}", bus, backoff=Backoff(initial=60),
-                           settings=RecordsSettings(spool_dir=str(tmp_path / "spool")))
+                           settings=DatabaseConfig(spool_dir=str(tmp_path / "spool")))
     await keeper.start()
     bus.emit("call.arrived", "1.0")
     started = time.monotonic()

@@ -27,10 +27,11 @@ from ivr.ami.connection import Backoff
 from ivr.events import CallEvent, EventBus
 from ivr.metrics import Metrics
 from ivr.records.db import DatabaseError, connect, translate
-from ivr.records.keeper import RecordsKeeper, RecordsSettings
+from ivr.records.keeper import RecordsKeeper
 from ivr.records.recorder import CallRecorder
 from ivr.records.spool import FILE_NAME, Spool
 from ivr.records.store import CallStore
+from ivr.sections import DatabaseConfig
 from tests import present
 from tests.fakes import until
 from tests.integration.amiproxy import AmiProxy
@@ -38,7 +39,7 @@ from tests.pgserver import throwaway_database
 from tests.unit.test_records import postgres  # noqa: F401 - the session's PostgreSQL fixture
 
 FAST = Backoff(initial=0.05, maximum=0.2, jitter=0)
-QUICK = RecordsSettings(timeout=0.5, connect_timeout=0.5)
+QUICK = DatabaseConfig(timeout=0.5, connect_timeout=0.5)
 
 
 @contextmanager
@@ -58,7 +59,7 @@ def locked(path: Path, mode: str = "EXCLUSIVE") -> Iterator[sqlite3.Connection]:
 BOUND = 20.0
 
 
-def keeper_for(url: str, bus: EventBus, tmp_path: Path, *, settings: RecordsSettings = QUICK,
+def keeper_for(url: str, bus: EventBus, tmp_path: Path, *, settings: DatabaseConfig = QUICK,
                metrics: Metrics | None = None, **kw: Any) -> RecordsKeeper:
     from dataclasses import replace
 
@@ -398,7 +399,7 @@ async def test_events_queued_at_stop_survive_in_the_spool(tmp_path: Path) -> Non
     url = f"sqlite:///{db}"
     bus = EventBus()
     with locked(db):
-        keeper = keeper_for(url, bus, tmp_path, settings=RecordsSettings(timeout=0.5, connect_timeout=0.5,
+        keeper = keeper_for(url, bus, tmp_path, settings=DatabaseConfig(timeout=0.5, connect_timeout=0.5,
                                                                          retry_initial=60))
         await keeper.start()
         await keeper.recorder.wait_state("down", BOUND)
@@ -418,7 +419,7 @@ async def test_a_full_spool_counts_what_it_drops(tmp_path: Path) -> None:
     blocker = tmp_path / "no-db"
     blocker.write_text("a file where the database directory must be")
     bus, metrics = EventBus(), Metrics()
-    settings = RecordsSettings(spool_max_mb=1 / 1024, spool_dir=str(tmp_path / "spool"))  # 1 KiB
+    settings = DatabaseConfig(spool_max_mb=1 / 1024, spool_dir=str(tmp_path / "spool"))  # 1 KiB
     keeper = keeper_for(f"sqlite:///{blocker / 'ivr.db'}", bus, tmp_path, settings=settings, metrics=metrics)
     await keeper.start()
     try:
@@ -442,7 +443,7 @@ async def test_an_unwritable_spool_counts_what_it_drops(tmp_path: Path) -> None:
     bad_spool.write_text("x")
     bus, metrics = EventBus(), Metrics()
     keeper = keeper_for(f"sqlite:///{blocker / 'ivr.db'}", bus, tmp_path,
-                        settings=RecordsSettings(spool_dir=str(bad_spool)), metrics=metrics)
+                        settings=DatabaseConfig(spool_dir=str(bad_spool)), metrics=metrics)
     await keeper.start()
     try:
         emit(bus, 4)
