@@ -240,7 +240,9 @@ def render_html(report: dict[str, Any]) -> str:
              (f"Calls over {report['long_call_seconds'] / 60:g} min", t["long_calls"])]
     late = {k for k in report["rings_to_answer"]
             if not (k.rstrip("+").isascii() and k.rstrip("+").isdigit()) or int(k.rstrip("+")) > warn}
-    over = {k for k in report["hold_durations"] if int(k.split("-")[0].rstrip("+")) >= report["hold_limit"]}
+    # A bucket "a-b" (or "a+") may hold a hold over the limit when its top is above it.
+    over = {k for k in report["hold_durations"]
+            if k.endswith("+") or int(k.split("-")[1]) > report["hold_limit"]}
     per_agent_sl = {a["agent"]: round((a["service_level"] or 0) * 100) for a in report["agents"] if a["answered"]}
     per_agent_bad = {a["agent"]: a["agent_first_hangups"] for a in report["agents"]}
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">

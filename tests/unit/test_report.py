@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -160,3 +161,16 @@ def test_bad_arguments(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["report", "--from", "March", "--to", "2025-03-03"])
     assert "not a date" in capsys.readouterr().err
+
+
+def test_hold_chart_marks_every_bucket_that_can_hold_a_hold_over_the_limit(
+        db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With [hold] choices_after = 45 the 30-60 bucket holds holds over the limit (46-59 s):
+    it is marked, as 60-90 and above are; 0-30 is not."""
+    cfg = tmp_path / "ivr.toml"
+    cfg.write_text("[hold]\nchoices_after = 45\n")
+    page = report(db, capsys, "--config", str(cfg))
+    chart = page[page.index('aria-label="Hold durations'):]
+    chart = chart[:chart.index("</svg>")]
+    marked = set(re.findall(r'class="b hot"><title>([^<]+?) s:', chart))
+    assert marked == {"30-60", "60-90", "90-120", "120+"}, marked
