@@ -73,10 +73,9 @@ class Operations:
             config.database.url, bus, on_open=self._records_open, on_down=self._records_down,
             on_drop=(lambda reason, n: metrics.records_dropped.labels(reason).inc(n)) if metrics else None,
             settings=config.database, accept=acting, switch=config.cluster.switch,
-            on_duplicate=metrics.records_duplicates.inc if metrics else None)
+            on_duplicate=metrics.records_duplicates.inc if metrics else None,
+            on_after_end=(lambda kind: metrics.records_after_end.labels(kind).inc()) if metrics else None)
         if metrics is not None:
-            after_end = metrics.records_after_end
-            self.records.recorder.on_after_end = lambda kind: after_end.labels(kind).inc()
             spool = self.records.spool
             metrics.records_spooled.set_function(lambda: float(spool.pending) if spool is not None else 0.0)
         period, warn, critical = ring_period(config)

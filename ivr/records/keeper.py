@@ -52,7 +52,8 @@ class RecordsKeeper:
                  on_drop: Callable[[str, int], None] | None = None, drain_timeout: float = 5.0,
                  settings: DatabaseConfig | None = None, spool: Spool | None = None,
                  accept: Callable[[], bool] | None = None, switch: str = "default",
-                 on_duplicate: Callable[[int], None] | None = None) -> None:
+                 on_duplicate: Callable[[int], None] | None = None,
+                 on_after_end: Callable[[str], None] | None = None) -> None:
         self.url, self.switch = url, switch
         self.settings = settings or DatabaseConfig()  # its url is not read: the keeper's is `url`
         s = self.settings
@@ -65,7 +66,7 @@ class RecordsKeeper:
             None, bus, drain_timeout=drain_timeout, opener=self._open, spool=spool,
             backoff=backoff or Backoff(initial=s.retry_initial, maximum=s.retry_max),
             on_open=self._opened, on_down=on_down, on_drop=on_drop, queue_size=s.queue_size,
-            accept=accept, on_duplicate=on_duplicate)
+            accept=accept, on_duplicate=on_duplicate, on_after_end=on_after_end)
 
     # The recorder owns the state; these read it.
     @property

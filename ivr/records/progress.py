@@ -35,7 +35,8 @@ class RecorderProgress:
     """The recorder's state and counts; the writer task (the subclass) moves them on."""
 
     def __init__(self, spool: Spool | None, on_drop: Callable[[str, int], None] | None, *,
-                 state: str, on_duplicate: Callable[[int], None] | None = None) -> None:
+                 state: str, on_duplicate: Callable[[int], None] | None = None,
+                 on_after_end: Callable[[str], None] | None = None) -> None:
         self.spool = spool
         self.on_drop, self.on_duplicate = on_drop, on_duplicate
         self.state = state
@@ -48,7 +49,7 @@ class RecorderProgress:
         self.dropped: dict[str, int] = {}
         # Written, but timed after their call's end, so they change no figure (records/spans.py).
         self.after_end: dict[str, int] = {}
-        self.on_after_end: Callable[[str], None] | None = None  # e.g. a Prometheus counter, by kind
+        self.on_after_end = on_after_end  # e.g. a Prometheus counter, by kind
         self.last_error = ""
         self._inbox: Inbox | None = None
         self._progress = asyncio.Condition()

@@ -96,7 +96,8 @@ class CallRecorder(RecorderProgress):
                  on_open: Hook | None = None, on_down: Callable[[], None] | None = None,
                  on_drop: Callable[[str, int], None] | None = None, max_attempts: int = 3,
                  queue_size: int | None = None, accept: Callable[[], bool] | None = None,
-                 on_duplicate: Callable[[int], None] | None = None) -> None:
+                 on_duplicate: Callable[[int], None] | None = None,
+                 on_after_end: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.bus = bus
         # A standby (accept says False) records only switch facts and its own sent actions:
@@ -108,7 +109,8 @@ class CallRecorder(RecorderProgress):
         self.on_open, self.on_down = on_open, on_down
         self.max_attempts = max_attempts
         self.queue_size = queue_size or bus.queue_size
-        super().__init__(spool, on_drop, state="up" if store is not None else "starting", on_duplicate=on_duplicate)
+        super().__init__(spool, on_drop, state="up" if store is not None else "starting", on_duplicate=on_duplicate,
+                         on_after_end=on_after_end)
         self.attempts = 0  # opening the database
         self._task: asyncio.Task[None] | None = None
         self._in_hand: CallEvent | None = None  # taken from the inbox, being written

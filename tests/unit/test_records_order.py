@@ -228,9 +228,8 @@ async def test_the_leaders_spool_written_after_the_standbys_end(tmp_path: Path) 
     finally:
         await standby.close()
     bus = EventBus(switch="east")
-    keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, switch="east")
     counted: list[str] = []  # what the controller hands to ivr_records_after_end_total{kind}
-    keeper.recorder.on_after_end = counted.append
+    keeper = keeper_for(f"sqlite:///{db}", bus, tmp_path, switch="east", on_after_end=counted.append)
     with locked(db):
         await keeper.start()
         await keeper.recorder.wait_state("down", BOUND)
