@@ -122,6 +122,17 @@ class CallRecorder(RecorderProgress):
         self._just_opened = False
         self._delays: Iterator[float] | None = None
 
+    @property
+    def store(self) -> Store | None:
+        return self._store
+
+    @store.setter
+    def store(self, store: Store | None) -> None:
+        # What the store can do is worked out here, once: a runtime Protocol check costs
+        # about 35 us, too much for the writer loop's every event.
+        self._store = store
+        self._db: Database | None = store.db if isinstance(store, DatabaseStore) else None
+
     # -- outside view ------------------------------------------------------------------
 
     def use_store(self, store: Store) -> None:
@@ -168,7 +179,7 @@ class CallRecorder(RecorderProgress):
                     self._set_state("replaying")
                     await self._replay()
                     continue
-                if isinstance(self.store, DatabaseStore) and self.store.db.broken:  # a reader's call failed
+                if self._db is not None and self._db.broken:  # a reader's call failed
                     await self._lost(DatabaseError("the database failed a call (a reader's or a ping)",
                                                    reason="broken"))
                     continue
