@@ -189,8 +189,8 @@ class _Session:
         played: if it is not on record, the records count it lost (``leader_died``)."""
         if self.flow.bus is None:
             return
-        prompts = (await self.call.get_variable("IVR_GREETING") or "").split(",")
-        if stage == "greeting" and all(PROMPT_ID.fullmatch(p) for p in prompts):
+        prompts = (await self.call.get_variable("IVR_GREETING") or "").split(",") if stage == "greeting" else []
+        if prompts and all(PROMPT_ID.fullmatch(p) for p in prompts):
             self.decided("greeting.played", at=kept_at, prompts=prompts, language=language, rebuilt=True)
         else:
             self.flow.bus.unrebuilt("greeting.played", self.call_id, (self.call.uniqueid, "greeting.played"),
