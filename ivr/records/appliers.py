@@ -192,10 +192,11 @@ class Appliers:
         d = ev.data
         rings = as_int(d.get("rings"))
         within = d.get("within_three", rings is not None and rings <= 3)
-        await tx.execute(
-            "UPDATE calls SET rings = ?, answered_at = ?, within_three = ? WHERE call_id = ?",
-            (rings, ev.at, as_flag(within), ev.call_id),
-        )
+        if await self._latest(tx, ev):  # a second answer (the caller back in the queue): the later one
+            await tx.execute(
+                "UPDATE calls SET rings = ?, answered_at = ?, within_three = ? WHERE call_id = ?",
+                (rings, ev.at, as_flag(within), ev.call_id),
+            )
         await self._ring("talking")(tx, ev)
         # The number reached an agent on its own: its call-backs are not needed any more.
         rows = await tx.fetchall("SELECT caller FROM calls WHERE call_id = ?", (ev.call_id,))

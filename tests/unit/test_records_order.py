@@ -248,3 +248,30 @@ async def test_the_leaders_spool_written_after_the_standbys_end(tmp_path: Path) 
         assert counted == ["hold.resume"]
     finally:
         await keeper.stop()
+
+
+async def test_two_answers_the_call_keeps_the_later_whichever_is_written_last(db_url: str) -> None:  # noqa: F811
+    """The caller answered by 1001 after 5 rings, back in the queue (a failed transfer),
+    answered by 1002 after 1: the call's rings, answer time and "within three" are the later
+    answer's, in either order of writing."""
+    bus = EventBus(switch="east")
+
+    def answers(call_id: str) -> tuple[CallEvent, CallEvent]:
+        return (bus.fact("ring.answered", call_id, (f"{call_id}-L1", "ring.end"), at=T0 + 20, agent="1001",
+                         uniqueid=f"{call_id}-L1", rings=5, within_three=False),
+                bus.fact("ring.answered", call_id, (f"{call_id}-L2", "ring.end"), at=T0 + 90, agent="1002",
+                         uniqueid=f"{call_id}-L2", rings=1, within_three=True))
+
+    store = await CallStore.open(db_url, switch="east")
+    try:
+        rows = []
+        for call_id, reverse in (("sw-9.1", False), ("sw-9.2", True)):
+            first, second = answers(call_id)
+            for event in ((second, first) if reverse else (first, second)):
+                await store.apply(event)
+            call = await store.call(call_id)
+            assert call is not None
+            rows.append((call["rings"], call["answered_at"], bool(call["within_three"])))
+    finally:
+        await store.close()
+    assert rows == [(1, T0 + 90, True), (1, T0 + 90, True)], rows
