@@ -308,16 +308,20 @@ class CallbackService(AgentSession, CallbackOperations):
     def handle_event(self, event: Any) -> None:
         kind = event.get("Event", "")
         if kind == "UserEvent":
-            if event.get("UserEvent") != "IvrCallbackDial":
-                return
             att = self.attempts.get(event.get("CallbackId", ""))
-            if att is not None:
+            if att is None or att.done.done():
+                return
+            if event.get("UserEvent") == "IvrCallbackUnchecked":
+                # No controller gave the customer route its verdict (it failed, or a node that
+                # does not run this attempt answered): the dialplan connected the customer, who
+                # answered, to the agent who accepted. Done: never called again.
+                att.resolve("connected")
+                self._tasks.spawn(self._stage(att, "connected", live="unchecked"))
+            elif event.get("UserEvent") == "IvrCallbackDial":
                 status = event.get("DialStatus", "")
-                # ANSWER without a live answer: the customer route has given the outcome already.
-                # Adopted before the agent answered here: the bridge happened (a customer with
-                # no key is dropped with the agent by the dialplan, and no event comes).
-                answered = "connected" if att.adopted and not att.agi else "no-live-answer"
-                att.resolve(DIAL_OUTCOMES.get(status, answered if status == "ANSWER" else "no-answer"))
+                # ANSWER: the customer was bridged (a "no" verdict hangs both legs up, and no
+                # event comes); a verdict given here was the outcome already.
+                att.resolve(DIAL_OUTCOMES.get(status, "connected" if status == "ANSWER" else "no-answer"))
             return
         if kind == "Hangup":
             att = self.attempts.get(event.get("Uniqueid", ""))
@@ -349,8 +353,11 @@ class CallbackService(AgentSession, CallbackOperations):
             # The verdict, either way: only an empty one (the controller failed) is connected
             # unheard by the dialplan.
             await call.set_variable("IVR_CB_LIVE", "yes" if outcome == "connected" else "no")
-        except (AgiHangup, AgiError):
+        except AgiHangup:
             outcome, how = "no-live-answer", ""
+        except AgiError as exc:  # no verdict: the dialplan connects them (IvrCallbackUnchecked)
+            log.error("callbacks.customer_route_failed", callback_id=att.callback.id, error=str(exc))
+            return
         att.resolve(outcome)
         if outcome == "connected":
             await self._stage(att, "connected", live=how)
