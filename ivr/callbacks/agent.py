@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
-from ivr.callbacks.model import Attempt, CallbackSettings
+from ivr.callbacks.model import NUMBER, Attempt, CallbackSettings
 from ivr.callbacks.recovery import NotNow, adopt_for_session
 from ivr.catalog import digits_prompts
 
@@ -80,7 +80,7 @@ class AgentSession:
                     break
             if not digit:
                 digit = await call.wait_for_digit(int(self.settings.agent_confirm * 1000))
-            if digit != "1":
+            if digit != "1" or not NUMBER.match(att.number):  # checked where it is dialled, adopted rows too
                 att.resolve("agent-declined")
                 await call.set_variable("IVR_CB_RESULT", "declined")
                 return

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ivr.agi.channel import AgiError
 from ivr.ami.channels import ChannelTracker
 from ivr.ami.connection import AmiNotConnected
 from ivr.callbacks.model import CallbackSettings
@@ -164,6 +165,46 @@ async def test_a_customer_who_neither_presses_nor_speaks_is_no_live_answer(world
     await settled(service)
     row = await store.queue.get("cb-1")
     assert (row["outcome"], row["attempts"], row["status"]) == ("no-live-answer", 1, "open")
+
+
+async def test_a_customer_connected_unheard_is_done_not_called_again(world: Any) -> None:
+    """The customer's route fails before its verdict (AgiError): IVR_CB_LIVE stays empty,
+    the dialplan connects the customer to the agent and sends IvrCallbackUnchecked. The
+    call-back is done (connected, Live: unchecked), whoever hangs up first; the customer is
+    never dialled again."""
+    service, ami, store, _, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    att.accepted = att.agi = True
+    customer = fake_agi("9.9", att.uid)
+
+    def broken() -> None:
+        raise AgiError("510 Invalid or unknown command")
+
+    customer.on_play["agent_intro"] = broken
+    await service.customer_agi(customer)
+    assert "IVR_CB_LIVE" not in customer.variables, "no verdict: the dialplan connects them unheard"
+    ami.event({"Event": "UserEvent", "UserEvent": "IvrCallbackUnchecked", "CallbackId": att.uid})
+    ami.event({"Event": "Hangup", "Uniqueid": att.uid})  # the agent hangs up first, after the talk
+    await settled(service)
+    row = await store.queue.get("cb-1")
+    assert (row["outcome"], row["status"], row["attempts"]) == ("connected", "done", 1)
+    assert [a.get("Live") for a in ami.sent("UserEvent") if a.get("Stage") == "connected"][:1] == ["unchecked"]
+    assert await service.tick() == [] and len(ami.sent("Originate")) == 1
+
+
+async def test_a_number_on_record_that_may_not_be_dialled_never_reaches_the_dialplan(world: Any) -> None:
+    """An adopted attempt takes its number from the row: the agent's 1 does not set a
+    hostile one into IVR_CB_NUMBER (the Dial's options); the customer is not dialled."""
+    service, _, store, _, _ = world
+    await ask(store, "13900000001", "cb-1", NOON - 600)
+    [att] = await service.tick()
+    att.number = "139,,U(evil)"
+    agent = fake_agi(att.uid, att.uid)
+    agent.press("1")
+    await service.agent_agi(agent)
+    assert "IVR_CB_NUMBER" not in agent.variables and agent.variables["IVR_CB_RESULT"] == "declined"
+    assert not att.accepted
 
 
 async def customer_speaks(world: Any, bursts: list[tuple[str, float]]) -> tuple[FakeAgi, Any]:
