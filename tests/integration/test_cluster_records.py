@@ -28,9 +28,12 @@ async def _records(pg: str, call_id: str) -> tuple[list[dict[str, Any]], dict[st
 
     conn = await asyncpg.connect(pg)
     try:
-        events = [dict(r) for r in await conn.fetch(
-            "SELECT event_id, kind, at FROM call_events WHERE call_id = $1 ORDER BY at", call_id)]
-        row = await conn.fetchrow("SELECT * FROM calls WHERE call_id = $1", call_id)
+        # One snapshot for both reads: an event and its row change commit together, so two
+        # separate reads could see the row ended and not yet the call.ended event.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            events = [dict(r) for r in await conn.fetch(
+                "SELECT event_id, kind, at FROM call_events WHERE call_id = $1 ORDER BY at", call_id)]
+            row = await conn.fetchrow("SELECT * FROM calls WHERE call_id = $1", call_id)
         return events, dict(row) if row is not None else None
     finally:
         await conn.close()
