@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ivr.cli import main
-from ivr.config import Config, key_lines, load_config
+from ivr.config import Config, load_config
+from ivr.config_read import key_lines
 from ivr.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
