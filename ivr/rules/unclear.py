@@ -11,7 +11,7 @@ the script: the release is never sooner than 5 s after the goodbye prompt ended.
 speech from the caller at any moment before the release returns the caller to the agent
 (:class:`ReturnToAgent`), and so does the agent taking the caller back (their key again,
 or the API); a hang-up ends the script with nothing more to do. What "clear" means on the audio is the I/O layer's
-measurement (:mod:`ivr.unclear.service`); this machine only hears that it happened.
+measurement (:mod:`ivr.unclear.caller`); this machine only hears that it happened.
 
 Every action carries its ``stage`` for ``UserEvent: IvrUnclearLine`` (``Stage``): ask,
 ask-again, goodbye, release, returned.
