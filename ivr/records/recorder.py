@@ -19,6 +19,10 @@ be read back), ``rejected`` (the database refused the event ``max_attempts`` tim
 answering: bad data, not an outage), ``shutdown`` (stopping with no spool to take it),
 ``leader_died`` (a record only the dead leader of a pair could have written, which its
 successor could not rebuild from the switch and did not find on record).
+
+Here: the writer task and the outside view. What goes to the spool and its replay:
+:mod:`ivr.records.outage`; what the recorder writes to: :mod:`ivr.records.backend`; its
+state and counts: :mod:`ivr.records.progress`.
 """
 
 from __future__ import annotations
@@ -26,63 +30,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
 
 import structlog
 
 from ivr.ami.connection import Backoff
 from ivr.events import NODE, CallEvent, EventBus
+from ivr.records.backend import ClosingStore, DatabaseStore, Hook, Opener, Store
 from ivr.records.db import Database, DatabaseError, translate
-from ivr.records.progress import Inbox, RecorderProgress
-from ivr.records.spool import Entry, Spool, SpoolError
+from ivr.records.outage import RecorderSpool, wait_any
+from ivr.records.progress import Inbox
+from ivr.records.spool import Spool, SpoolError
 
 log = structlog.get_logger("ivr.records")
 
 
-class Store(Protocol):
-    """What the recorder writes to: a :class:`~ivr.records.store.CallStore`, or a test's
-    store with ``apply`` alone. What else a store offers is asked by the protocols below."""
-
-    async def apply(self, event: CallEvent) -> bool | None: ...
-
-
-@runtime_checkable
-class BatchStore(Store, Protocol):
-    """Writes a replayed batch in one transaction (one commit per batch)."""
-
-    async def apply_many(self, events: list[CallEvent]) -> list[bool]: ...
-
-
-@runtime_checkable
-class ClosingStore(Store, Protocol):
-    async def close(self) -> None: ...
-
-
-@runtime_checkable
-class DatabaseStore(Store, Protocol):
-    """Writes to a :class:`~ivr.records.db.Database`, which says when a call failed it
-    (``broken``, ``on_broken``: a reader's or a ping's, not only the recorder's)."""
-
-    db: Database
-
-
-Opener = Callable[[], Awaitable[Store]]  # returns an open store; raises DatabaseError
-Hook = Callable[[Any], Awaitable[None] | None]  # on_open(store): the store the opener gave
-
-
-async def _any(*events: asyncio.Event, timeout: float | None = None) -> None:
-    """Wait until one of ``events`` is set, or ``timeout`` s."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-
-
-class CallRecorder(RecorderProgress):
+class CallRecorder(RecorderSpool):
     """Writes the bus's events to the store, or to the spool while the store is away.
 
     ``store`` may be None at start; ``opener`` (when given) is then called, and called
@@ -171,7 +134,7 @@ class CallRecorder(RecorderProgress):
                     if self._stopping.is_set():
                         return
                     if self.opener is None and self.spool is None:
-                        await _any(self._ready, self._stopping)  # events wait in the queue
+                        await wait_any(self._ready, self._stopping)  # events wait in the queue
                     elif not await self._open():
                         await self._wait_down()
                     continue
@@ -202,7 +165,7 @@ class CallRecorder(RecorderProgress):
                 raise
             except Exception:  # the recorder never dies; what failed is logged
                 log.exception("records.recorder_error")
-                await _any(self._stopping, timeout=1.0)
+                await wait_any(self._stopping, timeout=1.0)
 
     async def _open(self) -> bool:
         if self.opener is None:  # a store is handed over by use_store()
@@ -243,21 +206,6 @@ class CallRecorder(RecorderProgress):
         self.last_error = error
         self._set_state("down", error=error, attempts=self.attempts)
 
-    async def _wait_down(self) -> None:
-        """The database is away: spool what comes, until the next try (or stop)."""
-        if self._delays is None:
-            self._delays = iter(self.backoff.delays())
-        deadline = time.monotonic() + next(self._delays)
-        assert self._inbox is not None
-        while not self._stopping.is_set() and self.store is None:
-            await self._spool_inbox()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._inbox.arrived.clear()
-            if self._inbox.empty():
-                await _any(self._inbox.arrived, self._stopping, self._ready, timeout=remaining)
-
     async def _lost(self, exc: DatabaseError) -> None:
         store, self.store = self.store, None
         self._ready.clear()
@@ -281,7 +229,7 @@ class CallRecorder(RecorderProgress):
                 return None
             self._inbox.arrived.clear()
             if self._inbox.empty():
-                await _any(self._inbox.arrived, self._stopping, self._poke)
+                await wait_any(self._inbox.arrived, self._stopping, self._poke)
 
     async def _write(self, event: CallEvent) -> bool:
         """Write one event, retrying a refusal; False: the database is away (the
@@ -312,104 +260,6 @@ class CallRecorder(RecorderProgress):
         await self._handled(event)
         return True
 
-    async def _replay(self) -> None:
-        assert self.spool is not None
-        await asyncio.to_thread(self.spool.sync)  # what overflowed meanwhile, on disk first
-        try:
-            entries = self.spool.read(100)
-        except SpoolError as exc:
-            self._drop(exc.reason, self.spool.pending, str(exc))
-            self.spool.pending = 0
-            return
-        if await self._write_batch(entries):
-            for entry in entries:
-                self.spool.advance(entry)
-        else:  # one by one: a refused event is found and counted, the others written
-            await self._replay_each(entries)
-        if not self.spool.pending:
-            log.info("records.replayed", written=self.applied, duplicates=self.duplicates)
-
-    async def _write_batch(self, entries: list[Entry]) -> bool:
-        """The whole batch in one transaction; False: write them one by one instead."""
-        events = [e.event for e in entries if e.event is not None]
-        if not isinstance(self.store, BatchStore) or len(events) != len(entries) or len(events) < 2:
-            return False
-        try:
-            done = await self.store.apply_many(events)
-        except Exception as exc:  # noqa: BLE001 - whatever it was, one by one will tell
-            err = translate(exc)
-            if err is not None and err.transient:
-                await self._lost(err)
-            return False
-        written = sum(1 for d in done if d is not False)
-        self.applied += written
-        self._duplicate(len(done) - written)
-        self._delays = None
-        for event in events:
-            self._recent.append(event.id)
-        await self._notify()
-        return True
-
-    async def _replay_each(self, entries: list[Entry]) -> None:
-        if self.store is None:
-            return  # gone while writing the batch: left in the spool
-        assert self.spool is not None  # the entries were read from it
-        for entry in entries:
-            if entry.event is None:
-                self._drop("spool_corrupt", 1, "a spool line that cannot be read back",
-                           line=entry.line[:200].decode(errors="replace"))
-            elif not await self._write(entry.event):
-                return  # left in the spool
-            self.spool.advance(entry)
-
-    # -- the spool ---------------------------------------------------------------------
-
-    def _overflow(self, event: CallEvent) -> None:
-        """The bus queue is full (the database is slow or away): the oldest to disk."""
-        if self.spool is None:
-            self._drop("queue_full", 1, "the records queue is full and there is no spool",
-                       kind=event.kind, call_id=event.call_id)
-        else:
-            self._to_spool(event)
-
-    def _to_spool(self, event: CallEvent, *, first: bool = False) -> bool:
-        if self.spool is None:
-            self._drop("spool_unwritable", 1, "no spool configured", kind=event.kind, call_id=event.call_id)
-            return False
-        try:
-            if first:
-                self.spool.prepend(event)
-            else:
-                self.spool.append(event)
-        except SpoolError as exc:
-            self._drop(exc.reason, 1, str(exc), kind=event.kind, call_id=event.call_id, event_id=event.id)
-            return False
-        except Exception as exc:  # runs inside EventBus.publish: never raise there
-            log.exception("records.spool_error")
-            self._drop("spool_unwritable", 1, f"{type(exc).__name__}: {exc}", kind=event.kind,
-                       call_id=event.call_id, event_id=event.id)
-            return False
-        self.spooled += 1
-        self._recent.append(event.id)
-        return True
-
-    def _spool_in_hand(self) -> None:
-        """The event being written goes before anything spooled meanwhile."""
-        event, self._in_hand = self._in_hand, None
-        if event is not None:
-            self._to_spool(event, first=True)
-
-    async def _spool_inbox(self) -> None:
-        assert self._inbox is not None
-        moved = 0
-        while not self._inbox.empty():
-            self._to_spool(self._inbox.get_nowait())
-            moved += 1
-        if moved and self.spool is not None:
-            await asyncio.to_thread(self.spool.sync)  # on disk before more are taken
-        if moved:
-            async with self._progress:
-                self._progress.notify_all()
 
     async def stop(self) -> None:
         """Write what is still queued (for at most ``drain_timeout`` s), spool the rest."""
