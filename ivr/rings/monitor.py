@@ -12,6 +12,9 @@ event (or a resync after an outage) does not shift the count. A leg's state surv
 AMI reconnect: after the channel resync a leg whose channel vanished is closed as not
 answered, one that went Up meanwhile is closed as answered, and a watch that already
 raised an alarm never raises it again.
+
+Here: ringing, answer and end of a leg, the alarms, the figures, the answer-time decision.
+Which channels are agent legs: :mod:`ivr.rings.legs`; moving a call on: :mod:`ivr.rings.reroute`.
 """
 
 from __future__ import annotations
@@ -35,45 +38,18 @@ from ivr.ami.channels import (
     device_of,
     event_time,
 )
-from ivr.ami.confirm import channel_facts, hang_up_confirmed
-from ivr.ami.connection import AmiConnection, AmiError
+from ivr.ami.connection import AmiConnection
 from ivr.events import EventBus
 from ivr.metrics import Metrics
+from ivr.rings.legs import AgentFigures, AgentLegs, Leg
+from ivr.rings.reroute import Rerouting
 from ivr.rings.settings import RingSettings
-from ivr.rules.rings import (
-    Answered,
-    NotAnswered,
-    Reroute,
-    RingAlarm,
-    RingWatch,
-    answer_verdict,
-)
+from ivr.rules.rings import Answered, NotAnswered, Reroute, RingAlarm, answer_verdict
 from ivr.timers import TimerService
 
 __all__ = ["AgentFigures", "AnswerDecision", "Leg", "RingMonitor", "RingSettings", "device_key"]
 
 log = structlog.get_logger("ivr.rings")
-
-AGENTS_CONTEXT = "ivr-agents"
-REROUTE_EXTEN = "reroute"  # ivr-agents.conf: hunts IVR_REROUTE_TARGET, then the fallback queue
-NO_ANSWER_CAUSE = "19"  # AST_CAUSE_NO_ANSWER: Dial() reports NOANSWER and hunts on
-
-
-@dataclass
-class AgentFigures:
-    offered: int = 0
-    within_three: int = 0  # answered before the warning threshold
-    late: int = 0  # answered, but after it
-    not_answered: int = 0
-    apologised: int = 0  # answered after more than the critical threshold
-
-    @property
-    def answered(self) -> int:
-        return self.within_three + self.late
-
-    def as_dict(self) -> dict[str, int]:
-        return {"offered": self.offered, "within_three": self.within_three, "late": self.late,
-                "not_answered": self.not_answered, "apologised": self.apologised}
 
 
 @dataclass(frozen=True)
@@ -85,27 +61,7 @@ class AnswerDecision:
     late: bool
 
 
-@dataclass
-class Leg:
-    uniqueid: str
-    channel: str
-    linkedid: str
-    agent: str
-    watch: RingWatch
-    caller: str = ""  # the caller's channel (Dial()/Queue() side), for a Redirect
-    rerouted: bool = False
-    rang_at: float = 0.0  # the switch's time ringing began (wall clock, from its AMI timestamp)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return ("ring", self.uniqueid)
-
-    def at(self, elapsed: float) -> float | None:
-        """The switch's time ``elapsed`` s after ringing began (None: it never rang)."""
-        return self.rang_at + elapsed if self.rang_at else None
-
-
-class RingMonitor:
+class RingMonitor(AgentLegs, Rerouting):
     def __init__(
         self,
         conn: AmiConnection,
@@ -151,20 +107,6 @@ class RingMonitor:
         """The event's Asterisk timestamp on the timer clock."""
         return self.timers.now() - max(0.0, self.wall() - event_time(event))
 
-    # -- agent legs -------------------------------------------------------------------
-    def is_agent_leg(self, uniqueid: str, channel: str = "") -> bool:
-        """An :data:`AgentLegCheck`: a channel this monitor saw dialled as an agent (the
-        hunt's ``DialBegin`` from ivr-agents, ``IvrAgentDial``, a queue's ``AgentCalled``,
-        any dial of a configured agent's device; kept until its hang-up), or whose device
-        is a configured agent's dial string (a call in progress when the controller
-        started). A caller's channel is neither."""
-        if uniqueid and uniqueid in self.legs:
-            return True
-        if not channel and uniqueid:
-            ch = self.tracker.get(uniqueid)
-            channel = ch.name if ch is not None else ""
-        return bool(channel) and device_key(channel) in self.settings.agents
-
     # -- figures for the dashboard ---------------------------------------------------
     def figures(self) -> dict[str, dict[str, int]]:
         """Per agent: offered, within_three, late, not_answered, apologised."""
@@ -172,68 +114,6 @@ class RingMonitor:
 
     def _fig(self, agent: str) -> AgentFigures:
         return self.figures_by_agent.setdefault(agent, AgentFigures())
-
-    # -- events ---------------------------------------------------------------------
-    def _user_event(self, event: Any) -> None:
-        # Sent by ivr-agents.conf on the caller's channel: its Uniqueid is the caller's.
-        uid = event.get("Uniqueid")
-        if event.get("UserEvent") == "IvrAgentDial" and isinstance(uid, str) and uid:
-            self._announced[uid] = str(event.get("Agent", ""))
-
-    def _agent_for(self, device: str, caller_uid: str, context: str) -> str | None:
-        announced = self._announced.pop(caller_uid, None) if caller_uid else None
-        if announced:
-            return announced
-        if device_key(device) in self.settings.agents:
-            return self.settings.agents[device_key(device)]
-        if context == AGENTS_CONTEXT:
-            return device
-        return None
-
-    def _dial_begin(self, event: Any) -> None:
-        uid = event.get("DestUniqueid", "")
-        if not uid or uid in self.legs:
-            return
-        name = event.get("DestChannel", "")
-        agent = self._agent_for(device_of(name), event.get("Uniqueid", ""), event.get("Context", ""))
-        if agent is None:
-            return
-        self._open(uid, name, event.get("DestLinkedid") or event.get("Linkedid") or uid, agent,
-                   event.get("Channel", ""))
-        if event.get("DestChannelState") == str(STATE_RINGING):
-            self._ringing(self.legs[uid], self._at(event))
-        else:
-            ch = self.tracker.get(uid)  # Newstate Ringing may have come first
-            if ch is not None and ch.state == STATE_RINGING:
-                self._ringing(self.legs[uid], self._at(event))
-
-    def _agent_called(self, event: Any) -> None:
-        """A queue member is called: its agent is the [[agents]] entry whose dial string
-        is the member interface, else the member's name. May come before or after the
-        leg's DialBegin (app_queue publishes both)."""
-        uid = event.get("DestUniqueid", "")
-        if not uid:
-            return
-        iface = event.get("Interface", "")
-        agent = self.settings.agents.get(device_key(iface)) or event.get("MemberName") or iface
-        leg = self.legs.get(uid)
-        if leg is None:
-            self._open(uid, event.get("DestChannel", ""), event.get("DestLinkedid") or event.get("Linkedid") or uid,
-                       agent, event.get("Channel", ""))
-            ch = self.tracker.get(uid)
-            if ch is not None and ch.state == STATE_RINGING:
-                self._ringing(self.legs[uid], self._at(event))
-        elif leg.agent != agent:
-            if leg.watch.state != "idle":  # counted as offered under the device name already
-                self._fig(leg.agent).offered -= 1
-                self._fig(agent).offered += 1
-            leg.agent = agent
-        self.legs[uid].caller = self.legs[uid].caller or event.get("Channel", "")
-
-    def _open(self, uid: str, channel: str, linkedid: str, agent: str, caller: str = "") -> None:
-        watch = RingWatch(self.settings.cadence, self.settings.warn_rings, self.settings.critical_rings,
-                          reroute=self.settings.reroute, reroute_target=self.settings.reroute_target)
-        self.legs[uid] = Leg(uid, channel, linkedid, agent, watch, caller)
 
     def _ringing(self, leg: Leg, at: float) -> None:
         if leg.watch.state != "idle":
@@ -342,41 +222,6 @@ class RingMonitor:
             except Exception:
                 log.exception("ring.alarm_sink_failed", sink=type(sink).__name__)
 
-    def _reroute(self, leg: Leg, target: str) -> None:
-        """Move the call on. With a target (first time on this call): redirect the caller
-        to ivr-agents ``reroute``, which hunts the target; Dial()/Queue() end and drop the
-        ringing leg. Otherwise, or if the call was moved there already (no loop), stop
-        ringing this agent: Dial() sees NO ANSWER and the hunt goes on; a queue rings its
-        other members."""
-        leg.rerouted = True
-        redirect = bool(target and leg.caller and leg.linkedid not in self._redirected)
-        if redirect:
-            self._redirected.add(leg.linkedid)
-        log.info("ring.reroute", agent=leg.agent, channel=leg.channel, uniqueid=leg.uniqueid,
-                 target=target if redirect else "next")
-        self._emit("ring.reroute", leg, decided=True, target=target if redirect else "next")
-        action = {"Action": "Redirect", "Channel": leg.caller, "Context": AGENTS_CONTEXT,
-                  "Exten": REROUTE_EXTEN, "Priority": "1"}
-
-        async def move_on() -> None:
-            if not redirect:  # the ringing leg goes once the switch confirms it is this call's
-                await hang_up_confirmed(self.conn, leg.uniqueid, uniqueid=leg.uniqueid, linkedid=leg.linkedid,
-                                        cause=NO_ANSWER_CAUSE, why="ring reroute")
-                return
-            try:
-                # Moving a caller is as final as a hang-up: only this call's caller.
-                facts = await channel_facts(self.conn, leg.caller)
-                if facts is None or facts.linkedid != leg.linkedid:
-                    log.warning("ring.reroute_refused", channel=leg.caller, expected=leg.linkedid,
-                                found=facts.linkedid if facts else "no such channel")
-                    return
-                await self.conn.action({**action, "Channel": facts.name or leg.caller}, 5.0)
-            except AmiError as exc:
-                log.warning("ring.reroute_failed", channel=action["Channel"], error=str(exc))
-
-        task = asyncio.ensure_future(move_on())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         for task in list(self._tasks):
