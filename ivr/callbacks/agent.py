@@ -6,8 +6,10 @@ The verdict is ``IVR_CB_RESULT`` on the agent's channel: ``accepted`` (the dialp
 the customer), ``declined`` (a 2, another key or none) or ``refused`` (no such attempt
 under way: a hostile or stale ``IVR_CB_ID``). An empty one means the session was cut
 without a verdict (the controller stopped or died mid-announcement, or could not look the
-attempt up yet): ``[ivr-callback-agent]`` asks again, a few times a second apart, and the
-node that leads by then answers. If it is not running the attempt, it adopts it on the spot
+attempt up yet): ``[ivr-callback-agent]`` asks again (``[callbacks] agent_reasks`` times,
+``agent_reask_interval`` apart: the Originate's ``IVR_CB_REASKS``/``IVR_CB_REASK_WAIT``;
+the agent hears "one moment please", then music), and the node that leads by then answers.
+If it is not running the attempt, it adopts it on the spot
 (:func:`~ivr.callbacks.recovery.adopt_for_session`: the store has it under way on this very
 leg) and plays the announcement again (stage ``agent-resumed``; ``IVR_CB_ANNOUNCED`` on the
 channel says a controller began it before). The customer is dialled only by that one
