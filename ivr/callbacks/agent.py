@@ -58,11 +58,15 @@ class AgentSession:
     def hand_back(self) -> int:
         """The controller stops: end every session still in the announcement without a
         verdict (its task cancelled: the FastAGI server closes the socket), so the dialplan
-        asks again at once; later sessions get no verdict either. Returns how many."""
+        asks again at once, and stop following its attempt (the controller serving next
+        adopts it; none: the next look at the queue ends it ``interrupted``, not an
+        outcome this one would guess from the leg's hang-up during its grace). Later
+        sessions get no verdict either. Returns how many."""
         self.stopping = True
         for uid, task in self.announcing.items():
             log.info("callbacks.agent_handed_back", uniqueid=uid)
             task.cancel()
+            self.attempts.pop(uid, None)
         count = len(self.announcing)
         self.announcing.clear()
         return count

@@ -173,8 +173,8 @@ class CallbackService(AgentSession, CallbackOperations):
     async def tick(self) -> list[Attempt]:
         """Place what is due now; returns the attempts started."""
         store = self.store()
-        if store is None or not self.ami.connected or not self.acting():
-            return []
+        if store is None or not self.ami.connected or not self.acting() or self.stopping:
+            return []  # a controller stopping places and adopts nothing more
         now = self.wall()
         await resolve_in_flight(self, store, now)  # attempts under way that this controller is not running
         rows = await store.open()

@@ -212,7 +212,13 @@ async def test_a_graceful_stop_hands_the_announcement_back_at_once(store: CallSt
             await asyncio.wait_for(task, 5)
         assert [e["uniqueid"] for e in logs if e["event"] == "callbacks.agent_handed_back"] == [att.uid]
         assert "IVR_CB_RESULT" not in call.variables and call.played() == ["callback_announce"]
-        assert not att.done.done() and not a.announcing
+        assert not att.done.done() and not a.announcing and not a.attempts, "no longer followed here"
+        a.handle_event({"Event": "Hangup", "Uniqueid": att.uid})  # during the grace: not this one's outcome
+        await store.apply(CallEvent("callback.requested", "call-5", {
+            "item": "cb-5", "caller_number": "13900000005", "best_time": "today", "target": "",
+            "held_by": "1002"}, at=NOON - 60))
+        assert not att.done.done() and await a.tick() == [], "a stopping controller places nothing more"
+        assert len(ami.sent("Originate")) == 1 and not a.attempts, "nor adopts what it handed back"
         again = FakeAgi(att.uid, channel=call.channel, args=(att.uid,))
         await a.agent_agi(again)
         assert "IVR_CB_RESULT" not in again.variables and not again.played()
