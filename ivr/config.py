@@ -171,6 +171,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "unclear.clear_threshold": (1, 32767),
     "callbacks.live_threshold": (1, 32767),
     "callbacks.live_min_word_ms": (0, 5000),
+    "callbacks.agent_reasks": (0, 20), "callbacks.agent_reask_interval": (0.2, 10),
 }
 
 

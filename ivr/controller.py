@@ -204,6 +204,8 @@ class Controller:
             await self.lease.close()  # hand the lease over before the calls in progress end
             if self._takeover is not None:
                 await asyncio.gather(self._takeover, return_exceptions=True)
+        for feature in self.features:
+            await feature.stopping()  # e.g. a call-back agent's announcement: handed back at once
         await self.agi.close(grace)
         for feature in self.features:
             await feature.close()

@@ -62,11 +62,18 @@ class Feature(Generic[S]):
     http_routes: Sequence[web.RouteDef] = ()
     openapi: Mapping[str, Any] = field(default_factory=dict)
     on_start: Callable[[], Awaitable[None]] | None = None
+    # The app stops taking calls, before the FastAGI sessions in progress get their grace:
+    # hand back at once what another controller should serve from its start.
+    on_stopping: Callable[[], Awaitable[None]] | None = None
     on_close: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         if self.on_start is not None:
             await self.on_start()
+
+    async def stopping(self) -> None:
+        if self.on_stopping is not None:
+            await self.on_stopping()
 
     async def close(self) -> None:
         if self.on_close is not None:

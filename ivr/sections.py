@@ -161,6 +161,10 @@ class CallbacksConfig:
     agent_retry: float = 60.0  # s to wait after an agent declined or did not answer
     agent_ring: float = 30.0  # s the agent's phone may ring
     agent_confirm: float = 10.0  # s for the agent to press 1 after the announcement
+    # A controller that stops or dies mid-announcement leaves no verdict: [ivr-callback-agent]
+    # asks again this many times, this many s apart (the agent hears "one moment" then music).
+    agent_reasks: int = 4  # asks again after the first (5 asks in all)
+    agent_reask_interval: float = 1.0  # s between two asks
     customer_ring: float = 40.0  # s the customer's phone may ring
     live_timeout: float = 8.0  # s for a key or a greeting after ours (else "no-live-answer")
     # A live answer by speech (TALK_DETECT on the customer's channel, ivr/callbacks/live.py):

@@ -26,4 +26,5 @@ def build_callbacks(rt: Runtime, config: Config,
         node=config.cluster.node)
     service.attach()
     return Feature("callbacks", service, agi_routes=service.agi_routes, http_routes=callback_routes(service),
-                   openapi=CALLBACK_OPENAPI, on_start=service.start, on_close=service.close)
+                   openapi=CALLBACK_OPENAPI, on_start=service.start, on_stopping=service.stopping_now,
+                   on_close=service.close)

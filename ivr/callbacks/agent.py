@@ -6,16 +6,25 @@ The verdict is ``IVR_CB_RESULT`` on the agent's channel: ``accepted`` (the dialp
 the customer), ``declined`` (a 2, another key or none) or ``refused`` (no such attempt
 under way: a hostile or stale ``IVR_CB_ID``). An empty one means the session was cut
 without a verdict (the controller stopped or died mid-announcement, or could not look the
-attempt up yet): ``[ivr-callback-agent]`` asks again, a few times a second apart, and the
-node that leads by then answers. If it is not running the attempt, it adopts it on the spot
+attempt up yet): ``[ivr-callback-agent]`` asks again (``[callbacks] agent_reasks`` times,
+``agent_reask_interval`` apart: the Originate's ``IVR_CB_REASKS``/``IVR_CB_REASK_WAIT``;
+the agent hears "one moment please", then music), and the node that leads by then answers.
+If it is not running the attempt, it adopts it on the spot
 (:func:`~ivr.callbacks.recovery.adopt_for_session`: the store has it under way on this very
 leg) and plays the announcement again (stage ``agent-resumed``; ``IVR_CB_ANNOUNCED`` on the
 channel says a controller began it before). The customer is dialled only by that one
 dialplan, after an ``accepted``: never twice for one attempt.
+
+A controller stopping gracefully hands back at once (:meth:`AgentSession.hand_back`, before
+the FastAGI server's grace) every session still in the announcement or waiting for the
+key: the dialplan asks again and the controller serving then plays the announcement from
+the top, instead of this one playing on for its grace and the agent hearing it twice. A
+session whose key is in (1 or 2) is not touched: its verdict is set whatever the grace.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -42,6 +51,25 @@ class AgentSession:
     attempts: dict[str, Attempt]
     local: Callable[[float], datetime]
     _stage: Callable[..., Any]
+    # Sessions in the announcement (no key yet), by agent leg: handed back on a graceful stop.
+    announcing: dict[str, asyncio.Task[Any]]
+    stopping: bool = False
+
+    def hand_back(self) -> int:
+        """The controller stops: end every session still in the announcement without a
+        verdict (its task cancelled: the FastAGI server closes the socket), so the dialplan
+        asks again at once, and stop following its attempt (the controller serving next
+        adopts it; none: the next look at the queue ends it ``interrupted``, not an
+        outcome this one would guess from the leg's hang-up during its grace). Later
+        sessions get no verdict either. Returns how many."""
+        self.stopping = True
+        for uid, task in self.announcing.items():
+            log.info("callbacks.agent_handed_back", uniqueid=uid)
+            task.cancel()
+            self.attempts.pop(uid, None)
+        count = len(self.announcing)
+        self.announcing.clear()
+        return count
 
     def announcement(self, att: Attempt) -> list[str]:
         t = self.local(att.callback.requested_at)
@@ -68,6 +96,10 @@ class AgentSession:
                         reason="no such attempt under way" if att is None else "the attempt has its verdict")
             await _verdict(call, "refused")
             return
+        task = asyncio.current_task()
+        if self.stopping or task is None:  # no verdict: the controller serving next announces
+            return
+        self.announcing[uid] = task
         try:
             resumed = await call.get_variable("IVR_CB_ANNOUNCED") == "1"
             await call.set_variable("IVR_CB_ANNOUNCED", "1")
@@ -80,6 +112,8 @@ class AgentSession:
                     break
             if not digit:
                 digit = await call.wait_for_digit(int(self.settings.agent_confirm * 1000))
+            if self.announcing.get(uid) is task:  # the key is in: its verdict is set, never handed back
+                del self.announcing[uid]
             if digit != "1" or not NUMBER.match(att.number):  # checked where it is dialled, adopted rows too
                 att.resolve("agent-declined")
                 await call.set_variable("IVR_CB_RESULT", "declined")
@@ -91,6 +125,9 @@ class AgentSession:
         except (AgiHangup, AgiError):
             att.resolve("agent-declined")
             return
+        finally:
+            if self.announcing.get(uid) is task:
+                del self.announcing[uid]
         await self._stage(att, "agent-accepted")
         await self._stage(att, "customer-dialling")
 

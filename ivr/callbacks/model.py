@@ -4,6 +4,7 @@ protocol the records implement), its settings, and one attempt in flight."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ log = structlog.get_logger("ivr.callbacks")
 
 
 NUMBER = PHONE_RE  # what may be dialled: digits and a leading +
+SOUNDS = re.compile(r"[A-Za-z0-9_./-]{1,200}")  # a sound path the dialplan may play (its own check is the same)
 DIAL_OUTCOMES = {"NOANSWER": "no-answer", "BUSY": "busy", "CONGESTION": "busy", "CHANUNAVAIL": "busy",
                  "CANCEL": "agent-declined"}
 
@@ -63,6 +65,8 @@ class CallbackSettings:
     tz: str = _SWITCH.timezone
     agent_ring: float = _CB.agent_ring
     agent_confirm: float = _CB.agent_confirm
+    agent_reasks: int = _CB.agent_reasks
+    agent_reask_interval: float = _CB.agent_reask_interval
     customer_ring: float = _CB.customer_ring
     live_timeout: float = _CB.live_timeout
     poll: float = _CB.poll
@@ -71,10 +75,22 @@ class CallbackSettings:
     live_threshold: int = _CB.live_threshold
 
     @property
+    def agent_variables(self) -> str:
+        """The agent leg's channel variables besides its id (the Originate's ``Variable``):
+        how often and how far apart ``[ivr-callback-agent]`` asks again for a verdict, and
+        where the "one moment please" it plays meanwhile is. Per call: an attempt adopted
+        by another controller keeps the bound it was placed with."""
+        bound = f"IVR_CB_REASKS={self.agent_reasks},IVR_CB_REASK_WAIT={self.agent_reask_interval:g}"
+        # A prefix that could break the list (a comma) is left out: the agent hears music only.
+        return f"{bound},IVR_CB_SOUNDS={self.sounds}" if SOUNDS.fullmatch(self.sounds) else bound
+
+    @property
     def attempt_limit(self) -> float:
         """The longest an attempt may take before the controller gives it up (a lost
         event must not keep an agent "busy" for ever)."""
-        return self.agent_ring + 60 + self.agent_confirm + self.customer_ring + 60 + self.live_timeout + 30
+        asking_again = self.agent_reasks * (self.agent_reask_interval + 3)  # [ivr-agi]'s passes, the prompt
+        return (self.agent_ring + 60 + asking_again + self.agent_confirm + self.customer_ring + 60
+                + self.live_timeout + 30)
 
     def agent_number(self, label: str) -> str:
         """The agent number behind what the hold feature calls the agent (a number, a
@@ -97,7 +113,8 @@ class CallbackSettings:
             agents={str(a.number): a.device for a in agents},
             names={a.name: str(a.number) for a in agents if a.name},
             sounds=f"{prompts.sound_prefix}/{switch.language}", tz=switch.timezone,
-            agent_ring=cb.agent_ring, agent_confirm=cb.agent_confirm, customer_ring=cb.customer_ring,
+            agent_ring=cb.agent_ring, agent_confirm=cb.agent_confirm, agent_reasks=cb.agent_reasks,
+            agent_reask_interval=cb.agent_reask_interval, customer_ring=cb.customer_ring,
             live_timeout=cb.live_timeout, poll=cb.poll, live_threshold=cb.live_threshold,
             live=LiveRule(cb.live_word_gap_ms, cb.live_pause_ms, cb.live_greeting_max_ms, cb.live_min_word_ms))
 

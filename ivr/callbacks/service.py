@@ -101,6 +101,7 @@ class CallbackService(AgentSession, CallbackOperations):
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet("callbacks.task_failed")
         self.adopting = asyncio.Lock()  # one adoption at a time (ivr.callbacks.recovery)
+        self.announcing = {}  # agent sessions in the announcement (ivr.callbacks.agent)
         self.ticks = 0  # looks at the queue so far (a test waits for some to pass)
         self.live = LiveListener(settings.live, settings.live_threshold)
 
@@ -116,6 +117,11 @@ class CallbackService(AgentSession, CallbackOperations):
     async def start(self) -> None:
         if self.settings.enabled and self._loop_task is None:
             self._loop_task = asyncio.ensure_future(self._loop())
+
+    async def stopping_now(self) -> None:
+        """The app stops serving (before the FastAGI server's grace): hand the agents'
+        announcements back to the dialplan (:meth:`~ivr.callbacks.agent.AgentSession.hand_back`)."""
+        self.hand_back()
 
     async def close(self) -> None:
         await self._tasks.close(self._loop_task)
@@ -167,8 +173,8 @@ class CallbackService(AgentSession, CallbackOperations):
     async def tick(self) -> list[Attempt]:
         """Place what is due now; returns the attempts started."""
         store = self.store()
-        if store is None or not self.ami.connected or not self.acting():
-            return []
+        if store is None or not self.ami.connected or not self.acting() or self.stopping:
+            return []  # a controller stopping places and adopts nothing more
         now = self.wall()
         await resolve_in_flight(self, store, now)  # attempts under way that this controller is not running
         rows = await store.open()
@@ -254,7 +260,8 @@ class CallbackService(AgentSession, CallbackOperations):
                 "Action": "Originate", "Channel": att.device, "Context": "ivr-callback-agent",
                 "Exten": "s", "Priority": "1", "Async": "true",
                 "Timeout": str(int(self.settings.agent_ring * 1000)), "ChannelId": att.uid,
-                "CallerID": f'"{att.number}" <{att.number}>', "Variable": f"IVR_CB_ID={att.uid}",
+                "CallerID": f'"{att.number}" <{att.number}>',
+                "Variable": f"IVR_CB_ID={att.uid},{self.settings.agent_variables}",  # the re-ask bound, per call
             }
             if att.device.startswith("Local/"):
                 originate["OtherChannelId"] = f"{att.uid}-2"
