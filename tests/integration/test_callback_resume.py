@@ -33,6 +33,7 @@ from tests.integration.test_callbacks import (
     row,
     setup,
     stages,
+    stored,
     wait_stage,
 )
 from tests.integration.test_cluster import TAKEOVER, pg, started_pair  # noqa: F401 - pg: fixture
@@ -140,7 +141,8 @@ async def test_a_restart_mid_announcement_is_announced_again_by_the_next_control
 
 
 async def _done(ctl: Any, cb_id: str) -> bool:
-    return (await row(ctl, cb_id))["status"] == "done"
+    got = await stored(ctl, cb_id)
+    return got is not None and got["status"] == "done"
 
 
 async def test_a_graceful_stop_hands_the_announcement_back_and_it_is_heard_once_from_the_top(

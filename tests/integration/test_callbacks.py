@@ -89,9 +89,17 @@ async def request(ctl: Any, number: str, call_id: str, item: str) -> None:
                  target="", held_by="1001", agent="1001")
 
 
+async def stored(ctl: Any, callback_id: str) -> dict[str, Any] | None:
+    """The call-back's row, None while the request is not stored yet (the bus hands it to
+    the queue in a task of its own): what a bounded wait polls."""
+    got: dict[str, Any] | None = await (await queue_of(ctl)).get(callback_id)
+    return got
+
+
 async def row(ctl: Any, callback_id: str) -> dict[str, Any]:
-    got = await (await queue_of(ctl)).get(callback_id)
-    assert got is not None
+    """The call-back's row, which must be stored by now."""
+    got = await stored(ctl, callback_id)
+    assert got is not None, f"call-back {callback_id} not stored"
     return got
 
 
@@ -157,7 +165,7 @@ async def test_held_caller_presses_3_and_is_called_back(ami: AmiRecorder, make_c
                        and e["Channel"].startswith(f"Local/{number}@ivr-callback-number"), timeout=10, since=hung_up)
     assert ami.find(lambda e: e.event == "AGIExecStart" and "callback_greeting" in e.get("Command", "")
                     and e.get("Channel", "").startswith(f"Local/{number}@ivr-callback-number"))
-    done = await until(lambda: row(ctl, cb_id), 10, "the call-back row")
+    done = await until(lambda: stored(ctl, cb_id), 10, "the call-back row")
     await until(lambda: _status(ctl, cb_id, "done"), 10, "the call-back done")
     assert done["phone"] == number and done["held_by"]
     assert ctl.callbacks.metrics.value("ivr_callback_attempts_total", {"outcome": "connected"}) == 1
@@ -292,7 +300,8 @@ async def _legs(ctl: Any, agent: str) -> list[dict[str, Any]]:
 
 
 async def _status(ctl: Any, cb_id: str, status: str) -> bool:
-    return (await row(ctl, cb_id))["status"] == status
+    got = await stored(ctl, cb_id)
+    return got is not None and got["status"] == status
 
 
 async def test_no_answer_and_busy_retry_on_schedule(ami: AmiRecorder, make_controller: Any) -> None:
@@ -403,7 +412,7 @@ async def test_the_number_calling_in_and_reaching_an_agent_cancels(ami: AmiRecor
         "Answer()", "Wait(2)", "SendDTMF(1)", "Playback(ivr-test/caller_speech)", "SendDTMF(1)", "Wait(60)"])
     ctl = await make_controller(config(["2006"]).replace("enabled = true", "enabled = false"))
     await request(ctl, number, "test-cb-8", "cb-calls-in")
-    await until(lambda: row(ctl, "cb-calls-in"), 10, "the call-back stored")
+    await until(lambda: stored(ctl, "cb-calls-in"), 10, "the call-back stored")
     since = len(ami.events)
     await ami.originate("Local/speaker@test-cb-caller", "ivr-inbound", "s", caller_id=number)
     await ami.wait_for(lambda e: e.event == "BridgeEnter" and e.get("Channel", "").startswith("Local/2006@"),

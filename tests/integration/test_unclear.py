@@ -108,7 +108,9 @@ async def stays_unclear(ami: AmiRecorder, phone: str, key: str, reason: str, num
     pauses = [asks[1][0] - asks[0][1], goodbye[0] - asks[1][1], ts(release) - goodbye[1],
               ts(hangup) - goodbye[1]]
     assert all(p >= 5.0 for p in pauses), pauses  # never sooner
-    assert all(p < 5.5 for p in pauses[:3]), pauses
+    # Not a pause counted twice or a missed wake-up (>= 10 s): the bound leaves room for a
+    # loaded 2-core machine (0.79 s late measured with the suite and four test runs at once).
+    assert all(p < 6.5 for p in pauses[:3]), pauses
     return {"ask_to_ask_again": pauses[0], "ask_again_to_goodbye": pauses[1],
             "goodbye_end_to_release": pauses[2], "goodbye_end_to_hangup": pauses[3]}
 
