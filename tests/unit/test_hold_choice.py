@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from ivr.records import CallStore
 from ivr.records.figures import hold_choices, today_summary
 from ivr.records.spans import Logged, fold_holds
 from ivr.rules.hold import HOLD_CHOICES, hold_stage, parse_hold_stage
+from tests import REPO
 from tests.fakes import FakeAgi, until
 from tests.unit.test_hold_service import CALLER, advance, start_held, world  # noqa: F401 - fixture
 from tests.unit.test_records import db_url, postgres  # noqa: F401 - fixtures
@@ -123,6 +126,19 @@ async def test_an_unknown_choice_never_reaches_the_row(db_url: str) -> None:  # 
     ended = CallEvent("call.ended", CALLER, {"hung_up_first": "caller"}, at=T0 + 90)
     call = await on_record(db_url, [*events, CallEvent("hold.choice", CALLER, {"choice": 3}, at=T0 + 62), ended])
     assert [(h["choice"], h["outcome"]) for h in call["holds"]] == [(None, "ended")]
+
+
+async def test_the_apis_hold_schema_names_every_column_of_a_hold(tmp_path: Path) -> None:
+    """``GET /api/calls/{id}`` lists the call's holds as the records keep them: the OpenAPI
+    document's Hold (with ``choice``) says what each row holds."""
+    doc = json.loads((REPO / "ivr" / "http" / "openapi.json").read_text(encoding="utf-8"))
+    schema = doc["components"]["schemas"]["Hold"]
+    [detail] = [s for s in doc["components"]["schemas"]["CallDetail"]["allOf"] if "properties" in s]
+    assert detail["properties"]["holds"]["items"] == {"$ref": "#/components/schemas/Hold"}
+    call = await on_record(f"sqlite:///{tmp_path / 'calls.db'}", [
+        CallEvent("hold.start", CALLER, {}, at=T0), CallEvent("hold.choice", CALLER, {"choice": "keep"}, at=T0 + 61)])
+    [hold] = call["holds"]
+    assert set(hold) == set(schema["properties"]) and hold["choice"] in schema["properties"]["choice"]["enum"]
 
 
 # -- the figures -------------------------------------------------------------------------
