@@ -185,7 +185,8 @@ class HoldService(HeldCaller):
     def describe(self, s: HoldSession) -> dict[str, Any]:
         held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,
-                "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3)}
+                "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3),
+                "choice": s.choice or None}
 
     # -- lookups --------------------------------------------------------------------
     def _caller_of(self, call_id: str) -> Channel:

@@ -197,6 +197,8 @@ async def test_a_takeover_rebuilds_the_callers_choice_to_wait_on(world: Any) -> 
         ("hold.choice", None, "keep", 1.7e9 - 10)]
     assert all(e.data["rebuilt"] is True for e in events)
     assert agi.variables["IVR_STAGE"] == f"hold@{1.7e9 - 70:.3f}@2@1@phone@keep"
+    [held] = service.held()  # GET /api/hold
+    assert (held["via"], held["choice"], held["count"]) == ("phone", "keep", 2)
     await advance(clock, timers, 20.0)  # the 90-s reminder
     await until(lambda: agi.played() == ["hold_reminder"])
     assert agi.variables["IVR_STAGE"] == f"hold@{1.7e9 - 70:.3f}@3@1@phone@keep"
