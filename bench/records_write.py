@@ -67,7 +67,7 @@ def typical_call(n: int, t: float) -> list[tuple[str, str, float, dict[str, Any]
         ("ring.answered", c, t + 25, {"agent": "1002", "uniqueid": u2, "rings": 1, "within_three": True}),
         ("hold.start", c, t + 40, {"via": "key"}),
         ("hold.reminder", c, t + 70, {"count": 1}),
-        ("hold.choices", c, t + 100, {"choice": "keep"}),
+        ("hold.choice", c, t + 100, {"choice": "keep"}),  # the caller pressed 1 (the offer: choices_offered too)
         ("hold.resume", c, t + 104, {"held_seconds": 64.0}),
         ("transfer.state", c, t + 110, {"state": "offered", "target": "2001"}),
         ("transfer.state", c, t + 111, {"state": "ringing"}),

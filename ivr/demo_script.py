@@ -122,6 +122,9 @@ def describe(kind: str, data: dict[str, Any]) -> tuple[str, str] | None:
     if kind == "hold.choices":
         return "R4 hold", (f"choices 1 wait / 2 message / 3 call-back "
                            f"({round(float(data.get('held_seconds') or 0))} s)")
+    if kind == "hold.choice":
+        chose = {"keep": "1: waits on", "message": "2: leaves a message", "callback": "3: asks for a call-back"}
+        return "R4 hold", f"the caller presses {chose.get(str(data.get('choice')), data.get('choice'))}"
     if kind == "hold.resume":
         return "R4 hold", f"resumed after {float(data.get('held_seconds') or 0):.1f} s: thank-you, agent back"
     if kind == "transfer.state":

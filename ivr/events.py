@@ -31,7 +31,7 @@ class CallEvent:
     ``kind`` is dotted and stable, e.g. ``call.arrived``, ``greeting.played``,
     ``silent.stage``, ``ring.started``, ``ring.alarm``, ``ring.answered``,
     ``ring.noanswer``, ``hold.start``, ``hold.reminder``, ``hold.choices``,
-    ``hold.resume``, ``hold.abandon``, ``message.recorded``, ``callback.requested``,
+    ``hold.choice``, ``hold.resume``, ``hold.abandon``, ``message.recorded``, ``callback.requested``,
     ``transfer.state``, ``call.hangup``, ``call.ended``.
     ``call_id`` is the caller channel's Linkedid (the Uniqueid of the first channel of
     the call), so every leg of one call lands on the same record.

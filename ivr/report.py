@@ -2,7 +2,8 @@
 with charts, from the call records, as JSON, CSV or one self-contained HTML page.
 
 Figures: service level (share answered within three rings, R1), rings-to-answer
-histogram, ring alarms, hold-duration distribution (R4), agent-first hang-ups and calls
+histogram, ring alarms, hold-duration distribution and the held callers' choices at the limit
+(R4: keep waiting, message, call-back, none), agent-first hang-ups and calls
 over the long-call limit (R6), transfers (R5), messages left by held callers (R4; the
 call records' ``messages`` table, their one store) and call-backs.
 """
@@ -22,6 +23,7 @@ from ivr.records.figures import (
     agent_figures,
     day_figures,
     day_window,
+    hold_choices,
     hold_distribution,
     rings_histogram,
 )
@@ -71,6 +73,7 @@ async def build_report(store: CallStore, first: date, last: date, tz: ZoneInfo, 
         "days": day_figures(legs=legs, calls=calls, holds=holds, tz=tz, long_call_seconds=long_call_seconds),
         "rings_to_answer": rings_histogram(legs),
         "hold_durations": hold_distribution(holds),
+        "hold_choices": hold_choices(holds),
         "callbacks": callbacks,
     }
 
@@ -147,6 +150,8 @@ def render_csv(report: dict[str, Any]) -> str:
         w.writerow(["rings_to_answer", k, v])
     for k, v in report["hold_durations"].items():
         w.writerow(["hold_seconds", k, v])
+    for k, v in report["hold_choices"].items():
+        w.writerow(["hold_choice", k, v])
     for k, v in report["callbacks"]["status"].items():
         w.writerow(["callback_status", k, v])
     for k, v in report["callbacks"]["attempts"].items():
@@ -255,6 +260,7 @@ generated {report['generated_at']}</p>
 <h2>Charts</h2><div class="charts">
 {bar_chart(report['rings_to_answer'], title='Rings to answer (answered calls)', unit=' rings', highlight=late)}
 {bar_chart(report['hold_durations'], title='Hold durations (seconds)', unit=' s', highlight=over)}
+{bar_chart(report['hold_choices'], title="Held callers' choice at the limit (holds offered it)")}
 {bar_chart(per_agent_sl, title=f'Answered within {warn} rings, % per agent', unit=' %')}
 {bar_chart(per_agent_bad, title='Agent-first hang-ups per agent', highlight=set(per_agent_bad))}
 {bar_chart(report['callbacks']['attempts'], title='Call-back attempts by outcome')}

@@ -194,8 +194,9 @@ async def step_out(conn: AmiLink, waiters: EventWaiters, *, caller: str, agent: 
 async def hang_up(conn: AmiLink, keeper_name: str, keeper_id: str = "") -> None:
     """Hang the keeper up once the switch confirms it is there (a no-op if it never came,
     or is already gone: the agent hung up). By its Uniqueid (the ``ChannelId`` we gave it)
-    when known: names are reused, our ids are not."""
-    if not keeper_name:
+    when known: names are reused, our ids are not. So also when its name was never learnt
+    (the caller's move failed after the keeper joined the agent's bridge)."""
+    if not keeper_name and not keeper_id:
         return
     await hang_up_confirmed(conn, keeper_id or keeper_name, uniqueid=keeper_id, cause="16", why="keeper",
                             timeout=TIMEOUT)

@@ -61,7 +61,6 @@ class HeldCaller:
     timers: TimerService
     tracker: ChannelTracker
     once: Once
-    held_since: dict[str, str]  # caller Uniqueid -> the hold's start, unix time as written in IVR_STAGE
     standby_keys: dict[str, float]  # agent Uniqueid -> a hold key / Unhold seen while a standby
     _resume: Callable[[HoldSession], None]
     store: HoldStore
@@ -120,6 +119,16 @@ class HeldCaller:
         await self._music(call)
         await self._keep_stage(s, call)
         while True:
+            if s.ended:
+                # The hold ended while its route still ran: the Redirect's reply was lost and
+                # the hold failed (the route began meanwhile), or the switch confirmed the
+                # caller's hang-up before this session heard of it. Nothing more is played or
+                # announced, no stage is left (no node goes on with it): the dialplan takes
+                # the caller back to the agent.
+                log.info("hold.route_after_end", outcome=s.ended)
+                await self._stage_over(call)
+                await call.set_variable("IVR_RESULT", "ended")
+                return "ended"
             if s.agent_left:
                 # The agent hung up: IVR_HOLD_AGENT is gone, the dialplan queues the caller.
                 self._end(s, "agent_left", s.timer._held(self.timers.now()))
@@ -161,14 +170,16 @@ class HeldCaller:
                     await self._music(call)
                 continue
             if isinstance(action, KeepWaiting):
-                self._choice(s, "keep", action)
+                self._choice(s, action)
+                s.choice = action.state
+                await self._keep_stage(s, call)  # a node going on with the hold records it too
                 continue
             if isinstance(action, TakeMessage):
-                self._choice(s, "message", action)
+                self._choice(s, action)
                 await self._take_message(s, call, caller_number, action.held_seconds)
                 return "message"
             if isinstance(action, RequestCallback):
-                self._choice(s, "callback", action)
+                self._choice(s, action)
                 await self._take_callback(s, call, caller_number, action.held_seconds)
                 return "callback"
 
@@ -176,8 +187,7 @@ class HeldCaller:
         """UserEvent IvrHold of a reminder, the choices or the thanks: once per hold, tick
         and state, whichever node of a pair plays it (:mod:`ivr.once`); returns its key
         (the records keep the reminder once under it, played again or not)."""
-        since = self.held_since.get(s.caller.uniqueid, "")
-        key = action_key(s.call_id, "hold", f"{since}/{action.state}/{action.count}")
+        key = action_key(s.call_id, "hold", f"{s.since}/{action.state}/{action.count}")
         await self.once.run(key, lambda: self._send_user_event(s, action.state, action.count, action.held_seconds),
                             here=True)
         return key
@@ -185,9 +195,8 @@ class HeldCaller:
     async def _keep_stage(self, s: HoldSession, call: AgiChannel) -> None:
         """Write where the hold is on the caller's channel (IVR_STAGE): if this node dies,
         [ivr-agi] runs ``hold`` again on the next one, which goes on from there."""
-        since = self.held_since.setdefault(
-            s.caller.uniqueid, f"{self.wall() - s.timer._held(self.timers.now()):.3f}")
-        await call.set_variable("IVR_STAGE", hold_stage(since, s.timer.count, s.timer.choices_offered))
+        await call.set_variable("IVR_STAGE", hold_stage(s.since, s.timer.count, s.timer.choices_offered,
+                                                        s.via, s.choice))
 
     @staticmethod
     async def _stage_over(call: AgiChannel) -> None:
@@ -200,33 +209,49 @@ class HeldCaller:
     async def _taken_over(self, call: AgiChannel) -> HoldSession | None:
         """A hold another node started and died in: rebuilt from the caller's channel
         (IVR_STAGE, IVR_HOLD_AGENT: validated) and the switch's channels (the agent, the
-        keeper in the agent's bridge)."""
+        keeper in the agent's bridge), with the trigger and the caller's choice to wait
+        on that the stage kept."""
         found = await taken_over(self.tracker, call, parse=lambda text: parse_hold_stage(text, self.wall()),
                                  prefix="hold@", variable="IVR_HOLD_AGENT", feature="hold")
         if found is None:
             return None
-        (since, age, count, choices), caller, agent, keeper = found
+        stage, caller, agent, keeper = found
         now = self.timers.now()
         timer = HoldTimer.resumed(self.settings.reminder_interval, self.settings.choices_after,
-                                  started=now - age, count=count, choices_offered=choices, now=now)
-        s = HoldSession(caller=caller, agent=agent, via="takeover", timer=timer,
+                                  started=now - stage.age, count=stage.count, choices_offered=stage.choices_offered,
+                                  now=now)
+        s = HoldSession(caller=caller, agent=agent, via=stage.via, timer=timer, since=stage.start,
+                        choice=stage.choice if timer.choices_offered else "",
                         agent_name=self.settings.agent_name(agent), keeper=keeper.uniqueid, keeper_name=keeper.name)
         self.sessions[caller.uniqueid] = s
-        self.held_since[caller.uniqueid] = since
         self.timers.add(s.key, timer, lambda actions: self._apply(s, actions))
-        log.info("hold.taken_over", uniqueid=call.uniqueid, held_seconds=round(age, 3), count=timer.count)
+        log.info("hold.taken_over", uniqueid=call.uniqueid, held_seconds=round(stage.age, 3), count=timer.count,
+                 via=s.via)
         # What the dead leader recorded of this hold, written again under the same ids
-        # (a duplicate, skipped, if it did): its start, and the choices if they were offered.
-        self._emit(s, "hold.start", step="hold.start", at=float(since), via="takeover", rebuilt=True)
+        # (a duplicate, skipped, if it did): its start (with its trigger), the choices if they
+        # were offered, and the caller's choice to wait on if made (timed at the choices: when
+        # the key was pressed is not kept).
+        since = float(stage.start)
+        self._emit(s, "hold.start", step="hold.start", at=since, via=s.via, rebuilt=True)
         if timer.choices_offered:
-            self._emit(s, "hold.choices", step="hold.choices", at=float(since) + self.settings.choices_after,
-                       rebuilt=True)
-        if self.standby_keys.pop(agent.uniqueid, 0.0) > float(since) + 1.0:
+            at = since + self.settings.choices_after
+            self._emit(s, "hold.choices", step="hold.choices", at=at, rebuilt=True)
+            if s.choice:
+                self._emit(s, "hold.choice", step=f"hold.choice/{s.choice}", at=at, choice=s.choice,
+                           rebuilt=True)
+        if self.standby_keys.pop(agent.uniqueid, 0.0) > since + 1.0:
             self._resume(s)  # the agent resumed while no node led: thanks, back to the agent
         return s
 
-    def _choice(self, s: HoldSession, choice: str, action: Any) -> None:
+    def _choice(self, s: HoldSession, action: KeepWaiting | TakeMessage | RequestCallback) -> None:
+        """The caller's choice at the limit (key 1, 2 or 3: the machine's action names it,
+        never the caller's input), on record as ``hold.choice``: the leader's decision under
+        the keeper's id and the choice, so a node going on with the hold (the stage keeps
+        ``keep``) writes the same record, and a key pressed twice is one."""
+        choice = action.state
         log.info("hold.choice", choice=choice, held_seconds=round(action.held_seconds, 3))
+        self._emit(s, "hold.choice", step=f"hold.choice/{choice}", at=self.wall(), choice=choice,
+                   count=action.count, held_seconds=round(action.held_seconds, 3))
         if self.metrics is not None:
             self.metrics.choices.labels(choice).inc()
 

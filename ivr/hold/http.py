@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from ivr.hold.service import HoldService
+from ivr.rules.hold import HOLD_VIAS
 from ivr.web.params import path_id
 
 
@@ -46,8 +47,11 @@ _CALL_ID = [{"name": "call_id", "in": "path", "required": True, "schema": {"type
              "description": "the call's Linkedid (the caller channel's Uniqueid)"}]
 _HELD: dict[str, Any] = {"type": "object", "properties": {
     "call_id": {"type": "string"}, "caller": {"type": "string"}, "agent": {"type": "string"},
-    "via": {"type": "string", "enum": ["phone", "feature", "api", "takeover"]},
-    "state": {"type": "string"}, "count": {"type": "integer"}, "held_seconds": {"type": "number"}}}
+    "via": {"type": "string", "enum": list(HOLD_VIAS), "description": "what started it (takeover: a hold rebuilt "
+            "from an earlier version's stage, which did not keep it)"},
+    "state": {"type": "string"}, "count": {"type": "integer"}, "held_seconds": {"type": "number"},
+    "choice": {"type": ["string", "null"], "enum": ["keep", None],
+               "description": "keep once the caller pressed 1 at the choices (2 and 3 end the hold)"}}}
 
 
 def _list(key: str, item: dict[str, Any], summary: str) -> dict[str, Any]:

@@ -130,7 +130,6 @@ class HoldService(HeldCaller):
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
         self.acting = acting  # False on a pair's standby: the leader holds, not this node
         self.once = once or Once()  # reminders, choices, thanks: once per switch
-        self.held_since: dict[str, str] = {}
         self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key/Unhold seen as standby
         # agent Uniqueid -> (via, wall time): held before the caller was bridged to them
         self.pending: dict[str, tuple[str, float]] = {}
@@ -186,7 +185,8 @@ class HoldService(HeldCaller):
     def describe(self, s: HoldSession) -> dict[str, Any]:
         held = s.timer._held(self.timers.now()) if s.timer.started is not None else 0.0
         return {"call_id": s.call_id, "caller": s.caller.name, "agent": s.agent_name, "via": s.via,
-                "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3)}
+                "state": s.timer.state, "count": s.timer.count, "held_seconds": round(held, 3),
+                "choice": s.choice or None}
 
     # -- lookups --------------------------------------------------------------------
     def _caller_of(self, call_id: str) -> Channel:
@@ -217,11 +217,12 @@ class HoldService(HeldCaller):
             return self.sessions[caller.uniqueid]
         timer = self.settings.timer()
         name = self.settings.agent_name(agent)
-        session = HoldSession(caller=caller, agent=agent, via=via, timer=timer, agent_name=name)
+        # The start as IVR_STAGE keeps it: the hold's records and its reminders' keys use it.
+        session = HoldSession(caller=caller, agent=agent, via=via, timer=timer, agent_name=name,
+                              since=f"{self.wall():.3f}")
         # The keeper's id (the ChannelId of the Originate) names this hold in its records too.
         session.keeper = f"{KEEPER_PREFIX}{caller.uniqueid}-{int(self.wall() * 1000)}"
         self.sessions[caller.uniqueid] = session
-        self.held_since[caller.uniqueid] = f"{self.wall():.3f}"  # the start as IVR_STAGE keeps it
         self._apply(session, timer.start(self.timers.now()))
         self.timers.add(session.key, timer, lambda actions: self._apply(session, actions))
         # The start event goes out before the keeper's Originate, so its Asterisk timestamp
@@ -366,8 +367,7 @@ class HoldService(HeldCaller):
         for action in actions:
             if isinstance(action, HoldStarted):  # its UserEvent is sent first by hold_agent
                 log.info("hold.start", via=s.via, caller=s.caller.name, agent=s.agent_name)
-                self._emit(s, "hold.start", step="hold.start", via=s.via,
-                           at=float(self.held_since.get(s.caller.uniqueid) or self.wall()))
+                self._emit(s, "hold.start", step="hold.start", via=s.via, at=float(s.since))
             elif isinstance(action, AlertAgent):
                 log.warning("hold.alert", agent=s.agent_name, held_seconds=round(action.held_seconds, 3),
                             caller=s.caller.name)
@@ -393,7 +393,6 @@ class HoldService(HeldCaller):
         s.ended = outcome
         self.timers.remove(s.key)
         self.sessions.pop(s.caller.uniqueid, None)
-        self.held_since.pop(s.caller.uniqueid, None)
         if self.metrics is not None and held_seconds is not None:
             self.metrics.durations.labels(outcome).observe(held_seconds)
 

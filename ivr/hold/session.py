@@ -95,10 +95,12 @@ class HoldSettings(AwaySettings):
 
 @dataclass(kw_only=True)
 class HoldSession(AwaySession):
-    """One held caller (``via``: phone, feature, api; ``ended``: resume, abandon,
-    message, callback, agent_left)."""
+    """One held caller (``via``: phone, feature, api, as :data:`~ivr.rules.hold.HOLD_VIAS`;
+    ``ended``: resume, abandon, message, callback, agent_left, failed)."""
 
     timer: HoldTimer
+    since: str  # the start, unix time as IVR_STAGE keeps it and the records time the hold
+    choice: str = ""  # "keep" once the caller chose to wait on (kept in IVR_STAGE)
     agent_left: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -17,7 +17,9 @@ Event data read here (every key is optional; other keys are kept in the event lo
 ``ring.noanswer``      ``agent``, ``rings``, ``reason``
 ``hold.start``         —
 ``hold.reminder``      —
-``hold.choices``       ``choice`` (when the caller has chosen: keep/message/callback)
+``hold.choices``       — (the choices were offered, the agent alerted)
+``hold.choice``        ``choice``: what the held caller chose at the limit, keep/message/callback
+                       (any other value is not recorded); the latest in time is the hold's
 ``hold.resume``        ``held_seconds``
 ``hold.abandon``       ``held_seconds``
 ``message.recorded``   ``item`` (its id), ``name``, ``company``, ``phone`` or ``caller_number``,
@@ -85,6 +87,7 @@ class Appliers:
             "hold.start": hold,
             "hold.reminder": hold,
             "hold.choices": hold,
+            "hold.choice": hold,
             "hold.resume": self._hold("talking"),
             "hold.abandon": self._hold(None),
             "unclear.start": self._unclear_start,

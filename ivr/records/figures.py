@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr.records.db import Row
+from ivr.rules.hold import HOLD_CHOICES
 from ivr.sections import HoldConfig, HttpConfig
 
 HOLD_BUCKETS = (30, 60, 90, 120)  # seconds: 0-30, 30-60, 60-90, 90-120, 120+
@@ -52,6 +53,19 @@ def hold_distribution(holds: Iterable[Row], buckets: tuple[int, ...] = HOLD_BUCK
         d = float(h["duration"])
         idx = next((i for i, hi in enumerate(buckets) if d < hi), len(buckets))
         out[labels[idx]] += 1
+    return out
+
+
+def hold_choices(holds: Iterable[Row]) -> dict[str, int]:
+    """Finished holds that reached the limit (the choices offered) by what the held caller
+    chose: {"keep": n, "message": n, "callback": n, "none": n} ("none": no key pressed, the
+    hold ended otherwise)."""
+    out = dict.fromkeys((*HOLD_CHOICES, "none"), 0)
+    for h in holds:
+        if h.get("duration") is None or not h.get("choices_offered"):
+            continue
+        choice = h.get("choice")
+        out[choice if choice in HOLD_CHOICES else "none"] += 1
     return out
 
 
@@ -160,7 +174,9 @@ def day_figures(
 def today_summary(*, holds: Iterable[Row], transfers: Iterable[Row], calls: Iterable[Row],
                   hold_limit: float = HoldConfig().choices_after) -> dict[str, Any]:
     """The dashboard's "today" panel: holds (count, longest, over ``hold_limit`` s: R4's
-    minute, ``[hold] choices_after``; the key keeps its name) and transfers by outcome."""
+    minute, ``[hold] choices_after``; the key keeps its name; what the callers chose at the
+    limit) and transfers by outcome."""
+    holds = list(holds)
     finished = [float(h["duration"]) for h in holds if h.get("duration") is not None]
     outcomes = Counter(str(t.get("state")) for t in transfers)
     calls = list(calls)
@@ -169,6 +185,7 @@ def today_summary(*, holds: Iterable[Row], transfers: Iterable[Row], calls: Iter
         "holds": len(finished),
         "hold_longest": round(max(finished), 1) if finished else None,
         "holds_over_minute": sum(1 for d in finished if d > hold_limit),
+        "hold_choices": hold_choices(holds),
         "transfers": sum(outcomes.values()),
         "transfer_outcomes": dict(sorted(outcomes.items())),
     }

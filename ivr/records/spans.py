@@ -14,7 +14,7 @@ the events that opened them.
 The call's end (``calls.ended_at``, from its earliest ``call.ended``) closes what is still
 open then: a hold ``ended``, a transfer ``finished``, a ring leg ``hangup``. An event
 timed after the end is *after the end* (returned, counted and logged by the store):
-a resume, reminder, choice or start of a hold, a transfer's offer, a leg's start. What the
+a resume, reminder, the choices, the caller's choice or the start of a hold, a transfer's offer, a leg's start. What the
 caller's own leaving reports is not: a hold's ``hold.abandon``, ``message.recorded``,
 ``callback.requested`` and a transfer's or a ring leg's end are seen after the hang-up
 that ends the call, and say how the row ended (a hold closed so ends at the call's end).
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivr.records.db import Row, Tx
+from ivr.rules.hold import HOLD_CHOICES
 
 HOLD_CLOSE = {"hold.resume": "resumed", "hold.abandon": "abandoned", "message.recorded": "message",
               "callback.requested": "callback"}
-HOLD_KINDS = ("hold.start", "hold.reminder", "hold.choices", *HOLD_CLOSE)
+HOLD_KINDS = ("hold.start", "hold.reminder", "hold.choices", "hold.choice", *HOLD_CLOSE)
 CALLER_LEFT = frozenset({"abandoned", "message", "callback"})  # reported after the caller's hang-up
 TRANSFER_FINAL = frozenset({"completed", "returned", "abandoned"})
 RING_KINDS = ("ring.started", "ring.answered", "ring.noanswer")
@@ -83,6 +84,12 @@ def sort_key(e: Logged) -> tuple[float, int, str]:
     return e.at, _RANK.get(e.kind, 1), e.id
 
 
+def hold_choice(value: Any) -> str | None:
+    """A ``hold.choice`` event's choice as the holds record it: one of the known choices
+    (keep, message, callback), else None (the row keeps what it had)."""
+    return value if isinstance(value, str) and value in HOLD_CHOICES else None
+
+
 def leg_key(data: dict[str, Any]) -> str:
     """A ring leg is its Uniqueid, or its agent for events without one."""
     return as_text(data.get("uniqueid")) or f"agent:{as_text(data.get('agent')) or ''}"
@@ -122,7 +129,9 @@ def fold_holds(events: list[Logged], end: float | None) -> tuple[list[Row], list
             open_["reminders"] += 1
         elif e.kind == "hold.choices":
             open_["choices_offered"] = 1
-            open_["choice"] = as_text(e.data.get("choice")) or open_["choice"]
+        elif e.kind == "hold.choice":  # the caller's key at the limit: the latest in time stands
+            open_["choices_offered"] = 1
+            open_["choice"] = hold_choice(e.data.get("choice")) or open_["choice"]
     if open_ is not None and end is not None:
         close(open_, end, "ended", None)
     return holds, after

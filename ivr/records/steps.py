@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from ivr.records.db import Row, Tx
-from ivr.records.spans import HOLD_CLOSE, Logged, as_flag, as_int, as_text, leg_key, sort_key
+from ivr.records.spans import HOLD_CLOSE, Logged, as_flag, as_int, as_text, hold_choice, leg_key, sort_key
 
 
 def logged_event(event_id: str, kind: str, at: float, data: dict[str, Any]) -> Logged:
@@ -71,8 +71,10 @@ async def hold_step(tx: Tx, call_id: str, e: Logged) -> bool:
         await tx.execute("UPDATE holds SET reminders = ? WHERE hold_id = ?",
                          (int(hold["reminders"]) + 1, hold["hold_id"]))
     elif e.kind == "hold.choices":
+        await tx.execute("UPDATE holds SET choices_offered = 1 WHERE hold_id = ?", (hold["hold_id"],))
+    elif e.kind == "hold.choice":
         await tx.execute("UPDATE holds SET choices_offered = 1, choice = ? WHERE hold_id = ?",
-                         (as_text(e.data.get("choice")) or hold["choice"], hold["hold_id"]))
+                         (hold_choice(e.data.get("choice")) or hold["choice"], hold["hold_id"]))
     return True
 
 

@@ -150,24 +150,55 @@ _DIGITS: dict[str, type[KeepWaiting | TakeMessage | RequestCallback]] = {
     "1": KeepWaiting, "2": TakeMessage, "3": RequestCallback}
 
 
-def hold_stage(started_at: str, count: int, choices_offered: bool) -> str:
+# What ends up on record of the held caller's choice (``hold.choice``): the states of the
+# three actions the keys 1/2/3 lead to, and nothing else (the choice comes from caller DTMF).
+HOLD_CHOICES: tuple[str, ...] = tuple(a.state for a in _DIGITS.values())  # keep, message, callback
+# How a hold started (``HoldSession.via``, ``hold.start``'s ``via``): the agent's phone (AMI
+# Hold), the agent's key (*8), the HTTP API; ``takeover`` only for a hold rebuilt from a stage
+# an earlier version wrote, which did not keep the trigger.
+HOLD_VIAS = ("phone", "feature", "api", "takeover")
+_STAGE_FORM = "hold@<time>@<count>@<0|1>@<via>@<choice>"
+
+
+@dataclass(frozen=True)
+class HoldStage:
+    """A hold's stage read back from the held caller's channel (:func:`parse_hold_stage`)."""
+
+    start: str  # the start as written (unix time), the hold's records are timed by it
+    age: float  # s since the start, never negative
+    count: int  # reminder ticks played
+    choices_offered: bool
+    via: str  # how the hold started (HOLD_VIAS)
+    choice: str  # "" or "keep": what the caller chose and the hold went on after
+
+
+def hold_stage(started_at: str, count: int, choices_offered: bool, via: str, choice: str = "") -> str:
     """The hold's stage kept on the held caller's channel (IVR_STAGE) so that another
-    controller can go on with it: ``hold@<unix time of the start>@<ticks played>@<0|1>``."""
-    return f"hold@{started_at}@{count}@{int(choices_offered)}"
+    controller can go on with it, and record it as it began:
+    ``hold@<unix time of the start>@<ticks played>@<0|1>@<via>@<choice>``. Only ``keep`` can
+    be a choice there: a message or a call-back ends the hold (the stage is cleared first)."""
+    return f"hold@{started_at}@{count}@{int(choices_offered)}@{via}@{choice}"
 
 
-def parse_hold_stage(text: str, now: float, max_age: float = 86400.0) -> tuple[str, float, int, bool]:
-    """Read :func:`hold_stage` back (a channel variable: hostile). Returns the start as
-    written, its age in s (never negative), the ticks played and whether the choices
-    were; raises ValueError naming what is wrong."""
+def parse_hold_stage(text: str, now: float, max_age: float = 86400.0) -> HoldStage:
+    """Read :func:`hold_stage` back (a channel variable: hostile); raises ValueError naming
+    what is wrong. A stage of four fields (an earlier version's, without the trigger and the
+    choice) reads as via ``takeover`` and no choice."""
     parts = text.split("@")
-    if len(parts) != 4 or parts[0] != "hold":
-        raise ValueError(f"IVR_STAGE: not a hold stage (hold@<time>@<count>@<0|1>), got {text[:60]!r}")
-    _, at, count, choices = parts
+    if len(parts) == 4:
+        parts += ["takeover", ""]
+    if len(parts) != 6 or parts[0] != "hold":
+        raise ValueError(f"IVR_STAGE: not a hold stage ({_STAGE_FORM}), got {text[:60]!r}")
+    _, at, count, choices, via, choice = parts
     start = stage_time(at, "hold start")
     if not count.isdigit() or len(count) > 6 or choices not in ("0", "1"):
         raise ValueError(f"IVR_STAGE: hold count must be a number and choices 0 or 1, got {text[:60]!r}")
-    return at, seconds_ago(start, now, "hold start", max_age), int(count), choices == "1"
+    if via not in HOLD_VIAS:
+        raise ValueError(f"IVR_STAGE: hold via must be one of {', '.join(HOLD_VIAS)}, got {via[:20]!r}")
+    if choice not in ("", "keep") or (choice and choices != "1"):
+        raise ValueError(f"IVR_STAGE: a held caller's choice can only be keep, after the choices, "
+                         f"got {choice[:20]!r}")
+    return HoldStage(at, seconds_ago(start, now, "hold start", max_age), int(count), choices == "1", via, choice)
 
 
 class HoldTimer:

@@ -158,6 +158,9 @@ async def held_95s_then_resumed(ami: AmiRecorder, rig: Rig) -> None:
                                 timeout=20, since=since)
     assert talk["Status"] == "NOISE", "the agent's voice reaches the caller again"
     assert rig.kinds(call.uid) == ["hold.start", "hold.reminder", "hold.choices", "hold.reminder", "hold.resume"]
+    # on record: offered the choices, chose none (no key), resumed
+    [hold] = await until(lambda: _holds_ended(rig, call.uid), 10, "the hold on record")
+    assert (hold["choices_offered"], hold["choice"], hold["outcome"], hold["reminders"]) == (1, None, "resumed", 2)
     await hang_up(ami, call.caller)
 
 
@@ -198,8 +201,8 @@ async def resumed_at_10s(ami: AmiRecorder, rig: Rig) -> None:
     await ami.wait_for(lambda e: e.event == "MusicOnHoldStart" and e["Channel"] == call.caller
                        and ts(e) > ts(again), timeout=15)
     assert [e["Count"] for e in hold_events(ami, call.uid, "announce")] == ["0", "0"]
-    at, count, choices = (await ivr_stage(ami, call.caller)).split("@")[1:]
-    assert abs(float(at) - ts(again)) < 1.0 and (count, choices) == ("0", "0")
+    at, count, choices, via, choice = (await ivr_stage(ami, call.caller)).split("@")[1:]
+    assert abs(float(at) - ts(again)) < 1.0 and (count, choices, via, choice) == ("0", "0", "api", "")
     [reminder] = await wait_hold(ami, call.uid, "reminder", INTERVAL + 5)
     assert reminder["Count"] == "1" and abs(ts(reminder) - ts(again) - INTERVAL) <= TOLERANCE
     await rig.service.resume(call.uid)
@@ -250,6 +253,11 @@ async def leaves_a_message(ami: AmiRecorder, rig: Rig, client: TestClient) -> No
     assert [p.suffix for p in wav.parent.iterdir()] == [".wav"], "no second copy beside the recording"
     assert "message.recorded" in rig.kinds(call.uid)
     assert rig.metrics.value("ivr_hold_choices_total", {"choice": "message"}) == 1
+    # the caller's choice is on record: the hold, and the event the records derived it from
+    [hold] = await until(lambda: _holds_ended(rig, call.uid), 10, "the hold on record")
+    assert (hold["choices_offered"], hold["choice"], hold["outcome"]) == (1, "message", "message")
+    [chose] = [e for e in rig.events if e.call_id == call.uid and e.kind == "hold.choice"]
+    assert chose.data["choice"] == "message" and chose.data["held_seconds"] >= CHOICES - TOLERANCE
 
 
 async def phone_holds_by_reinvite(ami: AmiRecorder, rig: Rig, hold_for: float) -> None:
@@ -302,6 +310,14 @@ async def agent_feature_code(ami: AmiRecorder, rig: Rig) -> None:
                        and ts(e) > ts(resume), timeout=15)
     assert [e.data["via"] for e in rig.events if e.call_id == call.uid and e.kind == "hold.start"] == ["feature"]
     await hang_up(ami, call.caller)
+
+
+async def _holds_ended(rig: Rig, call_id: str) -> list[Any]:
+    """The call's holds on record, once every one has ended (empty until then)."""
+    assert rig.records is not None
+    call = await rig.records.call(call_id)
+    holds = call["holds"] if call is not None else []
+    return holds if holds and all(h["outcome"] is not None for h in holds) else []
 
 
 async def _messages_of(rig: Rig, call_id: str) -> list[Any]:

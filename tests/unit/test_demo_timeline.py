@@ -39,6 +39,7 @@ def test_every_rule_has_its_words() -> None:
         "R2 greet", 'greeting of the day: hello + welcome (en-US, day): "Hello!"')
     assert describe("call.released", {"reason": "silent"}) == ("R3 silent", "released (silent)")
     assert words("hold.choices", {"count": 2, "held_seconds": 60.0})[0] == "R4 hold"
+    assert describe("hold.choice", {"choice": "callback"}) == ("R4 hold", "the caller presses 3: asks for a call-back")
     assert describe("transfer.state", {"target": "1004", "state": "refused", "reason": "refused"}) == (
         "R5 xfer", "to 1004: refused (refused)")
     assert {s.rule for s in SCENARIOS} == {"R1", "R2", "R3", "R4", "R5"}

@@ -120,10 +120,12 @@ async def test_reminders_choices_and_resume_timed_by_the_controller(world: Any) 
     # the hold is over: no stage left for a node to go on from, cleared before the thanks
     assert agi.variables["IVR_STAGE"] == ""
     stages = [c for c in agi.commands if c.startswith(("SET VARIABLE IVR_STAGE", "STREAM FILE"))]
-    assert stages[-4:] == ['SET VARIABLE IVR_STAGE "hold@1700000000.000@2@1"',
+    # the stage names the trigger (api), and the caller's choice to wait on once made
+    assert stages[-5:] == ['SET VARIABLE IVR_STAGE "hold@1700000000.000@2@1@api@"',
                            'STREAM FILE ivr/en-US/hold_choices "123D"',
+                           'SET VARIABLE IVR_STAGE "hold@1700000000.000@2@1@api@keep"',
                            'SET VARIABLE IVR_STAGE ""', 'STREAM FILE ivr/en-US/hold_thanks "D"']
-    assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.choices", "hold.resume"]
+    assert [e.kind for e in events] == ["hold.start", "hold.reminder", "hold.choices", "hold.choice", "hold.resume"]
     assert metrics.value("ivr_hold_duration_seconds_count", {"outcome": "resume"}) == 1
     assert len(timers) == 0 and not service.sessions
     # after the caller's BridgeEnter into the agent's bridge, the keeper is hung up
@@ -450,14 +452,14 @@ async def test_after_a_resume_no_hold_stage_is_left_and_the_next_hold_starts_afr
     task = asyncio.ensure_future(service.agi_hold(again))
     await until(lambda: bool(again.sent("WAIT FOR DIGIT")))
     assert again.played() == ["hold_announce_1min"]  # its own announcement
-    assert again.variables["IVR_STAGE"] == "hold@1700000100.000@0@0"  # its own start, nothing played yet
+    assert again.variables["IVR_STAGE"] == "hold@1700000100.000@0@0@api@"  # its own start, nothing played yet
     await advance(clock, timers, 129.9)
     assert again.played() == ["hold_announce_1min"]
     await advance(clock, timers, 130.0)
     await until(lambda: again.played() == ["hold_announce_1min", "hold_reminder"])
     events = ami.sent("UserEvent")[first:]
     assert [(e["State"], e["Count"]) for e in events] == [("start", "0"), ("announce", "0"), ("reminder", "1")]
-    assert again.variables["IVR_STAGE"] == "hold@1700000100.000@1@0"
+    assert again.variables["IVR_STAGE"] == "hold@1700000100.000@1@0@api@"
     await service.resume(CALLER)
     await asyncio.wait_for(task, 2)
     assert again.variables["IVR_STAGE"] == ""
@@ -512,20 +514,23 @@ async def taken_over(ami: AsideAmi, service: HoldService, stage: str) -> tuple[F
 
 
 async def test_a_hold_taken_over_goes_on_from_the_stage_reached(world: Any) -> None:
-    """Held 40 s with one reminder on the dead node: here the choices come at 60 s (not
-    sooner, not a reminder again), then the agent resumes: thanks, the keeper goes."""
-    ami, service, clock, timers, *_ = world
-    agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 40:.3f}@1@0")
+    """Held 40 s with one reminder on the dead node (held by the agent's key): here the
+    choices come at 60 s (not sooner, not a reminder again), then the agent resumes:
+    thanks, the keeper goes. The hold keeps its trigger."""
+    ami, service, clock, timers, events, _ = world
+    agi, task = await taken_over(ami, service, f"hold@{1.7e9 - 40:.3f}@1@0@feature@")
     await until(lambda: bool(agi.sent("WAIT FOR DIGIT")))
     assert agi.played() == [] and ami.states() == []
-    assert service.sessions[CALLER].via == "takeover" and service.sessions[CALLER].keeper == KEEPER
+    assert service.sessions[CALLER].via == "feature" and service.sessions[CALLER].keeper == KEEPER
+    [start] = [e for e in events if e.kind == "hold.start"]
+    assert (start.data["via"], start.data["rebuilt"], start.at) == ("feature", True, 1.7e9 - 40)
     await advance(clock, timers, 19.9)
     await idle()  # the timers fired what was due: nothing to play yet
     assert agi.played() == []
     await advance(clock, timers, 20.0)
     await until(lambda: agi.played() == ["hold_choices"])
     assert ami.states() == ["choices"] and [a["Count"] for a in ami.sent("UserEvent")] == ["2"]
-    assert agi.variables["IVR_STAGE"] == f"hold@{1.7e9 - 40:.3f}@2@1"
+    assert agi.variables["IVR_STAGE"] == f"hold@{1.7e9 - 40:.3f}@2@1@feature@"
     await service.resume(CALLER)
     await asyncio.wait_for(task, 2)
     assert agi.played()[-1] == "hold_thanks" and agi.variables["IVR_RESULT"] == "resume"

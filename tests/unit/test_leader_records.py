@@ -96,17 +96,20 @@ async def write(store: CallStore, events: list[CallEvent]) -> list[bool]:
 # -- hold ---------------------------------------------------------------------------------
 async def test_a_hold_taken_over_is_recorded_once_whether_or_not_the_dead_leader_wrote_it(
         tmp_path: Path, closers: Closers) -> None:
-    """The leader holds the caller 61 s (the choices offered at 60 s) and dies. The next node
-    takes the hold over from IVR_STAGE and the keeper on the switch, and writes the hold's
-    start (at the start IVR_STAGE keeps) and its choices under the leader's own ids: with
-    the leader's writes on record they are duplicates (skipped, counted); without them, the
-    hold is on record all the same, from its true start."""
+    """The leader holds the caller 61 s (the choices offered at 60 s, the caller presses 1
+    to wait on) and dies. The next node takes the hold over from IVR_STAGE and the keeper on
+    the switch, and writes the hold's start (at the start IVR_STAGE keeps, with its trigger),
+    its choices and the caller's choice under the leader's own ids: with the leader's writes
+    on record they are duplicates (skipped, counted); without them, the hold is on record
+    all the same, from its true start, with what the caller chose."""
     ami, leader, clock, timers, led = hold_node(tmp_path, WALL, closers)
     agi, task = await start_held(ami, leader)
     await advance(clock, timers, 61)
     await until(lambda: agi.played() == ["hold_choices"])
+    agi.press("1")
+    await until(lambda: agi.variables["IVR_STAGE"].endswith("@keep"))
     stage, keeper = agi.variables["IVR_STAGE"], leader.sessions[CALLER].keeper
-    assert stage == f"hold@{WALL:.3f}@2@1"
+    assert stage == f"hold@{WALL:.3f}@2@1@api@keep"
     task.cancel()  # the leader dies
 
     ami2, successor, *_, took = hold_node(tmp_path, WALL + 70, closers)
@@ -117,25 +120,28 @@ async def test_a_hold_taken_over_is_recorded_once_whether_or_not_the_dead_leader
     ami2.agi = agi2
     task2 = asyncio.ensure_future(successor.agi_hold(agi2))
     closers.append(task2.cancel)
-    await until(lambda: bool(on_bus(took, "hold.choices")))
+    await until(lambda: bool(on_bus(took, "hold.choice")))
 
-    (start,), (choices,) = on_bus(led, "hold.start"), on_bus(led, "hold.choices")
-    (start2,), (choices2,) = on_bus(took, "hold.start"), on_bus(took, "hold.choices")
-    assert (start2.id, choices2.id) == (start.id, choices.id)
-    assert (start2.at, choices2.at) == (WALL, WALL + 60) and start.at == WALL
+    (start,), (choices,), (chose,) = (on_bus(led, k) for k in ("hold.start", "hold.choices", "hold.choice"))
+    (start2,), (choices2,), (chose2,) = (on_bus(took, k) for k in ("hold.start", "hold.choices", "hold.choice"))
+    assert (start2.id, choices2.id, chose2.id) == (start.id, choices.id, chose.id)
+    assert (start2.at, choices2.at, chose2.at) == (WALL, WALL + 60, WALL + 60) and start.at == WALL
     assert start2.data["rebuilt"] is True and start2.origin == "node"  # recorded while leading
+    assert start2.data["via"] == start.data["via"] == "api"  # the trigger, not "takeover"
+    assert chose2.data["choice"] == chose.data["choice"] == "keep" and successor.sessions[CALLER].choice == "keep"
 
     both = await store_of(tmp_path / "both.db")
     only_new = await store_of(tmp_path / "new.db")
     try:
-        assert await write(both, [start, choices]) == [True, True]
-        assert await write(both, [start2, choices2]) == [False, False]  # the recorder counts them duplicates
-        assert await write(only_new, [start2, choices2]) == [True, True]
+        assert await write(both, [start, choices, chose]) == [True, True, True]
+        assert await write(both, [start2, choices2, chose2]) == [False] * 3  # the recorder counts them duplicates
+        assert await write(only_new, [start2, choices2, chose2]) == [True, True, True]
         for store in (both, only_new):
             call = await store.call(CALLER)
             assert call is not None
             [hold] = call["holds"]
-            assert (hold["started_at"], hold["choices_offered"], hold["hold_id"]) == (WALL, 1, start.id)
+            assert (hold["started_at"], hold["choices_offered"], hold["choice"], hold["hold_id"]) == (
+                WALL, 1, "keep", start.id)
     finally:
         await both.close()
         await only_new.close()

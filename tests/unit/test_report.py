@@ -25,7 +25,7 @@ def at(day: int, hour: int, minute: int = 0, second: float = 0) -> float:
 
 
 def call(call_id: str, start: float, agent: str, rings: int, talk: float, first: str,
-         hold: float | None = None) -> list[CallEvent]:
+         hold: float | None = None, choice: str | None = None) -> list[CallEvent]:
     events = [
         CallEvent("call.arrived", call_id, {}, at=start),
         CallEvent("ring.started", call_id, {"agent": agent}, at=start + 1),
@@ -35,8 +35,12 @@ def call(call_id: str, start: float, agent: str, rings: int, talk: float, first:
     ]
     answered = start + 1 + 5 * (rings - 1)
     if hold is not None:  # the talk goes on after the hold
-        events += [CallEvent("hold.start", call_id, {}, at=answered + 1),
-                   CallEvent("hold.resume", call_id, {"held_seconds": hold}, at=answered + 1 + hold)]
+        events.append(CallEvent("hold.start", call_id, {}, at=answered + 1))
+        if hold > 60:  # the choices at the limit, and what the caller pressed
+            events.append(CallEvent("hold.choices", call_id, {}, at=answered + 61))
+            if choice is not None:
+                events.append(CallEvent("hold.choice", call_id, {"choice": choice}, at=answered + 62))
+        events.append(CallEvent("hold.resume", call_id, {"held_seconds": hold}, at=answered + 1 + hold))
         talk += 1 + hold
     events.append(CallEvent("call.ended", call_id, {"hung_up_first": first}, at=answered + talk))
     return events
@@ -51,7 +55,7 @@ def db(tmp_path: Path) -> str:
         for e in [
             *call("a", at(3, 9), "1001", rings=1, talk=60, first="caller"),
             *call("b", at(3, 10), "1001", rings=4, talk=200, first="agent", hold=45),   # late, long, agent first
-            *call("c", at(3, 23, 59), "1002", rings=2, talk=30, first="caller", hold=75),
+            *call("c", at(3, 23, 59), "1002", rings=2, talk=30, first="caller", hold=75, choice="keep"),
             *call("d", at(4, 8), "1002", rings=7, talk=400, first="agent"),            # two alarms
             *call("e", at(6, 8), "1001", rings=1, talk=10, first="caller"),            # outside the window
         ]:
@@ -101,6 +105,7 @@ def test_json_figures(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (days["2025-03-04"]["agent_first_hangups"], days["2025-03-04"]["long_calls"]) == (1, 1)
     assert r["rings_to_answer"]["1"] == 1 and r["rings_to_answer"]["4"] == 1 and r["rings_to_answer"]["7"] == 1
     assert r["hold_durations"] == {"0-30": 0, "30-60": 1, "60-90": 1, "90-120": 0, "120+": 0}
+    assert r["hold_choices"] == {"keep": 1, "message": 0, "callback": 0, "none": 0}  # the 45-s hold had none
     assert (t["callbacks"], t["callbacks_done"]) == (2, 1)
     assert (t["messages"], t["messages_recorded"]) == (2, 1)
     assert r["callbacks"] == {"requested": 2, "requests": 3, "status": {"done": 1, "open": 1},
@@ -136,13 +141,15 @@ def test_csv_sections(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert header[:5] == ["section", "agent", "name", "answered", "within_three"]
     assert [r[1] for r in rows if r and r[0] == "day"] == ["2025-03-03", "2025-03-04"]
     assert ["hold_seconds", "60-90", "1"] in rows and ["rings_to_answer", "7", "1"] in rows
+    assert ["hold_choice", "keep", "1"] in rows and ["hold_choice", "none", "0"] in rows
 
 
 def test_html_is_one_page_with_charts(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.html"
     report(db, capsys, "--out", str(out))
     page = out.read_text()
-    assert page.startswith("<!doctype html>") and page.count("<svg") == 5 and "Call-backs done" in page
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 6 and "Call-backs done" in page
+    assert "Held callers&#x27; choice at the limit" in page
     assert "Rings to answer" in page and "Hold durations" in page and "Agent-first hang-ups" in page
     assert "<script" not in page and "http" not in page.split("</style>")[1]  # self-contained
     assert ">50 %<" in page  # answered within three rings, overall

@@ -138,10 +138,18 @@ function renderAgents() {
   $("sl-sub").textContent = answered ? `${within} of ${answered} answered calls` : "no answered calls yet";
 }
 
+const CHOSE = { keep: "waited on", message: "left a message", callback: "asked for a call-back", none: "chose nothing" };
+
+function choices(c) { // what the held callers chose at the limit: "1 waited on, 1 left a message"
+  return Object.entries(c || {}).filter(([, n]) => n).map(([k, n]) => `${n} ${CHOSE[k] || k}`).join(", ");
+}
+
 function renderToday() {
   const t = state.snap.today;
+  const chose = choices(t.hold_choices);
   $("n-holds").textContent = t.holds;
-  $("holds-sub").textContent = t.holds ? `longest ${duration(t.hold_longest)}, ${t.holds_over_minute} over ${limit(state.snap.hold_limit)}` : "";
+  $("holds-sub").textContent = t.holds ? `longest ${duration(t.hold_longest)}, ${t.holds_over_minute} over ${limit(state.snap.hold_limit)}`
+    + (chose ? `; at the limit ${chose}` : "") : "";
   $("n-transfers").textContent = t.transfers;
   $("transfers-sub").textContent = Object.entries(t.transfer_outcomes).map(([k, v]) => `${v} ${k}`).join(", ");
 }
@@ -235,7 +243,7 @@ function listen() {
   });
   source.onmessage = reloadSoon;
   for (const kind of ["call.arrived", "greeting.played", "silent.stage", "ring.started", "ring.alarm",
-    "ring.answered", "ring.noanswer", "hold.start", "hold.resume", "hold.abandon", "hold.choices",
+    "ring.answered", "ring.noanswer", "hold.start", "hold.resume", "hold.abandon", "hold.choices", "hold.choice",
     "unclear.start", "unclear.stage",
     "message.recorded", "callback.requested", "callback.stage", "transfer.state", "call.ended"]) {
     source.addEventListener(kind, reloadSoon);
