@@ -97,10 +97,12 @@ def check_silent_script(ami, exten: str, since: int, greeting: list[str]) -> flo
     release = ts(stages[-1])
     hangup = ami.find(hangup_of(exten), since)[0]
     # Each pause is one long WAIT FOR DIGIT (plus, at most, a last millisecond or two when
-    # the controller's clock is behind Asterisk's), never a poll in short slices.
+    # the controller's clock is behind Asterisk's), never a poll in short slices. The long
+    # one is what is left of the pause when it is sent (5.05 s less the controller's time
+    # since the prompt ended: a few ms idle, more when its loop is busy): at least 4 s.
     waits = commands(ami, exten, since, "WAIT FOR DIGIT")
     assert 3 <= len(waits) <= 6, [e["Command"] for e in waits]
-    assert sum(int(e["Command"].split()[-1]) >= 4900 for e in waits) == 3
+    assert sum(int(e["Command"].split()[-1]) >= 4000 for e in waits) == 3, [e["Command"] for e in waits]
     # Pauses: never shorter than 5 s, and not dragging either.
     for label, pause in (("pause1", p2_start - greeting_end), ("pause2", p3_start - p2_end),
                          ("pause3", release - p3_end)):
