@@ -98,8 +98,26 @@ async def test_leader_killed_just_before_a_switch_fact_it_is_recorded_once_and_t
             return (events, row) if row is not None and row["ended_at"] is not None else None
 
         events, row = await until(ended, timeout=10, what="the call's end on record")
-        health = await b.health()
-        duplicates = await b.metric("ivr_records_duplicates_total")
+
+        seen: list[Any] = []  # the last reads, for the failure message
+
+        async def accounted() -> Any:
+            # b's counters move once its write's commit has come back to it, which can be
+            # after this test saw the commit in PostgreSQL; and /healthz and /metrics are two
+            # reads: so both are read again until b has accounted for the call's four switch
+            # facts and they agree (then nothing of this call is left to move them).
+            health = await b.health()
+            rec = health.get("records", {})
+            duplicates = await b.metric("ivr_records_duplicates_total")
+            seen[:] = [rec, duplicates]
+            settled = (rec.get("written", 0) + rec.get("duplicates", 0) >= 4
+                       and duplicates == f"ivr_records_duplicates_total {float(rec.get('duplicates', 0))}")
+            return (health, duplicates) if settled else None
+
+        try:
+            health, duplicates = await until(accounted, timeout=10, what="b's counters of the call's records")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last read: {seen}") from None
     kinds = Counter(e["kind"] for e in events)
     print(f"recorded: {dict(kinds)}; call: {row}; b's records: {health['records']}")
     assert {"call.started", "ring.started", "ring.answered", "call.ended"} <= kinds.keys(), kinds

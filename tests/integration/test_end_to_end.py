@@ -5,9 +5,11 @@ working together, not each in its own test topology."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
-from tests.integration.amitools import ts
+from tests.integration.amitools import ts, until
 
 TOKEN = "e2e-test-token-0123"
 
@@ -70,9 +72,17 @@ async def test_call_through_greeting_agent_hold_and_resume(ami, make_controller)
         for ch in await ami.channels():
             await ami.action({"Action": "Hangup", "Channel": ch["Channel"]})
         await ami.wait_for(lambda e: e.event == "Hangup" and e.get("Channel") == caller, timeout=10, since=since)
-        async with http.get(f"{base}/api/calls/{call_id}") as resp:
-            assert resp.status == 200, await resp.text()
-            record = await resp.json()
+
+        async def ended() -> Any:
+            # The controller closes the record when its own AMI link has seen the call's
+            # last channel go, and writes it a moment later: the caller's Hangup seen here
+            # does not mean the record is closed yet (a single read raced the writer).
+            async with http.get(f"{base}/api/calls/{call_id}") as resp:
+                assert resp.status == 200, await resp.text()
+                record = await resp.json()
+            return record if record["state"] == "ended" else None
+
+        record = await until(ended, timeout=10, what="the call's record closed")
     assert record["caller"] == "13800138000" and record["agent"] == "1001"
     assert record["rings"] == 1 and record["within_three"]
     assert record["silent_stage"] == "responded"

@@ -275,7 +275,9 @@ async def phone_holds_by_reinvite(ami: AmiRecorder, rig: Rig, hold_for: float) -
         assert call.agent.startswith("PJSIP/1001-")
         [hold] = await ami.wait_for(lambda e: e.event == "Hold" and e["Uniqueid"] == call.agent_uid, timeout=10)
         [start] = await wait_hold(ami, call.uid, "start", 5)
-        assert abs(ts(start) - ts(hold)) < 0.1
+        # the phone's Hold -> the controller's start: one AMI round trip (a few ms idle), which a
+        # busy loop stretches; the hold's timings are held to the issue's +-0.5 s from the Hold
+        assert 0 <= ts(start) - ts(hold) <= TOLERANCE, ts(start) - ts(hold)
         [unhold] = await ami.wait_for(lambda e: e.event == "Unhold" and e["Uniqueid"] == call.agent_uid,
                                       timeout=hold_for + 10)
         [resume] = await wait_hold(ami, call.uid, "resume", 5)

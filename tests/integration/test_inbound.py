@@ -97,10 +97,12 @@ def check_silent_script(ami, exten: str, since: int, greeting: list[str]) -> flo
     release = ts(stages[-1])
     hangup = ami.find(hangup_of(exten), since)[0]
     # Each pause is one long WAIT FOR DIGIT (plus, at most, a last millisecond or two when
-    # the controller's clock is behind Asterisk's), never a poll in short slices.
+    # the controller's clock is behind Asterisk's), never a poll in short slices. The long
+    # one is what is left of the pause when it is sent (5.05 s less the controller's time
+    # since the prompt ended: a few ms idle, more when its loop is busy): at least 4 s.
     waits = commands(ami, exten, since, "WAIT FOR DIGIT")
     assert 3 <= len(waits) <= 6, [e["Command"] for e in waits]
-    assert sum(int(e["Command"].split()[-1]) >= 4900 for e in waits) == 3
+    assert sum(int(e["Command"].split()[-1]) >= 4000 for e in waits) == 3, [e["Command"] for e in waits]
     # Pauses: never shorter than 5 s, and not dragging either.
     for label, pause in (("pause1", p2_start - greeting_end), ("pause2", p3_start - p2_end),
                          ("pause3", release - p3_end)):
@@ -168,10 +170,12 @@ async def speaking_caller(ami, ctl, exten: str, speak_after: float) -> tuple[int
                        and e.get("Command", "").startswith("SET VARIABLE IVR_RESULT"), timeout=5, since=since)
     if responded["From"].startswith("pause"):
         # Heard mid-pause: the controller woke the one long wait (AMI PlayDTMF of D), which
-        # ended right after ChannelTalkingStart, not at its 5 s timeout.
+        # ended after ChannelTalkingStart (43 ms here idle), not at its 5 s timeout (the
+        # speech starts 1.5 s into the pause: more than 3 s before it). Bounded by the
+        # issue's one second, not by the idle figure: a busy loop delays the wake, not the rule.
         woken = [e for e in commands(ami, exten, since, "WAIT FOR DIGIT", "AGIExecEnd")
                  if ts(e) <= ts(responded)][-1]
-        assert 0 <= ts(woken) - ts(talking) < 0.25, ts(woken) - ts(talking)
+        assert 0 <= ts(woken) - ts(talking) < 1.0, ts(woken) - ts(talking)
     return since, ts(talking) - onset, ts(responded) - onset
 
 
@@ -204,7 +208,8 @@ async def test_a_caller_who_speaks_goes_to_the_agents_and_is_not_released(
         assert not ami.find(lambda e: e.event == "UserEvent" and e.get("Stage") == "release", since)
         print(f"{exten}: ChannelTalkingStart {detect * 1000:.0f} ms, "
               f"handed on {hand_on * 1000:.0f} ms after the speech began")
-        assert 0 <= detect < 1.0 and detect <= hand_on < detect + 0.25
+        # the bound: detected, and handed on, within one second of the speech's onset
+        assert 0 <= detect <= hand_on < 1.0
         await hang_up(ami, exten, since)
         await no_call_left(ctl)
     no_agi_errors(logs)

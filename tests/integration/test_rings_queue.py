@@ -73,9 +73,11 @@ async def call(ami: AmiRecorder, agents: str | None) -> None:
     await ami.originate("Local/x@test-caller", "ivr-agents", "s", variables=variables, timeout_ms=5000)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 async def clean_globals(ami: AmiRecorder) -> AsyncIterator[None]:
-    """The controller under test publishes dialplan globals: empty them afterwards."""
+    """The controller under test publishes dialplan globals (IVR_AGENTS: the hunt of its
+    [[agents]], in every test here that builds one): empty them afterwards (the shipped
+    dialplan sets none), or the next test on this switch, of any file, hunts this test's agents."""
     yield
     for name in ("IVR_AGENTS", "IVR_AGENT_TIMEOUT", "IVR_REROUTE_TARGET"):
         await ami.action({"Action": "Setvar", "Variable": name, "Value": ""})
@@ -160,7 +162,7 @@ async def test_queue_without_the_controller_still_connects_the_caller(switch, am
         await wait_hangups(ami, since, 1, timeout=40)
 
 
-async def test_reroute_target_queue_moves_the_caller_after_three_rings(switch, ami, clean_globals):
+async def test_reroute_target_queue_moves_the_caller_after_three_rings(switch, ami):
     """reroute = true, reroute_target = "queue:agents": agent 7501 (hunted) never
     answers; at its 4th ring the controller redirects the caller to the queue, whose
     member 7502 answers 7 s later. The caller heard 3 + 2 rings: no apology, 7502's number."""
@@ -188,7 +190,7 @@ async def test_reroute_target_queue_moves_the_caller_after_three_rings(switch, a
         assert figs["7502"] == {"offered": 1, "within_three": 1, "late": 0, "not_answered": 0, "apologised": 0}
 
 
-async def test_ring_timeout_gives_up_on_an_agent_and_the_hunt_moves_on(switch, ami, clean_globals):
+async def test_ring_timeout_gives_up_on_an_agent_and_the_hunt_moves_on(switch, ami):
     """[rings] ring_timeout = 8 and the hunt come from the controller's globals (the
     caller sets neither): agent 7601 rings 8 s (NOANSWER), then 7602 rings and answers."""
     await ami.add_dialplan("test-agent", "never", ["Ringing()", "Wait(120)", "Hangup()"])

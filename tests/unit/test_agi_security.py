@@ -288,7 +288,9 @@ async def test_sessions_are_capped():
 
 async def test_idle_session_is_dropped_but_a_long_wait_for_digit_is_not():
     async def inbound(call: AgiChannel) -> None:
-        await call.wait_for_digit(1000)  # its own 1 s + idle 0.3 s: the reply at 0.9 s is in time
+        # its own 3 s + idle 0.3 s: the reply at 0.9 s (3 idle timeouts) is in time, with 2.4 s to
+        # spare for a loaded machine (with 1 s, a 0.4-s stall of the test's sleep dropped it)
+        await call.wait_for_digit(3000)
         with pytest.raises(AgiIdle):
             await call.answer()  # no reply at all: dropped after 0.3 s
 
@@ -307,7 +309,7 @@ async def test_idle_session_is_dropped_but_a_long_wait_for_digit_is_not():
         writer.write(wire(environment("inbound", KEY)))
         probe = (await reader.readline()).decode().split()[-1]
         writer.write(f"200 result=1 ({probe})\n".encode())
-        assert (await reader.readline()).startswith(b"WAIT FOR DIGIT 1000")
+        assert (await reader.readline()).startswith(b"WAIT FOR DIGIT 3000")
         await asyncio.sleep(0.9)  # pacing: the switch waiting for a digit (simulated): 3 idle timeouts
         writer.write(b"200 result=0\n")
         assert await reader.readline() == b"ANSWER\n"

@@ -24,7 +24,10 @@ async def fake():
 
 @pytest.fixture
 async def conn(fake):
-    c = AmiConnection("127.0.0.1", fake.port, "ivr", "s3cret", ping_interval=0.05, ping_timeout=0.05,
+    # A Pong missing 0.5 s is a dead link (found within 0.55 s, in the 2 s the tests wait): with
+    # 0.05 s, one stall of this process on a loaded machine while a Ping was out reconnected
+    # the link under a test that counts connects and logins.
+    c = AmiConnection("127.0.0.1", fake.port, "ivr", "s3cret", ping_interval=0.05, ping_timeout=0.5,
                       backoff=FAST)
     yield c
     await c.close()
@@ -124,8 +127,10 @@ async def test_action_without_connection_fails_clearly():
 
 
 async def pinging(fake: FakeAmi, busy_timeout: float) -> AmiConnection:
-    """A connection pinging every 50 ms, dead after 0.1 s of silence or ``busy_timeout``."""
-    c = AmiConnection("127.0.0.1", fake.port, "ivr", "s3cret", ping_interval=0.05, ping_timeout=0.1,
+    """A connection pinging every 50 ms, dead after 0.25 s of silence or ``busy_timeout``.
+    (0.1 s of silence was one stall of this process on a loaded machine: the in-process
+    switch's events stall with it, and the link was taken for half-open.)"""
+    c = AmiConnection("127.0.0.1", fake.port, "ivr", "s3cret", ping_interval=0.05, ping_timeout=0.25,
                       ping_busy_timeout=busy_timeout, backoff=FAST)
     await c.start()
     return c
@@ -162,7 +167,7 @@ class BusySwitch:
 
 
 async def test_a_busy_switch_answering_late_is_not_taken_for_dead(fake):
-    """Pongs 0.5 s late (5 x ping_timeout) while events keep coming: no reconnect, the
+    """Pongs 0.5 s late (2 x ping_timeout) while events keep coming: no reconnect, the
     late Pongs are counted."""
     c = await pinging(fake, busy_timeout=2.0)
     busy = BusySwitch(fake)

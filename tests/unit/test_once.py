@@ -20,7 +20,9 @@ FAST, pg = test_cluster.FAST, test_cluster.pg  # the lease timings; the PostgreS
 async def pair(pg: str, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Lease, Lease, Once, Once]]:
     switch = "once-" + request.node.name[:50].replace("[", "-").replace("]", "")
     a, b = (Lease(pg, node=n, switch=switch, **FAST) for n in ("a", "b"))
-    oa, ob = Once(a, pg, late_limit=5.0), Once(b, pg, late_limit=5.0)
+    # claim_timeout 10 s: a node's first claim opens its pool (connect, CREATE TABLE) within
+    # it, and past it the action goes unrecorded; the bound itself is test_once_pool's subject
+    oa, ob = (Once(x, pg, late_limit=5.0, claim_timeout=10.0) for x in (a, b))
     await a.start()
     await a.wait_role("leader", 5)
     await b.start()
