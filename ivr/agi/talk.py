@@ -7,9 +7,14 @@ a cancellation unwinds, and not when the controller dies: the detector then stay
 and the next node of a pair still has the caller's talk (:mod:`ivr.ami.talk`).
 
 :class:`SwitchClock`: the switch's own wall clock, read once per session (``GET VARIABLE
-STRFTIME(,,%s.%3q)``, milliseconds, half a round trip of error): the times a route keeps
-on the channel (``IVR_STAGE``) are the switch's, like the ``Timestamp`` of its AMI events,
-so the node that takes a script over compares them with no node's clock involved.
+STRFTIME(,,%s.%3q)``): the times a route keeps on the channel (``IVR_STAGE``) are the
+switch's, like the ``Timestamp`` of its AMI events, so the node that takes a script over
+compares them with no node's clock involved. The reading is an interval, not a point: the
+switch read its clock somewhere in the round trip of the command, and printed it cut to
+the millisecond. A time written for a later wait takes the interval's end
+(:meth:`SwitchClock.latest`), a reader's "how long ago" its start
+(:meth:`SwitchClock.earliest`): a pause that spans a takeover is never shortened by
+either node's reading, whichever way each errs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
 log = structlog.get_logger("ivr.agi.talk")
 
 SWITCH_NOW = "STRFTIME(,,%s.%3q)"  # the switch's unix time, ms (checked on Asterisk 22.10)
+# %3q is the microseconds divided down, not rounded (main/stdtime/localtime.c,
+# ast_strftime_locale): the switch's clock read at most this much past the printed value.
+SWITCH_RESOLUTION = 0.001
+SLOW_SYNC = 1.0  # s: a round trip longer than this is logged (its wide bounds are still kept)
 
 
 @asynccontextmanager
@@ -40,15 +49,32 @@ async def talk_detect(call: AgiChannel, silence_ms: int, threshold: int) -> Asyn
 
 
 class SwitchClock:
-    """``now()``: the switch's unix time, from this node's ``wall`` clock and the offset
-    measured by :meth:`sync` (0 until then, or if the switch's answer does not hold up)."""
+    """The switch's unix time, from this node's ``wall`` clock and the bounds of the offset
+    measured by :meth:`sync` (none until then, or if the switch's answer does not hold up:
+    the three readings are then this node's own clock).
+
+    * :meth:`latest`: the switch's clock reads at most this now. For a time written down as
+      "this happened at" that a node will later wait from (a stage's start, the end of a
+      prompt that starts a pause): a reader then counts the wait from no earlier than the
+      truth.
+    * :meth:`earliest`: the switch's clock reads at least this now. For "how long ago" of a
+      written time, hence "how much is left" of a wait: never over-estimated, so the rest
+      is never under-estimated.
+    * :meth:`now`: the midpoint, for records (a time to show or to name something by, not
+      to wait by)."""
 
     def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self.wall = wall
-        self.offset = 0.0
+        self.low = self.high = 0.0  # bounds of (switch clock - this wall clock), s
+        self.round_trip = 0.0
         self.synced = False
 
     async def sync(self, call: AgiChannel) -> SwitchClock:
+        """One ``GET VARIABLE`` of :data:`SWITCH_NOW`. The switch read its clock at a
+        moment in [before, after] (this wall clock), and its clock then read between the
+        printed value and :data:`SWITCH_RESOLUTION` past it: the offset lies in
+        [at - after, at + resolution - before]. A round trip over :data:`SLOW_SYNC` is
+        logged and its bounds kept: pauses lengthen by up to it, never shorten."""
         before = self.wall()
         text = await call.get_variable(SWITCH_NOW) or ""
         after = self.wall()
@@ -56,11 +82,25 @@ class SwitchClock:
             at = float(text) if len(text) <= 20 and text.replace(".", "", 1).isdigit() else math.nan
         except ValueError:
             at = math.nan
-        if math.isfinite(at) and at > 0:
-            self.offset, self.synced = at - (before + after) / 2, True
+        if math.isfinite(at) and at > 0 and after >= before:
+            self.low, self.high = at - after, at + SWITCH_RESOLUTION - before
+            self.round_trip, self.synced = after - before, True
+            if self.round_trip > SLOW_SYNC:
+                log.warning("agi.switch_clock_slow", round_trip=round(self.round_trip, 3),
+                            note="the switch's time is known to within the round trip: scripted pauses "
+                                 "across a takeover may last up to that much longer, never shorter")
         elif text:
             log.warning("agi.switch_clock_refused", value=text[:40])
         return self
 
+    def latest(self) -> float:
+        """The latest the switch's clock can read now: for a time written for a later wait."""
+        return self.wall() + self.high
+
+    def earliest(self) -> float:
+        """The earliest the switch's clock can read now: for how long ago a written time was."""
+        return self.wall() + self.low
+
     def now(self) -> float:
-        return self.wall() + self.offset
+        """The midpoint of :meth:`earliest` and :meth:`latest`: for records, not for waits."""
+        return self.wall() + (self.low + self.high) / 2

@@ -111,9 +111,11 @@ class InboundFlow:
             switch = SwitchClock(self.wall)
             if self.paired:
                 await switch.sync(call)
-            kept = await self._resume_point(call, switch.now())
+            # Reading a kept stage: its age by the switch's earliest now; writing one: the
+            # latest (SwitchClock): a pause across a takeover is never waited short.
+            kept = await self._resume_point(call, switch.earliest())
             resume = None if kept is None or kept[0] == "start" else kept[:2]
-            session = _Session(self, call, await self._call_id(call), switch.now)
+            session = _Session(self, call, await self._call_id(call), switch.latest)
             greeting = self.choose_greeting(self.now(), self.config)
             if resume is None:
                 session.publish("call.arrived", action_key(session.call_id, "arrived", call.uniqueid),
@@ -121,7 +123,7 @@ class InboundFlow:
                 log.info("inbound.greeting", holiday=greeting.holiday, daypart=greeting.daypart,
                          language=greeting.language, prompts=greeting.prompts)
                 await call.set_variable("IVR_GREETING", ",".join(greeting.prompts))
-                await call.set_variable("IVR_STAGE", stage_value("start", switch.now()))
+                await call.set_variable("IVR_STAGE", stage_value("start", switch.latest()))
             else:
                 log.info("inbound.resumed", stage=resume[0], pause_age=round(resume[1], 3))
                 assert kept is not None
@@ -136,7 +138,8 @@ class InboundFlow:
 
     async def _resume_point(self, call: AgiChannel, now: float) -> tuple[str, float, float] | None:
         """The stage another controller reached on this call, how long ago its pause began
-        and when it was written (``now``'s clock: the switch's in a pair); None for a new
+        and when it was written (``now``'s clock: the switch's in a pair, its earliest
+        possible reading, so the age is never over-estimated); None for a new
         call (or a stage that does not hold up: start afresh, which can only make the
         script longer, never release sooner)."""
         text = await call.get_variable("IVR_STAGE")
@@ -163,6 +166,8 @@ class _Session:
     """One call's run through the silent-call script."""
 
     def __init__(self, flow: InboundFlow, call: AgiChannel, call_id: str, wall: Callable[[], float]) -> None:
+        """``wall``: the clock the kept stage's times are written by (in a pair, the
+        switch's, :meth:`~ivr.agi.talk.SwitchClock.latest`)."""
         self.flow, self.call, self.call_id, self.wall = flow, call, call_id, wall
 
     def publish(self, kind: str, key: str = "", **data: Any) -> None:

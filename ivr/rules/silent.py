@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ivr.rules.script import PausedScript
-from ivr.rules.stage import seconds_ago, stage_time
+from ivr.rules.stage import seconds_ago, stage_time, stamp
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ SilentAction = Play | Release | RouteToAgent
 
 # The stage a call reached, kept on its channel (IVR_STAGE) so that another controller can
 # resume the script when this one dies mid-call: "start" (the greeting is playing) or the
-# last prompt that finished, with the wall-clock time its pause began.
+# last prompt that finished, with the time its pause began (the switch's clock, at the latest:
+# :meth:`ivr.agi.talk.SwitchClock.latest`).
 STAGES = ("start", "greeting", "prompt2", "prompt3")
 _PROMPTS = {"prompt2": "silent_prompt2", "prompt3": "silent_prompt3"}  # what each stage plays
 
@@ -61,7 +62,7 @@ def stage_value(stage: str, at: float) -> str:
     """What the flow writes to IVR_STAGE: ``stage@<unix time>``."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
-    return f"{stage}@{at:.3f}"
+    return f"{stage}@{stamp(at)}"
 
 
 def parse_stage(text: str, now: float) -> tuple[str, float]:

@@ -6,8 +6,17 @@ naming what is wrong."""
 
 from __future__ import annotations
 
+import math
+
 MAX_AGE = 3600.0  # s: an older time is not this call's script any more
 MAX_SKEW = 5.0  # s a time may lie in the future (another node's clock)
+
+
+def stamp(at: float) -> str:
+    """``at`` (seconds since 1970) as written in IVR_STAGE: milliseconds, rounded *up*: a
+    time written is when something happened at the latest (a pause's start, that a reader
+    waits from), and the text must not make it earlier."""
+    return f"{math.ceil(round(at * 1000, 3)) / 1000:.3f}"  # round first: 0.123 * 1000 is 123.00000000000001
 
 
 def stage_time(text: str, what: str) -> float:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ivr.rules.script import PausedScript
-from ivr.rules.stage import MAX_SKEW, seconds_ago, stage_time
+from ivr.rules.stage import MAX_SKEW, seconds_ago, stage_time, stamp
 
 REASONS = ("faint", "noisy")
 
@@ -67,7 +67,7 @@ def unclear_stage(started: str, reason: str, state: str, since: float) -> str:
     """What the caller's route writes to IVR_STAGE: ``unclear@<start>@<reason>@<state>@<since>``."""
     if reason not in REASONS or state not in KEPT:
         raise ValueError(f"not an unclear-line stage: {reason!r} {state!r}")
-    return f"unclear@{started}@{reason}@{state}@{since:.3f}"
+    return f"unclear@{started}@{reason}@{state}@{stamp(since)}"
 
 
 def parse_unclear_stage(text: str, now: float) -> tuple[str, str, str, float]:

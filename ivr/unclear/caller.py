@@ -79,14 +79,16 @@ class UnclearCaller:
         if self.paired:
             await switch.sync(call)
         s, kept = self.sessions.get(call.uniqueid), None
-        if s is None and (taken := await self._taken_over(call, switch.now())) is not None:
+        # A kept stage is read by the switch's earliest now and written by its latest
+        # (SwitchClock): a pause across a takeover is never waited short.
+        if s is None and (taken := await self._taken_over(call, switch.earliest())) is not None:
             s, kept = taken
         if s is None:  # not ours, no stage that holds up: the dialplan returns the caller
             log.warning("unclear.agi_unknown", uniqueid=call.uniqueid)
             await call.set_variable("IVR_RESULT", "unknown")
             return
         s.agi = call
-        s.started = s.started or f"{switch.now():.3f}"
+        s.started = s.started or f"{switch.now():.3f}"  # a name and a record, no wait: the midpoint
         u = self.settings
         try:
             with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, call_id=s.call_id):
@@ -94,7 +96,7 @@ class UnclearCaller:
                     s.listening = True
                     if kept is not None and switch.synced:  # the stage and the talk: switch times
                         self._heard_in_takeover(s, kept)
-                    result = await self._run(s, call, switch.now)
+                    result = await self._run(s, call, switch.latest)
                     s.listening = False
                 await call.set_variable("IVR_RESULT", result)  # first: a death now still ends as decided
                 await call.set_variable("IVR_STAGE", "")  # the script is over: nothing to go on with
