@@ -39,6 +39,11 @@ ACTION_TIMEOUT = 5.0
 # CLOCK_REALTIME (which NTP may slew against this process's monotonic clock), and an
 # AGIExecEnd stamped only after res_agi wrote the reply that starts the pause here. Under
 # load that record read a pause waited 5.000 s here as 4.998 s; 50 ms is not heard.
+# It no longer has to cover the nodes' readings of the switch's clock when a pause spans a
+# takeover: those are bounds, the writer's stage time the latest and the reader's "now" the
+# earliest the switch's clock can be (ivr.agi.talk.SwitchClock), so they can only lengthen
+# the pause. Still its job across a takeover: either node's wall clock slewing between its
+# reading and its use (seconds: well under a ms).
 PAUSE_GUARD = 0.05
 
 
