@@ -43,7 +43,7 @@ ACTION_TIMEOUT = 5.0
 # takeover: those are bounds, the writer's stage time the latest and the reader's "now" the
 # earliest the switch's clock can be (ivr.agi.talk.SwitchClock), so they can only lengthen
 # the pause. Still its job across a takeover: either node's wall clock slewing between its
-# reading and its use (seconds: well under a ms).
+# reading and its use (NTP slews at most 0.5 ms a second; a script lasts under a minute).
 PAUSE_GUARD = 0.05
 
 
