@@ -129,7 +129,9 @@ class InboundFlow:
                 assert kept is not None
                 await session.greeting_played_before(resume[0], kept[2], greeting.language)
             # Talk since the kept stage was written counts (a takeover); only when the stage
-            # times are the switch's, as the talk's are.
+            # times are the switch's, as the talk's are. The time kept is the writer's latest
+            # (a round trip and a ms past the truth at most): talk that began in between was
+            # the writer's to hear, alive and listening then.
             since = kept[2] if kept is not None and switch.synced else None
             async with self.speech.listen(call, since=since) as watch:
                 result = await session.run(greeting.prompts, greeting.language, watch, resume)
