@@ -49,9 +49,10 @@ async def talk_detect(call: AgiChannel, silence_ms: int, threshold: int) -> Asyn
 
 
 class SwitchClock:
-    """The switch's unix time, from this node's ``wall`` clock and the bounds of the offset
-    measured by :meth:`sync` (none until then, or if the switch's answer does not hold up:
-    the three readings are then this node's own clock).
+    """The switch's unix time, from this node's steady ``clock`` (monotonic: a step of the
+    node's wall clock after the reading changes nothing) and the bounds of the offset
+    measured by :meth:`sync`; none until then, or if the switch's answer does not hold up:
+    the three readings are then this node's ``wall`` clock as it was at the start.
 
     * :meth:`latest`: the switch's clock reads at most this now. For a time written down as
       "this happened at" that a node will later wait from (a stage's start, the end of a
@@ -63,26 +64,26 @@ class SwitchClock:
     * :meth:`now`: the midpoint, for records (a time to show or to name something by, not
       to wait by)."""
 
-    def __init__(self, wall: Callable[[], float] = time.time) -> None:
-        self.wall = wall
-        self.low = self.high = 0.0  # bounds of (switch clock - this wall clock), s
+    def __init__(self, wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.low = self.high = wall() - clock()  # bounds of (switch clock - this steady clock), s
         self.round_trip = 0.0
         self.synced = False
 
     async def sync(self, call: AgiChannel) -> SwitchClock:
         """One ``GET VARIABLE`` of :data:`SWITCH_NOW`. The switch read its clock at a
-        moment in [before, after] (this wall clock), and its clock then read between the
+        moment in [before, after] (this node's steady clock), and its clock then read between the
         printed value and :data:`SWITCH_RESOLUTION` past it: the offset lies in
         [at - after, at + resolution - before]. A round trip over :data:`SLOW_SYNC` is
         logged and its bounds kept: pauses lengthen by up to it, never shorten."""
-        before = self.wall()
+        before = self.clock()
         text = await call.get_variable(SWITCH_NOW) or ""
-        after = self.wall()
+        after = self.clock()
         try:
             at = float(text) if len(text) <= 20 and text.replace(".", "", 1).isdigit() else math.nan
         except ValueError:
             at = math.nan
-        if math.isfinite(at) and at > 0 and after >= before:
+        if math.isfinite(at) and at > 0:
             self.low, self.high = at - after, at + SWITCH_RESOLUTION - before
             self.round_trip, self.synced = after - before, True
             if self.round_trip > SLOW_SYNC:
@@ -95,12 +96,12 @@ class SwitchClock:
 
     def latest(self) -> float:
         """The latest the switch's clock can read now: for a time written for a later wait."""
-        return self.wall() + self.high
+        return self.clock() + self.high
 
     def earliest(self) -> float:
         """The earliest the switch's clock can read now: for how long ago a written time was."""
-        return self.wall() + self.low
+        return self.clock() + self.low
 
     def now(self) -> float:
         """The midpoint of :meth:`earliest` and :meth:`latest`: for records, not for waits."""
-        return self.wall() + (self.low + self.high) / 2
+        return self.clock() + (self.low + self.high) / 2

@@ -42,8 +42,9 @@ ACTION_TIMEOUT = 5.0
 # It no longer has to cover the nodes' readings of the switch's clock when a pause spans a
 # takeover: those are bounds, the writer's stage time the latest and the reader's "now" the
 # earliest the switch's clock can be (ivr.agi.talk.SwitchClock), so they can only lengthen
-# the pause. Still its job across a takeover: either node's wall clock slewing between its
-# reading and its use (NTP slews at most 0.5 ms a second; a script lasts under a minute).
+# the pause. Still its job across a takeover: either node's steady clock, which carries the
+# reading to its use, drifting from the switch's meanwhile (NTP slews it at most 0.5 ms a
+# second, and a script lasts under a minute; a step of a node's wall clock does not reach it).
 PAUSE_GUARD = 0.05
 
 

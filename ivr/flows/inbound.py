@@ -108,7 +108,7 @@ class InboundFlow:
     async def __call__(self, call: AgiChannel) -> None:
         with structlog.contextvars.bound_contextvars(uniqueid=call.uniqueid, caller=call.caller):
             await call.answer()
-            switch = SwitchClock(self.wall)
+            switch = SwitchClock(self.wall, self.clock)
             if self.paired:
                 await switch.sync(call)
             # Reading a kept stage: its age by the switch's earliest now; writing one: the

@@ -75,7 +75,7 @@ class UnclearCaller:
 
     # -- the caller's FastAGI route -------------------------------------------------
     async def agi_unclear(self, call: AgiChannel) -> None:
-        switch = SwitchClock(self.wall)
+        switch = SwitchClock(self.wall, self.clock)
         if self.paired:
             await switch.sync(call)
         s, kept = self.sessions.get(call.uniqueid), None

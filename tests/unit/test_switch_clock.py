@@ -117,7 +117,7 @@ async def test_the_bounds_hold_the_switchs_time_wherever_it_read_its_clock() -> 
         for t0 in (10.0, 10.0009, 10.0004):
             clock = Clock(t0)
             agi = Agi(clock, [(0.3, read_at)])
-            switch = await SwitchClock(_behind(clock, 42.0)).sync(agi)  # the node's clock: 42 s behind
+            switch = await SwitchClock(_behind(clock, 42.0), clock).sync(agi)  # the node's wall clock: 42 s behind
             truth = SWITCH0 + clock.t
             assert switch.synced and switch.round_trip == pytest.approx(0.3)
             assert switch.earliest() <= truth <= switch.latest(), (read_at, t0)
@@ -125,10 +125,20 @@ async def test_the_bounds_hold_the_switchs_time_wherever_it_read_its_clock() -> 
             assert switch.earliest() <= switch.now() <= switch.latest()
 
 
+async def test_a_step_of_the_nodes_wall_clock_after_the_reading_changes_nothing() -> None:
+    """The reading is carried by the node's steady clock: NTP stepping its wall clock back
+    a second mid-script does not make a stage time written later a second early."""
+    clock, wall = Clock(5.0), Clock(1_700_000_000.0)
+    switch = await SwitchClock(wall, clock).sync(Agi(clock, [(0.01, 0.5)]))
+    wall.t -= 1.0
+    clock.t += 3.0
+    assert switch.earliest() <= SWITCH0 + clock.t <= switch.latest()
+
+
 async def test_a_slow_sync_is_logged_and_only_widens_the_bounds() -> None:
     clock = Clock(0.0)
     with capture_logs() as logs:
-        switch = await SwitchClock(clock).sync(Agi(clock, [(2.5, 1.0)]))
+        switch = await SwitchClock(clock, clock).sync(Agi(clock, [(2.5, 1.0)]))
     assert [e["round_trip"] for e in logs if e["event"] == "agi.switch_clock_slow"] == [2.5]
     truth = SWITCH0 + clock.t
     assert switch.earliest() <= truth <= switch.latest() and switch.latest() - switch.earliest() > 2.5
@@ -139,7 +149,7 @@ async def test_an_answer_that_does_not_hold_up_leaves_the_nodes_own_clock(answer
     clock = Clock(7.0)
     agi = FakeAgi(clock=clock)
     agi.variables[SWITCH_NOW] = answer
-    switch = await SwitchClock(clock).sync(agi)
+    switch = await SwitchClock(clock, clock).sync(agi)
     assert not switch.synced and switch.earliest() == switch.latest() == switch.now() == 7.0
 
 

@@ -69,8 +69,10 @@ async def test_the_route_keeps_its_stage_on_the_channel(world: Any) -> None:
     agi = FakeAgi(CALLER, channel="Local/c@x-00000001;1", clock=clock, prompt_s=PROMPT_S)
     ami.agi = agi
     await asyncio.wait_for(service.agi_unclear(agi), 5)
-    at = f"{WALL:.3f}"
-    assert stages_written(agi) == [f"unclear@{at}@noisy@{s}@{at}" for s in ("ask", "pause1", "pause2", "pause3")] + [""]
+    at = f"{WALL:.3f}"  # the fixture's wall clock at the start; the stage times go on from it
+    began = {"ask": 0.0, "pause1": PROMPT_S, "pause2": 2 * PROMPT_S + 5 + PAUSE_GUARD,
+             "pause3": 3 * PROMPT_S + 2 * (5 + PAUSE_GUARD)}
+    assert stages_written(agi) == [f"unclear@{at}@noisy@{s}@{WALL + b:.3f}" for s, b in began.items()] + [""]
     assert agi.variables["IVR_RESULT"] == "done"
 
 
