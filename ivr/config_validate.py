@@ -110,10 +110,6 @@ def check_sections(config: Config, problems: _Problems) -> None:
 def _validate_database(db: DatabaseConfig, add: Any) -> None:
     if not re.match(r"^(sqlite|postgres(ql)?)://", db.url):
         add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
-    for key in ("timeout", "connect_timeout", "retry_initial", "retry_max", "spool_max_mb", "queue_size"):
-        value = getattr(db, key)
-        if value is not None and value <= 0:
-            add(f"database.{key}", f"must be positive, got {value}")
     if 0 < db.retry_max < db.retry_initial:
         add("database.retry_max", f"must be at least retry_initial ({db.retry_initial}), got {db.retry_max}")
 
