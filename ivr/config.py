@@ -169,6 +169,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "alarms.webhook_queue": (1, 1_000_000),
     "holidays.overrides[].year": (1900, 2200),
     "unclear.clear_threshold": (1, 32767),
+    "callbacks.days[]": (1, 7),  # ISO weekdays, Monday = 1
     "callbacks.live_threshold": (1, 32767),
     "callbacks.live_min_word_ms": (0, 5000),
     "callbacks.agent_reasks": (0, 20), "callbacks.agent_reask_interval": (0.2, 10),

@@ -113,8 +113,8 @@ def validate_callbacks(cb: CallbacksConfig, add: Callable[[str, str], None]) -> 
         parse_span(cb.hours)
     except ValueError as exc:
         add("callbacks.hours", str(exc))
-    if not cb.days or any(not 1 <= d <= 7 for d in cb.days):
-        add("callbacks.days", f"ISO weekdays 1 (Monday) to 7, got {cb.days}")
+    if not cb.days:  # each day's range: NUMBER_RANGES (ivr/config.py)
+        add("callbacks.days", "at least one ISO weekday, 1 (Monday) to 7")
     if not cb.backoff:
         add("callbacks.backoff", "at least one wait (s)")
     try:

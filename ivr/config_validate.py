@@ -110,10 +110,6 @@ def check_sections(config: Config, problems: _Problems) -> None:
 def _validate_database(db: DatabaseConfig, add: Any) -> None:
     if not re.match(r"^(sqlite|postgres(ql)?)://", db.url):
         add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
-    for key in ("timeout", "connect_timeout", "retry_initial", "retry_max", "spool_max_mb", "queue_size"):
-        value = getattr(db, key)
-        if value is not None and value <= 0:
-            add(f"database.{key}", f"must be positive, got {value}")
     if 0 < db.retry_max < db.retry_initial:
         add("database.retry_max", f"must be at least retry_initial ({db.retry_initial}), got {db.retry_max}")
 
@@ -123,15 +119,14 @@ NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def _validate_cluster(config: Config, add: Any) -> None:
     c = config.cluster
-    if not NODE_RE.match(c.switch):  # a name on every record, even without a cluster
-        add("cluster.switch", f"1-63 letters, digits, '.', '_' or '-', got {c.switch!r}")
+    # The switch's name is on every record, even without a cluster; a node's, in a cluster.
+    for key, name in (("switch", c.switch), ("node", c.node)):
+        if (name or key == "switch") and not NODE_RE.match(name):
+            add(f"cluster.{key}", f"1-63 letters, digits, '.', '_' or '-', got {name!r}")
     if c.advertise and (problem := advertise_problem(c.advertise)):
         add("cluster.advertise", problem)
     if not c.node:
         return
-    for key in ("node",):
-        if not NODE_RE.match(getattr(c, key)):
-            add(f"cluster.{key}", f"1-63 letters, digits, '.', '_' or '-', got {getattr(c, key)!r}")
     if not re.match(r"^postgres(ql)?://", config.database.url):
         add("database.url", "[cluster] needs the PostgreSQL database the nodes share (postgresql://...)")
     # The timing argument (README "Controller pairs"): a leader stops acting `margin` s

@@ -21,7 +21,7 @@ def build_callbacks(rt: Runtime, config: Config,
                     store: Callable[[], CallbackQueueStore | None]) -> Feature[CallbackService]:
     service = CallbackService(
         rt.ami, rt.channels, CallbackSettings.from_config(config.callbacks, config.switch, config.prompts,
-                                                          config.agents),
+                                                          config.agents, config.hold),
         store=store, bus=rt.bus, metrics=CallbackMetrics(rt.metrics.registry), acting=rt.acting,
         node=config.cluster.node)
     service.attach()

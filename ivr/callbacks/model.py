@@ -21,13 +21,14 @@ from ivr.rules.callback import (
     parse_span,
 )
 from ivr.rules.dialing import PHONE_RE
-from ivr.sections import AgentConfig, CallbacksConfig, PromptsConfig, SwitchConfig
+from ivr.sections import AgentConfig, CallbacksConfig, HoldConfig, PromptsConfig, SwitchConfig
 
 log = structlog.get_logger("ivr.callbacks")
 
 
 NUMBER = PHONE_RE  # what may be dialled: digits and a leading +
 SOUNDS = re.compile(r"[A-Za-z0-9_./-]{1,200}")  # a sound path the dialplan may play (its own check is the same)
+MOH_CLASS = re.compile(r"[A-Za-z0-9_-]{1,80}")  # a music-on-hold class the dialplan may start (the same check)
 DIAL_OUTCOMES = {"NOANSWER": "no-answer", "BUSY": "busy", "CONGESTION": "busy", "CHANUNAVAIL": "busy",
                  "CANCEL": "agent-declined"}
 
@@ -52,7 +53,7 @@ class CallbackQueueStore(Protocol):
                      call_id: str | None, at: float) -> Row | None: ...
 
 
-_CB, _SWITCH, _PROMPTS = CallbacksConfig(), SwitchConfig(), PromptsConfig()
+_CB, _SWITCH, _PROMPTS, _HOLD = CallbacksConfig(), SwitchConfig(), PromptsConfig(), HoldConfig()
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class CallbackSettings:
     agents: Mapping[str, str] = field(default_factory=dict)  # agent number -> dial string
     names: Mapping[str, str] = field(default_factory=dict)  # agent name -> number
     sounds: str = f"{_PROMPTS.sound_prefix}/{_SWITCH.language}"
+    moh_class: str = _HOLD.moh_class  # the agent's music while the verdict is asked for again ([hold])
     tz: str = _SWITCH.timezone
     agent_ring: float = _CB.agent_ring
     agent_confirm: float = _CB.agent_confirm
@@ -77,12 +79,15 @@ class CallbackSettings:
     @property
     def agent_variables(self) -> str:
         """The agent leg's channel variables besides its id (the Originate's ``Variable``):
-        how often and how far apart ``[ivr-callback-agent]`` asks again for a verdict, and
-        where the "one moment please" it plays meanwhile is. Per call: an attempt adopted
-        by another controller keeps the bound it was placed with."""
+        how often and how far apart ``[ivr-callback-agent]`` asks again for a verdict, the
+        music class and the "one moment please" the agent hears meanwhile. Per call: an
+        attempt adopted by another controller keeps what it was placed with."""
         bound = f"IVR_CB_REASKS={self.agent_reasks},IVR_CB_REASK_WAIT={self.agent_reask_interval:g}"
-        # A prefix that could break the list (a comma) is left out: the agent hears music only.
-        return f"{bound},IVR_CB_SOUNDS={self.sounds}" if SOUNDS.fullmatch(self.sounds) else bound
+        # A value that could break the list (a comma) is left out: the dialplan's default
+        # class (default); no sound path: the agent hears music only.
+        music = f",IVR_CB_MOH={self.moh_class}" if MOH_CLASS.fullmatch(self.moh_class) else ""
+        sounds = f",IVR_CB_SOUNDS={self.sounds}" if SOUNDS.fullmatch(self.sounds) else ""
+        return bound + music + sounds
 
     @property
     def attempt_limit(self) -> float:
@@ -104,7 +109,7 @@ class CallbackSettings:
 
     @classmethod
     def from_config(cls, cb: CallbacksConfig, switch: SwitchConfig, prompts: PromptsConfig,
-                    agents: Sequence[AgentConfig]) -> CallbackSettings:
+                    agents: Sequence[AgentConfig], hold: HoldConfig = _HOLD) -> CallbackSettings:
         start, end = parse_span(cb.hours)
         return cls(
             enabled=cb.enabled,
@@ -112,7 +117,7 @@ class CallbackSettings:
                                   agent_retry=cb.agent_retry, hours=Hours(start, end, frozenset(cb.days))),
             agents={str(a.number): a.device for a in agents},
             names={a.name: str(a.number) for a in agents if a.name},
-            sounds=f"{prompts.sound_prefix}/{switch.language}", tz=switch.timezone,
+            sounds=f"{prompts.sound_prefix}/{switch.language}", moh_class=hold.moh_class, tz=switch.timezone,
             agent_ring=cb.agent_ring, agent_confirm=cb.agent_confirm, agent_reasks=cb.agent_reasks,
             agent_reask_interval=cb.agent_reask_interval, customer_ring=cb.customer_ring,
             live_timeout=cb.live_timeout, poll=cb.poll, live_threshold=cb.live_threshold,

@@ -153,7 +153,7 @@ class Database:
             if self.on_broken is not None:
                 self.on_broken()
 
-    def transaction(self) -> Any:  # async context manager yielding a Tx; use run()
+    def transaction(self, read_only: bool = False) -> Any:  # async context manager yielding a Tx; use run()
         raise NotImplementedError
 
     def _abandon(self) -> None:
@@ -174,15 +174,17 @@ class Database:
             if translate(exc, self.url) is None:
                 raise
 
-    async def run(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+    async def run(self, fn: Callable[[Tx], Awaitable[T]], *, read_only: bool = False) -> T:
         """``fn(tx)`` in one transaction, within ``timeout`` s; driver errors become
-        :class:`DatabaseError`."""
+        :class:`DatabaseError`. ``read_only``: ``fn`` only reads, and every statement sees one
+        snapshot (PostgreSQL: a REPEATABLE READ READ ONLY transaction; an SQLite transaction
+        is one snapshot already, and this connection's writes wait for it)."""
         if self.broken:
             raise DatabaseError(f"database {_redact(self.url)}: closed after an earlier failure",
                                 reason="broken")
 
         async def body() -> T:
-            async with self.transaction() as tx:
+            async with self.transaction(read_only) as tx:
                 return await fn(tx)
 
         task = await _within(body(), self.timeout)
@@ -267,7 +269,7 @@ class SqliteDatabase(Database):
         return db
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    async def transaction(self, read_only: bool = False) -> AsyncIterator[Tx]:
         async with self._lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -330,8 +332,9 @@ class PostgresDatabase(Database):
         return cls(url, pool, timeout)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        async with self.pool.acquire() as conn, conn.transaction():
+    async def transaction(self, read_only: bool = False) -> AsyncIterator[Tx]:
+        isolation = "repeatable_read" if read_only else None  # one snapshot for every statement
+        async with self.pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=read_only):
             yield _PgTx(conn)
 
     def _abandon(self) -> None:

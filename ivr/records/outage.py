@@ -95,9 +95,7 @@ class RecorderSpool(RecorderProgress):
         self.applied += written
         self._duplicate(len(done) - written)
         self._delays = None
-        for event in events:
-            self._recent.append(event.id)
-        await self._notify()
+        await self._handled(*events)
         return True
 
     async def _replay_each(self, entries: list[Entry]) -> None:
@@ -158,5 +156,4 @@ class RecorderSpool(RecorderProgress):
         if moved and self.spool is not None:
             await asyncio.to_thread(self.spool.sync)  # on disk before more are taken
         if moved:
-            async with self._progress:
-                self._progress.notify_all()
+            await self._notify()

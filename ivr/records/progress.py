@@ -116,8 +116,9 @@ class RecorderProgress:
             log.error("records.dropped", reason=reason, count=count, dropped_total=self.dropped[reason],
                       error=error, **details)
 
-    async def _handled(self, event: CallEvent) -> None:
-        self._recent.append(event.id)
+    async def _handled(self, *events: CallEvent) -> None:
+        """``events`` are on record (or given up): :meth:`handled` may tell their waiters."""
+        self._recent.extend(event.id for event in events)
         await self._notify()
 
     async def _notify(self) -> None:

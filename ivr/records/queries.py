@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ivr.records.db import Database, Row
+from ivr.records.db import Database, Row, Tx
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,26 @@ class CallFilter:
 
 # Tables with a switch column of their own; the others belong to a call and are found through it.
 SWITCH_COLUMN = frozenset({"calls", "call_events", "messages", "callbacks"})
+
+
+CALL_PARTS = {"call_events": "at", "ring_legs": "started_at", "alarms": "at", "holds": "started_at",
+              "transfers": "started_at", "messages": "at", "callbacks": "at"}  # table: its order
+
+
+async def _read_call(tx: Tx, call_id: str) -> Row | None:
+    rows = await tx.fetchall("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+    if not rows:
+        return None
+    row = rows[0]
+    for table, col in CALL_PARTS.items():
+        sql = f"SELECT * FROM {table} WHERE call_id = ? ORDER BY {col}"  # noqa: S608 - names from CALL_PARTS
+        parts = await tx.fetchall(sql, (call_id,))
+        for r in parts:
+            r.pop("call_id", None)
+            if table == "call_events":
+                r["data"] = json.loads(r["data"])
+        row["events" if table == "call_events" else table] = parts
+    return row
 
 
 class CallQueries:
@@ -65,21 +85,10 @@ class CallQueries:
         return [r["call_id"] for r in rows]
 
     async def call(self, call_id: str) -> Row | None:
-        """One call with everything that happened to it, or None."""
-        row = await self.db.fetchone("SELECT * FROM calls WHERE call_id = ?", (call_id,))
-        if row is None:
-            return None
-        order = {"call_events": "at", "ring_legs": "started_at", "alarms": "at", "holds": "started_at",
-                 "transfers": "started_at", "messages": "at", "callbacks": "at"}
-        for table, col in order.items():
-            sql = f"SELECT * FROM {table} WHERE call_id = ? ORDER BY {col}"  # noqa: S608 - names from `order`
-            rows = await self.db.fetchall(sql, (call_id,))
-            for r in rows:
-                r.pop("call_id", None)
-                if table == "call_events":
-                    r["data"] = json.loads(r["data"])
-            row["events" if table == "call_events" else table] = rows
-        return row
+        """One call with everything that happened to it, or None: read in one snapshot, so
+        a write meanwhile never shows the call's row and its events, holds or legs apart
+        (an ended row without its ``call.ended`` event)."""
+        return await self.db.run(lambda tx: _read_call(tx, call_id), read_only=True)
 
     async def _window(self, table: str, col: str, since: float | None, until: float | None,
                       extra: dict[str, Any], limit: int, switch: str | None = None) -> list[Row]:

@@ -107,12 +107,9 @@ class AgentLegs:
             return
         self._open(uid, name, event.get("DestLinkedid") or event.get("Linkedid") or uid, agent,
                    event.get("Channel", ""))
-        if event.get("DestChannelState") == str(STATE_RINGING):
+        ch = self.tracker.get(uid)  # Newstate Ringing may have come first
+        if event.get("DestChannelState") == str(STATE_RINGING) or (ch is not None and ch.state == STATE_RINGING):
             self._ringing(self.legs[uid], self._at(event))
-        else:
-            ch = self.tracker.get(uid)  # Newstate Ringing may have come first
-            if ch is not None and ch.state == STATE_RINGING:
-                self._ringing(self.legs[uid], self._at(event))
 
     def _agent_called(self, event: Any) -> None:
         """A queue member is called: its agent is the [[agents]] entry whose dial string

@@ -19,7 +19,6 @@ Which channels are agent legs: :mod:`ivr.rings.legs`; moving a call on: :mod:`iv
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +44,7 @@ from ivr.rings.legs import AgentFigures, AgentLegs, Leg
 from ivr.rings.reroute import Rerouting
 from ivr.rings.settings import RingSettings
 from ivr.rules.rings import Answered, NotAnswered, Reroute, RingAlarm, answer_verdict
+from ivr.tasks import TaskSet
 from ivr.timers import TimerService
 
 __all__ = ["AgentFigures", "AnswerDecision", "Leg", "RingMonitor", "RingSettings", "device_key"]
@@ -83,7 +83,7 @@ class RingMonitor(AgentLegs, Rerouting):
         self._redirected: set[str] = set()  # linkedids already moved to the reroute target
         self.figures_by_agent: dict[str, AgentFigures] = {}
         self.alarms: list[RingAlarmNotice] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("ring.task_failed")  # re-routes under way
 
     # -- wiring ---------------------------------------------------------------------
     def attach(self) -> None:
@@ -105,7 +105,12 @@ class RingMonitor(AgentLegs, Rerouting):
 
     def _at(self, event: Any) -> float:
         """The event's Asterisk timestamp on the timer clock."""
-        return self.timers.now() - max(0.0, self.wall() - event_time(event))
+        return self._timer_clock(event_time(event))
+
+    def _timer_clock(self, switch_time: float) -> float:
+        """An Asterisk timestamp (epoch seconds) on the timer clock: that long before now
+        (never in the future)."""
+        return self.timers.now() - max(0.0, self.wall() - switch_time)
 
     # -- figures for the dashboard ---------------------------------------------------
     def figures(self) -> dict[str, dict[str, int]]:
@@ -163,7 +168,7 @@ class RingMonitor(AgentLegs, Rerouting):
         for leg in list(self.legs.values()):
             ch = self.tracker.get(leg.uniqueid)
             if ch is not None and ch.state == STATE_UP and leg.watch.state in ("idle", "ringing"):
-                at = self.timers.now() - max(0.0, self.wall() - ch.state_changed)
+                at = self._timer_clock(ch.state_changed)
                 if leg.watch.state == "idle":
                     self._ringing(leg, at)
                 self._answer(leg, at)
@@ -224,9 +229,7 @@ class RingMonitor(AgentLegs, Rerouting):
 
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         for sink in self.sinks:
             await sink.close()
 

@@ -4,7 +4,6 @@ a leg's watch says so, the call moves on, to the re-route target through ivr-age
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import structlog
@@ -12,6 +11,7 @@ import structlog
 from ivr.ami.confirm import channel_facts, hang_up_confirmed
 from ivr.ami.connection import AmiConnection, AmiError
 from ivr.rings.legs import AGENTS_CONTEXT, Leg
+from ivr.tasks import TaskSet
 
 log = structlog.get_logger("ivr.rings")
 
@@ -23,7 +23,7 @@ class Rerouting:
     # Provided by RingMonitor.
     conn: AmiConnection
     _redirected: set[str]  # linkedids already moved to the reroute target
-    _tasks: set[asyncio.Task[None]]
+    _tasks: TaskSet
     _emit: Callable[..., None]
 
     def _reroute(self, leg: Leg, target: str) -> None:
@@ -58,6 +58,4 @@ class Rerouting:
             except AmiError as exc:
                 log.warning("ring.reroute_failed", channel=action["Channel"], error=str(exc))
 
-        task = asyncio.ensure_future(move_on())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(move_on())

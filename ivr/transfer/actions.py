@@ -52,28 +52,25 @@ class TransferActions:
     async def _apply(self, xfer: Transfer, actions: list[TransferAction]) -> None:
         lock = self._locks.setdefault(xfer.id, asyncio.Lock())
         async with lock:
-            for action in actions:
-                try:
-                    await self._do(xfer, action)
-                except AmiError as exc:
-                    if isinstance(action, PlayToCaller):
-                        raise  # the caller never left the agent: the transfer did not start
-                    log.warning("transfer.action_failed", transfer=xfer.id,
-                                action=type(action).__name__, error=str(exc))
-                    if isinstance(action, Dial):
-                        await self._apply_unlocked(
-                            xfer, xfer.machine.target_busy(self.timers.now(), "dial-failed"))
+            await self._apply_unlocked(xfer, actions)
             self.timers.poke(xfer.id)
             if xfer.machine.done:
                 self._forget(xfer)
 
     async def _apply_unlocked(self, xfer: Transfer, actions: list[TransferAction]) -> None:
+        """The actions one at a time, under the lock :meth:`_apply` holds: a failed one is
+        logged and the next one runs (a failed dial returns the caller)."""
         for action in actions:
             try:
                 await self._do(xfer, action)
             except AmiError as exc:
+                if isinstance(action, PlayToCaller):
+                    raise  # the caller never left the agent: the transfer did not start
                 log.warning("transfer.action_failed", transfer=xfer.id,
                             action=type(action).__name__, error=str(exc))
+                if isinstance(action, Dial):
+                    await self._apply_unlocked(
+                        xfer, xfer.machine.target_busy(self.timers.now(), "dial-failed"))
 
     async def _do(self, xfer: Transfer, action: TransferAction) -> None:
         if isinstance(action, StateChanged):

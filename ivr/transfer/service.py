@@ -116,7 +116,8 @@ class TransferService(TargetAnnouncement):
                 return t, "agent"
         return None
 
-    async def _channels(self) -> list[Any]:
+    async def channels(self) -> list[Any]:
+        """The switch's channels now (``CoreShowChannels``)."""
         replies = await self.ami.action({"Action": "CoreShowChannels"}, 10.0, as_list=True)
         return [m for m in replies if m.get("Event") == "CoreShowChannel"]
 
@@ -126,7 +127,7 @@ class TransferService(TargetAnnouncement):
         away from the agent it is bridged with, to ``target``."""
         tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial,
                              allow_numbers=self.settings.allow_numbers)
-        rows = await self._channels()
+        rows = await self.channels()
         caller = next((r for r in rows if r.get("Uniqueid") == call_id), None) or next(
             (r for r in rows if r.get("Linkedid") == call_id and r.get("Uniqueid") == call_id), None)
         if caller is None:
@@ -137,7 +138,7 @@ class TransferService(TargetAnnouncement):
         """The agent on channel ``agent_uid`` keyed a transfer (feature code)."""
         tgt = resolve_target(target, self.settings.agents, allow_dial=self.settings.allow_dial,
                              allow_numbers=self.settings.allow_numbers)
-        rows = await self._channels()
+        rows = await self.channels()
         agent = next((r for r in rows if r.get("Uniqueid") == agent_uid), None)
         bridge = agent.get("BridgeId", "") if agent is not None else ""
         caller = next((r for r in rows if bridge and r.get("BridgeId") == bridge
@@ -171,8 +172,7 @@ class TransferService(TargetAnnouncement):
                             IVR_XFER_REMIND=str(s.remind_every), IVR_XFER_MAXWAIT=str(s.max_wait),
                             IVR_XFER_AGENT=xfer.agent_channel, IVR_XFER_TARGET="", IVR_XFER_TO=tgt.label)
         await self._setvars(xfer.agent, IVR_XFER_ID=xid, IVR_XFER_MAXWAIT=str(s.max_wait))
-        self.transfers[xid] = xfer
-        self.timers.add(xid, xfer.machine, functools.partial(self._apply, xfer))
+        self.follow(xfer)
         log.info("transfer.start", transfer=xid, call_id=xfer.call_id, caller=caller_uid,
                  agent=xfer.agent_number, target=tgt.label)
         try:
@@ -182,6 +182,16 @@ class TransferService(TargetAnnouncement):
             self._forget(xfer)
             raise
         return xfer
+
+    # What a takeover (takeover.py) uses besides channels(): a transfer rebuilt from the switch.
+    def follow(self, xfer: Transfer) -> None:
+        """Know ``xfer`` and drive its machine's deadlines."""
+        self.transfers[xfer.id] = xfer
+        self.timers.add(xfer.id, xfer.machine, functools.partial(self._apply, xfer))
+
+    def carry_out(self, xfer: Transfer, actions: list[TransferAction]) -> None:
+        """Carry out the machine's ``actions`` in the background, under the transfer's lock."""
+        self._spawn(self._apply(xfer, actions))
 
     # -- AMI events -----------------------------------------------------------------
     async def _hung_up(self, xfer: Transfer, role: str, uniqueid: str) -> None:

@@ -26,7 +26,6 @@ they are on record once whether or not it wrote them.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import Callable
@@ -52,7 +51,7 @@ MIN_RING = 5.0  # s: with less ring time left before the dialplan's safety net, 
 async def take_over(service: TransferService, wall: Callable[[], float] = time.time) -> list[str]:
     """Take over every transfer in progress on the switch that this node does not know;
     returns their ids."""
-    rows = await service._channels()
+    rows = await service.channels()
     taken = []
     for row in rows:
         if row.get("Context") != "ivr-transfer-wait":
@@ -64,16 +63,15 @@ async def take_over(service: TransferService, wall: Callable[[], float] = time.t
             continue
         if xfer is None:
             continue
-        service.transfers[xfer.id] = xfer
-        service.timers.add(xfer.id, xfer.machine, functools.partial(service._apply, xfer))
+        service.follow(xfer)
         log.info("transfer.taken_over", transfer=xfer.id, state=xfer.machine.state, call_id=xfer.call_id,
                  target=xfer.target.label, dial_steps=list(xfer.dial_steps))
         taken.append(xfer.id)
         m, now = xfer.machine, service.timers.now()
         if m.state == "offered":  # never dialled, as far as the switch shows: dial it now
-            service._spawn(service._apply(xfer, [Dial(m.target, (m.deadline or now) - now)]))
+            service.carry_out(xfer, [Dial(m.target, (m.deadline or now) - now)])
         elif xfer.target_channel == "":  # the target is gone: the caller comes back now
-            service._spawn(service._apply(xfer, m.target_hangup(now)))
+            service.carry_out(xfer, m.target_hangup(now))
     return taken
 
 

@@ -5,17 +5,18 @@ returns them to the agent. ``service.UnclearService``, ``http.unclear_routes``;
 
 from __future__ import annotations
 
+from ivr.ami.channels import AgentLegCheck
 from ivr.feature import Feature, Runtime
 from ivr.sections import Config
 from ivr.unclear.http import UNCLEAR_OPENAPI, unclear_routes
 from ivr.unclear.metrics import UnclearMetrics
-from ivr.unclear.service import AgentLeg, UnclearService
+from ivr.unclear.service import UnclearService
 from ivr.unclear.session import UnclearError, UnclearSettings
 
 __all__ = ["UnclearError", "UnclearService", "UnclearSettings", "build_unclear"]
 
 
-def build_unclear(rt: Runtime, config: Config, *, agent_leg: AgentLeg | None = None) -> Feature[UnclearService]:
+def build_unclear(rt: Runtime, config: Config, *, agent_leg: AgentLegCheck | None = None) -> Feature[UnclearService]:
     """``agent_leg(uniqueid, channel)``: whether a channel is an agent's leg (the ring
     monitor knows); the key is refused from any other channel."""
     service = UnclearService(

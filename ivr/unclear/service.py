@@ -18,7 +18,8 @@ up, to the fallback queue.
 
 What "clear" means on the audio, and what was measured: :mod:`ivr.unclear.session`.
 
-Across a node death (issue 17): :mod:`ivr.unclear.session`.
+Across a node death (issue 17): taken over by the next node's FastAGI route
+(:mod:`ivr.unclear.caller`, ``_taken_over``); how, in :mod:`ivr.unclear.session`.
 
 Everything is announced with ``UserEvent: IvrUnclearLine`` (``Stage``: ask, ask-again,
 goodbye, release, returned; ``Reason``), published on the event bus (``unclear.stage``,
@@ -46,7 +47,7 @@ from ivr.ami.away import (
     publish,
     step_out,
 )
-from ivr.ami.channels import Channel, ChannelTracker, from_agent_leg
+from ivr.ami.channels import AgentLegCheck, Channel, ChannelTracker, from_agent_leg
 from ivr.ami.connection import AmiError
 from ivr.ami.link import AmiLink
 from ivr.ami.talk import TalkLog
@@ -72,13 +73,11 @@ from ivr.unclear.session import (
 
 log = structlog.get_logger("ivr.unclear")
 
-AgentLeg = Callable[[str, str], bool]  # (uniqueid, channel name) -> is an agent's leg
-
 
 class UnclearService(UnclearCaller):
     def __init__(self, conn: AmiLink, tracker: ChannelTracker, settings: UnclearSettings, *,
                  bus: EventBus | None = None, metrics: UnclearMetrics | None = None,
-                 agent_leg: AgentLeg | None = None, clock: Callable[[], float] = time.monotonic,
+                 agent_leg: AgentLegCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, acting: Callable[[], bool] = lambda: True,
                  once: Once | None = None, paired: bool = False) -> None:
         self.conn, self.tracker, self.settings = conn, tracker, settings
@@ -87,7 +86,7 @@ class UnclearService(UnclearCaller):
         self.acting = acting  # False on a pair's standby: the leader takes callers aside
         self.once = once or Once()  # each stage announced once per switch
         self.bus, self.metrics, self.clock, self.wall = bus, metrics, clock, wall
-        self.agent_leg: AgentLeg = agent_leg or self._bridged_non_caller
+        self.agent_leg: AgentLegCheck = agent_leg or self._bridged_non_caller
         self.sessions: dict[str, UnclearSession] = {}  # caller Uniqueid -> session
         self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key seen as a standby
         self._waiters = EventWaiters()

@@ -218,21 +218,25 @@ async def test_no_controller_within_the_bound_lets_the_agent_go_and_says_so(
     await remove_customers(ami, [number])
 
 
-@pytest.mark.parametrize(("n", "reasks", "wait"), [(1, "2 + 40", "0.5;Hangup()"), (2, "", "x")])
+@pytest.mark.parametrize(("n", "reasks", "wait", "moh"), [(1, "2 + 40", "0.5;Hangup()", ",IVR_CB_MOH=../x"),
+                                                         (2, "", "x", "")])
 async def test_a_bound_the_dialplan_cannot_read_is_its_default(ami: AmiRecorder, n: int, reasks: str,
-                                                                wait: str) -> None:
+                                                                wait: str, moh: str) -> None:
     """No controller at all, and the agent's leg originated with a re-ask bound that is not
     a number (as a misconfigured or forged Originate would): the dialplan asks 5 times in
-    all, its default, and lets the agent go; nothing of the values is evaluated."""
+    all, its default, and lets the agent go; nothing of the values is evaluated. A music
+    class that is not a class name, or none: the default class."""
     uid = f"ivrcb00000bad{n}-1"
     await ami.add_dialplan("test-cb-bound", "a", ["Answer()", "Wait(30)", "Hangup()"])
     since = len(ami.events)
     reply = await ami.action({"Action": "Originate", "Channel": "Local/a@test-cb-bound",
                               "Context": "ivr-callback-agent", "Exten": "s", "Priority": "1", "Async": "true",
                               "ChannelId": uid,
-                              "Variable": f"IVR_CB_ID={uid},IVR_CB_REASKS={reasks},IVR_CB_REASK_WAIT={wait}"},
+                              "Variable": f"IVR_CB_ID={uid},IVR_CB_REASKS={reasks},IVR_CB_REASK_WAIT={wait}{moh}"},
                              as_list=False)
     assert reply.success, reply
+    [started] = await ami.wait_for(music(uid), timeout=30, since=since)
+    assert started.get("Class") == "default", dict(started)
     [unserved] = await ami.wait_for(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrCallbackUnserved"
                                     and e.get("CallbackId") == uid, timeout=30, since=since)
     assert (unserved["Asks"], unserved["AgiStatus"]) == ("5", "FAILURE"), dict(unserved)

@@ -318,24 +318,33 @@ def test_the_reask_bound_defaults_to_five_asks_a_second_apart_and_is_validated(t
         load_config(tmp_path / "float.toml", env={})
     config = Config()
     settings = CallbackSettings.from_config(config.callbacks, config.switch, config.prompts, [])
-    assert (settings.agent_reasks, settings.agent_reask_interval) == (4, 1.0)
+    assert (settings.agent_reasks, settings.agent_reask_interval, settings.moh_class) == (4, 1.0, "default")
+    (tmp_path / "moh.toml").write_text('[hold]\nmoh_class = "calm"\n')
+    config = load_config(tmp_path / "moh.toml", env={})
+    settings = CallbackSettings.from_config(config.callbacks, config.switch, config.prompts, [], config.hold)
+    assert settings.moh_class == "calm" and ",IVR_CB_MOH=calm," in settings.agent_variables
 
 
-@pytest.mark.parametrize(("reasks", "interval", "sounds", "variables"), [
-    (4, 1.0, "ivr/zh-CN", "IVR_CB_REASKS=4,IVR_CB_REASK_WAIT=1,IVR_CB_SOUNDS=ivr/zh-CN"),
-    (10, 0.25, "ivr/en-US", "IVR_CB_REASKS=10,IVR_CB_REASK_WAIT=0.25,IVR_CB_SOUNDS=ivr/en-US"),
-    (0, 2.5, "my,prompts/zh-CN", "IVR_CB_REASKS=0,IVR_CB_REASK_WAIT=2.5"),  # a prefix that would break the list
+@pytest.mark.parametrize(("reasks", "interval", "sounds", "moh", "variables"), [
+    (4, 1.0, "ivr/zh-CN", "default", "IVR_CB_REASKS=4,IVR_CB_REASK_WAIT=1,IVR_CB_MOH=default,IVR_CB_SOUNDS=ivr/zh-CN"),
+    (10, 0.25, "ivr/en-US", "quiet_2-b", "IVR_CB_REASKS=10,IVR_CB_REASK_WAIT=0.25,IVR_CB_MOH=quiet_2-b,"
+     "IVR_CB_SOUNDS=ivr/en-US"),
+    # a prefix or a class that would break the list, or no class: left out (the dialplan's defaults)
+    (0, 2.5, "my,prompts/zh-CN", "a,IVR_CB_ID=x", "IVR_CB_REASKS=0,IVR_CB_REASK_WAIT=2.5"),
+    (1, 1.0, "ivr/zh-CN", "", "IVR_CB_REASKS=1,IVR_CB_REASK_WAIT=1,IVR_CB_SOUNDS=ivr/zh-CN"),
+    (1, 1.0, "ivr/zh-CN", "../x", "IVR_CB_REASKS=1,IVR_CB_REASK_WAIT=1,IVR_CB_SOUNDS=ivr/zh-CN"),
 ])
 async def test_the_agents_originate_carries_the_bound(store: CallStore, reasks: int, interval: float, sounds: str,
-                                                      variables: str) -> None:
-    """Per call, on the agent leg (no global state): an attempt adopted elsewhere keeps it."""
+                                                      moh: str, variables: str) -> None:
+    """Per call, on the agent leg (no global state): an attempt adopted elsewhere keeps it.
+    The agent's music while asked again is the [hold] moh_class, validated."""
     from dataclasses import replace
 
     await store.apply(CallEvent("callback.requested", "call-4", {
         "item": "cb-4", "caller_number": "13900000004", "best_time": "today", "target": "", "held_by": "1002"},
         at=NOON - 600))
     ami = RecordingAmi()
-    settings = replace(SETTINGS, agent_reasks=reasks, agent_reask_interval=interval, sounds=sounds)
+    settings = replace(SETTINGS, agent_reasks=reasks, agent_reask_interval=interval, sounds=sounds, moh_class=moh)
     service = CallbackService(ami, ChannelTracker(), settings, store=lambda: store.queue, wall=Clock(NOON))
     try:
         [att] = await service.tick()

@@ -191,10 +191,15 @@ def test_callbacks_config_is_checked(tmp_path: object) -> None:
         load_config(path, env={})
     message = str(info.value)
     for expected in ("callbacks.hours (line 2): '18:00-09:00': the end must be after the start",
-                     "callbacks.days (line 3): ISO weekdays 1 (Monday) to 7", "callbacks.backoff (line 4)",
+                     "callbacks.days[0] (line 3): must be between 1 and 7, got 0",
+                     "callbacks.days[1] (line 3): must be between 1 and 7, got 8", "callbacks.backoff (line 4)",
                      "callbacks.max_attempts (line 5): must be greater than 0",
                      "callbacks.agent_retry (line 6): must be greater than 0"):
         assert expected in message, message
+    assert sum(p.startswith("callbacks.days") for p in info.value.details["problems"]) == 2, message  # one per day
+    path.write_text("[callbacks]\ndays = []\n")
+    with pytest.raises(ConfigError, match=r"callbacks.days \(line 2\): at least one ISO weekday"):
+        load_config(path, env={})
     path.write_text('[callbacks]\nenabled = true\nhours = "08:30-21:00"\nbackoff = [60.0, 300.0]\n')
     cfg = load_config(path, env={})
     from ivr.callbacks.model import CallbackSettings

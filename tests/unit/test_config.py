@@ -192,10 +192,12 @@ def test_database_timeouts_and_spool_limits_must_be_positive(tmp_path: Path) -> 
                     'spool_max_mb = 0\nqueue_size = 0\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
-    text = str(caught.value)
+    problems = caught.value.details["problems"]
     for key in ("database.timeout", "database.connect_timeout", "database.retry_max", "database.spool_max_mb",
                 "database.queue_size"):
-        assert key in text, key
+        mine = [p for p in problems if p.startswith(f"{key} ")]
+        assert len(mine) == 1, (key, problems)  # one error per bad key (the number check's)
+    assert "database.timeout (line 2): must be greater than 0, got 0.0" in problems, problems
 
 
 def test_allow_numbers_must_be_valid_patterns(tmp_path: Path) -> None:

@@ -11,13 +11,16 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ivr.events import CallEvent, EventBus
 from ivr.records import CallFilter, CallRecorder, CallStore, DatabaseError, connect
+from ivr.records import db as db_module
 from ivr.records.migrations import Migration, bundled, current_version, migrate
 from tests import present
+from tests.fakes import idle
 from tests.pgserver import postgres_server, throwaway_database
 
 T0 = 1_760_000_000.0  # a fixed wall-clock time for events
@@ -187,6 +190,38 @@ async def test_a_late_event_does_not_revive_an_ended_call(store: CallStore) -> N
     await store.apply(ev("hold.start", 6, "4.0"))
     call = await store.call("4.0")
     assert call is not None and call["state"] == "ended"
+
+
+async def test_one_call_is_read_in_one_snapshot(store: CallStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /api/calls/{id} reads the call's row and its events, holds and legs in one
+    transaction (one snapshot): a call.ended written while the read is under way is either
+    wholly in what it shows (the row ended, the event there) or not at all; never an open
+    row with the end's event, nor an ended row without it."""
+    for e in A_CALL[:-1]:
+        await store.apply(e)
+    end = A_CALL[-1]
+    writing: list[asyncio.Future[bool]] = []
+
+    def between(original: Any) -> Any:
+        async def fetchall(self: Any, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = await original(self, sql, params)
+            if sql.startswith("SELECT * FROM calls WHERE") and not writing:  # the row is read: the end is written
+                writing.append(asyncio.ensure_future(store.apply(end)))
+                if store.db.dialect == "postgresql":  # on another connection of the pool: committed now
+                    await asyncio.wait_for(writing[0], 10)
+                else:  # the one connection: the write queues for it (its lock) before the read goes on
+                    await idle()
+            return rows
+        return fetchall
+
+    for tx in (db_module._SqliteTx, db_module._PgTx):
+        monkeypatch.setattr(tx, "fetchall", between(tx.fetchall))
+    read = await store.call("1.0")
+    assert read is not None and writing
+    assert read["ended_at"] is None and "call.ended" not in [e["kind"] for e in read["events"]], read
+    assert await asyncio.wait_for(writing[0], 10) is True
+    after = await store.call("1.0")
+    assert after is not None and after["ended_at"] is not None and after["events"][-1]["kind"] == "call.ended"
 
 
 async def test_unclear_line_shows_and_ends(store: CallStore) -> None:

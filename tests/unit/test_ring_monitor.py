@@ -205,6 +205,22 @@ async def test_reroute_never_hangs_up_a_channel_of_another_call():
         await rig.event(Event="DialEnd", **CALLER, **LEG, DialStatus="NOANSWER")
 
 
+async def test_a_reroute_that_fails_unexpectedly_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-route's background task is in the monitor's TaskSet: an error it did not
+    expect is logged (ring.task_failed), never lost with the task."""
+    async def broken(*_args: Any, **_kw: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("ivr.rings.reroute.hang_up_confirmed", broken)
+    async with started(reroute=True) as rig:
+        with capture_logs() as logs:
+            await rig.ring()
+            await rig.advance(15.0)
+            await until(lambda: any(e["event"] == "ring.task_failed" for e in logs), 2,
+                        "the failed re-route task logged")
+        assert "RuntimeError('boom')" in next(e["error"] for e in logs if e["event"] == "ring.task_failed")
+
+
 async def test_apology_counts_rings_of_earlier_agents_on_the_same_call(rig):
     await rig.ring()
     await rig.advance(20.0)
