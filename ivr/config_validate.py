@@ -17,7 +17,7 @@ from ivr.config_checks import AGI_KEY_MIN, advertise_problem
 from ivr.config_checks import Problems as _Problems
 from ivr.config_checks import validate_callbacks as _validate_callbacks
 from ivr.greeting import holiday_ids, holiday_names, prompt_file
-from ivr.rules.dialing import DIAL_RE, reroute_entry
+from ivr.rules.dialing import DIAL_RE, MOH_CLASS, reroute_entry
 from ivr.rules.rings import TONE_ZONE_CADENCES, Cadence
 from ivr.sections import Config, DatabaseConfig, HolidayAddition, HolidayOverride
 
@@ -96,6 +96,9 @@ def check_sections(config: Config, problems: _Problems) -> None:
     u = config.unclear
     if u.clear_min_ms >= u.clear_max_ms:
         add("unclear.clear_max_ms", f"must be more than clear_min_ms ({u.clear_min_ms}), got {u.clear_max_ms}")
+    if not MOH_CLASS.fullmatch(config.hold.moh_class):
+        add("hold.moh_class", "a music-on-hold class name of 1-80 characters A-Z a-z 0-9 _ - "
+            f"(as in musiconhold.conf), got {config.hold.moh_class[:80]!r}")
     if config.hold.announce and config.hold.choices_after > 300:
         add("hold.choices_after", "the hold announcement can promise at most five minutes: "
             "set choices_after <= 300 or hold.announce = false")

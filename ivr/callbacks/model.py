@@ -20,7 +20,7 @@ from ivr.rules.callback import (
     LiveRule,
     parse_span,
 )
-from ivr.rules.dialing import PHONE_RE
+from ivr.rules.dialing import MOH_CLASS, PHONE_RE
 from ivr.sections import AgentConfig, CallbacksConfig, HoldConfig, PromptsConfig, SwitchConfig
 
 log = structlog.get_logger("ivr.callbacks")
@@ -28,7 +28,6 @@ log = structlog.get_logger("ivr.callbacks")
 
 NUMBER = PHONE_RE  # what may be dialled: digits and a leading +
 SOUNDS = re.compile(r"[A-Za-z0-9_./-]{1,200}")  # a sound path the dialplan may play (its own check is the same)
-MOH_CLASS = re.compile(r"[A-Za-z0-9_-]{1,80}")  # a music-on-hold class the dialplan may start (the same check)
 DIAL_OUTCOMES = {"NOANSWER": "no-answer", "BUSY": "busy", "CONGESTION": "busy", "CHANUNAVAIL": "busy",
                  "CANCEL": "agent-declined"}
 

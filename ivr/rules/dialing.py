@@ -12,6 +12,9 @@ DIAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # A phone number the switch may dial for a customer (a call-back): digits, a leading +.
 PHONE_RE = re.compile(r"^\+?[0-9]{2,20}$")
+# A music-on-hold class ([hold] moh_class) as it may go into an AGI command, a channel
+# variable on an Originate and the dialplan's StartMusicOnHold (no separator of either).
+MOH_CLASS = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
 def device_of(channel_name: str) -> str:

@@ -253,3 +253,13 @@ def test_unclear_and_hold_announcement_limits(tmp_path: Path) -> None:
     assert "unclear.clear_max_ms" in message and "unclear.clear_threshold" in message
     ok = load_config(write(tmp_path, "[hold]\nchoices_after = 360.0\nannounce = false\n"), env={})
     assert ok.hold.announce is False and ok.unclear.pause == 5.0
+
+
+@pytest.mark.parametrize("value", ["", "jazz;Hangup()", "a b", "x\\nSET VARIABLE", "é"])
+def test_a_moh_class_the_switch_could_misread_is_refused_at_load(tmp_path: Path, value: str) -> None:
+    """[hold] moh_class goes into the hold route's SET MUSIC ON and the call-back agent's
+    StartMusicOnHold: a name with a separator or a space is refused, naming the key."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f'[hold]\nmoh_class = "{value}"\n'), env={})
+    assert "hold.moh_class" in str(info.value)
+    assert load_config(write(tmp_path, '[hold]\nmoh_class = "jazz-2_b"\n'), env={}).hold.moh_class == "jazz-2_b"
