@@ -110,6 +110,9 @@ def check_sections(config: Config, problems: _Problems) -> None:
     _validate_holidays(config, problems)
 
 
+TAKEOVER_WINDOW = 1.6  # s: lease_ttl + poll_interval at most (README "Controller pairs")
+
+
 def _validate_database(db: DatabaseConfig, add: Any) -> None:
     if not re.match(r"^(sqlite|postgres(ql)?)://", db.url):
         add("database.url", "unsupported database URL (sqlite:///... or postgresql://...)")
@@ -141,6 +144,13 @@ def _validate_cluster(config: Config, add: Any) -> None:
             f"({(c.lease_ttl - c.margin) / 2:g}), got {c.renew_interval}")
     if c.poll_interval > c.lease_ttl:
         add("cluster.poll_interval", f"must be at most lease_ttl ({c.lease_ttl}), got {c.poll_interval}")
+    # A takeover lasts up to lease_ttl + poll_interval plus one query; the switch's [ivr-agi]
+    # asks the FastAGI list again for 2 s (three passes 1 s apart) before a call goes to its
+    # fallback, so the takeover must fit in that window, with room for the query and the new
+    # leader's first answer.
+    elif c.lease_ttl + c.poll_interval > TAKEOVER_WINDOW:
+        add("cluster.lease_ttl", f"lease_ttl + poll_interval must be at most {TAKEOVER_WINDOW:g} s, the "
+            f"takeover the switch's [ivr-agi] retries wait out (2 s), got {c.lease_ttl + c.poll_interval:g}")
 
 
 def _validate_holidays(config: Config, problems: _Problems) -> None:

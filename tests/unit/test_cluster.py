@@ -198,6 +198,9 @@ def test_cluster_config_defaults_and_a_valid_pair(tmp_path) -> None:
      "cluster.renew_interval"),
     ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\npoll_interval = 2\n', "cluster.poll_interval"),
     ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nlease_ttl = -1\n', "cluster.lease_ttl"),
+    # a takeover longer than the switch's [ivr-agi] retries (2 s) would send calls to the fallback
+    ('[database]\nurl = "postgresql://x/y"\n[cluster]\nnode = "a"\nlease_ttl = 1.5\npoll_interval = 0.2\n',
+     "lease_ttl \\+ poll_interval must be at most 1.6"),
 ])
 def test_cluster_config_is_checked(tmp_path, text: str, where: str) -> None:
     from ivr.errors import ConfigError
