@@ -36,7 +36,7 @@ def build_hold(rt: Runtime, config: Config, *,
         HoldSettings.from_config(config.hold, config.switch, config.prompts, config.agents,
                                  switch_path=switch_path, callbacks=config.callbacks),
         bus=rt.bus, metrics=HoldMetrics(rt.metrics.registry), agent_leg=agent_leg, acting=rt.acting,
-        once=rt.once)
+        once=rt.once, paired=bool(config.cluster.node))
     service.attach()
     return Feature("hold", service, agi_routes=service.agi_routes, http_routes=hold_routes(service),
                    openapi=HOLD_OPENAPI, on_close=service.close)

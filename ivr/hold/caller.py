@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from ivr.agi.channel import AgiChannel, AgiError, AgiHangup
+from ivr.agi.talk import SwitchClock
 from ivr.ami.away import taken_over
 from ivr.ami.channels import ChannelTracker
 from ivr.hold.metrics import HoldMetrics
@@ -49,6 +50,7 @@ from ivr.rules.hold import (
     hold_stage,
     parse_hold_stage,
 )
+from ivr.rules.stage import stamp
 from ivr.timers import TimerService
 
 log = structlog.get_logger("ivr.hold")
@@ -61,7 +63,8 @@ class HeldCaller:
     timers: TimerService
     tracker: ChannelTracker
     once: Once
-    standby_keys: dict[str, float]  # agent Uniqueid -> a hold key / Unhold seen while a standby
+    paired: bool  # a controller pair: the kept start is the switch's time (SwitchClock)
+    standby_keys: dict[str, float]  # agent Uniqueid -> a hold key / Unhold seen while a standby (timer clock)
     _resume: Callable[[HoldSession], None]
     store: HoldStore
     metrics: HoldMetrics | None
@@ -75,13 +78,23 @@ class HeldCaller:
     _rejoin: Callable[[HoldSession], Awaitable[None]]
 
     async def agi_hold(self, call: AgiChannel) -> None:
-        s = self.sessions.get(call.uniqueid) or await self._taken_over(call)
+        switch = SwitchClock(self.wall, self.timers.now)  # carried on the hold timer's clock
+        if self.paired:
+            await switch.sync(call)
+        # The kept start is read by the switch's earliest now and written by its latest
+        # (SwitchClock): a reminder or the choices across a takeover are never early.
+        s = self.sessions.get(call.uniqueid) or await self._taken_over(call, switch.earliest())
         if s is None:
             # Not ours (the controller restarted mid-hold): the dialplan returns the
             # caller to the agent.
             log.warning("hold.agi_unknown", uniqueid=call.uniqueid)
             await call.set_variable("IVR_RESULT", "unknown")
             return
+        if switch.synced and not s.on_switch and s.timer.started is not None:
+            # This node's own hold, its route's first start: the start on the switch's
+            # clock, at the latest, before any stage or reminder key is made of it.
+            s.since = stamp(switch.latest() - (self.timers.now() - s.timer.started))
+            s.on_switch = True
         s.agi = call
         caller_number = call.caller
         try:
@@ -206,12 +219,15 @@ class HeldCaller:
         caller back to the agent, or to the queue) and a later hold starts afresh."""
         await call.set_variable("IVR_STAGE", "")
 
-    async def _taken_over(self, call: AgiChannel) -> HoldSession | None:
+    async def _taken_over(self, call: AgiChannel, now_switch: float) -> HoldSession | None:
         """A hold another node started and died in: rebuilt from the caller's channel
         (IVR_STAGE, IVR_HOLD_AGENT: validated) and the switch's channels (the agent, the
         keeper in the agent's bridge), with the trigger and the caller's choice to wait
-        on that the stage kept."""
-        found = await taken_over(self.tracker, call, parse=lambda text: parse_hold_stage(text, self.wall()),
+        on that the stage kept. ``now_switch``: the clock the stage's start is read by (in
+        a pair the switch's earliest now, so the hold's age is never over-estimated; a
+        stage of an earlier version, written by its node's wall clock, reads the same way).
+        The start is kept as written: the reminders' keys and the records are made of it."""
+        found = await taken_over(self.tracker, call, parse=lambda text: parse_hold_stage(text, now_switch),
                                  prefix="hold@", variable="IVR_HOLD_AGENT", feature="hold")
         if found is None:
             return None
@@ -220,7 +236,7 @@ class HeldCaller:
         timer = HoldTimer.resumed(self.settings.reminder_interval, self.settings.choices_after,
                                   started=now - stage.age, count=stage.count, choices_offered=stage.choices_offered,
                                   now=now)
-        s = HoldSession(caller=caller, agent=agent, via=stage.via, timer=timer, since=stage.start,
+        s = HoldSession(caller=caller, agent=agent, via=stage.via, timer=timer, since=stage.start, on_switch=True,
                         choice=stage.choice if timer.choices_offered else "",
                         agent_name=self.settings.agent_name(agent), keeper=keeper.uniqueid, keeper_name=keeper.name)
         self.sessions[caller.uniqueid] = s
@@ -239,7 +255,8 @@ class HeldCaller:
             if s.choice:
                 self._emit(s, "hold.choice", step=f"hold.choice/{s.choice}", at=at, choice=s.choice,
                            rebuilt=True)
-        if self.standby_keys.pop(agent.uniqueid, 0.0) > since + 1.0:
+        # (both times on this node's timer clock: no other node's clock is compared)
+        if (keyed := self.standby_keys.pop(agent.uniqueid, None)) is not None and keyed > now - stage.age + 1.0:
             self._resume(s)  # the agent resumed while no node led: thanks, back to the agent
         return s
 

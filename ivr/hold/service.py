@@ -103,6 +103,7 @@ from ivr.rules.hold import (
     TakeMessage,
     ThankCaller,
 )
+from ivr.rules.stage import stamp
 from ivr.tasks import TaskSet
 from ivr.timers import TimerService
 
@@ -126,11 +127,13 @@ class HoldService(HeldCaller):
         agent_leg: AgentLegCheck | None = None,
         acting: Callable[[], bool] = lambda: True,
         once: Once | None = None,
+        paired: bool = False,
     ) -> None:
         self.conn, self.tracker, self.timers, self.settings = conn, tracker, timers, settings
+        self.paired = paired  # a controller pair: the kept start is a switch-clock time
         self.acting = acting  # False on a pair's standby: the leader holds, not this node
         self.once = once or Once()  # reminders, choices, thanks: once per switch
-        self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> wall time of a key/Unhold seen as standby
+        self.standby_keys: dict[str, float] = {}  # agent Uniqueid -> a key/Unhold seen as standby (timers.now())
         # agent Uniqueid -> (via, wall time): held before the caller was bridged to them
         self.pending: dict[str, tuple[str, float]] = {}
         self.bus, self.metrics, self.wall = bus, metrics, wall
@@ -217,9 +220,10 @@ class HoldService(HeldCaller):
             return self.sessions[caller.uniqueid]
         timer = self.settings.timer()
         name = self.settings.agent_name(agent)
-        # The start as IVR_STAGE keeps it: the hold's records and its reminders' keys use it.
+        # The start as IVR_STAGE keeps it: the hold's records and its reminders' keys use it
+        # (in a pair, the route puts it on the switch's clock before it keeps a stage).
         session = HoldSession(caller=caller, agent=agent, via=via, timer=timer, agent_name=name,
-                              since=f"{self.wall():.3f}")
+                              since=stamp(self.wall()))
         # The keeper's id (the ChannelId of the Originate) names this hold in its records too.
         session.keeper = f"{KEEPER_PREFIX}{caller.uniqueid}-{int(self.wall() * 1000)}"
         self.sessions[caller.uniqueid] = session
@@ -284,7 +288,7 @@ class HoldService(HeldCaller):
     def _standby_key(self, agent_uid: str) -> None:
         """A standby remembers an agent's hold key or Unhold: if it takes over that agent's
         hold (the leader died in between), the hold was resumed meanwhile."""
-        now = self.wall()
+        now = self.timers.now()
         self.standby_keys = {k: t for k, t in self.standby_keys.items() if now - t < 3600}
         self.standby_keys[agent_uid] = now
 

@@ -100,6 +100,7 @@ class HoldSession(AwaySession):
 
     timer: HoldTimer
     since: str  # the start, unix time as IVR_STAGE keeps it and the records time the hold
+    on_switch: bool = False  # ``since`` is the switch's time (in a pair: fixed at the route's first start)
     choice: str = ""  # "keep" once the caller chose to wait on (kept in IVR_STAGE)
     agent_left: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)

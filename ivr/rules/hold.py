@@ -175,7 +175,9 @@ class HoldStage:
 def hold_stage(started_at: str, count: int, choices_offered: bool, via: str, choice: str = "") -> str:
     """The hold's stage kept on the held caller's channel (IVR_STAGE) so that another
     controller can go on with it, and record it as it began:
-    ``hold@<unix time of the start>@<ticks played>@<0|1>@<via>@<choice>``. Only ``keep`` can
+    ``hold@<unix time of the start>@<ticks played>@<0|1>@<via>@<choice>`` (the start in a
+    pair: the switch's clock at the latest, :meth:`ivr.agi.talk.SwitchClock.latest`, read
+    back at its earliest, so the next reminder is never early). Only ``keep`` can
     be a choice there: a message or a call-back ends the hold (the stage is cleared first)."""
     return f"hold@{started_at}@{count}@{int(choices_offered)}@{via}@{choice}"
 

@@ -74,11 +74,11 @@ async def test_leader_killed_mid_silent_script_the_next_node_resumes_at_the_stag
     pause2 = p3_start - ts(p2_end)
     print(f"pause 2 across the takeover: {pause2:.3f} s")
     record("silent-pause2", pause2)
-    assert PAUSE - 0.01 <= pause2 <= PAUSE + 1.0, f"pause 2 lasted {pause2:.3f} s"
+    assert PAUSE <= pause2 <= PAUSE + 1.0, f"pause 2 lasted {pause2:.3f} s"
     stages = ami.find(lambda e: e.event == "UserEvent" and e.get("UserEvent") == "IvrSilentCall" and mine(e), since)
     assert [e["Stage"] for e in stages] == ["prompt2", "prompt3", "release"]
     pause3 = ts(stages[-1]) - p3_end
-    assert PAUSE - 0.01 <= pause3 <= PAUSE + 1.0, f"pause 3 lasted {pause3:.3f} s"
+    assert PAUSE <= pause3 <= PAUSE + 1.0, f"pause 3 lasted {pause3:.3f} s"
     assert hangup["Cause"] == "16", dict(hangup)  # released by the script, not dropped
     resumed = ami.find(lambda e: e.event == "AGIExecStart" and mine(e)
                        and e.get("Command", "").startswith("GET VARIABLE IVR_STAGE"), since)
@@ -154,7 +154,7 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
         switch, ami: AmiRecorder, pg: str, tmp_path: Path) -> None:  # noqa: F811 - pg: fixture
     """The agent holds with the key (*8); reminders every 6 s. The leader dies 2 s after
     the first reminder: [ivr-agi] runs ``hold`` again on the next node, which goes on from
-    the stage on the channel: reminders 2 and 3 at 12 and 18 s (within 1 s), each reminder
+    the stage on the channel: reminders 2 and 3 at 12 and 18 s (within 0.5 s), each reminder
     once, music meanwhile; the agent's *8 then resumes through the new leader: thanks,
     the caller back in the agent's bridge, never dropped."""
     async with started_pair(switch, pg, tmp_path, ami, extra=HOLD) as (a, b):
@@ -202,10 +202,10 @@ async def test_leader_killed_mid_hold_the_next_node_goes_on_with_the_reminders(
     assert abs(started["at"] - ts(start)) < 1.0 and row["hold_count"] == 1 and dropped == 0, (started, row)
     reminders = ami.find(lambda e: hold(e, "reminder"), since)
     assert [e["Count"] for e in reminders] == ["1", "2", "3"], [dict(e) for e in reminders]  # each once
-    for e in reminders:
-        due = int(e["Count"]) * INTERVAL
-        assert abs(ts(e) - ts(start) - due) < 1.0, f"reminder {e['Count']} at {ts(e) - ts(start):.3f} s"
     print("reminders at " + ", ".join(f"{ts(e) - ts(start):.3f}" for e in reminders) + " s")
+    for e in reminders:  # R4's bound (+-0.5 s); after the takeover too: b times them by the switch's clock
+        due = int(e["Count"]) * INTERVAL
+        assert abs(ts(e) - ts(start) - due) < 0.5, f"reminder {e['Count']} at {ts(e) - ts(start):.3f} s"
     assert len(ami.find(lambda e: hold(e, "resume"), since)) == 1
     assert not fallbacks(ami, since)
 
